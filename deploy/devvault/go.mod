@@ -1,0 +1,3 @@
+module github.com/certportal/certportal/deploy/devvault
+
+go 1.26

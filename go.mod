@@ -1,0 +1,3 @@
+module github.com/certportal/certportal
+
+go 1.26
