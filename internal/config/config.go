@@ -1,0 +1,278 @@
+// Package config loads and validates certportal's serve configuration from
+// flags and CERTPORTAL_* environment variables.
+package config
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything `certportal serve` needs. Build it with Load; a
+// Config that passed Validate is safe to wire into the server.
+type Config struct {
+	Listen      string // CERTPORTAL_LISTEN
+	DB          string // CERTPORTAL_DB: SQLite path or postgres:// DSN
+	TLSCert     string // CERTPORTAL_TLS_CERT: serve HTTPS when set with TLSKey
+	TLSKey      string // CERTPORTAL_TLS_KEY
+	VaultAddr   string // VAULT_ADDR
+	VaultCACert string // VAULT_CACERT
+
+	UserpassMount string // CERTPORTAL_USERPASS_MOUNT
+	PKIMount      string // CERTPORTAL_PKI_MOUNT
+	Role          string // CERTPORTAL_ROLE
+	EmailDomain   string // CERTPORTAL_EMAIL_DOMAIN: identities are <user>@<domain>
+
+	UserPolicy     string // CERTPORTAL_USER_POLICY
+	HelpdeskPolicy string // CERTPORTAL_HELPDESK_POLICY
+	AuditorPolicy  string // CERTPORTAL_AUDITOR_POLICY
+
+	// SessionKey signs session cookies and encrypts session data at rest.
+	// Every replica must share it; when empty a random key is made at start
+	// and sessions do not survive a restart.
+	SessionKey      []byte        // CERTPORTAL_SESSION_KEY (hex or base64, 32+ bytes)
+	SessionIdle     time.Duration // CERTPORTAL_SESSION_IDLE
+	SessionAbsolute time.Duration // CERTPORTAL_SESSION_ABSOLUTE
+
+	TTLs       []time.Duration // CERTPORTAL_TTLS: validities offered, e.g. "24h,168h,720h"
+	DefaultTTL time.Duration   // CERTPORTAL_DEFAULT_TTL
+
+	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
+	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
+	VaultTimeout time.Duration
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		Listen:          "127.0.0.1:8080",
+		DB:              "certportal.db",
+		VaultAddr:       "http://127.0.0.1:8200",
+		UserpassMount:   "userpass",
+		PKIMount:        "pki",
+		Role:            "user-auth",
+		EmailDomain:     "example.com",
+		UserPolicy:      "certportal-user",
+		HelpdeskPolicy:  "certportal-helpdesk",
+		AuditorPolicy:   "certportal-auditor",
+		SessionIdle:     30 * time.Minute,
+		SessionAbsolute: 8 * time.Hour,
+		TTLs:            []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
+		DefaultTTL:      90 * 24 * time.Hour,
+		MaxBodyBytes:    64 << 10,
+		LogLevel:        "info",
+		VaultTimeout:    30 * time.Second,
+	}
+}
+
+// TLS reports whether the portal serves HTTPS itself.
+func (c Config) TLS() bool { return c.TLSCert != "" }
+
+// Load reads flags from args, falling back to the environment, then to
+// Default. It returns a validated Config.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var sessionKey, ttls string
+	fs.StringVar(&c.Listen, "listen", env("CERTPORTAL_LISTEN", c.Listen), "address to listen on (CERTPORTAL_LISTEN)")
+	fs.StringVar(&c.DB, "db", env("CERTPORTAL_DB", c.DB), "SQLite file or postgres:// DSN (CERTPORTAL_DB)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("CERTPORTAL_TLS_CERT", ""), "serve HTTPS with this certificate (CERTPORTAL_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env("CERTPORTAL_TLS_KEY", ""), "key for -tls-cert (CERTPORTAL_TLS_KEY)")
+	fs.StringVar(&c.VaultAddr, "vault-addr", env("VAULT_ADDR", c.VaultAddr), "Vault address (VAULT_ADDR)")
+	fs.StringVar(&c.VaultCACert, "vault-cacert", env("VAULT_CACERT", ""), "CA file for Vault's TLS certificate (VAULT_CACERT)")
+	fs.StringVar(&c.UserpassMount, "userpass-mount", env("CERTPORTAL_USERPASS_MOUNT", c.UserpassMount), "userpass auth mount (CERTPORTAL_USERPASS_MOUNT)")
+	fs.StringVar(&c.PKIMount, "pki-mount", env("CERTPORTAL_PKI_MOUNT", c.PKIMount), "issuing PKI mount (CERTPORTAL_PKI_MOUNT)")
+	fs.StringVar(&c.Role, "role", env("CERTPORTAL_ROLE", c.Role), "PKI role users issue from (CERTPORTAL_ROLE)")
+	fs.StringVar(&c.EmailDomain, "email-domain", env("CERTPORTAL_EMAIL_DOMAIN", c.EmailDomain), "identities are <username>@<domain> (CERTPORTAL_EMAIL_DOMAIN)")
+	fs.StringVar(&c.UserPolicy, "user-policy", env("CERTPORTAL_USER_POLICY", c.UserPolicy), "Vault policy that makes an employee (CERTPORTAL_USER_POLICY)")
+	fs.StringVar(&c.HelpdeskPolicy, "helpdesk-policy", env("CERTPORTAL_HELPDESK_POLICY", c.HelpdeskPolicy), "Vault policy that makes helpdesk staff (CERTPORTAL_HELPDESK_POLICY)")
+	fs.StringVar(&c.AuditorPolicy, "auditor-policy", env("CERTPORTAL_AUDITOR_POLICY", c.AuditorPolicy), "Vault policy that makes an auditor (CERTPORTAL_AUDITOR_POLICY)")
+	fs.StringVar(&sessionKey, "session-key-file", env("CERTPORTAL_SESSION_KEY_FILE", ""), "file holding the session key (CERTPORTAL_SESSION_KEY_FILE); or set CERTPORTAL_SESSION_KEY")
+	fs.DurationVar(&c.SessionIdle, "session-idle", envDuration(getenv, "CERTPORTAL_SESSION_IDLE", c.SessionIdle), "idle session timeout (CERTPORTAL_SESSION_IDLE)")
+	fs.DurationVar(&c.SessionAbsolute, "session-absolute", envDuration(getenv, "CERTPORTAL_SESSION_ABSOLUTE", c.SessionAbsolute), "absolute session lifetime (CERTPORTAL_SESSION_ABSOLUTE)")
+	fs.StringVar(&ttls, "ttls", env("CERTPORTAL_TTLS", ""), "comma-separated certificate validities offered (CERTPORTAL_TTLS)")
+	fs.DurationVar(&c.DefaultTTL, "default-ttl", envDuration(getenv, "CERTPORTAL_DEFAULT_TTL", c.DefaultTTL), "validity preselected in the form (CERTPORTAL_DEFAULT_TTL)")
+	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if v := getenv("CERTPORTAL_MAX_BODY_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return Config{}, fmt.Errorf("CERTPORTAL_MAX_BODY_BYTES: %w", err)
+		}
+		c.MaxBodyBytes = n
+	}
+	if ttls != "" {
+		list, err := ParseTTLs(ttls)
+		if err != nil {
+			return Config{}, err
+		}
+		c.TTLs = list
+	}
+	key, err := loadSessionKey(sessionKey, getenv("CERTPORTAL_SESSION_KEY"))
+	if err != nil {
+		return Config{}, err
+	}
+	c.SessionKey = key
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	if v := getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		// An unparsable value must not silently become the default:
+		// Validate rejects a negative duration with the variable named.
+		return -1
+	}
+	return def
+}
+
+// ParseTTLs parses "24h,168h" into a sorted, de-duplicated list.
+func ParseTTLs(s string) ([]time.Duration, error) {
+	seen := map[time.Duration]bool{}
+	var out []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("ttls: %q is not a positive duration like 720h", f)
+		}
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("ttls: at least one validity is required")
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+func loadSessionKey(file, inline string) ([]byte, error) {
+	raw := inline
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("session key file: %w", err)
+		}
+		raw = string(b)
+	}
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, nil
+	}
+	for _, dec := range []func(string) ([]byte, error){hex.DecodeString, base64.StdEncoding.DecodeString, base64.RawURLEncoding.DecodeString} {
+		if b, err := dec(raw); err == nil && len(b) >= 32 {
+			return b, nil
+		}
+	}
+	// The key's value is deliberately not echoed.
+	return nil, errors.New("session key: want at least 32 bytes, hex or base64 encoded")
+}
+
+// Validate checks every field and names the first bad one.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen %q: want host:port", c.Listen)
+	}
+	if strings.TrimSpace(c.DB) == "" {
+		return errors.New("db: required")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls-cert and tls-key go together")
+	}
+	u, err := url.Parse(c.VaultAddr)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("vault-addr %q: want http(s)://host:port", c.VaultAddr)
+	}
+	for name, v := range map[string]string{"userpass-mount": c.UserpassMount, "pki-mount": c.PKIMount, "role": c.Role,
+		"user-policy": c.UserPolicy, "helpdesk-policy": c.HelpdeskPolicy, "auditor-policy": c.AuditorPolicy} {
+		if !validName(v) {
+			return fmt.Errorf("%s %q: want letters, digits, '-', '_' or '/'", name, v)
+		}
+	}
+	if !validDomain(c.EmailDomain) {
+		return fmt.Errorf("email-domain %q: want a DNS name like example.com", c.EmailDomain)
+	}
+	if c.SessionIdle <= 0 || c.SessionAbsolute <= 0 || c.SessionIdle > c.SessionAbsolute {
+		return errors.New("session-idle and session-absolute: want positive durations, idle not longer than absolute")
+	}
+	if len(c.TTLs) == 0 {
+		return errors.New("ttls: at least one validity is required")
+	}
+	found := false
+	for _, t := range c.TTLs {
+		found = found || t == c.DefaultTTL
+	}
+	if !found {
+		return fmt.Errorf("default-ttl %s: must be one of ttls", c.DefaultTTL)
+	}
+	if c.MaxBodyBytes < 1024 {
+		return errors.New("max body bytes: want at least 1024")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if s == "" || strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") || strings.Contains(s, "..") {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+func validDomain(s string) bool {
+	if s == "" || len(s) > 253 || !strings.Contains(s, ".") {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,138 @@
+// Package sqlite implements store.Store on a SQLite file (modernc.org/sqlite,
+// no cgo), the default single-replica store.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/certportal/certportal/internal/store"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// DB is a SQLite-backed store.
+type DB struct {
+	db *sql.DB
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open opens (creating if needed) the SQLite file at path and migrates it.
+func Open(ctx context.Context, path string) (*DB, error) {
+	// WAL lets readers run beside the single writer; synchronous=FULL because
+	// an audit or inventory row acknowledged to a user must survive a crash.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	s := &DB{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+var migrations = []string{
+	`CREATE TABLE sessions (
+		id_hash    TEXT PRIMARY KEY,
+		data       BLOB NOT NULL,
+		created_at INTEGER NOT NULL,
+		last_seen  INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL
+	)`,
+	`CREATE INDEX sessions_expires_at ON sessions(expires_at)`,
+}
+
+func (s *DB) migrate(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("migrate: database schema %d is newer than this binary (%d)", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migrate step %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return tx.Commit()
+}
+
+// Close closes the database.
+func (s *DB) Close() error { return s.db.Close() }
+
+// Ping checks the database answers.
+func (s *DB) Ping(ctx context.Context) error {
+	var one int
+	if err := s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("ping sqlite: %w", err)
+	}
+	return nil
+}
+
+func (s *DB) SaveSession(ctx context.Context, x *store.Session) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions(id_hash, data, created_at, last_seen, expires_at)
+		VALUES(?, ?, ?, ?, ?)
+		ON CONFLICT(id_hash) DO UPDATE SET data=excluded.data, last_seen=excluded.last_seen`,
+		x.IDHash, x.Data, x.CreatedAt.UnixMilli(), x.LastSeen.UnixMilli(), x.ExpiresAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	return nil
+}
+
+func (s *DB) GetSession(ctx context.Context, idHash string) (*store.Session, error) {
+	var x store.Session
+	var created, seen, expires int64
+	err := s.db.QueryRowContext(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions WHERE id_hash = ?`, idHash).
+		Scan(&x.IDHash, &x.Data, &created, &seen, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session: %w", err)
+	}
+	x.CreatedAt, x.LastSeen, x.ExpiresAt = time.UnixMilli(created), time.UnixMilli(seen), time.UnixMilli(expires)
+	return &x, nil
+}
+
+func (s *DB) TouchSession(ctx context.Context, idHash string, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE sessions SET last_seen = ? WHERE id_hash = ?`, at.UnixMilli(), idHash); err != nil {
+		return fmt.Errorf("touch session: %w", err)
+	}
+	return nil
+}
+
+func (s *DB) DeleteSession(ctx context.Context, idHash string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE id_hash = ?`, idHash); err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}
+
+func (s *DB) DeleteExpiredSessions(ctx context.Context, now, idleBefore time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= ? OR last_seen < ?`, now.UnixMilli(), idleBefore.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("delete expired sessions: %w", err)
+	}
+	return res.RowsAffected()
+}

@@ -1,0 +1,314 @@
+// Package vault is certportal's adapter for HashiCorp Vault: login, issuance
+// with the user's own token, token revocation and health, behind small methods
+// whose errors are classified for the caller.
+package vault
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+)
+
+// Errors callers branch on. Vault's own message is never part of them, so it
+// cannot leak into a page; the wrapped cause is for logs.
+var (
+	ErrInvalidCredentials = errors.New("vault: invalid credentials")
+	ErrPermissionDenied   = errors.New("vault: permission denied")
+	ErrRefused            = errors.New("vault: request refused")
+	ErrUnavailable        = errors.New("vault: unavailable")
+)
+
+// Config says how to reach Vault.
+type Config struct {
+	Addr    string
+	CACert  string // PEM file with the CA that signed Vault's TLS certificate
+	Timeout time.Duration
+}
+
+// Client talks to one Vault cluster. It is safe for concurrent use; it never
+// holds a token of its own — every call names the token it acts with.
+type Client struct {
+	base *vaultapi.Client
+}
+
+// New returns a client for cfg.
+func New(cfg Config) (*Client, error) {
+	vc := vaultapi.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault config: %w", vc.Error)
+	}
+	vc.Address = cfg.Addr
+	// pki/issue is not idempotent: a retried request can mint a second
+	// certificate nobody receives. No retries anywhere keeps that rule simple.
+	vc.MaxRetries = 0
+	if cfg.Timeout > 0 {
+		vc.Timeout = cfg.Timeout
+	}
+	if t, ok := vc.HttpClient.Transport.(*http.Transport); ok {
+		// Many concurrent users share one Vault; keep connections warm.
+		t.MaxIdleConnsPerHost = 64
+	}
+	if cfg.CACert != "" {
+		if err := vc.ConfigureTLS(&vaultapi.TLSConfig{CACert: cfg.CACert}); err != nil {
+			return nil, fmt.Errorf("vault tls: %w", err)
+		}
+	}
+	c, err := vaultapi.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	// DefaultConfig reads VAULT_TOKEN from the environment; the portal must
+	// never act with an operator token by accident.
+	c.ClearToken()
+	return &Client{base: c}, nil
+}
+
+// Addr is the Vault address this client talks to.
+func (c *Client) Addr() string { return c.base.Address() }
+
+func (c *Client) withToken(token string) (*vaultapi.Client, error) {
+	cl, err := c.base.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	cl.SetToken(token)
+	return cl, nil
+}
+
+// Login is the result of a successful userpass login.
+type Login struct {
+	Token     string
+	Accessor  string
+	EntityID  string
+	Policies  []string
+	ExpiresAt time.Time
+}
+
+// LoginUserpass logs username in at auth/<mount>/login. Every refusal is
+// ErrInvalidCredentials so that callers cannot tell unknown users from wrong
+// passwords.
+func (c *Client) LoginUserpass(ctx context.Context, mount, username, password string) (*Login, error) {
+	cl, err := c.withToken("")
+	if err != nil {
+		return nil, err
+	}
+	path := "auth/" + strings.Trim(mount, "/") + "/login/" + url.PathEscape(username)
+	secret, err := cl.Logical().WriteWithContext(ctx, path, map[string]any{"password": password})
+	if err != nil {
+		return nil, classify("login", err, ErrInvalidCredentials)
+	}
+	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
+		return nil, fmt.Errorf("login: empty auth response: %w", ErrUnavailable)
+	}
+	a := secret.Auth
+	return &Login{
+		Token:     a.ClientToken,
+		Accessor:  a.Accessor,
+		EntityID:  a.EntityID,
+		Policies:  append([]string(nil), a.TokenPolicies...),
+		ExpiresAt: time.Now().Add(time.Duration(a.LeaseDuration) * time.Second),
+	}, nil
+}
+
+// RevokeSelf revokes token (logout). A token that is already gone is not an error.
+func (c *Client) RevokeSelf(ctx context.Context, token string) error {
+	cl, err := c.withToken(token)
+	if err != nil {
+		return err
+	}
+	_, err = cl.Logical().WriteWithContext(ctx, "auth/token/revoke-self", nil)
+	if err != nil {
+		var re *vaultapi.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
+			return nil
+		}
+		return classify("revoke token", err, ErrRefused)
+	}
+	return nil
+}
+
+// IssueRequest asks a PKI role for a certificate.
+type IssueRequest struct {
+	Mount      string
+	Role       string
+	CommonName string
+	TTL        time.Duration
+}
+
+// Issued is a certificate Vault just minted, with its private key.
+type Issued struct {
+	Certificate *x509.Certificate
+	PrivateKey  crypto.Signer
+	Chain       []*x509.Certificate // issuing CA first, up to the root
+	Serial      string              // Vault's colon-separated hex form
+}
+
+// Issue calls <mount>/issue/<role> with the caller's token. It is called once:
+// a failure after Vault signed must not be retried into a second certificate.
+func (c *Client) Issue(ctx context.Context, token string, req IssueRequest) (*Issued, error) {
+	cl, err := c.withToken(token)
+	if err != nil {
+		return nil, err
+	}
+	data := map[string]any{
+		"common_name":          req.CommonName,
+		"format":               "pem",
+		"private_key_format":   "pkcs8",
+		"exclude_cn_from_sans": false,
+	}
+	if req.TTL > 0 {
+		data["ttl"] = fmt.Sprintf("%ds", int64(req.TTL/time.Second))
+	}
+	path := strings.Trim(req.Mount, "/") + "/issue/" + url.PathEscape(req.Role)
+	secret, err := cl.Logical().WriteWithContext(ctx, path, data)
+	if err != nil {
+		return nil, classify("issue certificate", err, ErrRefused)
+	}
+	if secret == nil || secret.Data == nil {
+		return nil, fmt.Errorf("issue certificate: empty response: %w", ErrUnavailable)
+	}
+	return parseIssued(secret.Data)
+}
+
+func parseIssued(d map[string]any) (*Issued, error) {
+	str := func(k string) string { s, _ := d[k].(string); return s }
+	certs, err := parseCerts(str("certificate"))
+	if err != nil || len(certs) == 0 {
+		return nil, fmt.Errorf("issue certificate: bad certificate in response: %v", err)
+	}
+	keyBlock, _ := pem.Decode([]byte(str("private_key")))
+	if keyBlock == nil {
+		return nil, errors.New("issue certificate: no private key in response")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate: parse private key: %w", err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("issue certificate: private key cannot sign")
+	}
+	var chain []*x509.Certificate
+	if raw, ok := d["ca_chain"].([]any); ok {
+		for _, r := range raw {
+			s, _ := r.(string)
+			cs, err := parseCerts(s)
+			if err != nil {
+				return nil, fmt.Errorf("issue certificate: bad ca_chain: %w", err)
+			}
+			chain = append(chain, cs...)
+		}
+	}
+	if len(chain) == 0 {
+		cs, err := parseCerts(str("issuing_ca"))
+		if err != nil {
+			return nil, fmt.Errorf("issue certificate: bad issuing_ca: %w", err)
+		}
+		chain = cs
+	}
+	return &Issued{Certificate: certs[0], PrivateKey: signer, Chain: chain, Serial: str("serial_number")}, nil
+}
+
+func parseCerts(p string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := []byte(p)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return out, nil
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+}
+
+// CAChain returns the PEM chain of the mount's default issuer (issuing CA
+// first). The endpoint is unauthenticated in Vault.
+func (c *Client) CAChain(ctx context.Context, mount string) ([]byte, error) {
+	cl, err := c.withToken("")
+	if err != nil {
+		return nil, err
+	}
+	r := cl.NewRequest(http.MethodGet, "/v1/"+strings.Trim(mount, "/")+"/cert/ca_chain")
+	//nolint:staticcheck // RawRequest is the documented way to read non-JSON endpoints.
+	resp, err := cl.RawRequestWithContext(ctx, r)
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if err != nil {
+		return nil, classify("read CA chain", err, ErrRefused)
+	}
+	var sec vaultapi.Secret
+	if err := resp.DecodeJSON(&sec); err != nil {
+		return nil, fmt.Errorf("read CA chain: %w", err)
+	}
+	chain, _ := sec.Data["certificate"].(string)
+	if strings.TrimSpace(chain) == "" {
+		return nil, fmt.Errorf("read CA chain: empty: %w", ErrUnavailable)
+	}
+	return []byte(strings.TrimSpace(chain) + "\n"), nil
+}
+
+// Health returns nil when Vault is reachable, initialised and unsealed.
+func (c *Client) Health(ctx context.Context) error {
+	cl, err := c.withToken("")
+	if err != nil {
+		return err
+	}
+	h, err := cl.Sys().HealthWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("health: %v: %w", err, ErrUnavailable)
+	}
+	if !h.Initialized || h.Sealed {
+		return fmt.Errorf("health: initialized=%v sealed=%v: %w", h.Initialized, h.Sealed, ErrUnavailable)
+	}
+	return nil
+}
+
+// classify maps an error from vault/api onto the package's sentinel errors.
+// refusal is what a 4xx means for this call.
+func classify(op string, err error, refusal error) error {
+	var re *vaultapi.ResponseError
+	if errors.As(err, &re) {
+		switch {
+		case re.StatusCode == http.StatusForbidden && refusal != ErrInvalidCredentials:
+			return fmt.Errorf("%s: status %d: %w", op, re.StatusCode, ErrPermissionDenied)
+		case re.StatusCode >= 400 && re.StatusCode < 500 && re.StatusCode != http.StatusTooManyRequests:
+			return fmt.Errorf("%s: status %d: %w", op, re.StatusCode, refusal)
+		default:
+			return fmt.Errorf("%s: status %d: %w", op, re.StatusCode, ErrUnavailable)
+		}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %v: %w", op, ne, ErrUnavailable)
+	}
+	// Connection refused and friends arrive as *url.Error wrapping *net.OpError.
+	return fmt.Errorf("%s: %w", op, errors.Join(ErrUnavailable, errors.New(scrub(err.Error()))))
+}
+
+// scrub keeps only the first line of an error; vault/api puts response bodies
+// on following lines, which may echo request data.
+func scrub(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
