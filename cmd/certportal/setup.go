@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/certportal/certportal/internal/setup"
+)
+
+func runSetup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o := setup.Defaults()
+	fs := flag.NewFlagSet("setup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.RootMount, "root-mount", o.RootMount, "PKI mount holding the root CA")
+	fs.StringVar(&o.PKIMount, "pki-mount", o.PKIMount, "issuing PKI mount")
+	fs.StringVar(&o.Role, "role", o.Role, "PKI role users issue from")
+	fs.StringVar(&o.UserpassMount, "userpass-mount", o.UserpassMount, "userpass auth mount")
+	fs.StringVar(&o.EmailDomain, "email-domain", o.EmailDomain, "identities are <username>@<domain>")
+	fs.StringVar(&o.KeyType, "key-type", o.KeyType, "key type of user certificates: ec or rsa")
+	fs.IntVar(&o.KeyBits, "key-bits", o.KeyBits, "key size: 256/384/521 for ec, 2048/3072/4096 for rsa")
+	fs.DurationVar(&o.MaxTTL, "max-ttl", o.MaxTTL, "longest certificate validity the role allows")
+	fs.BoolVar(&o.DemoUsers, "demo-users", false, "create demo users alice, bob (employees), helen (helpdesk), audrey (auditor) and print their passwords")
+	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
+	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	token := getenv("VAULT_TOKEN")
+	if *vaultAddr == "" || token == "" {
+		return errors.New("setup needs VAULT_ADDR and an admin VAULT_TOKEN in the environment")
+	}
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = *vaultAddr
+	cfg.MaxRetries = 0
+	if *vaultCA != "" {
+		if err := cfg.ConfigureTLS(&vaultapi.TLSConfig{CACert: *vaultCA}); err != nil {
+			return fmt.Errorf("vault tls: %w", err)
+		}
+	}
+	c, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		return fmt.Errorf("vault client: %w", err)
+	}
+	c.SetToken(token)
+	res, err := setup.Run(ctx, c, o)
+	if res != nil {
+		for _, s := range res.Steps {
+			mark := "ok     "
+			if s.Changed {
+				mark = "changed"
+			}
+			fmt.Fprintf(stdout, "  %s  %s\n", mark, s.What)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	if res.Changed() {
+		fmt.Fprintln(stdout, "setup: Vault is configured for certportal.")
+	} else {
+		fmt.Fprintln(stdout, "setup: nothing to change; Vault was already configured.")
+	}
+	if len(res.DemoUsers) > 0 {
+		fmt.Fprintln(stdout, "\nDemo logins (shown once; passwords are not stored anywhere else):")
+		for _, u := range res.DemoUsers {
+			fmt.Fprintf(stdout, "  %-8s %-18s %s\n", u.Username, u.Password, u.Note)
+		}
+	}
+	return nil
+}

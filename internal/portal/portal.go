@@ -1,0 +1,232 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/certportal/certportal/internal/bundle"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// Role is a portal role, read from the Vault token's policies at login.
+type Role string
+
+const (
+	RoleEmployee Role = "employee"
+	RoleHelpdesk Role = "helpdesk"
+	RoleAuditor  Role = "auditor"
+)
+
+// Identity is a logged-in user. Token is their own Vault token: the
+// credential every Vault call on their behalf is made with.
+type Identity struct {
+	Username  string
+	Token     string
+	Roles     []Role
+	ExpiresAt time.Time // the token's expiry; the session cannot outlive it
+}
+
+// Has reports whether the identity holds role r.
+func (id *Identity) Has(r Role) bool { return slices.Contains(id.Roles, r) }
+
+// Vault is what the portal needs from Vault; *vault.Client implements it.
+type Vault interface {
+	LoginUserpass(ctx context.Context, mount, username, password string) (*vault.Login, error)
+	RevokeSelf(ctx context.Context, token string) error
+	Issue(ctx context.Context, token string, req vault.IssueRequest) (*vault.Issued, error)
+	CAChain(ctx context.Context, mount string) ([]byte, error)
+	Health(ctx context.Context) error
+}
+
+// Options configure the Service.
+type Options struct {
+	UserpassMount  string
+	PKIMount       string
+	Role           string
+	EmailDomain    string
+	UserPolicy     string
+	HelpdeskPolicy string
+	AuditorPolicy  string
+	TTLs           []time.Duration
+	DefaultTTL     time.Duration
+}
+
+// Service is the portal's use cases.
+type Service struct {
+	vault Vault
+	opts  Options
+	log   *slog.Logger
+}
+
+// NewService wires a Service.
+func NewService(v Vault, o Options, log *slog.Logger) *Service {
+	return &Service{vault: v, opts: o, log: log}
+}
+
+// Options returns the service's options (for rendering forms).
+func (s *Service) Options() Options { return s.opts }
+
+// usernamePattern matches what userpass accepts in practice and what is safe
+// in a certificate's CN and a file name. Anything else cannot log in.
+var usernamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Login checks username and password against Vault. Every failure of the
+// credentials themselves is the same error, so the page cannot be used to
+// learn which usernames exist.
+func (s *Service) Login(ctx context.Context, username, password string) (*Identity, error) {
+	username = strings.ToLower(strings.TrimSpace(username))
+	failed := &Error{Code: EUnauthorized, Message: "error.login_failed"}
+	if !usernamePattern.MatchString(username) || password == "" || len(password) > 1024 {
+		return nil, failed
+	}
+	l, err := s.vault.LoginUserpass(ctx, s.opts.UserpassMount, username, password)
+	switch {
+	case errors.Is(err, vault.ErrInvalidCredentials):
+		failed.Err = err
+		return nil, failed
+	case err != nil:
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
+	}
+	roles := s.roles(l.Policies)
+	if len(roles) == 0 {
+		// Valid Vault credentials without any certportal policy: deny by
+		// default, and give the token back at once.
+		if rerr := s.vault.RevokeSelf(ctx, l.Token); rerr != nil {
+			s.log.WarnContext(ctx, "revoke token of user without portal access", "user", username, "err", rerr)
+		}
+		return nil, &Error{Code: EForbidden, Message: "error.no_portal_access"}
+	}
+	return &Identity{Username: username, Token: l.Token, Roles: roles, ExpiresAt: l.ExpiresAt}, nil
+}
+
+func (s *Service) roles(policies []string) []Role {
+	var roles []Role
+	has := func(p string) bool { return p != "" && slices.Contains(policies, p) }
+	// Every portal role can hold its own certificate: the helpdesk and
+	// auditor policies setup writes include the issue capability too.
+	if has(s.opts.UserPolicy) || has(s.opts.HelpdeskPolicy) || has(s.opts.AuditorPolicy) {
+		roles = append(roles, RoleEmployee)
+	}
+	if has(s.opts.HelpdeskPolicy) {
+		roles = append(roles, RoleHelpdesk)
+	}
+	if has(s.opts.AuditorPolicy) {
+		roles = append(roles, RoleAuditor)
+	}
+	return roles
+}
+
+// Logout revokes the user's Vault token.
+func (s *Service) Logout(ctx context.Context, id *Identity) error {
+	if err := s.vault.RevokeSelf(ctx, id.Token); err != nil {
+		return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	return nil
+}
+
+// IssueRequest is the certificate form.
+type IssueRequest struct {
+	Password        string
+	PasswordConfirm string
+	TTL             string // a Go duration that must be one of the offered TTLs
+	Encryption      string // modern or compat
+}
+
+// Validate checks the form against the offered options and returns the
+// parsed validity and encryption.
+func (r IssueRequest) Validate(o Options) (time.Duration, bundle.Encryption, error) {
+	ttl, err := time.ParseDuration(r.TTL)
+	if r.TTL == "" {
+		ttl, err = o.DefaultTTL, nil
+	}
+	if err != nil || !slices.Contains(o.TTLs, ttl) {
+		return 0, "", Invalid("ttl", "error.ttl_invalid")
+	}
+	enc, err := bundle.ParseEncryption(r.Encryption)
+	if err != nil {
+		return 0, "", Invalid("encryption", "error.encryption_invalid")
+	}
+	if len([]rune(r.Password)) < bundle.MinPasswordLen {
+		return 0, "", Invalid("password", "error.password_short")
+	}
+	if len(r.Password) > 1024 {
+		return 0, "", Invalid("password", "error.password_long")
+	}
+	if r.Password != r.PasswordConfirm {
+		return 0, "", Invalid("password_confirm", "error.password_mismatch")
+	}
+	return ttl, enc, nil
+}
+
+// Download is a freshly built .p12.
+type Download struct {
+	Filename   string
+	Data       []byte
+	Serial     string
+	Subject    string
+	NotAfter   time.Time
+	Encryption bundle.Encryption
+}
+
+// Identity name for a username: the certificate's CN and email SAN.
+func (s *Service) subjectFor(username string) string {
+	return username + "@" + s.opts.EmailDomain
+}
+
+// Issue asks Vault, with the user's own token, for a certificate naming the
+// user, and packs it into a .p12 protected by the user's password. Vault is
+// called once and never retried: pki/issue is not idempotent.
+func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*Download, error) {
+	if !id.Has(RoleEmployee) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	ttl, enc, err := req.Validate(s.opts)
+	if err != nil {
+		return nil, err
+	}
+	subject := s.subjectFor(id.Username)
+	issued, err := s.vault.Issue(ctx, id.Token, vault.IssueRequest{
+		Mount: s.opts.PKIMount, Role: s.opts.Role, CommonName: subject, TTL: ttl,
+	})
+	switch {
+	case errors.Is(err, vault.ErrPermissionDenied):
+		// Most often an expired token; the user logs in again.
+		return nil, &Error{Code: EForbidden, Message: "error.vault_denied", Err: err}
+	case errors.Is(err, vault.ErrRefused):
+		return nil, &Error{Code: EForbidden, Message: "error.vault_refused", Err: err}
+	case err != nil:
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	data, err := bundle.Encode(issued.PrivateKey, issued.Certificate, issued.Chain, req.Password, enc)
+	if err != nil {
+		return nil, fmt.Errorf("build .p12 for %s: %w", issued.Serial, err)
+	}
+	s.log.InfoContext(ctx, "certificate issued", "user", id.Username, "serial", issued.Serial,
+		"subject", subject, "not_after", issued.Certificate.NotAfter.UTC(), "encryption", string(enc))
+	return &Download{
+		Filename:   subject + ".p12",
+		Data:       data,
+		Serial:     issued.Serial,
+		Subject:    subject,
+		NotAfter:   issued.Certificate.NotAfter,
+		Encryption: enc,
+	}, nil
+}
+
+// CAChain returns the issuing CA chain in PEM.
+func (s *Service) CAChain(ctx context.Context) ([]byte, error) {
+	b, err := s.vault.CAChain(ctx, s.opts.PKIMount)
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	return b, nil
+}
+
+// VaultHealth returns nil when Vault is reachable and unsealed.
+func (s *Service) VaultHealth(ctx context.Context) error { return s.vault.Health(ctx) }

@@ -1,0 +1,542 @@
+// Package setup bootstraps a Vault for certportal: PKI root and issuing CA,
+// the user-auth role bound to each user's own identity, policies, the
+// userpass mount and optional demo users. Every step checks before it writes,
+// so running it again changes nothing and says so.
+package setup
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+)
+
+// Options say what to build.
+type Options struct {
+	RootMount     string // e.g. pki_root
+	PKIMount      string // issuing mount, e.g. pki
+	Role          string // e.g. user-auth
+	UserpassMount string
+	EmailDomain   string
+	KeyType       string // ec or rsa
+	KeyBits       int
+	MaxTTL        time.Duration // role's max certificate validity
+	Organization  string
+
+	UserPolicy     string
+	HelpdeskPolicy string
+	AuditorPolicy  string
+
+	DemoUsers bool
+}
+
+// Defaults returns the options `certportal setup` uses without flags.
+func Defaults() Options {
+	return Options{
+		RootMount:      "pki_root",
+		PKIMount:       "pki",
+		Role:           "user-auth",
+		UserpassMount:  "userpass",
+		EmailDomain:    "example.com",
+		KeyType:        "ec",
+		KeyBits:        256,
+		MaxTTL:         365 * 24 * time.Hour,
+		Organization:   "certportal",
+		UserPolicy:     "certportal-user",
+		HelpdeskPolicy: "certportal-helpdesk",
+		AuditorPolicy:  "certportal-auditor",
+	}
+}
+
+// Validate checks the options before anything is written.
+func (o Options) Validate() error {
+	switch {
+	case o.KeyType == "ec" && (o.KeyBits == 256 || o.KeyBits == 384 || o.KeyBits == 521):
+	case o.KeyType == "rsa" && (o.KeyBits == 2048 || o.KeyBits == 3072 || o.KeyBits == 4096):
+	default:
+		return fmt.Errorf("key type %s with %d bits: want ec 256/384/521 or rsa 2048/3072/4096", o.KeyType, o.KeyBits)
+	}
+	if o.MaxTTL < time.Hour || o.MaxTTL > 5*365*24*time.Hour {
+		return fmt.Errorf("max ttl %s: want between 1h and 5 years", o.MaxTTL)
+	}
+	if o.RootMount == o.PKIMount {
+		return errors.New("root and issuing mounts must differ")
+	}
+	if o.EmailDomain == "" || strings.ContainsAny(o.EmailDomain, " @*{}") {
+		return fmt.Errorf("email domain %q: want a DNS name", o.EmailDomain)
+	}
+	return nil
+}
+
+// DemoUser is a demo account setup created, with its one-time password.
+type DemoUser struct {
+	Username string
+	Password string
+	Policies []string
+	Note     string
+}
+
+// Result reports what setup did.
+type Result struct {
+	Steps     []Step
+	DemoUsers []DemoUser // only users created in this run
+}
+
+// Step is one checked item and whether it was changed.
+type Step struct {
+	What    string
+	Changed bool
+}
+
+// Changed reports whether any step wrote to Vault.
+func (r *Result) Changed() bool {
+	for _, s := range r.Steps {
+		if s.Changed {
+			return true
+		}
+	}
+	return false
+}
+
+type run struct {
+	c   *vaultapi.Client
+	o   Options
+	res *Result
+}
+
+// Run applies opts to the Vault c points at; c must carry an admin token.
+func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	r := &run{c: c, o: o, res: &Result{}}
+	steps := []func(context.Context) error{
+		r.rootCA, r.issuingCA, r.urls, r.userpass, r.role, r.policies, r.demoUsers,
+	}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return r.res, err
+		}
+	}
+	return r.res, nil
+}
+
+func (r *run) step(what string, changed bool) { r.res.Steps = append(r.res.Steps, Step{what, changed}) }
+
+func (r *run) read(ctx context.Context, path string) (*vaultapi.Secret, error) {
+	s, err := r.c.Logical().ReadWithContext(ctx, path)
+	if err != nil {
+		var re *vaultapi.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (r *run) write(ctx context.Context, path string, data map[string]any) (*vaultapi.Secret, error) {
+	s, err := r.c.Logical().WriteWithContext(ctx, path, data)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (r *run) ensureMount(ctx context.Context, path string, maxTTL time.Duration) (bool, error) {
+	mounts, err := r.c.Sys().ListMountsWithContext(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list mounts: %w", err)
+	}
+	if m, ok := mounts[path+"/"]; ok {
+		if m.Type != "pki" {
+			return false, fmt.Errorf("mount %s exists with type %s, want pki", path, m.Type)
+		}
+		return false, nil
+	}
+	err = r.c.Sys().MountWithContext(ctx, path, &vaultapi.MountInput{
+		Type: "pki", Description: "certportal",
+		Config: vaultapi.MountConfigInput{MaxLeaseTTL: maxTTL.String()},
+	})
+	if err != nil {
+		return false, fmt.Errorf("mount %s: %w", path, err)
+	}
+	return true, nil
+}
+
+// caPEM returns the mount's default issuer certificate, or "" if it has none.
+func (r *run) caPEM(ctx context.Context, mount string) (string, error) {
+	s, err := r.read(ctx, mount+"/issuer/default")
+	if err != nil {
+		var re *vaultapi.ResponseError
+		if errors.As(err, &re) && (re.StatusCode == http.StatusBadRequest || re.StatusCode == http.StatusInternalServerError) {
+			return "", nil // no default issuer yet
+		}
+		return "", err
+	}
+	if s == nil || s.Data == nil {
+		return "", nil
+	}
+	c, _ := s.Data["certificate"].(string)
+	return strings.TrimSpace(c), nil
+}
+
+const (
+	rootTTL         = 10 * 365 * 24 * time.Hour
+	intermediateTTL = 5 * 365 * 24 * time.Hour
+)
+
+func (r *run) rootCA(ctx context.Context) error {
+	created, err := r.ensureMount(ctx, r.o.RootMount, rootTTL)
+	if err != nil {
+		return err
+	}
+	r.step("PKI mount "+r.o.RootMount, created)
+	ca, err := r.caPEM(ctx, r.o.RootMount)
+	if err != nil {
+		return err
+	}
+	if ca != "" {
+		r.step("root CA in "+r.o.RootMount, false)
+		return nil
+	}
+	_, err = r.write(ctx, r.o.RootMount+"/root/generate/internal", map[string]any{
+		"common_name":  r.o.Organization + " Root CA",
+		"organization": r.o.Organization,
+		"key_type":     "ec",
+		"key_bits":     384,
+		"ttl":          rootTTL.String(),
+		"issuer_name":  "root",
+	})
+	if err != nil {
+		return err
+	}
+	r.step("root CA in "+r.o.RootMount, true)
+	return nil
+}
+
+func (r *run) issuingCA(ctx context.Context) error {
+	created, err := r.ensureMount(ctx, r.o.PKIMount, intermediateTTL)
+	if err != nil {
+		return err
+	}
+	r.step("PKI mount "+r.o.PKIMount, created)
+	ca, err := r.caPEM(ctx, r.o.PKIMount)
+	if err != nil {
+		return err
+	}
+	if ca != "" {
+		r.step("issuing CA in "+r.o.PKIMount, false)
+		return nil
+	}
+	csr, err := r.write(ctx, r.o.PKIMount+"/intermediate/generate/internal", map[string]any{
+		"common_name":  r.o.Organization + " Issuing CA",
+		"organization": r.o.Organization,
+		"key_type":     "ec",
+		"key_bits":     256,
+	})
+	if err != nil {
+		return err
+	}
+	signed, err := r.write(ctx, r.o.RootMount+"/root/sign-intermediate", map[string]any{
+		"csr":                   csr.Data["csr"],
+		"common_name":           r.o.Organization + " Issuing CA",
+		"organization":          r.o.Organization,
+		"ttl":                   intermediateTTL.String(),
+		"max_path_length":       0,
+		"use_csr_values":        false,
+		"permitted_dns_domains": []string{},
+	})
+	if err != nil {
+		return err
+	}
+	cert, _ := signed.Data["certificate"].(string)
+	root, _ := signed.Data["issuing_ca"].(string)
+	// Importing the root with the intermediate makes ca_chain carry the
+	// whole chain, so the .p12 and /ca.pem are complete.
+	if _, err := r.write(ctx, r.o.PKIMount+"/intermediate/set-signed", map[string]any{
+		"certificate": strings.TrimSpace(cert) + "\n" + strings.TrimSpace(root) + "\n",
+	}); err != nil {
+		return err
+	}
+	r.step("issuing CA in "+r.o.PKIMount+" signed by "+r.o.RootMount, true)
+	return nil
+}
+
+func (r *run) urls(ctx context.Context) error {
+	addr := strings.TrimRight(r.c.Address(), "/")
+	for _, m := range []string{r.o.RootMount, r.o.PKIMount} {
+		want := map[string]any{
+			"issuing_certificates":    []string{addr + "/v1/" + m + "/ca"},
+			"crl_distribution_points": []string{addr + "/v1/" + m + "/crl"},
+		}
+		cur, err := r.read(ctx, m+"/config/urls")
+		if err != nil {
+			return err
+		}
+		if cur != nil && sameStrings(cur.Data["issuing_certificates"], want["issuing_certificates"]) &&
+			sameStrings(cur.Data["crl_distribution_points"], want["crl_distribution_points"]) {
+			r.step("issuing and CRL URLs on "+m, false)
+			continue
+		}
+		if _, err := r.write(ctx, m+"/config/urls", want); err != nil {
+			return err
+		}
+		r.step("issuing and CRL URLs on "+m, true)
+	}
+	return nil
+}
+
+func (r *run) userpass(ctx context.Context) error {
+	auths, err := r.c.Sys().ListAuthWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("list auth mounts: %w", err)
+	}
+	if a, ok := auths[r.o.UserpassMount+"/"]; ok {
+		if a.Type != "userpass" {
+			return fmt.Errorf("auth mount %s exists with type %s, want userpass", r.o.UserpassMount, a.Type)
+		}
+		r.step("userpass auth at "+r.o.UserpassMount, false)
+		return nil
+	}
+	if err := r.c.Sys().EnableAuthWithOptionsWithContext(ctx, r.o.UserpassMount, &vaultapi.EnableAuthOptions{
+		Type: "userpass", Description: "certportal employees",
+	}); err != nil {
+		return fmt.Errorf("enable userpass: %w", err)
+	}
+	r.step("userpass auth at "+r.o.UserpassMount, true)
+	return nil
+}
+
+func (r *run) accessor(ctx context.Context) (string, error) {
+	auths, err := r.c.Sys().ListAuthWithContext(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list auth mounts: %w", err)
+	}
+	a, ok := auths[r.o.UserpassMount+"/"]
+	if !ok || a.Accessor == "" {
+		return "", fmt.Errorf("userpass mount %s has no accessor", r.o.UserpassMount)
+	}
+	return a.Accessor, nil
+}
+
+// RoleData is the user-auth role: a token can only name its own userpass
+// identity, as <alias name>@<domain>, for client authentication only.
+func RoleData(o Options, accessor string) map[string]any {
+	return map[string]any{
+		"allowed_domains":                    []string{"{{identity.entity.aliases." + accessor + ".name}}@" + o.EmailDomain},
+		"allowed_domains_template":           true,
+		"allow_bare_domains":                 true,
+		"allow_subdomains":                   false,
+		"allow_glob_domains":                 false,
+		"allow_wildcard_certificates":        false,
+		"allow_any_name":                     false,
+		"allow_localhost":                    false,
+		"allow_ip_sans":                      false,
+		"allowed_uri_sans":                   []string{},
+		"allowed_other_sans":                 []string{},
+		"enforce_hostnames":                  false,
+		"server_flag":                        false,
+		"client_flag":                        true,
+		"code_signing_flag":                  false,
+		"email_protection_flag":              false,
+		"key_type":                           o.KeyType,
+		"key_bits":                           o.KeyBits,
+		"key_usage":                          []string{"DigitalSignature"},
+		"ext_key_usage":                      []string{},
+		"max_ttl":                            fmt.Sprintf("%d", int64(o.MaxTTL/time.Second)),
+		"ttl":                                fmt.Sprintf("%d", int64(min(o.MaxTTL, 30*24*time.Hour)/time.Second)),
+		"organization":                       []string{o.Organization},
+		"require_cn":                         true,
+		"no_store":                           false,
+		"generate_lease":                     false,
+		"basic_constraints_valid_for_non_ca": true,
+		"not_before_duration":                "30s",
+	}
+}
+
+func (r *run) role(ctx context.Context) error {
+	acc, err := r.accessor(ctx)
+	if err != nil {
+		return err
+	}
+	want := RoleData(r.o, acc)
+	path := r.o.PKIMount + "/roles/" + r.o.Role
+	cur, err := r.read(ctx, path)
+	if err != nil {
+		return err
+	}
+	if cur != nil && roleMatches(cur.Data, want) {
+		r.step("role "+path, false)
+		return nil
+	}
+	if _, err := r.write(ctx, path, want); err != nil {
+		return err
+	}
+	r.step("role "+path, true)
+	return nil
+}
+
+// roleMatches compares the fields setup owns, in Vault's read-back form.
+func roleMatches(cur, want map[string]any) bool {
+	for k, w := range want {
+		c, ok := cur[k]
+		if !ok {
+			return false
+		}
+		switch wv := w.(type) {
+		case []string:
+			if !sameStrings(c, wv) {
+				return false
+			}
+		case bool:
+			if cb, _ := c.(bool); cb != wv {
+				return false
+			}
+		case int:
+			if fmt.Sprint(c) != fmt.Sprint(wv) {
+				return false
+			}
+		case string:
+			if k == "ttl" || k == "max_ttl" || k == "not_before_duration" {
+				// Vault reads durations back as seconds.
+				if !sameDuration(c, wv) {
+					return false
+				}
+			} else if fmt.Sprint(c) != wv {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func sameDuration(c any, w string) bool {
+	wd, err := time.ParseDuration(w)
+	if err != nil {
+		wd, err = time.ParseDuration(w + "s")
+		if err != nil {
+			return false
+		}
+	}
+	return fmt.Sprint(c) == fmt.Sprint(int64(wd/time.Second))
+}
+
+func sameStrings(a any, b any) bool {
+	return reflect.DeepEqual(toStrings(a), toStrings(b))
+}
+
+func toStrings(v any) []string {
+	var out []string
+	switch x := v.(type) {
+	case []string:
+		out = append(out, x...)
+	case []any:
+		for _, e := range x {
+			out = append(out, fmt.Sprint(e))
+		}
+	case string:
+		if x != "" {
+			out = strings.Split(x, ",")
+		}
+	}
+	sort.Strings(out)
+	if out == nil {
+		out = []string{}
+	}
+	return out
+}
+
+// Policies returns the HCL of each policy setup writes. The user policy can
+// issue from the user-auth role and nothing else; Vault's templated role then
+// limits which name the token may ask for.
+func Policies(o Options) map[string]string {
+	issue := fmt.Sprintf("# Written by certportal setup.\npath %q {\n  capabilities = [\"update\"]\n}\n", o.PKIMount+"/issue/"+o.Role)
+	return map[string]string{
+		o.UserPolicy: issue,
+		// Marker policies: holding one gives the portal role of that name.
+		// Helpdesk and auditor actions go through the portal's own identity.
+		o.HelpdeskPolicy: "# Written by certportal setup. Holding this policy makes a user certportal helpdesk staff.\n" + issue,
+		o.AuditorPolicy:  "# Written by certportal setup. Holding this policy makes a user a certportal auditor.\n" + issue,
+	}
+}
+
+func (r *run) policies(ctx context.Context) error {
+	pols := Policies(r.o)
+	names := make([]string, 0, len(pols))
+	for n := range pols {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		cur, err := r.c.Sys().GetPolicyWithContext(ctx, name)
+		if err != nil {
+			return fmt.Errorf("read policy %s: %w", name, err)
+		}
+		if strings.TrimSpace(cur) == strings.TrimSpace(pols[name]) {
+			r.step("policy "+name, false)
+			continue
+		}
+		if err := r.c.Sys().PutPolicyWithContext(ctx, name, pols[name]); err != nil {
+			return fmt.Errorf("write policy %s: %w", name, err)
+		}
+		r.step("policy "+name, true)
+	}
+	return nil
+}
+
+func (r *run) demoUsers(ctx context.Context) error {
+	if !r.o.DemoUsers {
+		return nil
+	}
+	users := []DemoUser{
+		{Username: "alice", Policies: []string{r.o.UserPolicy}, Note: "employee"},
+		{Username: "bob", Policies: []string{r.o.UserPolicy}, Note: "employee"},
+		{Username: "helen", Policies: []string{r.o.HelpdeskPolicy}, Note: "helpdesk"},
+		{Username: "audrey", Policies: []string{r.o.AuditorPolicy}, Note: "auditor"},
+	}
+	for _, u := range users {
+		path := "auth/" + r.o.UserpassMount + "/users/" + u.Username
+		cur, err := r.read(ctx, path)
+		if err != nil {
+			return err
+		}
+		if cur != nil {
+			// Never reset an existing user's password: someone may rely on it.
+			r.step("demo user "+u.Username+" (exists, password unchanged)", false)
+			continue
+		}
+		pw, err := password()
+		if err != nil {
+			return err
+		}
+		if _, err := r.write(ctx, path, map[string]any{
+			"password":       pw,
+			"token_policies": u.Policies,
+			"token_ttl":      "8h",
+			"token_max_ttl":  "12h",
+		}); err != nil {
+			return err
+		}
+		u.Password = pw
+		r.res.DemoUsers = append(r.res.DemoUsers, u)
+		r.step("demo user "+u.Username, true)
+	}
+	return nil
+}
+
+func password() (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate password: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

@@ -1,0 +1,44 @@
+package ui
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"github.com/certportal/certportal/internal/portal"
+)
+
+// certificateCreate issues a certificate and streams it as a .p12 download.
+func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	req := portal.IssueRequest{
+		Password:        r.PostFormValue("password"),
+		PasswordConfirm: r.PostFormValue("password_confirm"),
+		TTL:             r.PostFormValue("ttl"),
+		Encryption:      r.PostFormValue("encryption"),
+	}
+	dl, err := s.Service.Issue(r.Context(), identityFrom(r.Context()), req)
+	if err != nil {
+		var pe *portal.Error
+		if errors.As(err, &pe) && pe.Code == portal.EInvalid {
+			s.renderDashboard(w, r, http.StatusBadRequest, pe, req.Encryption)
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/x-pkcs12")
+	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": dl.Filename}))
+	h.Set("Content-Length", strconv.Itoa(len(dl.Data)))
+	// The file holds a private key: no cache, proxy or browser may keep a copy.
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	h.Set("X-Certificate-Serial", dl.Serial)
+	if _, err := w.Write(dl.Data); err != nil {
+		s.Logger.WarnContext(r.Context(), "download interrupted", "serial", dl.Serial, "err", err)
+	}
+}

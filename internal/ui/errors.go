@@ -1,0 +1,52 @@
+package ui
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/certportal/certportal/internal/portal"
+)
+
+// statusFor is the one place a domain error code becomes an HTTP status.
+func statusFor(code portal.Code) int {
+	switch code {
+	case portal.EInvalid:
+		return http.StatusBadRequest
+	case portal.EUnauthorized:
+		return http.StatusUnauthorized
+	case portal.EForbidden:
+		return http.StatusForbidden
+	case portal.ENotFound:
+		return http.StatusNotFound
+	case portal.EUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// fail renders err as the error page. Internal errors are logged with their
+// cause and shown to the user only as "Internal error".
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := portal.ErrorCode(err)
+	status := statusFor(code)
+	var pe *portal.Error
+	if status >= 500 || !errors.As(err, &pe) {
+		s.Logger.ErrorContext(r.Context(), "request failed", "code", string(code), "err", err)
+	} else {
+		s.Logger.InfoContext(r.Context(), "request refused", "code", string(code), "err", err)
+	}
+	p := s.newPage(r, "error.title")
+	p.Error = portal.ErrorMessage(err)
+	if code == portal.EInternal {
+		p.Error = "error.internal"
+	}
+	s.render(w, r, status, "error", p)
+}
+
+// failStatus renders a plain status page with a catalog message.
+func (s *Server) failStatus(w http.ResponseWriter, r *http.Request, status int, key string) {
+	p := s.newPage(r, "error.title")
+	p.Error = key
+	s.render(w, r, status, "error", p)
+}

@@ -1,0 +1,75 @@
+package ui
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/certportal/certportal/internal/portal"
+)
+
+func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
+	if identityFrom(r.Context()) != nil {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	p := s.newPage(r, "login.title")
+	if r.URL.Query().Get("logged_out") == "1" {
+		p.Notice = "login.logged_out"
+	}
+	s.render(w, r, http.StatusOK, "login", p)
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	username := r.PostFormValue("username")
+	id, err := s.Service.Login(r.Context(), username, r.PostFormValue("password"))
+	if err != nil {
+		var pe *portal.Error
+		if errors.As(err, &pe) && pe.Code == portal.EUnauthorized {
+			s.Logger.InfoContext(r.Context(), "login failed", "user", username, "remote", r.RemoteAddr)
+			p := s.newPage(r, "login.title")
+			p.Error = pe.Message
+			p.Username = username
+			s.render(w, r, http.StatusUnauthorized, "login", p)
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	sess := sessionFrom(r.Context())
+	// A fresh id at login: an id planted before (session fixation) is dropped.
+	if err := s.Sessions.Renew(r.Context(), sess); err != nil {
+		s.revokeQuietly(r, id)
+		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "renew session: %w", err))
+		return
+	}
+	roles := make([]string, len(id.Roles))
+	for i, role := range id.Roles {
+		roles[i] = string(role)
+	}
+	sess.Values[valUser] = id.Username
+	sess.Values[valToken] = id.Token
+	sess.Values[valRoles] = roles
+	sess.Values[valExp] = id.ExpiresAt
+	if until := time.Until(id.ExpiresAt); until > 0 && int(until/time.Second) < sess.Options.MaxAge {
+		sess.Options.MaxAge = int(until / time.Second)
+	}
+	if err := sess.Save(r, w); err != nil {
+		s.revokeQuietly(r, id)
+		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "save session: %w", err))
+		return
+	}
+	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "remote", r.RemoteAddr)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// revokeQuietly gives back a token whose session could not be kept, so that
+// no valid token exists that no session knows of.
+func (s *Server) revokeQuietly(r *http.Request, id *portal.Identity) {
+	if err := s.Service.Logout(r.Context(), id); err != nil {
+		s.Logger.WarnContext(r.Context(), "revoke orphaned token", "user", id.Username, "err", err)
+	}
+}

@@ -1,0 +1,21 @@
+package ui
+
+import "net/http"
+
+// logout revokes the Vault token and deletes the session. The session goes
+// even when Vault cannot be reached; that failure is logged loudly, since
+// the token then lives until its TTL.
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	id := identityFrom(r.Context())
+	if err := s.Service.Logout(r.Context(), id); err != nil {
+		s.Logger.ErrorContext(r.Context(), "logout: token not revoked", "user", id.Username, "err", err)
+	}
+	sess := sessionFrom(r.Context())
+	sess.Options.MaxAge = -1
+	if err := sess.Save(r, w); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.InfoContext(r.Context(), "logout", "user", id.Username)
+	http.Redirect(w, r, "/login?logged_out=1", http.StatusSeeOther)
+}

@@ -1,0 +1,225 @@
+package ui
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/gorilla/sessions"
+
+	"github.com/certportal/certportal/internal/i18n"
+	"github.com/certportal/certportal/internal/portal"
+)
+
+type ctxKey int
+
+const (
+	keyRequestID ctxKey = iota
+	keyIdentity
+	keySession
+)
+
+func identityFrom(ctx context.Context) *portal.Identity {
+	id, _ := ctx.Value(keyIdentity).(*portal.Identity)
+	return id
+}
+
+func sessionFrom(ctx context.Context) *sessions.Session {
+	s, _ := ctx.Value(keySession).(*sessions.Session)
+	return s
+}
+
+// RequestID returns the request's id (also sent as X-Request-Id).
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(keyRequestID).(string)
+	return id
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Logger.ErrorContext(r.Context(), "panic", "panic", v, "stack", string(debug.Stack()))
+				s.failStatus(w, r, http.StatusInternalServerError, "error.internal")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		id := hex.EncodeToString(b)
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyRequestID, id)))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests logs method, path, status and timing — never the query string,
+// form values or headers, which may carry secrets.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		user := ""
+		if id := identityFrom(r.Context()); id != nil {
+			user = id.Username
+		}
+		s.Logger.InfoContext(r.Context(), "http", "request_id", RequestID(r.Context()), "method", r.Method,
+			"path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "user", user,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}
+
+// secureHeaders sets the headers every response carries. The pages need no
+// script at all, so the CSP allows none.
+func (s *Server) secureHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		if s.Secure {
+			h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > s.MaxBodyBytes {
+			s.failStatus(w, r, http.StatusRequestEntityTooLarge, "error.too_large")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// parseForm parses a posted form and renders 413 or 400 itself on failure.
+func (s *Server) parseForm(w http.ResponseWriter, r *http.Request) bool {
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.failStatus(w, r, http.StatusRequestEntityTooLarge, "error.too_large")
+		} else {
+			s.failStatus(w, r, http.StatusBadRequest, "error.bad_request")
+		}
+		return false
+	}
+	return true
+}
+
+// language remembers an explicit ?lang= choice in a cookie.
+func (s *Server) language(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l, ok := i18n.Parse(r.URL.Query().Get("lang")); ok {
+			http.SetCookie(w, &http.Cookie{Name: i18n.CookieName, Value: string(l), Path: "/", MaxAge: 365 * 24 * 3600,
+				HttpOnly: true, Secure: s.Secure, SameSite: http.SameSiteLaxMode})
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// crossOrigin refuses state-changing requests from other origins, using the
+// browser's Sec-Fetch-Site and Origin headers (Go's CrossOriginProtection).
+func (s *Server) crossOrigin(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Logger.WarnContext(r.Context(), "cross-origin request refused", "path", r.URL.Path,
+			"origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+		s.failStatus(w, r, http.StatusForbidden, "error.cross_origin")
+	}))
+	return cop.Handler(next)
+}
+
+const (
+	valUser  = "user"
+	valToken = "token"
+	valRoles = "roles"
+	valExp   = "exp"
+)
+
+// loadSession puts the session, and the identity if logged in, in the context.
+func (s *Server) loadSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sess, err := s.Sessions.Get(r, s.Sessions.Name())
+		if err != nil {
+			s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "load session: %w", err))
+			return
+		}
+		ctx := context.WithValue(r.Context(), keySession, sess)
+		if id := identityFromSession(sess); id != nil && time.Now().Before(id.ExpiresAt) {
+			ctx = context.WithValue(ctx, keyIdentity, id)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func identityFromSession(sess *sessions.Session) *portal.Identity {
+	user, _ := sess.Values[valUser].(string)
+	token, _ := sess.Values[valToken].(string)
+	roles, _ := sess.Values[valRoles].([]string)
+	exp, _ := sess.Values[valExp].(time.Time)
+	if user == "" || token == "" {
+		return nil
+	}
+	id := &portal.Identity{Username: user, Token: token, ExpiresAt: exp}
+	for _, r := range roles {
+		id.Roles = append(id.Roles, portal.Role(r))
+	}
+	return id
+}
+
+// requireLogin sends a browser without a session to the login page, and
+// refuses a state-changing request outright.
+func (s *Server) requireLogin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if identityFrom(r.Context()) == nil {
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				http.Redirect(w, r, "/login", http.StatusSeeOther)
+				return
+			}
+			s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,45 @@
+package ui
+
+import (
+	"io/fs"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/certportal/certportal/web"
+)
+
+// routes reads top to bottom: every group shows its middleware stack.
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.recoverer, s.requestID, s.logRequests, s.secureHeaders, s.limitBody, s.language)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.failStatus(w, r, http.StatusNotFound, "error.not_found")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.failStatus(w, r, http.StatusMethodNotAllowed, "error.method")
+	})
+
+	// Probes and public material: no session.
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Get("/ca.pem", s.caPEM)
+	static, _ := fs.Sub(web.Static, "static")
+	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
+
+	// Everything a browser posts to is behind cross-origin protection and
+	// loads the session.
+	r.Group(func(r chi.Router) {
+		r.Use(s.crossOrigin, s.loadSession)
+		r.Get("/login", s.loginForm)
+		r.Post("/login", s.login)
+
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireLogin)
+			r.Get("/", s.dashboard)
+			r.Post("/certificates", s.certificateCreate)
+			r.Post("/logout", s.logout)
+		})
+	})
+	return r
+}

@@ -1,0 +1,139 @@
+// Package ui is certportal's HTTP layer: routes, middleware and one handler
+// file per action, rendering the embedded templates from web/.
+package ui
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/certportal/certportal/internal/i18n"
+	"github.com/certportal/certportal/internal/portal"
+	"github.com/certportal/certportal/internal/session"
+	"github.com/certportal/certportal/web"
+)
+
+// Pinger is a dependency /readyz checks.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Deps are everything the HTTP layer needs, passed in explicitly.
+type Deps struct {
+	Service      *portal.Service
+	Sessions     *session.Manager
+	Store        Pinger
+	Logger       *slog.Logger
+	Secure       bool  // served over TLS: HSTS, Secure cookies
+	MaxBodyBytes int64 // request bodies above this get 413
+	// WhoamiURL is where a user checks their installed certificate.
+	WhoamiURL string
+}
+
+// Server holds parsed templates and dependencies.
+type Server struct {
+	Deps
+	pages map[string]*template.Template
+}
+
+var pageNames = []string{"login", "dashboard", "error"}
+
+// New parses every template (a broken or missing template fails here, at
+// start-up, not on a user's request) and returns the routed handler.
+func New(d Deps) (http.Handler, error) {
+	if d.Service == nil || d.Sessions == nil || d.Store == nil || d.Logger == nil {
+		return nil, errors.New("ui: missing dependency")
+	}
+	if d.MaxBodyBytes <= 0 {
+		d.MaxBodyBytes = 64 << 10
+	}
+	if d.WhoamiURL == "" {
+		d.WhoamiURL = "/secure/whoami"
+	}
+	s := &Server{Deps: d, pages: map[string]*template.Template{}}
+	funcs := template.FuncMap{"t": func(l i18n.Lang, key string, args ...any) string { return i18n.T(l, key, args...) }}
+	for _, name := range pageNames {
+		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("ui: parse template %s: %w", name, err)
+		}
+		if t.Lookup("layout") == nil || t.Lookup("content") == nil {
+			return nil, fmt.Errorf("ui: template %s lacks layout or content", name)
+		}
+		s.pages[name] = t
+	}
+	if _, err := fs.Stat(web.Static, "static/style.css"); err != nil {
+		return nil, fmt.Errorf("ui: static assets: %w", err)
+	}
+	return s.routes(), nil
+}
+
+// page is the data every template gets.
+type page struct {
+	Lang  i18n.Lang
+	Langs []i18n.Lang
+	Title string
+	User  *portal.Identity
+
+	Notice string // catalog keys
+	Error  string
+	Field  string
+
+	// login
+	Username string
+	// dashboard
+	Subject    string
+	TTLs       []ttlOption
+	Encryption string
+	WhoamiURL  string
+}
+
+func (s *Server) newPage(r *http.Request, title string) *page {
+	return &page{Lang: i18n.FromRequest(r), Langs: i18n.Supported, Title: title, User: identityFrom(r.Context())}
+}
+
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
+	t := s.pages[name]
+	// Render to a buffer first, so a template failure becomes a clean 500
+	// rather than half a page with a 200.
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
+		s.Logger.ErrorContext(r.Context(), "render template", "template", name, "err", err)
+		http.Error(w, i18n.T(p.Lang, "error.internal"), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// ttlOption is one choice of validity in the form.
+type ttlOption struct {
+	Value    string
+	Label    string
+	Selected bool
+}
+
+func ttlOptions(l i18n.Lang, ttls []time.Duration, selected time.Duration) []ttlOption {
+	out := make([]ttlOption, 0, len(ttls))
+	for _, d := range ttls {
+		label := ""
+		switch {
+		case d == 24*time.Hour:
+			label = i18n.T(l, "ttl.day")
+		case d%(24*time.Hour) == 0:
+			label = i18n.T(l, "ttl.days", int(d/(24*time.Hour)))
+		default:
+			label = i18n.T(l, "ttl.hours", int(d/time.Hour))
+		}
+		out = append(out, ttlOption{Value: d.String(), Label: label, Selected: d == selected})
+	}
+	return out
+}
