@@ -21,7 +21,11 @@ const (
 	keyRequestID ctxKey = iota
 	keyIdentity
 	keySession
+	keyLogInfo
 )
+
+// logInfo lets inner middleware tell the request logger who the user was.
+type logInfo struct{ user string }
 
 func identityFrom(ctx context.Context) *portal.Identity {
 	id, _ := ctx.Value(keyIdentity).(*portal.Identity)
@@ -94,13 +98,10 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		user := ""
-		if id := identityFrom(r.Context()); id != nil {
-			user = id.Username
-		}
+		info := &logInfo{}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), keyLogInfo, info)))
 		s.Logger.InfoContext(r.Context(), "http", "request_id", RequestID(r.Context()), "method", r.Method,
-			"path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "user", user,
+			"path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "user", info.user,
 			"duration_ms", float64(time.Since(start).Microseconds())/1000)
 	})
 }
@@ -188,6 +189,9 @@ func (s *Server) loadSession(next http.Handler) http.Handler {
 		ctx := context.WithValue(r.Context(), keySession, sess)
 		if id := identityFromSession(sess); id != nil && time.Now().Before(id.ExpiresAt) {
 			ctx = context.WithValue(ctx, keyIdentity, id)
+			if info, ok := ctx.Value(keyLogInfo).(*logInfo); ok {
+				info.user = id.Username
+			}
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})

@@ -1,0 +1,46 @@
+# certportal — `make run` for a local demo, `make test` for every test.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build run test test-short lint bench deps clean
+
+all: build
+
+build: $(BIN)/certportal $(BIN)/devvault
+
+# Always rebuilt: go's cache makes that cheap and keeps bin/ honest.
+.PHONY: $(BIN)/certportal $(BIN)/devvault
+$(BIN)/certportal:
+	$(GO) build -o $@ ./cmd/certportal
+
+# deploy/devvault is its own module (a real Vault core, ~4 GB of modules on
+# the first build, about ten minutes on two cores; seconds after that).
+$(BIN)/devvault:
+	cd deploy/devvault && $(GO) build -o ../../$@ .
+
+# Starts the embedded dev Vault, configures it, and serves the portal with
+# demo users. Ctrl-C stops everything.
+run: build
+	./deploy/scripts/run.sh
+
+# Installs Debian packages the tests need when they are missing.
+deps:
+	./deploy/scripts/deps.sh
+
+test: deps build
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l cmd internal web deploy); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@latest ./...
+
+# Benchmarks report ratios against direct Vault calls from the same run; see docs/benchmarks.md.
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./internal/bench/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages certportal's tests run against, when missing:
+# nginx (mTLS end to end), chromium (browser test), openssl (reads the .p12
+# files as users' tools do), postgresql (multi-replica store).
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have nginx    || need+=(nginx)
+have chromium || need+=(chromium)
+have openssl  || need+=(openssl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+
+if [ ${#need[@]} -eq 0 ]; then
+	echo "deps: nginx, chromium, openssl, postgresql present"
+	exit 0
+fi
+echo "deps: installing ${need[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null; then SUDO="sudo"; else
+		echo "deps: need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1
+	fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# --no-install-recommends keeps the install small; policy-rc.d stops Debian
+# from starting the system nginx/postgresql services on install.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+	$SUDO chmod +x /usr/sbin/policy-rc.d
+	trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
