@@ -93,18 +93,18 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// browser is an HTTP client with a cookie jar that does not follow redirects,
+// client is an HTTP client with a cookie jar that does not follow redirects,
 // so tests see the 303s the portal answers with.
-type browser struct {
+type client struct {
 	t    *testing.T
 	base string
 	c    *http.Client
 }
 
-func newBrowser(t *testing.T, base string) *browser {
+func newBrowser(t *testing.T, base string) *client {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
-	return &browser{t: t, base: base, c: &http.Client{
+	return &client{t: t, base: base, c: &http.Client{
 		Jar:           jar,
 		Timeout:       60 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -116,7 +116,7 @@ type response struct {
 	Body []byte
 }
 
-func (b *browser) do(req *http.Request) *response {
+func (b *client) do(req *http.Request) *response {
 	b.t.Helper()
 	resp, err := b.c.Do(req)
 	if err != nil {
@@ -130,13 +130,13 @@ func (b *browser) do(req *http.Request) *response {
 	return &response{Response: resp, Body: body}
 }
 
-func (b *browser) get(path string) *response {
+func (b *client) get(path string) *response {
 	b.t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, b.base+path, nil)
 	return b.do(req)
 }
 
-func (b *browser) post(path string, form url.Values, headers ...string) *response {
+func (b *client) post(path string, form url.Values, headers ...string) *response {
 	b.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, b.base+path, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -146,7 +146,7 @@ func (b *browser) post(path string, form url.Values, headers ...string) *respons
 	return b.do(req)
 }
 
-func (b *browser) mustLogin(user, password string) {
+func (b *client) mustLogin(user, password string) {
 	b.t.Helper()
 	r := b.post("/login", url.Values{"username": {user}, "password": {password}})
 	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/" {

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/chromedp"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+// chromiumPath finds Debian's chromium; the test fails, never skips, without it.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium not installed: run `make deps` (apt-get install chromium)")
+	return ""
+}
+
+func newChrome(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox, // tests run as root in CI
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
+
+// TestBrowserDownload drives Debian's chromium through the real pages: log
+// in, fill the form, download — the file the browser saves is a valid .p12.
+func TestBrowserDownload(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	ctx := newChrome(t)
+	dlDir := t.TempDir()
+
+	done := make(chan string, 1)
+	listen := func(ev any) {
+		if e, ok := ev.(*browser.EventDownloadProgress); ok && e.State == browser.DownloadProgressStateCompleted {
+			select {
+			case done <- e.GUID:
+			default:
+			}
+		}
+	}
+	// Download events may come on the tab's session or the browser's.
+	chromedp.ListenTarget(ctx, listen)
+	chromedp.ListenBrowser(ctx, listen)
+	var heading string
+	err := chromedp.Run(ctx,
+		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(dlDir).WithEventsEnabled(true),
+		chromedp.Navigate(p.URL+"/"),
+		chromedp.WaitVisible(`#username`, chromedp.ByID),
+		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),
+		chromedp.SendKeys(`#password`, v.Password(t, "alice"), chromedp.ByID),
+		chromedp.Click(`#login-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#issue-form`, chromedp.ByID),
+		chromedp.Text(`h1`, &heading, chromedp.ByQuery),
+		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
+		chromedp.Click(`input[name="encryption"][value="compat"]`, chromedp.ByQuery),
+		chromedp.Click(`#issue-submit`, chromedp.ByID),
+	)
+	if err != nil {
+		t.Fatalf("browser: %v\nportal log:\n%s", err, p.Logs.String())
+	}
+	if heading != "Get a certificate" {
+		t.Errorf("dashboard heading %q", heading)
+	}
+	var guid string
+	select {
+	case guid = <-done:
+	case <-ctx.Done():
+		t.Fatalf("download did not complete: %v", ctx.Err())
+	}
+	data, err := os.ReadFile(filepath.Join(dlDir, guid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cert, chain, err := pkcs12.DecodeChain(data, p12Password)
+	if err != nil {
+		t.Fatalf("downloaded file is not a valid .p12: %v", err)
+	}
+	if cert.Subject.CommonName != "alice@example.com" || len(chain) < 2 {
+		t.Fatalf("downloaded certificate: CN %q, chain %d", cert.Subject.CommonName, len(chain))
+	}
+
+	// The page the browser still shows is the form, and the language switch works.
+	var title string
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(p.URL+"/?lang=ko"),
+		chromedp.Text(`h1`, &title, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(title, "인증서") {
+		t.Errorf("Korean heading %q", title)
+	}
+	if shot := os.Getenv("CERTPORTAL_SCREENSHOT"); shot != "" {
+		var buf []byte
+		if err := chromedp.Run(ctx, chromedp.Navigate(p.URL+"/?lang=en"), chromedp.FullScreenshot(&buf, 100)); err == nil {
+			_ = os.WriteFile(shot, buf, 0o644)
+		}
+	}
+}
