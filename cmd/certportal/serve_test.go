@@ -65,8 +65,8 @@ func TestIssueFlow(t *testing.T) {
 				t.Fatalf("issue: %d\n%s", r.StatusCode, r.Body)
 			}
 			for h, want := range map[string]string{
-				"Content-Type":        "application/x-pkcs12",
-				"Cache-Control":       "no-store",
+				"Content-Type":  "application/x-pkcs12",
+				"Cache-Control": "no-store",
 			} {
 				if got := r.Header.Get(h); got != want {
 					t.Errorf("%s = %q, want %q", h, got, want)
