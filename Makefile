@@ -39,8 +39,14 @@ lint:
 	$(GO) run golang.org/x/vuln/cmd/govulncheck@latest ./...
 
 # Benchmarks report ratios against direct Vault calls from the same run; see docs/benchmarks.md.
+# Two layouts: Vault and the portal pinned to separate cores (as on separate
+# hosts in production), then sharing both cores (the worst case on this box).
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./internal/bench/
+	$(GO) test -c -o $(BIN)/bench.test ./internal/bench/
+	@echo "== layout: Vault on CPU 0, portal and clients on CPU 1"
+	cd internal/bench && CERTPORTAL_DEVVAULT_CPUS=0 taskset -c 1 ../../$(BIN)/bench.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.timeout 30m
+	@echo "== layout: Vault, portal and clients sharing every CPU"
+	cd internal/bench && ../../$(BIN)/bench.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.timeout 30m
 
 clean:
 	rm -rf $(BIN)

@@ -2,23 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
+	"github.com/certportal/certportal/internal/app"
 	"github.com/certportal/certportal/internal/config"
-	"github.com/certportal/certportal/internal/portal"
-	"github.com/certportal/certportal/internal/session"
-	"github.com/certportal/certportal/internal/store"
-	"github.com/certportal/certportal/internal/store/sqlite"
-	"github.com/certportal/certportal/internal/ui"
-	"github.com/certportal/certportal/internal/vault"
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -31,7 +23,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	handler, cleanup, err := buildServer(ctx, cfg, log)
+	handler, cleanup, err := app.Build(ctx, cfg, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -49,68 +41,6 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
-}
-
-// buildServer wires every dependency explicitly; it is the one place that
-// knows which adapters back the portal.
-func buildServer(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handler, func(), error) {
-	if strings.HasPrefix(cfg.DB, "postgres://") || strings.HasPrefix(cfg.DB, "postgresql://") {
-		return nil, nil, errors.New("db: PostgreSQL is not supported by this version yet; use a SQLite path")
-	}
-	st, err := sqlite.Open(ctx, cfg.DB)
-	if err != nil {
-		return nil, nil, err
-	}
-	var s store.Store = st
-	key := cfg.SessionKey
-	if key == nil {
-		key = make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			st.Close()
-			return nil, nil, fmt.Errorf("session key: %w", err)
-		}
-		log.Warn("no CERTPORTAL_SESSION_KEY set: using a random key; sessions end when the portal restarts and replicas cannot share them")
-	}
-	sessions, err := session.New(s, session.Options{Key: key, Secure: cfg.TLS(), Idle: cfg.SessionIdle, Absolute: cfg.SessionAbsolute})
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	vc, err := vault.New(vault.Config{Addr: cfg.VaultAddr, CACert: cfg.VaultCACert, Timeout: cfg.VaultTimeout})
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	svc := portal.NewService(vc, portal.Options{
-		UserpassMount: cfg.UserpassMount, PKIMount: cfg.PKIMount, Role: cfg.Role, EmailDomain: cfg.EmailDomain,
-		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
-		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL,
-	}, log)
-	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Secure: cfg.TLS(), MaxBodyBytes: cfg.MaxBodyBytes})
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	sweepCtx, stopSweep := context.WithCancel(context.Background())
-	go sweepSessions(sweepCtx, sessions, log)
-	return h, func() { stopSweep(); st.Close() }, nil
-}
-
-func sweepSessions(ctx context.Context, m *session.Manager, log *slog.Logger) {
-	t := time.NewTicker(5 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := m.Sweep(ctx); err != nil {
-				log.Warn("sweep sessions", "err", err)
-			} else if n > 0 {
-				log.Debug("swept expired sessions", "count", n)
-			}
-		}
-	}
 }
 
 func serve(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Config, log *slog.Logger) error {

@@ -63,7 +63,15 @@ func StartVault(tb testing.TB) *Vault {
 	dir := tb.TempDir()
 	envFile := filepath.Join(dir, "vault.env")
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-listen", "127.0.0.1:0", "-env-file", envFile)
+	args := []string{"-listen", "127.0.0.1:0", "-env-file", envFile}
+	// Benchmarks pin Vault to its own CPUs (CERTPORTAL_DEVVAULT_CPUS=0) and
+	// the portal to others, as on separate hosts in production; otherwise
+	// the two share every core.
+	if cpus := os.Getenv("CERTPORTAL_DEVVAULT_CPUS"); cpus != "" {
+		args = append([]string{"-c", cpus, bin}, args...)
+		bin = "taskset"
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

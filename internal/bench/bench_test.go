@@ -1,0 +1,214 @@
+// Package bench measures certportal against the bars in DESIGN.md, each as a
+// ratio of two measurements taken in the same run on the same Vault, so the
+// machine's speed cancels out. Run with `make bench`.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/certportal/certportal/internal/app"
+	"github.com/certportal/certportal/internal/config"
+	"github.com/certportal/certportal/internal/portal"
+	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+const (
+	workers     = 8
+	perWorker   = 25 // issuances per worker per round
+	rounds      = 2  // direct and portal alternate, to spread drift over both
+	p12Password = "benchmark-password"
+)
+
+type env struct {
+	v     *testenv.Vault
+	users []string // bench0..bench7, password = name + "-password"
+	srv   *httptest.Server
+	cfg   config.Config
+}
+
+func setupEnv(b *testing.B) *env {
+	b.Helper()
+	v := testenv.StartConfiguredVault(b)
+	e := &env{v: v}
+	for i := 0; i < workers; i++ {
+		u := fmt.Sprintf("bench%d", i)
+		v.CreateUser(b, u, u+"-password", nil, "certportal-user")
+		e.users = append(e.users, u)
+	}
+	cfg := config.Default()
+	cfg.VaultAddr = v.Addr
+	cfg.DB = b.TempDir() + "/bench.db"
+	e.cfg = cfg
+	h, cleanup, err := app.Build(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cleanup)
+	e.srv = httptest.NewServer(h)
+	b.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *env) token(b *testing.B, user string) string {
+	b.Helper()
+	c, _ := e.v.Admin.Clone()
+	c.ClearToken()
+	s, err := c.Logical().Write("auth/userpass/login/"+user, map[string]any{"password": user + "-password"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s.Auth.ClientToken
+}
+
+func (e *env) login(b *testing.B, user string) *http.Client {
+	b.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Transport: &http.Transport{MaxIdleConnsPerHost: 4},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.PostForm(e.srv.URL+"/login", url.Values{"username": {user}, "password": {user + "-password"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		b.Fatalf("login %s: %d", user, resp.StatusCode)
+	}
+	return c
+}
+
+func issueViaPortal(c *http.Client, base string) error {
+	resp, err := c.PostForm(base+"/certificates", url.Values{"password": {p12Password}, "password_confirm": {p12Password},
+		"ttl": {"24h0m0s"}, "encryption": {"modern"}})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	n, _ := io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK || n < 500 {
+		return fmt.Errorf("portal issue: status %d, %d bytes", resp.StatusCode, n)
+	}
+	return nil
+}
+
+// parallel runs fn perWorker times on each of the workers and returns the rate per second.
+func parallel(b *testing.B, fn func(worker int) error) float64 {
+	b.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < perWorker; i++ {
+				if err := fn(w); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return float64(workers*perWorker) / elapsed.Seconds()
+}
+
+// BenchmarkIssuance: portal issuance (sessions open, .p12 built and
+// downloaded) against pki/issue called directly with the same user tokens,
+// 8 concurrent clients, EC P-256. Bar: ratio >= 0.8.
+func BenchmarkIssuance(b *testing.B) {
+	e := setupEnv(b)
+	direct := make([]*vaultapi.Client, workers)
+	clients := make([]*http.Client, workers)
+	for i, u := range e.users {
+		c, _ := e.v.Admin.Clone()
+		c.SetToken(e.token(b, u))
+		direct[i] = c
+		clients[i] = e.login(b, u)
+	}
+	b.ResetTimer()
+	var directRate, portalRate float64
+	for r := 0; r < rounds; r++ {
+		directRate += parallel(b, func(w int) error {
+			_, err := direct[w].Logical().Write("pki/issue/user-auth", map[string]any{
+				"common_name": e.users[w] + "@example.com", "ttl": "24h"})
+			return err
+		})
+		portalRate += parallel(b, func(w int) error { return issueViaPortal(clients[w], e.srv.URL) })
+	}
+	directRate /= rounds
+	portalRate /= rounds
+	b.ReportMetric(directRate, "direct_issues/s")
+	b.ReportMetric(portalRate, "portal_issues/s")
+	b.ReportMetric(portalRate/directRate, "ratio(>=0.8)")
+}
+
+// BenchmarkWholeFlow: login + issue + .p12 download over HTTP against the
+// same steps through portal.Service in-process. Bar: ratio >= 0.9.
+func BenchmarkWholeFlow(b *testing.B) {
+	e := setupEnv(b)
+	vc, err := vault.New(vault.Config{Addr: e.v.Addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := portal.NewService(vc, portal.Options{
+		UserpassMount: e.cfg.UserpassMount, PKIMount: e.cfg.PKIMount, Role: e.cfg.Role, EmailDomain: e.cfg.EmailDomain,
+		UserPolicy: e.cfg.UserPolicy, HelpdeskPolicy: e.cfg.HelpdeskPolicy, AuditorPolicy: e.cfg.AuditorPolicy,
+		TTLs: e.cfg.TTLs, DefaultTTL: e.cfg.DefaultTTL,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	req := portal.IssueRequest{Password: p12Password, PasswordConfirm: p12Password, TTL: "24h0m0s", Encryption: "modern"}
+	b.ResetTimer()
+	var inproc, overHTTP float64
+	for r := 0; r < rounds; r++ {
+		inproc += parallel(b, func(w int) error {
+			u := e.users[w]
+			id, err := svc.Login(context.Background(), u, u+"-password")
+			if err != nil {
+				return err
+			}
+			dl, err := svc.Issue(context.Background(), id, req)
+			if err != nil {
+				return err
+			}
+			if len(dl.Data) < 500 {
+				return fmt.Errorf("short .p12")
+			}
+			return nil
+		})
+		overHTTP += parallel(b, func(w int) error {
+			u := e.users[w]
+			jar, _ := cookiejar.New(nil)
+			c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			resp, err := c.PostForm(e.srv.URL+"/login", url.Values{"username": {u}, "password": {u + "-password"}})
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/") {
+				return fmt.Errorf("login: %d", resp.StatusCode)
+			}
+			return issueViaPortal(c, e.srv.URL)
+		})
+	}
+	b.ReportMetric(inproc/rounds, "inprocess_flows/s")
+	b.ReportMetric(overHTTP/rounds, "http_flows/s")
+	b.ReportMetric(overHTTP/inproc, "ratio(>=0.9)")
+}
