@@ -1,5 +1,6 @@
-// Package store defines what certportal keeps between requests — sessions for
-// now — independent of the database that holds it.
+// Package store defines what certportal keeps between requests — sessions and
+// the certificate inventory — independent of the database that holds it.
+// sqlite and postgres implement it and pass the same suite (storetest).
 package store
 
 import (
@@ -8,8 +9,11 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned when a record does not exist (or has expired).
-var ErrNotFound = errors.New("store: not found")
+// Errors implementations return.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrConflict = errors.New("store: already exists")
+)
 
 // Session is a server-side session. Data is opaque to the store: the session
 // layer encrypts it before it gets here, so a copy of the database holds no
@@ -33,9 +37,66 @@ type Sessions interface {
 	DeleteExpiredSessions(ctx context.Context, now, idleBefore time.Time) (int64, error)
 }
 
+// Certificate is one inventory row: a certificate the portal issued.
+type Certificate struct {
+	Serial     string // Vault's form: lowercase hex pairs joined by ':'
+	Username   string // whose identity it carries
+	Subject    string // CN, e.g. alice@example.com
+	KeyType    string // e.g. "ec-256"
+	Encryption string // modern or compat
+	IssuedBy   string // who asked: the user, or helpdesk staff on their behalf
+	IssuedAt   time.Time
+	NotAfter   time.Time
+
+	RevokedAt    time.Time // zero while not revoked
+	RevokeReason string
+	RevokedBy    string
+	Ticket       string // helpdesk ticket reference for a revocation
+}
+
+// Revoked reports whether the certificate has been revoked.
+func (c *Certificate) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// CertificateFilter selects inventory rows; zero fields select everything.
+type CertificateFilter struct {
+	Username string
+	ActiveAt time.Time // when set: only unrevoked certificates valid at this time
+	Limit    int       // 0: a sensible default (500)
+}
+
+// UserSummary is a user the inventory knows, for helpdesk search.
+type UserSummary struct {
+	Username string
+	Active   int
+	Total    int
+}
+
+// Revocation records who revoked a certificate, when and why.
+type Revocation struct {
+	At     time.Time
+	Reason string
+	By     string
+	Ticket string
+}
+
+// Certificates is the inventory.
+type Certificates interface {
+	// InsertCertificate adds a row; ErrConflict when the serial exists.
+	InsertCertificate(ctx context.Context, c *Certificate) error
+	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
+	ListCertificates(ctx context.Context, f CertificateFilter) ([]*Certificate, error)
+	CountActive(ctx context.Context, username string, at time.Time) (int, error)
+	// MarkRevoked records a revocation; ErrNotFound for an unknown serial.
+	// Revoking twice keeps the first record.
+	MarkRevoked(ctx context.Context, serial string, r Revocation) error
+	// SearchUsers lists users with certificates whose name starts with prefix.
+	SearchUsers(ctx context.Context, prefix string, at time.Time, limit int) ([]UserSummary, error)
+}
+
 // Store is the whole persistence interface the portal needs.
 type Store interface {
 	Sessions
+	Certificates
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -51,6 +51,21 @@ var migrations = []string{
 		expires_at INTEGER NOT NULL
 	)`,
 	`CREATE INDEX sessions_expires_at ON sessions(expires_at)`,
+	`CREATE TABLE certificates (
+		serial        TEXT PRIMARY KEY,
+		username      TEXT NOT NULL,
+		subject       TEXT NOT NULL,
+		key_type      TEXT NOT NULL,
+		encryption    TEXT NOT NULL,
+		issued_by     TEXT NOT NULL,
+		issued_at     INTEGER NOT NULL,
+		not_after     INTEGER NOT NULL,
+		revoked_at    INTEGER,
+		revoke_reason TEXT NOT NULL DEFAULT '',
+		revoked_by    TEXT NOT NULL DEFAULT '',
+		ticket        TEXT NOT NULL DEFAULT ''
+	)`,
+	`CREATE INDEX certificates_username ON certificates(username, issued_at)`,
 }
 
 func (s *DB) migrate(ctx context.Context) error {

@@ -1,0 +1,148 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+const certColumns = `serial, username, subject, key_type, encryption, issued_by, issued_at, not_after,
+	revoked_at, revoke_reason, revoked_by, ticket`
+
+func (s *DB) InsertCertificate(ctx context.Context, c *store.Certificate) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`,
+		c.Serial, c.Username, c.Subject, c.KeyType, c.Encryption, c.IssuedBy,
+		c.IssuedAt.UnixMilli(), c.NotAfter.UnixMilli(), nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket)
+	if err != nil {
+		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+			return fmt.Errorf("insert certificate %s: %w", c.Serial, store.ErrConflict)
+		}
+		return fmt.Errorf("insert certificate: %w", err)
+	}
+	return nil
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanCert(r scanner) (*store.Certificate, error) {
+	var c store.Certificate
+	var issued, notAfter int64
+	var revoked sql.NullInt64
+	if err := r.Scan(&c.Serial, &c.Username, &c.Subject, &c.KeyType, &c.Encryption, &c.IssuedBy, &issued, &notAfter,
+		&revoked, &c.RevokeReason, &c.RevokedBy, &c.Ticket); err != nil {
+		return nil, err
+	}
+	c.IssuedAt, c.NotAfter = time.UnixMilli(issued), time.UnixMilli(notAfter)
+	if revoked.Valid {
+		c.RevokedAt = time.UnixMilli(revoked.Int64)
+	}
+	return &c, nil
+}
+
+func (s *DB) GetCertificate(ctx context.Context, serial string) (*store.Certificate, error) {
+	c, err := scanCert(s.db.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE serial = ?`, serial))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get certificate: %w", err)
+	}
+	return c, nil
+}
+
+func (s *DB) ListCertificates(ctx context.Context, f store.CertificateFilter) ([]*store.Certificate, error) {
+	q := `SELECT ` + certColumns + ` FROM certificates WHERE 1=1`
+	var args []any
+	if f.Username != "" {
+		q += ` AND username = ?`
+		args = append(args, f.Username)
+	}
+	if !f.ActiveAt.IsZero() {
+		q += ` AND revoked_at IS NULL AND not_after > ?`
+		args = append(args, f.ActiveAt.UnixMilli())
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 500
+	}
+	q += ` ORDER BY issued_at DESC, serial LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Certificate
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	return out, nil
+}
+
+func (s *DB) CountActive(ctx context.Context, username string, at time.Time) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM certificates WHERE username = ? AND revoked_at IS NULL AND not_after > ?`,
+		username, at.UnixMilli()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count certificates: %w", err)
+	}
+	return n, nil
+}
+
+func (s *DB) MarkRevoked(ctx context.Context, serial string, r store.Revocation) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE certificates SET revoked_at = COALESCE(revoked_at, ?),
+		revoke_reason = CASE WHEN revoked_at IS NULL THEN ? ELSE revoke_reason END,
+		revoked_by = CASE WHEN revoked_at IS NULL THEN ? ELSE revoked_by END,
+		ticket = CASE WHEN revoked_at IS NULL THEN ? ELSE ticket END
+		WHERE serial = ?`, r.At.UnixMilli(), r.Reason, r.By, r.Ticket, serial)
+	if err != nil {
+		return fmt.Errorf("mark revoked: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("mark revoked %s: %w", serial, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (s *DB) SearchUsers(ctx context.Context, prefix string, at time.Time, limit int) ([]store.UserSummary, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	// Prefix match without LIKE, whose wildcards a user could type.
+	rows, err := s.db.QueryContext(ctx, `SELECT username,
+		SUM(CASE WHEN revoked_at IS NULL AND not_after > ? THEN 1 ELSE 0 END), COUNT(*)
+		FROM certificates WHERE substr(username, 1, ?) = ? GROUP BY username ORDER BY username LIMIT ?`,
+		at.UnixMilli(), len(prefix), prefix, limit)
+	if err != nil {
+		return nil, fmt.Errorf("search users: %w", err)
+	}
+	defer rows.Close()
+	var out []store.UserSummary
+	for rows.Next() {
+		var u store.UserSummary
+		if err := rows.Scan(&u.Username, &u.Active, &u.Total); err != nil {
+			return nil, fmt.Errorf("search users: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,208 @@
+// Package storetest is the behaviour every store.Store implementation must
+// show; sqlite and postgres run it against a real database.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+// Open returns an empty, migrated store for one test.
+type Open func(t *testing.T) store.Store
+
+// Run runs the whole suite.
+func Run(t *testing.T, open Open) {
+	t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
+	t.Run("certificates", func(t *testing.T) { testCertificates(t, open(t)) })
+	t.Run("concurrent inserts", func(t *testing.T) { testConcurrentInserts(t, open(t)) })
+}
+
+// Times are compared at millisecond precision, what every backend keeps.
+var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func testSessions(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.GetSession(ctx, "missing"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get missing: %v", err)
+	}
+	x := &store.Session{IDHash: "h1", Data: []byte("d1"), CreatedAt: t0, LastSeen: t0, ExpiresAt: t0.Add(time.Hour)}
+	if err := s.SaveSession(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	// Saving again updates data and last-seen, never the creation or expiry.
+	y := &store.Session{IDHash: "h1", Data: []byte("d2"), CreatedAt: t0.Add(time.Minute), LastSeen: t0.Add(time.Minute), ExpiresAt: t0.Add(5 * time.Hour)}
+	if err := s.SaveSession(ctx, y); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetSession(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Data) != "d2" || !got.CreatedAt.Equal(t0) || !got.ExpiresAt.Equal(t0.Add(time.Hour)) || !got.LastSeen.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("after update: %+v", got)
+	}
+	if err := s.TouchSession(ctx, "h1", t0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSession(ctx, "h1"); !got.LastSeen.Equal(t0.Add(2 * time.Minute)) {
+		t.Fatalf("touch: last seen %v", got.LastSeen)
+	}
+	for i, tc := range []struct {
+		created, seen, expires time.Time
+	}{
+		{t0, t0, t0.Add(time.Minute)},                         // past absolute expiry at t0+1h
+		{t0, t0.Add(-time.Hour), t0.Add(5 * time.Hour)},       // idle too long
+		{t0, t0.Add(50 * time.Minute), t0.Add(2 * time.Hour)}, // alive
+	} {
+		if err := s.SaveSession(ctx, &store.Session{IDHash: fmt.Sprint("e", i), Data: []byte("x"), CreatedAt: tc.created, LastSeen: tc.seen, ExpiresAt: tc.expires}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.DeleteExpiredSessions(ctx, t0.Add(time.Hour), t0.Add(time.Hour-30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// e0 (expired), e1 (idle) and h1 (idle: last seen t0+2m) go; e2 stays.
+	if n != 3 {
+		t.Fatalf("deleted %d expired sessions, want 3", n)
+	}
+	if _, err := s.GetSession(ctx, "e2"); err != nil {
+		t.Fatalf("live session deleted: %v", err)
+	}
+	if err := s.DeleteSession(ctx, "e2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSession(ctx, "e2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func cert(serial, user string, issued time.Time, ttl time.Duration) *store.Certificate {
+	return &store.Certificate{Serial: serial, Username: user, Subject: user + "@example.com", KeyType: "ec-256",
+		Encryption: "modern", IssuedBy: user, IssuedAt: issued, NotAfter: issued.Add(ttl)}
+}
+
+func testCertificates(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	rows := []*store.Certificate{
+		cert("0a:01", "alice", t0, 30*24*time.Hour),
+		cert("0a:02", "alice", t0.Add(time.Minute), 30*24*time.Hour),
+		cert("0a:03", "alice", t0.Add(2*time.Minute), time.Hour), // expires soon
+		cert("0b:01", "bob", t0, 30*24*time.Hour),
+		cert("0c:01", "alicia", t0, 30*24*time.Hour),
+		cert("0d:01", "al_ex", t0, 30*24*time.Hour),
+	}
+	for _, c := range rows {
+		if err := s.InsertCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.InsertCertificate(ctx, cert("0a:01", "mallory", t0, time.Hour)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate serial: %v", err)
+	}
+	got, err := s.GetCertificate(ctx, "0a:02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Username != "alice" || !got.IssuedAt.Equal(t0.Add(time.Minute)) || got.Revoked() || got.KeyType != "ec-256" {
+		t.Fatalf("get: %+v", got)
+	}
+	if _, err := s.GetCertificate(ctx, "ff:ff"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get unknown: %v", err)
+	}
+	list, err := s.ListCertificates(ctx, store.CertificateFilter{Username: "alice"})
+	if err != nil || len(list) != 3 || list[0].Serial != "0a:03" {
+		t.Fatalf("list alice: %v %v", err, serials(list))
+	}
+	at := t0.Add(2 * time.Hour)
+	if n, err := s.CountActive(ctx, "alice", at); err != nil || n != 2 {
+		t.Fatalf("active alice at +2h: %d %v", n, err)
+	}
+	r := store.Revocation{At: t0.Add(3 * time.Hour), Reason: "lost", By: "helen", Ticket: "INC-1"}
+	if err := s.MarkRevoked(ctx, "0a:01", r); err != nil {
+		t.Fatal(err)
+	}
+	// A second revocation keeps the first record.
+	if err := s.MarkRevoked(ctx, "0a:01", store.Revocation{At: t0.Add(4 * time.Hour), Reason: "superseded", By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetCertificate(ctx, "0a:01")
+	if !got.RevokedAt.Equal(r.At) || got.RevokeReason != "lost" || got.RevokedBy != "helen" || got.Ticket != "INC-1" {
+		t.Fatalf("revoked: %+v", got)
+	}
+	if err := s.MarkRevoked(ctx, "ff:ff", r); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoke unknown: %v", err)
+	}
+	if n, _ := s.CountActive(ctx, "alice", at); n != 1 {
+		t.Fatalf("active alice after revoke: %d", n)
+	}
+	active, err := s.ListCertificates(ctx, store.CertificateFilter{Username: "alice", ActiveAt: at})
+	if err != nil || len(active) != 1 || active[0].Serial != "0a:02" {
+		t.Fatalf("active list: %v %v", err, serials(active))
+	}
+	users, err := s.SearchUsers(ctx, "ali", at, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 2 || users[0].Username != "alice" || users[0].Active != 1 || users[0].Total != 3 || users[1].Username != "alicia" {
+		t.Fatalf("search ali: %+v", users)
+	}
+	// Wildcards are literal: "al_" must not match "ali...".
+	if users, _ := s.SearchUsers(ctx, "al_", at, 10); len(users) != 1 || users[0].Username != "al_ex" {
+		t.Fatalf("search al_: %+v", users)
+	}
+	if users, _ := s.SearchUsers(ctx, "%", at, 10); len(users) != 0 {
+		t.Fatalf("search %%: %+v", users)
+	}
+	if all, _ := s.SearchUsers(ctx, "", at, 10); len(all) != 4 {
+		t.Fatalf("search all: %+v", all)
+	}
+}
+
+func serials(cs []*store.Certificate) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Serial)
+	}
+	return out
+}
+
+// testConcurrentInserts: 200 concurrent issuances leave 200 rows with 200 serials.
+func testConcurrentInserts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs <- s.InsertCertificate(ctx, cert(fmt.Sprintf("%02x:%02x", i/256, i%256), fmt.Sprintf("user%d", i%7), t0, time.Hour))
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for u := 0; u < 7; u++ {
+		list, err := s.ListCertificates(ctx, store.CertificateFilter{Username: fmt.Sprintf("user%d", u)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range list {
+			seen[c.Serial] = true
+		}
+	}
+	if len(seen) != 200 {
+		t.Fatalf("%d distinct serials stored, want 200", len(seen))
+	}
+}
