@@ -205,7 +205,8 @@ func TestVaultFailures(t *testing.T) {
 		}
 		dead := "http://" + ln.Addr().String()
 		ln.Close()
-		p2 := startPortal(t, &testenv.Vault{Addr: dead}, nil)
+		p2 := startPortal(t, &testenv.Vault{Addr: dead}, map[string]string{
+			"CERTPORTAL_APPROLE_ROLE_ID": "unused", "CERTPORTAL_APPROLE_SECRET_ID": "unused"})
 		r := newBrowser(t, p2.URL).post("/login", url.Values{"username": {"alice"}, "password": {"whatever-pass"}})
 		if r.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("login with Vault down: %d", r.StatusCode)

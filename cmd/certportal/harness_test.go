@@ -44,11 +44,9 @@ type runningPortal struct {
 
 func startPortal(t *testing.T, v *testenv.Vault, env map[string]string) *runningPortal {
 	t.Helper()
-	full := map[string]string{
-		"VAULT_ADDR":        v.Addr,
-		"CERTPORTAL_LISTEN": "127.0.0.1:0",
-		"CERTPORTAL_DB":     t.TempDir() + "/certportal.db",
-	}
+	full := v.PortalEnv()
+	full["CERTPORTAL_LISTEN"] = "127.0.0.1:0"
+	full["CERTPORTAL_DB"] = t.TempDir() + "/certportal.db"
 	for k, x := range env {
 		full[k] = x
 	}

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	vaultapi "github.com/hashicorp/vault/api"
 
@@ -25,6 +27,7 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	fs.IntVar(&o.KeyBits, "key-bits", o.KeyBits, "key size: 256/384/521 for ec, 2048/3072/4096 for rsa")
 	fs.DurationVar(&o.MaxTTL, "max-ttl", o.MaxTTL, "longest certificate validity the role allows")
 	fs.BoolVar(&o.DemoUsers, "demo-users", false, "create demo users alice, bob (employees), helen (helpdesk), audrey (auditor) and print their passwords")
+	approleOut := fs.String("approle-out", "", "generate a secret id for the portal's AppRole and write role-id and secret-id files (0600) into this directory")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
 	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
 	if err := fs.Parse(args); err != nil {
@@ -47,6 +50,12 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("vault client: %w", err)
 	}
 	c.SetToken(token)
+	if *approleOut != "" {
+		if st, err := os.Stat(*approleOut); err != nil || !st.IsDir() {
+			return fmt.Errorf("--approle-out %s: not a directory", *approleOut)
+		}
+		o.NewServiceSecret = true
+	}
 	res, err := setup.Run(ctx, c, o)
 	if res != nil {
 		for _, s := range res.Steps {
@@ -65,11 +74,39 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	} else {
 		fmt.Fprintln(stdout, "setup: nothing to change; Vault was already configured.")
 	}
+	if *approleOut != "" {
+		for name, val := range map[string]string{"role-id": res.ServiceRoleID, "secret-id": res.ServiceSecretID} {
+			if err := writeSecretFile(filepath.Join(*approleOut, name), val); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(stdout, "\nPortal AppRole: role id and a new secret id written to %s (role-id, secret-id).\n", *approleOut)
+	}
 	if len(res.DemoUsers) > 0 {
 		fmt.Fprintln(stdout, "\nDemo logins (shown once; passwords are not stored anywhere else):")
 		for _, u := range res.DemoUsers {
 			fmt.Fprintf(stdout, "  %-8s %-18s %s\n", u.Username, u.Password, u.Note)
 		}
+	}
+	return nil
+}
+
+// writeSecretFile writes a 0600 file atomically: a reader never sees half a secret.
+func writeSecretFile(path, value string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(value + "\n"); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

@@ -51,11 +51,13 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		st.Close()
 		return nil, nil, err
 	}
-	svc := portal.NewService(vc, portal.Options{
-		UserpassMount: cfg.UserpassMount, PKIMount: cfg.PKIMount, Role: cfg.Role, EmailDomain: cfg.EmailDomain,
-		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
-		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL,
-	}, log)
+	ident, err := vc.NewService(vault.AppRole{Mount: cfg.AppRoleMount, RoleID: cfg.AppRoleRoleID,
+		SecretID: cfg.AppRoleSecretID, SecretIDFile: cfg.AppRoleSecretIDFile}, log)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	svc := portal.NewService(vc, ident, s, PortalOptions(cfg), log)
 	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Secure: cfg.TLS(), MaxBodyBytes: cfg.MaxBodyBytes})
 	if err != nil {
 		st.Close()
@@ -63,6 +65,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	go sweepSessions(sweepCtx, sessions, log)
+	go ident.Run(sweepCtx)
 	return h, func() { stopSweep(); st.Close() }, nil
 }
 
@@ -80,5 +83,14 @@ func sweepSessions(ctx context.Context, m *session.Manager, log *slog.Logger) {
 				log.Debug("swept expired sessions", "count", n)
 			}
 		}
+	}
+}
+
+// PortalOptions maps the configuration onto the domain service's options.
+func PortalOptions(cfg config.Config) portal.Options {
+	return portal.Options{
+		UserpassMount: cfg.UserpassMount, PKIMount: cfg.PKIMount, Role: cfg.Role, EmailDomain: cfg.EmailDomain,
+		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
+		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL, MaxActive: cfg.MaxActive, ExpiringSoon: cfg.ExpiringSoon,
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/certportal/certportal/internal/app"
 	"github.com/certportal/certportal/internal/config"
 	"github.com/certportal/certportal/internal/portal"
+	"github.com/certportal/certportal/internal/store/sqlite"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/vault"
 )
@@ -51,6 +52,10 @@ func setupEnv(b *testing.B) *env {
 	}
 	cfg := config.Default()
 	cfg.VaultAddr = v.Addr
+	cfg.AppRoleRoleID = v.Setup.ServiceRoleID
+	cfg.AppRoleSecretID = v.Setup.ServiceSecretID
+	// Each round issues 25 per user; the cap is for people, not this benchmark.
+	cfg.MaxActive = 100
 	cfg.DB = b.TempDir() + "/bench.db"
 	e.cfg = cfg
 	h, cleanup, err := app.Build(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -169,11 +174,17 @@ func BenchmarkWholeFlow(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	svc := portal.NewService(vc, portal.Options{
-		UserpassMount: e.cfg.UserpassMount, PKIMount: e.cfg.PKIMount, Role: e.cfg.Role, EmailDomain: e.cfg.EmailDomain,
-		UserPolicy: e.cfg.UserPolicy, HelpdeskPolicy: e.cfg.HelpdeskPolicy, AuditorPolicy: e.cfg.AuditorPolicy,
-		TTLs: e.cfg.TTLs, DefaultTTL: e.cfg.DefaultTTL,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ident, err := vc.NewService(vault.AppRole{RoleID: e.cfg.AppRoleRoleID, SecretID: e.cfg.AppRoleSecretID}, logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), b.TempDir()+"/inproc.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	svc := portal.NewService(vc, ident, st, app.PortalOptions(e.cfg), logger)
 	req := portal.IssueRequest{Password: p12Password, PasswordConfirm: p12Password, TTL: "24h0m0s", Encryption: "modern"}
 	b.ResetTimer()
 	var inproc, overHTTP float64

@@ -47,6 +47,15 @@ type Config struct {
 	TTLs       []time.Duration // CERTPORTAL_TTLS: validities offered, e.g. "24h,168h,720h"
 	DefaultTTL time.Duration   // CERTPORTAL_DEFAULT_TTL
 
+	// The portal's own Vault identity (AppRole).
+	AppRoleMount        string // CERTPORTAL_APPROLE_MOUNT
+	AppRoleRoleID       string // CERTPORTAL_APPROLE_ROLE_ID
+	AppRoleSecretID     string // CERTPORTAL_APPROLE_SECRET_ID
+	AppRoleSecretIDFile string // CERTPORTAL_APPROLE_SECRET_ID_FILE, re-read at each login
+
+	MaxActive    int           // CERTPORTAL_MAX_ACTIVE: active certificates per user
+	ExpiringSoon time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
+
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
 	VaultTimeout time.Duration
@@ -69,6 +78,9 @@ func Default() Config {
 		SessionAbsolute: 8 * time.Hour,
 		TTLs:            []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
 		DefaultTTL:      90 * 24 * time.Hour,
+		AppRoleMount:    "approle",
+		MaxActive:       3,
+		ExpiringSoon:    14 * 24 * time.Hour,
 		MaxBodyBytes:    64 << 10,
 		LogLevel:        "info",
 		VaultTimeout:    30 * time.Second,
@@ -109,6 +121,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.DurationVar(&c.SessionAbsolute, "session-absolute", envDuration(getenv, "CERTPORTAL_SESSION_ABSOLUTE", c.SessionAbsolute), "absolute session lifetime (CERTPORTAL_SESSION_ABSOLUTE)")
 	fs.StringVar(&ttls, "ttls", env("CERTPORTAL_TTLS", ""), "comma-separated certificate validities offered (CERTPORTAL_TTLS)")
 	fs.DurationVar(&c.DefaultTTL, "default-ttl", envDuration(getenv, "CERTPORTAL_DEFAULT_TTL", c.DefaultTTL), "validity preselected in the form (CERTPORTAL_DEFAULT_TTL)")
+	fs.StringVar(&c.AppRoleMount, "approle-mount", env("CERTPORTAL_APPROLE_MOUNT", c.AppRoleMount), "AppRole mount of the portal's own identity (CERTPORTAL_APPROLE_MOUNT)")
+	fs.StringVar(&c.AppRoleRoleID, "approle-role-id", env("CERTPORTAL_APPROLE_ROLE_ID", ""), "the portal's AppRole role id (CERTPORTAL_APPROLE_ROLE_ID)")
+	fs.StringVar(&c.AppRoleSecretIDFile, "approle-secret-id-file", env("CERTPORTAL_APPROLE_SECRET_ID_FILE", ""), "file with the AppRole secret id, re-read at each login (CERTPORTAL_APPROLE_SECRET_ID_FILE); or set CERTPORTAL_APPROLE_SECRET_ID")
+	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
+	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -123,6 +140,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		}
 		c.MaxBodyBytes = n
 	}
+	c.AppRoleSecretID = getenv("CERTPORTAL_APPROLE_SECRET_ID")
 	if ttls != "" {
 		list, err := ParseTTLs(ttls)
 		if err != nil {
@@ -139,6 +157,17 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		return Config{}, err
 	}
 	return c, nil
+}
+
+func envInt(getenv func(string) string, name string, def int) int {
+	if v := getenv(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return -1 // Validate names it
+		}
+		return n
+	}
+	return def
 }
 
 func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
@@ -236,6 +265,18 @@ func (c Config) Validate() error {
 	}
 	if !found {
 		return fmt.Errorf("default-ttl %s: must be one of ttls", c.DefaultTTL)
+	}
+	if c.AppRoleRoleID == "" || (c.AppRoleSecretID == "" && c.AppRoleSecretIDFile == "") {
+		return errors.New("approle: the portal needs its own Vault identity: set CERTPORTAL_APPROLE_ROLE_ID and CERTPORTAL_APPROLE_SECRET_ID_FILE (written by `certportal setup --approle-out DIR`)")
+	}
+	if !validName(c.AppRoleMount) {
+		return fmt.Errorf("approle-mount %q: want letters, digits, '-', '_' or '/'", c.AppRoleMount)
+	}
+	if c.MaxActive < 1 || c.MaxActive > 100 {
+		return errors.New("max-active: want 1 to 100 (CERTPORTAL_MAX_ACTIVE)")
+	}
+	if c.ExpiringSoon < 0 {
+		return errors.New("expiring-soon: want a positive duration (CERTPORTAL_EXPIRING_SOON)")
 	}
 	if c.MaxBodyBytes < 1024 {
 		return errors.New("max body bytes: want at least 1024")

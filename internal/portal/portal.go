@@ -2,6 +2,8 @@ package portal
 
 import (
 	"context"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/certportal/certportal/internal/bundle"
+	"github.com/certportal/certportal/internal/store"
 	"github.com/certportal/certportal/internal/vault"
 )
 
@@ -44,6 +47,12 @@ type Vault interface {
 	Health(ctx context.Context) error
 }
 
+// ServiceVault is what the portal does with its own Vault identity.
+type ServiceVault interface {
+	Revoke(ctx context.Context, mount, serial string) error
+	ListUsers(ctx context.Context, mount string) ([]string, error)
+}
+
 // Options configure the Service.
 type Options struct {
 	UserpassMount  string
@@ -55,18 +64,34 @@ type Options struct {
 	AuditorPolicy  string
 	TTLs           []time.Duration
 	DefaultTTL     time.Duration
+	MaxActive      int           // active certificates per user; 0 means 3
+	ExpiringSoon   time.Duration // 0 means 14 days
+	KeyType        string        // shown in the inventory, e.g. "ec-256"
 }
 
 // Service is the portal's use cases.
 type Service struct {
-	vault Vault
-	opts  Options
-	log   *slog.Logger
+	vault   Vault
+	service ServiceVault
+	store   store.Certificates
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
 }
 
-// NewService wires a Service.
-func NewService(v Vault, o Options, log *slog.Logger) *Service {
-	return &Service{vault: v, opts: o, log: log}
+// NewService wires a Service. v acts with users' tokens; sv is the portal's
+// own identity; st is the inventory.
+func NewService(v Vault, sv ServiceVault, st store.Certificates, o Options, log *slog.Logger) *Service {
+	if o.MaxActive <= 0 {
+		o.MaxActive = 3
+	}
+	if o.ExpiringSoon <= 0 {
+		o.ExpiringSoon = 14 * 24 * time.Hour
+	}
+	if o.KeyType == "" {
+		o.KeyType = "ec-256"
+	}
+	return &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now}
 }
 
 // Options returns the service's options (for rendering forms).
@@ -136,6 +161,8 @@ type IssueRequest struct {
 	PasswordConfirm string
 	TTL             string // a Go duration that must be one of the offered TTLs
 	Encryption      string // modern or compat
+	RenewSerial     string // renewing this certificate of the user's
+	RevokeOld       bool   // and revoking it once the new one is issued
 }
 
 // Validate checks the form against the offered options and returns the
@@ -180,8 +207,11 @@ func (s *Service) subjectFor(username string) string {
 }
 
 // Issue asks Vault, with the user's own token, for a certificate naming the
-// user, and packs it into a .p12 protected by the user's password. Vault is
-// called once and never retried: pki/issue is not idempotent.
+// user, records it in the inventory and packs it into a .p12 protected by the
+// user's password. Vault is called once and never retried: pki/issue is not
+// idempotent. If the inventory cannot be written the certificate is revoked
+// with the portal's identity and nothing is handed out: no certificate exists
+// that the inventory does not know.
 func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*Download, error) {
 	if !id.Has(RoleEmployee) {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
@@ -189,6 +219,22 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 	ttl, enc, err := req.Validate(s.opts)
 	if err != nil {
 		return nil, err
+	}
+	var old *store.Certificate
+	if req.RenewSerial != "" {
+		if old, err = s.ownCertificate(ctx, id, req.RenewSerial); err != nil {
+			return nil, err
+		}
+	}
+	active, err := s.store.CountActive(ctx, id.Username, s.now())
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	if old != nil && req.RevokeOld && !old.Revoked() && old.NotAfter.After(s.now()) {
+		active-- // the old one goes as the new one comes
+	}
+	if active >= s.opts.MaxActive {
+		return nil, &Error{Code: EForbidden, Message: "error.cap_reached", Err: fmt.Errorf("%s has %d active certificates", id.Username, active)}
 	}
 	subject := s.subjectFor(id.Username)
 	issued, err := s.vault.Issue(ctx, id.Token, vault.IssueRequest{
@@ -203,12 +249,28 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 	case err != nil:
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
 	}
+	row := &store.Certificate{
+		Serial: issued.Serial, Username: id.Username, Subject: subject, KeyType: keyType(issued),
+		Encryption: string(enc), IssuedBy: id.Username, IssuedAt: s.now(), NotAfter: issued.Certificate.NotAfter,
+	}
 	data, err := bundle.Encode(issued.PrivateKey, issued.Certificate, issued.Chain, req.Password, enc)
 	if err != nil {
+		s.revokeUnrecorded(ctx, issued.Serial, "bundle failed")
 		return nil, fmt.Errorf("build .p12 for %s: %w", issued.Serial, err)
+	}
+	if err := s.store.InsertCertificate(ctx, row); err != nil {
+		s.revokeUnrecorded(ctx, issued.Serial, "inventory write failed")
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 	}
 	s.log.InfoContext(ctx, "certificate issued", "user", id.Username, "serial", issued.Serial,
 		"subject", subject, "not_after", issued.Certificate.NotAfter.UTC(), "encryption", string(enc))
+	if old != nil && req.RevokeOld {
+		if err := s.revoke(ctx, old, store.Revocation{At: s.now(), Reason: "superseded", By: id.Username}); err != nil {
+			// The new certificate is good and recorded; the user can still
+			// revoke the old one from the list.
+			s.log.WarnContext(ctx, "renew: old certificate not revoked", "serial", old.Serial, "err", err)
+		}
+	}
 	return &Download{
 		Filename:   subject + ".p12",
 		Data:       data,
@@ -217,6 +279,27 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 		NotAfter:   issued.Certificate.NotAfter,
 		Encryption: enc,
 	}, nil
+}
+
+// revokeUnrecorded revokes a certificate Vault issued in a request that then
+// failed, so that it cannot be used by anyone.
+func (s *Service) revokeUnrecorded(ctx context.Context, serial, why string) {
+	if err := s.service.Revoke(context.WithoutCancel(ctx), s.opts.PKIMount, serial); err != nil {
+		s.log.ErrorContext(ctx, "could not revoke certificate from a failed request; revoke it by hand",
+			"serial", serial, "why", why, "err", err)
+		return
+	}
+	s.log.WarnContext(ctx, "revoked certificate from a failed request", "serial", serial, "why", why)
+}
+
+func keyType(is *vault.Issued) string {
+	switch k := is.Certificate.PublicKey.(type) {
+	case interface{ Params() *elliptic.CurveParams }:
+		return fmt.Sprintf("ec-%d", k.Params().BitSize)
+	case *rsa.PublicKey:
+		return fmt.Sprintf("rsa-%d", k.N.BitLen())
+	}
+	return "unknown"
 }
 
 // CAChain returns the issuing CA chain in PEM.

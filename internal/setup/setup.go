@@ -34,8 +34,14 @@ type Options struct {
 	UserPolicy     string
 	HelpdeskPolicy string
 	AuditorPolicy  string
+	ServicePolicy  string // the portal's own identity
+	AppRoleMount   string
+	AppRoleName    string
 
 	DemoUsers bool
+	// NewServiceSecret makes setup generate a secret id for the portal's
+	// AppRole and return it in Result (once; Vault keeps only its hash).
+	NewServiceSecret bool
 }
 
 // Defaults returns the options `certportal setup` uses without flags.
@@ -53,6 +59,9 @@ func Defaults() Options {
 		UserPolicy:     "certportal-user",
 		HelpdeskPolicy: "certportal-helpdesk",
 		AuditorPolicy:  "certportal-auditor",
+		ServicePolicy:  "certportal-service",
+		AppRoleMount:   "approle",
+		AppRoleName:    "certportal",
 	}
 }
 
@@ -88,6 +97,10 @@ type DemoUser struct {
 type Result struct {
 	Steps     []Step
 	DemoUsers []DemoUser // only users created in this run
+
+	// The portal's AppRole; ServiceSecretID only with NewServiceSecret.
+	ServiceRoleID   string
+	ServiceSecretID string
 }
 
 // Step is one checked item and whether it was changed.
@@ -119,7 +132,7 @@ func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
 	}
 	r := &run{c: c, o: o, res: &Result{}}
 	steps := []func(context.Context) error{
-		r.rootCA, r.issuingCA, r.urls, r.userpass, r.role, r.policies, r.demoUsers,
+		r.rootCA, r.issuingCA, r.urls, r.userpass, r.role, r.policies, r.appRole, r.demoUsers,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -466,7 +479,28 @@ func Policies(o Options) map[string]string {
 		// Helpdesk and auditor actions go through the portal's own identity.
 		o.HelpdeskPolicy: "# Written by certportal setup. Holding this policy makes a user certportal helpdesk staff.\n" + issue,
 		o.AuditorPolicy:  "# Written by certportal setup. Holding this policy makes a user a certportal auditor.\n" + issue,
+		o.ServicePolicy:  ServicePolicy(o),
 	}
+}
+
+// ServicePolicy is the portal's own identity: revoke after the portal checked
+// ownership, and read what reconciliation and helpdesk search need. It cannot
+// issue.
+func ServicePolicy(o Options) string {
+	return fmt.Sprintf(`# Written by certportal setup: the portal's own identity.
+path %q {
+  capabilities = ["update"]
+}
+path %q {
+  capabilities = ["list"]
+}
+path %q {
+  capabilities = ["read"]
+}
+path %q {
+  capabilities = ["list"]
+}
+`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users")
 }
 
 func (r *run) policies(ctx context.Context) error {
@@ -489,6 +523,64 @@ func (r *run) policies(ctx context.Context) error {
 			return fmt.Errorf("write policy %s: %w", name, err)
 		}
 		r.step("policy "+name, true)
+	}
+	return nil
+}
+
+// appRole writes the portal's AppRole (short-lived, renewable tokens bound to
+// the service policy) and, when asked, a new secret id.
+func (r *run) appRole(ctx context.Context) error {
+	auths, err := r.c.Sys().ListAuthWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("list auth mounts: %w", err)
+	}
+	if a, ok := auths[r.o.AppRoleMount+"/"]; ok {
+		if a.Type != "approle" {
+			return fmt.Errorf("auth mount %s exists with type %s, want approle", r.o.AppRoleMount, a.Type)
+		}
+		r.step("approle auth at "+r.o.AppRoleMount, false)
+	} else {
+		if err := r.c.Sys().EnableAuthWithOptionsWithContext(ctx, r.o.AppRoleMount, &vaultapi.EnableAuthOptions{
+			Type: "approle", Description: "certportal service identity",
+		}); err != nil {
+			return fmt.Errorf("enable approle: %w", err)
+		}
+		r.step("approle auth at "+r.o.AppRoleMount, true)
+	}
+	path := "auth/" + r.o.AppRoleMount + "/role/" + r.o.AppRoleName
+	want := map[string]any{
+		"token_policies":     []string{r.o.ServicePolicy},
+		"token_ttl":          "3600",
+		"token_max_ttl":      "14400",
+		"token_type":         "service",
+		"secret_id_num_uses": 0,
+		"bind_secret_id":     true,
+	}
+	cur, err := r.read(ctx, path)
+	if err != nil {
+		return err
+	}
+	if cur != nil && roleMatches(cur.Data, map[string]any{"token_policies": want["token_policies"], "bind_secret_id": true}) &&
+		sameDuration(cur.Data["token_ttl"], "3600s") && sameDuration(cur.Data["token_max_ttl"], "14400s") {
+		r.step("approle "+r.o.AppRoleName, false)
+	} else {
+		if _, err := r.write(ctx, path, want); err != nil {
+			return err
+		}
+		r.step("approle "+r.o.AppRoleName, true)
+	}
+	id, err := r.read(ctx, path+"/role-id")
+	if err != nil || id == nil {
+		return fmt.Errorf("read role id: %v", err)
+	}
+	r.res.ServiceRoleID, _ = id.Data["role_id"].(string)
+	if r.o.NewServiceSecret {
+		sec, err := r.write(ctx, path+"/secret-id", map[string]any{"metadata": `{"created_by":"certportal setup"}`})
+		if err != nil {
+			return err
+		}
+		r.res.ServiceSecretID, _ = sec.Data["secret_id"].(string)
+		r.step("new secret id for approle "+r.o.AppRoleName, true)
 	}
 	return nil
 }

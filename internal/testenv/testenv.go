@@ -126,6 +126,7 @@ func StartConfiguredVault(tb testing.TB) *Vault {
 	v := StartVault(tb)
 	o := setup.Defaults()
 	o.DemoUsers = true
+	o.NewServiceSecret = true
 	res, err := setup.Run(context.Background(), v.Admin, o)
 	if err != nil {
 		tb.Fatalf("testenv: setup: %v", err)
@@ -173,4 +174,14 @@ func (v *Vault) Unseal(tb testing.TB) {
 	if err != nil || st.Sealed {
 		tb.Fatalf("testenv: unseal: %v", err)
 	}
+}
+
+// PortalEnv returns the environment a `certportal serve` needs for this Vault.
+func (v *Vault) PortalEnv() map[string]string {
+	env := map[string]string{"VAULT_ADDR": v.Addr}
+	if v.Setup != nil {
+		env["CERTPORTAL_APPROLE_ROLE_ID"] = v.Setup.ServiceRoleID
+		env["CERTPORTAL_APPROLE_SECRET_ID"] = v.Setup.ServiceSecretID
+	}
+	return env
 }

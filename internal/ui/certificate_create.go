@@ -19,12 +19,21 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 		PasswordConfirm: r.PostFormValue("password_confirm"),
 		TTL:             r.PostFormValue("ttl"),
 		Encryption:      r.PostFormValue("encryption"),
+		RenewSerial:     r.PostFormValue("renew_serial"),
+		RevokeOld:       r.PostFormValue("revoke_old") == "1",
 	}
 	dl, err := s.Service.Issue(r.Context(), identityFrom(r.Context()), req)
 	if err != nil {
 		var pe *portal.Error
-		if errors.As(err, &pe) && pe.Code == portal.EInvalid {
-			s.renderDashboard(w, r, http.StatusBadRequest, pe, req.Encryption)
+		if errors.As(err, &pe) && (pe.Code == portal.EInvalid || pe.Message == "error.cap_reached") {
+			status := statusFor(pe.Code)
+			if req.RenewSerial != "" {
+				if c, cerr := s.Service.Certificate(r.Context(), identityFrom(r.Context()), req.RenewSerial); cerr == nil {
+					s.renderIssueForm(w, r, status, "renew", pe, req.Encryption, &c)
+					return
+				}
+			}
+			s.renderIssueForm(w, r, status, "dashboard", pe, req.Encryption, nil)
 			return
 		}
 		s.fail(w, r, err)

@@ -227,3 +227,17 @@ func (s *Server) requireLogin(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// requireRole refuses, with 403, anyone who does not hold role.
+func (s *Server) requireRole(role portal.Role) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if id := identityFrom(r.Context()); id == nil || !id.Has(role) {
+				s.Logger.WarnContext(r.Context(), "access denied", "path", r.URL.Path, "role", string(role))
+				s.failStatus(w, r, http.StatusForbidden, "error.forbidden")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

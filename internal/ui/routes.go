@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/web"
 )
 
@@ -38,7 +39,18 @@ func (s *Server) routes() http.Handler {
 			r.Use(s.requireLogin)
 			r.Get("/", s.dashboard)
 			r.Post("/certificates", s.certificateCreate)
+			r.Get("/certificates/{serial}/revoke", s.certificateRevokeForm)
+			r.Post("/certificates/{serial}/revoke", s.certificateRevoke)
+			r.Get("/certificates/{serial}/renew", s.certificateRenewForm)
 			r.Post("/logout", s.logout)
+
+			r.Group(func(r chi.Router) {
+				r.Use(s.requireRole(portal.RoleHelpdesk))
+				r.Get("/helpdesk", s.helpdeskSearch)
+				r.Get("/helpdesk/users/{username}", s.helpdeskUser)
+				r.Post("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevoke(false))
+				r.Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
+			})
 		})
 	})
 	return r

@@ -42,7 +42,7 @@ type Server struct {
 	pages map[string]*template.Template
 }
 
-var pageNames = []string{"login", "dashboard", "error"}
+var pageNames = []string{"login", "dashboard", "renew", "revoke", "helpdesk", "error"}
 
 // New parses every template (a broken or missing template fails here, at
 // start-up, not on a user's request) and returns the routed handler.
@@ -57,9 +57,14 @@ func New(d Deps) (http.Handler, error) {
 		d.WhoamiURL = "/secure/whoami"
 	}
 	s := &Server{Deps: d, pages: map[string]*template.Template{}}
-	funcs := template.FuncMap{"t": func(l i18n.Lang, key string, args ...any) string { return i18n.T(l, key, args...) }}
+	funcs := template.FuncMap{
+		"t":     func(l i18n.Lang, key string, args ...any) string { return i18n.T(l, key, args...) },
+		"date":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+		"short": shortSerial,
+		"pair":  func(a *page, b portal.CertificateView) pagePair { return pagePair{a, b} },
+	}
 	for _, name := range pageNames {
-		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/"+name+".html")
+		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/partials.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse template %s: %w", name, err)
 		}
@@ -80,6 +85,8 @@ type page struct {
 	Langs []i18n.Lang
 	Title string
 	User  *portal.Identity
+	// IsHelpdesk shows the helpdesk link.
+	IsHelpdesk bool
 
 	Notice string // catalog keys
 	Error  string
@@ -92,10 +99,46 @@ type page struct {
 	TTLs       []ttlOption
 	Encryption string
 	WhoamiURL  string
+	MaxActive  int
+	// certificate tables
+	Certs       []portal.CertificateView
+	CertActions bool
+	Renew       *portal.CertificateView // renew and revoke pages
+	Reasons     []string
+	// helpdesk
+	Query    string
+	Searched bool
+	Users    []portal.UserResult
+	Target   string
+}
+
+// pagePair lets a row template reach both the page and its row.
+type pagePair struct {
+	A *page
+	B portal.CertificateView
+}
+
+// shortSerial shows the first and last bytes of a long serial; the full one
+// is in the title attribute.
+func shortSerial(s string) string {
+	if len(s) <= 17 {
+		return s
+	}
+	return s[:8] + "…" + s[len(s)-8:]
+}
+
+// notices are the only catalog keys a ?notice= parameter may show, so a link
+// cannot put arbitrary text on the page.
+var notices = map[string]string{
+	"revoked":   "notice.revoked",
+	"reissued":  "notice.reissued",
+	"hdrevoked": "notice.hd_revoked",
 }
 
 func (s *Server) newPage(r *http.Request, title string) *page {
-	return &page{Lang: i18n.FromRequest(r), Langs: i18n.Supported, Title: title, User: identityFrom(r.Context())}
+	id := identityFrom(r.Context())
+	return &page{Lang: i18n.FromRequest(r), Langs: i18n.Supported, Title: title, User: id,
+		IsHelpdesk: id != nil && id.Has(portal.RoleHelpdesk)}
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {

@@ -1,0 +1,239 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+// serialPattern is Vault's serial form: lowercase hex pairs joined by ':'
+// (at most 20 bytes, RFC 5280). Anything else is refused before any lookup.
+var serialPattern = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){0,19}$`)
+
+// NormalizeSerial accepts upper or lower case and returns Vault's form.
+func NormalizeSerial(s string) (string, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if !serialPattern.MatchString(s) {
+		return "", Invalid("serial", "error.serial_invalid")
+	}
+	return s, nil
+}
+
+// Revocation reasons a user or the helpdesk may give (RFC 5280 names).
+var (
+	UserReasons     = []string{"lost", "compromised", "superseded"}
+	HelpdeskReasons = []string{"lost", "compromised", "superseded", "left_company", "other"}
+)
+
+// Status is what the inventory shows for a certificate.
+type Status string
+
+const (
+	StatusActive   Status = "active"
+	StatusExpiring Status = "expiring"
+	StatusExpired  Status = "expired"
+	StatusRevoked  Status = "revoked"
+)
+
+// CertificateView is an inventory row with its derived status.
+type CertificateView struct {
+	*store.Certificate
+	Status   Status
+	DaysLeft int
+}
+
+func (s *Service) view(c *store.Certificate) CertificateView {
+	now := s.now()
+	v := CertificateView{Certificate: c, DaysLeft: int(c.NotAfter.Sub(now).Hours() / 24)}
+	switch {
+	case c.Revoked():
+		v.Status = StatusRevoked
+	case !now.Before(c.NotAfter):
+		v.Status, v.DaysLeft = StatusExpired, 0
+	case c.NotAfter.Sub(now) <= s.opts.ExpiringSoon:
+		v.Status = StatusExpiring
+	default:
+		v.Status = StatusActive
+	}
+	return v
+}
+
+// Certificates lists username's certificates, newest first.
+func (s *Service) Certificates(ctx context.Context, username string) ([]CertificateView, error) {
+	rows, err := s.store.ListCertificates(ctx, store.CertificateFilter{Username: username})
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	out := make([]CertificateView, len(rows))
+	for i, c := range rows {
+		out[i] = s.view(c)
+	}
+	return out, nil
+}
+
+// MaxActive is the per-user cap on active certificates.
+func (s *Service) MaxActive() int { return s.opts.MaxActive }
+
+// ownCertificate loads serial and checks it belongs to id. Someone else's
+// serial is refused exactly like an unknown one would be for an attacker who
+// guesses: 403 if it exists, 404 if not — serials are 160-bit random, so the
+// difference reveals nothing useful.
+func (s *Service) ownCertificate(ctx context.Context, id *Identity, serial string) (*store.Certificate, error) {
+	serial, err := NormalizeSerial(serial)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.store.GetCertificate(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, &Error{Code: ENotFound, Message: "error.certificate_not_found"}
+	}
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	if c.Username != id.Username {
+		return nil, &Error{Code: EForbidden, Message: "error.not_your_certificate", Err: errors.New(id.Username + " asked for a certificate of " + c.Username)}
+	}
+	return c, nil
+}
+
+// Certificate returns one of id's own certificates (for the confirm page).
+func (s *Service) Certificate(ctx context.Context, id *Identity, serial string) (CertificateView, error) {
+	c, err := s.ownCertificate(ctx, id, serial)
+	if err != nil {
+		return CertificateView{}, err
+	}
+	return s.view(c), nil
+}
+
+// RevokeOwn revokes one of the user's own certificates.
+func (s *Service) RevokeOwn(ctx context.Context, id *Identity, serial, reason string) (*store.Certificate, error) {
+	if !id.Has(RoleEmployee) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	c, err := s.ownCertificate(ctx, id, serial)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(UserReasons, reason) {
+		return nil, Invalid("reason", "error.reason_invalid")
+	}
+	if c.Revoked() {
+		return nil, &Error{Code: EInvalid, Field: "serial", Message: "error.already_revoked"}
+	}
+	return c, s.revoke(ctx, c, store.Revocation{At: s.now(), Reason: reason, By: id.Username})
+}
+
+// revoke revokes in Vault with the portal's identity, then records it. The
+// order matters: a crash between the two leaves a revoked certificate the
+// inventory still shows active — safe, and reconciliation finds it — never
+// the reverse.
+func (s *Service) revoke(ctx context.Context, c *store.Certificate, r store.Revocation) error {
+	if err := s.service.Revoke(ctx, s.opts.PKIMount, c.Serial); err != nil {
+		return &Error{Code: EUnavailable, Message: "error.vault_unavailable_revoke", Err: err}
+	}
+	if err := s.store.MarkRevoked(ctx, c.Serial, r); err != nil {
+		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	s.log.InfoContext(ctx, "certificate revoked", "serial", c.Serial, "user", c.Username, "by", r.By, "reason", r.Reason, "ticket", r.Ticket)
+	return nil
+}
+
+// UserResult is a helpdesk search hit.
+type UserResult struct {
+	Username string
+	Active   int
+	Total    int
+}
+
+var prefixPattern = regexp.MustCompile(`^[a-z0-9._-]{0,64}$`)
+
+// SearchUsers finds users by name prefix: those in the inventory and those
+// Vault knows that never enrolled.
+func (s *Service) SearchUsers(ctx context.Context, actor *Identity, prefix string) ([]UserResult, error) {
+	if !actor.Has(RoleHelpdesk) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	prefix = strings.ToLower(strings.TrimSpace(prefix))
+	if !prefixPattern.MatchString(prefix) {
+		return nil, Invalid("q", "error.search_invalid")
+	}
+	found, err := s.store.SearchUsers(ctx, prefix, s.now(), 100)
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	byName := map[string]UserResult{}
+	for _, u := range found {
+		byName[u.Username] = UserResult{u.Username, u.Active, u.Total}
+	}
+	if users, err := s.service.ListUsers(ctx, s.opts.UserpassMount); err != nil {
+		// The inventory alone still answers; say so in the log.
+		s.log.WarnContext(ctx, "helpdesk search: Vault user list unavailable", "err", err)
+	} else {
+		for _, u := range users {
+			if strings.HasPrefix(u, prefix) {
+				if _, ok := byName[u]; !ok {
+					byName[u] = UserResult{Username: u}
+				}
+			}
+		}
+	}
+	out := make([]UserResult, 0, len(byName))
+	for _, u := range byName {
+		out = append(out, u)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })
+	if len(out) > 100 {
+		out = out[:100]
+	}
+	return out, nil
+}
+
+// UserCertificates is the helpdesk view of a user's certificates.
+func (s *Service) UserCertificates(ctx context.Context, actor *Identity, username string) ([]CertificateView, error) {
+	if !actor.Has(RoleHelpdesk) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	if !usernamePattern.MatchString(username) {
+		return nil, &Error{Code: ENotFound, Message: "error.not_found"}
+	}
+	return s.Certificates(ctx, username)
+}
+
+// HelpdeskRevoke revokes any user's certificate; reason and ticket are required
+// so that every helpdesk action can be traced to a request.
+func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, reason, ticket string) (*store.Certificate, error) {
+	if !actor.Has(RoleHelpdesk) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	serial, err := NormalizeSerial(serial)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(HelpdeskReasons, reason) {
+		return nil, Invalid("reason", "error.reason_invalid")
+	}
+	ticket = strings.TrimSpace(ticket)
+	if ticket == "" || len(ticket) > 64 || strings.ContainsAny(ticket, "\r\n\t<>\"") {
+		return nil, Invalid("ticket", "error.ticket_invalid")
+	}
+	c, err := s.store.GetCertificate(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, &Error{Code: ENotFound, Message: "error.certificate_not_found"}
+	}
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	if c.Revoked() {
+		return nil, &Error{Code: EInvalid, Field: "serial", Message: "error.already_revoked"}
+	}
+	return c, s.revoke(ctx, c, store.Revocation{At: s.now(), Reason: reason, By: actor.Username, Ticket: ticket})
+}
+
+// Now is the service's clock (tests may move it).
+func (s *Service) Now() time.Time { return s.now() }

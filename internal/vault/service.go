@@ -1,0 +1,270 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+)
+
+// AppRole says how the portal logs in as itself.
+type AppRole struct {
+	Mount        string // e.g. approle
+	RoleID       string
+	SecretID     string // inline, or:
+	SecretIDFile string // re-read at every login, so the secret id can be rotated without a restart
+}
+
+func (a AppRole) secretID() (string, error) {
+	if a.SecretIDFile != "" {
+		b, err := os.ReadFile(a.SecretIDFile)
+		if err != nil {
+			return "", fmt.Errorf("read secret id file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return a.SecretID, nil
+}
+
+// Service is the portal's own Vault identity. It does only what a user token
+// must not: revoke a serial after the portal checked ownership, and list
+// Vault's certificates and users. Its token is renewed before expiry and
+// obtained again when renewal fails or Vault revoked it.
+type Service struct {
+	c    *Client
+	role AppRole
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	token   string
+	expires time.Time
+	renewAt time.Time
+	now     func() time.Time
+}
+
+// NewService returns the portal's identity; it logs in lazily on first use.
+func (c *Client) NewService(role AppRole, log *slog.Logger) (*Service, error) {
+	if role.RoleID == "" || (role.SecretID == "" && role.SecretIDFile == "") {
+		return nil, errors.New("approle: role id and a secret id (or secret id file) are required")
+	}
+	if role.Mount == "" {
+		role.Mount = "approle"
+	}
+	return &Service{c: c, role: role, log: log, now: time.Now}, nil
+}
+
+// login obtains a fresh token. Called with mu held.
+func (s *Service) login(ctx context.Context) error {
+	secret, err := s.role.secretID()
+	if err != nil {
+		return err
+	}
+	cl, err := s.c.withToken("")
+	if err != nil {
+		return err
+	}
+	sec, err := cl.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(s.role.Mount, "/")+"/login",
+		map[string]any{"role_id": s.role.RoleID, "secret_id": secret})
+	if err != nil {
+		return classify("service login", err, ErrInvalidCredentials)
+	}
+	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
+		return fmt.Errorf("service login: empty auth: %w", ErrUnavailable)
+	}
+	s.setToken(sec.Auth.ClientToken, time.Duration(sec.Auth.LeaseDuration)*time.Second)
+	s.log.InfoContext(ctx, "service identity logged in", "ttl", time.Duration(sec.Auth.LeaseDuration)*time.Second)
+	return nil
+}
+
+func (s *Service) setToken(token string, ttl time.Duration) {
+	now := s.now()
+	s.token = token
+	s.expires = now.Add(ttl)
+	// Renew at two thirds of the lease, leaving a third for retries.
+	s.renewAt = now.Add(ttl * 2 / 3)
+}
+
+// Token returns a usable token, renewing or logging in again as needed.
+func (s *Service) Token(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokenLocked(ctx)
+}
+
+func (s *Service) tokenLocked(ctx context.Context) (string, error) {
+	now := s.now()
+	switch {
+	case s.token == "" || !now.Before(s.expires):
+		if err := s.login(ctx); err != nil {
+			return "", err
+		}
+	case !now.Before(s.renewAt):
+		if err := s.renew(ctx); err != nil {
+			s.log.WarnContext(ctx, "service token renewal failed; logging in again", "err", err)
+			if err := s.login(ctx); err != nil {
+				return "", err
+			}
+		}
+	}
+	return s.token, nil
+}
+
+func (s *Service) renew(ctx context.Context) error {
+	cl, err := s.c.withToken(s.token)
+	if err != nil {
+		return err
+	}
+	sec, err := cl.Auth().Token().RenewSelfWithContext(ctx, 0)
+	if err != nil {
+		return classify("renew service token", err, ErrPermissionDenied)
+	}
+	if sec == nil || sec.Auth == nil {
+		return errors.New("renew service token: empty response")
+	}
+	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
+	// At the token's max TTL Vault renews for less than asked: log in anew
+	// before the remaining time gets short.
+	if ttl < time.Minute {
+		return fmt.Errorf("renew service token: only %s left", ttl)
+	}
+	s.setToken(s.token, ttl)
+	return nil
+}
+
+// Invalidate forgets the token (Vault said it is no longer valid).
+func (s *Service) invalidate(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.token == token {
+		s.token = ""
+	}
+}
+
+// do runs fn with the service token; when Vault refuses the token (revoked
+// behind the portal's back) it logs in once more and retries. Only idempotent
+// operations go through do.
+func (s *Service) do(ctx context.Context, fn func(*vaultapi.Client) error) error {
+	for attempt := 0; ; attempt++ {
+		tok, err := s.Token(ctx)
+		if err != nil {
+			return err
+		}
+		cl, err := s.c.withToken(tok)
+		if err != nil {
+			return err
+		}
+		err = fn(cl)
+		var re *vaultapi.ResponseError
+		if attempt == 0 && errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
+			s.log.WarnContext(ctx, "service token refused; logging in again")
+			s.invalidate(tok)
+			continue
+		}
+		return err
+	}
+}
+
+// Run renews the token in the background until ctx ends, so that a quiet
+// portal still has a live identity when the next request comes.
+func (s *Service) Run(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		wait := time.Until(s.renewAt)
+		if s.token == "" {
+			wait = 0
+		}
+		s.mu.Unlock()
+		wait = max(wait, 5*time.Second)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if _, err := s.Token(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "service identity unavailable", "err", err)
+		}
+	}
+}
+
+// Revoke revokes serial in mount. Revoking an already revoked or expired
+// certificate is not an error.
+func (s *Service) Revoke(ctx context.Context, mount, serial string) error {
+	err := s.do(ctx, func(cl *vaultapi.Client) error {
+		_, err := cl.Logical().WriteWithContext(ctx, strings.Trim(mount, "/")+"/revoke", map[string]any{"serial_number": serial})
+		return err
+	})
+	if err != nil {
+		return classify("revoke certificate", err, ErrRefused)
+	}
+	return nil
+}
+
+// ListCertificates lists the serials Vault stores for mount.
+func (s *Service) ListCertificates(ctx context.Context, mount string) ([]string, error) {
+	var keys []string
+	err := s.do(ctx, func(cl *vaultapi.Client) error {
+		sec, err := cl.Logical().ListWithContext(ctx, strings.Trim(mount, "/")+"/certs")
+		if err != nil || sec == nil {
+			return err
+		}
+		raw, _ := sec.Data["keys"].([]any)
+		for _, k := range raw {
+			if s, ok := k.(string); ok {
+				keys = append(keys, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, classify("list certificates", err, ErrRefused)
+	}
+	return keys, nil
+}
+
+// ListUsers lists the users of a userpass mount.
+func (s *Service) ListUsers(ctx context.Context, mount string) ([]string, error) {
+	var users []string
+	err := s.do(ctx, func(cl *vaultapi.Client) error {
+		sec, err := cl.Logical().ListWithContext(ctx, "auth/"+strings.Trim(mount, "/")+"/users")
+		if err != nil || sec == nil {
+			return err
+		}
+		raw, _ := sec.Data["keys"].([]any)
+		for _, k := range raw {
+			if s, ok := k.(string); ok {
+				users = append(users, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, classify("list users", err, ErrRefused)
+	}
+	return users, nil
+}
+
+// CRLSerials returns the serials on mount's current CRL (for tests and
+// reconciliation).
+func (c *Client) CRLSerials(ctx context.Context, mount string) ([]string, error) {
+	cl, err := c.withToken("")
+	if err != nil {
+		return nil, err
+	}
+	r := cl.NewRequest(http.MethodGet, "/v1/"+strings.Trim(mount, "/")+"/crl")
+	//nolint:staticcheck // raw DER endpoint
+	resp, err := cl.RawRequestWithContext(ctx, r)
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if err != nil {
+		return nil, classify("read CRL", err, ErrRefused)
+	}
+	return parseCRLSerials(resp.Body)
+}
