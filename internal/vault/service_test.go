@@ -1,0 +1,100 @@
+package vault_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// TestServiceIdentity: the portal's AppRole token is renewed across its TTL,
+// obtained again past its max TTL, recovered after Vault revoked it behind the
+// portal's back, and a rotated secret id file is picked up without a restart.
+func TestServiceIdentity(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	// Short TTLs so that renewals and re-logins happen within the test.
+	if _, err := v.Admin.Logical().Write("auth/approle/role/certportal", map[string]any{
+		"token_ttl": "3s", "token_max_ttl": "5s"}); err != nil {
+		t.Fatal(err)
+	}
+	secretFile := filepath.Join(t.TempDir(), "secret-id")
+	if err := os.WriteFile(secretFile, []byte(v.Setup.ServiceSecretID+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := vault.New(vault.Config{Addr: v.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := c.NewService(vault.AppRole{RoleID: v.Setup.ServiceRoleID, SecretIDFile: secretFile},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tokens := map[string]bool{}
+	deadline := time.Now().Add(9 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := svc.ListCertificates(ctx, "pki"); err != nil {
+			t.Fatalf("service call failed at %s: %v", time.Until(deadline), err)
+		}
+		tok, err := svc.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[tok] = true
+		time.Sleep(250 * time.Millisecond)
+	}
+	// 9s of use with a 5s max TTL needs at least one fresh login.
+	if len(tokens) < 2 {
+		t.Fatalf("one token for 9s with a 5s max TTL: never logged in again")
+	}
+
+	t.Run("revoked behind the portal's back", func(t *testing.T) {
+		tok, _ := svc.Token(ctx)
+		if _, err := v.Admin.Logical().Write("auth/token/revoke", map[string]any{"token": tok}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.ListCertificates(ctx, "pki"); err != nil {
+			t.Fatalf("not recovered: %v", err)
+		}
+		if now, _ := svc.Token(ctx); now == tok {
+			t.Fatal("still using the revoked token")
+		}
+	})
+
+	t.Run("secret id rotated", func(t *testing.T) {
+		sec, err := v.Admin.Logical().Write("auth/approle/role/certportal/secret-id", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(secretFile, []byte(sec.Data["secret_id"].(string)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// The old secret id dies; the next login must read the new file.
+		if _, err := v.Admin.Logical().Write("auth/approle/role/certportal/secret-id/destroy",
+			map[string]any{"secret_id": v.Setup.ServiceSecretID}); err != nil {
+			t.Fatal(err)
+		}
+		tok, _ := svc.Token(ctx)
+		if _, err := v.Admin.Logical().Write("auth/token/revoke", map[string]any{"token": tok}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.ListCertificates(ctx, "pki"); err != nil {
+			t.Fatalf("rotated secret id not used: %v", err)
+		}
+	})
+
+	t.Run("cannot issue", func(t *testing.T) {
+		tok, _ := svc.Token(ctx)
+		_, err := c.Issue(ctx, tok, vault.IssueRequest{Mount: "pki", Role: "user-auth", CommonName: "alice@example.com"})
+		if err == nil {
+			t.Fatal("the service identity could issue a user certificate")
+		}
+	})
+}
