@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/certportal/certportal/internal/audit"
 )
 
 // Errors implementations return.
@@ -93,10 +95,46 @@ type Certificates interface {
 	SearchUsers(ctx context.Context, prefix string, at time.Time, limit int) ([]UserSummary, error)
 }
 
+// AuditFilter selects audit events; zero fields select everything.
+type AuditFilter struct {
+	Actor, Subject, Action, Outcome, Serial string
+	From, To                                time.Time // [From, To)
+	BeforeID                                int64     // keyset pagination: events with id < BeforeID
+	Limit                                   int
+}
+
+// DayCount is one day of the activity chart.
+type DayCount struct {
+	Day          time.Time // UTC midnight
+	Issued       int
+	Revoked      int
+	FailedLogins int
+}
+
+// Audit is the append-only, hash-chained audit trail.
+type Audit interface {
+	// AppendAudit assigns e its id and chain hash and stores it, atomically
+	// with respect to other appends.
+	AppendAudit(ctx context.Context, e *audit.Event) error
+	// QueryAudit returns one page, newest first.
+	QueryAudit(ctx context.Context, f AuditFilter) ([]*audit.Event, error)
+	// StreamAudit calls fn for every matching event, oldest first, without
+	// holding them all in memory.
+	StreamAudit(ctx context.Context, f AuditFilter, fn func(*audit.Event) error) error
+	AuditDaily(ctx context.Context, from, to time.Time) ([]DayCount, error)
+
+	// RecordIssuance inserts the inventory row and its audit event in one
+	// transaction: both are written or neither is.
+	RecordIssuance(ctx context.Context, c *Certificate, e *audit.Event) error
+	// RecordRevocation marks the revocation and appends its event in one transaction.
+	RecordRevocation(ctx context.Context, serial string, r Revocation, e *audit.Event) error
+}
+
 // Store is the whole persistence interface the portal needs.
 type Store interface {
 	Sessions
 	Certificates
+	Audit
 	Ping(ctx context.Context) error
 	Close() error
 }

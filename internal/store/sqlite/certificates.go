@@ -15,7 +15,11 @@ const certColumns = `serial, username, subject, key_type, encryption, issued_by,
 	revoked_at, revoke_reason, revoked_by, ticket`
 
 func (s *DB) InsertCertificate(ctx context.Context, c *store.Certificate) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`,
+	return insertCertificate(ctx, s.db, c)
+}
+
+func insertCertificate(ctx context.Context, x execer, c *store.Certificate) error {
+	_, err := x.ExecContext(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.Serial, c.Username, c.Subject, c.KeyType, c.Encryption, c.IssuedBy,
 		c.IssuedAt.UnixMilli(), c.NotAfter.UnixMilli(), nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket)
 	if err != nil {
@@ -109,7 +113,11 @@ func (s *DB) CountActive(ctx context.Context, username string, at time.Time) (in
 }
 
 func (s *DB) MarkRevoked(ctx context.Context, serial string, r store.Revocation) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE certificates SET revoked_at = COALESCE(revoked_at, ?),
+	return markRevoked(ctx, s.db, serial, r)
+}
+
+func markRevoked(ctx context.Context, x execer, serial string, r store.Revocation) error {
+	res, err := x.ExecContext(ctx, `UPDATE certificates SET revoked_at = COALESCE(revoked_at, ?),
 		revoke_reason = CASE WHEN revoked_at IS NULL THEN ? ELSE revoke_reason END,
 		revoked_by = CASE WHEN revoked_at IS NULL THEN ? ELSE revoked_by END,
 		ticket = CASE WHEN revoked_at IS NULL THEN ? ELSE ticket END

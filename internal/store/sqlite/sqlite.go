@@ -66,6 +66,32 @@ var migrations = []string{
 		ticket        TEXT NOT NULL DEFAULT ''
 	)`,
 	`CREATE INDEX certificates_username ON certificates(username, issued_at)`,
+	`CREATE TABLE audit_events (
+		id         INTEGER PRIMARY KEY,
+		time_us    INTEGER NOT NULL,
+		actor      TEXT NOT NULL,
+		subject    TEXT NOT NULL,
+		action     TEXT NOT NULL,
+		outcome    TEXT NOT NULL,
+		client_ip  TEXT NOT NULL,
+		user_agent TEXT NOT NULL,
+		request_id TEXT NOT NULL,
+		serial     TEXT NOT NULL,
+		details    TEXT NOT NULL,
+		prev_hash  TEXT NOT NULL,
+		hash       TEXT NOT NULL
+	)`,
+	// Keyset pages filter on one column and walk id downwards.
+	`CREATE INDEX audit_actor ON audit_events(actor, id)`,
+	`CREATE INDEX audit_subject ON audit_events(subject, id)`,
+	`CREATE INDEX audit_action ON audit_events(action, outcome, id)`,
+	`CREATE INDEX audit_serial ON audit_events(serial, id)`,
+	`CREATE INDEX audit_time ON audit_events(time_us)`,
+	// Append-only as far as SQLite can enforce it: the portal never updates
+	// or deletes an event. Someone with the file can drop these; the hash
+	// chain is what detects that (certportal audit verify).
+	`CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END`,
+	`CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END`,
 }
 
 func (s *DB) migrate(ctx context.Context) error {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/store"
 )
 
@@ -21,6 +22,147 @@ func Run(t *testing.T, open Open) {
 	t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 	t.Run("certificates", func(t *testing.T) { testCertificates(t, open(t)) })
 	t.Run("concurrent inserts", func(t *testing.T) { testConcurrentInserts(t, open(t)) })
+	t.Run("audit chain", func(t *testing.T) { testAudit(t, open(t)) })
+	t.Run("audit atomic with inventory", func(t *testing.T) { testAuditAtomic(t, open(t)) })
+	t.Run("concurrent audit appends", func(t *testing.T) { testConcurrentAudit(t, open(t)) })
+}
+
+func event(actor, action, outcome string, at time.Time) *audit.Event {
+	return &audit.Event{Time: at, Actor: actor, Subject: actor, Action: action, Outcome: outcome,
+		ClientIP: "127.0.0.1", UserAgent: "test", RequestID: "r", Details: "{}"}
+}
+
+// verifyAll walks the whole chain and returns how many events it holds.
+func verifyAll(t *testing.T, s store.Store) int64 {
+	t.Helper()
+	var v audit.Verifier
+	if err := s.StreamAudit(context.Background(), store.AuditFilter{}, v.Check); err != nil {
+		t.Fatalf("chain does not verify: %v", err)
+	}
+	return v.Count
+}
+
+func testAudit(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if n := verifyAll(t, s); n != 0 {
+		t.Fatalf("empty store has %d events", n)
+	}
+	for i := 0; i < 30; i++ {
+		actor := []string{"alice", "bob", "helen"}[i%3]
+		e := event(actor, audit.ActionIssue, audit.OutcomeSuccess, t0.Add(time.Duration(i)*time.Hour))
+		if i%5 == 0 {
+			e.Action, e.Outcome = audit.ActionLogin, audit.OutcomeFailure
+		}
+		e.Serial = fmt.Sprintf("aa:%02x", i)
+		if err := s.AppendAudit(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		if e.ID != int64(i+1) || e.Hash == "" {
+			t.Fatalf("event %d: id %d hash %q", i, e.ID, e.Hash)
+		}
+	}
+	if n := verifyAll(t, s); n != 30 {
+		t.Fatalf("chain holds %d events, want 30", n)
+	}
+	page, err := s.QueryAudit(ctx, store.AuditFilter{Actor: "alice", Limit: 4})
+	if err != nil || len(page) != 4 || page[0].ID != 28 || page[3].ID != 19 {
+		t.Fatalf("first page: %v %v", err, ids(page))
+	}
+	next, err := s.QueryAudit(ctx, store.AuditFilter{Actor: "alice", Limit: 4, BeforeID: page[3].ID})
+	if err != nil || len(next) != 4 || next[0].ID != 16 {
+		t.Fatalf("second page: %v %v", err, ids(next))
+	}
+	fails, _ := s.QueryAudit(ctx, store.AuditFilter{Action: audit.ActionLogin, Outcome: audit.OutcomeFailure, Limit: 100})
+	if len(fails) != 6 {
+		t.Fatalf("failed logins: %v", ids(fails))
+	}
+	ranged, _ := s.QueryAudit(ctx, store.AuditFilter{From: t0.Add(10 * time.Hour), To: t0.Add(12 * time.Hour), Limit: 100})
+	if len(ranged) != 2 || ranged[0].ID != 12 {
+		t.Fatalf("time range: %v", ids(ranged))
+	}
+	if bySerial, _ := s.QueryAudit(ctx, store.AuditFilter{Serial: "aa:07"}); len(bySerial) != 1 || bySerial[0].ID != 8 {
+		t.Fatalf("by serial: %v", ids(bySerial))
+	}
+	got := bySerialEvent(t, s, "aa:07")
+	if !got.Time.Equal(t0.Add(7*time.Hour)) || got.UserAgent != "test" || got.Details != "{}" {
+		t.Fatalf("round trip: %+v", got)
+	}
+	days, err := s.AuditDaily(ctx, t0, t0.Add(48*time.Hour))
+	if err != nil || len(days) != 2 {
+		t.Fatalf("daily: %v %+v", err, days)
+	}
+	if days[0].Issued+days[1].Issued != 24 || days[0].FailedLogins+days[1].FailedLogins != 6 {
+		t.Fatalf("daily counts: %+v", days)
+	}
+}
+
+func bySerialEvent(t *testing.T, s store.Store, serial string) *audit.Event {
+	t.Helper()
+	es, err := s.QueryAudit(context.Background(), store.AuditFilter{Serial: serial})
+	if err != nil || len(es) != 1 {
+		t.Fatalf("event for %s: %v", serial, err)
+	}
+	return es[0]
+}
+
+func ids(es []*audit.Event) []int64 {
+	var out []int64
+	for _, e := range es {
+		out = append(out, e.ID)
+	}
+	return out
+}
+
+// testAuditAtomic: the inventory row and its audit event are written together
+// or not at all.
+func testAuditAtomic(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := cert("0e:01", "alice", t0, time.Hour)
+	if err := s.RecordIssuance(ctx, c, event("alice", audit.ActionIssue, audit.OutcomeSuccess, t0)); err != nil {
+		t.Fatal(err)
+	}
+	// A duplicate serial fails, and leaves no audit event behind.
+	if err := s.RecordIssuance(ctx, c, event("alice", audit.ActionIssue, audit.OutcomeSuccess, t0)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate issuance: %v", err)
+	}
+	if n := verifyAll(t, s); n != 1 {
+		t.Fatalf("%d events after a failed issuance, want 1", n)
+	}
+	r := store.Revocation{At: t0.Add(time.Minute), Reason: "lost", By: "alice"}
+	if err := s.RecordRevocation(ctx, "ff:01", r, event("alice", audit.ActionRevoke, audit.OutcomeSuccess, t0)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoking unknown: %v", err)
+	}
+	if err := s.RecordRevocation(ctx, "0e:01", r, event("alice", audit.ActionRevoke, audit.OutcomeSuccess, t0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetCertificate(ctx, "0e:01"); !got.Revoked() {
+		t.Fatal("not revoked")
+	}
+	if n := verifyAll(t, s); n != 2 {
+		t.Fatalf("%d events, want 2", n)
+	}
+}
+
+func testConcurrentAudit(t *testing.T, s store.Store) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs <- s.AppendAudit(context.Background(), event(fmt.Sprint("u", i%5), audit.ActionLogin, audit.OutcomeSuccess, t0))
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := verifyAll(t, s); n != 100 {
+		t.Fatalf("chain holds %d events, want 100", n)
+	}
 }
 
 // Times are compared at millisecond precision, what every backend keeps.
