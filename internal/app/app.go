@@ -58,6 +58,14 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		return nil, nil, err
 	}
 	svc := portal.NewService(vc, ident, s, PortalOptions(cfg), log)
+	if err := svc.RecordStart(ctx, map[string]string{
+		"vault_addr": cfg.VaultAddr, "pki_mount": cfg.PKIMount, "role": cfg.Role, "tls": fmt.Sprint(cfg.TLS()),
+		"max_active": fmt.Sprint(cfg.MaxActive), "ttls": fmt.Sprint(cfg.TTLs),
+	}); err != nil {
+		// Fail closed from the start: a portal that cannot audit does not serve.
+		st.Close()
+		return nil, nil, fmt.Errorf("audit trail: %w", err)
+	}
 	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Secure: cfg.TLS(), MaxBodyBytes: cfg.MaxBodyBytes})
 	if err != nil {
 		st.Close()

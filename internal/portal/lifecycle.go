@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/store"
 )
 
@@ -97,6 +98,7 @@ func (s *Service) ownCertificate(ctx context.Context, id *Identity, serial strin
 		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 	}
 	if c.Username != id.Username {
+		s.RecordDenied(ctx, id, "certificate "+c.Serial+" of "+c.Username)
 		return nil, &Error{Code: EForbidden, Message: "error.not_your_certificate", Err: errors.New(id.Username + " asked for a certificate of " + c.Username)}
 	}
 	return c, nil
@@ -126,19 +128,25 @@ func (s *Service) RevokeOwn(ctx context.Context, id *Identity, serial, reason st
 	if c.Revoked() {
 		return nil, &Error{Code: EInvalid, Field: "serial", Message: "error.already_revoked"}
 	}
-	return c, s.revoke(ctx, c, store.Revocation{At: s.now(), Reason: reason, By: id.Username})
+	return c, s.revoke(ctx, id.Username, audit.ActionRevoke, c, store.Revocation{At: s.now(), Reason: reason, By: id.Username})
 }
 
-// revoke revokes in Vault with the portal's identity, then records it. The
-// order matters: a crash between the two leaves a revoked certificate the
-// inventory still shows active — safe, and reconciliation finds it — never
-// the reverse.
-func (s *Service) revoke(ctx context.Context, c *store.Certificate, r store.Revocation) error {
+// revoke revokes in Vault with the portal's identity, then records it with
+// its audit event in one transaction. The order matters: if the record
+// fails, the certificate is revoked but shown active — safe, and
+// reconciliation finds it — never the reverse. An audit store that fails
+// before the Vault call stops the revocation (fail closed).
+func (s *Service) revoke(ctx context.Context, actor, action string, c *store.Certificate, r store.Revocation) error {
+	details := map[string]string{"reason": r.Reason, "ticket": r.Ticket, "subject": c.Subject}
 	if err := s.service.Revoke(ctx, s.opts.PKIMount, c.Serial); err != nil {
+		if aerr := s.record(ctx, s.newEvent(ctx, actor, c.Username, action, audit.OutcomeFailure, c.Serial, details)); aerr != nil {
+			s.log.ErrorContext(ctx, "audit write failed for a failed revocation", "serial", c.Serial, "err", aerr)
+		}
 		return &Error{Code: EUnavailable, Message: "error.vault_unavailable_revoke", Err: err}
 	}
-	if err := s.store.MarkRevoked(ctx, c.Serial, r); err != nil {
-		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	if err := s.store.RecordRevocation(ctx, c.Serial, r, s.newEvent(ctx, actor, c.Username, action, audit.OutcomeSuccess, c.Serial, details)); err != nil {
+		s.log.ErrorContext(ctx, "certificate revoked in Vault but not recorded; reconciliation will show it", "serial", c.Serial, "err", err)
+		return &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: err}
 	}
 	s.log.InfoContext(ctx, "certificate revoked", "serial", c.Serial, "user", c.Username, "by", r.By, "reason", r.Reason, "ticket", r.Ticket)
 	return nil
@@ -207,7 +215,7 @@ func (s *Service) UserCertificates(ctx context.Context, actor *Identity, usernam
 
 // HelpdeskRevoke revokes any user's certificate; reason and ticket are required
 // so that every helpdesk action can be traced to a request.
-func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, reason, ticket string) (*store.Certificate, error) {
+func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, reason, ticket string, reissue bool) (*store.Certificate, error) {
 	if !actor.Has(RoleHelpdesk) {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
@@ -232,7 +240,11 @@ func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, r
 	if c.Revoked() {
 		return nil, &Error{Code: EInvalid, Field: "serial", Message: "error.already_revoked"}
 	}
-	return c, s.revoke(ctx, c, store.Revocation{At: s.now(), Reason: reason, By: actor.Username, Ticket: ticket})
+	action := audit.ActionRevoke
+	if reissue {
+		action = audit.ActionReissue
+	}
+	return c, s.revoke(ctx, actor.Username, action, c, store.Revocation{At: s.now(), Reason: reason, By: actor.Username, Ticket: ticket})
 }
 
 // Now is the service's clock (tests may move it).

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/bundle"
 	"github.com/certportal/certportal/internal/store"
 	"github.com/certportal/certportal/internal/vault"
@@ -69,11 +70,17 @@ type Options struct {
 	KeyType        string        // shown in the inventory, e.g. "ec-256"
 }
 
+// Store is what the portal keeps: the inventory and the audit trail.
+type Store interface {
+	store.Certificates
+	store.Audit
+}
+
 // Service is the portal's use cases.
 type Service struct {
 	vault   Vault
 	service ServiceVault
-	store   store.Certificates
+	store   Store
 	opts    Options
 	log     *slog.Logger
 	now     func() time.Time
@@ -81,7 +88,7 @@ type Service struct {
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
 // own identity; st is the inventory.
-func NewService(v Vault, sv ServiceVault, st store.Certificates, o Options, log *slog.Logger) *Service {
+func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger) *Service {
 	if o.MaxActive <= 0 {
 		o.MaxActive = 3
 	}
@@ -107,14 +114,26 @@ var usernamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 func (s *Service) Login(ctx context.Context, username, password string) (*Identity, error) {
 	username = strings.ToLower(strings.TrimSpace(username))
 	failed := &Error{Code: EUnauthorized, Message: "error.login_failed"}
-	if !usernamePattern.MatchString(username) || password == "" || len(password) > 1024 {
-		return nil, failed
+	// A claimed name that is not a valid username is recorded as such, not
+	// verbatim: it may be a password typed into the wrong field.
+	claimed := username
+	if !usernamePattern.MatchString(username) {
+		claimed = "(invalid username)"
+	}
+	recordFailure := func(why string, cause error) error {
+		failed.Err = cause
+		if err := s.record(ctx, s.newEvent(ctx, "", claimed, audit.ActionLogin, audit.OutcomeFailure, "", map[string]string{"reason": why})); err != nil {
+			return err
+		}
+		return failed
+	}
+	if claimed != username || password == "" || len(password) > 1024 {
+		return nil, recordFailure("malformed", nil)
 	}
 	l, err := s.vault.LoginUserpass(ctx, s.opts.UserpassMount, username, password)
 	switch {
 	case errors.Is(err, vault.ErrInvalidCredentials):
-		failed.Err = err
-		return nil, failed
+		return nil, recordFailure("invalid credentials", err)
 	case err != nil:
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
 	}
@@ -125,7 +144,22 @@ func (s *Service) Login(ctx context.Context, username, password string) (*Identi
 		if rerr := s.vault.RevokeSelf(ctx, l.Token); rerr != nil {
 			s.log.WarnContext(ctx, "revoke token of user without portal access", "user", username, "err", rerr)
 		}
+		if err := s.record(ctx, s.newEvent(ctx, username, username, audit.ActionLogin, audit.OutcomeDenied, "", map[string]string{"reason": "no portal policy"})); err != nil {
+			return nil, err
+		}
 		return nil, &Error{Code: EForbidden, Message: "error.no_portal_access"}
+	}
+	roleNames := make([]string, len(roles))
+	for i, r := range roles {
+		roleNames[i] = string(r)
+	}
+	if err := s.record(ctx, s.newEvent(ctx, username, username, audit.ActionLogin, audit.OutcomeSuccess, "",
+		map[string]string{"roles": strings.Join(roleNames, ",")})); err != nil {
+		// No audit record, no session: give the token back.
+		if rerr := s.vault.RevokeSelf(ctx, l.Token); rerr != nil {
+			s.log.ErrorContext(ctx, "revoke token after audit failure", "user", username, "err", rerr)
+		}
+		return nil, err
 	}
 	return &Identity{Username: username, Token: l.Token, Roles: roles, ExpiresAt: l.ExpiresAt}, nil
 }
@@ -148,11 +182,19 @@ func (s *Service) roles(policies []string) []Role {
 }
 
 // Logout revokes the user's Vault token.
+// The session ends even if Vault or the audit store fail — ending access is
+// never the unsafe direction — but the failure is returned and logged.
 func (s *Service) Logout(ctx context.Context, id *Identity) error {
-	if err := s.vault.RevokeSelf(ctx, id.Token); err != nil {
-		return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	verr := s.vault.RevokeSelf(ctx, id.Token)
+	outcome, details := audit.OutcomeSuccess, map[string]string{}
+	if verr != nil {
+		outcome, details["error"] = audit.OutcomeFailure, "token not revoked: vault unavailable"
 	}
-	return nil
+	aerr := s.record(ctx, s.newEvent(ctx, id.Username, id.Username, audit.ActionLogout, outcome, "", details))
+	if verr != nil {
+		return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: verr}
+	}
+	return aerr
 }
 
 // IssueRequest is the certificate form.
@@ -258,14 +300,19 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 		s.revokeUnrecorded(ctx, issued.Serial, "bundle failed")
 		return nil, fmt.Errorf("build .p12 for %s: %w", issued.Serial, err)
 	}
-	if err := s.store.InsertCertificate(ctx, row); err != nil {
-		s.revokeUnrecorded(ctx, issued.Serial, "inventory write failed")
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	ev := s.newEvent(ctx, id.Username, id.Username, audit.ActionIssue, audit.OutcomeSuccess, issued.Serial, map[string]string{
+		"subject": subject, "not_before": fmtTime(issued.Certificate.NotBefore), "not_after": fmtTime(issued.Certificate.NotAfter),
+		"ttl": ttl.String(), "key_type": row.KeyType, "encryption": string(enc), "renews": req.RenewSerial,
+	})
+	if err := s.store.RecordIssuance(ctx, row, ev); err != nil {
+		// Fail closed: no inventory row and audit record, no certificate.
+		s.revokeUnrecorded(ctx, issued.Serial, "inventory or audit write failed")
+		return nil, &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: err}
 	}
 	s.log.InfoContext(ctx, "certificate issued", "user", id.Username, "serial", issued.Serial,
 		"subject", subject, "not_after", issued.Certificate.NotAfter.UTC(), "encryption", string(enc))
 	if old != nil && req.RevokeOld {
-		if err := s.revoke(ctx, old, store.Revocation{At: s.now(), Reason: "superseded", By: id.Username}); err != nil {
+		if err := s.revoke(ctx, id.Username, audit.ActionRevoke, old, store.Revocation{At: s.now(), Reason: "superseded", By: id.Username}); err != nil {
 			// The new certificate is good and recorded; the user can still
 			// revoke the old one from the list.
 			s.log.WarnContext(ctx, "renew: old certificate not revoked", "serial", old.Serial, "err", err)

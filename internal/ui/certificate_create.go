@@ -49,5 +49,7 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Certificate-Serial", dl.Serial)
 	if _, err := w.Write(dl.Data); err != nil {
 		s.Logger.WarnContext(r.Context(), "download interrupted", "serial", dl.Serial, "err", err)
+		return
 	}
+	s.Service.RecordDownload(r.Context(), identityFrom(r.Context()), dl.Serial, len(dl.Data))
 }

@@ -65,7 +65,7 @@ func (s *Server) helpdeskRevoke(reissue bool) http.HandlerFunc {
 		if reissue {
 			reason = "superseded"
 		}
-		c, err := s.Service.HelpdeskRevoke(r.Context(), identityFrom(r.Context()), chi.URLParam(r, "serial"), reason, r.PostFormValue("ticket"))
+		c, err := s.Service.HelpdeskRevoke(r.Context(), identityFrom(r.Context()), chi.URLParam(r, "serial"), reason, r.PostFormValue("ticket"), reissue)
 		if err != nil {
 			var pe *portal.Error
 			if errors.As(err, &pe) && pe.Code == portal.EInvalid && c != nil {

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"net"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -64,7 +65,15 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 		_, _ = rand.Read(b)
 		id := hex.EncodeToString(b)
 		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyRequestID, id)))
+		// The peer address, not X-Forwarded-For: a header any client can set
+		// must not decide what the audit trail says.
+		ip := r.RemoteAddr
+		if host, _, err := net.SplitHostPort(ip); err == nil {
+			ip = host
+		}
+		ctx := context.WithValue(r.Context(), keyRequestID, id)
+		ctx = portal.WithRequestInfo(ctx, portal.RequestInfo{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: id})
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -234,6 +243,7 @@ func (s *Server) requireRole(role portal.Role) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if id := identityFrom(r.Context()); id == nil || !id.Has(role) {
 				s.Logger.WarnContext(r.Context(), "access denied", "path", r.URL.Path, "role", string(role))
+				s.Service.RecordDenied(r.Context(), id, r.Method+" "+r.URL.Path)
 				s.failStatus(w, r, http.StatusForbidden, "error.forbidden")
 				return
 			}

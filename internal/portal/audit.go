@@ -1,0 +1,90 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/certportal/certportal/internal/audit"
+)
+
+// RequestInfo is where a request came from, for the audit trail.
+type RequestInfo struct {
+	ClientIP  string
+	UserAgent string
+	RequestID string
+}
+
+type requestInfoKey struct{}
+
+// WithRequestInfo attaches ri to ctx; the web layer does this for every request.
+func WithRequestInfo(ctx context.Context, ri RequestInfo) context.Context {
+	return context.WithValue(ctx, requestInfoKey{}, ri)
+}
+
+func requestInfo(ctx context.Context) RequestInfo {
+	ri, _ := ctx.Value(requestInfoKey{}).(RequestInfo)
+	return ri
+}
+
+// newEvent builds an event from the request. details must never hold a
+// secret: callers pass only names, serials, choices and counts.
+func (s *Service) newEvent(ctx context.Context, actor, subject, action, outcome, serial string, details map[string]string) *audit.Event {
+	ri := requestInfo(ctx)
+	d := "{}"
+	if len(details) > 0 {
+		// encoding/json sorts map keys: the same details always hash the same.
+		b, _ := json.Marshal(details)
+		d = string(b)
+	}
+	ua := ri.UserAgent
+	if len(ua) > 256 {
+		ua = ua[:256]
+	}
+	return &audit.Event{
+		Time: s.now().UTC(), Actor: actor, Subject: subject, Action: action, Outcome: outcome,
+		ClientIP: ri.ClientIP, UserAgent: ua, RequestID: ri.RequestID, Serial: serial, Details: d,
+	}
+}
+
+// record appends an event; its error means the action must fail (fail closed).
+func (s *Service) record(ctx context.Context, e *audit.Event) error {
+	if err := s.store.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
+		return &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: err}
+	}
+	return nil
+}
+
+// RecordDenied records an access refused by the web layer (wrong role).
+func (s *Service) RecordDenied(ctx context.Context, id *Identity, what string) {
+	actor := ""
+	if id != nil {
+		actor = id.Username
+	}
+	if err := s.record(ctx, s.newEvent(ctx, actor, actor, audit.ActionAccessDenied, audit.OutcomeDenied, "", map[string]string{"path": what})); err != nil {
+		s.log.ErrorContext(ctx, "audit write failed for a denied access", "err", err)
+	}
+}
+
+// RecordDownload records that a .p12 was handed over completely. The file
+// is already gone by then, so a failure here is logged, not fatal; the
+// issuance itself was recorded before the download began.
+func (s *Service) RecordDownload(ctx context.Context, id *Identity, serial string, bytes int) {
+	e := s.newEvent(ctx, id.Username, id.Username, audit.ActionDownload, audit.OutcomeSuccess, serial,
+		map[string]string{"bytes": itoa(bytes)})
+	if err := s.record(ctx, e); err != nil {
+		s.log.ErrorContext(ctx, "audit write failed for a download", "serial", serial, "err", err)
+	}
+}
+
+// RecordStart records the portal starting, with its non-secret settings.
+func (s *Service) RecordStart(ctx context.Context, settings map[string]string) error {
+	return s.record(ctx, s.newEvent(ctx, "certportal", "", audit.ActionPortalStart, audit.OutcomeSuccess, "", settings))
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
