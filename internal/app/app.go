@@ -24,14 +24,11 @@ import (
 // Build wires every dependency explicitly; it is the one place that
 // knows which adapters back the portal.
 func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handler, func(), error) {
-	if strings.HasPrefix(cfg.DB, "postgres://") || strings.HasPrefix(cfg.DB, "postgresql://") {
-		return nil, nil, errors.New("db: PostgreSQL is not supported by this version yet; use a SQLite path")
-	}
-	st, err := sqlite.Open(ctx, cfg.DB)
+	st, err := OpenStore(ctx, cfg.DB)
 	if err != nil {
 		return nil, nil, err
 	}
-	var s store.Store = st
+	s := st
 	key := cfg.SessionKey
 	if key == nil {
 		key = make([]byte, 32)
@@ -101,4 +98,17 @@ func PortalOptions(cfg config.Config) portal.Options {
 		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
 		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL, MaxActive: cfg.MaxActive, ExpiringSoon: cfg.ExpiringSoon,
 	}
+}
+
+// OpenStore picks the store adapter from the DSN: PostgreSQL for several
+// replicas (postgres:// URLs), otherwise a SQLite file path.
+func OpenStore(ctx context.Context, dsn string) (store.Store, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return nil, errors.New("db: PostgreSQL support is not built into this version; use a SQLite path")
+	}
+	db, err := sqlite.Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
 }

@@ -2,10 +2,10 @@ package ui
 
 import (
 	"context"
-	"net"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"time"

@@ -51,6 +51,14 @@ func (s *Server) routes() http.Handler {
 				r.Post("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevoke(false))
 				r.Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
 			})
+
+			r.Group(func(r chi.Router) {
+				r.Use(s.requireRole(portal.RoleAuditor))
+				r.Get("/audit", s.auditPage)
+				r.Get("/audit/export", s.auditExport)
+				r.Get("/audit/inventory", s.auditInventory)
+				r.Get("/audit/reconcile", s.auditReconcile)
+			})
 		})
 	})
 	return r

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/session"
@@ -42,7 +43,7 @@ type Server struct {
 	pages map[string]*template.Template
 }
 
-var pageNames = []string{"login", "dashboard", "renew", "revoke", "helpdesk", "error"}
+var pageNames = []string{"login", "dashboard", "renew", "revoke", "helpdesk", "audit", "audit_inventory", "audit_reconcile", "error"}
 
 // New parses every template (a broken or missing template fails here, at
 // start-up, not on a user's request) and returns the routed handler.
@@ -85,8 +86,9 @@ type page struct {
 	Langs []i18n.Lang
 	Title string
 	User  *portal.Identity
-	// IsHelpdesk shows the helpdesk link.
+	// IsHelpdesk and IsAuditor show the helpdesk and audit links.
 	IsHelpdesk bool
+	IsAuditor  bool
 
 	Notice string // catalog keys
 	Error  string
@@ -110,6 +112,16 @@ type page struct {
 	Searched bool
 	Users    []portal.UserResult
 	Target   string
+	// audit
+	Chart       template.HTML
+	Filter      auditForm
+	FilterQuery template.URL // the filter, encoded, for links
+	Actions     []string
+	Outcomes    []string
+	Events      []*audit.Event
+	NextBefore  int64
+	Report      *portal.InventoryReport
+	Reconcile   *portal.Reconciliation
 }
 
 // pagePair lets a row template reach both the page and its row.
@@ -138,7 +150,7 @@ var notices = map[string]string{
 func (s *Server) newPage(r *http.Request, title string) *page {
 	id := identityFrom(r.Context())
 	return &page{Lang: i18n.FromRequest(r), Langs: i18n.Supported, Title: title, User: id,
-		IsHelpdesk: id != nil && id.Has(portal.RoleHelpdesk)}
+		IsHelpdesk: id != nil && id.Has(portal.RoleHelpdesk), IsAuditor: id != nil && id.Has(portal.RoleAuditor)}
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {

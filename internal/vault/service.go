@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -267,4 +268,29 @@ func (c *Client) CRLSerials(ctx context.Context, mount string) ([]string, error)
 		return nil, classify("read CRL", err, ErrRefused)
 	}
 	return parseCRLSerials(resp.Body)
+}
+
+// ReadCertificate reads one certificate Vault stores in mount.
+func (s *Service) ReadCertificate(ctx context.Context, mount, serial string) (*x509.Certificate, error) {
+	var cert *x509.Certificate
+	err := s.do(ctx, func(cl *vaultapi.Client) error {
+		sec, err := cl.Logical().ReadWithContext(ctx, strings.Trim(mount, "/")+"/cert/"+serial)
+		if err != nil || sec == nil {
+			return err
+		}
+		p, _ := sec.Data["certificate"].(string)
+		certs, err := parseCerts(p)
+		if err != nil || len(certs) == 0 {
+			return fmt.Errorf("parse certificate %s: %v", serial, err)
+		}
+		cert = certs[0]
+		return nil
+	})
+	if err != nil {
+		return nil, classify("read certificate", err, ErrRefused)
+	}
+	if cert == nil {
+		return nil, fmt.Errorf("read certificate %s: not found: %w", serial, ErrRefused)
+	}
+	return cert, nil
 }
