@@ -5,7 +5,6 @@ package app
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/session"
 	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/store/postgres"
 	"github.com/certportal/certportal/internal/store/sqlite"
 	"github.com/certportal/certportal/internal/ui"
 	"github.com/certportal/certportal/internal/vault"
@@ -103,8 +103,15 @@ func PortalOptions(cfg config.Config) portal.Options {
 // OpenStore picks the store adapter from the DSN: PostgreSQL for several
 // replicas (postgres:// URLs), otherwise a SQLite file path.
 func OpenStore(ctx context.Context, dsn string) (store.Store, error) {
+	// Each branch returns through a nil check of its own: returning the
+	// concrete pointer straight from a failed Open would give a non-nil
+	// interface holding a nil *DB.
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return nil, errors.New("db: PostgreSQL support is not built into this version; use a SQLite path")
+		db, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		return db, nil
 	}
 	db, err := sqlite.Open(ctx, dsn)
 	if err != nil {

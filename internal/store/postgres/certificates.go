@@ -1,0 +1,162 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+const certColumns = `serial, username, subject, key_type, encryption, issued_by, issued_at, not_after,
+	revoked_at, revoke_reason, revoked_by, ticket`
+
+func (s *DB) InsertCertificate(ctx context.Context, c *store.Certificate) error {
+	return insertCertificate(ctx, s.pool, c)
+}
+
+// insertCertificate runs on the pool or inside RecordIssuance's transaction.
+func insertCertificate(ctx context.Context, q querier, c *store.Certificate) error {
+	_, err := q.Exec(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
+		c.Serial, c.Username, c.Subject, c.KeyType, c.Encryption, c.IssuedBy,
+		ms(c.IssuedAt), ms(c.NotAfter), nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket)
+	if err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("insert certificate %s: %w", c.Serial, store.ErrConflict)
+		}
+		return fmt.Errorf("insert certificate: %w", err)
+	}
+	return nil
+}
+
+// nullTime stores the zero time ("not revoked") as NULL.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = ms(t)
+	return &t
+}
+
+func scanCert(r pgx.Row) (*store.Certificate, error) {
+	var c store.Certificate
+	var revoked *time.Time
+	if err := r.Scan(&c.Serial, &c.Username, &c.Subject, &c.KeyType, &c.Encryption, &c.IssuedBy, &c.IssuedAt, &c.NotAfter,
+		&revoked, &c.RevokeReason, &c.RevokedBy, &c.Ticket); err != nil {
+		return nil, err
+	}
+	if revoked != nil {
+		c.RevokedAt = *revoked
+	}
+	return &c, nil
+}
+
+func (s *DB) GetCertificate(ctx context.Context, serial string) (*store.Certificate, error) {
+	c, err := scanCert(s.pool.QueryRow(ctx, `SELECT `+certColumns+` FROM certificates WHERE serial = $1`, serial))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get certificate: %w", err)
+	}
+	return c, nil
+}
+
+func (s *DB) ListCertificates(ctx context.Context, f store.CertificateFilter) ([]*store.Certificate, error) {
+	q := `SELECT ` + certColumns + ` FROM certificates WHERE true`
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.Username != "" {
+		q += ` AND username = ` + arg(f.Username)
+	}
+	if !f.ActiveAt.IsZero() {
+		q += ` AND revoked_at IS NULL AND not_after > ` + arg(ms(f.ActiveAt))
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 500
+	}
+	q += ` ORDER BY issued_at DESC, serial LIMIT ` + arg(limit)
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Certificate
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	return out, nil
+}
+
+func (s *DB) CountActive(ctx context.Context, username string, at time.Time) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM certificates WHERE username = $1 AND revoked_at IS NULL AND not_after > $2`,
+		username, ms(at)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count certificates: %w", err)
+	}
+	return n, nil
+}
+
+func (s *DB) MarkRevoked(ctx context.Context, serial string, r store.Revocation) error {
+	return markRevoked(ctx, s.pool, serial, r)
+}
+
+func markRevoked(ctx context.Context, q querier, serial string, r store.Revocation) error {
+	// SET expressions see the row as it was, so every CASE tests the old
+	// revoked_at. Two replicas revoking at once queue on the row lock and
+	// the second re-reads the row the first wrote: the first record stays.
+	tag, err := q.Exec(ctx, `UPDATE certificates SET revoked_at = COALESCE(revoked_at, $1),
+		revoke_reason = CASE WHEN revoked_at IS NULL THEN $2 ELSE revoke_reason END,
+		revoked_by = CASE WHEN revoked_at IS NULL THEN $3 ELSE revoked_by END,
+		ticket = CASE WHEN revoked_at IS NULL THEN $4 ELSE ticket END
+		WHERE serial = $5`, ms(r.At), r.Reason, r.By, r.Ticket, serial)
+	if err != nil {
+		return fmt.Errorf("mark revoked: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("mark revoked %s: %w", serial, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (s *DB) SearchUsers(ctx context.Context, prefix string, at time.Time, limit int) ([]store.UserSummary, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	// starts_with, not LIKE, whose wildcards a user could type.
+	rows, err := s.pool.Query(ctx, `SELECT username,
+		COUNT(*) FILTER (WHERE revoked_at IS NULL AND not_after > $1), COUNT(*)
+		FROM certificates WHERE starts_with(username, $2) GROUP BY username ORDER BY username LIMIT $3`,
+		ms(at), prefix, limit)
+	if err != nil {
+		return nil, fmt.Errorf("search users: %w", err)
+	}
+	defer rows.Close()
+	var out []store.UserSummary
+	for rows.Next() {
+		var u store.UserSummary
+		if err := rows.Scan(&u.Username, &u.Active, &u.Total); err != nil {
+			return nil, fmt.Errorf("search users: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("search users: %w", err)
+	}
+	return out, nil
+}

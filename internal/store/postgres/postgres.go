@@ -1,0 +1,261 @@
+// Package postgres implements store.Store on PostgreSQL (pgx), the store that
+// several portal replicas share.
+//
+// # Roles
+//
+// Whoever owns audit_events can disable its append-only trigger, so in
+// production the portal should not connect as the owner. The operator lets
+// an owner role create the schema (start the portal once with its DSN, and
+// again after each upgrade that adds a migration), then runs, as that owner:
+//
+//	GRANT USAGE ON SCHEMA public TO certportal;
+//	GRANT SELECT ON schema_migrations TO certportal;
+//	GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates TO certportal;
+//	GRANT SELECT, INSERT ON audit_events TO certportal;
+//	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
+//
+// (the REVOKE matters where broader grants such as GRANT ALL ON ALL TABLES
+// were made) and gives the portal replicas certportal's DSN. The database
+// then refuses every change to an event whatever the trigger's state;
+// TestRestrictedRole checks these statements are enough to run.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+// DB is a PostgreSQL-backed store.
+type DB struct {
+	pool *pgxpool.Pool
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open connects to the database at dsn (a postgres:// URL or keyword/value
+// string, pool settings such as pool_max_conns included) and migrates it.
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse error quotes the DSN, password included.
+		return nil, errors.New("open postgres: invalid DSN")
+	}
+	// pgxpool would wait two minutes for an unreachable host; a replica
+	// that cannot reach its database should say so sooner. connect_timeout
+	// in the DSN still wins.
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	s := &DB{pool: pool}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrations are applied in order; never edit one that has shipped, append.
+// Text keys use the "C" collation so ordering and prefix matching are
+// bytewise, as in SQLite, whatever locale the database was created with.
+var migrations = []string{
+	`CREATE TABLE sessions (
+		id_hash    text COLLATE "C" PRIMARY KEY,
+		data       bytea NOT NULL,
+		created_at timestamptz NOT NULL,
+		last_seen  timestamptz NOT NULL,
+		expires_at timestamptz NOT NULL
+	)`,
+	`CREATE INDEX sessions_expires_at ON sessions(expires_at)`,
+	`CREATE TABLE certificates (
+		serial        text COLLATE "C" PRIMARY KEY,
+		username      text COLLATE "C" NOT NULL,
+		subject       text NOT NULL,
+		key_type      text NOT NULL,
+		encryption    text NOT NULL,
+		issued_by     text NOT NULL,
+		issued_at     timestamptz NOT NULL,
+		not_after     timestamptz NOT NULL,
+		revoked_at    timestamptz,
+		revoke_reason text NOT NULL DEFAULT '',
+		revoked_by    text NOT NULL DEFAULT '',
+		ticket        text NOT NULL DEFAULT ''
+	)`,
+	`CREATE INDEX certificates_username ON certificates(username, issued_at)`,
+	// The id is part of the hash chain, which must be gap-free: appendAudit
+	// assigns it as the previous maximum + 1 under auditLock. A sequence
+	// would leave a gap behind every rolled-back append. time_us holds the
+	// microseconds the hash covers, so the time round-trips exactly.
+	`CREATE TABLE audit_events (
+		id         bigint PRIMARY KEY,
+		time_us    bigint NOT NULL,
+		actor      text COLLATE "C" NOT NULL,
+		subject    text COLLATE "C" NOT NULL,
+		action     text COLLATE "C" NOT NULL,
+		outcome    text COLLATE "C" NOT NULL,
+		client_ip  text NOT NULL,
+		user_agent text NOT NULL,
+		request_id text NOT NULL,
+		serial     text COLLATE "C" NOT NULL,
+		details    text NOT NULL,
+		prev_hash  text NOT NULL,
+		hash       text NOT NULL
+	)`,
+	// Keyset pages filter on one column and walk id downwards.
+	`CREATE INDEX audit_actor ON audit_events(actor, id)`,
+	`CREATE INDEX audit_subject ON audit_events(subject, id)`,
+	`CREATE INDEX audit_action ON audit_events(action, outcome, id)`,
+	`CREATE INDEX audit_serial ON audit_events(serial, id)`,
+	`CREATE INDEX audit_time ON audit_events(time_us)`,
+	// Append-only as far as a trigger can make it: the portal never updates,
+	// deletes or truncates an event. A statement trigger refuses even
+	// statements that match no row. The table's owner (or a superuser) can
+	// still disable or drop it — see the package comment on roles for how an
+	// operator takes that away from the portal; the hash chain is what
+	// detects whatever is left (certportal audit verify).
+	`CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		RAISE EXCEPTION 'audit events are append-only (% refused)', TG_OP;
+	END
+	$$`,
+	`CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_events
+		FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()`,
+}
+
+// migrationLock is the pg_advisory_xact_lock key that serialises start-up
+// migrations across replicas ("certport" in ASCII). Advisory locks are
+// scoped to the database, so other databases on the server are unaffected.
+const migrationLock int64 = 0x63657274706f7274
+
+func (s *DB) migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback(ctx) // a no-op after Commit
+	// Replicas starting together queue here; each later one then finds the
+	// schema current. The lock ends with the transaction, so a replica that
+	// dies mid-migration cannot leave it held.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+		return fmt.Errorf("migrate: lock: %w", err)
+	}
+	// Not CREATE TABLE IF NOT EXISTS: that needs CREATE on the schema even
+	// when the table exists, and a portal role restricted as the package
+	// comment describes has none.
+	var initialised bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&initialised); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if !initialised {
+		if _, err := tx.Exec(ctx, `CREATE TABLE schema_migrations (
+			version    integer PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	var version int
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&version); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("migrate: database schema %d is newer than this binary (%d)", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		if _, err := tx.Exec(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migrate step %d: %w", i+1, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations(version) VALUES($1)`, i+1); err != nil {
+			return fmt.Errorf("migrate step %d: %w", i+1, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Close closes every pooled connection.
+func (s *DB) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Ping checks the database answers.
+func (s *DB) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping postgres: %w", err)
+	}
+	return nil
+}
+
+// ms cuts t to the millisecond, what SQLite keeps, so both backends give
+// back the same instant (timestamptz alone would keep microseconds).
+func ms(t time.Time) time.Time { return t.Truncate(time.Millisecond) }
+
+// isUniqueViolation reports PostgreSQL's unique_violation (SQLSTATE 23505).
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+func (s *DB) SaveSession(ctx context.Context, x *store.Session) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO sessions(id_hash, data, created_at, last_seen, expires_at)
+		VALUES($1, $2, $3, $4, $5)
+		ON CONFLICT(id_hash) DO UPDATE SET data = excluded.data, last_seen = excluded.last_seen`,
+		x.IDHash, x.Data, ms(x.CreatedAt), ms(x.LastSeen), ms(x.ExpiresAt))
+	if err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	return nil
+}
+
+func (s *DB) GetSession(ctx context.Context, idHash string) (*store.Session, error) {
+	var x store.Session
+	err := s.pool.QueryRow(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions WHERE id_hash = $1`, idHash).
+		Scan(&x.IDHash, &x.Data, &x.CreatedAt, &x.LastSeen, &x.ExpiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session: %w", err)
+	}
+	return &x, nil
+}
+
+func (s *DB) TouchSession(ctx context.Context, idHash string, at time.Time) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE sessions SET last_seen = $1 WHERE id_hash = $2`, ms(at), idHash); err != nil {
+		return fmt.Errorf("touch session: %w", err)
+	}
+	return nil
+}
+
+func (s *DB) DeleteSession(ctx context.Context, idHash string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM sessions WHERE id_hash = $1`, idHash); err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}
+
+func (s *DB) DeleteExpiredSessions(ctx context.Context, now, idleBefore time.Time) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM sessions WHERE expires_at <= $1 OR last_seen < $2`, ms(now), ms(idleBefore))
+	if err != nil {
+		return 0, fmt.Errorf("delete expired sessions: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
