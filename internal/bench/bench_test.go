@@ -29,8 +29,8 @@ import (
 
 const (
 	workers     = 8
-	perWorker   = 25 // issuances per worker per round
-	rounds      = 2  // direct and portal alternate, to spread drift over both
+	perWorker   = 30 // issuances per worker per round
+	rounds      = 3  // direct and portal alternate, to spread drift over both
 	p12Password = "benchmark-password"
 )
 
@@ -54,7 +54,7 @@ func setupEnv(b *testing.B) *env {
 	cfg.VaultAddr = v.Addr
 	cfg.AppRoleRoleID = v.Setup.ServiceRoleID
 	cfg.AppRoleSecretID = v.Setup.ServiceSecretID
-	// Each round issues 25 per user; the cap is for people, not this benchmark.
+	// Each round issues 30 per user (90 in all); the cap is for people, not this benchmark.
 	cfg.MaxActive = 100
 	cfg.DB = b.TempDir() + "/bench.db"
 	e.cfg = cfg

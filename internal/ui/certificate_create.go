@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"errors"
 	"mime"
 	"net/http"
@@ -51,5 +52,10 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 		s.Logger.WarnContext(r.Context(), "download interrupted", "serial", dl.Serial, "err", err)
 		return
 	}
-	s.Service.RecordDownload(r.Context(), identityFrom(r.Context()), dl.Serial, len(dl.Data))
+	// Hand the file over now; the download event is written off the request
+	// path. It records a fact that is already true, so it cannot fail the
+	// download (issuance was recorded, fail-closed, before the first byte).
+	_ = http.NewResponseController(w).Flush()
+	ctx, id := context.WithoutCancel(r.Context()), identityFrom(r.Context())
+	go s.Service.RecordDownload(ctx, id, dl.Serial, len(dl.Data))
 }

@@ -61,26 +61,11 @@ func appendAudit(ctx context.Context, x execer, e *audit.Event) error {
 }
 
 func (s *DB) AppendAudit(ctx context.Context, e *audit.Event) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error { return appendAudit(ctx, tx, e) })
-}
-
-func (s *DB) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return s.write(func(tx *sql.Tx) error { return appendAudit(ctx, tx, e) })
 }
 
 func (s *DB) RecordIssuance(ctx context.Context, c *store.Certificate, e *audit.Event) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.write(func(tx *sql.Tx) error {
 		if err := insertCertificate(ctx, tx, c); err != nil {
 			return err
 		}
@@ -89,7 +74,7 @@ func (s *DB) RecordIssuance(ctx context.Context, c *store.Certificate, e *audit.
 }
 
 func (s *DB) RecordRevocation(ctx context.Context, serial string, r store.Revocation, e *audit.Event) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.write(func(tx *sql.Tx) error {
 		if err := markRevoked(ctx, tx, serial, r); err != nil {
 			return err
 		}

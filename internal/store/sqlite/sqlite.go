@@ -18,6 +18,7 @@ import (
 type DB struct {
 	db   *sql.DB
 	path string
+	w    *writer
 }
 
 // Path is the database file.
@@ -43,6 +44,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	s.startWriter()
 	return s, nil
 }
 
@@ -152,7 +154,10 @@ func (s *DB) migrate(ctx context.Context) error {
 }
 
 // Close closes the database.
-func (s *DB) Close() error { return s.db.Close() }
+func (s *DB) Close() error {
+	s.stopWriter()
+	return s.db.Close()
+}
 
 // Ping checks the database answers.
 func (s *DB) Ping(ctx context.Context) error {
