@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	vaultapi "github.com/hashicorp/vault/api"
 
@@ -26,12 +27,20 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	fs.StringVar(&o.KeyType, "key-type", o.KeyType, "key type of user certificates: ec or rsa")
 	fs.IntVar(&o.KeyBits, "key-bits", o.KeyBits, "key size: 256/384/521 for ec, 2048/3072/4096 for rsa")
 	fs.DurationVar(&o.MaxTTL, "max-ttl", o.MaxTTL, "longest certificate validity the role allows")
+	fs.StringVar(&o.ServerRole, "server-role", o.ServerRole, "PKI role for Nginx's server certificate (nginx-certs)")
+	serverNames := fs.String("server-names", strings.Join(o.ServerNames, ","), "comma-separated names the Nginx server role may issue for")
 	fs.BoolVar(&o.DemoUsers, "demo-users", false, "create demo users alice, bob (employees), helen (helpdesk), audrey (auditor) and print their passwords")
 	approleOut := fs.String("approle-out", "", "generate a secret id for the portal's AppRole and write role-id and secret-id files (0600) into this directory")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
 	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
+	}
+	o.ServerNames = nil
+	for _, n := range strings.Split(*serverNames, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			o.ServerNames = append(o.ServerNames, n)
+		}
 	}
 	token := getenv("VAULT_TOKEN")
 	if *vaultAddr == "" || token == "" {

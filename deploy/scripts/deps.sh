@@ -9,6 +9,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/
 have nginx    || need+=(nginx)
 have chromium || need+=(chromium)
 have openssl  || need+=(openssl)
+have curl     || need+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then

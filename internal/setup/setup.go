@@ -38,6 +38,10 @@ type Options struct {
 	AppRoleMount   string
 	AppRoleName    string
 
+	// The Nginx server role and its names (certportal nginx-certs).
+	ServerRole  string
+	ServerNames []string
+
 	DemoUsers bool
 	// NewServiceSecret makes setup generate a secret id for the portal's
 	// AppRole and return it in Result (once; Vault keeps only its hash).
@@ -62,6 +66,8 @@ func Defaults() Options {
 		ServicePolicy:  "certportal-service",
 		AppRoleMount:   "approle",
 		AppRoleName:    "certportal",
+		ServerRole:     DefaultServerRole,
+		ServerNames:    []string{DefaultServerNames},
 	}
 }
 
@@ -132,7 +138,7 @@ func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
 	}
 	r := &run{c: c, o: o, res: &Result{}}
 	steps := []func(context.Context) error{
-		r.rootCA, r.issuingCA, r.urls, r.userpass, r.role, r.policies, r.appRole, r.demoUsers,
+		r.rootCA, r.issuingCA, r.urls, r.userpass, r.role, r.policies, r.appRole, r.serverRole, r.demoUsers,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -583,6 +589,17 @@ func (r *run) appRole(ctx context.Context) error {
 		r.step("new secret id for approle "+r.o.AppRoleName, true)
 	}
 	return nil
+}
+
+// serverRole writes the role Nginx's server certificate comes from and the
+// certportal-nginx policy nginx-certs runs with.
+func (r *run) serverRole(ctx context.Context) error {
+	if r.o.ServerRole == "" {
+		return nil
+	}
+	steps, err := EnsureServerRole(ctx, r.c, r.o, r.o.ServerRole, r.o.ServerNames)
+	r.res.Steps = append(r.res.Steps, steps...)
+	return err
 }
 
 func (r *run) demoUsers(ctx context.Context) error {

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"database/sql"
 	"fmt"
 	"sync"
@@ -17,7 +18,9 @@ import (
 type writer struct {
 	reqs chan writeReq
 	done chan struct{}
-	once sync.Once
+
+	mu     sync.RWMutex // held for reading while sending; Close takes it to close reqs
+	closed bool
 }
 
 type writeReq struct {
@@ -98,20 +101,27 @@ func (s *DB) commitGroup(group []writeReq) {
 }
 
 // write runs fn in the next group commit and returns its outcome.
-func (s *DB) write(fn func(tx *sql.Tx) error) (err error) {
+func (s *DB) write(fn func(tx *sql.Tx) error) error {
 	res := make(chan error, 1)
-	defer func() {
-		if recover() != nil { // the store was closed
-			err = fmt.Errorf("sqlite store closed")
-		}
-	}()
+	s.w.mu.RLock()
+	if s.w.closed {
+		s.w.mu.RUnlock()
+		return errors.New("sqlite store closed")
+	}
 	s.w.reqs <- writeReq{fn: fn, res: res}
+	s.w.mu.RUnlock()
 	return <-res
 }
 
+// stopWriter lets queued writes finish, then stops the writer.
 func (s *DB) stopWriter() {
-	s.w.once.Do(func() {
-		close(s.w.reqs)
-		<-s.w.done
-	})
+	s.w.mu.Lock()
+	if s.w.closed {
+		s.w.mu.Unlock()
+		return
+	}
+	s.w.closed = true
+	close(s.w.reqs)
+	s.w.mu.Unlock()
+	<-s.w.done
 }
