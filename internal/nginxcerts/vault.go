@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certportal/certportal/internal/vault"
+
 	vaultapi "github.com/hashicorp/vault/api"
 )
 
@@ -178,24 +180,8 @@ func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-func parseCerts(p []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, p = pem.Decode(p)
-		if b == nil {
-			return out, nil
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-}
+// parseCerts is the Vault adapter's PEM bundle parser.
+var parseCerts = vault.ParseCertificates
 
 // Token is what RenewToken found out about the client's token.
 type Token struct {

@@ -219,9 +219,12 @@ func parseIssued(d map[string]any) (*Issued, error) {
 	return &Issued{Certificate: certs[0], PrivateKey: signer, Chain: chain, Serial: str("serial_number")}, nil
 }
 
-func parseCerts(p string) ([]*x509.Certificate, error) {
+func parseCerts(p string) ([]*x509.Certificate, error) { return ParseCertificates([]byte(p)) }
+
+// ParseCertificates parses every CERTIFICATE block of a PEM bundle, skipping
+// other block types.
+func ParseCertificates(rest []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
-	rest := []byte(p)
 	for {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
