@@ -63,7 +63,7 @@ func Watch(ctx context.Context, c *vaultapi.Client, cfg Config, o WatchOptions) 
 			log.Warn("Vault token cannot be renewed and expires soon; after that nothing here is refreshed", "expires", tok.Expires.UTC())
 		}
 		now := o.Now()
-		wait := o.CRLInterval
+		var wait time.Duration
 		res, err := Sync(ctx, c, cfg, now)
 		switch {
 		case ctx.Err() != nil:

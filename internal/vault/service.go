@@ -258,9 +258,7 @@ func (c *Client) CRLSerials(ctx context.Context, mount string) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
-	r := cl.NewRequest(http.MethodGet, "/v1/"+strings.Trim(mount, "/")+"/crl")
-	//nolint:staticcheck // raw DER endpoint
-	resp, err := cl.RawRequestWithContext(ctx, r)
+	resp, err := cl.Logical().ReadRawWithContext(ctx, strings.Trim(mount, "/")+"/crl")
 	if resp != nil {
 		defer resp.Body.Close()
 	}

@@ -249,9 +249,7 @@ func (c *Client) CAChain(ctx context.Context, mount string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := cl.NewRequest(http.MethodGet, "/v1/"+strings.Trim(mount, "/")+"/cert/ca_chain")
-	//nolint:staticcheck // RawRequest is the documented way to read non-JSON endpoints.
-	resp, err := cl.RawRequestWithContext(ctx, r)
+	resp, err := cl.Logical().ReadRawWithContext(ctx, strings.Trim(mount, "/")+"/cert/ca_chain")
 	if resp != nil {
 		defer resp.Body.Close()
 	}
