@@ -15,15 +15,12 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +32,7 @@ import (
 	"github.com/certportal/certportal/internal/nginxconf"
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/store/sqlite"
+	"github.com/certportal/certportal/internal/testenv/nginxtest"
 	"github.com/certportal/certportal/internal/vault"
 )
 
@@ -42,14 +40,14 @@ import (
 // nginx-certs writing Nginx's files, a rendered configuration, Debian's real
 // Nginx, and certificates from the portal's own .p12 downloads.
 func TestNginxEndToEnd(t *testing.T) {
-	nginxBin := mustNginx(t)
+	nginxBin := nginxtest.Binary(t)
 	v := mustVault(t)
 	certDir := t.TempDir()
 	cfg := testConfig(certDir)
 	mustSync(t, v.nginx, cfg, time.Now())
 
 	upstream := newEchoUpstream(t)
-	n := startNginx(t, nginxBin, nginxconf.Params{
+	n := startNginx(t, nginxconf.Params{
 		ServerName: "localhost",
 		ServerCert: filepath.Join(certDir, nginxcerts.ServerCertFile),
 		ServerKey:  filepath.Join(certDir, nginxcerts.ServerKeyFile),
@@ -167,7 +165,7 @@ func TestNginxEndToEnd(t *testing.T) {
 				CRLInterval: 300 * time.Millisecond,
 				Reload: func(ctx context.Context) error {
 					// What --reload-cmd "nginx -s reload" does, with this test's paths.
-					out, err := exec.CommandContext(ctx, nginxBin, n.args("-s", "reload")...).CombinedOutput()
+					out, err := exec.CommandContext(ctx, nginxBin, n.Args("-s", "reload")...).CombinedOutput()
 					if err != nil {
 						return fmt.Errorf("nginx -s reload: %v: %s", err, out)
 					}
@@ -195,12 +193,12 @@ func TestNginxEndToEnd(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("revoked certificate still gets %d after the reload\n%s", status, n.log.String())
+				t.Fatalf("revoked certificate still gets %d after the reload\n%s", status, n.Log.String())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if !strings.Contains(n.log.String(), "certificate revoked") {
-			t.Errorf("Nginx did not log the revocation as the reason:\n%s", n.log.String())
+		if !n.LogContains("certificate revoked") {
+			t.Errorf("Nginx did not log the revocation as the reason:\n%s", n.Log.String())
 		}
 		check(t, "/secure", &alice, http.StatusOK)
 		select {
@@ -359,160 +357,31 @@ func (u *echoUpstream) next(tb testing.TB) http.Header {
 	}
 }
 
-func mustNginx(tb testing.TB) string {
-	tb.Helper()
-	if path, err := exec.LookPath("nginx"); err == nil {
-		return path
-	}
-	// /usr/sbin is often missing from a non-root PATH.
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx"
-	}
-	tb.Fatal("nginx not installed: run `make deps`")
-	return ""
-}
-
-// testNginx is an Nginx master process run by a test on a loopback port.
+// testNginx is nginx on a loopback port whose server certificate chains to roots.
 type testNginx struct {
-	addr  string
-	dir   string
-	conf  string
-	log   *syncBuffer
+	*nginxtest.Nginx
 	roots *x509.CertPool
 }
 
-// args are the flags that keep every path Nginx uses inside the test's directory.
-func (n *testNginx) args(extra ...string) []string {
-	return append([]string{"-p", n.dir + "/", "-e", "stderr", "-c", n.conf}, extra...)
-}
-
-func freeLoopbackAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startNginx renders p on a free loopback port and runs it with startNginxServer.
-func startNginx(tb testing.TB, bin string, p nginxconf.Params) *testNginx {
+func startNginx(tb testing.TB, p nginxconf.Params) *testNginx {
 	tb.Helper()
-	p.Listen = freeLoopbackAddr(tb)
+	p.Listen = nginxtest.FreeAddr(tb)
 	var server bytes.Buffer
 	if err := nginxconf.Render(&server, p); err != nil {
 		tb.Fatal(err)
 	}
-	return startNginxServer(tb, bin, p.Listen, server.Bytes())
+	return startNginxServer(tb, p.Listen, server.Bytes())
 }
 
-// startNginxServer wraps the server block listening on addr in a main
-// configuration, checks it with nginx -t and runs Nginx until the test ends.
-func startNginxServer(tb testing.TB, bin, addr string, server []byte) *testNginx {
+// startNginxServer runs the server block listening on addr until the test ends.
+func startNginxServer(tb testing.TB, addr string, server []byte) *testNginx {
 	tb.Helper()
-	dir := tb.TempDir()
-	n := &testNginx{addr: addr, dir: dir, conf: filepath.Join(dir, "nginx.conf"), log: &syncBuffer{}, roots: x509.NewCertPool()}
-	main := fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log stderr info;
-events { worker_connections 64; }
-http {
-    access_log %[1]s/access.log;
-    client_body_temp_path %[1]s/client_body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    include %[1]s/server.conf;
-}
-`, dir)
-	for name, data := range map[string][]byte{"server.conf": server, "nginx.conf": []byte(main)} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	if out, err := exec.Command(bin, n.args("-t")...).CombinedOutput(); err != nil {
-		tb.Fatalf("nginx -t: %v\n%s\n%s", err, out, server)
-	}
-
-	cmd := exec.Command(bin, n.args()...)
-	cmd.Stdout, cmd.Stderr = n.log, n.log
-	// Its own process group, so that cleanup can reach the workers too if
-	// the master does not stop them.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	tb.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", n.addr, time.Second)
-		if err == nil {
-			c.Close()
-			return n
-		}
-		select {
-		case <-exited:
-			tb.Fatalf("nginx exited at start:\n%s", n.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("nginx did not listen on %s: %v\n%s", n.addr, err, n.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return &testNginx{Nginx: nginxtest.Start(tb, addr, server), roots: x509.NewCertPool()}
 }
 
-// get fetches path over a new connection presenting cert (nil: none), so no
-// TLS session or keep-alive carries a verification over from another request.
+// get fetches path over a new connection presenting cert (nil: none).
 func (n *testNginx) get(tb testing.TB, path string, cert *tls.Certificate, header http.Header) (int, string) {
 	tb.Helper()
-	client := &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			TLSClientConfig: &tls.Config{
-				RootCAs:    n.roots,
-				ServerName: "localhost",
-				// Present the certificate whatever CAs Nginx asks for, as an
-				// attacker would; Go's default keeps quiet about a foreign one.
-				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-					if cert == nil {
-						return &tls.Certificate{}, nil
-					}
-					return cert, nil
-				},
-			},
-		},
-	}
-	req, err := http.NewRequest(http.MethodGet, "https://"+n.addr+path, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		tb.Fatalf("GET %s: %v\n%s", path, err, n.log.String())
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
+	return n.Get(tb, n.roots, "localhost", path, cert, header)
 }

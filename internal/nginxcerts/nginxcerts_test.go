@@ -21,6 +21,7 @@ import (
 
 	"github.com/certportal/certportal/internal/nginxcerts"
 	"github.com/certportal/certportal/internal/setup"
+	"github.com/certportal/certportal/internal/testenv/nginxtest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -408,7 +409,7 @@ func TestWatch(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs syncBuffer
+	var logs nginxtest.SyncBuffer
 	go func() {
 		done <- nginxcerts.Watch(ctx, v.nginx, cfg, nginxcerts.WatchOptions{
 			CRLInterval: 200 * time.Millisecond, Reload: reload,
@@ -463,23 +464,6 @@ func TestWatchRefusesBadConfig(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestWatchRenewsToken runs Watch with a periodic token much shorter than
 // the test: without renewal it would expire and every sync would fail.
 func TestWatchRenewsToken(t *testing.T) {
@@ -496,7 +480,7 @@ func TestWatchRenewsToken(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs syncBuffer
+	var logs nginxtest.SyncBuffer
 	go func() {
 		done <- nginxcerts.Watch(ctx, c, testConfig(t.TempDir()), nginxcerts.WatchOptions{
 			CRLInterval: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil)),

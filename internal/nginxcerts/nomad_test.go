@@ -18,6 +18,7 @@ import (
 
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/testenv/nginxtest"
 )
 
 // TestNomadJob renders the templates of deploy/nomad/certportal-nginx.nomad.hcl
@@ -27,7 +28,7 @@ import (
 // the server certificate as client CA, or without the root's CRL, Nginx
 // would refuse alice.
 func TestNomadJob(t *testing.T) {
-	bin := mustNginx(t)
+	bin := nginxtest.Binary(t)
 	v := mustVault(t)
 	upstream := newEchoUpstream(t)
 	job := mustRead(t, filepath.Join(testenv.RepoRoot(t), "deploy", "nomad", "certportal-nginx.nomad.hcl"))
@@ -65,12 +66,12 @@ func TestNomadJob(t *testing.T) {
 	// The docker driver mounts the task's secrets/ at /secrets; here it is dir/secrets.
 	conf := string(mustRead(t, filepath.Join(dir, "local", "certportal.conf")))
 	conf = strings.ReplaceAll(conf, "/secrets/", filepath.Join(dir, "secrets")+"/")
-	addr := freeLoopbackAddr(t)
+	addr := nginxtest.FreeAddr(t)
 	if !strings.Contains(conf, "listen 443 ssl;") {
 		t.Fatalf("server block does not listen on 443:\n%s", conf)
 	}
 	conf = strings.Replace(conf, "listen 443 ssl;", "listen "+addr+" ssl;", 1)
-	n := startNginxServer(t, bin, addr, []byte(conf))
+	n := startNginxServer(t, addr, []byte(conf))
 	chain := mustCerts(t, mustRead(t, filepath.Join(dir, "secrets", "client-ca.pem")))
 	if len(chain) != 2 {
 		t.Fatalf("client CA holds %d certificates, want the issuing CA and the root", len(chain))
@@ -85,7 +86,7 @@ func TestNomadJob(t *testing.T) {
 		t.Helper()
 		status, body := n.get(t, path, cert, nil)
 		if status != want {
-			t.Fatalf("GET %s: status %d, want %d; body %q\n%s", path, status, want, body, n.log.String())
+			t.Fatalf("GET %s: status %d, want %d; body %q\n%s", path, status, want, body, n.Log.String())
 		}
 		return body
 	}
@@ -112,7 +113,7 @@ func TestNomadJob(t *testing.T) {
 	fresh := map[string]*vaultapi.Secret{}
 	tmpls["secrets/crl.pem"].Funcs(template.FuncMap{"secret": consulSecret(v.nginx, fresh)})
 	render(t, "secrets/crl.pem")
-	if out, err := exec.Command(bin, n.args("-s", "reload")...).CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, n.Args("-s", "reload")...).CombinedOutput(); err != nil {
 		t.Fatalf("nginx -s reload: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -122,7 +123,7 @@ func TestNomadJob(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("revoked certificate still gets %d after the CRL template was rendered again\n%s", status, n.log.String())
+			t.Fatalf("revoked certificate still gets %d after the CRL template was rendered again\n%s", status, n.Log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

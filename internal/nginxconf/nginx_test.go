@@ -6,134 +6,47 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/certportal/certportal/internal/nginxconf"
+	"github.com/certportal/certportal/internal/testenv/nginxtest"
 )
 
 // TestNginxHarnessCanFail shows nginx -t in this harness rejects a bad server block, so
 // TestNginxAcceptsRenderedConfig passing means something.
 func TestNginxHarnessCanFail(t *testing.T) {
-	nginx := mustNginx(t)
+	nginx := nginxtest.Binary(t)
 	dir := t.TempDir()
-	conf := mustMainConfig(t, dir, []byte("server {\n    listen 127.0.0.1:8443 ssl;\n    ssl_verify_client maybe;\n}\n"))
-	out, err := exec.Command(nginx, nginxArgs(dir, conf, "-t")...).CombinedOutput()
+	conf := nginxtest.MainConfig(t, dir, []byte("server {\n    listen 127.0.0.1:8443 ssl;\n    ssl_verify_client maybe;\n}\n"))
+	out, err := exec.Command(nginx, nginxtest.Args(dir, conf, "-t")...).CombinedOutput()
 	if err == nil {
 		t.Fatalf("nginx -t accepted an invalid ssl_verify_client:\n%s", out)
 	}
 }
 
 // runningNginx is an nginx master started by a test on a loopback port.
+// runningNginx is nginx serving a rendered configuration with a test PKI's files.
 type runningNginx struct {
-	cmd    *exec.Cmd
-	addr   string
-	stderr *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freeLoopbackAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	*nginxtest.Nginx
 }
 
 // startNginx renders p with pki's files on a free loopback port and runs nginx until the
 // test ends.
 func startNginx(tb testing.TB, pki *testPKI, p nginxconf.Params) *runningNginx {
 	tb.Helper()
-	nginx := mustNginx(tb)
 	p.ServerName = "app.test"
-	p.Listen = freeLoopbackAddr(tb)
+	p.Listen = nginxtest.FreeAddr(tb)
 	p.ServerCert, p.ServerKey, p.ClientCA, p.CRL = pki.serverCert, pki.serverKey, pki.clientCA, pki.crl
 	var server bytes.Buffer
 	if err := nginxconf.Render(&server, p); err != nil {
 		tb.Fatal(err)
 	}
-	dir := tb.TempDir()
-	conf := mustMainConfig(tb, dir, server.Bytes())
-	n := &runningNginx{addr: p.Listen, stderr: &syncBuffer{}}
-	n.cmd = exec.Command(nginx, nginxArgs(dir, conf)...)
-	n.cmd.Stdout = n.stderr
-	n.cmd.Stderr = n.stderr
-	if err := n.cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { n.cmd.Wait(); close(exited) }()
-	tb.Cleanup(func() {
-		n.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			n.cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", n.addr, time.Second)
-		if err == nil {
-			c.Close()
-			return n
-		}
-		select {
-		case <-exited:
-			tb.Fatalf("nginx exited at start:\n%s", n.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("nginx did not listen on %s: %v\n%s", n.addr, err, n.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// reload makes nginx re-read its files (the CRL) and waits until the old worker, which
-// still holds the old files, has exited and so accepts no more connections.
-func (n *runningNginx) reload(tb testing.TB) {
-	tb.Helper()
-	const oldWorkerGone = "exited with code"
-	before := strings.Count(n.stderr.String(), oldWorkerGone)
-	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		tb.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(n.stderr.String(), oldWorkerGone) <= before {
-		if time.Now().After(deadline) {
-			tb.Fatalf("nginx did not reload:\n%s", n.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return &runningNginx{nginxtest.Start(tb, p.Listen, server.Bytes())}
 }
 
 type response struct {
@@ -141,45 +54,11 @@ type response struct {
 	body   string
 }
 
-// get fetches path presenting cert (nil for none). Each request uses a new connection,
-// so no TLS session or keep-alive carries a verification from an earlier request.
+// get fetches path presenting cert (nil for none), on a new connection.
 func (n *runningNginx) get(tb testing.TB, pki *testPKI, path string, cert *tls.Certificate, header http.Header) response {
 	tb.Helper()
-	client := &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			TLSClientConfig: &tls.Config{
-				RootCAs:    pki.serverPool,
-				ServerName: "app.test",
-				// Present the certificate whatever CAs nginx asks for, as an attacker would;
-				// the default client keeps quiet about a certificate from another CA.
-				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-					if cert == nil {
-						return &tls.Certificate{}, nil
-					}
-					return cert, nil
-				},
-			},
-		},
-	}
-	req, err := http.NewRequest(http.MethodGet, "https://"+n.addr+path, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		tb.Fatalf("GET %s: %v\n%s", path, err, n.stderr.String())
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return response{resp.StatusCode, string(body)}
+	status, body := n.Get(tb, pki.serverPool, "app.test", path, cert, header)
+	return response{status, body}
 }
 
 func serialHex(c *x509.Certificate) string { return fmt.Sprintf("%X", c.SerialNumber) }
@@ -234,7 +113,7 @@ func TestNginxEnforcesClientCertificates(t *testing.T) {
 	t.Run("revoked after CRL refresh", func(t *testing.T) {
 		check(t, "/secure", &bob, http.StatusOK)
 		pki.revoke(t, bobCert)
-		n.reload(t)
+		n.Reload(t)
 		check(t, "/secure", &bob, http.StatusBadRequest)
 		check(t, "/secure", &alice, http.StatusOK)
 	})
@@ -373,8 +252,8 @@ func TestNginxCRLPitfalls(t *testing.T) {
 			if r := n.get(t, pki, "/secure", &alice, nil); r.status != http.StatusBadRequest {
 				t.Fatalf("GET /secure with a valid certificate: status %d, want 400", r.status)
 			}
-			if log := n.stderr.String(); !strings.Contains(log, tt.wantLog) {
-				t.Errorf("nginx log lacks %q:\n%s", tt.wantLog, log)
+			if !n.LogContains(tt.wantLog) {
+				t.Errorf("nginx log lacks %q:\n%s", tt.wantLog, n.Log.String())
 			}
 		})
 	}

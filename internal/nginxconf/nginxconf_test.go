@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/certportal/certportal/internal/nginxconf"
+	"github.com/certportal/certportal/internal/testenv/nginxtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/nginx")
@@ -245,53 +246,8 @@ func TestRenderedSecurityLines(t *testing.T) {
 	}
 }
 
-// mustNginx finds Debian's nginx binary. The tests that use it are the proof the
-// template works, so a machine without it fails rather than skips.
-func mustNginx(tb testing.TB) string {
-	tb.Helper()
-	if path, err := exec.LookPath("nginx"); err == nil {
-		return path
-	}
-	// /usr/sbin is often missing from a non-root PATH.
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx"
-	}
-	tb.Fatal("nginx not installed: run `make deps`")
-	return ""
-}
-
-// mustMainConfig wraps a rendered server block in a main configuration that keeps every
-// file nginx writes inside dir, and returns its path.
-func mustMainConfig(tb testing.TB, dir string, server []byte) string {
-	tb.Helper()
-	mustWrite(tb, filepath.Join(dir, "server.conf"), server)
-	main := fmt.Sprintf(`daemon off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log stderr info;
-events { worker_connections 64; }
-http {
-    access_log %[1]s/access.log;
-    client_body_temp_path %[1]s/client_body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    include %[1]s/server.conf;
-}
-`, dir)
-	path := filepath.Join(dir, "nginx.conf")
-	mustWrite(tb, path, []byte(main))
-	return path
-}
-
-// nginxArgs points every path nginx would otherwise take from its build at dir.
-func nginxArgs(dir, conf string, extra ...string) []string {
-	return append([]string{"-p", dir + "/", "-e", "stderr", "-c", conf}, extra...)
-}
-
 func TestNginxAcceptsRenderedConfig(t *testing.T) {
-	nginx := mustNginx(t)
+	nginx := nginxtest.Binary(t)
 	pki := mustPKI(t)
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -303,8 +259,8 @@ func TestNginxAcceptsRenderedConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			conf := mustMainConfig(t, dir, server.Bytes())
-			out, err := exec.Command(nginx, nginxArgs(dir, conf, "-t")...).CombinedOutput()
+			conf := nginxtest.MainConfig(t, dir, server.Bytes())
+			out, err := exec.Command(nginx, nginxtest.Args(dir, conf, "-t")...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("nginx -t: %v\n%s\nserver block:\n%s", err, out, server.String())
 			}
