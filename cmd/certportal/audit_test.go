@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"testing"
 
@@ -221,20 +220,7 @@ func TestAuditFailClosed(t *testing.T) {
 	if _, err := db.Exec(`CREATE TRIGGER audit_full BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END`); err != nil {
 		t.Fatal(err)
 	}
-	before := certSet(t, v)
-	r := b.post("/certificates", issueForm(p12Password, p12Password, "720h0m0s", "modern"))
-	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Content-Type") == "application/x-pkcs12" {
-		t.Fatalf("issue with audit down: %d %s", r.StatusCode, r.Header.Get("Content-Type"))
-	}
-	var issued []string
-	for s := range certSet(t, v) {
-		if !before[s] {
-			issued = append(issued, s)
-		}
-	}
-	if len(issued) != 1 || !slices.Contains(crl(t, v), issued[0]) {
-		t.Fatalf("certificate from the failed request not revoked: %v", issued)
-	}
+	issueFailsAndIsRevoked(t, v, b)
 	var rows int
 	if err := db.QueryRow(`SELECT COUNT(*) FROM certificates`).Scan(&rows); err != nil || rows != 0 {
 		t.Fatalf("inventory row written without its audit event: %d %v", rows, err)

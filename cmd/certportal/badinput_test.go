@@ -135,15 +135,7 @@ func TestIssueBadInput(t *testing.T) {
 
 func certCount(t *testing.T, v *testenv.Vault) int {
 	t.Helper()
-	s, err := v.Admin.Logical().List("pki/certs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s == nil {
-		return 0
-	}
-	keys, _ := s.Data["keys"].([]any)
-	return len(keys)
+	return len(certSet(t, v))
 }
 
 // TestVaultFailures: a sealed Vault gives 503 and a failing /readyz; a Vault

@@ -281,6 +281,14 @@ func TestInventoryFailureRevokes(t *testing.T) {
 	if _, err := db.Exec(`CREATE TRIGGER fail_insert BEFORE INSERT ON certificates BEGIN SELECT RAISE(FAIL, 'disk I/O error'); END`); err != nil {
 		t.Fatal(err)
 	}
+	issueFailsAndIsRevoked(t, v, b)
+}
+
+// issueFailsAndIsRevoked posts the certificate form, expects 503 and no
+// .p12, and checks that the one certificate Vault issued in that request
+// ended up on the CRL.
+func issueFailsAndIsRevoked(t *testing.T, v *testenv.Vault, b *client) {
+	t.Helper()
 	before := certSet(t, v)
 	r := b.post("/certificates", issueForm(p12Password, p12Password, "720h0m0s", "modern"))
 	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Content-Type") == "application/x-pkcs12" {
