@@ -72,7 +72,9 @@ func (s *Service) RecordDenied(ctx context.Context, id *Identity, what string) {
 func (s *Service) RecordDownload(ctx context.Context, id *Identity, serial string, bytes int) {
 	e := s.newEvent(ctx, id.Username, id.Username, audit.ActionDownload, audit.OutcomeSuccess, serial,
 		map[string]string{"bytes": itoa(bytes)})
-	if err := s.record(ctx, e); err != nil {
+	// The download has happened; the event may share a commit with the next
+	// write instead of costing an fsync of its own.
+	if err := s.store.AppendAuditDeferred(context.WithoutCancel(ctx), e); err != nil {
 		s.log.ErrorContext(ctx, "audit write failed for a download", "serial", serial, "err", err)
 	}
 }

@@ -116,6 +116,11 @@ type Audit interface {
 	// AppendAudit assigns e its id and chain hash and stores it, atomically
 	// with respect to other appends.
 	AppendAudit(ctx context.Context, e *audit.Event) error
+	// AppendAuditDeferred is AppendAudit for events that record something
+	// already done (a finished download): the store may hold the commit
+	// briefly to share it with other writes. It still returns only once the
+	// event is stored.
+	AppendAuditDeferred(ctx context.Context, e *audit.Event) error
 	// QueryAudit returns one page, newest first.
 	QueryAudit(ctx context.Context, f AuditFilter) ([]*audit.Event, error)
 	// StreamAudit calls fn for every matching event, oldest first, without

@@ -61,11 +61,15 @@ func appendAudit(ctx context.Context, x execer, e *audit.Event) error {
 }
 
 func (s *DB) AppendAudit(ctx context.Context, e *audit.Event) error {
-	return s.write(func(tx *sql.Tx) error { return appendAudit(ctx, tx, e) })
+	return s.write(func(tx *wtx) error { return appendAudit(ctx, tx, e) })
+}
+
+func (s *DB) AppendAuditDeferred(ctx context.Context, e *audit.Event) error {
+	return s.writeDeferred(func(tx *wtx) error { return appendAudit(ctx, tx, e) })
 }
 
 func (s *DB) RecordIssuance(ctx context.Context, c *store.Certificate, e *audit.Event) error {
-	return s.write(func(tx *sql.Tx) error {
+	return s.write(func(tx *wtx) error {
 		if err := insertCertificate(ctx, tx, c); err != nil {
 			return err
 		}
@@ -74,7 +78,7 @@ func (s *DB) RecordIssuance(ctx context.Context, c *store.Certificate, e *audit.
 }
 
 func (s *DB) RecordRevocation(ctx context.Context, serial string, r store.Revocation, e *audit.Event) error {
-	return s.write(func(tx *sql.Tx) error {
+	return s.write(func(tx *wtx) error {
 		if err := markRevoked(ctx, tx, serial, r); err != nil {
 			return err
 		}

@@ -81,3 +81,70 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		t.Fatalf("chain: %v, %d events", err, v.Count)
 	}
 }
+
+// TestDeferredWrites: a deferred event waits at most deferWindow for company,
+// rides along with an urgent write when one comes, and is never dropped when
+// the store closes while it waits.
+func TestDeferredWrites(t *testing.T) {
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ev := func() *audit.Event {
+		return &audit.Event{Time: time.Now(), Actor: "alice", Action: audit.ActionDownload, Outcome: audit.OutcomeSuccess, Details: "{}"}
+	}
+	count := func() int64 {
+		var v audit.Verifier
+		if err := db.StreamAudit(ctx, store.AuditFilter{}, v.Check); err != nil {
+			t.Fatal(err)
+		}
+		return v.Count
+	}
+
+	// Alone: committed after the window, not before and not much later.
+	start := time.Now()
+	if err := db.AppendAuditDeferred(ctx, ev()); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < deferWindow || d > deferWindow+2*time.Second {
+		t.Errorf("lone deferred write took %v; want about %v", d, deferWindow)
+	}
+
+	// With an urgent write: one commit carries both, without the wait.
+	commits := db.w.commits.Load()
+	done := make(chan error, 1)
+	go func() { done <- db.AppendAuditDeferred(ctx, ev()) }()
+	time.Sleep(deferWindow / 4) // let the deferred one reach the writer first
+	start = time.Now()
+	if err := db.AppendAudit(ctx, ev()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := db.w.commits.Load() - commits; n != 1 {
+		t.Errorf("deferred and urgent write took %d commits; want 1", n)
+	}
+	if d := time.Since(start); d >= deferWindow {
+		t.Errorf("urgent write waited %v behind a deferred one", d)
+	}
+
+	// Close while one waits: it is written, and Close does not sit out the window.
+	go func() { done <- db.AppendAuditDeferred(ctx, ev()) }()
+	time.Sleep(deferWindow / 4)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("deferred write during close: %v", err)
+	}
+	db, err = Open(ctx, db.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n := count(); n != 4 {
+		t.Fatalf("%d events after close; want 4", n)
+	}
+}

@@ -1,0 +1,82 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/store"
+)
+
+// BenchmarkIssuanceWrites replays the writes of one portal issuance from 8
+// concurrent requests: the inventory row with its issue event (waited for),
+// then the download event (deferred). It reports the process CPU and the
+// commits each issuance costs, the two things that decide how much the
+// audit trail takes from issuance on a busy portal.
+func BenchmarkIssuanceWrites(b *testing.B) {
+	db, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	var next atomic.Int64
+	var downloads sync.WaitGroup
+	issue := func() error {
+		n := next.Add(1)
+		user := fmt.Sprintf("bench%d", n%8)
+		now := time.Now()
+		c := &store.Certificate{Serial: fmt.Sprintf("%016x", n), Username: user, Subject: user + "@example.com",
+			KeyType: "ec-256", Encryption: "modern", IssuedBy: user, IssuedAt: now, NotAfter: now.Add(24 * time.Hour)}
+		ev := &audit.Event{Time: now, Actor: user, Subject: user, Action: audit.ActionIssue, Outcome: audit.OutcomeSuccess,
+			ClientIP: "127.0.0.1", UserAgent: "bench", RequestID: "r", Serial: c.Serial, Details: `{"ttl":"24h"}`}
+		if err := db.RecordIssuance(ctx, c, ev); err != nil {
+			return err
+		}
+		dl := *ev
+		dl.Action, dl.Hash, dl.PrevHash, dl.ID = audit.ActionDownload, "", "", 0
+		downloads.Add(1)
+		go func() {
+			defer downloads.Done()
+			if err := db.AppendAuditDeferred(ctx, &dl); err != nil {
+				b.Error(err)
+			}
+		}()
+		return nil
+	}
+	commits0 := db.w.commits.Load()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/8 + 1
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				if err := issue(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	downloads.Wait()
+	b.StopTimer()
+	n := float64(8 * per)
+	b.ReportMetric(float64(cpuTime()-cpu0)/n/1e3, "cpu-µs/issuance")
+	b.ReportMetric(float64(db.w.commits.Load()-commits0)/n, "commits/issuance")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
