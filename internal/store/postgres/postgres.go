@@ -135,6 +135,8 @@ var migrations = []string{
 	$$`,
 	`CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_events
 		FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()`,
+	// The cap check on every issuance counts a user's active certificates.
+	`CREATE INDEX certificates_active ON certificates(username, not_after) WHERE revoked_at IS NULL`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

@@ -104,8 +104,10 @@ func (s *DB) ListCertificates(ctx context.Context, f store.CertificateFilter) ([
 
 func (s *DB) CountActive(ctx context.Context, username string, at time.Time) (int, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM certificates WHERE username = ? AND revoked_at IS NULL AND not_after > ?`,
-		username, at.UnixMilli()).Scan(&n)
+	st, err := s.prepared(ctx, `SELECT COUNT(*) FROM certificates WHERE username = ? AND revoked_at IS NULL AND not_after > ?`)
+	if err == nil {
+		err = st.QueryRowContext(ctx, username, at.UnixMilli()).Scan(&n)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("count certificates: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/certportal/certportal/internal/store"
@@ -19,6 +20,25 @@ type DB struct {
 	db   *sql.DB
 	path string
 	w    *writer
+
+	reads sync.Map // query text -> *sql.Stmt, for the reads every request makes
+}
+
+// prepared returns the prepared form of a query run on every request,
+// preparing it on first use; parsing SQL costs more than running these.
+func (s *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := s.reads.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.reads.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 // Path is the database file.
@@ -111,6 +131,10 @@ var migrations = []string{
 		failed_logins INTEGER NOT NULL DEFAULT 0
 	)`,
 	rebuildDailySQL,
+	// The cap check on every issuance counts a user's active certificates:
+	// from this index alone (revoked_at, always NULL in it, makes it
+	// covering), however many expired or revoked ones they have.
+	`CREATE INDEX certificates_active ON certificates(username, not_after, revoked_at) WHERE revoked_at IS NULL`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself.
@@ -156,6 +180,10 @@ func (s *DB) migrate(ctx context.Context) error {
 // Close closes the database.
 func (s *DB) Close() error {
 	s.stopWriter()
+	s.reads.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
 	return s.db.Close()
 }
 
@@ -182,8 +210,11 @@ func (s *DB) SaveSession(ctx context.Context, x *store.Session) error {
 func (s *DB) GetSession(ctx context.Context, idHash string) (*store.Session, error) {
 	var x store.Session
 	var created, seen, expires int64
-	err := s.db.QueryRowContext(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions WHERE id_hash = ?`, idHash).
-		Scan(&x.IDHash, &x.Data, &created, &seen, &expires)
+	st, err := s.prepared(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions WHERE id_hash = ?`)
+	if err != nil {
+		return nil, fmt.Errorf("get session: %w", err)
+	}
+	err = st.QueryRowContext(ctx, idHash).Scan(&x.IDHash, &x.Data, &created, &seen, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, store.ErrNotFound
 	}
