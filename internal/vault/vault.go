@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -38,7 +39,8 @@ type Config struct {
 // Client talks to one Vault cluster. It is safe for concurrent use; it never
 // holds a token of its own — every call names the token it acts with.
 type Client struct {
-	base *vaultapi.Client
+	base   *vaultapi.Client
+	chains chainCache
 }
 
 // New returns a client for cfg.
@@ -149,7 +151,7 @@ type IssueRequest struct {
 type Issued struct {
 	Certificate *x509.Certificate
 	PrivateKey  crypto.Signer
-	Chain       []*x509.Certificate // issuing CA first, up to the root
+	Chain       []*x509.Certificate // issuing CA first, up to the root; shared between calls, read only
 	Serial      string              // Vault's colon-separated hex form
 }
 
@@ -177,16 +179,30 @@ func (c *Client) Issue(ctx context.Context, token string, req IssueRequest) (*Is
 	if secret == nil || secret.Data == nil {
 		return nil, fmt.Errorf("issue certificate: empty response: %w", ErrUnavailable)
 	}
-	return parseIssued(secret.Data)
+	str := func(k string) string { s, _ := secret.Data[k].(string); return s }
+	d := issuedData{Certificate: str("certificate"), PrivateKey: str("private_key"), IssuingCA: str("issuing_ca"),
+		SerialNumber: str("serial_number")}
+	if raw, ok := secret.Data["ca_chain"].([]any); ok {
+		for _, r := range raw {
+			s, _ := r.(string)
+			d.CAChain = append(d.CAChain, s)
+		}
+	}
+	return c.parseIssued(&d)
 }
 
-func parseIssued(d map[string]any) (*Issued, error) {
-	str := func(k string) string { s, _ := d[k].(string); return s }
-	certs, err := parseCerts(str("certificate"))
+// issuedData is the part of an issue response the portal uses.
+type issuedData struct {
+	Certificate, PrivateKey, IssuingCA, SerialNumber string
+	CAChain                                          []string
+}
+
+func (c *Client) parseIssued(d *issuedData) (*Issued, error) {
+	certs, err := parseCerts(d.Certificate)
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("issue certificate: bad certificate in response: %v", err)
 	}
-	keyBlock, _ := pem.Decode([]byte(str("private_key")))
+	keyBlock, _ := pem.Decode([]byte(d.PrivateKey))
 	if keyBlock == nil {
 		return nil, errors.New("issue certificate: no private key in response")
 	}
@@ -198,25 +214,45 @@ func parseIssued(d map[string]any) (*Issued, error) {
 	if !ok {
 		return nil, errors.New("issue certificate: private key cannot sign")
 	}
-	var chain []*x509.Certificate
-	if raw, ok := d["ca_chain"].([]any); ok {
-		for _, r := range raw {
-			s, _ := r.(string)
-			cs, err := parseCerts(s)
-			if err != nil {
-				return nil, fmt.Errorf("issue certificate: bad ca_chain: %w", err)
-			}
-			chain = append(chain, cs...)
-		}
+	chainPEM := strings.Join(d.CAChain, "\n")
+	if chainPEM == "" {
+		chainPEM = d.IssuingCA
 	}
-	if len(chain) == 0 {
-		cs, err := parseCerts(str("issuing_ca"))
-		if err != nil {
-			return nil, fmt.Errorf("issue certificate: bad issuing_ca: %w", err)
-		}
-		chain = cs
+	chain, err := c.chains.parse(chainPEM)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate: bad ca_chain: %w", err)
 	}
-	return &Issued{Certificate: certs[0], PrivateKey: signer, Chain: chain, Serial: str("serial_number")}, nil
+	return &Issued{Certificate: certs[0], PrivateKey: signer, Chain: chain, Serial: d.SerialNumber}, nil
+}
+
+// chainCache keeps the parsed CA chain: every issuance returns the same one
+// until the CA rotates, so it is parsed once, not per issuance. A changed
+// chain is parsed and kept; the cache never holds more than a few chains.
+type chainCache struct {
+	mu     sync.Mutex
+	chains map[string][]*x509.Certificate
+}
+
+const maxCachedChains = 4
+
+func (cc *chainCache) parse(pemChain string) ([]*x509.Certificate, error) {
+	cc.mu.Lock()
+	chain, ok := cc.chains[pemChain]
+	cc.mu.Unlock()
+	if ok {
+		return chain, nil
+	}
+	chain, err := parseCerts(pemChain)
+	if err != nil {
+		return nil, err
+	}
+	cc.mu.Lock()
+	if cc.chains == nil || len(cc.chains) >= maxCachedChains {
+		cc.chains = map[string][]*x509.Certificate{}
+	}
+	cc.chains[pemChain] = chain
+	cc.mu.Unlock()
+	return chain, nil
 }
 
 func parseCerts(p string) ([]*x509.Certificate, error) { return ParseCertificates([]byte(p)) }
