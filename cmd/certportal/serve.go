@@ -19,6 +19,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("config: %w", err)
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	app.TuneRuntime(getenv)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

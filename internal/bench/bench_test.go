@@ -12,6 +12,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -41,11 +42,12 @@ type env struct {
 	cfg   config.Config
 }
 
-func setupEnv(b *testing.B) *env {
+func setupEnv(b *testing.B, users int) *env {
 	b.Helper()
 	v := testenv.StartConfiguredVault(b)
+	app.TuneRuntime(os.Getenv) // as serve does
 	e := &env{v: v}
-	for i := 0; i < workers; i++ {
+	for i := 0; i < users; i++ {
 		u := fmt.Sprintf("bench%d", i)
 		v.CreateUser(b, u, u+"-password", nil, "certportal-user")
 		e.users = append(e.users, u)
@@ -141,7 +143,7 @@ func parallel(b *testing.B, fn func(worker int) error) float64 {
 // downloaded) against pki/issue called directly with the same user tokens,
 // 8 concurrent clients, EC P-256. Bar: ratio >= 0.8.
 func BenchmarkIssuance(b *testing.B) {
-	e := setupEnv(b)
+	e := setupEnv(b, workers)
 	direct := make([]*vaultapi.Client, workers)
 	clients := make([]*http.Client, workers)
 	for i, u := range e.users {
@@ -170,7 +172,7 @@ func BenchmarkIssuance(b *testing.B) {
 // BenchmarkWholeFlow: login + issue + .p12 download over HTTP against the
 // same steps through portal.Service in-process. Bar: ratio >= 0.9.
 func BenchmarkWholeFlow(b *testing.B) {
-	e := setupEnv(b)
+	e := setupEnv(b, workers)
 	vc, err := vault.New(vault.Config{Addr: e.v.Addr})
 	if err != nil {
 		b.Fatal(err)
