@@ -225,6 +225,10 @@ func TestAuditFailClosed(t *testing.T) {
 	if err := db.QueryRow(`SELECT COUNT(*) FROM certificates`).Scan(&rows); err != nil || rows != 0 {
 		t.Fatalf("inventory row written without its audit event: %d %v", rows, err)
 	}
+	// Operators alert on this: every failure is an action refused.
+	if m := b.get("/metrics"); !strings.Contains(string(m.Body), "certportal_audit_write_failures_total 1\n") {
+		t.Error("/metrics does not count the refused audit write")
+	}
 	acc := accessors(t, v)
 	if r := newBrowser(t, p.URL).post("/login", url.Values{"username": {"bob"}, "password": {v.Password(t, "bob")}}); r.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("login with audit down: %d", r.StatusCode)

@@ -324,3 +324,48 @@ func TestCrossSiteRefused(t *testing.T) {
 		t.Fatalf("same-origin issue: %d", r.StatusCode)
 	}
 }
+
+// TestMetrics: /metrics reports the requests, the issuance and the
+// revocation by route, encryption and reason, and carries no username,
+// serial, password or probed path.
+func TestMetrics(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	b := newBrowser(t, p.URL)
+	alicePW := v.Password(t, "alice")
+	if r := newBrowser(t, p.URL).post("/login", url.Values{"username": {"alice"}, "password": {"wrong-" + alicePW}}); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("bad login: %d", r.StatusCode)
+	}
+	b.mustLogin("alice", alicePW)
+	serial := b.issue("modern")
+	if r := b.post("/certificates/"+serial+"/revoke", url.Values{"reason": {"lost"}}); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: %d", r.StatusCode)
+	}
+	b.get("/wp-admin/setup-config.php")
+
+	r := newBrowser(t, p.URL).get("/metrics")
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d", r.StatusCode)
+	}
+	body := string(r.Body)
+	for _, want := range []string{
+		`certportal_certificates_issued_total{encryption="modern"} 1`,
+		`certportal_certificates_revoked_total{reason="lost"} 1`,
+		`certportal_http_requests_total{code="200",method="POST",route="/certificates"} 1`,
+		`certportal_http_requests_total{code="401",method="POST",route="/login"} 1`,
+		`certportal_http_requests_total{code="303",method="POST",route="/certificates/{serial}/revoke"} 1`,
+		`certportal_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`certportal_vault_issue_duration_seconds_count 1`,
+		`certportal_audit_write_failures_total 0`,
+		"go_goroutines ", "process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, secret := range []string{"alice", serial, alicePW, p12Password, "wp-admin"} {
+		if strings.Contains(body, secret) {
+			t.Errorf("/metrics contains %q", secret)
+		}
+	}
+}

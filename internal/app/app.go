@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certportal/certportal/internal/config"
+	"github.com/certportal/certportal/internal/metrics"
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/session"
 	"github.com/certportal/certportal/internal/store"
@@ -54,7 +55,10 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		st.Close()
 		return nil, nil, err
 	}
-	svc := portal.NewService(vc, ident, s, PortalOptions(cfg), log)
+	m := metrics.New()
+	opts := PortalOptions(cfg)
+	opts.Metrics = m
+	svc := portal.NewService(vc, ident, s, opts, log)
 	if err := svc.RecordStart(ctx, map[string]string{
 		"vault_addr": cfg.VaultAddr, "pki_mount": cfg.PKIMount, "role": cfg.Role, "tls": fmt.Sprint(cfg.TLS()),
 		"max_active": fmt.Sprint(cfg.MaxActive), "ttls": fmt.Sprint(cfg.TTLs),
@@ -63,7 +67,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		st.Close()
 		return nil, nil, fmt.Errorf("audit trail: %w", err)
 	}
-	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Secure: cfg.TLS(), MaxBodyBytes: cfg.MaxBodyBytes})
+	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m,
+		Secure: cfg.TLS(), MaxBodyBytes: cfg.MaxBodyBytes})
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -50,6 +50,7 @@ func (s *Service) newEvent(ctx context.Context, actor, subject, action, outcome,
 // record appends an event; its error means the action must fail (fail closed).
 func (s *Service) record(ctx context.Context, e *audit.Event) error {
 	if err := s.store.AppendAudit(context.WithoutCancel(ctx), e); err != nil {
+		s.opts.Metrics.AuditFailure()
 		return &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: err}
 	}
 	return nil
@@ -75,6 +76,7 @@ func (s *Service) RecordDownload(ctx context.Context, id *Identity, serial strin
 	// The download has happened; the event may share a commit with the next
 	// write instead of costing an fsync of its own.
 	if err := s.store.AppendAuditDeferred(context.WithoutCancel(ctx), e); err != nil {
+		s.opts.Metrics.AuditFailure()
 		s.log.ErrorContext(ctx, "audit write failed for a download", "serial", serial, "err", err)
 	}
 }

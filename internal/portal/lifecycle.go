@@ -145,9 +145,12 @@ func (s *Service) revoke(ctx context.Context, actor, action string, c *store.Cer
 		return &Error{Code: EUnavailable, Message: "error.vault_unavailable_revoke", Err: err}
 	}
 	if err := s.store.RecordRevocation(ctx, c.Serial, r, s.newEvent(ctx, actor, c.Username, action, audit.OutcomeSuccess, c.Serial, details)); err != nil {
+		s.opts.Metrics.Revoked(r.Reason)
+		s.opts.Metrics.AuditFailure()
 		s.log.ErrorContext(ctx, "certificate revoked in Vault but not recorded; reconciliation will show it", "serial", c.Serial, "err", err)
 		return &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: err}
 	}
+	s.opts.Metrics.Revoked(r.Reason)
 	s.log.InfoContext(ctx, "certificate revoked", "serial", c.Serial, "user", c.Username, "by", r.By, "reason", r.Reason, "ticket", r.Ticket)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/bundle"
+	"github.com/certportal/certportal/internal/metrics"
 	"github.com/certportal/certportal/internal/store"
 	"github.com/certportal/certportal/internal/vault"
 )
@@ -65,9 +66,10 @@ type Options struct {
 	AuditorPolicy  string
 	TTLs           []time.Duration
 	DefaultTTL     time.Duration
-	MaxActive      int           // active certificates per user; 0 means 3
-	ExpiringSoon   time.Duration // 0 means 14 days
-	KeyType        string        // shown in the inventory, e.g. "ec-256"
+	MaxActive      int              // active certificates per user; 0 means 3
+	ExpiringSoon   time.Duration    // 0 means 14 days
+	KeyType        string           // shown in the inventory, e.g. "ec-256"
+	Metrics        *metrics.Metrics // nil records nothing
 }
 
 // Store is what the portal keeps: the inventory and the audit trail.
@@ -279,9 +281,11 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 		return nil, &Error{Code: EForbidden, Message: "error.cap_reached", Err: fmt.Errorf("%s has %d active certificates", id.Username, active)}
 	}
 	subject := s.subjectFor(id.Username)
+	began := time.Now()
 	issued, err := s.vault.Issue(ctx, id.Token, vault.IssueRequest{
 		Mount: s.opts.PKIMount, Role: s.opts.Role, CommonName: subject, TTL: ttl,
 	})
+	s.opts.Metrics.VaultIssue(time.Since(began))
 	switch {
 	case errors.Is(err, vault.ErrPermissionDenied):
 		// Most often an expired token; the user logs in again.
@@ -315,6 +319,7 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 	p12 := <-enc1
 	if recErr != nil {
 		// Fail closed: no inventory row and audit record, no certificate.
+		s.opts.Metrics.AuditFailure()
 		s.revokeUnrecorded(ctx, issued.Serial, "inventory or audit write failed")
 		return nil, &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: recErr}
 	}
@@ -326,6 +331,7 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 		return nil, fmt.Errorf("build .p12 for %s: %w", issued.Serial, p12.err)
 	}
 	data := p12.data
+	s.opts.Metrics.Issued(string(enc))
 	s.log.InfoContext(ctx, "certificate issued", "user", id.Username, "serial", issued.Serial,
 		"subject", subject, "not_after", issued.Certificate.NotAfter.UTC(), "encryption", string(enc))
 	if old != nil && req.RevokeOld {

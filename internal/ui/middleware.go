@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/gorilla/sessions"
 
 	"github.com/certportal/certportal/internal/i18n"
@@ -109,9 +110,19 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		info := &logInfo{}
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), keyLogInfo, info)))
+		took := time.Since(start)
+		route := ""
+		if rc := chi.RouteContext(r.Context()); rc != nil {
+			route = rc.RoutePattern()
+		}
+		code := sw.status
+		if code == 0 {
+			code = http.StatusOK // nothing written: net/http sends 200
+		}
+		s.Metrics.Request(r.Method, route, code, took)
 		s.Logger.InfoContext(r.Context(), "http", "request_id", RequestID(r.Context()), "method", r.Method,
 			"path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "user", info.user,
-			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+			"duration_ms", float64(took.Microseconds())/1000)
 	})
 }
 

@@ -25,6 +25,11 @@ func (s *Server) routes() http.Handler {
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	r.Get("/ca.pem", s.caPEM)
+	if s.Metrics != nil {
+		// Counts and latencies only: no user, serial or secret is a label.
+		// Restrict who may scrape it at the proxy (docs/operations.md).
+		r.Method(http.MethodGet, "/metrics", s.Metrics.Handler())
+	}
 	static, _ := fs.Sub(web.Static, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
 

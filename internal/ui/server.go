@@ -15,6 +15,7 @@ import (
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/i18n"
+	"github.com/certportal/certportal/internal/metrics"
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/session"
 	"github.com/certportal/certportal/web"
@@ -31,8 +32,9 @@ type Deps struct {
 	Sessions     *session.Manager
 	Store        Pinger
 	Logger       *slog.Logger
-	Secure       bool  // served over TLS: HSTS, Secure cookies
-	MaxBodyBytes int64 // request bodies above this get 413
+	Metrics      *metrics.Metrics // served at /metrics; nil: no /metrics
+	Secure       bool             // served over TLS: HSTS, Secure cookies
+	MaxBodyBytes int64            // request bodies above this get 413
 	// WhoamiURL is where a user checks their installed certificate.
 	WhoamiURL string
 }
