@@ -29,6 +29,8 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	fs.DurationVar(&o.MaxTTL, "max-ttl", o.MaxTTL, "longest certificate validity the role allows")
 	fs.StringVar(&o.ServerRole, "server-role", o.ServerRole, "PKI role for Nginx's server certificate (nginx-certs)")
 	serverNames := fs.String("server-names", strings.Join(o.ServerNames, ","), "comma-separated names the Nginx server role may issue for")
+	fs.BoolVar(&o.HelpdeskOnBehalf, "helpdesk-issue-on-behalf", false, "let the helpdesk policy issue any user's certificate from the on-behalf role (serve needs CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF=true); without it, setup removes that role")
+	fs.StringVar(&o.OnBehalfRole, "onbehalf-role", o.OnBehalfRole, "PKI role for issuing on behalf of users")
 	fs.BoolVar(&o.DemoUsers, "demo-users", false, "create demo users alice, bob (employees), helen (helpdesk), audrey (auditor) and print their passwords")
 	approleOut := fs.String("approle-out", "", "generate a secret id for the portal's AppRole and write role-id and secret-id files (0600) into this directory")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")

@@ -62,6 +62,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	if err := svc.RecordStart(ctx, map[string]string{
 		"vault_addr": cfg.VaultAddr, "pki_mount": cfg.PKIMount, "role": cfg.Role, "tls": fmt.Sprint(cfg.TLS()),
 		"max_active": fmt.Sprint(cfg.MaxActive), "ttls": fmt.Sprint(cfg.TTLs),
+		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
 	}); err != nil {
 		// Fail closed from the start: a portal that cannot audit does not serve.
 		st.Close()
@@ -102,7 +103,15 @@ func PortalOptions(cfg config.Config) portal.Options {
 		UserpassMount: cfg.UserpassMount, PKIMount: cfg.PKIMount, Role: cfg.Role, EmailDomain: cfg.EmailDomain,
 		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
 		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL, MaxActive: cfg.MaxActive, ExpiringSoon: cfg.ExpiringSoon,
+		OnBehalfRole: onBehalfRole(cfg),
 	}
+}
+
+func onBehalfRole(cfg config.Config) string {
+	if !cfg.HelpdeskIssueOnBehalf {
+		return ""
+	}
+	return cfg.OnBehalfRole
 }
 
 // OpenStore picks the store adapter from the DSN: PostgreSQL for several

@@ -27,6 +27,13 @@ const (
 	ActionReconcile     = "audit.reconcile"
 )
 
+// Chart series: the actions each daily count adds up. On-behalf issuance is
+// issuance, and a helpdesk reissue is a revocation (as superseded).
+var (
+	ChartIssued  = []string{ActionIssue, ActionIssueOnBehalf}
+	ChartRevoked = []string{ActionRevoke, ActionReissue}
+)
+
 // Outcomes recorded.
 const (
 	OutcomeSuccess = "success"

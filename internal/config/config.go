@@ -53,6 +53,12 @@ type Config struct {
 	AppRoleSecretID     string // CERTPORTAL_APPROLE_SECRET_ID
 	AppRoleSecretIDFile string // CERTPORTAL_APPROLE_SECRET_ID_FILE, re-read at each login
 
+	// Helpdesk issuing on behalf of users, off by default: staff then see
+	// the private key of the certificate they issue. Needs the role that
+	// `certportal setup --helpdesk-issue-on-behalf` writes.
+	HelpdeskIssueOnBehalf bool   // CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF
+	OnBehalfRole          string // CERTPORTAL_ONBEHALF_ROLE
+
 	MaxActive    int           // CERTPORTAL_MAX_ACTIVE: active certificates per user
 	ExpiringSoon time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
 
@@ -70,6 +76,7 @@ func Default() Config {
 		UserpassMount:   "userpass",
 		PKIMount:        "pki",
 		Role:            "user-auth",
+		OnBehalfRole:    "user-auth-onbehalf",
 		EmailDomain:     "example.com",
 		UserPolicy:      "certportal-user",
 		HelpdeskPolicy:  "certportal-helpdesk",
@@ -124,6 +131,12 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.StringVar(&c.AppRoleMount, "approle-mount", env("CERTPORTAL_APPROLE_MOUNT", c.AppRoleMount), "AppRole mount of the portal's own identity (CERTPORTAL_APPROLE_MOUNT)")
 	fs.StringVar(&c.AppRoleRoleID, "approle-role-id", env("CERTPORTAL_APPROLE_ROLE_ID", ""), "the portal's AppRole role id (CERTPORTAL_APPROLE_ROLE_ID)")
 	fs.StringVar(&c.AppRoleSecretIDFile, "approle-secret-id-file", env("CERTPORTAL_APPROLE_SECRET_ID_FILE", ""), "file with the AppRole secret id, re-read at each login (CERTPORTAL_APPROLE_SECRET_ID_FILE); or set CERTPORTAL_APPROLE_SECRET_ID")
+	onBehalf, err := envBool(getenv, "CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF")
+	if err != nil {
+		return Config{}, err
+	}
+	fs.BoolVar(&c.HelpdeskIssueOnBehalf, "helpdesk-issue-on-behalf", onBehalf, "let helpdesk staff issue certificates for other users (CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF); needs setup --helpdesk-issue-on-behalf")
+	fs.StringVar(&c.OnBehalfRole, "onbehalf-role", env("CERTPORTAL_ONBEHALF_ROLE", c.OnBehalfRole), "PKI role helpdesk staff issue on behalf from (CERTPORTAL_ONBEHALF_ROLE)")
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
@@ -157,6 +170,18 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		return Config{}, err
 	}
 	return c, nil
+}
+
+func envBool(getenv func(string) string, name string) (bool, error) {
+	v := getenv(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q: want true or false", name, v)
+	}
+	return b, nil
 }
 
 func envInt(getenv func(string) string, name string, def int) int {
@@ -245,10 +270,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("vault-addr %q: want http(s)://host:port", c.VaultAddr)
 	}
 	for name, v := range map[string]string{"userpass-mount": c.UserpassMount, "pki-mount": c.PKIMount, "role": c.Role,
-		"user-policy": c.UserPolicy, "helpdesk-policy": c.HelpdeskPolicy, "auditor-policy": c.AuditorPolicy} {
+		"onbehalf-role": c.OnBehalfRole, "user-policy": c.UserPolicy, "helpdesk-policy": c.HelpdeskPolicy, "auditor-policy": c.AuditorPolicy} {
 		if !validName(v) {
 			return fmt.Errorf("%s %q: want letters, digits, '-', '_' or '/'", name, v)
 		}
+	}
+	if c.HelpdeskIssueOnBehalf && c.OnBehalfRole == c.Role {
+		return errors.New("onbehalf-role: must differ from role (the users' templated role)")
 	}
 	if !validDomain(c.EmailDomain) {
 		return fmt.Errorf("email-domain %q: want a DNS name like example.com", c.EmailDomain)

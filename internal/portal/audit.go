@@ -70,14 +70,14 @@ func (s *Service) RecordDenied(ctx context.Context, id *Identity, what string) {
 // RecordDownload records that a .p12 was handed over completely. The file
 // is already gone by then, so a failure here is logged, not fatal; the
 // issuance itself was recorded before the download began.
-func (s *Service) RecordDownload(ctx context.Context, id *Identity, serial string, bytes int) {
-	e := s.newEvent(ctx, id.Username, id.Username, audit.ActionDownload, audit.OutcomeSuccess, serial,
-		map[string]string{"bytes": itoa(bytes)})
+func (s *Service) RecordDownload(ctx context.Context, actor *Identity, dl *Download) {
+	e := s.newEvent(ctx, actor.Username, dl.Username, audit.ActionDownload, audit.OutcomeSuccess, dl.Serial,
+		map[string]string{"bytes": itoa(len(dl.Data))})
 	// The download has happened; the event may share a commit with the next
 	// write instead of costing an fsync of its own.
 	if err := s.store.AppendAuditDeferred(context.WithoutCancel(ctx), e); err != nil {
 		s.opts.Metrics.AuditFailure()
-		s.log.ErrorContext(ctx, "audit write failed for a download", "serial", serial, "err", err)
+		s.log.ErrorContext(ctx, "audit write failed for a download", "serial", dl.Serial, "err", err)
 	}
 }
 

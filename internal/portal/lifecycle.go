@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"sort"
@@ -229,9 +230,9 @@ func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, r
 	if !slices.Contains(HelpdeskReasons, reason) {
 		return nil, Invalid("reason", "error.reason_invalid")
 	}
-	ticket = strings.TrimSpace(ticket)
-	if ticket == "" || len(ticket) > 64 || strings.ContainsAny(ticket, "\r\n\t<>\"") {
-		return nil, Invalid("ticket", "error.ticket_invalid")
+	ticket, err = validTicket(ticket)
+	if err != nil {
+		return nil, err
 	}
 	c, err := s.store.GetCertificate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
@@ -248,6 +249,67 @@ func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, r
 		action = audit.ActionReissue
 	}
 	return c, s.revoke(ctx, actor.Username, action, c, store.Revocation{At: s.now(), Reason: reason, By: actor.Username, Ticket: ticket})
+}
+
+// validTicket checks a helpdesk ticket reference: required, so that every
+// helpdesk action can be traced to a request, and short plain text.
+func validTicket(ticket string) (string, error) {
+	ticket = strings.TrimSpace(ticket)
+	if ticket == "" || len(ticket) > 64 || strings.ContainsAny(ticket, "\r\n\t<>\"") {
+		return "", Invalid("ticket", "error.ticket_invalid")
+	}
+	return ticket, nil
+}
+
+// OnBehalfEnabled reports whether helpdesk staff may issue for other users.
+func (s *Service) OnBehalfEnabled() bool { return s.opts.OnBehalfRole != "" }
+
+// IssueOnBehalf lets helpdesk staff issue a certificate for another user —
+// for someone who cannot enrol themselves — when the operator switched it on.
+// Vault decides with the staff member's own token, on a role of its own that
+// only the helpdesk policy may use; the inventory names the staff member as
+// issuer and the audit event carries the ticket. The .p12 goes to the staff
+// member, who hands it and its password over; the user's cap still applies.
+func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, ticket string, req IssueRequest) (*Download, error) {
+	if !actor.Has(RoleHelpdesk) || !s.OnBehalfEnabled() {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	if !usernamePattern.MatchString(username) {
+		return nil, &Error{Code: ENotFound, Message: "error.not_found"}
+	}
+	if username == actor.Username {
+		return nil, Invalid("username", "error.onbehalf_self")
+	}
+	ticket, err := validTicket(ticket)
+	if err != nil {
+		return nil, err
+	}
+	req.RenewSerial, req.RevokeOld = "", false
+	ttl, enc, err := req.Validate(s.opts)
+	if err != nil {
+		return nil, err
+	}
+	// A certificate for a name nobody logs in with would be one nobody
+	// can be held to: the user must exist in Vault.
+	users, err := s.service.ListUsers(ctx, s.opts.UserpassMount)
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	if !slices.Contains(users, username) {
+		return nil, &Error{Code: ENotFound, Message: "error.user_not_found"}
+	}
+	active, err := s.store.CountActive(ctx, username, s.now())
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	if active >= s.opts.MaxActive {
+		return nil, &Error{Code: EForbidden, Message: "error.onbehalf_cap", Err: fmt.Errorf("%s has %d active certificates", username, active)}
+	}
+	return s.issue(ctx, issuance{
+		token: actor.Token, role: s.opts.OnBehalfRole, actor: actor.Username, username: username,
+		action: audit.ActionIssueOnBehalf, details: map[string]string{"ticket": ticket},
+		ttl: ttl, enc: enc, password: req.Password,
+	})
 }
 
 // Now is the service's clock (tests may move it).

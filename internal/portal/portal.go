@@ -70,6 +70,10 @@ type Options struct {
 	ExpiringSoon   time.Duration    // 0 means 14 days
 	KeyType        string           // shown in the inventory, e.g. "ec-256"
 	Metrics        *metrics.Metrics // nil records nothing
+	// OnBehalfRole is the Vault role helpdesk staff issue other users'
+	// certificates from, with their own token. Empty switches issuing on
+	// behalf off: helpdesk then never sees anyone's private key.
+	OnBehalfRole string
 }
 
 // Store is what the portal keeps: the inventory and the audit trail.
@@ -237,6 +241,7 @@ func (r IssueRequest) Validate(o Options) (time.Duration, bundle.Encryption, err
 
 // Download is a freshly built .p12.
 type Download struct {
+	Username   string // whose identity the certificate carries
 	Filename   string
 	Data       []byte
 	Serial     string
@@ -280,10 +285,31 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 	if active >= s.opts.MaxActive {
 		return nil, &Error{Code: EForbidden, Message: "error.cap_reached", Err: fmt.Errorf("%s has %d active certificates", id.Username, active)}
 	}
-	subject := s.subjectFor(id.Username)
+	return s.issue(ctx, issuance{
+		token: id.Token, role: s.opts.Role, actor: id.Username, username: id.Username, action: audit.ActionIssue,
+		ttl: ttl, enc: enc, password: req.Password, renews: req.RenewSerial, revokeOld: old != nil && req.RevokeOld, old: old,
+	})
+}
+
+// issuance is one certificate to issue, record and pack.
+type issuance struct {
+	token, role     string // the Vault token and role the certificate is issued with
+	actor, username string // who asks, and whose identity the certificate carries
+	action          string // audit action
+	details         map[string]string
+	ttl             time.Duration
+	enc             bundle.Encryption
+	password        string
+	renews          string
+	revokeOld       bool
+	old             *store.Certificate
+}
+
+func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
+	subject := s.subjectFor(in.username)
 	began := time.Now()
-	issued, err := s.vault.Issue(ctx, id.Token, vault.IssueRequest{
-		Mount: s.opts.PKIMount, Role: s.opts.Role, CommonName: subject, TTL: ttl,
+	issued, err := s.vault.Issue(ctx, in.token, vault.IssueRequest{
+		Mount: s.opts.PKIMount, Role: in.role, CommonName: subject, TTL: in.ttl,
 	})
 	s.opts.Metrics.VaultIssue(time.Since(began))
 	switch {
@@ -296,10 +322,10 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
 	}
 	row := &store.Certificate{
-		Serial: issued.Serial, Username: id.Username, Subject: subject, KeyType: keyType(issued),
-		Encryption: string(enc), IssuedBy: id.Username, IssuedAt: s.now(), NotAfter: issued.Certificate.NotAfter,
+		Serial: issued.Serial, Username: in.username, Subject: subject, KeyType: keyType(issued),
+		Encryption: string(in.enc), IssuedBy: in.actor, IssuedAt: s.now(), NotAfter: issued.Certificate.NotAfter,
 	}
-	// The .p12 key derivation (about 2 ms of CPU) runs while the inventory
+	// The .p12 key derivation (about 0.8 ms of CPU) runs while the inventory
 	// and audit record commits (an fsync): the user waits for the slower of
 	// the two, not both.
 	type encoded struct {
@@ -308,13 +334,17 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 	}
 	enc1 := make(chan encoded, 1)
 	go func() {
-		data, err := bundle.Encode(issued.PrivateKey, issued.Certificate, issued.Chain, req.Password, enc)
+		data, err := bundle.Encode(issued.PrivateKey, issued.Certificate, issued.Chain, in.password, in.enc)
 		enc1 <- encoded{data, err}
 	}()
-	ev := s.newEvent(ctx, id.Username, id.Username, audit.ActionIssue, audit.OutcomeSuccess, issued.Serial, map[string]string{
+	details := map[string]string{
 		"subject": subject, "not_before": fmtTime(issued.Certificate.NotBefore), "not_after": fmtTime(issued.Certificate.NotAfter),
-		"ttl": ttl.String(), "key_type": row.KeyType, "encryption": string(enc), "renews": req.RenewSerial,
-	})
+		"ttl": in.ttl.String(), "key_type": row.KeyType, "encryption": string(in.enc), "renews": in.renews,
+	}
+	for k, v := range in.details {
+		details[k] = v
+	}
+	ev := s.newEvent(ctx, in.actor, in.username, in.action, audit.OutcomeSuccess, issued.Serial, details)
 	recErr := s.store.RecordIssuance(ctx, row, ev)
 	p12 := <-enc1
 	if recErr != nil {
@@ -330,24 +360,24 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 		}
 		return nil, fmt.Errorf("build .p12 for %s: %w", issued.Serial, p12.err)
 	}
-	data := p12.data
-	s.opts.Metrics.Issued(string(enc))
-	s.log.InfoContext(ctx, "certificate issued", "user", id.Username, "serial", issued.Serial,
-		"subject", subject, "not_after", issued.Certificate.NotAfter.UTC(), "encryption", string(enc))
-	if old != nil && req.RevokeOld {
-		if err := s.revoke(ctx, id.Username, audit.ActionRevoke, old, store.Revocation{At: s.now(), Reason: "superseded", By: id.Username}); err != nil {
+	s.opts.Metrics.Issued(string(in.enc))
+	s.log.InfoContext(ctx, "certificate issued", "user", in.username, "by", in.actor, "serial", issued.Serial,
+		"subject", subject, "not_after", issued.Certificate.NotAfter.UTC(), "encryption", string(in.enc))
+	if in.revokeOld {
+		if err := s.revoke(ctx, in.actor, audit.ActionRevoke, in.old, store.Revocation{At: s.now(), Reason: "superseded", By: in.actor}); err != nil {
 			// The new certificate is good and recorded; the user can still
 			// revoke the old one from the list.
-			s.log.WarnContext(ctx, "renew: old certificate not revoked", "serial", old.Serial, "err", err)
+			s.log.WarnContext(ctx, "renew: old certificate not revoked", "serial", in.old.Serial, "err", err)
 		}
 	}
 	return &Download{
+		Username:   in.username,
 		Filename:   subject + ".p12",
-		Data:       data,
+		Data:       p12.data,
 		Serial:     issued.Serial,
 		Subject:    subject,
 		NotAfter:   issued.Certificate.NotAfter,
-		Encryption: enc,
+		Encryption: in.enc,
 	}, nil
 }
 

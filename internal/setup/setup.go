@@ -42,6 +42,12 @@ type Options struct {
 	ServerRole  string
 	ServerNames []string
 
+	// HelpdeskOnBehalf writes OnBehalfRole and lets the helpdesk policy issue
+	// from it: helpdesk staff may then issue any user's certificate with
+	// their own token (and see its key). Off removes both again.
+	HelpdeskOnBehalf bool
+	OnBehalfRole     string
+
 	DemoUsers bool
 	// NewServiceSecret makes setup generate a secret id for the portal's
 	// AppRole and return it in Result (once; Vault keeps only its hash).
@@ -67,6 +73,7 @@ func Defaults() Options {
 		AppRoleMount:   "approle",
 		AppRoleName:    "certportal",
 		ServerRole:     DefaultServerRole,
+		OnBehalfRole:   "user-auth-onbehalf",
 		ServerNames:    []string{DefaultServerNames},
 	}
 }
@@ -81,6 +88,9 @@ func (o Options) Validate() error {
 	}
 	if o.MaxTTL < time.Hour || o.MaxTTL > 5*365*24*time.Hour {
 		return fmt.Errorf("max ttl %s: want between 1h and 5 years", o.MaxTTL)
+	}
+	if o.OnBehalfRole == "" || o.OnBehalfRole == o.Role || o.OnBehalfRole == o.ServerRole {
+		return fmt.Errorf("on-behalf role %q: must be set and differ from the user and server roles", o.OnBehalfRole)
 	}
 	if o.RootMount == o.PKIMount {
 		return errors.New("root and issuing mounts must differ")
@@ -138,7 +148,7 @@ func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
 	}
 	r := &run{c: c, o: o, res: &Result{}}
 	steps := []func(context.Context) error{
-		r.rootCA, r.issuingCA, r.urls, r.userpass, r.role, r.policies, r.appRole, r.serverRole, r.demoUsers,
+		r.rootCA, r.issuingCA, r.urls, r.userpass, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -404,6 +414,50 @@ func (r *run) role(ctx context.Context) error {
 	return nil
 }
 
+// OnBehalfRoleData is the helpdesk's on-behalf role: the user role with the
+// identity template replaced by the one glob "*@<domain>", so it admits any
+// user's address and still nothing else — not the bare domain, no
+// subdomain, IP or localhost, client use only. (A bare-domain rule would
+// admit "<domain>" itself as a name.)
+func OnBehalfRoleData(o Options) map[string]any {
+	d := RoleData(o, "")
+	d["allowed_domains"] = []string{"*@" + o.EmailDomain}
+	d["allowed_domains_template"] = false
+	d["allow_bare_domains"] = false
+	d["allow_glob_domains"] = true
+	return d
+}
+
+// onBehalfRole writes the on-behalf role when it is switched on and deletes
+// it when it is not, so that switching off takes the capability away.
+func (r *run) onBehalfRole(ctx context.Context) error {
+	path := r.o.PKIMount + "/roles/" + r.o.OnBehalfRole
+	cur, err := r.read(ctx, path)
+	if err != nil {
+		return err
+	}
+	if !r.o.HelpdeskOnBehalf {
+		if cur == nil {
+			return nil
+		}
+		if _, err := r.c.Logical().DeleteWithContext(ctx, path); err != nil {
+			return fmt.Errorf("delete %s: %w", path, err)
+		}
+		r.step("role "+path+" removed (issuing on behalf off)", true)
+		return nil
+	}
+	want := OnBehalfRoleData(r.o)
+	if cur != nil && roleMatches(cur.Data, want) {
+		r.step("role "+path, false)
+		return nil
+	}
+	if _, err := r.write(ctx, path, want); err != nil {
+		return err
+	}
+	r.step("role "+path, true)
+	return nil
+}
+
 // roleMatches compares the fields setup owns, in Vault's read-back form.
 func roleMatches(cur, want map[string]any) bool {
 	for k, w := range want {
@@ -479,11 +533,15 @@ func toStrings(v any) []string {
 // limits which name the token may ask for.
 func Policies(o Options) map[string]string {
 	issue := fmt.Sprintf("# Written by certportal setup.\npath %q {\n  capabilities = [\"update\"]\n}\n", o.PKIMount+"/issue/"+o.Role)
+	onBehalf := ""
+	if o.HelpdeskOnBehalf {
+		onBehalf = fmt.Sprintf("# Issuing on behalf of users (setup --helpdesk-issue-on-behalf).\npath %q {\n  capabilities = [\"update\"]\n}\n", o.PKIMount+"/issue/"+o.OnBehalfRole)
+	}
 	return map[string]string{
 		o.UserPolicy: issue,
 		// Marker policies: holding one gives the portal role of that name.
 		// Helpdesk and auditor actions go through the portal's own identity.
-		o.HelpdeskPolicy: "# Written by certportal setup. Holding this policy makes a user certportal helpdesk staff.\n" + issue,
+		o.HelpdeskPolicy: "# Written by certportal setup. Holding this policy makes a user certportal helpdesk staff.\n" + issue + onBehalf,
 		o.AuditorPolicy:  "# Written by certportal setup. Holding this policy makes a user a certportal auditor.\n" + issue,
 		o.ServicePolicy:  ServicePolicy(o),
 	}

@@ -40,6 +40,12 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.sendP12(w, r, dl)
+}
+
+// sendP12 streams a freshly issued .p12 and records, after the last byte,
+// that it was handed over.
+func (s *Server) sendP12(w http.ResponseWriter, r *http.Request, dl *portal.Download) {
 	h := w.Header()
 	h.Set("Content-Type", "application/x-pkcs12")
 	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": dl.Filename}))
@@ -57,5 +63,5 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 	// download (issuance was recorded, fail-closed, before the first byte).
 	_ = http.NewResponseController(w).Flush()
 	ctx, id := context.WithoutCancel(r.Context()), identityFrom(r.Context())
-	go s.Service.RecordDownload(ctx, id, dl.Serial, len(dl.Data))
+	go s.Service.RecordDownload(ctx, id, dl)
 }

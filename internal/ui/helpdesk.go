@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -47,6 +48,15 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 		return
 	}
 	p.Target, p.Certs, p.CertActions, p.Reasons = username, certs, true, portal.HelpdeskReasons
+	if s.Service.OnBehalfEnabled() {
+		opts := s.Service.Options()
+		selected := opts.DefaultTTL
+		if d, perr := time.ParseDuration(r.PostFormValue("ttl")); perr == nil {
+			selected = d
+		}
+		p.OnBehalf, p.TTLs, p.Encryption = true, ttlOptions(p.Lang, opts.TTLs, selected), r.PostFormValue("encryption")
+		p.Subject, p.Ticket = username+"@"+opts.EmailDomain, r.PostFormValue("ticket")
+	}
 	if formErr != nil {
 		p.Error, p.Field = formErr.Message, formErr.Field
 	}
@@ -81,4 +91,30 @@ func (s *Server) helpdeskRevoke(reissue bool) http.HandlerFunc {
 		}
 		http.Redirect(w, r, "/helpdesk/users/"+url.PathEscape(c.Username)+"?notice="+notice, http.StatusSeeOther)
 	}
+}
+
+// helpdeskIssue issues a certificate for another user, when the operator
+// switched issuing on behalf on, and streams the .p12 to the staff member.
+func (s *Server) helpdeskIssue(w http.ResponseWriter, r *http.Request) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	username := chi.URLParam(r, "username")
+	req := portal.IssueRequest{
+		Password:        r.PostFormValue("password"),
+		PasswordConfirm: r.PostFormValue("password_confirm"),
+		TTL:             r.PostFormValue("ttl"),
+		Encryption:      r.PostFormValue("encryption"),
+	}
+	dl, err := s.Service.IssueOnBehalf(r.Context(), identityFrom(r.Context()), username, r.PostFormValue("ticket"), req)
+	if err != nil {
+		var pe *portal.Error
+		if errors.As(err, &pe) && (pe.Code == portal.EInvalid || pe.Message == "error.onbehalf_cap") {
+			s.renderHelpdeskUser(w, r, statusFor(pe.Code), username, pe)
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	s.sendP12(w, r, dl)
 }

@@ -55,6 +55,7 @@ func (s *Server) routes() http.Handler {
 				r.Get("/helpdesk/users/{username}", s.helpdeskUser)
 				r.Post("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevoke(false))
 				r.Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
+				r.Post("/helpdesk/users/{username}/certificates", s.helpdeskIssue)
 			})
 
 			r.Group(func(r chi.Router) {

@@ -114,6 +114,8 @@ type page struct {
 	Searched bool
 	Users    []portal.UserResult
 	Target   string
+	OnBehalf bool   // the issue form on a user's page issues for them
+	Ticket   string // kept when the on-behalf form comes back with an error
 	// audit
 	Chart       template.HTML
 	Filter      auditForm

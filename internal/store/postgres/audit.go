@@ -221,13 +221,13 @@ func (s *DB) StreamAudit(ctx context.Context, f store.AuditFilter, fn func(*audi
 func (s *DB) AuditDaily(ctx context.Context, from, to time.Time) ([]store.DayCount, error) {
 	const day = int64(24 * time.Hour / time.Microsecond)
 	rows, err := s.pool.Query(ctx, `SELECT time_us / $1 AS d,
-		COUNT(*) FILTER (WHERE action = $4 AND outcome = $7),
-		COUNT(*) FILTER (WHERE action = $5 AND outcome = $7),
+		COUNT(*) FILTER (WHERE action = ANY($4) AND outcome = $7),
+		COUNT(*) FILTER (WHERE action = ANY($5) AND outcome = $7),
 		COUNT(*) FILTER (WHERE action = $6 AND outcome = $8)
-		FROM audit_events WHERE time_us >= $2 AND time_us < $3 AND action IN ($4, $5, $6)
+		FROM audit_events WHERE time_us >= $2 AND time_us < $3 AND (action = ANY($4) OR action = ANY($5) OR action = $6)
 		GROUP BY d ORDER BY d`,
 		day, from.UnixMicro(), to.UnixMicro(),
-		audit.ActionIssue, audit.ActionRevoke, audit.ActionLogin, audit.OutcomeSuccess, audit.OutcomeFailure)
+		audit.ChartIssued, audit.ChartRevoked, audit.ActionLogin, audit.OutcomeSuccess, audit.OutcomeFailure)
 	if err != nil {
 		return nil, fmt.Errorf("audit daily: %w", err)
 	}

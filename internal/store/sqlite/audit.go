@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,9 +44,9 @@ func appendAudit(ctx context.Context, x execer, e *audit.Event) error {
 	}
 	col := ""
 	switch {
-	case e.Action == audit.ActionIssue && e.Outcome == audit.OutcomeSuccess:
+	case slices.Contains(audit.ChartIssued, e.Action) && e.Outcome == audit.OutcomeSuccess:
 		col = "issued"
-	case e.Action == audit.ActionRevoke && e.Outcome == audit.OutcomeSuccess:
+	case slices.Contains(audit.ChartRevoked, e.Action) && e.Outcome == audit.OutcomeSuccess:
 		col = "revoked"
 	case e.Action == audit.ActionLogin && e.Outcome == audit.OutcomeFailure:
 		col = "failed_logins"

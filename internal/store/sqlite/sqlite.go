@@ -137,11 +137,12 @@ var migrations = []string{
 	`CREATE INDEX certificates_active ON certificates(username, not_after, revoked_at) WHERE revoked_at IS NULL`,
 }
 
-// rebuildDailySQL recomputes the chart counters from the trail itself.
+// rebuildDailySQL recomputes the chart counters from the trail itself; the
+// action lists are audit.ChartIssued and audit.ChartRevoked.
 const rebuildDailySQL = `INSERT OR REPLACE INTO audit_daily(day, issued, revoked, failed_logins)
 	SELECT time_us / 86400000000,
-		SUM(action = 'certificate.issue' AND outcome = 'success'),
-		SUM(action = 'certificate.revoke' AND outcome = 'success'),
+		SUM(action IN ('certificate.issue', 'certificate.issue_on_behalf') AND outcome = 'success'),
+		SUM(action IN ('certificate.revoke', 'certificate.reissue') AND outcome = 'success'),
 		SUM(action = 'login' AND outcome = 'failure')
 	FROM audit_events GROUP BY time_us / 86400000000`
 

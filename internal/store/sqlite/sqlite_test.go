@@ -148,3 +148,42 @@ func TestDeferredWrites(t *testing.T) {
 		t.Fatalf("%d events after close; want 4", n)
 	}
 }
+
+// TestRebuildDailyAgrees: the counters kept with each append and the ones
+// rebuilt from the trail (after a bulk load) count the same actions.
+func TestRebuildDailyAgrees(t *testing.T) {
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	for i, a := range []string{audit.ActionIssue, audit.ActionIssueOnBehalf, audit.ActionRevoke, audit.ActionReissue,
+		audit.ActionLogin, audit.ActionDownload, audit.ActionIssue} {
+		outcome := audit.OutcomeSuccess
+		if a == audit.ActionLogin || i == 6 {
+			outcome = audit.OutcomeFailure
+		}
+		if err := db.AppendAudit(ctx, &audit.Event{Time: at, Actor: "helen", Action: a, Outcome: outcome, Details: "{}"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept, err := db.AuditDaily(ctx, at.Add(-time.Hour), at.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RebuildAuditDaily(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt, err := db.AuditDaily(ctx, at.Add(-time.Hour), at.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.DayCount{Issued: 2, Revoked: 2, FailedLogins: 1}
+	for _, got := range [][]store.DayCount{kept, rebuilt} {
+		if len(got) != 1 || got[0].Issued != want.Issued || got[0].Revoked != want.Revoked || got[0].FailedLogins != want.FailedLogins {
+			t.Fatalf("kept %+v, rebuilt %+v; want %+v", kept, rebuilt, want)
+		}
+	}
+}

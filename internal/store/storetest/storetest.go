@@ -94,6 +94,20 @@ func testAudit(t *testing.T, s store.Store) {
 	if days[0].Issued+days[1].Issued != 24 || days[0].FailedLogins+days[1].FailedLogins != 6 {
 		t.Fatalf("daily counts: %+v", days)
 	}
+	// Issuing on behalf counts as issued; a helpdesk reissue revokes.
+	for _, a := range []string{audit.ActionIssueOnBehalf, audit.ActionRevoke, audit.ActionReissue, audit.ActionDownload} {
+		if err := s.AppendAudit(ctx, event("helen", a, audit.OutcomeSuccess, t0.Add(40*time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	days, err = s.AuditDaily(ctx, t0, t0.Add(48*time.Hour))
+	var sum store.DayCount
+	for _, d := range days {
+		sum.Issued, sum.Revoked = sum.Issued+d.Issued, sum.Revoked+d.Revoked
+	}
+	if err != nil || sum.Issued != 25 || sum.Revoked != 2 {
+		t.Fatalf("daily counts with on-behalf and reissue: %v %+v", err, days)
+	}
 }
 
 func bySerialEvent(t *testing.T, s store.Store, serial string) *audit.Event {
