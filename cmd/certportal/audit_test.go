@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certportal/certportal/internal/testenv"
 )
@@ -127,11 +128,11 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	if err != nil || !strings.Contains(out, "audit chain verified") {
 		t.Fatalf("untouched chain: %v %s", err, out)
 	}
-	db, err := sql.Open("sqlite", dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openSQLite(t, dbPath)
+	// Download events are committed just after the response (the deferred
+	// write window); tamper only once both have landed, so the portal does
+	// not append while a row is edited and restored.
+	waitForEvents(t, db, "certificate.download", 2)
 	// The portal's own connection cannot change history.
 	if _, err := db.Exec(`UPDATE audit_events SET actor = 'mallory' WHERE id = 2`); err == nil {
 		t.Fatal("an UPDATE of the audit trail was allowed")
@@ -168,6 +169,37 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 }
 
 type auditRow []any
+
+// openSQLite opens the portal's database file beside the running portal, as
+// an intruder or an operator would; it waits for the portal's writer like
+// any other SQLite client.
+func openSQLite(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func waitForEvents(t *testing.T, db *sql.DB, action string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM audit_events WHERE action = ?`, action).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s events after 5s, want %d", n, action, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 func dumpAudit(t *testing.T, db *sql.DB) []auditRow {
 	t.Helper()
@@ -212,11 +244,7 @@ func TestAuditFailClosed(t *testing.T) {
 	p := startPortal(t, v, map[string]string{"CERTPORTAL_DB": dbPath})
 	b := newBrowser(t, p.URL)
 	b.mustLogin("alice", v.Password(t, "alice"))
-	db, err := sql.Open("sqlite", dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openSQLite(t, dbPath)
 	if _, err := db.Exec(`CREATE TRIGGER audit_full BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END`); err != nil {
 		t.Fatal(err)
 	}
@@ -256,11 +284,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	around := sec.Data["serial_number"].(string)
-	db, err := sql.Open("sqlite", dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openSQLite(t, dbPath)
 	if _, err := db.Exec(`INSERT INTO certificates(serial, username, subject, key_type, encryption, issued_by, issued_at, not_after)
 		VALUES('0f:0f:0f', 'ghost', 'ghost@example.com', 'ec-256', 'modern', 'ghost', 0, 9999999999999)`); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"database/sql"
 	"net/http"
 	"net/url"
 	"slices"
@@ -273,11 +272,7 @@ func TestInventoryFailureRevokes(t *testing.T) {
 	b := newBrowser(t, p.URL)
 	b.mustLogin("alice", v.Password(t, "alice"))
 	// A real SQLite failure on insert, as a full or broken disk gives.
-	db, err := sql.Open("sqlite", dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openSQLite(t, dbPath)
 	if _, err := db.Exec(`CREATE TRIGGER fail_insert BEFORE INSERT ON certificates BEGIN SELECT RAISE(FAIL, 'disk I/O error'); END`); err != nil {
 		t.Fatal(err)
 	}
