@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/gob"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -59,8 +58,6 @@ func New(st store.Sessions, o Options) (*Manager, error) {
 	if o.Idle <= 0 || o.Absolute <= 0 {
 		return nil, errors.New("session: timeouts must be positive")
 	}
-	gob.Register([]string(nil))
-	gob.Register(time.Time{})
 	m := &Manager{
 		store:    st,
 		cookie:   securecookie.New(derive(o.Key, "cookie-hmac", 64), nil),
@@ -78,6 +75,8 @@ func New(st store.Sessions, o Options) (*Manager, error) {
 		// __Host- binds the cookie to this exact origin: no Domain, Path=/, Secure.
 		m.name = "__Host-certportal_session"
 	}
+	m.cookie.SetSerializer(codec{})
+	m.data.SetSerializer(codec{})
 	m.cookie.MaxAge(int(o.Absolute / time.Second))
 	m.data.MaxAge(int(o.Absolute/time.Second) + 60)
 	m.data.MaxLength(0)
