@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,10 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/certportal/certportal/internal/app"
+	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/setup"
+	"github.com/certportal/certportal/internal/store"
 )
 
 func runSetup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -35,6 +40,7 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	approleOut := fs.String("approle-out", "", "generate a secret id for the portal's AppRole and write role-id and secret-id files (0600) into this directory")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
 	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
+	dsn := fs.String("db", getenv("CERTPORTAL_DB"), "record this run in the portal's audit trail: SQLite file or postgres:// DSN (CERTPORTAL_DB); unset, only Vault's own audit device records it")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -67,7 +73,20 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		o.NewServiceSecret = true
 	}
+	// The trail is opened before Vault is touched: a database that cannot be
+	// written stops setup with nothing changed.
+	var trail store.Store
+	if *dsn != "" {
+		if trail, err = app.OpenStore(ctx, *dsn); err != nil {
+			return fmt.Errorf("setup: open audit trail: %w (nothing in Vault was changed)", err)
+		}
+		defer trail.Close()
+	}
 	res, err := setup.Run(ctx, c, o)
+	var recErr error
+	if trail != nil {
+		recErr = recordSetup(ctx, trail, c, o, res, err)
+	}
 	if res != nil {
 		for _, s := range res.Steps {
 			mark := "ok     "
@@ -99,7 +118,57 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 			fmt.Fprintf(stdout, "  %-8s %-18s %s\n", u.Username, u.Password, u.Note)
 		}
 	}
+	if recErr != nil {
+		// Vault's change cannot be taken back; say loudly that the trail
+		// lacks it. Setup is idempotent: a rerun records again.
+		return fmt.Errorf("setup: Vault is configured, but its audit record could not be written: %w; rerun setup once the database is writable", recErr)
+	}
 	return nil
+}
+
+// recordSetup appends a config.setup event: who ran setup (the Vault token's
+// display name), what it was asked to configure and what it changed. Never a
+// token, secret id or password.
+func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o setup.Options, res *setup.Result, runErr error) error {
+	actor := "unknown"
+	if sec, err := c.Auth().Token().LookupSelfWithContext(ctx); err == nil && sec != nil {
+		if n, _ := sec.Data["display_name"].(string); n != "" {
+			actor = n
+		}
+	}
+	var changed []string
+	if res != nil {
+		for _, s := range res.Steps {
+			if s.Changed {
+				changed = append(changed, s.What)
+			}
+		}
+	}
+	details := map[string]string{
+		"changed":                  strings.Join(changed, "; "),
+		"pki_mount":                o.PKIMount,
+		"role":                     o.Role,
+		"userpass_mount":           o.UserpassMount,
+		"email_domain":             o.EmailDomain,
+		"key":                      fmt.Sprintf("%s-%d", o.KeyType, o.KeyBits),
+		"max_ttl":                  o.MaxTTL.String(),
+		"helpdesk_issue_on_behalf": fmt.Sprint(o.HelpdeskOnBehalf),
+		"demo_users":               fmt.Sprint(o.DemoUsers),
+		"new_approle_secret":       fmt.Sprint(o.NewServiceSecret),
+	}
+	outcome := audit.OutcomeSuccess
+	if runErr != nil {
+		outcome = audit.OutcomeFailure
+		details["error"] = runErr.Error()
+	}
+	d, err := json.Marshal(details)
+	if err != nil {
+		return err
+	}
+	return trail.AppendAudit(context.WithoutCancel(ctx), &audit.Event{
+		Time: time.Now().UTC(), Actor: actor, Action: audit.ActionConfigSetup, Outcome: outcome,
+		UserAgent: "certportal setup " + version, Details: string(d),
+	})
 }
 
 // writeSecretFile writes a 0600 file atomically: a reader never sees half a secret.

@@ -24,6 +24,8 @@ for _ in $(seq 1 300); do [ -s "$work/vault.env" ] && break; sleep 0.1; done
 [ -s "$work/vault.env" ] || { echo "devvault did not start" >&2; exit 1; }
 
 set -a; . "$work/vault.env"; set +a
+# The trail is the portal's database: setup records itself there first.
+export CERTPORTAL_DB="$work/certportal.db"
 bin/certportal setup --demo-users --approle-out "$work"
 # The portal never acts with the root token: users' own tokens, and its
 # AppRole identity for revocation.
@@ -31,7 +33,6 @@ unset VAULT_TOKEN VAULT_UNSEAL_KEY
 export CERTPORTAL_APPROLE_ROLE_ID="$(cat "$work/role-id")"
 export CERTPORTAL_APPROLE_SECRET_ID_FILE="$work/secret-id"
 
-export CERTPORTAL_DB="$work/certportal.db"
 bin/certportal serve &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fsS "http://$CERTPORTAL_LISTEN/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

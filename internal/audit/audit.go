@@ -23,6 +23,7 @@ const (
 	ActionIssueOnBehalf = "certificate.issue_on_behalf"
 	ActionAccessDenied  = "access.denied"
 	ActionPortalStart   = "portal.start"
+	ActionConfigSetup   = "config.setup" // `certportal setup` changed (or checked) Vault's configuration
 	ActionAuditExport   = "audit.export"
 	ActionReconcile     = "audit.reconcile"
 )
