@@ -39,7 +39,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		}
 		log.Warn("no CERTPORTAL_SESSION_KEY set: using a random key; sessions end when the portal restarts and replicas cannot share them")
 	}
-	sessions, err := session.New(s, session.Options{Key: key, Secure: cfg.TLS(), Idle: cfg.SessionIdle, Absolute: cfg.SessionAbsolute})
+	sessions, err := session.New(s, session.Options{Key: key, Secure: cfg.HTTPS(), Idle: cfg.SessionIdle, Absolute: cfg.SessionAbsolute})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -61,6 +61,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	svc := portal.NewService(vc, ident, s, opts, log)
 	if err := svc.RecordStart(ctx, map[string]string{
 		"vault_addr": cfg.VaultAddr, "pki_mount": cfg.PKIMount, "role": cfg.Role, "tls": fmt.Sprint(cfg.TLS()),
+		"proxy_tls": fmt.Sprint(cfg.ProxyTLS), "trusted_proxies": fmt.Sprint(cfg.TrustedProxies),
 		"max_active": fmt.Sprint(cfg.MaxActive), "ttls": fmt.Sprint(cfg.TTLs),
 		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
 	}); err != nil {
@@ -69,7 +70,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		return nil, nil, fmt.Errorf("audit trail: %w", err)
 	}
 	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m,
-		Secure: cfg.TLS(), MaxBodyBytes: cfg.MaxBodyBytes})
+		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes})
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"sort"
@@ -21,12 +22,15 @@ import (
 // Config is everything `certportal serve` needs. Build it with Load; a
 // Config that passed Validate is safe to wire into the server.
 type Config struct {
-	Listen      string // CERTPORTAL_LISTEN
-	DB          string // CERTPORTAL_DB: SQLite path or postgres:// DSN
-	TLSCert     string // CERTPORTAL_TLS_CERT: serve HTTPS when set with TLSKey
-	TLSKey      string // CERTPORTAL_TLS_KEY
-	VaultAddr   string // VAULT_ADDR
-	VaultCACert string // VAULT_CACERT
+	Listen  string // CERTPORTAL_LISTEN
+	DB      string // CERTPORTAL_DB: SQLite path or postgres:// DSN
+	TLSCert string // CERTPORTAL_TLS_CERT: serve HTTPS when set with TLSKey
+	TLSKey  string // CERTPORTAL_TLS_KEY
+	// Behind a reverse proxy or load balancer.
+	ProxyTLS       bool           // CERTPORTAL_PROXY_TLS: the proxy serves HTTPS; cookies are Secure, HSTS is sent
+	TrustedProxies []netip.Prefix // CERTPORTAL_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client
+	VaultAddr      string         // VAULT_ADDR
+	VaultCACert    string         // VAULT_CACERT
 
 	UserpassMount string // CERTPORTAL_USERPASS_MOUNT
 	PKIMount      string // CERTPORTAL_PKI_MOUNT
@@ -97,6 +101,10 @@ func Default() Config {
 // TLS reports whether the portal serves HTTPS itself.
 func (c Config) TLS() bool { return c.TLSCert != "" }
 
+// HTTPS reports whether browsers reach the portal over HTTPS, served by the
+// portal itself or by a proxy in front of it.
+func (c Config) HTTPS() bool { return c.TLS() || c.ProxyTLS }
+
 // Load reads flags from args, falling back to the environment, then to
 // Default. It returns a validated Config.
 func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
@@ -131,6 +139,12 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.StringVar(&c.AppRoleMount, "approle-mount", env("CERTPORTAL_APPROLE_MOUNT", c.AppRoleMount), "AppRole mount of the portal's own identity (CERTPORTAL_APPROLE_MOUNT)")
 	fs.StringVar(&c.AppRoleRoleID, "approle-role-id", env("CERTPORTAL_APPROLE_ROLE_ID", ""), "the portal's AppRole role id (CERTPORTAL_APPROLE_ROLE_ID)")
 	fs.StringVar(&c.AppRoleSecretIDFile, "approle-secret-id-file", env("CERTPORTAL_APPROLE_SECRET_ID_FILE", ""), "file with the AppRole secret id, re-read at each login (CERTPORTAL_APPROLE_SECRET_ID_FILE); or set CERTPORTAL_APPROLE_SECRET_ID")
+	proxyTLS, err := envBool(getenv, "CERTPORTAL_PROXY_TLS")
+	if err != nil {
+		return Config{}, err
+	}
+	fs.BoolVar(&c.ProxyTLS, "proxy-tls", proxyTLS, "a reverse proxy in front serves the portal over HTTPS: Secure cookies and HSTS without -tls-cert (CERTPORTAL_PROXY_TLS)")
+	proxies := fs.String("trusted-proxies", env("CERTPORTAL_TRUSTED_PROXIES", ""), "comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client in the audit trail (CERTPORTAL_TRUSTED_PROXIES); empty: the TCP peer is the client")
 	onBehalf, err := envBool(getenv, "CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF")
 	if err != nil {
 		return Config{}, err
@@ -145,6 +159,9 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.TrustedProxies, err = ParsePrefixes(*proxies); err != nil {
+		return Config{}, fmt.Errorf("trusted-proxies: %w", err)
 	}
 	if v := getenv("CERTPORTAL_MAX_BODY_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -315,6 +332,33 @@ func (c Config) Validate() error {
 		return fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	return nil
+}
+
+// ParsePrefixes reads a comma-separated list of IP addresses and CIDR
+// prefixes; an address stands for itself alone.
+func ParsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if strings.Contains(f, "/") {
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return nil, fmt.Errorf("%q: want an IP address or a CIDR like 10.0.0.0/8", f)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q: want an IP address or a CIDR like 10.0.0.0/8", f)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 func validName(s string) bool {

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -66,12 +68,7 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 		_, _ = rand.Read(b)
 		id := hex.EncodeToString(b)
 		w.Header().Set("X-Request-Id", id)
-		// The peer address, not X-Forwarded-For: a header any client can set
-		// must not decide what the audit trail says.
-		ip := r.RemoteAddr
-		if host, _, err := net.SplitHostPort(ip); err == nil {
-			ip = host
-		}
+		ip := clientIP(r, s.TrustedProxies)
 		ctx := context.WithValue(r.Context(), keyRequestID, id)
 		ctx = portal.WithRequestInfo(ctx, portal.RequestInfo{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: id})
 		next.ServeHTTP(w, r.WithContext(ctx))
@@ -261,4 +258,48 @@ func (s *Server) requireRole(role portal.Role) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// clientIP is the address the audit trail records for r: the TCP peer —
+// unless the peer is a trusted proxy. Then X-Forwarded-For is read from the
+// right, the end the proxies append to, and the first address that is not a
+// trusted proxy is the client. Whatever a client writes on the left is never
+// believed: a header any client can set must not decide what the trail says.
+func clientIP(r *http.Request, trusted []netip.Prefix) string {
+	peer := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(peer); err == nil {
+		peer = host
+	}
+	addr, err := netip.ParseAddr(peer)
+	if err != nil || !isTrusted(addr, trusted) {
+		return peer
+	}
+	addr = addr.Unmap()
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		parts := strings.Split(hops[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				// Not an address: the last trusted hop is all that is known.
+				return addr.String()
+			}
+			hop = hop.Unmap()
+			if !isTrusted(hop, trusted) {
+				return hop.String()
+			}
+			addr = hop
+		}
+	}
+	return addr.String()
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	a = a.Unmap()
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
@@ -28,13 +29,16 @@ type Pinger interface {
 
 // Deps are everything the HTTP layer needs, passed in explicitly.
 type Deps struct {
-	Service      *portal.Service
-	Sessions     *session.Manager
-	Store        Pinger
-	Logger       *slog.Logger
-	Metrics      *metrics.Metrics // served at /metrics; nil: no /metrics
-	Secure       bool             // served over TLS: HSTS, Secure cookies
-	MaxBodyBytes int64            // request bodies above this get 413
+	Service  *portal.Service
+	Sessions *session.Manager
+	Store    Pinger
+	Logger   *slog.Logger
+	Metrics  *metrics.Metrics // served at /metrics; nil: no /metrics
+	Secure   bool             // browsers reach the portal over HTTPS: HSTS, Secure cookies
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (see clientIP); none: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
+	MaxBodyBytes   int64 // request bodies above this get 413
 	// WhoamiURL is where a user checks their installed certificate.
 	WhoamiURL string
 }
