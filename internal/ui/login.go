@@ -29,7 +29,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var pe *portal.Error
 		if errors.As(err, &pe) && pe.Code == portal.EUnauthorized {
-			s.Logger.InfoContext(r.Context(), "login failed", "user", username, "remote", r.RemoteAddr)
+			s.Logger.InfoContext(r.Context(), "login failed", "user", username, "client_ip", clientIP(r, s.TrustedProxies), "peer", r.RemoteAddr)
 			p := s.newPage(r, "login.title")
 			p.Error = pe.Message
 			p.Username = username
@@ -62,7 +62,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "save session: %w", err))
 		return
 	}
-	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "remote", r.RemoteAddr)
+	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "client_ip", clientIP(r, s.TrustedProxies), "peer", r.RemoteAddr)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
