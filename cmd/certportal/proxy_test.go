@@ -37,13 +37,7 @@ func TestBehindProxy(t *testing.T) {
 `, addr, portal)))
 
 	// The browser is at 127.0.0.2; nginx reaches the portal from 127.0.0.1.
-	from := func(ip string) *http.Client {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-		return &http.Client{
-			Transport:     &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
-	}
+	from := clientFrom
 	login := func(c *http.Client, base, user, password string) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, base+"/login", strings.NewReader(url.Values{"username": {user}, "password": {password}}.Encode()))
@@ -98,5 +92,15 @@ func TestBehindProxy(t *testing.T) {
 	}
 	if ip := ipOf("alice", "alice", "success"); ip != "127.0.0.2" {
 		t.Errorf("login through the proxy: client_ip %s", ip)
+	}
+}
+
+// clientFrom is an HTTP client whose connections come from ip, another
+// loopback address than the 127.0.0.1 every other client and proxy uses.
+func clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	return &http.Client{
+		Transport:     &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

@@ -62,7 +62,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	if err := svc.RecordStart(ctx, map[string]string{
 		"vault_addr": cfg.VaultAddr, "pki_mount": cfg.PKIMount, "role": cfg.Role, "tls": fmt.Sprint(cfg.TLS()),
 		"proxy_tls": fmt.Sprint(cfg.ProxyTLS), "trusted_proxies": fmt.Sprint(cfg.TrustedProxies),
-		"max_active": fmt.Sprint(cfg.MaxActive), "ttls": fmt.Sprint(cfg.TTLs),
+		"max_active":         fmt.Sprint(cfg.MaxActive),
+		"login_max_failures": fmt.Sprint(cfg.LoginMaxFailures), "login_failure_window": cfg.LoginFailureWindow.String(), "ttls": fmt.Sprint(cfg.TTLs),
 		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
 	}); err != nil {
 		// Fail closed from the start: a portal that cannot audit does not serve.
@@ -104,7 +105,7 @@ func PortalOptions(cfg config.Config) portal.Options {
 		UserpassMount: cfg.UserpassMount, PKIMount: cfg.PKIMount, Role: cfg.Role, EmailDomain: cfg.EmailDomain,
 		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
 		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL, MaxActive: cfg.MaxActive, ExpiringSoon: cfg.ExpiringSoon,
-		OnBehalfRole: onBehalfRole(cfg),
+		OnBehalfRole: onBehalfRole(cfg), LoginMaxFailures: cfg.LoginMaxFailures, LoginFailureWindow: cfg.LoginFailureWindow,
 	}
 }
 

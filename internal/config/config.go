@@ -63,8 +63,11 @@ type Config struct {
 	HelpdeskIssueOnBehalf bool   // CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF
 	OnBehalfRole          string // CERTPORTAL_ONBEHALF_ROLE
 
-	MaxActive    int           // CERTPORTAL_MAX_ACTIVE: active certificates per user
-	ExpiringSoon time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
+	MaxActive int // CERTPORTAL_MAX_ACTIVE: active certificates per user
+
+	LoginMaxFailures   int           // CERTPORTAL_LOGIN_MAX_FAILURES: failed logins per address and window; 0: off
+	LoginFailureWindow time.Duration // CERTPORTAL_LOGIN_FAILURE_WINDOW
+	ExpiringSoon       time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
 
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
@@ -74,27 +77,29 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Listen:          "127.0.0.1:8080",
-		DB:              "certportal.db",
-		VaultAddr:       "http://127.0.0.1:8200",
-		UserpassMount:   "userpass",
-		PKIMount:        "pki",
-		Role:            "user-auth",
-		OnBehalfRole:    "user-auth-onbehalf",
-		EmailDomain:     "example.com",
-		UserPolicy:      "certportal-user",
-		HelpdeskPolicy:  "certportal-helpdesk",
-		AuditorPolicy:   "certportal-auditor",
-		SessionIdle:     30 * time.Minute,
-		SessionAbsolute: 8 * time.Hour,
-		TTLs:            []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
-		DefaultTTL:      90 * 24 * time.Hour,
-		AppRoleMount:    "approle",
-		MaxActive:       3,
-		ExpiringSoon:    14 * 24 * time.Hour,
-		MaxBodyBytes:    64 << 10,
-		LogLevel:        "info",
-		VaultTimeout:    30 * time.Second,
+		Listen:             "127.0.0.1:8080",
+		DB:                 "certportal.db",
+		VaultAddr:          "http://127.0.0.1:8200",
+		UserpassMount:      "userpass",
+		PKIMount:           "pki",
+		Role:               "user-auth",
+		OnBehalfRole:       "user-auth-onbehalf",
+		EmailDomain:        "example.com",
+		UserPolicy:         "certportal-user",
+		HelpdeskPolicy:     "certportal-helpdesk",
+		AuditorPolicy:      "certportal-auditor",
+		SessionIdle:        30 * time.Minute,
+		SessionAbsolute:    8 * time.Hour,
+		TTLs:               []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
+		DefaultTTL:         90 * 24 * time.Hour,
+		AppRoleMount:       "approle",
+		MaxActive:          3,
+		LoginMaxFailures:   20,
+		LoginFailureWindow: 10 * time.Minute,
+		ExpiringSoon:       14 * 24 * time.Hour,
+		MaxBodyBytes:       64 << 10,
+		LogLevel:           "info",
+		VaultTimeout:       30 * time.Second,
 	}
 }
 
@@ -151,6 +156,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	fs.BoolVar(&c.HelpdeskIssueOnBehalf, "helpdesk-issue-on-behalf", onBehalf, "let helpdesk staff issue certificates for other users (CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF); needs setup --helpdesk-issue-on-behalf")
 	fs.StringVar(&c.OnBehalfRole, "onbehalf-role", env("CERTPORTAL_ONBEHALF_ROLE", c.OnBehalfRole), "PKI role helpdesk staff issue on behalf from (CERTPORTAL_ONBEHALF_ROLE)")
+	fs.IntVar(&c.LoginMaxFailures, "login-max-failures", envInt(getenv, "CERTPORTAL_LOGIN_MAX_FAILURES", c.LoginMaxFailures), "failed logins one address (IPv6: one /64) may make per window before it must wait; 0 turns this off (CERTPORTAL_LOGIN_MAX_FAILURES)")
+	fs.DurationVar(&c.LoginFailureWindow, "login-failure-window", envDuration(getenv, "CERTPORTAL_LOGIN_FAILURE_WINDOW", c.LoginFailureWindow), "window for -login-max-failures (CERTPORTAL_LOGIN_FAILURE_WINDOW)")
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
@@ -319,6 +326,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxActive < 1 || c.MaxActive > 100 {
 		return errors.New("max-active: want 1 to 100 (CERTPORTAL_MAX_ACTIVE)")
+	}
+	if c.LoginMaxFailures < 0 || c.LoginFailureWindow <= 0 {
+		return errors.New("login-max-failures and login-failure-window: want a count of 0 or more (0: off) and a positive duration")
 	}
 	if c.ExpiringSoon < 0 {
 		return errors.New("expiring-soon: want a positive duration (CERTPORTAL_EXPIRING_SOON)")

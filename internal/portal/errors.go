@@ -5,6 +5,7 @@ package portal
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code classifies an Error; the web layer maps each code to one HTTP status.
@@ -16,6 +17,7 @@ const (
 	EForbidden    Code = "forbidden"    // logged in, not allowed
 	ENotFound     Code = "not_found"
 	EUnavailable  Code = "unavailable" // Vault or the store is down; nothing was done
+	ETooMany      Code = "too_many"    // too many failed attempts; try again after RetryAfter
 	EInternal     Code = "internal"
 )
 
@@ -26,6 +28,8 @@ type Error struct {
 	Message string // catalog key, e.g. "error.login_failed"
 	Field   string // form field at fault, for EInvalid
 	Err     error
+	// RetryAfter is when to try again, for ETooMany.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

@@ -66,10 +66,14 @@ type Options struct {
 	AuditorPolicy  string
 	TTLs           []time.Duration
 	DefaultTTL     time.Duration
-	MaxActive      int              // active certificates per user; 0 means 3
-	ExpiringSoon   time.Duration    // 0 means 14 days
-	KeyType        string           // shown in the inventory, e.g. "ec-256"
-	Metrics        *metrics.Metrics // nil records nothing
+	MaxActive      int           // active certificates per user; 0 means 3
+	ExpiringSoon   time.Duration // 0 means 14 days
+	// LoginMaxFailures failed logins from one address (IPv6: one /64) within
+	// LoginFailureWindow make it wait for the window's end; 0 means off.
+	LoginMaxFailures   int
+	LoginFailureWindow time.Duration
+	KeyType            string           // shown in the inventory, e.g. "ec-256"
+	Metrics            *metrics.Metrics // nil records nothing
 	// OnBehalfRole is the Vault role helpdesk staff issue other users'
 	// certificates from, with their own token. Empty switches issuing on
 	// behalf off: helpdesk then never sees anyone's private key.
@@ -90,6 +94,9 @@ type Service struct {
 	opts    Options
 	log     *slog.Logger
 	now     func() time.Time
+	// throttle refuses logins from an address with too many recent
+	// failures; nil when off.
+	throttle *loginThrottle
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
@@ -104,7 +111,8 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	if o.KeyType == "" {
 		o.KeyType = "ec-256"
 	}
-	return &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now}
+	return &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now,
+		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow)}
 }
 
 // Options returns the service's options (for rendering forms).
@@ -126,8 +134,18 @@ func (s *Service) Login(ctx context.Context, username, password string) (*Identi
 	if !usernamePattern.MatchString(username) {
 		claimed = "(invalid username)"
 	}
+	ip := requestInfo(ctx).ClientIP
+	if ok, retry := s.throttle.allow(ip, s.now()); !ok {
+		// Refused before Vault is asked: the password is not tried at all.
+		if err := s.record(ctx, s.newEvent(ctx, "", claimed, audit.ActionLogin, audit.OutcomeDenied, "",
+			map[string]string{"reason": "too many failed logins from this address"})); err != nil {
+			return nil, err
+		}
+		return nil, &Error{Code: ETooMany, Message: "error.login_throttled", RetryAfter: retry}
+	}
 	recordFailure := func(why string, cause error) error {
 		failed.Err = cause
+		s.throttle.fail(ip, s.now())
 		if err := s.record(ctx, s.newEvent(ctx, "", claimed, audit.ActionLogin, audit.OutcomeFailure, "", map[string]string{"reason": why})); err != nil {
 			return err
 		}

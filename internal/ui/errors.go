@@ -3,6 +3,8 @@ package ui
 import (
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/certportal/certportal/internal/portal"
 )
@@ -20,6 +22,8 @@ func statusFor(code portal.Code) int {
 		return http.StatusNotFound
 	case portal.EUnavailable:
 		return http.StatusServiceUnavailable
+	case portal.ETooMany:
+		return http.StatusTooManyRequests
 	default:
 		return http.StatusInternalServerError
 	}
@@ -36,6 +40,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		s.Logger.InfoContext(r.Context(), "request refused", "code", string(code), "err", err)
 	}
+	setRetryAfter(w, pe)
 	p := s.newPage(r, "error.title")
 	p.Error = portal.ErrorMessage(err)
 	if code == portal.EInternal {
@@ -49,4 +54,12 @@ func (s *Server) failStatus(w http.ResponseWriter, r *http.Request, status int, 
 	p := s.newPage(r, "error.title")
 	p.Error = key
 	s.render(w, r, status, "error", p)
+}
+
+// setRetryAfter tells the client when to try again, in whole seconds
+// rounded up, for errors that carry a wait.
+func setRetryAfter(w http.ResponseWriter, pe *portal.Error) {
+	if pe != nil && pe.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((pe.RetryAfter+time.Second-1)/time.Second)))
+	}
 }

@@ -28,12 +28,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	id, err := s.Service.Login(r.Context(), username, r.PostFormValue("password"))
 	if err != nil {
 		var pe *portal.Error
-		if errors.As(err, &pe) && pe.Code == portal.EUnauthorized {
-			s.Logger.InfoContext(r.Context(), "login failed", "user", username, "client_ip", clientIP(r, s.TrustedProxies), "peer", r.RemoteAddr)
+		if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany) {
+			s.Logger.InfoContext(r.Context(), "login failed", "user", username, "code", string(pe.Code),
+				"client_ip", clientIP(r, s.TrustedProxies), "peer", r.RemoteAddr)
+			setRetryAfter(w, pe)
 			p := s.newPage(r, "login.title")
 			p.Error = pe.Message
 			p.Username = username
-			s.render(w, r, http.StatusUnauthorized, "login", p)
+			s.render(w, r, statusFor(pe.Code), "login", p)
 			return
 		}
 		s.fail(w, r, err)

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+// TestLoginThrottle: after too many failed logins from one address, that
+// address waits — even with the right password, which Vault is not asked to
+// check — while other addresses log in as usual. The refusal is recorded.
+func TestLoginThrottle(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	dbPath := t.TempDir() + "/certportal.db"
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_DB": dbPath, "CERTPORTAL_LOGIN_MAX_FAILURES": "3", "CERTPORTAL_LOGIN_FAILURE_WINDOW": "10m"})
+	login := func(c *http.Client, user, password string) *http.Response {
+		t.Helper()
+		resp, err := c.PostForm(p.URL+"/login", url.Values{"username": {user}, "password": {password}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	attacker := clientFrom("127.0.0.3")
+	// One password tried on several accounts: each account alone stays far
+	// below Vault's own lockout.
+	for _, user := range []string{"alice", "bob", "helen"} {
+		if r := login(attacker, user, "Summer2026!"); r.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("failed login %s: %d", user, r.StatusCode)
+		}
+	}
+	tokens := len(accessors(t, v))
+	r := login(attacker, "alice", v.Password(t, "alice"))
+	if r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth attempt: %d, want 429", r.StatusCode)
+	}
+	if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || s < 1 || s > 600 {
+		t.Errorf("Retry-After %q", r.Header.Get("Retry-After"))
+	}
+	if len(accessors(t, v)) != tokens {
+		t.Error("a throttled login reached Vault and got a token")
+	}
+	if r := login(clientFrom("127.0.0.4"), "alice", v.Password(t, "alice")); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login from another address: %d", r.StatusCode)
+	}
+	db := openSQLite(t, dbPath)
+	var ip, details string
+	if err := db.QueryRow(`SELECT client_ip, details FROM audit_events WHERE action = 'login' AND outcome = 'denied' AND subject = 'alice'`).Scan(&ip, &details); err != nil {
+		t.Fatalf("throttled login not recorded: %v", err)
+	}
+	if ip != "127.0.0.3" || !strings.Contains(details, "too many failed logins") {
+		t.Errorf("recorded as %s %s", ip, details)
+	}
+}
