@@ -57,6 +57,11 @@ func TestBehindProxy(t *testing.T) {
 	if login(from("127.0.0.2"), p.URL, "bob", "wrong-password").StatusCode != http.StatusUnauthorized {
 		t.Fatal("failed login straight to the portal")
 	}
+	// That header came from a peer the portal does not trust: the operator
+	// hears of it (a proxy missing from the list looks the same).
+	if logs := p.Logs.String(); !strings.Contains(logs, "not a trusted proxy") || !strings.Contains(logs, "peer=127.0.0.2") {
+		t.Error("no warning about X-Forwarded-For from an untrusted peer")
+	}
 	ok := login(from("127.0.0.2"), "http://"+addr, "alice", v.Password(t, "alice"))
 	if ok.StatusCode != http.StatusSeeOther {
 		t.Fatalf("login through nginx: %d", ok.StatusCode)

@@ -69,6 +69,9 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 		id := hex.EncodeToString(b)
 		w.Header().Set("X-Request-Id", id)
 		ip := clientIP(r, s.TrustedProxies)
+		if r.Header.Get("X-Forwarded-For") != "" && !peerTrusted(r, s.TrustedProxies) {
+			s.warnUntrustedProxy(r)
+		}
 		ctx := context.WithValue(r.Context(), keyRequestID, id)
 		ctx = portal.WithRequestInfo(ctx, portal.RequestInfo{ClientIP: ip, UserAgent: r.UserAgent(), RequestID: id})
 		next.ServeHTTP(w, r.WithContext(ctx))
@@ -266,10 +269,7 @@ func (s *Server) requireRole(role portal.Role) func(http.Handler) http.Handler {
 // trusted proxy is the client. Whatever a client writes on the left is never
 // believed: a header any client can set must not decide what the trail says.
 func clientIP(r *http.Request, trusted []netip.Prefix) string {
-	peer := r.RemoteAddr
-	if host, _, err := net.SplitHostPort(peer); err == nil {
-		peer = host
-	}
+	peer := peerHost(r)
 	addr, err := netip.ParseAddr(peer)
 	if err != nil || !isTrusted(addr, trusted) {
 		return peer
@@ -302,4 +302,31 @@ func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+func peerHost(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+func peerTrusted(r *http.Request, trusted []netip.Prefix) bool {
+	a, err := netip.ParseAddr(peerHost(r))
+	return err == nil && isTrusted(a, trusted)
+}
+
+// warnUntrustedProxy says, at most once a minute, that requests carry
+// X-Forwarded-For from a peer the portal does not trust: either a proxy
+// missing from CERTPORTAL_TRUSTED_PROXIES — then the audit trail and the
+// failed-login limit see the proxy instead of each browser — or a client
+// trying to choose the address it is recorded with.
+func (s *Server) warnUntrustedProxy(r *http.Request) {
+	now := time.Now().Unix()
+	last := s.lastProxyWarning.Load()
+	if now-last < 60 || !s.lastProxyWarning.CompareAndSwap(last, now) {
+		return
+	}
+	s.Logger.WarnContext(r.Context(), "X-Forwarded-For from a peer that is not a trusted proxy: ignored; if it is your proxy, add it to CERTPORTAL_TRUSTED_PROXIES, or the audit trail records, and the failed-login limit counts, the proxy for every browser",
+		"peer", peerHost(r))
 }

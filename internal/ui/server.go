@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
@@ -47,6 +48,9 @@ type Deps struct {
 type Server struct {
 	Deps
 	pages map[string]*template.Template
+	// lastProxyWarning (unix seconds) rate-limits the warning about
+	// X-Forwarded-For from a peer that is not a trusted proxy.
+	lastProxyWarning atomic.Int64
 }
 
 var pageNames = []string{"login", "dashboard", "renew", "revoke", "helpdesk", "audit", "audit_inventory", "audit_reconcile", "error"}
