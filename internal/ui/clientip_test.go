@@ -25,6 +25,8 @@ func TestClientIP(t *testing.T) {
 		{"several header lines read as one list", "10.0.0.2:4000", []string{"6.6.6.6", "198.51.100.1, 10.3.3.3"}, "198.51.100.1"},
 		{"every hop a proxy: leftmost", "10.0.0.2:4000", []string{"10.5.5.5, 10.3.3.3"}, "10.5.5.5"},
 		{"garbage hop: last trusted hop", "10.0.0.2:4000", []string{"198.51.100.1, not-an-ip"}, "10.0.0.2"},
+		{"hop with a port", "10.0.0.2:4000", []string{"198.51.100.1:4711"}, "198.51.100.1"},
+		{"IPv6 hop with a port", "10.0.0.2:4000", []string{"[2a00::9]:443"}, "2a00::9"},
 		{"trusted proxy without header", "10.0.0.2:4000", nil, "10.0.0.2"},
 		{"IPv6 proxy", "[2001:db8::1]:4000", []string{"2001:db8:ffff::1, 2a00::9"}, "2a00::9"},
 		{"IPv4-mapped peer", "[::ffff:10.0.0.2]:4000", []string{"198.51.100.1"}, "198.51.100.1"},

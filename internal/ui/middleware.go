@@ -279,7 +279,7 @@ func clientIP(r *http.Request, trusted []netip.Prefix) string {
 	for i := len(hops) - 1; i >= 0; i-- {
 		parts := strings.Split(hops[i], ",")
 		for j := len(parts) - 1; j >= 0; j-- {
-			hop, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			hop, err := parseHop(strings.TrimSpace(parts[j]))
 			if err != nil {
 				// Not an address: the last trusted hop is all that is known.
 				return addr.String()
@@ -292,6 +292,16 @@ func clientIP(r *http.Request, trusted []netip.Prefix) string {
 		}
 	}
 	return addr.String()
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or an address with
+// a port as some load balancers write it ("192.0.2.1:4711", "[2001:db8::1]:443").
+func parseHop(s string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a, nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	return ap.Addr(), err
 }
 
 func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
