@@ -45,6 +45,11 @@ func TestLoginThrottle(t *testing.T) {
 	if len(accessors(t, v)) != tokens {
 		t.Error("a throttled login reached Vault and got a token")
 	}
+	// Further refusals in the window are not recorded again: one address
+	// must not be able to fill the trail.
+	if r := login(attacker, "bob", "Summer2026!"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fifth attempt: %d", r.StatusCode)
+	}
 	if r := login(clientFrom("127.0.0.4"), "alice", v.Password(t, "alice")); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("login from another address: %d", r.StatusCode)
 	}
@@ -55,5 +60,9 @@ func TestLoginThrottle(t *testing.T) {
 	}
 	if ip != "127.0.0.3" || !strings.Contains(details, "too many failed logins") {
 		t.Errorf("recorded as %s %s", ip, details)
+	}
+	var denied int
+	if err := db.QueryRow(`SELECT count(*) FROM audit_events WHERE action = 'login' AND outcome = 'denied'`).Scan(&denied); err != nil || denied != 1 {
+		t.Errorf("%d denied logins recorded, want 1 (%v)", denied, err)
 	}
 }

@@ -358,6 +358,13 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%q: want an IP address or a CIDR like 10.0.0.0/8", f)
 			}
+			if p.Addr().Is4In6() && p.Bits() >= 96 {
+				// Peers are compared unmapped: ::ffff:10.0.0.0/104 is 10.0.0.0/8.
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			if p.Bits() == 0 {
+				return nil, fmt.Errorf("%q trusts every address: any client could choose the address it is recorded with; list your proxies", f)
+			}
 			out = append(out, p.Masked())
 			continue
 		}

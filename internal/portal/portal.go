@@ -135,17 +135,21 @@ func (s *Service) Login(ctx context.Context, username, password string) (*Identi
 		claimed = "(invalid username)"
 	}
 	ip := requestInfo(ctx).ClientIP
-	if ok, retry := s.throttle.allow(ip, s.now()); !ok {
+	if v := s.throttle.attempt(ip, s.now()); !v.allowed {
 		// Refused before Vault is asked: the password is not tried at all.
-		if err := s.record(ctx, s.newEvent(ctx, "", claimed, audit.ActionLogin, audit.OutcomeDenied, "",
-			map[string]string{"reason": "too many failed logins from this address"})); err != nil {
-			return nil, err
+		// The first refusal in a window is recorded; recording every one
+		// would let one address fill the trail (the rest show as 429s in
+		// /metrics and the log).
+		if v.firstRefusal {
+			if err := s.record(ctx, s.newEvent(ctx, "", claimed, audit.ActionLogin, audit.OutcomeDenied, "",
+				map[string]string{"reason": "too many failed logins from this address; further attempts in this window are refused unrecorded"})); err != nil {
+				return nil, err
+			}
 		}
-		return nil, &Error{Code: ETooMany, Message: "error.login_throttled", RetryAfter: retry}
+		return nil, &Error{Code: ETooMany, Message: "error.login_throttled", RetryAfter: v.retryAfter}
 	}
 	recordFailure := func(why string, cause error) error {
 		failed.Err = cause
-		s.throttle.fail(ip, s.now())
 		if err := s.record(ctx, s.newEvent(ctx, "", claimed, audit.ActionLogin, audit.OutcomeFailure, "", map[string]string{"reason": why})); err != nil {
 			return err
 		}
@@ -159,8 +163,10 @@ func (s *Service) Login(ctx context.Context, username, password string) (*Identi
 	case errors.Is(err, vault.ErrInvalidCredentials):
 		return nil, recordFailure("invalid credentials", err)
 	case err != nil:
+		s.throttle.refund(ip, s.now()) // not a wrong password
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
 	}
+	s.throttle.refund(ip, s.now()) // the right password
 	roles := s.roles(l.Policies)
 	if len(roles) == 0 {
 		// Valid Vault credentials without any certportal policy: deny by

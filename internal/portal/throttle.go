@@ -6,27 +6,34 @@ import (
 	"time"
 )
 
-// loginThrottle counts failed logins per client address in fixed windows and
-// refuses further attempts from an address over the limit until its window
-// ends, without asking Vault. Vault's own lockout protects each account;
-// this protects the accounts together from one address trying one password
-// on many of them.
+// loginThrottle limits login attempts per client address in fixed windows
+// and refuses further attempts from an address over the limit until its
+// window ends, without asking Vault. Vault's own lockout protects each
+// account; this protects the accounts together from one address trying one
+// password on many of them.
+//
+// An attempt counts from the moment it is let through, before Vault answers,
+// so a burst of concurrent requests cannot slip past the limit while the
+// first ones wait on Vault; an attempt that turns out not to be a wrong
+// password (a success, Vault unavailable) is taken back.
 //
 // IPv6 clients are counted per /64, the block one host is usually given.
-// The table is bounded: when full, expired windows are dropped; if it is
-// still full, a new address is not tracked (Vault's lockout still applies)
-// rather than the memory growing without end.
+// The table is bounded: when full, expired windows are swept (at most ten
+// times a window); if it is still full, a new address is not tracked —
+// Vault's lockout still applies — rather than the memory growing without end.
 type loginThrottle struct {
 	limit  int
 	window time.Duration
 
-	mu      sync.Mutex
-	entries map[netip.Prefix]*throttleWindow
+	mu        sync.Mutex
+	entries   map[netip.Prefix]*throttleWindow
+	lastSweep time.Time
 }
 
 type throttleWindow struct {
 	start    time.Time
-	failures int
+	attempts int
+	refused  bool // a refusal was already recorded in this window
 }
 
 const throttleMaxEntries = 100_000
@@ -52,53 +59,68 @@ func throttleKey(ip string) (netip.Prefix, bool) {
 	return p, err == nil
 }
 
-// allow reports whether ip may try to log in now and, when not, how long
-// until it may.
-func (t *loginThrottle) allow(ip string, now time.Time) (bool, time.Duration) {
-	if t == nil {
-		return true, 0
-	}
-	k, ok := throttleKey(ip)
-	if !ok {
-		return true, 0
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	w := t.entries[k]
-	if w == nil || now.Sub(w.start) >= t.window {
-		return true, 0
-	}
-	if w.failures >= t.limit {
-		return false, w.start.Add(t.window).Sub(now)
-	}
-	return true, 0
+// throttleVerdict is what attempt decided.
+type throttleVerdict struct {
+	allowed      bool
+	retryAfter   time.Duration // when refused
+	firstRefusal bool          // the first refusal in this window: record it
 }
 
-// fail counts a failed login from ip.
-func (t *loginThrottle) fail(ip string, now time.Time) {
+// attempt decides, in one step, whether ip may try a password now, and if
+// so counts the attempt.
+func (t *loginThrottle) attempt(ip string, now time.Time) throttleVerdict {
 	if t == nil {
-		return
+		return throttleVerdict{allowed: true}
 	}
 	k, ok := throttleKey(ip)
 	if !ok {
-		return
+		return throttleVerdict{allowed: true}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	w := t.entries[k]
 	if w == nil || now.Sub(w.start) >= t.window {
-		if w == nil && len(t.entries) >= throttleMaxEntries {
-			for key, e := range t.entries {
-				if now.Sub(e.start) >= t.window {
-					delete(t.entries, key)
-				}
-			}
-			if len(t.entries) >= throttleMaxEntries {
-				return
-			}
+		if w == nil && len(t.entries) >= throttleMaxEntries && !t.makeRoom(now) {
+			return throttleVerdict{allowed: true} // untracked; Vault's lockout still applies
 		}
 		w = &throttleWindow{start: now}
 		t.entries[k] = w
 	}
-	w.failures++
+	if w.attempts >= t.limit {
+		first := !w.refused
+		w.refused = true
+		return throttleVerdict{retryAfter: w.start.Add(t.window).Sub(now), firstRefusal: first}
+	}
+	w.attempts++
+	return throttleVerdict{allowed: true}
+}
+
+// makeRoom sweeps expired windows, at most ten times a window, and reports
+// whether there is room for a new address.
+func (t *loginThrottle) makeRoom(now time.Time) bool {
+	if now.Sub(t.lastSweep) >= t.window/10 {
+		t.lastSweep = now
+		for key, e := range t.entries {
+			if now.Sub(e.start) >= t.window {
+				delete(t.entries, key)
+			}
+		}
+	}
+	return len(t.entries) < throttleMaxEntries
+}
+
+// refund takes back an attempt that was not a wrong password.
+func (t *loginThrottle) refund(ip string, now time.Time) {
+	if t == nil {
+		return
+	}
+	k, ok := throttleKey(ip)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if w := t.entries[k]; w != nil && now.Sub(w.start) < t.window && w.attempts > 0 {
+		w.attempts--
+	}
 }

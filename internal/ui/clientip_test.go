@@ -27,6 +27,8 @@ func TestClientIP(t *testing.T) {
 		{"garbage hop: last trusted hop", "10.0.0.2:4000", []string{"198.51.100.1, not-an-ip"}, "10.0.0.2"},
 		{"hop with a port", "10.0.0.2:4000", []string{"198.51.100.1:4711"}, "198.51.100.1"},
 		{"IPv6 hop with a port", "10.0.0.2:4000", []string{"[2a00::9]:443"}, "2a00::9"},
+		{"empty entries skipped", "10.0.0.2:4000", []string{"198.51.100.1, , 10.3.3.3,"}, "198.51.100.1"},
+		{"untrusted IPv4-mapped peer unmapped", "[::ffff:203.0.113.5]:4000", nil, "203.0.113.5"},
 		{"trusted proxy without header", "10.0.0.2:4000", nil, "10.0.0.2"},
 		{"IPv6 proxy", "[2001:db8::1]:4000", []string{"2001:db8:ffff::1, 2a00::9"}, "2a00::9"},
 		{"IPv4-mapped peer", "[::ffff:10.0.0.2]:4000", []string{"198.51.100.1"}, "198.51.100.1"},
@@ -46,7 +48,10 @@ func TestClientIP(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"10.0.0.0/33", "example.com", "10.0.0"} {
+	if p, err := config.ParsePrefixes("::ffff:10.0.0.0/104"); err != nil || p[0].String() != "10.0.0.0/8" {
+		t.Errorf("IPv4-mapped prefix: %v %v", p, err)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "example.com", "10.0.0", "0.0.0.0/0", "::/0"} {
 		if _, err := config.ParsePrefixes(bad); err == nil {
 			t.Errorf("ParsePrefixes(%q) accepted", bad)
 		}

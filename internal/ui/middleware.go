@@ -271,15 +271,22 @@ func (s *Server) requireRole(role portal.Role) func(http.Handler) http.Handler {
 func clientIP(r *http.Request, trusted []netip.Prefix) string {
 	peer := peerHost(r)
 	addr, err := netip.ParseAddr(peer)
-	if err != nil || !isTrusted(addr, trusted) {
+	if err != nil {
 		return peer
 	}
 	addr = addr.Unmap()
+	if !isTrusted(addr, trusted) {
+		return addr.String()
+	}
 	hops := r.Header.Values("X-Forwarded-For")
 	for i := len(hops) - 1; i >= 0; i-- {
 		parts := strings.Split(hops[i], ",")
 		for j := len(parts) - 1; j >= 0; j-- {
-			hop, err := parseHop(strings.TrimSpace(parts[j]))
+			entry := strings.TrimSpace(parts[j])
+			if entry == "" {
+				continue // "a, , b" or a trailing comma
+			}
+			hop, err := parseHop(entry)
 			if err != nil {
 				// Not an address: the last trusted hop is all that is known.
 				return addr.String()
