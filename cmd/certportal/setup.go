@@ -82,11 +82,7 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		defer trail.Close()
 	}
-	res, err := setup.Run(ctx, c, o)
-	var recErr error
-	if trail != nil {
-		recErr = recordSetup(ctx, trail, c, o, res, err)
-	}
+	res, runErr := setup.Run(ctx, c, o)
 	if res != nil {
 		for _, s := range res.Steps {
 			mark := "ok     "
@@ -96,20 +92,43 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 			fmt.Fprintf(stdout, "  %s  %s\n", mark, s.What)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("setup: %w", err)
+	// The AppRole files are part of what this run did: written before the
+	// record, so that the record says whether they were.
+	var fileErr error
+	if runErr == nil && *approleOut != "" {
+		for name, val := range map[string]string{"role-id": res.ServiceRoleID, "secret-id": res.ServiceSecretID} {
+			if err := writeSecretFile(filepath.Join(*approleOut, name), val); err != nil {
+				fileErr = err
+				break
+			}
+		}
+	}
+	var recErr error
+	if trail != nil {
+		outcome := runErr
+		if outcome == nil && fileErr != nil {
+			outcome = fmt.Errorf("write AppRole files: %w", fileErr)
+		}
+		recErr = recordSetup(ctx, trail, c, o, res, outcome)
+	}
+	// Vault's change cannot be taken back; when the trail lacks it, say so
+	// loudly. Setup is idempotent: a rerun records again.
+	unrecorded := ""
+	if recErr != nil {
+		unrecorded = fmt.Sprintf("; and its audit record could not be written: %v (rerun setup once the database is writable)", recErr)
+	}
+	if runErr != nil {
+		return fmt.Errorf("setup: %w%s", runErr, unrecorded)
 	}
 	if res.Changed() {
 		fmt.Fprintln(stdout, "setup: Vault is configured for certportal.")
 	} else {
 		fmt.Fprintln(stdout, "setup: nothing to change; Vault was already configured.")
 	}
+	if fileErr != nil {
+		return fmt.Errorf("setup: %w%s", fileErr, unrecorded)
+	}
 	if *approleOut != "" {
-		for name, val := range map[string]string{"role-id": res.ServiceRoleID, "secret-id": res.ServiceSecretID} {
-			if err := writeSecretFile(filepath.Join(*approleOut, name), val); err != nil {
-				return err
-			}
-		}
 		fmt.Fprintf(stdout, "\nPortal AppRole: role id and a new secret id written to %s (role-id, secret-id).\n", *approleOut)
 	}
 	if len(res.DemoUsers) > 0 {
@@ -119,8 +138,6 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 	if recErr != nil {
-		// Vault's change cannot be taken back; say loudly that the trail
-		// lacks it. Setup is idempotent: a rerun records again.
 		return fmt.Errorf("setup: Vault is configured, but its audit record could not be written: %w; rerun setup once the database is writable", recErr)
 	}
 	return nil
@@ -130,11 +147,14 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 // display name), what it was asked to configure and what it changed. Never a
 // token, secret id or password.
 func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o setup.Options, res *setup.Result, runErr error) error {
-	actor := "unknown"
+	// The display name is whatever the token's creator chose; the entity id
+	// (empty for a root token) names the Vault identity behind it.
+	actor, entity := "unknown", ""
 	if sec, err := c.Auth().Token().LookupSelfWithContext(ctx); err == nil && sec != nil {
 		if n, _ := sec.Data["display_name"].(string); n != "" {
 			actor = n
 		}
+		entity, _ = sec.Data["entity_id"].(string)
 	}
 	var changed []string
 	if res != nil {
@@ -146,8 +166,13 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 	}
 	details := map[string]string{
 		"changed":                  strings.Join(changed, "; "),
+		"vault_entity_id":          entity,
+		"root_mount":               o.RootMount,
 		"pki_mount":                o.PKIMount,
 		"role":                     o.Role,
+		"onbehalf_role":            o.OnBehalfRole,
+		"server_role":              o.ServerRole,
+		"server_names":             strings.Join(o.ServerNames, ","),
 		"userpass_mount":           o.UserpassMount,
 		"email_domain":             o.EmailDomain,
 		"key":                      fmt.Sprintf("%s-%d", o.KeyType, o.KeyBits),

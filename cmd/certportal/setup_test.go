@@ -64,6 +64,20 @@ func TestSetupRecorded(t *testing.T) {
 		t.Fatal("the admin token is in the database")
 	}
 
+	// A run that fails is recorded as a failure, with the reason.
+	if _, err := runSetup("-db", dbPath, "-key-bits", "1000"); err == nil {
+		t.Fatal("setup with a 1000-bit EC key succeeded")
+	}
+	st, err = app.OpenStore(context.Background(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err = st.QueryAudit(context.Background(), store.AuditFilter{Action: audit.ActionConfigSetup, Outcome: audit.OutcomeFailure})
+	st.Close()
+	if err != nil || len(evs) != 1 || !strings.Contains(evs[0].Details, "1000 bits") {
+		t.Fatalf("failed run: %d events %v %+v", len(evs), err, evs)
+	}
+
 	// A trail that cannot be opened: nothing in Vault changes (this run
 	// would remove the on-behalf role).
 	out, err := runSetup("-db", t.TempDir()+"/missing/dir/certportal.db")
