@@ -113,23 +113,18 @@ func TestAuditTrail(t *testing.T) {
 // intruder with the file would, and `certportal audit verify` names the row.
 func TestAuditVerifyDetectsTampering(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	dbPath := t.TempDir() + "/certportal.db"
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_DB": dbPath})
+	p := startPortal(t, v, nil)
 	b := newBrowser(t, p.URL)
 	b.mustLogin("alice", v.Password(t, "alice"))
 	b.issue("modern")
 	b.issue("compat")
 
-	verify := func() (string, error) {
-		var out, errb bytes.Buffer
-		err := run(context.Background(), []string{"audit", "verify", "-db", dbPath}, func(string) string { return "" }, &out, &errb)
-		return out.String(), err
-	}
+	verify := func() (string, error) { return verifyChain(p.DB) }
 	out, err := verify()
 	if err != nil || !strings.Contains(out, "audit chain verified") {
 		t.Fatalf("untouched chain: %v %s", err, out)
 	}
-	db := openSQLite(t, dbPath)
+	db := openSQLite(t, p.DB)
 	// Download events are committed just after the response (the deferred
 	// write window); tamper only once both have landed, so the portal does
 	// not append while a row is edited and restored.
@@ -192,14 +187,24 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	if _, err := verify(); err != nil {
 		t.Fatalf("a cut tail without anchor: %v", err)
 	}
-	var errb bytes.Buffer
-	err = run(context.Background(), append([]string{"audit", "verify", "-db", dbPath}, anchorArgs...), func(string) string { return "" }, &bytes.Buffer{}, &errb)
+	_, err = verifyChain(p.DB, anchorArgs...)
 	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), fmt.Sprintf("row %d", last)) || !strings.Contains(err.Error(), "cut from the end") {
-		t.Fatalf("cut tail with anchor %v: %v %s", anchorArgs, err, errb.String())
+		t.Fatalf("cut tail with anchor %v: %v", anchorArgs, err)
 	}
-	if err := run(context.Background(), []string{"audit", "verify", "-db", dbPath, "-anchor", "3:nothex"}, func(string) string { return "" }, &bytes.Buffer{}, &errb); err == nil || exitCode(err) == 0 {
+	if _, err := verifyChain(p.DB, "-anchor", "3:nothex"); err == nil || exitCode(err) == 0 {
 		t.Fatalf("bad anchor accepted: %v", err)
 	}
+}
+
+// verifyChain runs `certportal audit verify -db dsn args...` and returns
+// what it printed and its error; a usage message is in the error's place.
+func verifyChain(dsn string, args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	err := run(context.Background(), append([]string{"audit", "verify", "-db", dsn}, args...), func(string) string { return "" }, &out, &errb)
+	if err != nil && errb.Len() > 0 {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), err
 }
 
 type auditRow []any
@@ -274,11 +279,10 @@ func restoreAudit(t *testing.T, db *sql.DB, rows []auditRow) {
 // nothing is issued; a certificate Vault issued in that request is revoked.
 func TestAuditFailClosed(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	dbPath := t.TempDir() + "/certportal.db"
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_DB": dbPath})
+	p := startPortal(t, v, nil)
 	b := newBrowser(t, p.URL)
 	b.mustLogin("alice", v.Password(t, "alice"))
-	db := openSQLite(t, dbPath)
+	db := openSQLite(t, p.DB)
 	if _, err := db.Exec(`CREATE TRIGGER audit_full BEFORE INSERT ON audit_events BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END`); err != nil {
 		t.Fatal(err)
 	}
@@ -305,8 +309,7 @@ func TestAuditFailClosed(t *testing.T) {
 // shows up too.
 func TestReconcile(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	dbPath := t.TempDir() + "/certportal.db"
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_DB": dbPath})
+	p := startPortal(t, v, nil)
 	alice := newBrowser(t, p.URL)
 	alice.mustLogin("alice", v.Password(t, "alice"))
 	mine := alice.issue("modern")
@@ -318,7 +321,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	around := sec.Data["serial_number"].(string)
-	db := openSQLite(t, dbPath)
+	db := openSQLite(t, p.DB)
 	if _, err := db.Exec(`INSERT INTO certificates(serial, username, subject, key_type, encryption, issued_by, issued_at, not_after)
 		VALUES('0f:0f:0f', 'ghost', 'ghost@example.com', 'ec-256', 'modern', 'ghost', 0, 9999999999999)`); err != nil {
 		t.Fatal(err)

@@ -39,6 +39,7 @@ func (b *lockedBuffer) String() string {
 // as the binary's main would call it.
 type runningPortal struct {
 	URL  string
+	DB   string // its CERTPORTAL_DB: a fresh SQLite file unless env chose one
 	Logs *lockedBuffer
 }
 
@@ -75,7 +76,7 @@ func startPortal(t *testing.T, v *testenv.Vault, env map[string]string) *running
 	for sc.Scan() {
 		if _, addr, ok := strings.Cut(sc.Text(), "listening on "); ok {
 			go io.Copy(io.Discard, pr)
-			return &runningPortal{URL: addr, Logs: logs}
+			return &runningPortal{URL: addr, DB: full["CERTPORTAL_DB"], Logs: logs}
 		}
 	}
 	t.Fatalf("serve exited before listening: %v\n%s", <-done, logs.String())

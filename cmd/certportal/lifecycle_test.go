@@ -267,12 +267,11 @@ func TestProtectedRoutesNeedSession(t *testing.T) {
 // user gets an error, no .p12, and the certificate Vault issued is revoked.
 func TestInventoryFailureRevokes(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	dbPath := t.TempDir() + "/certportal.db"
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_DB": dbPath})
+	p := startPortal(t, v, nil)
 	b := newBrowser(t, p.URL)
 	b.mustLogin("alice", v.Password(t, "alice"))
 	// A real SQLite failure on insert, as a full or broken disk gives.
-	db := openSQLite(t, dbPath)
+	db := openSQLite(t, p.DB)
 	if _, err := db.Exec(`CREATE TRIGGER fail_insert BEFORE INSERT ON certificates BEGIN SELECT RAISE(FAIL, 'disk I/O error'); END`); err != nil {
 		t.Fatal(err)
 	}

@@ -156,9 +156,16 @@ func userToken(t *testing.T, v *testenv.Vault, user, password string) *vaultapi.
 // setupVault runs `certportal setup` against v with an admin token.
 func setupVault(t *testing.T, v *testenv.Vault, args ...string) {
 	t.Helper()
+	if out, err := runSetupCmd(v, args...); err != nil {
+		t.Fatalf("setup %v: %v\n%s", args, err, out)
+	}
+}
+
+// runSetupCmd runs `certportal setup args...` against v with an admin token
+// and returns everything it printed.
+func runSetupCmd(v *testenv.Vault, args ...string) (string, error) {
 	env := map[string]string{"VAULT_ADDR": v.Addr, "VAULT_TOKEN": v.Admin.Token()}
 	var out, errb bytes.Buffer
-	if err := run(context.Background(), append([]string{"setup"}, args...), func(k string) string { return env[k] }, &out, &errb); err != nil {
-		t.Fatalf("setup %v: %v\n%s%s", args, err, out.String(), errb.String())
-	}
+	err := run(context.Background(), append([]string{"setup"}, args...), func(k string) string { return env[k] }, &out, &errb)
+	return out.String() + errb.String(), err
 }

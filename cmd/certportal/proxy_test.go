@@ -20,10 +20,7 @@ import (
 // although the portal itself speaks plain HTTP.
 func TestBehindProxy(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	dbPath := t.TempDir() + "/certportal.db"
-	p := startPortal(t, v, map[string]string{
-		"CERTPORTAL_DB": dbPath, "CERTPORTAL_TRUSTED_PROXIES": "127.0.0.1", "CERTPORTAL_PROXY_TLS": "true",
-	})
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_TRUSTED_PROXIES": "127.0.0.1", "CERTPORTAL_PROXY_TLS": "true"})
 	portal := strings.TrimPrefix(p.URL, "http://")
 	addr := nginxtest.FreeAddr(t)
 	nginxtest.Start(t, addr, []byte(fmt.Sprintf(`server {
@@ -79,7 +76,7 @@ func TestBehindProxy(t *testing.T) {
 		t.Error("no HSTS behind a TLS proxy")
 	}
 
-	db := openSQLite(t, dbPath)
+	db := openSQLite(t, p.DB)
 	ipOf := func(actor, subject, outcome string) string {
 		t.Helper()
 		var ip string

@@ -20,11 +20,19 @@ import (
 func TestSetupRecorded(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	dbPath := t.TempDir() + "/certportal.db"
-	runSetup := func(args ...string) (string, error) {
-		env := map[string]string{"VAULT_ADDR": v.Addr, "VAULT_TOKEN": v.Admin.Token()}
-		var out, errb bytes.Buffer
-		err := run(context.Background(), append([]string{"setup"}, args...), func(k string) string { return env[k] }, &out, &errb)
-		return out.String() + errb.String(), err
+	runSetup := func(args ...string) (string, error) { return runSetupCmd(v, args...) }
+	setupEvents := func(outcome string) []*audit.Event {
+		t.Helper()
+		st, err := app.OpenStore(context.Background(), dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		evs, err := st.QueryAudit(context.Background(), store.AuditFilter{Action: audit.ActionConfigSetup, Outcome: outcome})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs
 	}
 	onBehalfRole := func() bool {
 		sec, err := v.Admin.Logical().Read("pki/roles/user-auth-onbehalf")
@@ -37,14 +45,9 @@ func TestSetupRecorded(t *testing.T) {
 	if out, err := runSetup("-db", dbPath, "--helpdesk-issue-on-behalf"); err != nil || !onBehalfRole() {
 		t.Fatalf("setup: %v\n%s", err, out)
 	}
-	st, err := app.OpenStore(context.Background(), dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := st.QueryAudit(context.Background(), store.AuditFilter{Action: audit.ActionConfigSetup})
-	st.Close()
-	if err != nil || len(evs) != 1 {
-		t.Fatalf("config.setup events: %d %v", len(evs), err)
+	evs := setupEvents("")
+	if len(evs) != 1 {
+		t.Fatalf("config.setup events: %d", len(evs))
 	}
 	e := evs[0]
 	var d map[string]string
@@ -68,14 +71,8 @@ func TestSetupRecorded(t *testing.T) {
 	if _, err := runSetup("-db", dbPath, "-key-bits", "1000"); err == nil {
 		t.Fatal("setup with a 1000-bit EC key succeeded")
 	}
-	st, err = app.OpenStore(context.Background(), dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err = st.QueryAudit(context.Background(), store.AuditFilter{Action: audit.ActionConfigSetup, Outcome: audit.OutcomeFailure})
-	st.Close()
-	if err != nil || len(evs) != 1 || !strings.Contains(evs[0].Details, "1000 bits") {
-		t.Fatalf("failed run: %d events %v %+v", len(evs), err, evs)
+	if evs := setupEvents(audit.OutcomeFailure); len(evs) != 1 || !strings.Contains(evs[0].Details, "1000 bits") {
+		t.Fatalf("failed run: %d events %+v", len(evs), evs)
 	}
 
 	// A trail that cannot be opened: nothing in Vault changes (this run
@@ -98,10 +95,4 @@ func TestSetupRecorded(t *testing.T) {
 	if strings.Contains(out+err.Error(), v.Admin.Token()) {
 		t.Fatal("the admin token is in setup's output")
 	}
-}
-
-func verifyChain(dbPath string) (string, error) {
-	var out, errb bytes.Buffer
-	err := run(context.Background(), []string{"audit", "verify", "-db", dbPath}, func(string) string { return "" }, &out, &errb)
-	return out.String(), err
 }

@@ -15,8 +15,7 @@ import (
 // check — while other addresses log in as usual. The refusal is recorded.
 func TestLoginThrottle(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	dbPath := t.TempDir() + "/certportal.db"
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_DB": dbPath, "CERTPORTAL_LOGIN_MAX_FAILURES": "3", "CERTPORTAL_LOGIN_FAILURE_WINDOW": "10m"})
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_LOGIN_MAX_FAILURES": "3", "CERTPORTAL_LOGIN_FAILURE_WINDOW": "10m"})
 	login := func(c *http.Client, user, password string) *http.Response {
 		t.Helper()
 		resp, err := c.PostForm(p.URL+"/login", url.Values{"username": {user}, "password": {password}})
@@ -53,7 +52,7 @@ func TestLoginThrottle(t *testing.T) {
 	if r := login(clientFrom("127.0.0.4"), "alice", v.Password(t, "alice")); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("login from another address: %d", r.StatusCode)
 	}
-	db := openSQLite(t, dbPath)
+	db := openSQLite(t, p.DB)
 	var ip, details string
 	if err := db.QueryRow(`SELECT client_ip, details FROM audit_events WHERE action = 'login' AND outcome = 'denied' AND subject = 'alice'`).Scan(&ip, &details); err != nil {
 		t.Fatalf("throttled login not recorded: %v", err)
