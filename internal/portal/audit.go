@@ -22,7 +22,8 @@ func WithRequestInfo(ctx context.Context, ri RequestInfo) context.Context {
 	return context.WithValue(ctx, requestInfoKey{}, ri)
 }
 
-func requestInfo(ctx context.Context) RequestInfo {
+// RequestInfoFrom is what WithRequestInfo attached to ctx (zero when nothing was).
+func RequestInfoFrom(ctx context.Context) RequestInfo {
 	ri, _ := ctx.Value(requestInfoKey{}).(RequestInfo)
 	return ri
 }
@@ -30,7 +31,7 @@ func requestInfo(ctx context.Context) RequestInfo {
 // newEvent builds an event from the request. details must never hold a
 // secret: callers pass only names, serials, choices and counts.
 func (s *Service) newEvent(ctx context.Context, actor, subject, action, outcome, serial string, details map[string]string) *audit.Event {
-	ri := requestInfo(ctx)
+	ri := RequestInfoFrom(ctx)
 	d := "{}"
 	if len(details) > 0 {
 		// encoding/json sorts map keys: the same details always hash the same.

@@ -134,7 +134,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (*Identi
 	if !usernamePattern.MatchString(username) {
 		claimed = "(invalid username)"
 	}
-	ip := requestInfo(ctx).ClientIP
+	ip := RequestInfoFrom(ctx).ClientIP
 	if v := s.throttle.attempt(ip, s.now()); !v.allowed {
 		// Refused before Vault is asked: the password is not tried at all.
 		// The first refusal in a window is recorded; recording every one

@@ -30,7 +30,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		var pe *portal.Error
 		if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany) {
 			s.Logger.InfoContext(r.Context(), "login failed", "user", username, "code", string(pe.Code),
-				"client_ip", clientIP(r, s.TrustedProxies), "peer", r.RemoteAddr)
+				"client_ip", portal.RequestInfoFrom(r.Context()).ClientIP, "peer", r.RemoteAddr)
 			setRetryAfter(w, pe)
 			p := s.newPage(r, "login.title")
 			p.Error = pe.Message
@@ -64,7 +64,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "save session: %w", err))
 		return
 	}
-	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "client_ip", clientIP(r, s.TrustedProxies), "peer", r.RemoteAddr)
+	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP, "peer", r.RemoteAddr)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
