@@ -59,6 +59,7 @@ func commands() []command {
 		{"setup", "bootstrap Vault (PKI, roles, policies, userpass); idempotent", runSetup},
 		{"nginx-config", "print an Nginx server block that protects a path with portal certificates", runNginxConfig},
 		{"nginx-certs", "write Nginx's server certificate, client CA chain and CRLs from Vault; --watch keeps them fresh", runNginxCerts},
+		{"rotate-secret-id", "replace the portal's AppRole secret id file and destroy the old secret id", runRotateSecretID},
 		{"audit", "audit verify: check the audit trail's hash chain", runAudit},
 		{"version", "print the version", runVersion},
 	}

@@ -84,7 +84,9 @@ func TestNginxCertsBadInput(t *testing.T) {
 // does, against a real Vault with a token holding only certportal-nginx.
 func TestNginxCertsCommand(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	if _, err := setup.EnsureServerRole(context.Background(), v.Admin, setup.Defaults(), setup.DefaultServerRole, []string{setup.DefaultServerNames}); err != nil {
+	o := setup.Defaults()
+	o.ServerIPSANs = []string{"127.0.0.1"} // the loopback test server's address
+	if _, err := setup.EnsureServerRole(context.Background(), v.Admin, o, setup.DefaultServerRole, []string{setup.DefaultServerNames}); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := v.Admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{setup.NginxPolicyName}, TTL: "1h"})
@@ -237,7 +239,7 @@ func nginxCertsUserSerial(t *testing.T, v *testenv.Vault, user string) string {
 		t.Fatal(err)
 	}
 	c.SetToken(s.Auth.ClientToken)
-	s, err = c.Logical().Write("pki/issue/user-auth", map[string]any{"common_name": user + "@example.com", "ttl": "1h"})
+	s, err = c.Logical().Write("pki/issue/user-auth", map[string]any{"common_name": user + "@example.com", "ttl": "86400s"})
 	if err != nil {
 		t.Fatal(err)
 	}

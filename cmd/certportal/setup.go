@@ -16,6 +16,7 @@ import (
 
 	"github.com/certportal/certportal/internal/app"
 	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/config"
 	"github.com/certportal/certportal/internal/setup"
 	"github.com/certportal/certportal/internal/store"
 )
@@ -37,6 +38,17 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	fs.BoolVar(&o.HelpdeskOnBehalf, "helpdesk-issue-on-behalf", false, "let the helpdesk policy issue any user's certificate from the on-behalf role (serve needs CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF=true); without it, setup removes that role")
 	fs.StringVar(&o.OnBehalfRole, "onbehalf-role", o.OnBehalfRole, "PKI role for issuing on behalf of users")
 	fs.BoolVar(&o.DemoUsers, "demo-users", false, "create demo users alice, bob (employees), helen (helpdesk), audrey (auditor) and print their passwords")
+	ttls := fs.String("ttls", joinDurations(o.TTLs), "validities users may ask Vault for (the policies admit these ttl values only); must match the portal's CERTPORTAL_TTLS, which sets the default")
+	if env := getenv("CERTPORTAL_TTLS"); env != "" {
+		*ttls = env
+	}
+	userCIDRs := fs.String("user-token-bound-cidrs", "", "comma-separated networks of the portal's hosts: demo users' logins and tokens work only from there (set the same token_bound_cidrs on your own userpass users)")
+	serverIPs := fs.String("server-ip-sans", "", "comma-separated IP addresses the Nginx server certificate may carry (e.g. 127.0.0.1); unset, the server role allows no IP SANs")
+	fs.BoolVar(&o.ServerAllowLocalhost, "server-allow-localhost", false, "let the Nginx server role issue for localhost even when --server-names does not list it")
+	fs.DurationVar(&o.SecretIDTTL, "secret-id-ttl", o.SecretIDTTL, "lifetime of each new AppRole secret id (0: never expires); rotate before it ends with rotate-secret-id")
+	fs.IntVar(&o.SecretIDNumUses, "secret-id-num-uses", 0, "logins one AppRole secret id allows (0: unlimited; the portal logs in at start and every few hours)")
+	secretCIDRs := fs.String("secret-id-bound-cidrs", "", "comma-separated networks the portal's AppRole may log in from")
+	approleTokenCIDRs := fs.String("approle-token-bound-cidrs", "", "comma-separated networks the portal's AppRole tokens work from")
 	approleOut := fs.String("approle-out", "", "generate a secret id for the portal's AppRole and write role-id and secret-id files (0600) into this directory")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
 	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
@@ -44,11 +56,14 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	o.ServerNames = nil
-	for _, n := range strings.Split(*serverNames, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			o.ServerNames = append(o.ServerNames, n)
-		}
+	o.ServerNames = splitList(*serverNames)
+	o.UserTokenBoundCIDRs = splitList(*userCIDRs)
+	o.ServerIPSANs = splitList(*serverIPs)
+	o.SecretIDBoundCIDRs = splitList(*secretCIDRs)
+	o.AppRoleTokenBoundCIDRs = splitList(*approleTokenCIDRs)
+	var err error
+	if o.TTLs, err = config.ParseTTLs(*ttls); err != nil {
+		return fmt.Errorf("setup: %w", err)
 	}
 	token := getenv("VAULT_TOKEN")
 	if *vaultAddr == "" || token == "" {
@@ -165,21 +180,29 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		}
 	}
 	details := map[string]string{
-		"changed":                  strings.Join(changed, "; "),
-		"vault_entity_id":          entity,
-		"root_mount":               o.RootMount,
-		"pki_mount":                o.PKIMount,
-		"role":                     o.Role,
-		"onbehalf_role":            o.OnBehalfRole,
-		"server_role":              o.ServerRole,
-		"server_names":             strings.Join(o.ServerNames, ","),
-		"userpass_mount":           o.UserpassMount,
-		"email_domain":             o.EmailDomain,
-		"key":                      fmt.Sprintf("%s-%d", o.KeyType, o.KeyBits),
-		"max_ttl":                  o.MaxTTL.String(),
-		"helpdesk_issue_on_behalf": fmt.Sprint(o.HelpdeskOnBehalf),
-		"demo_users":               fmt.Sprint(o.DemoUsers),
-		"new_approle_secret":       fmt.Sprint(o.NewServiceSecret),
+		"changed":                   strings.Join(changed, "; "),
+		"vault_entity_id":           entity,
+		"root_mount":                o.RootMount,
+		"pki_mount":                 o.PKIMount,
+		"role":                      o.Role,
+		"onbehalf_role":             o.OnBehalfRole,
+		"server_role":               o.ServerRole,
+		"server_names":              strings.Join(o.ServerNames, ","),
+		"userpass_mount":            o.UserpassMount,
+		"email_domain":              o.EmailDomain,
+		"key":                       fmt.Sprintf("%s-%d", o.KeyType, o.KeyBits),
+		"max_ttl":                   o.MaxTTL.String(),
+		"helpdesk_issue_on_behalf":  fmt.Sprint(o.HelpdeskOnBehalf),
+		"demo_users":                fmt.Sprint(o.DemoUsers),
+		"new_approle_secret":        fmt.Sprint(o.NewServiceSecret),
+		"ttls":                      joinDurations(o.TTLs),
+		"user_token_bound_cidrs":    strings.Join(o.UserTokenBoundCIDRs, ","),
+		"server_ip_sans":            strings.Join(o.ServerIPSANs, ","),
+		"server_allow_localhost":    fmt.Sprint(o.ServerAllowLocalhost),
+		"secret_id_ttl":             o.SecretIDTTL.String(),
+		"secret_id_num_uses":        fmt.Sprint(o.SecretIDNumUses),
+		"secret_id_bound_cidrs":     strings.Join(o.SecretIDBoundCIDRs, ","),
+		"approle_token_bound_cidrs": strings.Join(o.AppRoleTokenBoundCIDRs, ","),
 	}
 	outcome := audit.OutcomeSuccess
 	if runErr != nil {
@@ -194,6 +217,25 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		Time: time.Now().UTC(), Actor: actor, Action: audit.ActionConfigSetup, Outcome: outcome,
 		UserAgent: "certportal setup " + version, Details: string(d),
 	})
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, n := range strings.Split(s, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func joinDurations(ds []time.Duration) string {
+	s := make([]string, len(ds))
+	for i, d := range ds {
+		s[i] = d.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // writeSecretFile writes a 0600 file atomically: a reader never sees half a secret.

@@ -67,7 +67,7 @@ for _ in $(seq 1 300); do [ -s "$work/vault.env" ] && break; sleep 0.1; done
 [ -s "$work/vault.env" ] || { echo "devvault did not start" >&2; cat "$work/devvault.log" >&2; exit 1; }
 set -a; . "$work/vault.env"; set +a
 ROOT_TOKEN="$VAULT_TOKEN"
-"$CERTPORTAL" setup --demo-users | tee "$work/setup.out"
+"$CERTPORTAL" setup --demo-users --server-ip-sans 127.0.0.1 | tee "$work/setup.out"
 alice_pw="$(awk '$1 == "alice" { print $2 }' "$work/setup.out")"
 
 step "2. A token for nginx-certs, holding only the certportal-nginx policy"
@@ -116,7 +116,7 @@ step "6. What nginx admits"
 # alice logs in with her own password and issues with her own token, exactly
 # as the portal does; in a browser she would import the portal's .p12.
 alice_token="$(vault_api POST auth/userpass/login/alice "" "{\"password\":\"$alice_pw\"}" | json_str client_token)"
-issued="$(vault_api POST pki/issue/user-auth "$alice_token" '{"common_name":"alice@example.com","ttl":"1h"}')"
+issued="$(vault_api POST pki/issue/user-auth "$alice_token" '{"common_name":"alice@example.com","ttl":"86400s"}')"
 printf '%s' "$issued" | json_str certificate >"$work/alice.pem"
 printf '%s' "$issued" | json_str private_key >"$work/alice-key.pem"
 alice_serial="$(printf '%s' "$issued" | json_str serial_number)"

@@ -173,7 +173,7 @@ func BenchmarkIssuance(b *testing.B) {
 	for r := 0; r < issueRounds; r++ {
 		directRate += parallel(b, perWorker, func(w int) error {
 			_, err := direct[w].Logical().Write("pki/issue/user-auth", map[string]any{
-				"common_name": e.users[w] + "@example.com", "ttl": "24h"})
+				"common_name": e.users[w] + "@example.com", "ttl": "86400s"})
 			return err
 		})
 		portalRate += parallel(b, perWorker, func(w int) error { return issueViaPortal(clients[w], e.srv.URL) })

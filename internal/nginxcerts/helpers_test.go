@@ -29,7 +29,11 @@ type testVault struct {
 func mustVault(tb testing.TB) *testVault {
 	tb.Helper()
 	v := testenv.StartConfiguredVault(tb)
-	if _, err := setup.EnsureServerRole(context.Background(), v.Admin, setup.Defaults(), setup.DefaultServerRole, []string{"localhost", "app.test"}); err != nil {
+	// The loopback test server's certificate carries 127.0.0.1, which the
+	// role allows only when asked to.
+	o := setup.Defaults()
+	o.ServerIPSANs = []string{"127.0.0.1", "::1"}
+	if _, err := setup.EnsureServerRole(context.Background(), v.Admin, o, setup.DefaultServerRole, []string{"localhost", "app.test"}); err != nil {
 		tb.Fatalf("ensure server role: %v", err)
 	}
 	return &testVault{Vault: v, nginx: mustToken(tb, v, setup.NginxPolicyName)}
@@ -77,7 +81,7 @@ type userCert struct {
 func mustUserCert(tb testing.TB, v *testenv.Vault, user string) userCert {
 	tb.Helper()
 	s, err := mustUserToken(tb, v, user).Logical().Write("pki/issue/user-auth", map[string]any{
-		"common_name": user + "@example.com", "ttl": "1h", "private_key_format": "pkcs8",
+		"common_name": user + "@example.com", "ttl": "86400s", "private_key_format": "pkcs8",
 	})
 	if err != nil {
 		tb.Fatalf("issue for %s: %v", user, err)

@@ -49,8 +49,9 @@ func validateServerRole(o Options, name string, allowedDomains []string) error {
 }
 
 // ServerRoleData is the role Nginx's own TLS certificate comes from: server
-// authentication for exactly allowedDomains (plus localhost and IP SANs, so a
-// loopback test server works). It sits in the issuing mount beside the user
+// authentication for exactly allowedDomains. localhost (beyond being listed)
+// and IP SANs are off unless o asks for them; which IPs is then the Nginx
+// policy's to say, as a role cannot list them. It sits in the issuing mount beside the user
 // role, but with client_flag off its certificates carry no clientAuth usage,
 // so Nginx (OpenSSL checks the purpose) never admits one as a client
 // certificate.
@@ -69,8 +70,8 @@ func ServerRoleData(o Options, allowedDomains []string) map[string]any {
 		"allow_glob_domains":                 false,
 		"allow_wildcard_certificates":        false,
 		"allow_any_name":                     false,
-		"allow_localhost":                    true,
-		"allow_ip_sans":                      true,
+		"allow_localhost":                    o.ServerAllowLocalhost,
+		"allow_ip_sans":                      len(o.ServerIPSANs) > 0,
 		"allowed_uri_sans":                   []string{},
 		"allowed_other_sans":                 []string{},
 		"enforce_hostnames":                  true,
@@ -100,7 +101,13 @@ func NginxPolicy(o Options, role string) string {
 	var b strings.Builder
 	b.WriteString("# Written by certportal setup. For `certportal nginx-certs`: Nginx's server\n" +
 		"# certificate, the client CA chain and the CRLs of every CA in it.\n")
-	fmt.Fprintf(&b, "path %q {\n  capabilities = [\"update\"]\n}\n", o.PKIMount+"/issue/"+role)
+	// Only what nginx-certs (and the Nomad template) send. Any ttl: the role's
+	// max_ttl caps it, and Nomad templates choose their own.
+	var extra map[string][]string
+	if len(o.ServerIPSANs) > 0 {
+		extra = map[string][]string{"ip_sans": o.ServerIPSANs}
+	}
+	b.WriteString(issueStanza(o.PKIMount+"/issue/"+role, nil, extra))
 	b.WriteString("# Vault serves these without a token today; listed so that this policy says\n" +
 		"# everything nginx-certs (crl/pem) and a Nomad template (cert/crl) read.\n")
 	fmt.Fprintf(&b, "path %q {\n  capabilities = [\"read\"]\n}\n", o.PKIMount+"/cert/ca_chain")

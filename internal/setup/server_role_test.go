@@ -47,6 +47,7 @@ func TestServerRoleInVault(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	ctx := context.Background()
 	o := setup.Defaults()
+	o.ServerIPSANs = []string{"127.0.0.1"}
 	domains := []string{"localhost", "app.example.org"}
 	// Not the default name, so that the first run writes both items even once
 	// setup.Run writes the default role itself.
@@ -83,6 +84,8 @@ func TestServerRoleInVault(t *testing.T) {
 	}{
 		{"server name", nginx, "pki/issue/" + role, map[string]any{"common_name": "app.example.org"}, ""},
 		{"localhost with loopback IP", nginx, "pki/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1"}, ""},
+		{"IP SAN not listed", nginx, "pki/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "192.0.2.1"}, "permission denied"},
+		{"listed and unlisted IP SAN", nginx, "pki/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1,192.0.2.1"}, "permission denied"},
 		{"name not allowed", nginx, "pki/issue/" + role, map[string]any{"common_name": "evil.example.org"}, "not allowed"},
 		{"subdomain", nginx, "pki/issue/" + role, map[string]any{"common_name": "x.app.example.org"}, "not allowed"},
 		{"wildcard", nginx, "pki/issue/" + role, map[string]any{"common_name": "*.example.org"}, "not allowed"},

@@ -11,12 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"sort"
 	"strings"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/certportal/certportal/internal/config"
 )
 
 // Options say what to build.
@@ -38,9 +41,36 @@ type Options struct {
 	AppRoleMount   string
 	AppRoleName    string
 
+	// TTLs are the validities users may ask for (the ttl values the user,
+	// helpdesk and auditor policies admit); they must match the portal's
+	// CERTPORTAL_TTLS, whose default they share.
+	TTLs []time.Duration
+	// UserTokenBoundCIDRs binds the tokens of the demo users setup manages
+	// to these networks (the portal's addresses), so that a user's token
+	// works only from the portal. Operators set the same token_bound_cidrs
+	// on their own userpass users.
+	UserTokenBoundCIDRs []string
+
 	// The Nginx server role and its names (certportal nginx-certs).
 	ServerRole  string
 	ServerNames []string
+	// ServerIPSANs are the only IP SANs a server certificate may carry;
+	// none (the default) turns IP SANs off in the role.
+	ServerIPSANs []string
+	// ServerAllowLocalhost lets the server role issue for localhost even
+	// when it is not one of ServerNames.
+	ServerAllowLocalhost bool
+
+	// The portal's AppRole secret ids: how long one lives, how many logins
+	// it allows (0: any number) and from which networks; and the networks
+	// its tokens work from.
+	SecretIDTTL            time.Duration
+	SecretIDNumUses        int
+	SecretIDBoundCIDRs     []string
+	AppRoleTokenBoundCIDRs []string
+	// SecretRotationPolicy may replace the AppRole's secret id and nothing
+	// else (certportal rotate-secret-id).
+	SecretRotationPolicy string
 
 	// HelpdeskOnBehalf writes OnBehalfRole and lets the helpdesk policy issue
 	// from it: helpdesk staff may then issue any user's certificate with
@@ -75,8 +105,18 @@ func Defaults() Options {
 		ServerRole:     DefaultServerRole,
 		OnBehalfRole:   "user-auth-onbehalf",
 		ServerNames:    []string{DefaultServerNames},
+		TTLs:           config.Default().TTLs,
+		// A month: the portal re-reads the secret id file at every login, so
+		// rotating weekly (rotate-secret-id from a timer) leaves three weeks
+		// to notice a rotation that keeps failing before logins stop.
+		SecretIDTTL:          DefaultSecretIDTTL,
+		SecretRotationPolicy: "certportal-secret-id-rotation",
 	}
 }
+
+// DefaultSecretIDTTL is how long an AppRole secret id lives unless setup is
+// told otherwise.
+const DefaultSecretIDTTL = 720 * time.Hour
 
 // Validate checks the options before anything is written.
 func (o Options) Validate() error {
@@ -97,6 +137,48 @@ func (o Options) Validate() error {
 	}
 	if o.EmailDomain == "" || strings.ContainsAny(o.EmailDomain, " @*{}") {
 		return fmt.Errorf("email domain %q: want a DNS name", o.EmailDomain)
+	}
+	if len(o.TTLs) == 0 {
+		return errors.New("ttls: at least one validity is required")
+	}
+	for _, t := range o.TTLs {
+		// Vault would silently cap a longer one at max_ttl: the user would get
+		// less than the portal promised.
+		if t < time.Second || t > o.MaxTTL {
+			return fmt.Errorf("ttl %s: want between 1s and the max ttl %s", t, o.MaxTTL)
+		}
+	}
+	for _, c := range [][]string{o.UserTokenBoundCIDRs, o.SecretIDBoundCIDRs, o.AppRoleTokenBoundCIDRs} {
+		if err := validCIDRs(c); err != nil {
+			return err
+		}
+	}
+	for _, ip := range o.ServerIPSANs {
+		if a, err := netip.ParseAddr(ip); err != nil || a.Zone() != "" || a.String() != ip {
+			// The policy compares the exact text nginx-certs sends.
+			return fmt.Errorf("server IP SAN %q: want an IP address in its canonical form, e.g. 127.0.0.1 or ::1", ip)
+		}
+	}
+	if o.SecretIDTTL < 0 || (o.SecretIDTTL > 0 && o.SecretIDTTL < time.Hour) {
+		return fmt.Errorf("secret id ttl %s: want 0 (never expires) or at least 1h", o.SecretIDTTL)
+	}
+	if o.SecretIDNumUses < 0 {
+		return fmt.Errorf("secret id num uses %d: want 0 (unlimited) or more", o.SecretIDNumUses)
+	}
+	if o.SecretRotationPolicy == "" {
+		return errors.New("secret id rotation policy: a name is required")
+	}
+	return nil
+}
+
+// validCIDRs accepts CIDR blocks only (a bare address is refused: Vault
+// would take it as a /32, and a typo for a network would silently narrow to one host).
+func validCIDRs(list []string) error {
+	for _, c := range list {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || p.Masked() != p {
+			return fmt.Errorf("CIDR %q: want a network such as 10.0.5.0/24 or 127.0.0.1/32", c)
+		}
 	}
 	return nil
 }
@@ -530,30 +612,117 @@ func toStrings(v any) []string {
 
 // Policies returns the HCL of each policy setup writes. The user policy can
 // issue from the user-auth role and nothing else; Vault's templated role then
-// limits which name the token may ask for.
+// limits which name the token may ask for, and the policy which parameters:
+// only what the portal sends, so a user calling Vault directly with their own
+// token gets nothing the portal would not hand out.
 func Policies(o Options) map[string]string {
-	issue := fmt.Sprintf("# Written by certportal setup.\npath %q {\n  capabilities = [\"update\"]\n}\n", o.PKIMount+"/issue/"+o.Role)
+	issue := "# Written by certportal setup.\n" + issueStanza(o.PKIMount+"/issue/"+o.Role, ttlValues(o.TTLs), nil)
 	onBehalf := ""
 	if o.HelpdeskOnBehalf {
-		onBehalf = fmt.Sprintf("# Issuing on behalf of users (setup --helpdesk-issue-on-behalf).\npath %q {\n  capabilities = [\"update\"]\n}\n", o.PKIMount+"/issue/"+o.OnBehalfRole)
+		onBehalf = "# Issuing on behalf of users (setup --helpdesk-issue-on-behalf).\n" +
+			issueStanza(o.PKIMount+"/issue/"+o.OnBehalfRole, ttlValues(o.TTLs), nil)
 	}
 	return map[string]string{
 		o.UserPolicy: issue,
 		// Marker policies: holding one gives the portal role of that name.
 		// Helpdesk and auditor actions go through the portal's own identity.
-		o.HelpdeskPolicy: "# Written by certportal setup. Holding this policy makes a user certportal helpdesk staff.\n" + issue + onBehalf,
-		o.AuditorPolicy:  "# Written by certportal setup. Holding this policy makes a user a certportal auditor.\n" + issue,
-		o.ServicePolicy:  ServicePolicy(o),
+		o.HelpdeskPolicy:       "# Written by certportal setup. Holding this policy makes a user certportal helpdesk staff.\n" + issue + onBehalf,
+		o.AuditorPolicy:        "# Written by certportal setup. Holding this policy makes a user a certportal auditor.\n" + issue,
+		o.ServicePolicy:        ServicePolicy(o),
+		o.SecretRotationPolicy: SecretRotationPolicy(o),
 	}
 }
 
+// ttlValues are the ttl values the policies admit: each validity in the form
+// the portal sends it (internal/vault Issue: whole seconds, "86400s").
+func ttlValues(ttls []time.Duration) []string {
+	out := make([]string, 0, len(ttls))
+	for _, t := range ttls {
+		out = append(out, fmt.Sprintf("%ds", int64(t/time.Second)))
+	}
+	return out
+}
+
+// issueStanza is a policy path for <mount>/issue/<role> that admits exactly
+// the parameters the portal's Issue (and nginx-certs' IssueServer) send.
+// Everything else is refused by Vault with 403 before the PKI engine sees the
+// request: not_after (which Vault does not cap at the role's max_ttl),
+// alt_names, ip_sans, uri_sans, other_sans, serial_number, a CN left out of
+// the SANs. In allowed_parameters an empty list means any value, so ttl is
+// only ever unrestricted when ttls is nil; extra adds parameters, each with
+// its admitted values (empty: any).
+func issueStanza(path string, ttls []string, extra map[string][]string) string {
+	params := map[string]string{
+		// The role decides which names are allowed.
+		"common_name":          "[]",
+		"format":               `["pem"]`,
+		"private_key_format":   `["pkcs8"]`,
+		"exclude_cn_from_sans": "[false]",
+		"ttl":                  hclList(ttls),
+	}
+	for k, v := range extra {
+		params[k] = hclList(v)
+	}
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "path %q {\n  capabilities = [\"update\"]\n  allowed_parameters = {\n", path)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "    %q = %s\n", k, params[k])
+	}
+	b.WriteString("  }\n}\n")
+	return b.String()
+}
+
+func hclList(vals []string) string {
+	q := make([]string, len(vals))
+	for i, v := range vals {
+		q[i] = fmt.Sprintf("%q", v)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// SecretRotationPolicy lets `certportal rotate-secret-id` replace the
+// portal's AppRole secret id: generate one (with the role's TTL, uses and
+// CIDRs: no parameter but metadata), look up and destroy the old one. It
+// cannot change the role, read its role id or log in.
+func SecretRotationPolicy(o Options) string {
+	role := "auth/" + o.AppRoleMount + "/role/" + o.AppRoleName
+	return fmt.Sprintf(`# Written by certportal setup: for certportal rotate-secret-id.
+path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "metadata" = []
+  }
+}
+path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "secret_id" = []
+  }
+}
+path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "secret_id" = []
+  }
+}
+`, role+"/secret-id", role+"/secret-id/lookup", role+"/secret-id/destroy")
+}
+
 // ServicePolicy is the portal's own identity: revoke after the portal checked
-// ownership, and read what reconciliation and helpdesk search need. It cannot
-// issue.
+// ownership (by serial only), and read what reconciliation and helpdesk
+// search need. It cannot issue.
 func ServicePolicy(o Options) string {
 	return fmt.Sprintf(`# Written by certportal setup: the portal's own identity.
 path %q {
   capabilities = ["update"]
+  allowed_parameters = {
+    "serial_number" = []
+  }
 }
 path %q {
   capabilities = ["list"]
@@ -617,15 +786,24 @@ func (r *run) appRole(ctx context.Context) error {
 		"token_ttl":          "3600",
 		"token_max_ttl":      "14400",
 		"token_type":         "service",
-		"secret_id_num_uses": 0,
+		"secret_id_num_uses": r.o.SecretIDNumUses,
 		"bind_secret_id":     true,
+		// Applied to each secret id when it is generated: an existing one
+		// keeps the lifetime it was created with (rotate it to apply these).
+		"secret_id_ttl": fmt.Sprintf("%d", int64(r.o.SecretIDTTL/time.Second)),
+		// Both are checked at every login and token use, old secret ids too.
+		"secret_id_bound_cidrs": nonNil(r.o.SecretIDBoundCIDRs),
+		"token_bound_cidrs":     nonNil(r.o.AppRoleTokenBoundCIDRs),
 	}
 	cur, err := r.read(ctx, path)
 	if err != nil {
 		return err
 	}
-	if cur != nil && roleMatches(cur.Data, map[string]any{"token_policies": want["token_policies"], "bind_secret_id": true}) &&
-		sameDuration(cur.Data["token_ttl"], "3600s") && sameDuration(cur.Data["token_max_ttl"], "14400s") {
+	if cur != nil && roleMatches(cur.Data, map[string]any{"token_policies": want["token_policies"], "bind_secret_id": true,
+		"secret_id_num_uses": r.o.SecretIDNumUses}) &&
+		sameCIDRs(cur.Data["secret_id_bound_cidrs"], r.o.SecretIDBoundCIDRs) && sameCIDRs(cur.Data["token_bound_cidrs"], r.o.AppRoleTokenBoundCIDRs) &&
+		sameDuration(cur.Data["token_ttl"], "3600s") && sameDuration(cur.Data["token_max_ttl"], "14400s") &&
+		sameDuration(cur.Data["secret_id_ttl"], want["secret_id_ttl"].(string)) {
 		r.step("approle "+r.o.AppRoleName, false)
 	} else {
 		if _, err := r.write(ctx, path, want); err != nil {
@@ -676,9 +854,18 @@ func (r *run) demoUsers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		cidrs := nonNil(r.o.UserTokenBoundCIDRs)
 		if cur != nil {
 			// Never reset an existing user's password: someone may rely on it.
-			r.step("demo user "+u.Username+" (exists, password unchanged)", false)
+			// The CIDR binding is setup's to keep as asked.
+			if sameCIDRs(cur.Data["token_bound_cidrs"], cidrs) {
+				r.step("demo user "+u.Username+" (exists, password unchanged)", false)
+				continue
+			}
+			if _, err := r.write(ctx, path, map[string]any{"token_bound_cidrs": cidrs}); err != nil {
+				return err
+			}
+			r.step("demo user "+u.Username+" token_bound_cidrs (password unchanged)", true)
 			continue
 		}
 		pw, err := password()
@@ -690,6 +877,8 @@ func (r *run) demoUsers(ctx context.Context) error {
 			"token_policies": u.Policies,
 			"token_ttl":      "8h",
 			"token_max_ttl":  "12h",
+			// Logins and tokens from anywhere but these networks fail.
+			"token_bound_cidrs": cidrs,
 		}); err != nil {
 			return err
 		}
@@ -698,6 +887,35 @@ func (r *run) demoUsers(ctx context.Context) error {
 		r.step("demo user "+u.Username, true)
 	}
 	return nil
+}
+
+// sameCIDRs compares Vault's read-back form of a CIDR list (it writes a
+// single address for a /32) with what setup wants.
+func sameCIDRs(cur any, want []string) bool {
+	norm := func(l []string) []string {
+		out := make([]string, 0, len(l))
+		for _, c := range l {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				out = append(out, p.Masked().String())
+			} else if a, err := netip.ParseAddr(c); err == nil {
+				out = append(out, netip.PrefixFrom(a, a.BitLen()).String())
+			} else {
+				out = append(out, c)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	return reflect.DeepEqual(norm(toStrings(cur)), norm(want))
+}
+
+// nonNil makes an unset list an empty one, which Vault writes as "none"
+// (a nil would leave the field as it was).
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }
 
 func password() (string, error) {

@@ -6,6 +6,8 @@ package testenv
 import (
 	"bufio"
 	"context"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,4 +186,29 @@ func (v *Vault) PortalEnv() map[string]string {
 		env["CERTPORTAL_APPROLE_SECRET_ID"] = v.Setup.ServiceSecretID
 	}
 	return env
+}
+
+// ClientFrom returns a Vault client that connects from the loopback address
+// local (e.g. 127.0.0.2), so that Vault sees that address as the client's:
+// for tests of CIDR bindings. An empty token means none.
+func (v *Vault) ClientFrom(tb testing.TB, local, token string) *vaultapi.Client {
+	tb.Helper()
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = v.Addr
+	cfg.MaxRetries = 0
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
+	tr, ok := cfg.HttpClient.Transport.(*http.Transport)
+	if !ok {
+		tb.Fatal("testenv: vault client transport is not *http.Transport")
+	}
+	tr.DialContext = d.DialContext
+	c, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.ClearToken()
+	if token != "" {
+		c.SetToken(token)
+	}
+	return c
 }

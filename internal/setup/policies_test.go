@@ -1,0 +1,211 @@
+package setup_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/certportal/certportal/internal/nginxcerts"
+	"github.com/certportal/certportal/internal/setup"
+	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// tricks are the issue parameters a token holder could add to the portal's
+// request to get a certificate the portal would never hand out: a validity
+// past the role's max_ttl (not_after is not capped by it), extra names, a
+// chosen serial, a CN left out of the SANs.
+var tricks = []struct {
+	name string
+	key  string
+	val  any
+}{
+	{"not_after", "not_after", "2031-01-01T00:00:00Z"},
+	{"not_after upper case", "NOT_AFTER", "2031-01-01T00:00:00Z"},
+	{"alt_names", "alt_names", "x@example.com"},
+	{"ip_sans", "ip_sans", "127.0.0.1"},
+	{"uri_sans", "uri_sans", "spiffe://example.com/x"},
+	{"other_sans", "other_sans", "1.3.6.1.4.1.311.20.2.3;UTF8:x@example.com"},
+	{"serial_number", "serial_number", "x"},
+	{"exclude_cn_from_sans", "exclude_cn_from_sans", true},
+	{"ttl of five years", "ttl", "43800h"},
+	{"ttl list", "ttl", "86400s,43800h"},
+	{"ttl as a number", "ttl", 157680000},
+	{"user_ids", "user_ids", "x"},
+	{"remove_roots_from_chain", "remove_roots_from_chain", true},
+	{"format der", "format", "der"},
+}
+
+// mustDenied fails unless err is Vault's 403: the policy, not the role,
+// refused the request, before the PKI engine looked at it.
+func mustDenied(tb testing.TB, err error, what string) {
+	tb.Helper()
+	var re *vaultapi.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
+		tb.Fatalf("%s: err = %v, want 403 permission denied from the policy", what, err)
+	}
+}
+
+// TestPoliciesAllowOnlyPortalParameters: with their own Vault tokens, users
+// (employee, helpdesk, auditor) and the Nginx token can send exactly what the
+// portal and nginx-certs send, and Vault refuses every other parameter or
+// value with 403 — while the portal's own issuance keeps working.
+func TestPoliciesAllowOnlyPortalParameters(t *testing.T) {
+	v := testenv.StartVault(t)
+	ctx := context.Background()
+	o := setup.Defaults()
+	o.DemoUsers, o.HelpdeskOnBehalf = true, true
+	res, err := setup.Run(ctx, v.Admin, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Setup = res
+	vc, err := vault.New(vault.Config{Addr: v.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, u := range []string{"alice", "helen", "audrey"} {
+		c := login(t, v, u)
+		cn := u + "@example.com"
+		t.Run(u, func(t *testing.T) {
+			for _, tr := range tricks {
+				_, err := c.Logical().Write("pki/issue/user-auth", map[string]any{"common_name": cn, tr.key: tr.val})
+				mustDenied(t, err, tr.name)
+			}
+			// What the portal sends, for every validity it offers by default.
+			for _, ttl := range []time.Duration{24 * time.Hour, 8760 * time.Hour} {
+				is, err := vc.Issue(ctx, c.Token(), vault.IssueRequest{Mount: "pki", Role: "user-auth", CommonName: cn, TTL: ttl})
+				if err != nil {
+					t.Fatalf("portal issue with %s: %v", ttl, err)
+				}
+				if got := is.Certificate.NotAfter.Sub(is.Certificate.NotBefore); got > ttl+time.Minute {
+					t.Fatalf("portal issue with %s: valid %s", ttl, got)
+				}
+			}
+			// A validity the portal does not offer.
+			_, err := vc.Issue(ctx, c.Token(), vault.IssueRequest{Mount: "pki", Role: "user-auth", CommonName: cn, TTL: time.Hour})
+			if !errors.Is(err, vault.ErrPermissionDenied) {
+				t.Fatalf("issue for 1h (not offered): %v", err)
+			}
+		})
+	}
+
+	t.Run("helpdesk on behalf", func(t *testing.T) {
+		helen := login(t, v, "helen")
+		for _, tr := range tricks {
+			_, err := helen.Logical().Write("pki/issue/"+o.OnBehalfRole, map[string]any{"common_name": "bob@example.com", tr.key: tr.val})
+			mustDenied(t, err, tr.name)
+		}
+		if _, err := vc.Issue(ctx, helen.Token(), vault.IssueRequest{Mount: "pki", Role: o.OnBehalfRole, CommonName: "bob@example.com", TTL: 720 * time.Hour}); err != nil {
+			t.Fatalf("portal on-behalf issue: %v", err)
+		}
+	})
+
+	t.Run("nginx", func(t *testing.T) {
+		nginx := token(t, v, setup.NginxPolicyName)
+		for _, tr := range tricks {
+			if tr.key == "ttl" {
+				continue // any ttl: the role's max_ttl caps it, and Nomad templates choose their own
+			}
+			_, err := nginx.Logical().Write("pki/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost", tr.key: tr.val})
+			mustDenied(t, err, tr.name)
+		}
+		sc, err := nginxcerts.IssueServer(ctx, nginx, nginxcerts.ServerRequest{Mount: "pki", Role: setup.DefaultServerRole, ServerName: "localhost", TTL: 48 * time.Hour})
+		if err != nil {
+			t.Fatalf("nginx-certs issue: %v", err)
+		}
+		if sc.Leaf.Subject.CommonName != "localhost" || len(sc.Leaf.IPAddresses) != 0 {
+			t.Fatalf("server certificate %v %v", sc.Leaf.Subject, sc.Leaf.IPAddresses)
+		}
+	})
+
+	t.Run("service revoke", func(t *testing.T) {
+		svc := token(t, v, o.ServicePolicy)
+		_, err := svc.Logical().Write("pki/revoke", map[string]any{"serial_number": "01", "cert_pem": "x"})
+		mustDenied(t, err, "revoke with cert_pem")
+	})
+}
+
+// oldUserPolicy is the user policy setup wrote before it restricted
+// parameters: any parameter, any value.
+const oldUserPolicy = "# Written by certportal setup.\npath \"pki/issue/user-auth\" {\n  capabilities = [\"update\"]\n}\n"
+
+// TestSetupUpgradesOldPolicies: a Vault configured by an older setup gets the
+// restricted policies on the next run, reported as changed.
+func TestSetupUpgradesOldPolicies(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	ctx := context.Background()
+	o := setup.Defaults()
+	oldNginx := "path \"pki/issue/nginx-server\" {\n  capabilities = [\"update\"]\n}\n"
+	for name, hcl := range map[string]string{o.UserPolicy: oldUserPolicy, o.HelpdeskPolicy: oldUserPolicy, setup.NginxPolicyName: oldNginx} {
+		if err := v.Admin.Sys().PutPolicy(name, hcl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := login(t, v, "alice")
+	if _, err := alice.Logical().Write("pki/issue/user-auth", map[string]any{"common_name": "alice@example.com", "ttl": "43800h"}); err != nil {
+		t.Fatalf("old policy: %v", err)
+	}
+	res, err := setup.Run(ctx, v.Admin, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := map[string]bool{}
+	for _, s := range res.Steps {
+		changed[s.What] = s.Changed
+	}
+	for _, name := range []string{o.UserPolicy, o.HelpdeskPolicy, setup.NginxPolicyName} {
+		if !changed["policy "+name] {
+			t.Errorf("policy %s not reported as changed: %+v", name, res.Steps)
+		}
+	}
+	if changed["policy "+o.AuditorPolicy] {
+		t.Errorf("policy %s rewritten though it was current", o.AuditorPolicy)
+	}
+	// The same token, now under the new policy.
+	_, err = alice.Logical().Write("pki/issue/user-auth", map[string]any{"common_name": "alice@example.com", "not_after": "2031-01-01T00:00:00Z"})
+	mustDenied(t, err, "not_after after upgrade")
+	res, err = setup.Run(ctx, v.Admin, o)
+	if err != nil || res.Changed() {
+		t.Fatalf("third run: %v, changed %+v", err, res.Steps)
+	}
+}
+
+// TestServerRoleNoIPOrLocalhostByDefault: the default Nginx role admits
+// neither IP SANs nor localhost beyond the names the operator listed.
+func TestServerRoleNoIPOrLocalhostByDefault(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	sec, err := v.Admin.Logical().Read("pki/roles/" + setup.DefaultServerRole)
+	if err != nil || sec == nil {
+		t.Fatalf("read role: %v", err)
+	}
+	if sec.Data["allow_ip_sans"] != false || sec.Data["allow_localhost"] != false {
+		t.Fatalf("allow_ip_sans=%v allow_localhost=%v, want both false", sec.Data["allow_ip_sans"], sec.Data["allow_localhost"])
+	}
+	nginx := token(t, v, setup.NginxPolicyName)
+	if _, err := nginx.Logical().Write("pki/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1"}); err == nil {
+		t.Fatal("IP SAN issued by default")
+	}
+	// localhost listed as a server name (the default) still works: the
+	// operator named it.
+	if _, err := nginx.Logical().Write("pki/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost"}); err != nil {
+		t.Fatalf("localhost as a listed name: %v", err)
+	}
+	// A production name list: localhost only with the explicit option.
+	o := setup.Defaults()
+	for _, allow := range []bool{false, true} {
+		o.ServerAllowLocalhost = allow
+		if _, err := setup.EnsureServerRole(context.Background(), v.Admin, o, setup.DefaultServerRole, []string{"app.example.org"}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := nginx.Logical().Write("pki/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost"})
+		if (err == nil) != allow {
+			t.Fatalf("allow_localhost=%v: issue for localhost: %v", allow, err)
+		}
+	}
+}
