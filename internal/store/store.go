@@ -81,6 +81,35 @@ type Revocation struct {
 	Ticket string
 }
 
+// Inventory states, as the inventory report counts them at a moment: active
+// (not revoked, not expired), expiring within 7 or 30 days (active ones),
+// expired (not revoked, past not_after) and revoked.
+const (
+	StateActive     = "active"
+	StateExpiring7  = "expiring7"
+	StateExpiring30 = "expiring30"
+	StateExpired    = "expired"
+	StateRevoked    = "revoked"
+)
+
+// InventoryStates lists the states in the report's order.
+var InventoryStates = []string{StateActive, StateExpiring7, StateExpiring30, StateExpired, StateRevoked}
+
+// InventoryCounts are the inventory report's totals at one moment.
+type InventoryCounts struct {
+	Active, Expiring7, Expiring30, Expired, Revoked int
+}
+
+// InventoryFilter selects certificates behind a count of the report, in
+// serial order.
+type InventoryFilter struct {
+	State       string    // one of InventoryStates; empty: every certificate
+	Username    string    // empty: every user
+	At          time.Time // the moment states are judged at
+	AfterSerial string    // keyset pagination: serials after this one
+	Limit       int       // ListInventory's page size; 0: 50
+}
+
 // Certificates is the inventory.
 type Certificates interface {
 	// InsertCertificate adds a row; ErrConflict when the serial exists.
@@ -93,6 +122,17 @@ type Certificates interface {
 	MarkRevoked(ctx context.Context, serial string, r Revocation) error
 	// SearchUsers lists users with certificates whose name starts with prefix.
 	SearchUsers(ctx context.Context, prefix string, at time.Time, limit int) ([]UserSummary, error)
+
+	// InventoryCounts counts the inventory by state at at, in the database.
+	InventoryCounts(ctx context.Context, at time.Time) (InventoryCounts, error)
+	// InventoryByUser lists users after afterUser, in name order, with their
+	// active (at at) and total certificates.
+	InventoryByUser(ctx context.Context, at time.Time, afterUser string, limit int) ([]UserSummary, error)
+	// ListInventory returns one page of f's certificates, in serial order.
+	ListInventory(ctx context.Context, f InventoryFilter) ([]*Certificate, error)
+	// StreamInventory calls fn for each of f's certificates, in serial
+	// order, without holding them all in memory (Limit is ignored).
+	StreamInventory(ctx context.Context, f InventoryFilter, fn func(*Certificate) error) error
 }
 
 // AuditFilter selects audit events; zero fields select everything.
@@ -100,7 +140,10 @@ type AuditFilter struct {
 	Actor, Subject, Action, Outcome, Serial string
 	From, To                                time.Time // [From, To)
 	BeforeID                                int64     // keyset pagination: events with id < BeforeID
-	Limit                                   int
+	// AfterID pages the other way, towards newer events: QueryAudit
+	// returns the Limit events closest above AfterID (still newest first).
+	AfterID int64
+	Limit   int
 }
 
 // DayCount is one day of the activity chart.

@@ -147,6 +147,9 @@ func auditWhere(f store.AuditFilter) (string, []any) {
 	if f.BeforeID > 0 {
 		add("id < $%d", f.BeforeID)
 	}
+	if f.AfterID > 0 {
+		add("id > $%d", f.AfterID)
+	}
 	if len(conds) == 0 {
 		return "", nil
 	}
@@ -171,8 +174,13 @@ func (s *DB) QueryAudit(ctx context.Context, f store.AuditFilter) ([]*audit.Even
 		limit = 50
 	}
 	args = append(args, limit)
-	rows, err := s.pool.Query(ctx, `SELECT `+auditColumns+` FROM audit_events`+where+
-		fmt.Sprintf(` ORDER BY id DESC LIMIT $%d`, len(args)), args...)
+	q := `SELECT ` + auditColumns + ` FROM audit_events` + where + fmt.Sprintf(` ORDER BY id DESC LIMIT $%d`, len(args))
+	if f.AfterID > 0 {
+		// Paging towards newer events takes the ids closest above AfterID.
+		q = `SELECT * FROM (SELECT ` + auditColumns + ` FROM audit_events` + where +
+			fmt.Sprintf(` ORDER BY id ASC LIMIT $%d) page ORDER BY id DESC`, len(args))
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query audit: %w", err)
 	}

@@ -118,6 +118,9 @@ func auditWhere(f store.AuditFilter) (string, []any) {
 	if f.BeforeID > 0 {
 		add("id < ?", f.BeforeID)
 	}
+	if f.AfterID > 0 {
+		add("id > ?", f.AfterID)
+	}
 	if len(conds) == 0 {
 		return "", nil
 	}
@@ -146,8 +149,13 @@ func (s *DB) QueryAudit(ctx context.Context, f store.AuditFilter) ([]*audit.Even
 	// page's rows are read by id. When the index does not follow id order
 	// (a time window), sorting whole rows made a 7-day page over 1M events
 	// 5x slower: ~85 ms against ~16 ms.
+	// Paging towards newer events takes the ids closest above AfterID.
+	inner := "DESC"
+	if f.AfterID > 0 {
+		inner = "ASC"
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit_events WHERE id IN (SELECT id FROM audit_events`+
-		where+` ORDER BY id DESC LIMIT ?) ORDER BY id DESC`, append(args, limit)...)
+		where+` ORDER BY id `+inner+` LIMIT ?) ORDER BY id DESC`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("query audit: %w", err)
 	}

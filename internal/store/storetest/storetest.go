@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 	t.Run("certificates", func(t *testing.T) { testCertificates(t, open(t)) })
 	t.Run("concurrent inserts", func(t *testing.T) { testConcurrentInserts(t, open(t)) })
+	t.Run("inventory report", func(t *testing.T) { testInventory(t, open(t)) })
 	t.Run("audit chain", func(t *testing.T) { testAudit(t, open(t)) })
 	t.Run("audit atomic with inventory", func(t *testing.T) { testAuditAtomic(t, open(t)) })
 	t.Run("concurrent audit appends", func(t *testing.T) { testConcurrentAudit(t, open(t)) })
@@ -71,6 +73,15 @@ func testAudit(t *testing.T, s store.Store) {
 	next, err := s.QueryAudit(ctx, store.AuditFilter{Actor: "alice", Limit: 4, BeforeID: page[3].ID})
 	if err != nil || len(next) != 4 || next[0].ID != 16 {
 		t.Fatalf("second page: %v %v", err, ids(next))
+	}
+	// Paging back towards newer events: the page just above AfterID,
+	// still newest first.
+	newer, err := s.QueryAudit(ctx, store.AuditFilter{Actor: "alice", Limit: 4, AfterID: next[3].ID})
+	if err != nil || len(newer) != 4 || newer[0].ID != 19 || newer[3].ID != 10 {
+		t.Fatalf("newer page: %v %v", err, ids(newer))
+	}
+	if top, err := s.QueryAudit(ctx, store.AuditFilter{Actor: "alice", Limit: 4, AfterID: 19}); err != nil || len(top) != 3 || top[0].ID != 28 || top[2].ID != 22 {
+		t.Fatalf("newest page from AfterID: %v %v", err, ids(top))
 	}
 	fails, _ := s.QueryAudit(ctx, store.AuditFilter{Action: audit.ActionLogin, Outcome: audit.OutcomeFailure, Limit: 100})
 	if len(fails) != 6 {
@@ -360,5 +371,82 @@ func testConcurrentInserts(t *testing.T, s store.Store) {
 	}
 	if len(seen) != 200 {
 		t.Fatalf("%d distinct serials stored, want 200", len(seen))
+	}
+}
+
+// testInventory: the report's counts, its users and the certificates behind
+// each count, paged by serial, agree with what was inserted.
+func testInventory(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	day := 24 * time.Hour
+	at := t0.Add(10 * day)
+	rows := []*store.Certificate{
+		cert("0a:01", "alice", t0, 100*day),            // active, beyond 30 days
+		cert("0a:02", "alice", t0, 15*day),             // active, expiring within 7
+		cert("0a:03", "alice", t0, 30*day),             // active, expiring within 30
+		cert("0b:01", "bob", t0, 5*day),                // expired
+		cert("0b:02", "bob", t0, 100*day),              // revoked below
+		cert("0c:01", "carol", t0, 10*day),             // expired exactly at at
+		cert("0c:02", "carol", t0, 40*day+time.Minute), // active, a minute past 30 days left
+	}
+	for _, c := range rows {
+		if err := s.InsertCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkRevoked(ctx, "0b:02", store.Revocation{At: t0.Add(day), Reason: "lost", By: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.InventoryCounts(ctx, at)
+	want := store.InventoryCounts{Active: 4, Expiring7: 1, Expiring30: 2, Expired: 2, Revoked: 1}
+	if err != nil || got != want {
+		t.Fatalf("counts: %v %+v, want %+v", err, got, want)
+	}
+	users, err := s.InventoryByUser(ctx, at, "", 2)
+	if err != nil || len(users) != 2 || users[0] != (store.UserSummary{Username: "alice", Active: 3, Total: 3}) || users[1].Username != "bob" || users[1].Active != 0 || users[1].Total != 2 {
+		t.Fatalf("by user: %v %+v", err, users)
+	}
+	if more, err := s.InventoryByUser(ctx, at, "bob", 2); err != nil || len(more) != 1 || more[0].Username != "carol" || more[0].Active != 1 {
+		t.Fatalf("by user after bob: %v %+v", err, more)
+	}
+	for _, tc := range []struct {
+		state, user string
+		want        []string
+	}{
+		{store.StateActive, "", []string{"0a:01", "0a:02", "0a:03", "0c:02"}},
+		{store.StateExpiring7, "", []string{"0a:02"}},
+		{store.StateExpiring30, "", []string{"0a:02", "0a:03"}},
+		{store.StateExpired, "", []string{"0b:01", "0c:01"}},
+		{store.StateRevoked, "", []string{"0b:02"}},
+		{"", "bob", []string{"0b:01", "0b:02"}},
+		{store.StateActive, "alice", []string{"0a:01", "0a:02", "0a:03"}},
+	} {
+		// Pages of two, by serial: the keyset walk sees every row once.
+		var walked []string
+		after := ""
+		for {
+			page, err := s.ListInventory(ctx, store.InventoryFilter{State: tc.state, Username: tc.user, At: at, AfterSerial: after, Limit: 2})
+			if err != nil {
+				t.Fatalf("%s/%s: %v", tc.state, tc.user, err)
+			}
+			walked = append(walked, serials(page)...)
+			if len(page) < 2 {
+				break
+			}
+			after = page[len(page)-1].Serial
+		}
+		var streamed []string
+		if err := s.StreamInventory(ctx, store.InventoryFilter{State: tc.state, Username: tc.user, At: at}, func(c *store.Certificate) error {
+			streamed = append(streamed, c.Serial)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(walked, " ") != strings.Join(tc.want, " ") || strings.Join(streamed, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("%s/%s: pages %v, stream %v, want %v", tc.state, tc.user, walked, streamed, tc.want)
+		}
+	}
+	if _, err := s.ListInventory(ctx, store.InventoryFilter{State: "bogus", At: at}); err == nil {
+		t.Error("unknown state accepted")
 	}
 }
