@@ -148,7 +148,9 @@ func (b *client) post(path string, form url.Values, headers ...string) *response
 func (b *client) mustLogin(user, password string) {
 	b.t.Helper()
 	r := b.post("/login", url.Values{"username": {user}, "password": {password}})
-	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/" {
+	// Each role lands on its own page: employees on /, helpdesk staff on
+	// /helpdesk, auditors on /audit.
+	if loc := r.Header.Get("Location"); r.StatusCode != http.StatusSeeOther || (loc != "/" && loc != "/helpdesk" && loc != "/audit") {
 		b.t.Fatalf("login %s: status %d location %q\n%s", user, r.StatusCode, r.Header.Get("Location"), r.Body)
 	}
 }

@@ -28,23 +28,54 @@ func (s *Service) requireAuditor(id *Identity) error {
 // PageSize is the audit page length.
 const PageSize = 50
 
-// AuditPage returns one page of events, newest first, and the id to pass as
-// BeforeID for the next page (0 when this is the last).
-func (s *Service) AuditPage(ctx context.Context, id *Identity, f store.AuditFilter) ([]*audit.Event, int64, error) {
+// AuditPaging says where the neighbouring pages of an audit page start; 0
+// where there is none.
+type AuditPaging struct {
+	Older int64 // pass as BeforeID
+	Newer int64 // pass as AfterID
+}
+
+// AuditPage returns one page of events, newest first, and where the older
+// and newer pages start. Pages are keyset pages both ways: BeforeID goes
+// back in time, AfterID forward, so a page stays stable while events are
+// appended.
+func (s *Service) AuditPage(ctx context.Context, id *Identity, f store.AuditFilter) ([]*audit.Event, AuditPaging, error) {
+	var pg AuditPaging
 	if err := s.requireAuditor(id); err != nil {
-		return nil, 0, err
+		return nil, pg, err
 	}
 	f.Limit = PageSize + 1
 	events, err := s.store.QueryAudit(ctx, f)
 	if err != nil {
-		return nil, 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, pg, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 	}
-	var next int64
-	if len(events) > PageSize {
+	more := len(events) > PageSize
+	if f.AfterID > 0 {
+		// The extra event is the newest: it starts the next newer page.
+		if more {
+			events = events[1:]
+		}
+		if len(events) > 0 {
+			if more {
+				pg.Newer = events[0].ID
+			}
+			pg.Older = events[len(events)-1].ID
+		} else {
+			pg.Older = f.AfterID + 1
+		}
+		return events, pg, nil
+	}
+	if more {
 		events = events[:PageSize]
-		next = events[PageSize-1].ID
+		pg.Older = events[PageSize-1].ID
 	}
-	return events, next, nil
+	if f.BeforeID > 0 {
+		pg.Newer = f.BeforeID - 1
+		if len(events) > 0 {
+			pg.Newer = events[0].ID
+		}
+	}
+	return events, pg, nil
 }
 
 // AuditExport streams the filtered events to fn, oldest first. The export
@@ -57,7 +88,7 @@ func (s *Service) AuditExport(ctx context.Context, id *Identity, f store.AuditFi
 		map[string]string{"format": format, "filter": describeFilter(f)})); err != nil {
 		return err
 	}
-	f.BeforeID = 0
+	f.BeforeID, f.AfterID = 0, 0
 	if err := s.store.StreamAudit(ctx, f, fn); err != nil {
 		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 	}
@@ -106,55 +137,104 @@ func (s *Service) AuditDaily(ctx context.Context, id *Identity, days int) ([]sto
 	return out, nil
 }
 
-// InventoryReport summarises every certificate the portal issued.
+// InventoryReport summarises every certificate the portal issued, as of
+// one moment. The counts are computed by the store (SQL aggregation), so
+// the report costs the same whatever the inventory's size.
 type InventoryReport struct {
-	Active, Expiring7, Expiring30, Expired, Revoked int
-	ByUser                                          []UserResult
+	AsOf time.Time
+	store.InventoryCounts
+	ByUser []UserResult
+	// NextUser: the list of users continues after this name ("" at the end).
+	NextUser string
 }
 
-// maxReportRows bounds the inventory read for a report.
+// maxReportRows bounds the inventory read for reconciliation.
 const maxReportRows = 200000
 
-// Inventory builds the inventory report.
-func (s *Service) Inventory(ctx context.Context, id *Identity) (*InventoryReport, error) {
+// ReportUsers is how many users one page of the report lists.
+const ReportUsers = 100
+
+// Inventory builds the inventory report at the service's clock, listing
+// users after afterUser.
+func (s *Service) Inventory(ctx context.Context, id *Identity, afterUser string) (*InventoryReport, error) {
 	if err := s.requireAuditor(id); err != nil {
 		return nil, err
 	}
-	rows, err := s.store.ListCertificates(ctx, store.CertificateFilter{Limit: maxReportRows})
+	rep := &InventoryReport{AsOf: s.now()}
+	var err error
+	if rep.InventoryCounts, err = s.store.InventoryCounts(ctx, rep.AsOf); err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	users, err := s.store.InventoryByUser(ctx, rep.AsOf, afterUser, ReportUsers+1)
 	if err != nil {
 		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 	}
-	now := s.now()
-	rep := &InventoryReport{}
-	users := map[string]*UserResult{}
-	for _, c := range rows {
-		u := users[c.Username]
-		if u == nil {
-			u = &UserResult{Username: c.Username}
-			users[c.Username] = u
-		}
-		u.Total++
-		switch left := c.NotAfter.Sub(now); {
-		case c.Revoked():
-			rep.Revoked++
-		case left <= 0:
-			rep.Expired++
-		default:
-			rep.Active++
-			u.Active++
-			if left <= 7*24*time.Hour {
-				rep.Expiring7++
-			}
-			if left <= 30*24*time.Hour {
-				rep.Expiring30++
-			}
-		}
+	if len(users) > ReportUsers {
+		users = users[:ReportUsers]
+		rep.NextUser = users[ReportUsers-1].Username
 	}
 	for _, u := range users {
-		rep.ByUser = append(rep.ByUser, *u)
+		rep.ByUser = append(rep.ByUser, UserResult{Username: u.Username, Active: u.Active, Total: u.Total})
 	}
-	sort.Slice(rep.ByUser, func(i, j int) bool { return rep.ByUser[i].Username < rep.ByUser[j].Username })
 	return rep, nil
+}
+
+// InventoryCertificates is one page of the certificates behind a count of
+// the report, in serial order, and the serial the next page starts after
+// ("" on the last page). f.At should be the report's moment, so the pages
+// agree with the count they came from; zero means now.
+func (s *Service) InventoryCertificates(ctx context.Context, id *Identity, f store.InventoryFilter) ([]CertificateView, string, error) {
+	if err := s.requireAuditor(id); err != nil {
+		return nil, "", err
+	}
+	if f.At.IsZero() {
+		f.At = s.now()
+	}
+	f.Limit = PageSize + 1
+	rows, err := s.store.ListInventory(ctx, f)
+	if err != nil {
+		return nil, "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	next := ""
+	if len(rows) > PageSize {
+		rows = rows[:PageSize]
+		next = rows[PageSize-1].Serial
+	}
+	out := make([]CertificateView, len(rows))
+	for i, c := range rows {
+		out[i] = s.viewAt(c, f.At)
+	}
+	return out, next, nil
+}
+
+// InventoryExport streams f's certificates to fn, in serial order, after
+// recording who took the inventory out and which part of it.
+func (s *Service) InventoryExport(ctx context.Context, id *Identity, f store.InventoryFilter, fn func(CertificateView) error) error {
+	if err := s.requireAuditor(id); err != nil {
+		return err
+	}
+	if f.At.IsZero() {
+		f.At = s.now()
+	}
+	what := "inventory"
+	if f.State != "" {
+		what += " state=" + f.State
+	}
+	if f.Username != "" {
+		what += " user=" + f.Username
+	}
+	if err := s.record(ctx, s.newEvent(ctx, id.Username, "", audit.ActionAuditExport, audit.OutcomeSuccess, "",
+		map[string]string{"format": "csv", "filter": what, "as_of": fmtTime(f.At)})); err != nil {
+		return err
+	}
+	if err := s.store.StreamInventory(ctx, f, func(c *store.Certificate) error { return fn(s.viewAt(c, f.At)) }); err != nil {
+		var pe *Error
+		if errors.As(err, &pe) {
+			return err
+		}
+		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	return nil
 }
 
 // VaultOnly is a certificate Vault holds that the portal never issued.

@@ -50,8 +50,10 @@ type CertificateView struct {
 	DaysLeft int
 }
 
-func (s *Service) view(c *store.Certificate) CertificateView {
-	now := s.now()
+func (s *Service) view(c *store.Certificate) CertificateView { return s.viewAt(c, s.now()) }
+
+// viewAt derives the certificate's status at now (a report's moment).
+func (s *Service) viewAt(c *store.Certificate, now time.Time) CertificateView {
 	v := CertificateView{Certificate: c, DaysLeft: int(c.NotAfter.Sub(now).Hours() / 24)}
 	switch {
 	case c.Revoked():
@@ -161,27 +163,99 @@ type UserResult struct {
 	Username string
 	Active   int
 	Total    int
+	// Serial is set when the search was for a certificate: the one found.
+	Serial string
 }
 
 var prefixPattern = regexp.MustCompile(`^[a-z0-9._-]{0,64}$`)
 
-// SearchUsers finds users by name prefix: those in the inventory and those
-// Vault knows that never enrolled.
-func (s *Service) SearchUsers(ctx context.Context, actor *Identity, prefix string) ([]UserResult, error) {
+// looksLikeSerial tells a serial search from a name prefix: a serial has
+// separators between its bytes or, written without them, at least 8 bytes
+// (16 hex digits) — longer than any name prefix an agent types.
+func looksLikeSerial(q string) bool {
+	if strings.Contains(q, ":") {
+		return true
+	}
+	hex := 0
+	for _, r := range q {
+		switch {
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'f':
+			hex++
+		case r == '-' || r == ' ':
+		default:
+			return false
+		}
+	}
+	return hex >= 16
+}
+
+// SearchUsers finds users by what an agent has at hand: a name prefix
+// ("ali"), an email address ("alice@example.com": that user), or a
+// certificate serial in any common form (its owner). Name matches come from
+// the inventory and from Vault, so users who never enrolled are found too.
+func (s *Service) SearchUsers(ctx context.Context, actor *Identity, q string) ([]UserResult, error) {
 	if !actor.Has(RoleHelpdesk) {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
-	prefix = strings.ToLower(strings.TrimSpace(prefix))
-	if !prefixPattern.MatchString(prefix) {
+	q = strings.ToLower(strings.TrimSpace(q))
+	if local, domain, ok := strings.Cut(q, "@"); ok {
+		if len(q) > 254 {
+			return nil, Invalid("q", "error.search_invalid")
+		}
+		if domain != strings.ToLower(s.opts.EmailDomain) || !usernamePattern.MatchString(local) {
+			return nil, nil // not an address of this portal's users
+		}
+		found, err := s.searchNames(ctx, local)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range found {
+			if u.Username == local {
+				return []UserResult{u}, nil
+			}
+		}
+		return nil, nil
+	}
+	var out []UserResult
+	if looksLikeSerial(q) {
+		serial, err := NormalizeSerial(q)
+		if err == nil {
+			c, err := s.store.GetCertificate(ctx, serial)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+			case err != nil:
+				return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+			default:
+				out = append(out, UserResult{Username: c.Username, Serial: c.Serial})
+			}
+		}
+		if !prefixPattern.MatchString(q) {
+			if err != nil {
+				return nil, err
+			}
+			return out, nil
+		}
+	}
+	if !prefixPattern.MatchString(q) {
 		return nil, Invalid("q", "error.search_invalid")
 	}
+	found, err := s.searchNames(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, found...), nil
+}
+
+// searchNames finds users whose name starts with prefix: those in the
+// inventory and those Vault knows that never enrolled.
+func (s *Service) searchNames(ctx context.Context, prefix string) ([]UserResult, error) {
 	found, err := s.store.SearchUsers(ctx, prefix, s.now(), 100)
 	if err != nil {
 		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 	}
 	byName := map[string]UserResult{}
 	for _, u := range found {
-		byName[u.Username] = UserResult{u.Username, u.Active, u.Total}
+		byName[u.Username] = UserResult{Username: u.Username, Active: u.Active, Total: u.Total}
 	}
 	if users, err := s.service.ListUsers(ctx, s.opts.UserpassMount); err != nil {
 		// The inventory alone still answers; say so in the log.
@@ -206,15 +280,52 @@ func (s *Service) SearchUsers(ctx context.Context, actor *Identity, prefix strin
 	return out, nil
 }
 
-// UserCertificates is the helpdesk view of a user's certificates.
-func (s *Service) UserCertificates(ctx context.Context, actor *Identity, username string) ([]CertificateView, error) {
+// UserCertificates is the helpdesk view of a user's certificates. known is
+// false when Vault has no such user (any more); a name Vault does not know
+// and the inventory never saw is ENotFound, so a typo does not read as "a
+// user without certificates". When Vault cannot be asked, known stays true:
+// the page then shows what the inventory has without claiming anything.
+func (s *Service) UserCertificates(ctx context.Context, actor *Identity, username string) ([]CertificateView, bool, error) {
 	if !actor.Has(RoleHelpdesk) {
-		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+		return nil, false, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
 	if !usernamePattern.MatchString(username) {
-		return nil, &Error{Code: ENotFound, Message: "error.not_found"}
+		return nil, false, &Error{Code: ENotFound, Message: "error.user_not_found"}
 	}
-	return s.Certificates(ctx, username)
+	certs, err := s.Certificates(ctx, username)
+	if err != nil {
+		return nil, false, err
+	}
+	known := true
+	if users, err := s.service.ListUsers(ctx, s.opts.UserpassMount); err != nil {
+		s.log.WarnContext(ctx, "helpdesk user page: Vault user list unavailable", "err", err)
+	} else {
+		known = slices.Contains(users, username)
+	}
+	if !known && len(certs) == 0 {
+		return nil, false, &Error{Code: ENotFound, Message: "error.user_not_found"}
+	}
+	return certs, known, nil
+}
+
+// HelpdeskCertificate returns any user's certificate, for the helpdesk's
+// confirmation pages.
+func (s *Service) HelpdeskCertificate(ctx context.Context, actor *Identity, serial string) (CertificateView, error) {
+	if !actor.Has(RoleHelpdesk) {
+		return CertificateView{}, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	serial, err := NormalizeSerial(serial)
+	if err != nil {
+		return CertificateView{}, err
+	}
+	c, err := s.store.GetCertificate(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return CertificateView{}, &Error{Code: ENotFound, Message: "error.certificate_not_found"}
+	}
+	if err != nil {
+		return CertificateView{}, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	return s.view(c), nil
 }
 
 // HelpdeskRevoke revokes any user's certificate; reason and ticket are required

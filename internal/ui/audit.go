@@ -7,11 +7,14 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/store"
 )
@@ -66,12 +69,20 @@ func parseAuditFilter(q url.Values) (store.AuditFilter, auditForm, url.Values, e
 		}
 		f.To = t.Add(24 * time.Hour) // inclusive day
 	}
-	if b := q.Get("before"); b != "" {
-		n, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || n < 1 {
-			return f, form, nil, bad("before")
+	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
+		return f, form, nil, portal.Invalid("from", "error.from_after_to")
+	}
+	for name, dst := range map[string]*int64{"before": &f.BeforeID, "after": &f.AfterID} {
+		if b := q.Get(name); b != "" {
+			n, err := strconv.ParseInt(b, 10, 64)
+			if err != nil || n < 1 {
+				return f, form, nil, bad("page")
+			}
+			*dst = n
 		}
-		f.BeforeID = n
+	}
+	if f.BeforeID > 0 && f.AfterID > 0 {
+		return f, form, nil, bad("page")
 	}
 	// The filter without paging, for export links and the next page.
 	keep := url.Values{}
@@ -101,7 +112,7 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	p.Chart = activityChart(days)
+	p.Chart = activityChart(days, p.Lang)
 	f, form, keep, err := parseAuditFilter(r.URL.Query())
 	p.Filter = form
 	if err != nil {
@@ -112,13 +123,51 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.FilterQuery = template.URL(keep.Encode())
-	events, next, err := s.Service.AuditPage(r.Context(), p.User, f)
+	events, paging, err := s.Service.AuditPage(r.Context(), p.User, f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	p.Events, p.NextBefore = events, next
+	p.Events, p.Paging = events, paging
 	s.render(w, r, http.StatusOK, "audit", p)
+}
+
+// detail is one key–value pair of an event's details, for display.
+type detail struct {
+	Key   string
+	Label string // catalog text for known keys; empty: show Key as it is
+	Value string
+}
+
+// eventDetails turns an event's details (a JSON object of strings) into
+// sorted key–value pairs an auditor can read; anything that is not such an
+// object is shown whole, as one value.
+func eventDetails(l i18n.Lang, raw string) []detail {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		if raw == "" || raw == "{}" {
+			return nil
+		}
+		return []detail{{Value: raw}}
+	}
+	out := make([]detail, 0, len(m))
+	for k, v := range m {
+		val, ok := v.(string)
+		if !ok {
+			b, _ := json.Marshal(v)
+			val = string(b)
+		}
+		if val == "" {
+			continue // an empty field says nothing
+		}
+		d := detail{Key: k, Value: val}
+		if key := "detail." + k; i18n.Has(i18n.English, key) {
+			d.Label = i18n.T(l, key)
+		}
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
 }
 
 // csvSafe defuses spreadsheet formulas: a user agent or username is chosen by
@@ -232,13 +281,145 @@ func exportEvent(e *audit.Event) jsonEvent {
 
 func (s *Server) auditInventory(w http.ResponseWriter, r *http.Request) {
 	p := s.newPage(r, "audit.inventory")
-	rep, err := s.Service.Inventory(r.Context(), p.User)
+	after := r.URL.Query().Get("users_after")
+	if len(after) > 64 {
+		s.failStatus(w, r, http.StatusBadRequest, "error.filter_invalid")
+		return
+	}
+	rep, err := s.Service.Inventory(r.Context(), p.User, after)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	p.Report = rep
+	p.States = store.InventoryStates
 	s.render(w, r, http.StatusOK, "audit_inventory", p)
+}
+
+// inventoryForm is the drill-down's filter as typed, for links.
+type inventoryForm struct {
+	State, User string
+	At          int64 // the report's moment, unix seconds
+}
+
+// Query is the filter encoded for links (without paging).
+func (f inventoryForm) Query() template.URL {
+	q := url.Values{}
+	if f.State != "" {
+		q.Set("state", f.State)
+	}
+	if f.User != "" {
+		q.Set("user", f.User)
+	}
+	q.Set("at", strconv.FormatInt(f.At, 10))
+	return template.URL(q.Encode())
+}
+
+var inventoryUserPattern = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
+
+// parseInventoryFilter reads the drill-down filter: a state the report
+// counts, a user, the report's moment (so pages match the count they came
+// from) and the serial a page starts after.
+func (s *Server) parseInventoryFilter(q url.Values) (store.InventoryFilter, inventoryForm, error) {
+	form := inventoryForm{State: q.Get("state"), User: q.Get("user")}
+	f := store.InventoryFilter{State: form.State, Username: form.User}
+	if form.State != "" && !contains(store.InventoryStates, form.State) {
+		return f, form, portal.Invalid("state", "error.filter_invalid")
+	}
+	if form.User != "" && !inventoryUserPattern.MatchString(form.User) {
+		return f, form, portal.Invalid("user", "error.filter_invalid")
+	}
+	f.At = s.Service.Now()
+	if a := q.Get("at"); a != "" {
+		n, err := strconv.ParseInt(a, 10, 64)
+		if err != nil || n < 1 {
+			return f, form, portal.Invalid("at", "error.filter_invalid")
+		}
+		f.At = time.Unix(n, 0)
+	}
+	form.At = f.At.Unix()
+	if a := q.Get("after"); a != "" {
+		serial, err := portal.NormalizeSerial(a)
+		if err != nil {
+			return f, form, portal.Invalid("page", "error.filter_invalid")
+		}
+		f.AfterSerial = serial
+	}
+	return f, form, nil
+}
+
+// auditInventoryCertificates lists the certificates behind one count of
+// the inventory report, a page at a time.
+func (s *Server) auditInventoryCertificates(w http.ResponseWriter, r *http.Request) {
+	p := s.newPage(r, "audit.inventory_certs")
+	p.Back = "/audit/inventory"
+	f, form, err := s.parseInventoryFilter(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	certs, next, err := s.Service.InventoryCertificates(r.Context(), p.User, f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p.Certs, p.InvFilter, p.InvNext, p.InvAt = certs, form, next, f.At
+	s.render(w, r, http.StatusOK, "audit_inventory_certs", p)
+}
+
+// auditInventoryExport streams the certificates behind a count as CSV,
+// flushing as it goes so memory stays flat whatever the inventory's size.
+func (s *Server) auditInventoryExport(w http.ResponseWriter, r *http.Request) {
+	f, _, err := s.parseInventoryFilter(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rc := http.NewResponseController(w)
+	cw := csv.NewWriter(w)
+	header := []string{"serial", "username", "subject", "status", "key_type", "encryption", "issued_by", "issued_at", "not_after", "revoked_at", "revoke_reason", "revoked_by", "ticket"}
+	started, n := false, 0
+	start := func() {
+		started = true
+		h := w.Header()
+		h.Set("Content-Type", "text/csv; charset=utf-8")
+		h.Set("Content-Disposition", `attachment; filename="certportal-inventory-`+f.At.UTC().Format("20060102T150405Z")+`.csv"`)
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		_ = cw.Write(header)
+	}
+	err = s.Service.InventoryExport(r.Context(), identityFrom(r.Context()), f, func(c portal.CertificateView) error {
+		if !started {
+			start()
+		}
+		revoked := ""
+		if c.Revoked() {
+			revoked = c.RevokedAt.UTC().Format(time.RFC3339)
+		}
+		n++
+		if err := cw.Write([]string{c.Serial, csvSafe(c.Username), csvSafe(c.Subject), string(c.Status), c.KeyType, c.Encryption,
+			csvSafe(c.IssuedBy), c.IssuedAt.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), revoked,
+			c.RevokeReason, csvSafe(c.RevokedBy), csvSafe(c.Ticket)}); err != nil {
+			return err
+		}
+		if n%500 == 0 {
+			cw.Flush()
+			_ = rc.Flush()
+		}
+		return nil
+	})
+	if err != nil && !started {
+		s.fail(w, r, err)
+		return
+	}
+	if !started {
+		start()
+	}
+	cw.Flush()
+	if err != nil {
+		s.Logger.ErrorContext(r.Context(), "inventory export interrupted", "rows", n, "err", err)
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func (s *Server) auditReconcile(w http.ResponseWriter, r *http.Request) {

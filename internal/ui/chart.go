@@ -2,22 +2,25 @@ package ui
 
 import (
 	"fmt"
+	"html"
 	"html/template"
 	"strings"
 
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/store"
 )
 
-// activityChart renders the daily counts as an inline SVG bar chart. It is
-// built from numbers only, so marking it safe HTML cannot inject anything.
-func activityChart(days []store.DayCount) template.HTML {
+// activityChart renders the daily counts as an inline SVG bar chart, its
+// labels in l. It is built from numbers and catalog text (escaped), so
+// marking it safe HTML cannot inject anything.
+func activityChart(days []store.DayCount, l i18n.Lang) template.HTML {
 	const w, h, pad = 720, 160, 20
 	maxV := 1
 	for _, d := range days {
 		maxV = max(maxV, d.Issued, d.Revoked, d.FailedLogins)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" aria-label="activity">`, w, h+pad)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" aria-label="%s">`, w, h+pad, html.EscapeString(i18n.T(l, "audit.chart_label")))
 	fmt.Fprintf(&b, `<line x1="0" y1="%d" x2="%d" y2="%d" stroke="#b8bfcc"/>`, h, w, h)
 	slot := float64(w) / float64(max(len(days), 1))
 	bar := slot / 4
@@ -26,15 +29,16 @@ func activityChart(days []store.DayCount) template.HTML {
 		for j, v := range []struct {
 			n     int
 			color string
-		}{{d.Issued, "#2457c5"}, {d.Revoked, "#e8890c"}, {d.FailedLogins, "#c62828"}} {
+			label string
+		}{{d.Issued, "#2457c5", "audit.chart_issued"}, {d.Revoked, "#e8890c", "audit.chart_revoked"}, {d.FailedLogins, "#c62828", "audit.chart_failed"}} {
 			bh := float64(v.n) / float64(maxV) * float64(h-pad)
-			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s: %d</title></rect>`,
-				x+bar*float64(j)+bar/2, float64(h)-bh, bar, bh, v.color, d.Day.Format("2006-01-02"), v.n)
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s</title></rect>`,
+				x+bar*float64(j)+bar/2, float64(h)-bh, bar, bh, v.color, html.EscapeString(i18n.T(l, v.label, d.Day.Format("2006-01-02"), v.n)))
 		}
 		if i%7 == 0 {
 			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" fill="#5a6475">%s</text>`, x, h+14, d.Day.Format("01-02"))
 		}
 	}
-	fmt.Fprintf(&b, `<text x="4" y="12" font-size="10" fill="#5a6475">max %d</text></svg>`, maxV)
+	fmt.Fprintf(&b, `<text x="4" y="12" font-size="10" fill="#5a6475">%s</text></svg>`, html.EscapeString(i18n.T(l, "audit.chart_max", maxV)))
 	return template.HTML(b.String()) //nolint:gosec // numbers and fixed strings only
 }

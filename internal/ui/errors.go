@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/certportal/certportal/internal/portal"
@@ -62,4 +63,27 @@ func setRetryAfter(w http.ResponseWriter, pe *portal.Error) {
 	if pe != nil && pe.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((pe.RetryAfter+time.Second-1)/time.Second)))
 	}
+}
+
+// notFound redirects a trailing-slash form of a page ("/helpdesk/") to the
+// page itself, permanently and with the query kept; anything else is a 404.
+// Only paths the router serves qualify, and the target is always a path on
+// this site: "//evil.example/" is not turned into a redirect elsewhere.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if len(path) > 1 && strings.HasSuffix(path, "/") && r.URL.RawPath == "" {
+		canonical := strings.TrimRight(path, "/")
+		if strings.HasPrefix(canonical, "/") && !strings.HasPrefix(canonical, "//") && s.hasGET(canonical) {
+			if r.URL.RawQuery != "" {
+				canonical += "?" + r.URL.RawQuery
+			}
+			status := http.StatusMovedPermanently
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				status = http.StatusPermanentRedirect // keeps the method and body
+			}
+			http.Redirect(w, r, canonical, status)
+			return
+		}
+	}
+	s.failStatus(w, r, http.StatusNotFound, "error.not_found")
 }

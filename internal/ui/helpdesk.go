@@ -34,21 +34,23 @@ func (s *Server) helpdeskSearch(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "helpdesk", p)
 }
 
-// helpdeskUser shows one user's certificates with revoke and reissue forms.
+// helpdeskUser shows one user's certificates with revoke and re-enrol links.
 func (s *Server) helpdeskUser(w http.ResponseWriter, r *http.Request) {
 	s.renderHelpdeskUser(w, r, http.StatusOK, chi.URLParam(r, "username"), nil)
 }
 
 func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, status int, username string, formErr *portal.Error) {
 	p := s.newPage(r, "helpdesk.title")
+	p.Self, p.Back = "/helpdesk/users/"+url.PathEscape(username), "/helpdesk"
 	p.Notice = notices[r.URL.Query().Get("notice")]
-	certs, err := s.Service.UserCertificates(r.Context(), p.User, username)
+	p.NoticeArg = username
+	certs, known, err := s.Service.UserCertificates(r.Context(), p.User, username)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	p.Target, p.Certs, p.CertActions, p.Reasons = username, certs, true, portal.HelpdeskReasons
-	if s.Service.OnBehalfEnabled() {
+	p.Target, p.TargetUnknown, p.Certs, p.CertActions = username, !known, certs, true
+	if s.Service.OnBehalfEnabled() && known {
 		opts := s.Service.Options()
 		selected := opts.DefaultTTL
 		if d, perr := time.ParseDuration(r.PostFormValue("ttl")); perr == nil {
@@ -63,30 +65,68 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 	s.render(w, r, status, "helpdesk", p)
 }
 
+// helpdeskRevokeForm is the confirmation step before a helpdesk revocation:
+// a page of its own, so it works without JavaScript and nobody revokes with
+// one stray click. reenrol is the "revoke so the user enrols again" form.
+func (s *Server) helpdeskRevokeForm(reenrol bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.renderHelpdeskRevoke(w, r, http.StatusOK, reenrol, nil)
+	}
+}
+
+func (s *Server) renderHelpdeskRevoke(w http.ResponseWriter, r *http.Request, status int, reenrol bool, formErr *portal.Error) {
+	c, err := s.Service.HelpdeskCertificate(r.Context(), identityFrom(r.Context()), chi.URLParam(r, "serial"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	title := "helpdesk.revoke_title"
+	if reenrol {
+		title = "helpdesk.reenrol_title"
+	}
+	p := s.newPage(r, title)
+	action := "revoke"
+	if reenrol {
+		action = "reissue"
+	}
+	p.Self = "/helpdesk/certificates/" + c.Serial + "/" + action
+	p.Back = "/helpdesk/users/" + url.PathEscape(c.Username)
+	p.Renew, p.Reasons, p.ReenrolMode, p.Target = &c, portal.HelpdeskReasons, reenrol, c.Username
+	if r.Method == http.MethodPost {
+		p.Ticket = r.PostFormValue("ticket")
+		p.Reason = r.PostFormValue("reason")
+	}
+	if formErr != nil {
+		p.Error, p.Field = formErr.Message, formErr.Field
+	}
+	s.render(w, r, status, "helpdesk_revoke", p)
+}
+
 // helpdeskRevoke revokes any user's certificate with a reason and a ticket.
-// Reissue is the same revocation, recorded as superseded, after which the
-// user enrols again with their own login.
-func (s *Server) helpdeskRevoke(reissue bool) http.HandlerFunc {
+// The re-enrol action is the same revocation, recorded as superseded (so it
+// asks for no reason), after which the user enrols again with their own
+// login: the portal never holds a user's key, so it cannot "reissue" one.
+func (s *Server) helpdeskRevoke(reenrol bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.parseForm(w, r) {
 			return
 		}
 		reason := r.PostFormValue("reason")
-		if reissue {
+		if reenrol {
 			reason = "superseded"
 		}
-		c, err := s.Service.HelpdeskRevoke(r.Context(), identityFrom(r.Context()), chi.URLParam(r, "serial"), reason, r.PostFormValue("ticket"), reissue)
+		c, err := s.Service.HelpdeskRevoke(r.Context(), identityFrom(r.Context()), chi.URLParam(r, "serial"), reason, r.PostFormValue("ticket"), reenrol)
 		if err != nil {
 			var pe *portal.Error
-			if errors.As(err, &pe) && pe.Code == portal.EInvalid && c != nil {
-				s.renderHelpdeskUser(w, r, http.StatusBadRequest, c.Username, pe)
+			if errors.As(err, &pe) && pe.Code == portal.EInvalid && pe.Field != "serial" {
+				s.renderHelpdeskRevoke(w, r, http.StatusBadRequest, reenrol, pe)
 				return
 			}
 			s.fail(w, r, err)
 			return
 		}
 		notice := "hdrevoked"
-		if reissue {
+		if reenrol {
 			notice = "reissued"
 		}
 		http.Redirect(w, r, "/helpdesk/users/"+url.PathEscape(c.Username)+"?notice="+notice, http.StatusSeeOther)

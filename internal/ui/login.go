@@ -9,8 +9,8 @@ import (
 )
 
 func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
-	if identityFrom(r.Context()) != nil {
-		http.Redirect(w, r, "/", http.StatusSeeOther)
+	if id := identityFrom(r.Context()); id != nil {
+		http.Redirect(w, r, landing(id), http.StatusSeeOther)
 		return
 	}
 	p := s.newPage(r, "login.title")
@@ -65,7 +65,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP, "peer", r.RemoteAddr)
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, landing(id), http.StatusSeeOther)
 }
 
 // revokeQuietly gives back a token whose session could not be kept, so that

@@ -2,6 +2,13 @@ package ui
 
 import "net/http"
 
+// logoutForm answers GET /logout — a link, a bookmark, a typed address —
+// with a page holding the logout button: logging out changes state, so it
+// stays a POST (a cross-site link cannot log anyone out).
+func (s *Server) logoutForm(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, "logout", s.newPage(r, "logout.title"))
+}
+
 // logout revokes the Vault token and deletes the session. The session goes
 // even when Vault cannot be reached; that failure is logged loudly, since
 // the token then lives until its TTL.

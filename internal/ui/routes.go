@@ -11,15 +11,15 @@ import (
 )
 
 // routes reads top to bottom: every group shows its middleware stack.
-func (s *Server) routes() http.Handler {
+func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
 	r.Use(s.recoverer, s.requestID, s.logRequests, s.secureHeaders, s.limitBody, s.language)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		s.failStatus(w, r, http.StatusNotFound, "error.not_found")
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+	// Error pages load the session too, so a signed-in user keeps the
+	// header (who they are, their links, log out) on a 404 or 405.
+	r.NotFound(s.loadSession(http.HandlerFunc(s.notFound)).ServeHTTP)
+	r.MethodNotAllowed(s.loadSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.failStatus(w, r, http.StatusMethodNotAllowed, "error.method")
-	})
+	})).ServeHTTP)
 
 	// Probes and public material: no session.
 	r.Get("/healthz", s.healthz)
@@ -47,13 +47,16 @@ func (s *Server) routes() http.Handler {
 			r.Get("/certificates/{serial}/revoke", s.certificateRevokeForm)
 			r.Post("/certificates/{serial}/revoke", s.certificateRevoke)
 			r.Get("/certificates/{serial}/renew", s.certificateRenewForm)
+			r.Get("/logout", s.logoutForm)
 			r.Post("/logout", s.logout)
 
 			r.Group(func(r chi.Router) {
 				r.Use(s.requireRole(portal.RoleHelpdesk))
 				r.Get("/helpdesk", s.helpdeskSearch)
 				r.Get("/helpdesk/users/{username}", s.helpdeskUser)
+				r.Get("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevokeForm(false))
 				r.Post("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevoke(false))
+				r.Get("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevokeForm(true))
 				r.Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
 				r.Post("/helpdesk/users/{username}/certificates", s.helpdeskIssue)
 			})
@@ -63,6 +66,8 @@ func (s *Server) routes() http.Handler {
 				r.Get("/audit", s.auditPage)
 				r.Get("/audit/export", s.auditExport)
 				r.Get("/audit/inventory", s.auditInventory)
+				r.Get("/audit/inventory/certificates", s.auditInventoryCertificates)
+				r.Get("/audit/inventory/export", s.auditInventoryExport)
 				r.Get("/audit/reconcile", s.auditReconcile)
 			})
 		})

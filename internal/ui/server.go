@@ -12,8 +12,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/i18n"
@@ -48,12 +52,15 @@ type Deps struct {
 type Server struct {
 	Deps
 	pages map[string]*template.Template
+	// mux is the router, kept to ask which GET page a path has (for the
+	// language switch on POST results and trailing-slash redirects).
+	mux *chi.Mux
 	// lastProxyWarning (unix seconds) rate-limits the warning about
 	// X-Forwarded-For from a peer that is not a trusted proxy.
 	lastProxyWarning atomic.Int64
 }
 
-var pageNames = []string{"login", "dashboard", "renew", "revoke", "helpdesk", "audit", "audit_inventory", "audit_reconcile", "error"}
+var pageNames = []string{"login", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "error"}
 
 // New parses every template (a broken or missing template fails here, at
 // start-up, not on a user's request) and returns the routed handler.
@@ -69,10 +76,13 @@ func New(d Deps) (http.Handler, error) {
 	}
 	s := &Server{Deps: d, pages: map[string]*template.Template{}}
 	funcs := template.FuncMap{
-		"t":     func(l i18n.Lang, key string, args ...any) string { return i18n.T(l, key, args...) },
-		"date":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
-		"short": shortSerial,
-		"pair":  func(a *page, b portal.CertificateView) pagePair { return pagePair{a, b} },
+		"t":    func(l i18n.Lang, key string, args ...any) string { return i18n.T(l, key, args...) },
+		"date": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+		// seconds: audit times are compared with logs and other systems
+		"datetime": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"details":  eventDetails,
+		"short":    shortSerial,
+		"pair":     func(a *page, b portal.CertificateView) pagePair { return pagePair{a, b} },
 	}
 	for _, name := range pageNames {
 		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/partials.html", "templates/"+name+".html")
@@ -87,7 +97,8 @@ func New(d Deps) (http.Handler, error) {
 	if _, err := fs.Stat(web.Static, "static/style.css"); err != nil {
 		return nil, fmt.Errorf("ui: static assets: %w", err)
 	}
-	return s.routes(), nil
+	s.mux = s.routes()
+	return s.mux, nil
 }
 
 // page is the data every template gets.
@@ -95,14 +106,20 @@ type page struct {
 	Lang  i18n.Lang
 	Langs []i18n.Lang
 	Title string
+	Page  string // the template's name, a class on <body> for page-specific layout
 	User  *portal.Identity
 	// IsHelpdesk and IsAuditor show the helpdesk and audit links.
 	IsHelpdesk bool
 	IsAuditor  bool
 
-	Notice string // catalog keys
-	Error  string
-	Field  string
+	Notice    string // catalog keys
+	NoticeArg string // the notice's one argument, for notices that name someone
+	Error     string
+	Field     string
+	// Self is the GET page this page stands for, without ?lang=: the
+	// language switch links to it, so switching never repeats a POST.
+	Self string
+	Back string // where "Back" leads; empty: the user's start page
 
 	// login
 	Username string
@@ -117,13 +134,19 @@ type page struct {
 	CertActions bool
 	Renew       *portal.CertificateView // renew and revoke pages
 	Reasons     []string
+	Reason      string // the reason chosen, kept when a form comes back
 	// helpdesk
 	Query    string
 	Searched bool
 	Users    []portal.UserResult
 	Target   string
-	OnBehalf bool   // the issue form on a user's page issues for them
-	Ticket   string // kept when the on-behalf form comes back with an error
+	// TargetUnknown: the user page's user is not in Vault (any more).
+	TargetUnknown bool
+	// ReenrolMode: the helpdesk confirmation page is for "revoke so the
+	// user enrols again", not a plain revocation.
+	ReenrolMode bool
+	OnBehalf    bool   // the issue form on a user's page issues for them
+	Ticket      string // kept when the on-behalf form comes back with an error
 	// audit
 	Chart       template.HTML
 	Filter      auditForm
@@ -131,9 +154,14 @@ type page struct {
 	Actions     []string
 	Outcomes    []string
 	Events      []*audit.Event
-	NextBefore  int64
+	Paging      portal.AuditPaging
 	Report      *portal.InventoryReport
-	Reconcile   *portal.Reconciliation
+	States      []string
+	// inventory drill-down
+	InvFilter inventoryForm
+	InvNext   string // serial the next page starts after; "" on the last
+	InvAt     time.Time
+	Reconcile *portal.Reconciliation
 }
 
 // pagePair lets a row template reach both the page and its row.
@@ -161,12 +189,77 @@ var notices = map[string]string{
 
 func (s *Server) newPage(r *http.Request, title string) *page {
 	id := identityFrom(r.Context())
-	return &page{Lang: i18n.FromRequest(r), Langs: i18n.Supported, Title: title, User: id,
+	return &page{Lang: i18n.FromRequest(r), Langs: i18n.Supported, Title: title, User: id, Self: s.selfPage(r),
 		IsHelpdesk: id != nil && id.Has(portal.RoleHelpdesk), IsAuditor: id != nil && id.Has(portal.RoleAuditor)}
+}
+
+// selfPage is the GET page behind r: r itself for a GET (query kept, so a
+// search survives a language switch), the same path when it also has a GET
+// page, else the dashboard. Handlers whose POST belongs to another page set
+// Self themselves.
+func (s *Server) selfPage(r *http.Request) string {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		q := r.URL.Query()
+		q.Del("lang")
+		if len(q) == 0 {
+			return r.URL.Path
+		}
+		return r.URL.Path + "?" + q.Encode()
+	}
+	if s.hasGET(r.URL.Path) {
+		return r.URL.Path
+	}
+	return "/"
+}
+
+// hasGET reports whether path is a page the router serves to GET.
+func (s *Server) hasGET(path string) bool {
+	return s.mux != nil && s.mux.Match(chi.NewRouteContext(), http.MethodGet, path)
+}
+
+// LangHref is the language switch's link to l: this page's GET form with
+// lang set.
+func (p *page) LangHref(l i18n.Lang) string {
+	self := p.Self
+	if self == "" {
+		self = "/"
+	}
+	sep := "?"
+	if strings.Contains(self, "?") {
+		sep = "&"
+	}
+	return self + sep + "lang=" + url.QueryEscape(string(l))
+}
+
+// Home is where "Back" leads: the page's own choice, else the start page
+// of the signed-in user's role.
+func (p *page) Home() string {
+	switch {
+	case p.Back != "":
+		return p.Back
+	case p.User == nil:
+		return "/login"
+	default:
+		return landing(p.User)
+	}
+}
+
+// landing is where a role starts after login: staff on their own page
+// (helpdesk first for someone with both), employees on the dashboard.
+func landing(id *portal.Identity) string {
+	switch {
+	case id.Has(portal.RoleHelpdesk):
+		return "/helpdesk"
+	case id.Has(portal.RoleAuditor):
+		return "/audit"
+	default:
+		return "/"
+	}
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
 	t := s.pages[name]
+	p.Page = name
 	// Render to a buffer first, so a template failure becomes a clean 500
 	// rather than half a page with a 200.
 	var buf bytes.Buffer
