@@ -22,15 +22,17 @@ func runNginxCerts(ctx context.Context, args []string, getenv func(string) strin
 	fs := flag.NewFlagSet("nginx-certs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := nginxcerts.Config{
-		PKIMount:  nginxcerts.DefaultPKIMount,
-		RootMount: nginxcerts.DefaultRootMount,
-		Role:      nginxcerts.DefaultRole,
+		PKIMount:    nginxcerts.DefaultPKIMount,
+		RootMount:   nginxcerts.DefaultRootMount,
+		ServerMount: nginxcerts.DefaultServerMount,
+		Role:        nginxcerts.DefaultRole,
 	}
 	fs.StringVar(&cfg.Dir, "out-dir", "", "existing directory to write "+nginxcerts.ServerCertFile+", "+nginxcerts.ServerKeyFile+", "+nginxcerts.ClientCAFile+" and "+nginxcerts.CRLFile+" to (required)")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "DNS name of the Nginx server certificate; the server role must allow it (required)")
 	ipSANs := fs.String("ip-sans", "", "comma-separated IP addresses to add to the server certificate, e.g. 127.0.0.1")
 	fs.DurationVar(&cfg.TTL, "ttl", 0, "server certificate validity; 0 for the role's default")
-	fs.StringVar(&cfg.PKIMount, "pki-mount", cfg.PKIMount, "issuing PKI mount: client CA chain, server role, CRL")
+	fs.StringVar(&cfg.PKIMount, "pki-mount", cfg.PKIMount, "PKI mount that issues users' certificates: client CA chain, CRL")
+	fs.StringVar(&cfg.ServerMount, "server-mount", cfg.ServerMount, "PKI mount of the server role (setup's --server-mount)")
 	fs.StringVar(&cfg.RootMount, "root-mount", cfg.RootMount, "PKI mount of the root CA, whose CRL Nginx needs too")
 	fs.StringVar(&cfg.Role, "role", cfg.Role, "PKI role the server certificate is issued from")
 	watch := fs.Bool("watch", false, "keep running: refresh the CRLs every --crl-interval, renew the server certificate when a third of its life is left")

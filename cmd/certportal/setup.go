@@ -34,6 +34,7 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	fs.IntVar(&o.KeyBits, "key-bits", o.KeyBits, "key size: 256/384/521 for ec, 2048/3072/4096 for rsa")
 	fs.DurationVar(&o.MaxTTL, "max-ttl", o.MaxTTL, "longest certificate validity the role allows")
 	fs.StringVar(&o.ServerRole, "server-role", o.ServerRole, "PKI role for Nginx's server certificate (nginx-certs)")
+	fs.StringVar(&o.ServerMount, "server-mount", o.ServerMount, "PKI mount (an intermediate under the root) the server role lives in, apart from the users' mount the portal may revoke in")
 	serverNames := fs.String("server-names", strings.Join(o.ServerNames, ","), "comma-separated names the Nginx server role may issue for")
 	fs.BoolVar(&o.HelpdeskOnBehalf, "helpdesk-issue-on-behalf", false, "let the helpdesk policy issue any user's certificate from the on-behalf role (serve needs CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF=true); without it, setup removes that role")
 	fs.StringVar(&o.OnBehalfRole, "onbehalf-role", o.OnBehalfRole, "PKI role for issuing on behalf of users")
@@ -187,6 +188,7 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		"role":                      o.Role,
 		"onbehalf_role":             o.OnBehalfRole,
 		"server_role":               o.ServerRole,
+		"server_mount":              o.ServerMount,
 		"server_names":              strings.Join(o.ServerNames, ","),
 		"userpass_mount":            o.UserpassMount,
 		"email_domain":              o.EmailDomain,

@@ -14,8 +14,10 @@
 #     one CRL is missing; the original had no CRL at all, so a revoked
 #     certificate was admitted until it expired.
 #   - The server certificate comes from its own role, nginx-server (server
-#     authentication only), not from the users' role, and the certificate and
-#     key come from one issue call (identical arguments, see below).
+#     authentication only), in its own mount pki_server (an intermediate under
+#     the same root, out of reach of the portal's AppRole, which may revoke in
+#     pki), not from the users' role, and the certificate and key come from
+#     one issue call (identical arguments, see below).
 #   - /secure answers 403 without a verified certificate (ssl_verify_client
 #     optional alone lets everyone in), TLS session resumption is off, and the
 #     upstream gets the verified identity in headers a client cannot set.
@@ -96,7 +98,7 @@ job "certportal-nginx" {
         change_mode   = "signal"
         change_signal = "SIGHUP"
         data          = <<-EOT
-          {{- with secret "pki/issue/nginx-server" "common_name=${var.server_name}" "ttl=720h" }}
+          {{- with secret "pki_server/issue/nginx-server" "common_name=${var.server_name}" "ttl=720h" }}
           {{ .Data.certificate }}
           {{ .Data.issuing_ca }}
           {{- end }}
@@ -109,7 +111,7 @@ job "certportal-nginx" {
         change_mode   = "signal"
         change_signal = "SIGHUP"
         data          = <<-EOT
-          {{- with secret "pki/issue/nginx-server" "common_name=${var.server_name}" "ttl=720h" }}
+          {{- with secret "pki_server/issue/nginx-server" "common_name=${var.server_name}" "ttl=720h" }}
           {{ .Data.private_key }}
           {{- end }}
         EOT

@@ -111,12 +111,13 @@ func mustRevoke(tb testing.TB, v *testenv.Vault, serial string) {
 
 func testConfig(dir string) nginxcerts.Config {
 	return nginxcerts.Config{
-		Dir:        dir,
-		ServerName: "localhost",
-		IPSANs:     []string{"127.0.0.1"},
-		PKIMount:   nginxcerts.DefaultPKIMount,
-		RootMount:  nginxcerts.DefaultRootMount,
-		Role:       nginxcerts.DefaultRole,
+		Dir:         dir,
+		ServerName:  "localhost",
+		IPSANs:      []string{"127.0.0.1"},
+		PKIMount:    nginxcerts.DefaultPKIMount,
+		RootMount:   nginxcerts.DefaultRootMount,
+		ServerMount: nginxcerts.DefaultServerMount,
+		Role:        nginxcerts.DefaultRole,
 	}
 }
 

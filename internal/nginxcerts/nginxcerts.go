@@ -32,18 +32,22 @@ const (
 const (
 	DefaultPKIMount  = "pki"
 	DefaultRootMount = "pki_root"
-	DefaultRole      = "nginx-server"
+	// Server certificates come from a mount of their own, out of reach of
+	// the portal's AppRole, which may revoke anything in the issuing mount.
+	DefaultServerMount = "pki_server"
+	DefaultRole        = "nginx-server"
 )
 
 // Config says what to fetch and where to put it.
 type Config struct {
-	Dir        string   // existing, writable directory
-	ServerName string   // the server certificate's CN and DNS SAN
-	IPSANs     []string // optional IP SANs, e.g. 127.0.0.1
-	PKIMount   string   // issuing mount: client CA chain, server role, CRL
-	RootMount  string   // root mount: the root CA's CRL
-	Role       string   // the server role setup writes
-	TTL        time.Duration
+	Dir         string   // existing, writable directory
+	ServerName  string   // the server certificate's CN and DNS SAN
+	IPSANs      []string // optional IP SANs, e.g. 127.0.0.1
+	PKIMount    string   // issuing mount of users' certificates: client CA chain, CRL
+	RootMount   string   // root mount: the root CA's CRL
+	ServerMount string   // mount of the server role and its CA
+	Role        string   // the server role setup writes
+	TTL         time.Duration
 }
 
 var (
@@ -73,7 +77,7 @@ func (c Config) Validate() error {
 			add("IP SAN %q: not an IP address", ip)
 		}
 	}
-	for _, m := range []struct{ what, v string }{{"PKI mount", c.PKIMount}, {"root mount", c.RootMount}} {
+	for _, m := range []struct{ what, v string }{{"PKI mount", c.PKIMount}, {"root mount", c.RootMount}, {"server mount", c.ServerMount}} {
 		if !mountRE.MatchString(m.v) {
 			add("%s %q: want a Vault mount path such as pki", m.what, m.v)
 		}
@@ -172,10 +176,16 @@ func Sync(ctx context.Context, c *vaultapi.Client, cfg Config, now time.Time) (*
 		return nil, err
 	}
 
-	certPEM, keyPEM, leaf, reason := currentServer(cfg, chain, now)
+	serverChain := chain
+	if cfg.ServerMount != cfg.PKIMount {
+		if serverChain, err = CAChain(ctx, c, cfg.ServerMount); err != nil {
+			return nil, err
+		}
+	}
+	certPEM, keyPEM, leaf, reason := currentServer(cfg, serverChain, now)
 	if reason != "" {
 		sc, err := IssueServer(ctx, c, ServerRequest{
-			Mount: cfg.PKIMount, Role: cfg.Role, ServerName: cfg.ServerName, IPSANs: cfg.IPSANs, TTL: cfg.TTL,
+			Mount: cfg.ServerMount, Role: cfg.Role, ServerName: cfg.ServerName, IPSANs: cfg.IPSANs, TTL: cfg.TTL,
 		})
 		if err != nil {
 			return nil, err

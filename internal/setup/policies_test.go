@@ -3,7 +3,9 @@ package setup_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,10 +114,10 @@ func TestPoliciesAllowOnlyPortalParameters(t *testing.T) {
 			if tr.key == "ttl" {
 				continue // any ttl: the role's max_ttl caps it, and Nomad templates choose their own
 			}
-			_, err := nginx.Logical().Write("pki/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost", tr.key: tr.val})
+			_, err := nginx.Logical().Write("pki_server/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost", tr.key: tr.val})
 			mustDenied(t, err, tr.name)
 		}
-		sc, err := nginxcerts.IssueServer(ctx, nginx, nginxcerts.ServerRequest{Mount: "pki", Role: setup.DefaultServerRole, ServerName: "localhost", TTL: 48 * time.Hour})
+		sc, err := nginxcerts.IssueServer(ctx, nginx, nginxcerts.ServerRequest{Mount: "pki_server", Role: setup.DefaultServerRole, ServerName: "localhost", TTL: 48 * time.Hour})
 		if err != nil {
 			t.Fatalf("nginx-certs issue: %v", err)
 		}
@@ -180,7 +182,7 @@ func TestSetupUpgradesOldPolicies(t *testing.T) {
 // neither IP SANs nor localhost beyond the names the operator listed.
 func TestServerRoleNoIPOrLocalhostByDefault(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	sec, err := v.Admin.Logical().Read("pki/roles/" + setup.DefaultServerRole)
+	sec, err := v.Admin.Logical().Read("pki_server/roles/" + setup.DefaultServerRole)
 	if err != nil || sec == nil {
 		t.Fatalf("read role: %v", err)
 	}
@@ -188,12 +190,12 @@ func TestServerRoleNoIPOrLocalhostByDefault(t *testing.T) {
 		t.Fatalf("allow_ip_sans=%v allow_localhost=%v, want both false", sec.Data["allow_ip_sans"], sec.Data["allow_localhost"])
 	}
 	nginx := token(t, v, setup.NginxPolicyName)
-	if _, err := nginx.Logical().Write("pki/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1"}); err == nil {
+	if _, err := nginx.Logical().Write("pki_server/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1"}); err == nil {
 		t.Fatal("IP SAN issued by default")
 	}
 	// localhost listed as a server name (the default) still works: the
 	// operator named it.
-	if _, err := nginx.Logical().Write("pki/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost"}); err != nil {
+	if _, err := nginx.Logical().Write("pki_server/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost"}); err != nil {
 		t.Fatalf("localhost as a listed name: %v", err)
 	}
 	// A production name list: localhost only with the explicit option.
@@ -203,9 +205,92 @@ func TestServerRoleNoIPOrLocalhostByDefault(t *testing.T) {
 		if _, err := setup.EnsureServerRole(context.Background(), v.Admin, o, setup.DefaultServerRole, []string{"app.example.org"}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := nginx.Logical().Write("pki/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost"})
+		_, err := nginx.Logical().Write("pki_server/issue/"+setup.DefaultServerRole, map[string]any{"common_name": "localhost"})
 		if (err == nil) != allow {
 			t.Fatalf("allow_localhost=%v: issue for localhost: %v", allow, err)
 		}
+	}
+}
+
+// TestServiceCannotRevokeServerCert: the portal's AppRole may revoke users'
+// certificates, and Vault cannot limit that to some serials; so Nginx's
+// server certificate, as nginx-certs gets it with its defaults, must come
+// from a mount the AppRole cannot touch.
+func TestServiceCannotRevokeServerCert(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	ctx := context.Background()
+	nginx := token(t, v, setup.NginxPolicyName)
+	cfg := nginxcerts.Config{
+		Dir: t.TempDir(), ServerName: "localhost",
+		PKIMount: nginxcerts.DefaultPKIMount, RootMount: nginxcerts.DefaultRootMount, Role: nginxcerts.DefaultRole,
+		ServerMount: nginxcerts.DefaultServerMount,
+	}
+	res, err := nginxcerts.Sync(ctx, nginx, cfg, time.Now())
+	if err != nil || !res.Issued {
+		t.Fatalf("sync: %v", err)
+	}
+	svc, err := v.Admin.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.ClearToken()
+	s, err := svc.Logical().Write("auth/approle/login", map[string]any{"role_id": v.Setup.ServiceRoleID, "secret_id": v.Setup.ServiceSecretID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetToken(s.Auth.ClientToken)
+	mounts := []string{"pki", "pki_root", "pki_server"}
+	for _, m := range mounts {
+		if _, err := svc.Logical().Write(m+"/revoke", map[string]any{"serial_number": res.ServerSerial}); err == nil {
+			t.Errorf("the portal's AppRole revoked Nginx's server certificate in %s", m)
+		}
+	}
+	found := false
+	for _, m := range mounts {
+		c, err := v.Admin.Logical().Read(m + "/cert/" + res.ServerSerial)
+		if err != nil || c == nil || c.Data["certificate"] == nil || c.Data["certificate"] == "" {
+			continue
+		}
+		found = true
+		if rt := fmt.Sprint(c.Data["revocation_time"]); rt != "0" && rt != "<nil>" {
+			t.Errorf("server certificate revoked in %s at %v", m, rt)
+		}
+		if m == "pki" {
+			t.Errorf("server certificate issued from the users' mount %s", m)
+		}
+	}
+	if !found {
+		t.Fatal("server certificate not found in any mount")
+	}
+}
+
+// TestSetupMovesServerRole: a server role an older setup left in the users'
+// mount is removed (its certificates would be revocable by the portal), and
+// the role now lives in the server mount.
+func TestSetupMovesServerRole(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	o := setup.Defaults()
+	if _, err := v.Admin.Logical().Write("pki/roles/"+setup.DefaultServerRole, setup.ServerRoleData(o, []string{"localhost"})); err != nil {
+		t.Fatal(err)
+	}
+	res, err := setup.Run(context.Background(), v.Admin, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported := false
+	for _, s := range res.Steps {
+		reported = reported || (s.Changed && strings.Contains(s.What, "pki/roles/"+setup.DefaultServerRole+" removed"))
+	}
+	if !reported {
+		t.Fatalf("removal not reported: %+v", res.Steps)
+	}
+	if sec, err := v.Admin.Logical().Read("pki/roles/" + setup.DefaultServerRole); err != nil || sec != nil {
+		t.Fatalf("old role still there: %v %v", err, sec)
+	}
+	if sec, err := v.Admin.Logical().Read("pki_server/roles/" + setup.DefaultServerRole); err != nil || sec == nil {
+		t.Fatalf("no role in pki_server: %v", err)
+	}
+	if res, err := setup.Run(context.Background(), v.Admin, o); err != nil || res.Changed() {
+		t.Fatalf("second run: %v %+v", err, res)
 	}
 }

@@ -15,6 +15,7 @@ import (
 // default (the `certportal setup` flag that sets them defaults to this).
 const (
 	DefaultServerRole  = "nginx-server"
+	DefaultServerMount = "pki_server"
 	NginxPolicyName    = "certportal-nginx"
 	DefaultServerNames = "localhost"
 )
@@ -51,10 +52,10 @@ func validateServerRole(o Options, name string, allowedDomains []string) error {
 // ServerRoleData is the role Nginx's own TLS certificate comes from: server
 // authentication for exactly allowedDomains. localhost (beyond being listed)
 // and IP SANs are off unless o asks for them; which IPs is then the Nginx
-// policy's to say, as a role cannot list them. It sits in the issuing mount beside the user
-// role, but with client_flag off its certificates carry no clientAuth usage,
-// so Nginx (OpenSSL checks the purpose) never admits one as a client
-// certificate.
+// policy's to say, as a role cannot list them. It sits in the server mount,
+// whose CA Nginx does not trust for clients; and with client_flag off its
+// certificates carry no clientAuth usage either, so Nginx (OpenSSL checks the
+// purpose) never admits one as a client certificate.
 func ServerRoleData(o Options, allowedDomains []string) map[string]any {
 	maxTTL := min(o.MaxTTL, 90*24*time.Hour)
 	keyUsage := []string{"DigitalSignature"}
@@ -95,22 +96,24 @@ func ServerRoleData(o Options, allowedDomains []string) map[string]any {
 }
 
 // NginxPolicy is the HCL of the policy for `certportal nginx-certs`: issue
-// from the server role, read what Nginx checks client certificates against,
-// and rebuild the CRLs before they expire.
+// from the server role in the server mount, read what Nginx checks client
+// certificates against, and rebuild the CRLs before they expire.
 func NginxPolicy(o Options, role string) string {
 	var b strings.Builder
 	b.WriteString("# Written by certportal setup. For `certportal nginx-certs`: Nginx's server\n" +
-		"# certificate, the client CA chain and the CRLs of every CA in it.\n")
+		"# certificate (from its own mount), the client CA chain and the CRLs of every CA in it.\n")
 	// Only what nginx-certs (and the Nomad template) send. Any ttl: the role's
 	// max_ttl caps it, and Nomad templates choose their own.
 	var extra map[string][]string
 	if len(o.ServerIPSANs) > 0 {
 		extra = map[string][]string{"ip_sans": o.ServerIPSANs}
 	}
-	b.WriteString(issueStanza(o.PKIMount+"/issue/"+role, nil, extra))
+	b.WriteString(issueStanza(o.ServerMount+"/issue/"+role, nil, extra))
 	b.WriteString("# Vault serves these without a token today; listed so that this policy says\n" +
 		"# everything nginx-certs (crl/pem) and a Nomad template (cert/crl) read.\n")
-	fmt.Fprintf(&b, "path %q {\n  capabilities = [\"read\"]\n}\n", o.PKIMount+"/cert/ca_chain")
+	for _, m := range []string{o.PKIMount, o.ServerMount} {
+		fmt.Fprintf(&b, "path %q {\n  capabilities = [\"read\"]\n}\n", m+"/cert/ca_chain")
+	}
 	for _, m := range []string{o.PKIMount, o.RootMount} {
 		fmt.Fprintf(&b, "path %q {\n  capabilities = [\"read\"]\n}\n", m+"/crl/pem")
 		fmt.Fprintf(&b, "path %q {\n  capabilities = [\"read\"]\n}\n", m+"/cert/crl")
@@ -124,10 +127,12 @@ func NginxPolicy(o Options, role string) string {
 	return b.String()
 }
 
-// EnsureServerRole writes the server role name in the issuing mount and the
-// certportal-nginx policy that lets `certportal nginx-certs` use it. Like the
-// rest of setup it checks before it writes, and returns one Step per item.
-// c must carry an admin token.
+// EnsureServerRole writes the server role name in the server mount (making
+// that mount an intermediate under the root first, if it is not one yet) and
+// the certportal-nginx policy that lets `certportal nginx-certs` use it. A
+// role of that name left in the issuing mount by an older setup is removed.
+// Like the rest of setup it checks before it writes, and returns one Step per
+// item. c must carry an admin token.
 func EnsureServerRole(ctx context.Context, c *vaultapi.Client, o Options, name string, allowedDomains []string) ([]Step, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -136,8 +141,20 @@ func EnsureServerRole(ctx context.Context, c *vaultapi.Client, o Options, name s
 		return nil, err
 	}
 	r := &run{c: c, o: o, res: &Result{}}
+	// Setup's run made the server CA already; report it only when this call
+	// had to (EnsureServerRole on its own, against an older Vault).
+	ca := &run{c: c, o: o, res: &Result{}}
+	err := ca.serverCA(ctx)
+	for _, st := range ca.res.Steps {
+		if st.Changed {
+			r.res.Steps = append(r.res.Steps, st)
+		}
+	}
+	if err != nil {
+		return r.res.Steps, err
+	}
 
-	path := o.PKIMount + "/roles/" + name
+	path := o.ServerMount + "/roles/" + name
 	want := ServerRoleData(o, allowedDomains)
 	cur, err := r.read(ctx, path)
 	if err != nil {
@@ -150,6 +167,17 @@ func EnsureServerRole(ctx context.Context, c *vaultapi.Client, o Options, name s
 			return r.res.Steps, err
 		}
 		r.step("role "+path, true)
+	}
+	// The portal's AppRole can revoke anything in the issuing mount, so a
+	// server role there would keep Nginx's certificate in its reach.
+	old := o.PKIMount + "/roles/" + name
+	if cur, err := r.read(ctx, old); err != nil {
+		return r.res.Steps, err
+	} else if cur != nil {
+		if _, err := c.Logical().DeleteWithContext(ctx, old); err != nil {
+			return r.res.Steps, fmt.Errorf("delete %s: %w", old, err)
+		}
+		r.step("role "+old+" removed (server certificates now come from "+o.ServerMount+")", true)
 	}
 
 	pol := NginxPolicy(o, name)

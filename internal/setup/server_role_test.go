@@ -82,16 +82,17 @@ func TestServerRoleInVault(t *testing.T) {
 		data    map[string]any
 		wantErr string // empty: must succeed
 	}{
-		{"server name", nginx, "pki/issue/" + role, map[string]any{"common_name": "app.example.org"}, ""},
-		{"localhost with loopback IP", nginx, "pki/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1"}, ""},
-		{"IP SAN not listed", nginx, "pki/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "192.0.2.1"}, "permission denied"},
-		{"listed and unlisted IP SAN", nginx, "pki/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1,192.0.2.1"}, "permission denied"},
-		{"name not allowed", nginx, "pki/issue/" + role, map[string]any{"common_name": "evil.example.org"}, "not allowed"},
-		{"subdomain", nginx, "pki/issue/" + role, map[string]any{"common_name": "x.app.example.org"}, "not allowed"},
-		{"wildcard", nginx, "pki/issue/" + role, map[string]any{"common_name": "*.example.org"}, "not allowed"},
-		{"user identity", nginx, "pki/issue/" + role, map[string]any{"common_name": "alice@example.com"}, "not allowed"},
+		{"server name", nginx, "pki_server/issue/" + role, map[string]any{"common_name": "app.example.org"}, ""},
+		{"localhost with loopback IP", nginx, "pki_server/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1"}, ""},
+		{"IP SAN not listed", nginx, "pki_server/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "192.0.2.1"}, "permission denied"},
+		{"listed and unlisted IP SAN", nginx, "pki_server/issue/" + role, map[string]any{"common_name": "localhost", "ip_sans": "127.0.0.1,192.0.2.1"}, "permission denied"},
+		{"name not allowed", nginx, "pki_server/issue/" + role, map[string]any{"common_name": "evil.example.org"}, "not allowed"},
+		{"subdomain", nginx, "pki_server/issue/" + role, map[string]any{"common_name": "x.app.example.org"}, "not allowed"},
+		{"wildcard", nginx, "pki_server/issue/" + role, map[string]any{"common_name": "*.example.org"}, "not allowed"},
+		{"user identity", nginx, "pki_server/issue/" + role, map[string]any{"common_name": "alice@example.com"}, "not allowed"},
 		{"nginx token on the user role", nginx, "pki/issue/user-auth", map[string]any{"common_name": "alice@example.com"}, "permission denied"},
-		{"user token on the server role", alice, "pki/issue/" + role, map[string]any{"common_name": "localhost"}, "permission denied"},
+		{"user token on the server role", alice, "pki_server/issue/" + role, map[string]any{"common_name": "localhost"}, "permission denied"},
+		{"nginx token on the users' mount", nginx, "pki/issue/" + role, map[string]any{"common_name": "localhost"}, "permission denied"},
 		{"nginx token elsewhere", nginx, "pki_root/issue/" + role, map[string]any{"common_name": "localhost"}, "permission denied"},
 	}
 	for _, tt := range tests {

@@ -51,7 +51,11 @@ type Options struct {
 	// on their own userpass users.
 	UserTokenBoundCIDRs []string
 
-	// The Nginx server role and its names (certportal nginx-certs).
+	// The Nginx server role and its names (certportal nginx-certs). The role
+	// lives in ServerMount, an intermediate of its own under the same root:
+	// the portal's AppRole may revoke in PKIMount, and Vault cannot limit a
+	// revoke to some serials, so server certificates must not be there.
+	ServerMount string
 	ServerRole  string
 	ServerNames []string
 	// ServerIPSANs are the only IP SANs a server certificate may carry;
@@ -103,6 +107,7 @@ func Defaults() Options {
 		AppRoleMount:   "approle",
 		AppRoleName:    "certportal",
 		ServerRole:     DefaultServerRole,
+		ServerMount:    DefaultServerMount,
 		OnBehalfRole:   "user-auth-onbehalf",
 		ServerNames:    []string{DefaultServerNames},
 		TTLs:           config.Default().TTLs,
@@ -134,6 +139,9 @@ func (o Options) Validate() error {
 	}
 	if o.RootMount == o.PKIMount {
 		return errors.New("root and issuing mounts must differ")
+	}
+	if o.ServerMount == "" || o.ServerMount == o.PKIMount || o.ServerMount == o.RootMount {
+		return fmt.Errorf("server mount %q: must be set and differ from the issuing and root mounts", o.ServerMount)
 	}
 	if o.EmailDomain == "" || strings.ContainsAny(o.EmailDomain, " @*{}") {
 		return fmt.Errorf("email domain %q: want a DNS name", o.EmailDomain)
@@ -230,7 +238,7 @@ func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
 	}
 	r := &run{c: c, o: o, res: &Result{}}
 	steps := []func(context.Context) error{
-		r.rootCA, r.issuingCA, r.urls, r.userpass, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
+		r.rootCA, r.issuingCA, r.serverCA, r.urls, r.userpass, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -335,21 +343,34 @@ func (r *run) rootCA(ctx context.Context) error {
 }
 
 func (r *run) issuingCA(ctx context.Context) error {
-	created, err := r.ensureMount(ctx, r.o.PKIMount, intermediateTTL)
+	return r.intermediate(ctx, r.o.PKIMount, "issuing CA", r.o.Organization+" Issuing CA")
+}
+
+// serverCA is the intermediate Nginx's server certificates come from.
+func (r *run) serverCA(ctx context.Context) error {
+	if r.o.ServerRole == "" {
+		return nil
+	}
+	return r.intermediate(ctx, r.o.ServerMount, "server CA", r.o.Organization+" Server CA")
+}
+
+// intermediate makes mount an intermediate CA signed by the root, once.
+func (r *run) intermediate(ctx context.Context, mount, what, cn string) error {
+	created, err := r.ensureMount(ctx, mount, intermediateTTL)
 	if err != nil {
 		return err
 	}
-	r.step("PKI mount "+r.o.PKIMount, created)
-	ca, err := r.caPEM(ctx, r.o.PKIMount)
+	r.step("PKI mount "+mount, created)
+	ca, err := r.caPEM(ctx, mount)
 	if err != nil {
 		return err
 	}
 	if ca != "" {
-		r.step("issuing CA in "+r.o.PKIMount, false)
+		r.step(what+" in "+mount, false)
 		return nil
 	}
-	csr, err := r.write(ctx, r.o.PKIMount+"/intermediate/generate/internal", map[string]any{
-		"common_name":  r.o.Organization + " Issuing CA",
+	csr, err := r.write(ctx, mount+"/intermediate/generate/internal", map[string]any{
+		"common_name":  cn,
 		"organization": r.o.Organization,
 		"key_type":     "ec",
 		"key_bits":     256,
@@ -359,7 +380,7 @@ func (r *run) issuingCA(ctx context.Context) error {
 	}
 	signed, err := r.write(ctx, r.o.RootMount+"/root/sign-intermediate", map[string]any{
 		"csr":                   csr.Data["csr"],
-		"common_name":           r.o.Organization + " Issuing CA",
+		"common_name":           cn,
 		"organization":          r.o.Organization,
 		"ttl":                   intermediateTTL.String(),
 		"max_path_length":       0,
@@ -373,18 +394,22 @@ func (r *run) issuingCA(ctx context.Context) error {
 	root, _ := signed.Data["issuing_ca"].(string)
 	// Importing the root with the intermediate makes ca_chain carry the
 	// whole chain, so the .p12 and /ca.pem are complete.
-	if _, err := r.write(ctx, r.o.PKIMount+"/intermediate/set-signed", map[string]any{
+	if _, err := r.write(ctx, mount+"/intermediate/set-signed", map[string]any{
 		"certificate": strings.TrimSpace(cert) + "\n" + strings.TrimSpace(root) + "\n",
 	}); err != nil {
 		return err
 	}
-	r.step("issuing CA in "+r.o.PKIMount+" signed by "+r.o.RootMount, true)
+	r.step(what+" in "+mount+" signed by "+r.o.RootMount, true)
 	return nil
 }
 
 func (r *run) urls(ctx context.Context) error {
 	addr := strings.TrimRight(r.c.Address(), "/")
-	for _, m := range []string{r.o.RootMount, r.o.PKIMount} {
+	mounts := []string{r.o.RootMount, r.o.PKIMount}
+	if r.o.ServerRole != "" {
+		mounts = append(mounts, r.o.ServerMount)
+	}
+	for _, m := range mounts {
 		want := map[string]any{
 			"issuing_certificates":    []string{addr + "/v1/" + m + "/ca"},
 			"crl_distribution_points": []string{addr + "/v1/" + m + "/crl"},
