@@ -212,3 +212,30 @@ func TestRotateSecretID(t *testing.T) {
 		t.Fatalf("rotate with a missing file succeeded:\n%s", out)
 	}
 }
+
+// TestSetupApproleOutReplacesSecret: `setup --approle-out DIR` over a DIR
+// that already holds a secret id destroys that one once the new file is in
+// place, so reruns do not leave valid secret ids behind.
+func TestSetupApproleOutReplacesSecret(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	dir := t.TempDir()
+	if out, err := runSetupCmd(v, "--approle-out", dir); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	roleID, first := readTrimmed(t, filepath.Join(dir, "role-id")), readTrimmed(t, filepath.Join(dir, "secret-id"))
+	out, err := runSetupCmd(v, "--approle-out", dir)
+	if err != nil {
+		t.Fatalf("second setup: %v\n%s", err, out)
+	}
+	second := readTrimmed(t, filepath.Join(dir, "secret-id"))
+	anon := v.ClientFrom(t, "127.0.0.1", "")
+	if _, err := appRoleLogin(anon, roleID, second); err != nil {
+		t.Fatalf("login with the new secret id: %v", err)
+	}
+	if _, err := appRoleLogin(anon, roleID, first); err == nil {
+		t.Fatalf("the replaced secret id still logs in:\n%s", out)
+	}
+	if strings.Contains(out, first) || strings.Contains(out, second) {
+		t.Fatal("setup printed a secret id")
+	}
+}

@@ -83,11 +83,17 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("vault client: %w", err)
 	}
 	c.SetToken(token)
+	// The secret id this run replaces: destroyed once the new file is in
+	// place, so that reruns leave no valid secret ids behind.
+	oldSecret := ""
 	if *approleOut != "" {
 		if st, err := os.Stat(*approleOut); err != nil || !st.IsDir() {
 			return fmt.Errorf("--approle-out %s: not a directory", *approleOut)
 		}
 		o.NewServiceSecret = true
+		if b, err := os.ReadFile(filepath.Join(*approleOut, "secret-id")); err == nil {
+			oldSecret = strings.TrimSpace(string(b))
+		}
 	}
 	// The trail is opened before Vault is touched: a database that cannot be
 	// written stops setup with nothing changed.
@@ -116,6 +122,17 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 			if err := writeSecretFile(filepath.Join(*approleOut, name), val); err != nil {
 				fileErr = err
 				break
+			}
+		}
+		if fileErr == nil && oldSecret != "" && oldSecret != res.ServiceSecretID {
+			what := "previous secret id in " + filepath.Join(*approleOut, "secret-id") + " destroyed"
+			destroyed, err := destroySecretID(ctx, c, o.AppRoleMount, o.AppRoleName, oldSecret)
+			switch {
+			case err != nil:
+				fileErr = fmt.Errorf("new AppRole files written, but the previous secret id could not be destroyed (use rotate-secret-id, or destroy it by accessor): %w", err)
+			case destroyed:
+				res.Steps = append(res.Steps, setup.Step{What: what, Changed: true})
+				fmt.Fprintf(stdout, "  changed  %s\n", what)
 			}
 		}
 	}
@@ -219,6 +236,23 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		Time: time.Now().UTC(), Actor: actor, Action: audit.ActionConfigSetup, Outcome: outcome,
 		UserAgent: "certportal setup " + version, Details: string(d),
 	})
+}
+
+// destroySecretID destroys secret of the AppRole; false when Vault no longer
+// knew it (expired or destroyed before).
+func destroySecretID(ctx context.Context, c *vaultapi.Client, mount, role, secret string) (bool, error) {
+	path := "auth/" + strings.Trim(mount, "/") + "/role/" + role + "/secret-id"
+	look, err := c.Logical().WriteWithContext(ctx, path+"/lookup", map[string]any{"secret_id": secret})
+	if err != nil {
+		return false, fmt.Errorf("look up secret id: %w", err)
+	}
+	if look == nil || look.Data == nil {
+		return false, nil
+	}
+	if _, err := c.Logical().WriteWithContext(context.WithoutCancel(ctx), path+"/destroy", map[string]any{"secret_id": secret}); err != nil {
+		return false, fmt.Errorf("destroy secret id: %w", err)
+	}
+	return true, nil
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.
