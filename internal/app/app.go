@@ -79,7 +79,11 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	go sweepSessions(sweepCtx, sessions, log)
 	go ident.Run(sweepCtx)
-	return h, func() { stopSweep(); st.Close() }, nil
+	// The service records what it counted or still owes the trail when it
+	// stops, so the store closes only after it has.
+	svcDone := make(chan struct{})
+	go func() { svc.Run(sweepCtx); close(svcDone) }()
+	return h, func() { stopSweep(); <-svcDone; st.Close() }, nil
 }
 
 func sweepSessions(ctx context.Context, m *session.Manager, log *slog.Logger) {
@@ -106,6 +110,7 @@ func PortalOptions(cfg config.Config) portal.Options {
 		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
 		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL, MaxActive: cfg.MaxActive, ExpiringSoon: cfg.ExpiringSoon,
 		OnBehalfRole: onBehalfRole(cfg), LoginMaxFailures: cfg.LoginMaxFailures, LoginFailureWindow: cfg.LoginFailureWindow,
+		DeniedWindow: cfg.DeniedWindow,
 	}
 }
 
@@ -122,7 +127,7 @@ func OpenStore(ctx context.Context, dsn string) (store.Store, error) {
 	// Each branch returns through a nil check of its own: returning the
 	// concrete pointer straight from a failed Open would give a non-nil
 	// interface holding a nil *DB.
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+	if IsPostgres(dsn) {
 		db, err := postgres.Open(ctx, dsn)
 		if err != nil {
 			return nil, err
@@ -134,4 +139,9 @@ func OpenStore(ctx context.Context, dsn string) (store.Store, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// IsPostgres reports whether dsn names PostgreSQL rather than a SQLite file.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }

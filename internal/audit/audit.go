@@ -40,6 +40,10 @@ const (
 	OutcomeSuccess = "success"
 	OutcomeFailure = "failure"
 	OutcomeDenied  = "denied"
+	// OutcomeIntent is written before an action Vault performs (a
+	// revocation), so that the trail holds it even if recording the
+	// result fails afterwards.
+	OutcomeIntent = "intent"
 )
 
 // Event is one audit record. Details is a flat, non-secret key/value map;

@@ -69,6 +69,10 @@ type Config struct {
 	LoginFailureWindow time.Duration // CERTPORTAL_LOGIN_FAILURE_WINDOW
 	ExpiringSoon       time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
 
+	// DeniedWindow: a user's refused requests within it after the first
+	// are recorded as one event with their count.
+	DeniedWindow time.Duration // CERTPORTAL_DENIED_WINDOW
+
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
 	VaultTimeout time.Duration
@@ -96,6 +100,7 @@ func Default() Config {
 		MaxActive:          3,
 		LoginMaxFailures:   20,
 		LoginFailureWindow: 10 * time.Minute,
+		DeniedWindow:       time.Minute,
 		ExpiringSoon:       14 * 24 * time.Hour,
 		MaxBodyBytes:       64 << 10,
 		LogLevel:           "info",
@@ -159,6 +164,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.IntVar(&c.LoginMaxFailures, "login-max-failures", envInt(getenv, "CERTPORTAL_LOGIN_MAX_FAILURES", c.LoginMaxFailures), "failed logins one address (IPv6: one /64) may make per window before it must wait; 0 turns this off (CERTPORTAL_LOGIN_MAX_FAILURES)")
 	fs.DurationVar(&c.LoginFailureWindow, "login-failure-window", envDuration(getenv, "CERTPORTAL_LOGIN_FAILURE_WINDOW", c.LoginFailureWindow), "window for -login-max-failures (CERTPORTAL_LOGIN_FAILURE_WINDOW)")
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
+	fs.DurationVar(&c.DeniedWindow, "denied-window", envDuration(getenv, "CERTPORTAL_DENIED_WINDOW", c.DeniedWindow), "a user's refused requests within this window after the first are recorded as one event with their count (CERTPORTAL_DENIED_WINDOW)")
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -329,6 +335,9 @@ func (c Config) Validate() error {
 	}
 	if c.LoginMaxFailures < 0 || c.LoginFailureWindow <= 0 {
 		return errors.New("login-max-failures and login-failure-window: want a count of 0 or more (0: off) and a positive duration")
+	}
+	if c.DeniedWindow <= 0 || c.DeniedWindow > time.Hour {
+		return errors.New("denied-window: want a positive duration up to 1h (CERTPORTAL_DENIED_WINDOW)")
 	}
 	if c.ExpiringSoon < 0 {
 		return errors.New("expiring-soon: want a positive duration (CERTPORTAL_EXPIRING_SOON)")

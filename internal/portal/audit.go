@@ -30,21 +30,30 @@ func RequestInfoFrom(ctx context.Context) RequestInfo {
 
 // newEvent builds an event from the request. details must never hold a
 // secret: callers pass only names, serials, choices and counts.
+//
+// Every text value is bounded and escaped here, the one place events are
+// made: a path, a user agent or a ticket is chosen by whoever sends the
+// request, and must neither grow the trail without bound nor carry bidi or
+// control characters to the pages and files auditors read (audit.Clean).
+// Details are cut value by value, then encoded; the escapes that follow
+// are JSON escapes, so the details stay valid JSON that decodes to the
+// original (cut) text.
 func (s *Service) newEvent(ctx context.Context, actor, subject, action, outcome, serial string, details map[string]string) *audit.Event {
 	ri := RequestInfoFrom(ctx)
 	d := "{}"
 	if len(details) > 0 {
+		cut := make(map[string]string, len(details))
+		for k, v := range details {
+			cut[k] = audit.Cut(v, audit.MaxField)
+		}
 		// encoding/json sorts map keys: the same details always hash the same.
-		b, _ := json.Marshal(details)
-		d = string(b)
+		b, _ := json.Marshal(cut)
+		d = audit.Clean(string(b), -1)
 	}
-	ua := ri.UserAgent
-	if len(ua) > 256 {
-		ua = ua[:256]
-	}
+	clean := func(v string) string { return audit.Clean(v, audit.MaxField) }
 	return &audit.Event{
-		Time: s.now().UTC(), Actor: actor, Subject: subject, Action: action, Outcome: outcome,
-		ClientIP: ri.ClientIP, UserAgent: ua, RequestID: ri.RequestID, Serial: serial, Details: d,
+		Time: s.now().UTC(), Actor: clean(actor), Subject: clean(subject), Action: action, Outcome: outcome,
+		ClientIP: clean(ri.ClientIP), UserAgent: clean(ri.UserAgent), RequestID: clean(ri.RequestID), Serial: clean(serial), Details: d,
 	}
 }
 
@@ -55,17 +64,6 @@ func (s *Service) record(ctx context.Context, e *audit.Event) error {
 		return &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: err}
 	}
 	return nil
-}
-
-// RecordDenied records an access refused by the web layer (wrong role).
-func (s *Service) RecordDenied(ctx context.Context, id *Identity, what string) {
-	actor := ""
-	if id != nil {
-		actor = id.Username
-	}
-	if err := s.record(ctx, s.newEvent(ctx, actor, actor, audit.ActionAccessDenied, audit.OutcomeDenied, "", map[string]string{"path": what})); err != nil {
-		s.log.ErrorContext(ctx, "audit write failed for a denied access", "err", err)
-	}
 }
 
 // RecordDownload records that a .p12 was handed over completely. The file

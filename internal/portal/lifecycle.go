@@ -135,25 +135,32 @@ func (s *Service) RevokeOwn(ctx context.Context, id *Identity, serial, reason st
 }
 
 // revoke revokes in Vault with the portal's identity, then records it with
-// its audit event in one transaction. The order matters: if the record
-// fails, the certificate is revoked but shown active — safe, and
-// reconciliation finds it — never the reverse. An audit store that fails
-// before the Vault call stops the revocation (fail closed).
+// its audit event in one transaction. An intent event comes first: if the
+// trail refuses it, Vault is not asked (fail closed), and once Vault has
+// revoked, the trail holds at least the intent — who, which certificate,
+// reason and ticket — whatever happens to the record afterwards. A record
+// that fails then is retried from the outbox (outbox.go); until it lands the
+// certificate is revoked but shown active — safe, and reconciliation finds
+// it — never the reverse.
 func (s *Service) revoke(ctx context.Context, actor, action string, c *store.Certificate, r store.Revocation) error {
 	details := map[string]string{"reason": r.Reason, "ticket": r.Ticket, "subject": c.Subject}
+	if err := s.record(ctx, s.newEvent(ctx, actor, c.Username, action, audit.OutcomeIntent, c.Serial, details)); err != nil {
+		return err
+	}
 	if err := s.service.Revoke(ctx, s.opts.PKIMount, c.Serial); err != nil {
 		if aerr := s.record(ctx, s.newEvent(ctx, actor, c.Username, action, audit.OutcomeFailure, c.Serial, details)); aerr != nil {
 			s.log.ErrorContext(ctx, "audit write failed for a failed revocation", "serial", c.Serial, "err", aerr)
 		}
 		return &Error{Code: EUnavailable, Message: "error.vault_unavailable_revoke", Err: err}
 	}
-	if err := s.store.RecordRevocation(ctx, c.Serial, r, s.newEvent(ctx, actor, c.Username, action, audit.OutcomeSuccess, c.Serial, details)); err != nil {
-		s.opts.Metrics.Revoked(r.Reason)
-		s.opts.Metrics.AuditFailure()
-		s.log.ErrorContext(ctx, "certificate revoked in Vault but not recorded; reconciliation will show it", "serial", c.Serial, "err", err)
-		return &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: err}
-	}
 	s.opts.Metrics.Revoked(r.Reason)
+	if err := s.store.RecordRevocation(context.WithoutCancel(ctx), c.Serial, r, s.newEvent(ctx, actor, c.Username, action, audit.OutcomeSuccess, c.Serial, details)); err != nil {
+		s.opts.Metrics.AuditFailure()
+		s.log.ErrorContext(ctx, "certificate revoked in Vault but not recorded; retrying from the outbox", "serial", c.Serial,
+			"user", c.Username, "by", r.By, "ticket", r.Ticket, "err", err)
+		s.queueUnrecorded(ctx, &pendingRevocation{actor: actor, action: action, cert: c, rev: r, details: details, info: RequestInfoFrom(ctx)})
+		return &Error{Code: EUnavailable, Message: "error.revoke_unrecorded", Err: err}
+	}
 	s.log.InfoContext(ctx, "certificate revoked", "serial", c.Serial, "user", c.Username, "by", r.By, "reason", r.Reason, "ticket", r.Ticket)
 	return nil
 }
@@ -196,6 +203,9 @@ func looksLikeSerial(q string) bool {
 func (s *Service) SearchUsers(ctx context.Context, actor *Identity, q string) ([]UserResult, error) {
 	if !actor.Has(RoleHelpdesk) {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	if err := CheckText("q", q, MaxSearchLen); err != nil {
+		return nil, err
 	}
 	q = strings.ToLower(strings.TrimSpace(q))
 	if local, domain, ok := strings.Cut(q, "@"); ok {
@@ -289,6 +299,9 @@ func (s *Service) UserCertificates(ctx context.Context, actor *Identity, usernam
 	if !actor.Has(RoleHelpdesk) {
 		return nil, false, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
+	if err := CheckText("username", username, MaxUsernameLen); err != nil {
+		return nil, false, err
+	}
 	if !usernamePattern.MatchString(username) {
 		return nil, false, &Error{Code: ENotFound, Message: "error.user_not_found"}
 	}
@@ -365,8 +378,14 @@ func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, r
 // validTicket checks a helpdesk ticket reference: required, so that every
 // helpdesk action can be traced to a request, and short plain text.
 func validTicket(ticket string) (string, error) {
+	if len(ticket) > MaxTicketLen {
+		return "", Invalid("ticket", "error.ticket_invalid")
+	}
+	if err := CheckText("ticket", ticket, MaxTicketLen); err != nil {
+		return "", err
+	}
 	ticket = strings.TrimSpace(ticket)
-	if ticket == "" || len(ticket) > 64 || strings.ContainsAny(ticket, "\r\n\t<>\"") {
+	if ticket == "" || strings.ContainsAny(ticket, "<>\"") {
 		return "", Invalid("ticket", "error.ticket_invalid")
 	}
 	return ticket, nil
@@ -384,6 +403,9 @@ func (s *Service) OnBehalfEnabled() bool { return s.opts.OnBehalfRole != "" }
 func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, ticket string, req IssueRequest) (*Download, error) {
 	if !actor.Has(RoleHelpdesk) || !s.OnBehalfEnabled() {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	if err := CheckText("username", username, MaxUsernameLen); err != nil {
+		return nil, err
 	}
 	if !usernamePattern.MatchString(username) {
 		return nil, &Error{Code: ENotFound, Message: "error.not_found"}

@@ -78,6 +78,9 @@ type Options struct {
 	// certificates from, with their own token. Empty switches issuing on
 	// behalf off: helpdesk then never sees anyone's private key.
 	OnBehalfRole string
+	// DeniedWindow: refused requests of one user within it after the
+	// first are recorded as one event with their count; 0 means 1 minute.
+	DeniedWindow time.Duration
 }
 
 // Store is what the portal keeps: the inventory and the audit trail.
@@ -97,6 +100,10 @@ type Service struct {
 	// throttle refuses logins from an address with too many recent
 	// failures; nil when off.
 	throttle *loginThrottle
+	// denied counts repeated refusals instead of recording each one;
+	// outbox retries revocations whose record failed (both run from Run).
+	denied *deniedLimiter
+	outbox *revocationOutbox
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
@@ -111,8 +118,13 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	if o.KeyType == "" {
 		o.KeyType = "ec-256"
 	}
+	if o.DeniedWindow <= 0 {
+		o.DeniedWindow = time.Minute
+	}
 	return &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now,
-		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow)}
+		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow),
+		denied:   &deniedLimiter{window: o.DeniedWindow, open: map[string]*deniedWindow{}},
+		outbox:   &revocationOutbox{}}
 }
 
 // Options returns the service's options (for rendering forms).

@@ -27,7 +27,7 @@ type auditForm struct {
 var (
 	auditActions = []string{audit.ActionLogin, audit.ActionLogout, audit.ActionIssue, audit.ActionIssueOnBehalf, audit.ActionDownload, audit.ActionRevoke,
 		audit.ActionReissue, audit.ActionAccessDenied, audit.ActionPortalStart, audit.ActionConfigSetup, audit.ActionAuditExport, audit.ActionReconcile}
-	auditOutcomes = []string{audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied}
+	auditOutcomes = []string{audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied, audit.OutcomeIntent}
 )
 
 // parseAuditFilter reads the filter from the query string and refuses
@@ -38,8 +38,8 @@ func parseAuditFilter(q url.Values) (store.AuditFilter, auditForm, url.Values, e
 	f := store.AuditFilter{Actor: form.Actor, Subject: form.Subject, Action: form.Action, Outcome: form.Outcome}
 	bad := func(field string) error { return portal.Invalid(field, "error.filter_invalid") }
 	for name, v := range map[string]string{"actor": form.Actor, "subject": form.Subject} {
-		if len(v) > 128 || strings.ContainsAny(v, "\x00\r\n") {
-			return f, form, nil, bad(name)
+		if err := portal.CheckText(name, v, portal.MaxFilterLen); err != nil {
+			return f, form, nil, err
 		}
 	}
 	if form.Action != "" && !contains(auditActions, form.Action) {
@@ -172,7 +172,10 @@ func eventDetails(l i18n.Lang, raw string) []detail {
 
 // csvSafe defuses spreadsheet formulas: a user agent or username is chosen by
 // whoever sends the request, and must not run when an auditor opens the file.
+// Invisible characters are escaped as on the pages (rows recorded before
+// values were escaped at record time may hold them raw).
 func csvSafe(v string) string {
+	v = audit.Clean(v, -1)
 	if v != "" && strings.ContainsAny(v[:1], "=+-@\t\r") {
 		return "'" + v
 	}

@@ -47,6 +47,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if code == portal.EInternal {
 		p.Error = "error.internal"
 	}
+	if pe != nil && code == portal.EInvalid {
+		p.Field = pe.Field // "Check the field "ticket": ..."
+	}
 	s.render(w, r, status, "error", p)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/gorilla/sessions"
 
+	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/portal"
 )
@@ -120,8 +121,10 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			code = http.StatusOK // nothing written: net/http sends 200
 		}
 		s.Metrics.Request(r.Method, route, code, took)
+		// The path is the client's choice: bounded and escaped like the
+		// trail's values, so one request cannot add kilobytes to the log.
 		s.Logger.InfoContext(r.Context(), "http", "request_id", RequestID(r.Context()), "method", r.Method,
-			"path", r.URL.Path, "status", sw.status, "bytes", sw.bytes, "user", info.user,
+			"path", audit.Clean(r.URL.Path, audit.MaxField), "status", sw.status, "bytes", sw.bytes, "user", info.user,
 			"duration_ms", float64(took.Microseconds())/1000)
 	})
 }
@@ -184,11 +187,31 @@ func (s *Server) language(next http.Handler) http.Handler {
 func (s *Server) crossOrigin(next http.Handler) http.Handler {
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.Logger.WarnContext(r.Context(), "cross-origin request refused", "path", r.URL.Path,
-			"origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
-		s.failStatus(w, r, http.StatusForbidden, "error.cross_origin")
+		s.refuseCrossOrigin(w, r)
 	}))
 	return cop.Handler(next)
+}
+
+func (s *Server) refuseCrossOrigin(w http.ResponseWriter, r *http.Request) {
+	s.Logger.WarnContext(r.Context(), "cross-origin request refused", "path", audit.Clean(r.URL.Path, audit.MaxField),
+		"origin", audit.Clean(r.Header.Get("Origin"), audit.MaxField), "sec_fetch_site", audit.Clean(r.Header.Get("Sec-Fetch-Site"), audit.MaxField))
+	s.failStatus(w, r, http.StatusForbidden, "error.cross_origin")
+}
+
+// sameSiteGET refuses a GET that does work or writes events (an export,
+// a reconciliation, a form that looks up a certificate) when another site
+// navigated the browser to it: SameSite=Lax sends the session cookie on a
+// cross-site top-level navigation, and crossOrigin only guards unsafe
+// methods. same-origin, same-site, none (a typed URL or a bookmark) and no
+// header at all (curl, scripts) pass.
+func (s *Server) sameSiteGET(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+			s.refuseCrossOrigin(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 const (
@@ -253,7 +276,8 @@ func (s *Server) requireRole(role portal.Role) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if id := identityFrom(r.Context()); id == nil || !id.Has(role) {
-				s.Logger.WarnContext(r.Context(), "access denied", "path", r.URL.Path, "role", string(role))
+				// The request line above carries the (bounded) path.
+				s.Logger.WarnContext(r.Context(), "access denied", "request_id", RequestID(r.Context()), "role", string(role))
 				s.Service.RecordDenied(r.Context(), id, r.Method+" "+r.URL.Path)
 				s.failStatus(w, r, http.StatusForbidden, "error.forbidden")
 				return

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -268,10 +269,16 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 		http.Error(w, i18n.T(p.Lang, "error.internal"), http.StatusInternalServerError)
 		return
 	}
+	// html/template escapes markup, not invisible characters: a bidi
+	// override in a ticket or an old trail row would reorder the page
+	// around it. The templates themselves hold none, so escaping every
+	// control and formatting character in the finished page makes every
+	// page safe at once, whatever value a future template shows.
+	out := audit.CleanDisplay(buf.String())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = io.WriteString(w, out)
 }
 
 // ttlOption is one choice of validity in the form.

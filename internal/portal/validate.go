@@ -1,0 +1,30 @@
+package portal
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Bounds on the text fields the portal accepts, in bytes.
+const (
+	MaxTicketLen   = 64
+	MaxUsernameLen = 64
+	MaxSearchLen   = 254 // a name, an email address or a serial
+	MaxFilterLen   = 128
+)
+
+// CheckText is the one check every text field a request carries passes
+// before anything else happens — before Vault is asked and before the store
+// sees it: valid UTF-8, no control character, at most max bytes. Both stores
+// then hold the same text (PostgreSQL refuses NUL and invalid UTF-8 that
+// SQLite takes), and nothing Vault did can be left unrecorded because the
+// database refused a byte of it. Bidi and other invisible formatting
+// characters are allowed here and escaped where they are recorded and shown
+// (audit.Clean).
+func CheckText(field, v string, max int) error {
+	if len(v) > max || !utf8.ValidString(v) || strings.IndexFunc(v, unicode.IsControl) >= 0 {
+		return Invalid(field, "error.text_invalid")
+	}
+	return nil
+}
