@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -39,6 +40,14 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 			return errUsage
 		}
 		anchor = a
+	}
+	// Opening a SQLite path creates the file: verifying a mistyped path
+	// would then report an empty, "verified" trail. Nothing there is an
+	// error, and nothing is created.
+	if !app.IsPostgres(*dsn) {
+		if _, err := os.Stat(*dsn); err != nil {
+			return &exitError{code: 1, err: fmt.Errorf("audit verify: no database at %s (nothing was created): %w", *dsn, err)}
+		}
 	}
 	st, err := app.OpenStore(ctx, *dsn)
 	if err != nil {

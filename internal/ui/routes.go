@@ -3,6 +3,8 @@ package ui
 import (
 	"io/fs"
 	"net/http"
+	"path"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -21,17 +23,19 @@ func (s *Server) routes() *chi.Mux {
 		s.failStatus(w, r, http.StatusMethodNotAllowed, "error.method")
 	})).ServeHTTP)
 
-	// Probes and public material: no session.
-	r.Get("/healthz", s.healthz)
-	r.Get("/readyz", s.readyz)
-	r.Get("/ca.pem", s.caPEM)
+	// Probes and public material: no session. HEAD answers as GET does
+	// (net/http drops the body): load balancers and curl -I probe with it.
+	for path, h := range map[string]http.HandlerFunc{"/healthz": s.healthz, "/readyz": s.readyz, "/ca.pem": s.caPEM} {
+		r.Get(path, h)
+		r.Head(path, h)
+	}
 	if s.Metrics != nil {
 		// Counts and latencies only: no user, serial or secret is a label.
 		// Restrict who may scrape it at the proxy (docs/operations.md).
 		r.Method(http.MethodGet, "/metrics", s.Metrics.Handler())
 	}
 	static, _ := fs.Sub(web.Static, "static")
-	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
+	r.Handle("/static/*", http.StripPrefix("/static/", s.files(static)))
 
 	// Everything a browser posts to is behind cross-origin protection and
 	// loads the session.
@@ -44,9 +48,9 @@ func (s *Server) routes() *chi.Mux {
 			r.Use(s.requireLogin)
 			r.Get("/", s.dashboard)
 			r.Post("/certificates", s.certificateCreate)
-			r.Get("/certificates/{serial}/revoke", s.certificateRevokeForm)
+			r.With(s.sameSiteGET).Get("/certificates/{serial}/revoke", s.certificateRevokeForm)
 			r.Post("/certificates/{serial}/revoke", s.certificateRevoke)
-			r.Get("/certificates/{serial}/renew", s.certificateRenewForm)
+			r.With(s.sameSiteGET).Get("/certificates/{serial}/renew", s.certificateRenewForm)
 			r.Get("/logout", s.logoutForm)
 			r.Post("/logout", s.logout)
 
@@ -64,13 +68,27 @@ func (s *Server) routes() *chi.Mux {
 			r.Group(func(r chi.Router) {
 				r.Use(s.requireRole(portal.RoleAuditor))
 				r.Get("/audit", s.auditPage)
-				r.Get("/audit/export", s.auditExport)
+				r.With(s.sameSiteGET).Get("/audit/export", s.auditExport)
 				r.Get("/audit/inventory", s.auditInventory)
 				r.Get("/audit/inventory/certificates", s.auditInventoryCertificates)
-				r.Get("/audit/inventory/export", s.auditInventoryExport)
-				r.Get("/audit/reconcile", s.auditReconcile)
+				r.With(s.sameSiteGET).Get("/audit/inventory/export", s.auditInventoryExport)
+				r.With(s.sameSiteGET).Get("/audit/reconcile", s.auditReconcile)
 			})
 		})
 	})
 	return r
+}
+
+// files serves the embedded static files and nothing else: a directory,
+// which http.FileServer would list, is not found.
+func (s *Server) files(fsys fs.FS) http.Handler {
+	fileServer := http.FileServerFS(fsys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
+		if fi, err := fs.Stat(fsys, name); err != nil || fi.IsDir() || strings.HasSuffix(r.URL.Path, "/") {
+			s.failStatus(w, r, http.StatusNotFound, "error.not_found")
+			return
+		}
+		fileServer.ServeHTTP(w, r)
+	})
 }

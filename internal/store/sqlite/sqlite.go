@@ -7,6 +7,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +52,9 @@ var _ store.Store = (*DB)(nil)
 func Open(ctx context.Context, path string) (*DB, error) {
 	// WAL lets readers run beside the single writer; synchronous=FULL because
 	// an audit or inventory row acknowledged to a user must survive a crash.
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -66,6 +71,40 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	s.startWriter()
 	return s, nil
+}
+
+// createPrivate makes sure the database file exists with mode 0600 before
+// SQLite opens it: it holds the inventory and the encrypted sessions, and
+// SQLite would create it with the umask's 0644. SQLite gives the -wal and
+// -shm files it creates the database file's mode, so they follow. A file
+// that exists already is tightened to 0600 too (an upgrade from a version
+// that left it 0644).
+func createPrivate(path string) error {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := f.Chmod(0o600); err != nil {
+			return fmt.Errorf("open sqlite %s: make it private (0600): %w", path, err)
+		}
+	}
+	for _, side := range []string{path + "-wal", path + "-shm"} {
+		if fi, err := os.Stat(side); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(side, 0o600); err != nil {
+				return fmt.Errorf("open sqlite %s: make it private (0600): %w", side, err)
+			}
+		}
+	}
+	return nil
 }
 
 var migrations = []string{
