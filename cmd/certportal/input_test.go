@@ -1,0 +1,450 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"html"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/testenv/pgtest"
+)
+
+// storeInt runs a query returning one integer against the portal's store,
+// SQLite file or PostgreSQL DSN, as an operator would.
+func storeInt(t *testing.T, dsn, query string) int64 {
+	t.Helper()
+	var n sql.NullInt64
+	if strings.HasPrefix(dsn, "postgres") {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if err := conn.QueryRow(ctx, query).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		return n.Int64
+	}
+	if err := openSQLite(t, dsn).QueryRow(query).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n.Int64
+}
+
+// revocationTime is what Vault itself says about serial: 0 while it is not
+// revoked.
+func revocationTime(t *testing.T, v *testenv.Vault, serial string) int64 {
+	t.Helper()
+	s, err := v.Admin.Logical().Read("pki/cert/" + serial)
+	if err != nil || s == nil {
+		t.Fatalf("read pki/cert/%s: %v", serial, err)
+	}
+	n, err := s.Data["revocation_time"].(json.Number).Int64()
+	if err != nil {
+		t.Fatalf("revocation_time %v: %v", s.Data["revocation_time"], err)
+	}
+	return n
+}
+
+// pgPortalDB makes a PostgreSQL database the portal reaches as an ordinary
+// role that owns it (a superuser passes every privilege check) and returns
+// the portal's DSN and the admin DSN.
+func pgPortalDB(t *testing.T, role string) (portalDSN, admin string) {
+	t.Helper()
+	admin = pgtest.NewDatabase(t, pgtest.StartServer(t).DSN())
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgExec(t, admin, "CREATE ROLE "+role+" LOGIN")
+	pgExec(t, admin, "ALTER DATABASE "+strings.TrimPrefix(u.Path, "/")+" OWNER TO "+role)
+	u.User = url.User(role)
+	return u.String(), admin
+}
+
+// TestBadTextRefusedBeforeVault: a ticket (or any text field) with invalid
+// UTF-8 or a control character is refused with 400 naming the field before
+// Vault is asked, on both stores: Vault did not revoke, the inventory and the
+// trail are unchanged.
+func TestBadTextRefusedBeforeVault(t *testing.T) {
+	for _, storeName := range []string{"sqlite", "postgres"} {
+		t.Run(storeName, func(t *testing.T) {
+			v := testenv.StartConfiguredVault(t)
+			env := map[string]string{}
+			if storeName == "postgres" {
+				env["CERTPORTAL_DB"], _ = pgPortalDB(t, "certportal_text")
+			}
+			p := startPortal(t, v, env)
+			alice := newBrowser(t, p.URL)
+			alice.mustLogin("alice", v.Password(t, "alice"))
+			serial := alice.issue("modern")
+			helen := newBrowser(t, p.URL)
+			helen.mustLogin("helen", v.Password(t, "helen"))
+			audrey := newBrowser(t, p.URL)
+			audrey.mustLogin("audrey", v.Password(t, "audrey"))
+
+			events := func() int64 { return storeInt(t, p.DB, `SELECT count(*) FROM audit_events`) }
+			revoked := func() int64 {
+				return storeInt(t, p.DB, `SELECT count(*) FROM certificates WHERE revoked_at IS NOT NULL OR ticket <> ''`)
+			}
+			for _, tc := range []struct{ name, ticket string }{
+				{"byte 0xFF", "INC-\xff1"},
+				{"NUL", "INC-\x001"},
+				{"escape", "INC-\x1b[2J"},
+				{"too long", strings.Repeat("x", 65)},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					before := events()
+					r := helen.post("/helpdesk/certificates/"+serial+"/revoke", url.Values{"reason": {"lost"}, "ticket": {tc.ticket}})
+					if r.StatusCode != http.StatusBadRequest {
+						t.Fatalf("status %d, want 400\n%s", r.StatusCode, r.Body)
+					}
+					if !fieldNamed(r.Body, "ticket") {
+						t.Fatalf("the page does not name the field ticket\n%s", r.Body)
+					}
+					if rt := revocationTime(t, v, serial); rt != 0 {
+						t.Fatalf("Vault revoked the certificate (revocation_time %d) for a refused request", rt)
+					}
+					if n := revoked(); n != 0 {
+						t.Fatalf("%d inventory rows changed", n)
+					}
+					if after := events(); after != before {
+						t.Fatalf("%d audit events written for a refused request", after-before)
+					}
+				})
+			}
+			// Other text fields: the same 400 with the field named, never a
+			// 503 from a database that refuses the bytes.
+			for _, tc := range []struct {
+				name, path, field string
+				b                 *client
+			}{
+				{"audit filter actor", "/audit?actor=%FF", "actor", audrey},
+				{"audit filter subject", "/audit?subject=a%00b", "subject", audrey},
+				{"audit export actor", "/audit/export?format=csv&actor=%FF", "actor", audrey},
+				{"helpdesk username in path", "/helpdesk/users/al%FFice", "username", helen},
+				{"helpdesk search", "/helpdesk?q=%FF", "q", helen},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					before := events()
+					r := tc.b.get(tc.path)
+					if r.StatusCode != http.StatusBadRequest {
+						t.Fatalf("status %d, want 400\n%s", r.StatusCode, r.Body)
+					}
+					if !fieldNamed(r.Body, tc.field) {
+						t.Fatalf("page does not name the field %s\n%s", tc.field, r.Body)
+					}
+					if after := events(); after != before {
+						t.Fatalf("%d audit events written for a refused request", after-before)
+					}
+				})
+			}
+			// A good ticket still revokes, on the record.
+			if r := helen.post("/helpdesk/certificates/"+serial+"/revoke", url.Values{"reason": {"lost"}, "ticket": {"INC-42"}}); r.StatusCode != http.StatusSeeOther {
+				t.Fatalf("revoke with a good ticket: %d\n%s", r.StatusCode, r.Body)
+			}
+			if revocationTime(t, v, serial) == 0 || revoked() != 1 {
+				t.Fatal("good revocation not done or not recorded")
+			}
+		})
+	}
+}
+
+// fieldLabels are the catalog's names for the fields the tests refuse.
+var fieldLabels = map[string]string{"ticket": "Ticket reference", "q": "Search", "username": "Username", "actor": "Actor", "subject": "Subject"}
+
+// fieldNamed reports whether the page's error message names field, by its
+// label or its name, as the catalog's field.error does ("Check the field
+// \"Ticket reference\": ...").
+func fieldNamed(body []byte, field string) bool {
+	for _, id := range []string{`id="error-message">`, `id="form-error">`} {
+		msg := html.UnescapeString(extract(body, id, "</p>"))
+		if strings.Contains(msg, `"`+field+`"`) || strings.Contains(msg, `"`+fieldLabels[field]+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRevocationRecordRetried: when the store refuses the record of a
+// revocation Vault already performed, the trail holds the intent written
+// before the Vault call, the user is told the certificate is revoked, and
+// the portal keeps trying until the inventory and the trail have it.
+func TestRevocationRecordRetried(t *testing.T) {
+	for _, storeName := range []string{"sqlite", "postgres"} {
+		t.Run(storeName, func(t *testing.T) {
+			v := testenv.StartConfiguredVault(t)
+			env := map[string]string{}
+			var admin string
+			if storeName == "postgres" {
+				env["CERTPORTAL_DB"], admin = pgPortalDB(t, "certportal_retry")
+			}
+			p := startPortal(t, v, env)
+			alice := newBrowser(t, p.URL)
+			alice.mustLogin("alice", v.Password(t, "alice"))
+			serial := alice.issue("modern")
+			helen := newBrowser(t, p.URL)
+			helen.mustLogin("helen", v.Password(t, "helen"))
+
+			// The store refuses to update the inventory row, as a lost
+			// grant or a broken disk does, after Vault has revoked.
+			block, unblock := func() {
+				if storeName == "postgres" {
+					pgExec(t, admin, "REVOKE UPDATE ON certificates FROM certportal_retry")
+					return
+				}
+				if _, err := openSQLite(t, p.DB).Exec(`CREATE TRIGGER refuse_revoke BEFORE UPDATE ON certificates BEGIN SELECT RAISE(FAIL, 'disk I/O error'); END`); err != nil {
+					t.Fatal(err)
+				}
+			}, func() {
+				if storeName == "postgres" {
+					pgExec(t, admin, "GRANT UPDATE ON certificates TO certportal_retry")
+					return
+				}
+				if _, err := openSQLite(t, p.DB).Exec(`DROP TRIGGER refuse_revoke`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			block()
+			r := helen.post("/helpdesk/certificates/"+serial+"/revoke", url.Values{"reason": {"compromised"}, "ticket": {"INC-9"}})
+			if r.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("status %d, want 503\n%s", r.StatusCode, r.Body)
+			}
+			if msg := extract(r.Body, `id="error-message">`, "</p>"); !strings.Contains(msg, "revoked") {
+				t.Errorf("the user is not told the certificate is revoked: %q", msg)
+			}
+			if revocationTime(t, v, serial) == 0 {
+				t.Fatal("Vault did not revoke")
+			}
+			q := `SELECT count(*) FROM audit_events WHERE action = 'certificate.revoke' AND serial = '` + serial + `' AND outcome = `
+			if n := storeInt(t, p.DB, q+`'intent'`); n != 1 {
+				t.Fatalf("%d intent events for the revocation, want 1", n)
+			}
+			unblock()
+			deadline := time.Now().Add(30 * time.Second)
+			for storeInt(t, p.DB, `SELECT count(*) FROM certificates WHERE revoked_at IS NOT NULL AND ticket = 'INC-9'`) != 1 ||
+				storeInt(t, p.DB, q+`'success'`) != 1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("revocation still not recorded 30s after the store recovered\n%s", p.Logs.String())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if !strings.Contains(p.Logs.String(), "recorded after retry") {
+				t.Error("the log does not say the record was retried")
+			}
+			out, err := verifyChain(p.DB)
+			if err != nil {
+				t.Fatalf("audit verify: %v %s", err, out)
+			}
+		})
+	}
+}
+
+// trailBytes is the size of everything the trail stores.
+func trailBytes(t *testing.T, dbPath string) int64 {
+	t.Helper()
+	return storeInt(t, dbPath, `SELECT COALESCE(SUM(length(CAST(actor||subject||action||outcome||client_ip||user_agent||request_id||serial||details||prev_hash||hash AS BLOB))), 0) FROM audit_events`)
+}
+
+// TestTrailFlood: 200 denied requests for a 30,000-character path add a
+// bounded amount to the trail and the log: the path is cut, and repeated
+// denials of one user are one event plus one event with their count.
+func TestTrailFlood(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_DENIED_WINDOW": "10s"})
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	trail0, log0 := trailBytes(t, p.DB), len(p.Logs.String())
+	path := "/helpdesk/users/" + strings.Repeat("x", 30000)
+	for range 200 {
+		if r := alice.get(path); r.StatusCode != http.StatusForbidden {
+			t.Fatalf("status %d, want 403", r.StatusCode)
+		}
+	}
+	trail, logged := trailBytes(t, p.DB)-trail0, len(p.Logs.String())-log0
+	t.Logf("200 denied requests with a 30,000-character path: trail +%d bytes, log +%d bytes", trail, logged)
+	if trail > 4<<10 {
+		t.Errorf("trail grew by %d bytes, want at most 4 KiB", trail)
+	}
+	if logged > 256<<10 {
+		t.Errorf("log grew by %d bytes, want at most 256 KiB", logged)
+	}
+	if strings.Contains(p.Logs.String(), strings.Repeat("x", 600)) {
+		t.Error("the log holds the path uncut")
+	}
+	if n := storeInt(t, p.DB, `SELECT count(*) FROM audit_events WHERE action = 'access.denied' AND details LIKE '%(cut)%'`); n != 1 {
+		t.Errorf("%d denied events with the path marked cut, want 1", n)
+	}
+	// When the window closes the rest are recorded as one event with their count.
+	deadline := time.Now().Add(20 * time.Second)
+	for storeInt(t, p.DB, `SELECT count(*) FROM audit_events WHERE action = 'access.denied' AND details LIKE '%"count":"199"%'`) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no denied event with count 199 after the window closed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := storeInt(t, p.DB, `SELECT count(*) FROM audit_events WHERE action = 'access.denied'`); n != 2 {
+		t.Errorf("%d denied events, want 2", n)
+	}
+}
+
+// TestBidiEscaped: a right-to-left override in a ticket and a user agent is
+// stored escaped and never reaches a page raw.
+func TestBidiEscaped(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	serial := alice.issue("modern")
+	helen := newBrowser(t, p.URL)
+	helen.mustLogin("helen", v.Password(t, "helen"))
+	r := helen.post("/helpdesk/certificates/"+serial+"/revoke", url.Values{"reason": {"lost"}, "ticket": {"INC-\u202e7"}},
+		"User-Agent", "Mozilla/5.0 \u202eevil")
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: %d\n%s", r.StatusCode, r.Body)
+	}
+	raw := storeInt(t, p.DB, `SELECT count(*) FROM audit_events WHERE instr(details||user_agent, char(8238)) > 0`)
+	escaped := storeInt(t, p.DB, `SELECT count(*) FROM audit_events WHERE action = 'certificate.revoke' AND outcome = 'success' AND instr(details, 'INC-\u202e7') > 0 AND instr(user_agent, '\u202eevil') > 0`)
+	if raw != 0 || escaped != 1 {
+		t.Fatalf("%d events hold U+202E raw, %d hold it escaped (want 0 and 1)", raw, escaped)
+	}
+	audrey := newBrowser(t, p.URL)
+	audrey.mustLogin("audrey", v.Password(t, "audrey"))
+	for _, page := range []struct {
+		b    *client
+		path string
+	}{{audrey, "/audit"}, {audrey, "/audit/export?format=csv"}, {helen, "/helpdesk/users/alice"}} {
+		body := page.b.get(page.path).Body
+		if bytes.Contains(body, []byte("\u202e")) {
+			t.Errorf("%s renders U+202E raw", page.path)
+		}
+		if !bytes.Contains(body, []byte(`INC-\u202e7`)) {
+			t.Errorf("%s does not show the ticket escaped", page.path)
+		}
+	}
+}
+
+// TestCrossSiteGETRefused: a cross-site navigation to a GET that does work
+// or writes events is refused and leaves no event; same-origin, typed URLs
+// and clients that send no Sec-Fetch-Site still work.
+func TestCrossSiteGETRefused(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	serial := alice.issue("modern")
+	audrey := newBrowser(t, p.URL)
+	audrey.mustLogin("audrey", v.Password(t, "audrey"))
+	getWith := func(b *client, path, site string) *response {
+		req, _ := http.NewRequest(http.MethodGet, p.URL+path, nil)
+		if site != "" {
+			req.Header.Set("Sec-Fetch-Site", site)
+		}
+		return b.do(req)
+	}
+	events := func() int64 { return storeInt(t, p.DB, `SELECT count(*) FROM audit_events`) }
+	for _, tc := range []struct {
+		b    *client
+		path string
+	}{
+		{audrey, "/audit/export?format=csv"},
+		{audrey, "/audit/export?format=jsonl"},
+		{audrey, "/audit/reconcile"},
+		{alice, "/certificates/" + serial + "/renew"},
+		{alice, "/certificates/" + serial + "/revoke"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			before := events()
+			r := getWith(tc.b, tc.path, "cross-site")
+			if r.StatusCode != http.StatusForbidden {
+				t.Fatalf("cross-site: status %d, want 403", r.StatusCode)
+			}
+			if msg := extract(r.Body, `id="error-message">`, "<"); msg != "Cross-site request refused." {
+				t.Errorf("cross-site: message %q", msg)
+			}
+			if after := events(); after != before {
+				t.Fatalf("cross-site: %d audit events written", after-before)
+			}
+			for _, site := range []string{"same-origin", "none", ""} {
+				if r := getWith(tc.b, tc.path, site); r.StatusCode != http.StatusOK {
+					t.Errorf("Sec-Fetch-Site %q: status %d, want 200", site, r.StatusCode)
+				}
+			}
+		})
+	}
+}
+
+// TestAuditVerifyMissingDB: verify of a path with no database fails and
+// creates nothing.
+func TestAuditVerifyMissingDB(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nothing-here.db")
+	out, err := verifyChain(path)
+	if err == nil || !strings.Contains(err.Error(), "no database") {
+		t.Fatalf("verify of a missing database: %v\n%s", err, out)
+	}
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s was created (%v)", f, err)
+		}
+	}
+}
+
+// TestSQLiteFileModes: the database and its WAL and shared-memory files are
+// readable by the portal's user only, whatever the umask.
+func TestSQLiteFileModes(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	b := newBrowser(t, p.URL)
+	b.mustLogin("alice", v.Password(t, "alice"))
+	b.issue("modern")
+	for _, f := range []string{p.DB, p.DB + "-wal", p.DB + "-shm"} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s: mode %o, want 600", filepath.Base(f), m)
+		}
+	}
+}
+
+// TestStaticAndHead: /static/ lists nothing; HEAD answers like GET on the
+// public endpoints.
+func TestStaticAndHead(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	b := newBrowser(t, p.URL)
+	for _, path := range []string{"/static/", "/static", "/static/nothing/"} {
+		if r := b.get(path); r.StatusCode != http.StatusNotFound || bytes.Contains(r.Body, []byte(`<a href="style.css">`)) {
+			t.Errorf("GET %s: %d\n%s", path, r.StatusCode, r.Body)
+		}
+	}
+	if r := b.get("/static/style.css"); r.StatusCode != http.StatusOK {
+		t.Errorf("GET /static/style.css: %d", r.StatusCode)
+	}
+	for _, tc := range []struct{ path, contentType string }{
+		{"/ca.pem", "application/pem-certificate-chain"},
+		{"/healthz", "text/plain; charset=utf-8"},
+		{"/readyz", "text/plain; charset=utf-8"},
+		{"/static/style.css", "text/css; charset=utf-8"},
+	} {
+		req, _ := http.NewRequest(http.MethodHead, p.URL+tc.path, nil)
+		r := b.do(req)
+		if r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != tc.contentType || len(r.Body) != 0 {
+			t.Errorf("HEAD %s: %d %q, %d body bytes", tc.path, r.StatusCode, r.Header.Get("Content-Type"), len(r.Body))
+		}
+	}
+}
