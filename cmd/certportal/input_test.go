@@ -363,6 +363,7 @@ func TestCrossSiteGETRefused(t *testing.T) {
 		{audrey, "/audit/export?format=csv"},
 		{audrey, "/audit/export?format=jsonl"},
 		{audrey, "/audit/reconcile"},
+		{audrey, "/audit/inventory/export"},
 		{alice, "/certificates/" + serial + "/renew"},
 		{alice, "/certificates/" + serial + "/revoke"},
 	} {
