@@ -164,7 +164,7 @@ func TestBadTextRefusedBeforeVault(t *testing.T) {
 }
 
 // fieldLabels are the catalog's names for the fields the tests refuse.
-var fieldLabels = map[string]string{"ticket": "Ticket reference", "q": "Search", "username": "Username", "actor": "Actor", "subject": "Subject"}
+var fieldLabels = map[string]string{"password": "File password", "ticket": "Ticket reference", "q": "Search", "username": "Username", "actor": "Actor", "subject": "Subject"}
 
 // fieldNamed reports whether the page's error message names field, by its
 // label or its name, as the catalog's field.error does ("Check the field
@@ -447,5 +447,39 @@ func TestStaticAndHead(t *testing.T) {
 		if r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != tc.contentType || len(r.Body) != 0 {
 			t.Errorf("HEAD %s: %d %q, %d body bytes", tc.path, r.StatusCode, r.Header.Get("Content-Type"), len(r.Body))
 		}
+	}
+}
+
+// TestPasswordCharsRefusedBeforeVault: a file password PKCS#12 cannot
+// carry (a character outside the BMP, such as an emoji, a control
+// character, invalid UTF-8) is refused with 400 naming the field before
+// Vault issues anything; it used to fail after issuance, with a 500.
+func TestPasswordCharsRefusedBeforeVault(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	b := newBrowser(t, p.URL)
+	b.mustLogin("alice", v.Password(t, "alice"))
+	before := certCount(t, v)
+	for _, tc := range []struct{ name, password string }{
+		{"emoji", "correct horse \U0001F40E battery"},
+		{"NUL", "correct horse\x00battery"},
+		{"invalid UTF-8", "correct horse \xff battery"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, enc := range []string{"modern", "compat"} {
+				r := b.post("/certificates", issueForm(tc.password, tc.password, "720h0m0s", enc))
+				if r.StatusCode != http.StatusBadRequest || !fieldNamed(r.Body, "password") {
+					t.Fatalf("%s: status %d, want 400 naming the password\n%s", enc, r.StatusCode, r.Body)
+				}
+			}
+		})
+	}
+	if after := certCount(t, v); after != before {
+		t.Fatalf("Vault issued %d certificates for refused passwords", after-before)
+	}
+	// A password in Korean or with accents is fine.
+	r := b.post("/certificates", issueForm("비밀번호는 충분히 길다 élan", "비밀번호는 충분히 길다 élan", "720h0m0s", "compat"))
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("BMP password: %d", r.StatusCode)
 	}
 }

@@ -269,6 +269,9 @@ func (r IssueRequest) Validate(o Options) (time.Duration, bundle.Encryption, err
 	if len(r.Password) > 1024 {
 		return 0, "", Invalid("password", "error.password_long")
 	}
+	if err := CheckPassword(r.Password); err != nil {
+		return 0, "", err
+	}
 	if r.Password != r.PasswordConfirm {
 		return 0, "", Invalid("password_confirm", "error.password_mismatch")
 	}

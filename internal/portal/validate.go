@@ -28,3 +28,16 @@ func CheckText(field, v string, max int) error {
 	}
 	return nil
 }
+
+// CheckPassword refuses a .p12 file password PKCS#12 cannot carry, before
+// Vault issues anything: the file's MAC key is derived from the password as
+// a NUL-terminated BMPString, so a character outside the Basic Multilingual
+// Plane (an emoji) fails the encoding after the certificate exists, a NUL
+// would end the password early in other readers, and invalid UTF-8 would
+// silently become U+FFFD. The password itself is never echoed or recorded.
+func CheckPassword(p string) error {
+	if !utf8.ValidString(p) || strings.IndexFunc(p, func(r rune) bool { return unicode.IsControl(r) || r > 0xffff }) >= 0 {
+		return Invalid("password", "error.password_chars")
+	}
+	return nil
+}
