@@ -33,10 +33,17 @@ type Sessions interface {
 	SaveSession(ctx context.Context, s *Session) error
 	GetSession(ctx context.Context, idHash string) (*Session, error)
 	TouchSession(ctx context.Context, idHash string, at time.Time) error
+	// UpdateSessionData replaces a stored session's data and last-seen
+	// time; ErrNotFound when it is gone. It never re-creates a session: one
+	// deleted meanwhile (logout, expiry) stays deleted.
+	UpdateSessionData(ctx context.Context, idHash string, data []byte, at time.Time) error
 	DeleteSession(ctx context.Context, idHash string) error
-	// DeleteExpiredSessions removes sessions past their absolute expiry or
-	// idle since before idleBefore.
-	DeleteExpiredSessions(ctx context.Context, now, idleBefore time.Time) (int64, error)
+	// ExpiredSessions returns up to limit sessions past their absolute
+	// expiry (at or before now) or idle since before idleBefore, whose id
+	// hash sorts after `after` (bytewise), in id-hash order. The sweep reads
+	// them before deleting them because each holds a Vault token to revoke
+	// first; the cursor lets it step past sessions it must leave in place.
+	ExpiredSessions(ctx context.Context, now, idleBefore time.Time, after string, limit int) ([]*Session, error)
 }
 
 // Certificate is one inventory row: a certificate the portal issued.

@@ -254,10 +254,35 @@ func (s *DB) DeleteSession(ctx context.Context, idHash string) error {
 	return nil
 }
 
-func (s *DB) DeleteExpiredSessions(ctx context.Context, now, idleBefore time.Time) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM sessions WHERE expires_at <= $1 OR last_seen < $2`, ms(now), ms(idleBefore))
+func (s *DB) UpdateSessionData(ctx context.Context, idHash string, data []byte, at time.Time) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE sessions SET data = $1, last_seen = $2 WHERE id_hash = $3`, data, ms(at), idHash)
 	if err != nil {
-		return 0, fmt.Errorf("delete expired sessions: %w", err)
+		return fmt.Errorf("update session: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	if tag.RowsAffected() == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+func (s *DB) ExpiredSessions(ctx context.Context, now, idleBefore time.Time, after string, limit int) ([]*store.Session, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions
+		WHERE (expires_at <= $1 OR last_seen < $2) AND id_hash > $3 ORDER BY id_hash LIMIT $4`,
+		ms(now), ms(idleBefore), after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("expired sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Session
+	for rows.Next() {
+		var x store.Session
+		if err := rows.Scan(&x.IDHash, &x.Data, &x.CreatedAt, &x.LastSeen, &x.ExpiresAt); err != nil {
+			return nil, fmt.Errorf("expired sessions: %w", err)
+		}
+		out = append(out, &x)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("expired sessions: %w", err)
+	}
+	return out, nil
 }

@@ -279,10 +279,39 @@ func (s *DB) DeleteSession(ctx context.Context, idHash string) error {
 	return nil
 }
 
-func (s *DB) DeleteExpiredSessions(ctx context.Context, now, idleBefore time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= ? OR last_seen < ?`, now.UnixMilli(), idleBefore.UnixMilli())
+func (s *DB) UpdateSessionData(ctx context.Context, idHash string, data []byte, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET data = ?, last_seen = ? WHERE id_hash = ?`, data, at.UnixMilli(), idHash)
 	if err != nil {
-		return 0, fmt.Errorf("delete expired sessions: %w", err)
+		return fmt.Errorf("update session: %w", err)
 	}
-	return res.RowsAffected()
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("update session: %w", err)
+	} else if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+func (s *DB) ExpiredSessions(ctx context.Context, now, idleBefore time.Time, after string, limit int) ([]*store.Session, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions
+		WHERE (expires_at <= ? OR last_seen < ?) AND id_hash > ? ORDER BY id_hash LIMIT ?`,
+		now.UnixMilli(), idleBefore.UnixMilli(), after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("expired sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Session
+	for rows.Next() {
+		var x store.Session
+		var created, seen, expires int64
+		if err := rows.Scan(&x.IDHash, &x.Data, &created, &seen, &expires); err != nil {
+			return nil, fmt.Errorf("expired sessions: %w", err)
+		}
+		x.CreatedAt, x.LastSeen, x.ExpiresAt = time.UnixMilli(created), time.UnixMilli(seen), time.UnixMilli(expires)
+		out = append(out, &x)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("expired sessions: %w", err)
+	}
+	return out, nil
 }

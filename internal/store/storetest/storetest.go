@@ -231,13 +231,60 @@ func testSessions(t *testing.T, s store.Store) {
 			t.Fatal(err)
 		}
 	}
-	n, err := s.DeleteExpiredSessions(ctx, t0.Add(time.Hour), t0.Add(time.Hour-30*time.Minute))
-	if err != nil {
+	now, idleBefore := t0.Add(time.Hour), t0.Add(time.Hour-30*time.Minute)
+	// e0 (expired), e1 (idle) and h1 (idle: last seen t0+2m) are expired;
+	// e2 is not. They come in id-hash order, in pages after a cursor.
+	var listed []string
+	for after := ""; ; {
+		page, err := s.ExpiredSessions(ctx, now, idleBefore, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > 2 {
+			t.Fatalf("page of %d, limit 2", len(page))
+		}
+		for _, x := range page {
+			listed = append(listed, x.IDHash+"="+string(x.Data))
+			after = x.IDHash
+		}
+		if len(page) < 2 {
+			break
+		}
+	}
+	if fmt.Sprint(listed) != "[e0=x e1=x h1=d2]" {
+		t.Fatalf("expired sessions %v, want [e0=x e1=x h1=d2]", listed)
+	}
+	// Listing deletes nothing; the sweep deletes each once its token is revoked.
+	if _, err := s.GetSession(ctx, "e0"); err != nil {
+		t.Fatalf("listing an expired session deleted it: %v", err)
+	}
+	// Far in the future every session is expired: what a shutdown that
+	// takes its session key with it lists.
+	all, err := s.ExpiredSessions(ctx, t0.Add(100*365*24*time.Hour), t0, "", 10)
+	if err != nil || len(all) != 4 {
+		t.Fatalf("every session: %d, %v; want 4", len(all), err)
+	}
+	for _, id := range []string{"e0", "e1", "h1"} {
+		if err := s.DeleteSession(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if page, err := s.ExpiredSessions(ctx, now, idleBefore, "", 10); err != nil || len(page) != 0 {
+		t.Fatalf("after deleting them: %d expired, %v", len(page), err)
+	}
+	// Updating data never re-creates a deleted session.
+	if err := s.UpdateSessionData(ctx, "e2", []byte("d3"), t0.Add(55*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	// e0 (expired), e1 (idle) and h1 (idle: last seen t0+2m) go; e2 stays.
-	if n != 3 {
-		t.Fatalf("deleted %d expired sessions, want 3", n)
+	if got, _ := s.GetSession(ctx, "e2"); string(got.Data) != "d3" || !got.LastSeen.Equal(t0.Add(55*time.Minute)) ||
+		!got.CreatedAt.Equal(t0) || !got.ExpiresAt.Equal(t0.Add(2*time.Hour)) {
+		t.Fatalf("after data update: %+v", got)
+	}
+	if err := s.UpdateSessionData(ctx, "e0", []byte("back"), t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update of a deleted session: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetSession(ctx, "e0"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update re-created a deleted session: %v", err)
 	}
 	if _, err := s.GetSession(ctx, "e2"); err != nil {
 		t.Fatalf("live session deleted: %v", err)
