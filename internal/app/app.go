@@ -31,7 +31,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	}
 	s := st
 	key := cfg.SessionKey
-	if key == nil {
+	ephemeral := key == nil
+	if ephemeral {
 		key = make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
 			st.Close()
@@ -71,23 +72,56 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		return nil, nil, fmt.Errorf("audit trail: %w", err)
 	}
 	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m,
-		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes})
+		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes, SessionRecheck: cfg.SessionRecheck})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
-	go sweepSessions(sweepCtx, sessions, log)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		sweepSessions(sweepCtx, sessions, cfg.SessionSweep, log)
+	}()
 	go ident.Run(sweepCtx)
 	// The service records what it counted or still owes the trail when it
 	// stops, so the store closes only after it has.
 	svcDone := make(chan struct{})
 	go func() { svc.Run(sweepCtx); close(svcDone) }()
-	return h, func() { stopSweep(); <-svcDone; st.Close() }, nil
+	return h, func() {
+		stopSweep()
+		<-swept
+		if ephemeral {
+			endSessions(sessions, log)
+		}
+		<-svcDone
+		st.Close()
+	}, nil
 }
 
-func sweepSessions(ctx context.Context, m *session.Manager, log *slog.Logger) {
-	t := time.NewTicker(5 * time.Minute)
+// endSessions revokes, on a graceful shutdown, the Vault tokens of every
+// session made under a random session key: no later process can read those
+// sessions, so their tokens would live on unreachable until their TTL. A
+// kill -9 leaves them to that TTL; a fixed key (CERTPORTAL_SESSION_KEY)
+// lets the sessions, and their tokens, survive the restart instead.
+func endSessions(m *session.Manager, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := m.EndAll(ctx)
+	if err != nil {
+		log.Error("shutdown: not every session's Vault token was revoked; the rest live until their TTL", "ended", n, "err", err)
+		return
+	}
+	if n > 0 {
+		log.Info("shutdown: ended sessions and revoked their Vault tokens (random session key)", "count", n)
+	}
+}
+
+func sweepSessions(ctx context.Context, m *session.Manager, every time.Duration, log *slog.Logger) {
+	if every <= 0 {
+		every = 5 * time.Minute // a Config not made by config.Load
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

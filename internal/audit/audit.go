@@ -26,6 +26,8 @@ const (
 	ActionConfigSetup   = "config.setup" // `certportal setup` changed (or checked) Vault's configuration
 	ActionAuditExport   = "audit.export"
 	ActionReconcile     = "audit.reconcile"
+	ActionSessionEnded  = "session.ended" // a session ended other than by logout, with the reason and what became of its token
+	ActionSessionRoles  = "session.roles" // a recheck found the token's live policies give other portal roles
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is

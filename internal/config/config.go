@@ -47,6 +47,12 @@ type Config struct {
 	SessionKey      []byte        // CERTPORTAL_SESSION_KEY (hex or base64, 32+ bytes)
 	SessionIdle     time.Duration // CERTPORTAL_SESSION_IDLE
 	SessionAbsolute time.Duration // CERTPORTAL_SESSION_ABSOLUTE
+	// SessionRecheck bounds how long a session acts on Vault's last word:
+	// its token and roles are looked up again at least this often.
+	SessionRecheck time.Duration // CERTPORTAL_SESSION_RECHECK
+	// SessionSweep is how often expired sessions are ended (tokens revoked,
+	// rows deleted) when their browsers never come back.
+	SessionSweep time.Duration // CERTPORTAL_SESSION_SWEEP
 
 	TTLs       []time.Duration // CERTPORTAL_TTLS: validities offered, e.g. "24h,168h,720h"
 	DefaultTTL time.Duration   // CERTPORTAL_DEFAULT_TTL
@@ -94,6 +100,8 @@ func Default() Config {
 		AuditorPolicy:      "certportal-auditor",
 		SessionIdle:        30 * time.Minute,
 		SessionAbsolute:    8 * time.Hour,
+		SessionRecheck:     time.Minute,
+		SessionSweep:       5 * time.Minute,
 		TTLs:               []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
 		DefaultTTL:         90 * 24 * time.Hour,
 		AppRoleMount:       "approle",
@@ -144,6 +152,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.StringVar(&sessionKey, "session-key-file", env("CERTPORTAL_SESSION_KEY_FILE", ""), "file holding the session key (CERTPORTAL_SESSION_KEY_FILE); or set CERTPORTAL_SESSION_KEY")
 	fs.DurationVar(&c.SessionIdle, "session-idle", envDuration(getenv, "CERTPORTAL_SESSION_IDLE", c.SessionIdle), "idle session timeout (CERTPORTAL_SESSION_IDLE)")
 	fs.DurationVar(&c.SessionAbsolute, "session-absolute", envDuration(getenv, "CERTPORTAL_SESSION_ABSOLUTE", c.SessionAbsolute), "absolute session lifetime (CERTPORTAL_SESSION_ABSOLUTE)")
+	fs.DurationVar(&c.SessionRecheck, "session-recheck", envDuration(getenv, "CERTPORTAL_SESSION_RECHECK", c.SessionRecheck), "re-check a session's Vault token and roles at least this often (CERTPORTAL_SESSION_RECHECK)")
+	fs.DurationVar(&c.SessionSweep, "session-sweep", envDuration(getenv, "CERTPORTAL_SESSION_SWEEP", c.SessionSweep), "how often expired sessions are ended and their tokens revoked (CERTPORTAL_SESSION_SWEEP)")
 	fs.StringVar(&ttls, "ttls", env("CERTPORTAL_TTLS", ""), "comma-separated certificate validities offered (CERTPORTAL_TTLS)")
 	fs.DurationVar(&c.DefaultTTL, "default-ttl", envDuration(getenv, "CERTPORTAL_DEFAULT_TTL", c.DefaultTTL), "validity preselected in the form (CERTPORTAL_DEFAULT_TTL)")
 	fs.StringVar(&c.AppRoleMount, "approle-mount", env("CERTPORTAL_APPROLE_MOUNT", c.AppRoleMount), "AppRole mount of the portal's own identity (CERTPORTAL_APPROLE_MOUNT)")
@@ -313,6 +323,12 @@ func (c Config) Validate() error {
 	}
 	if c.SessionIdle <= 0 || c.SessionAbsolute <= 0 || c.SessionIdle > c.SessionAbsolute {
 		return errors.New("session-idle and session-absolute: want positive durations, idle not longer than absolute")
+	}
+	if c.SessionRecheck <= 0 {
+		return errors.New("session-recheck: want a positive duration")
+	}
+	if c.SessionSweep <= 0 {
+		return errors.New("session-sweep: want a positive duration")
 	}
 	if len(c.TTLs) == 0 {
 		return errors.New("ttls: at least one validity is required")

@@ -44,6 +44,7 @@ func (id *Identity) Has(r Role) bool { return slices.Contains(id.Roles, r) }
 type Vault interface {
 	LoginUserpass(ctx context.Context, mount, username, password string) (*vault.Login, error)
 	RevokeSelf(ctx context.Context, token string) error
+	LookupSelf(ctx context.Context, token string) (*vault.TokenInfo, error)
 	Issue(ctx context.Context, token string, req vault.IssueRequest) (*vault.Issued, error)
 	CAChain(ctx context.Context, mount string) ([]byte, error)
 	Health(ctx context.Context) error
@@ -104,6 +105,9 @@ type Service struct {
 	// outbox retries revocations whose record failed (both run from Run).
 	denied *deniedLimiter
 	outbox *revocationOutbox
+	// sessionChecks lets concurrent requests of one session share one
+	// Vault lookup (session.go).
+	sessionChecks checkGroup
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's

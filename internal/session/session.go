@@ -31,16 +31,37 @@ type Options struct {
 	Now      func() time.Time // for tests; time.Now when nil
 }
 
+// Why a session ended, for EndFunc. CheckSession in the portal names the
+// reasons Vault gives.
+const (
+	EndIdle     = "idle timeout"
+	EndAbsolute = "absolute timeout"
+	EndReplaced = "replaced by a new login"
+	EndShutdown = "portal shut down; its random session key dies with it"
+)
+
+// EndFunc is told of a session that ends other than by logout — expired,
+// replaced by a new login, swept, or left unreadable by a shutdown — with
+// its decoded values, before its row is deleted, so that the credential it
+// holds can be given back. final says the row is deleted whatever EndFunc
+// returns; otherwise an error keeps the row for a later sweep to retry.
+type EndFunc func(ctx context.Context, values map[any]any, reason string, final bool) error
+
 // Manager is a sessions.Store backed by a store.Sessions.
 type Manager struct {
-	store    store.Sessions
-	cookie   *securecookie.SecureCookie
-	data     *securecookie.SecureCookie
+	store  store.Sessions
+	cookie *securecookie.SecureCookie
+	data   *securecookie.SecureCookie
+	// ending decodes the data of sessions being ended, whatever its age:
+	// data's own timestamp check would refuse a row swept long after its
+	// absolute expiry, and its token would never be revoked.
+	ending   *securecookie.SecureCookie
 	name     string
 	secure   bool
 	idle     time.Duration
 	absolute time.Duration
 	now      func() time.Time
+	onEnd    EndFunc
 }
 
 var _ sessions.Store = (*Manager)(nil)
@@ -62,6 +83,7 @@ func New(st store.Sessions, o Options) (*Manager, error) {
 		store:    st,
 		cookie:   securecookie.New(derive(o.Key, "cookie-hmac", 64), nil),
 		data:     securecookie.New(derive(o.Key, "data-hmac", 64), derive(o.Key, "data-aes", 32)),
+		ending:   securecookie.New(derive(o.Key, "data-hmac", 64), derive(o.Key, "data-aes", 32)),
 		name:     "certportal_session",
 		secure:   o.Secure,
 		idle:     o.Idle,
@@ -80,7 +102,46 @@ func New(st store.Sessions, o Options) (*Manager, error) {
 	m.cookie.MaxAge(int(o.Absolute / time.Second))
 	m.data.MaxAge(int(o.Absolute/time.Second) + 60)
 	m.data.MaxLength(0)
+	m.ending.SetSerializer(codec{})
+	m.ending.MaxAge(0)
+	m.ending.MaxLength(0)
 	return m, nil
+}
+
+// OnEnd sets the function told of sessions that end other than by logout.
+// Call it before the Manager serves requests or sweeps.
+func (m *Manager) OnEnd(fn EndFunc) { m.onEnd = fn }
+
+// end tells onEnd of a session that ends; nil when there is nothing to do.
+func (m *Manager) end(ctx context.Context, values map[any]any, reason string, final bool) error {
+	if m.onEnd == nil || len(values) == 0 {
+		return nil
+	}
+	return m.onEnd(ctx, values, reason, final)
+}
+
+// errNotEnded: onEnd could not finish with a session, which is kept.
+var errNotEnded = errors.New("session kept for the next sweep")
+
+// expire ends an expired row: its values are decoded and handed to onEnd
+// before the row goes. A row onEnd could not finish with stays for the
+// next sweep; one this key cannot decode goes at once — nothing in it can
+// be given back by this process.
+func (m *Manager) expire(ctx context.Context, row *store.Session, now time.Time) (deleted bool, err error) {
+	var values map[any]any
+	if m.ending.Decode("session-data", string(row.Data), &values) == nil {
+		reason := EndIdle
+		if !now.Before(row.ExpiresAt) {
+			reason = EndAbsolute
+		}
+		if err := m.end(ctx, values, reason, false); err != nil {
+			return false, fmt.Errorf("%w: %w", errNotEnded, err)
+		}
+	}
+	if err := m.store.DeleteSession(ctx, row.IDHash); err != nil {
+		return false, fmt.Errorf("expire session: %w", err)
+	}
+	return true, nil
 }
 
 // Name is the session cookie's name.
@@ -143,9 +204,10 @@ func (m *Manager) New(r *http.Request, name string) (*sessions.Session, error) {
 	}
 	now := m.now()
 	if !now.Before(row.ExpiresAt) || now.Sub(row.LastSeen) > m.idle {
-		if err := m.store.DeleteSession(ctx, row.IDHash); err != nil {
-			return s, fmt.Errorf("expire session: %w", err)
+		if _, err := m.expire(ctx, row, now); err != nil && !errors.Is(err, errNotEnded) {
+			return s, err
 		}
+		// Kept or not, it is over for this request: a fresh session.
 		return s, nil
 	}
 	if err := m.data.Decode("session-data", string(row.Data), &s.Values); err != nil {
@@ -205,6 +267,9 @@ func (m *Manager) Save(r *http.Request, w http.ResponseWriter, s *sessions.Sessi
 // that an id planted before login is worthless after it (session fixation).
 func (m *Manager) Renew(ctx context.Context, s *sessions.Session) error {
 	if s.ID != "" {
+		// The replaced session goes whatever becomes of its token: an old
+		// id must never stay valid after a login.
+		_ = m.end(ctx, s.Values, EndReplaced, true)
 		if err := m.store.DeleteSession(ctx, hashID(s.ID)); err != nil {
 			return fmt.Errorf("renew session: %w", err)
 		}
@@ -216,10 +281,98 @@ func (m *Manager) Renew(ctx context.Context, s *sessions.Session) error {
 	return nil
 }
 
-// Sweep deletes expired sessions; serve runs it periodically.
+// Update writes s's values without changing its lifetime. A session
+// deleted meanwhile (a logout in another request) is not re-created:
+// store.ErrNotFound.
+func (m *Manager) Update(ctx context.Context, s *sessions.Session) error {
+	data, err := m.data.Encode("session-data", s.Values)
+	if err != nil {
+		return fmt.Errorf("encode session: %w", err)
+	}
+	return m.store.UpdateSessionData(ctx, hashID(s.ID), []byte(data), m.now())
+}
+
+// Drop deletes s, clears its cookie and leaves s a fresh, empty session for
+// the rest of the request. Its credential is the caller's business.
+func (m *Manager) Drop(r *http.Request, w http.ResponseWriter, s *sessions.Session) error {
+	if s.ID != "" {
+		if err := m.store.DeleteSession(r.Context(), hashID(s.ID)); err != nil {
+			return fmt.Errorf("delete session: %w", err)
+		}
+	}
+	gone := m.options()
+	gone.MaxAge = -1
+	http.SetCookie(w, sessions.NewCookie(s.Name(), "", gone))
+	s.ID = ""
+	s.IsNew = true
+	s.Values = map[any]any{}
+	s.Options = m.options()
+	return nil
+}
+
+// sweepPage is how many expired sessions the sweep reads at a time.
+const sweepPage = 100
+
+// Sweep ends expired sessions: each one's values go to onEnd (which revokes
+// its Vault token) before its row is deleted. A session onEnd could not
+// finish with (Vault unreachable) stays, and the sweep stops there until
+// the next run. serve runs it periodically; it returns how many it deleted.
 func (m *Manager) Sweep(ctx context.Context) (int64, error) {
 	now := m.now()
-	return m.store.DeleteExpiredSessions(ctx, now, now.Add(-m.idle))
+	var n int64
+	for after := ""; ; {
+		rows, err := m.store.ExpiredSessions(ctx, now, now.Add(-m.idle), after, sweepPage)
+		if err != nil {
+			return n, err
+		}
+		for _, row := range rows {
+			after = row.IDHash
+			deleted, err := m.expire(ctx, row, now)
+			if err != nil {
+				// Vault unreachable: the rest would fail the same way,
+				// each after a timeout. The next sweep starts over.
+				return n, err
+			}
+			if deleted {
+				n++
+			}
+		}
+		if len(rows) < sweepPage {
+			return n, nil
+		}
+	}
+}
+
+// EndAll ends every session this Manager's key can read, telling onEnd of
+// each (final) and deleting it. serve calls it on a graceful shutdown when
+// the session key was random: no later process can read these sessions, so
+// their tokens would otherwise live on in Vault, unreachable, until their
+// TTL. Sessions under another key are left alone.
+func (m *Manager) EndAll(ctx context.Context) (int64, error) {
+	// Far enough ahead, every session is past its absolute expiry.
+	forever := m.now().Add(100 * 365 * 24 * time.Hour)
+	var n int64
+	for after := ""; ; {
+		rows, err := m.store.ExpiredSessions(ctx, forever, forever, after, sweepPage)
+		if err != nil {
+			return n, err
+		}
+		for _, row := range rows {
+			after = row.IDHash
+			var values map[any]any
+			if m.ending.Decode("session-data", string(row.Data), &values) != nil {
+				continue
+			}
+			_ = m.end(ctx, values, EndShutdown, true)
+			if err := m.store.DeleteSession(ctx, row.IDHash); err != nil {
+				return n, fmt.Errorf("end session: %w", err)
+			}
+			n++
+		}
+		if len(rows) < sweepPage || ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+	}
 }
 
 func newID() (string, error) {

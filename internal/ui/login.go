@@ -56,6 +56,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	sess.Values[valToken] = id.Token
 	sess.Values[valRoles] = roles
 	sess.Values[valExp] = id.ExpiresAt
+	sess.Values[valChecked] = time.Now() // the login was Vault's word on the token
 	if until := time.Until(id.ExpiresAt); until > 0 && int(until/time.Second) < sess.Options.MaxAge {
 		sess.Options.MaxAge = int(until / time.Second)
 	}

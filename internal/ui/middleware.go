@@ -18,6 +18,7 @@ import (
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/portal"
+	"github.com/certportal/certportal/internal/store"
 )
 
 type ctxKey int
@@ -215,13 +216,16 @@ func (s *Server) sameSiteGET(next http.Handler) http.Handler {
 }
 
 const (
-	valUser  = "user"
-	valToken = "token"
-	valRoles = "roles"
-	valExp   = "exp"
+	valUser    = "user"
+	valToken   = "token"
+	valRoles   = "roles"
+	valExp     = "exp"
+	valChecked = "checked" // when Vault last confirmed the token and its roles
 )
 
 // loadSession puts the session, and the identity if logged in, in the context.
+// A session whose token Vault has not confirmed for SessionRecheck is checked
+// again first (see recheck).
 func (s *Server) loadSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sess, err := s.Sessions.Get(r, s.Sessions.Name())
@@ -230,14 +234,83 @@ func (s *Server) loadSession(next http.Handler) http.Handler {
 			return
 		}
 		ctx := context.WithValue(r.Context(), keySession, sess)
+		r = r.WithContext(ctx)
 		if id := identityFromSession(sess); id != nil && time.Now().Before(id.ExpiresAt) {
-			ctx = context.WithValue(ctx, keyIdentity, id)
-			if info, ok := ctx.Value(keyLogInfo).(*logInfo); ok {
-				info.user = id.Username
+			id, ok := s.recheck(w, r, sess, id)
+			if !ok {
+				return
+			}
+			if id != nil {
+				ctx = context.WithValue(ctx, keyIdentity, id)
+				if info, ok := ctx.Value(keyLogInfo).(*logInfo); ok {
+					info.user = id.Username
+				}
 			}
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// recheck asks Vault about the session's token when the last answer is older
+// than SessionRecheck, and returns the identity Vault's live policies give
+// now, or nil when the session has ended: it is then deleted, and the
+// request goes on as one without a session (GET: the login page; POST: 401).
+// When Vault cannot be reached the request is refused with 503 (ok false)
+// rather than served on roles Vault may have taken away — except logout,
+// which only ends access.
+func (s *Server) recheck(w http.ResponseWriter, r *http.Request, sess *sessions.Session, id *portal.Identity) (*portal.Identity, bool) {
+	checked, _ := sess.Values[valChecked].(time.Time)
+	if time.Since(checked) < s.SessionRecheck {
+		return id, true
+	}
+	live, err := s.Service.CheckSession(r.Context(), id)
+	switch {
+	case err == nil:
+		setIdentity(sess, live)
+		sess.Values[valChecked] = time.Now()
+		if err := s.Sessions.Update(r.Context(), sess); errors.Is(err, store.ErrNotFound) {
+			return nil, true // deleted meanwhile: logged out in another request
+		} else if err != nil {
+			// Vault's answer stands for this request; the next one asks again.
+			s.Logger.WarnContext(r.Context(), "session recheck not saved", "user", id.Username, "err", err)
+		}
+		return live, true
+	case portal.ErrorCode(err) == portal.EUnauthorized:
+		s.Logger.InfoContext(r.Context(), "session ended by Vault", "user", id.Username, "err", err)
+		if err := s.Sessions.Drop(r, w, sess); err != nil {
+			s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "drop session: %w", err))
+			return nil, false
+		}
+		return nil, true
+	case r.Method == http.MethodPost && r.URL.Path == "/logout":
+		return id, true
+	default:
+		s.fail(w, r, err)
+		return nil, false
+	}
+}
+
+// setIdentity writes id into the session's values.
+func setIdentity(sess *sessions.Session, id *portal.Identity) {
+	roles := make([]string, len(id.Roles))
+	for i, role := range id.Roles {
+		roles[i] = string(role)
+	}
+	sess.Values[valUser] = id.Username
+	sess.Values[valToken] = id.Token
+	sess.Values[valRoles] = roles
+	sess.Values[valExp] = id.ExpiresAt
+}
+
+// sessionEnded gives back the Vault token of a session that ends other than
+// by logout; the session manager calls it (session.EndFunc).
+func (s *Server) sessionEnded(ctx context.Context, values map[any]any, reason string, final bool) error {
+	user, _ := values[valUser].(string)
+	token, _ := values[valToken].(string)
+	if token == "" {
+		return nil // never logged in: nothing to give back
+	}
+	return s.Service.EndSession(ctx, user, token, reason, final)
 }
 
 func identityFromSession(sess *sessions.Session) *portal.Identity {

@@ -47,6 +47,9 @@ type Deps struct {
 	MaxBodyBytes   int64 // request bodies above this get 413
 	// WhoamiURL is where a user checks their installed certificate.
 	WhoamiURL string
+	// SessionRecheck is how long Vault's word on a session's token holds
+	// before the next request asks again; 0 means a minute.
+	SessionRecheck time.Duration
 }
 
 // Server holds parsed templates and dependencies.
@@ -72,10 +75,16 @@ func New(d Deps) (http.Handler, error) {
 	if d.MaxBodyBytes <= 0 {
 		d.MaxBodyBytes = 64 << 10
 	}
+	if d.SessionRecheck <= 0 {
+		d.SessionRecheck = time.Minute
+	}
 	if d.WhoamiURL == "" {
 		d.WhoamiURL = "/secure/whoami"
 	}
 	s := &Server{Deps: d, pages: map[string]*template.Template{}}
+	// The session manager ends sessions the UI wrote; the UI knows where
+	// their Vault token is.
+	d.Sessions.OnEnd(s.sessionEnded)
 	funcs := template.FuncMap{
 		"t":    func(l i18n.Lang, key string, args ...any) string { return i18n.T(l, key, args...) },
 		"date": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },

@@ -114,10 +114,13 @@ func (c *Client) LoginUserpass(ctx context.Context, mount, username, password st
 	}
 	a := secret.Auth
 	return &Login{
-		Token:     a.ClientToken,
-		Accessor:  a.Accessor,
-		EntityID:  a.EntityID,
-		Policies:  append([]string(nil), a.TokenPolicies...),
+		Token:    a.ClientToken,
+		Accessor: a.Accessor,
+		EntityID: a.EntityID,
+		// Identity policies (the user's entity and groups) grant as much as
+		// the token's own, so they count for portal roles too, here and on
+		// every recheck (LookupSelf).
+		Policies:  append(append([]string(nil), a.TokenPolicies...), a.IdentityPolicies...),
 		ExpiresAt: time.Now().Add(time.Duration(a.LeaseDuration) * time.Second),
 	}, nil
 }
@@ -137,6 +140,52 @@ func (c *Client) RevokeSelf(ctx context.Context, token string) error {
 		return classify("revoke token", err, ErrRefused)
 	}
 	return nil
+}
+
+// TokenInfo is what Vault says of a token now.
+type TokenInfo struct {
+	// Policies are the token's own policies and its identity policies
+	// (entity and groups). Identity policies are live: an operator who
+	// takes one from a user's entity takes it from every token at once,
+	// while a token's own policies are fixed when it is created.
+	Policies  []string
+	ExpiresAt time.Time // zero for a token that does not expire
+}
+
+// LookupSelf asks Vault about token with the token itself
+// (auth/token/lookup-self, which Vault's default policy allows). A revoked,
+// expired or unknown token is ErrPermissionDenied; an unreachable or sealed
+// Vault is ErrUnavailable.
+func (c *Client) LookupSelf(ctx context.Context, token string) (*TokenInfo, error) {
+	cl, err := c.withToken(token)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := cl.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		// Every 4xx means this token no longer opens anything.
+		return nil, classify("token lookup", err, ErrPermissionDenied)
+	}
+	if secret == nil || secret.Data == nil {
+		return nil, fmt.Errorf("token lookup: empty response: %w", ErrUnavailable)
+	}
+	info := &TokenInfo{}
+	for _, k := range []string{"policies", "identity_policies"} {
+		list, _ := secret.Data[k].([]any)
+		for _, x := range list {
+			if p, ok := x.(string); ok {
+				info.Policies = append(info.Policies, p)
+			}
+		}
+	}
+	ttl, err := secret.TokenTTL()
+	if err != nil {
+		return nil, fmt.Errorf("token lookup: ttl: %w", ErrUnavailable)
+	}
+	if ttl > 0 {
+		info.ExpiresAt = time.Now().Add(ttl)
+	}
+	return info, nil
 }
 
 // IssueRequest asks a PKI role for a certificate.
