@@ -4,8 +4,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,4 +372,125 @@ func TestRestartKeepsOrRevokesSessions(t *testing.T) {
 			t.Fatalf("session after restart with a fixed key: %d %q", r.StatusCode, r.Header.Get("Location"))
 		}
 	})
+}
+
+// countingVault is a pass-through proxy in front of the real Vault that
+// counts the token lookups the portal makes: the measurement, not a fake.
+type countingVault struct {
+	URL     string
+	lookups atomic.Int64
+}
+
+func newCountingVault(t *testing.T, v *testenv.Vault) *countingVault {
+	t.Helper()
+	target, err := url.Parse(v.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &countingVault{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/auth/token/lookup-self" {
+			c.lookups.Add(1)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	c.URL = srv.URL
+	return c
+}
+
+// TestSessionRecheckCheapAndFailsClosed: one lookup per session per
+// interval, however many requests — concurrent ones included — and while
+// Vault cannot vouch for a session (sealed) role-gated pages, exports and
+// posts are refused with 503 instead of served on stale roles; the session
+// survives the outage and logout still works.
+func TestSessionRecheckCheapAndFailsClosed(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	cv := newCountingVault(t, v)
+	p := startPortal(t, v, map[string]string{"VAULT_ADDR": cv.URL, "CERTPORTAL_SESSION_RECHECK": "1s"})
+	audrey := newBrowser(t, p.URL)
+	audrey.mustLogin("audrey", v.Password(t, "audrey"))
+
+	// Sequential: 2.5 s of requests every 25 ms, about 100 requests.
+	start, requests := time.Now(), 0
+	for time.Since(start) < 2500*time.Millisecond {
+		if r := audrey.get("/audit"); r.StatusCode != http.StatusOK {
+			t.Fatalf("audit page: %d", r.StatusCode)
+		}
+		requests++
+		time.Sleep(25 * time.Millisecond)
+	}
+	seq := cv.lookups.Load()
+	t.Logf("%d sequential requests over %v: %d token lookups", requests, time.Since(start).Round(time.Millisecond), seq)
+	if seq < 1 || seq > 3 {
+		t.Fatalf("%d token lookups for %d requests over 2.5s with a 1s recheck, want 1 to 3", seq, requests)
+	}
+
+	// Concurrent: once the recheck is due, 16 requests at once.
+	time.Sleep(1100 * time.Millisecond) // the recheck interval, once
+	var wg sync.WaitGroup
+	codes := make([]int, 16)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, p.URL+"/audit", nil)
+			resp, err := audrey.c.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes[i] = resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	conc := cv.lookups.Load() - seq
+	t.Logf("16 concurrent requests with the recheck due: %d token lookups", conc)
+	for _, c := range codes {
+		if c != http.StatusOK {
+			t.Fatalf("concurrent audit pages: %v", codes)
+		}
+	}
+	if conc < 1 || conc > 2 {
+		t.Fatalf("%d token lookups for 16 concurrent requests of one session, want 1 or 2", conc)
+	}
+
+	// Vault sealed: no word on the token, so no auditor pages.
+	v.Seal(t)
+	sealed := true
+	defer func() {
+		if sealed {
+			v.Unseal(t)
+		}
+	}()
+	before := cv.lookups.Load()
+	r := waitFor(t, audrey, "/audit/export?format=csv", "export while Vault is sealed", func(r *response) bool { return r.StatusCode != http.StatusOK })
+	if r.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "cannot be confirmed") {
+		t.Fatalf("export while sealed: %d\n%s", r.StatusCode, r.Body)
+	}
+	if cv.lookups.Load() == before {
+		t.Fatal("refused without asking Vault")
+	}
+	for _, path := range []string{"/audit", "/"} {
+		if r := audrey.get(path); r.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("GET %s while sealed: %d, want 503", path, r.StatusCode)
+		}
+	}
+	v.Unseal(t)
+	sealed = false
+	// Back: the same session works again, no new login needed.
+	waitFor(t, audrey, "/audit", "audit page after unsealing", func(r *response) bool { return r.StatusCode == http.StatusOK })
+
+	// Logout never waits for Vault's word.
+	v.Seal(t)
+	sealed = true
+	waitFor(t, audrey, "/", "dashboard while sealed", func(r *response) bool { return r.StatusCode == http.StatusServiceUnavailable })
+	if r := audrey.post("/logout", nil); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout while sealed: %d", r.StatusCode)
+	}
+	if r := audrey.get("/"); !isLoginRedirect(r) {
+		t.Fatalf("after logout: %d %q", r.StatusCode, r.Header.Get("Location"))
+	}
 }

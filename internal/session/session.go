@@ -37,7 +37,7 @@ const (
 	EndIdle     = "idle timeout"
 	EndAbsolute = "absolute timeout"
 	EndReplaced = "replaced by a new login"
-	EndShutdown = "portal shut down; its random session key dies with it"
+	EndShutdown = "shutdown with a random session key"
 )
 
 // EndFunc is told of a session that ends other than by logout — expired,
