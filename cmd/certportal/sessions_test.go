@@ -487,6 +487,9 @@ func TestSessionRecheckCheapAndFailsClosed(t *testing.T) {
 	v.Seal(t)
 	sealed = true
 	waitFor(t, audrey, "/", "dashboard while sealed", func(r *response) bool { return r.StatusCode == http.StatusServiceUnavailable })
+	if r := audrey.get("/logout"); r.StatusCode != http.StatusOK {
+		t.Fatalf("logout form while sealed: %d", r.StatusCode)
+	}
 	if r := audrey.post("/logout", nil); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("logout while sealed: %d", r.StatusCode)
 	}

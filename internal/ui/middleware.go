@@ -256,8 +256,8 @@ func (s *Server) loadSession(next http.Handler) http.Handler {
 // now, or nil when the session has ended: it is then deleted, and the
 // request goes on as one without a session (GET: the login page; POST: 401).
 // When Vault cannot be reached the request is refused with 503 (ok false)
-// rather than served on roles Vault may have taken away — except logout,
-// which only ends access.
+// rather than served on roles Vault may have taken away — except /logout
+// (the form and the post), which only ends access.
 func (s *Server) recheck(w http.ResponseWriter, r *http.Request, sess *sessions.Session, id *portal.Identity) (*portal.Identity, bool) {
 	checked, _ := sess.Values[valChecked].(time.Time)
 	if time.Since(checked) < s.SessionRecheck {
@@ -282,8 +282,8 @@ func (s *Server) recheck(w http.ResponseWriter, r *http.Request, sess *sessions.
 			return nil, false
 		}
 		return nil, true
-	case r.Method == http.MethodPost && r.URL.Path == "/logout":
-		return id, true
+	case r.URL.Path == "/logout":
+		return id, true // its form and the logout itself only end access
 	default:
 		s.fail(w, r, err)
 		return nil, false
