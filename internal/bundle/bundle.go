@@ -18,7 +18,8 @@ const (
 	// Modern is PBES2 with AES-256-CBC and a SHA-256 MAC (go-pkcs12's
 	// Modern2023): what current browsers, OpenSSL 3 and Windows 10+ read.
 	Modern Encryption = "modern"
-	// Compat is 3DES with a SHA-1 MAC (LegacyDES). macOS, iOS, Android and
+	// Compat is 3DES with a SHA-1 MAC (LegacyDES, with the MAC's iteration
+	// count raised from 1 to Iterations). macOS, iOS, Android and
 	// Windows Server 2016 and older reject AES files with a misleading
 	// "wrong password"; they read this one. LegacyRC2 is never offered:
 	// OpenSSL 3 cannot read it without -legacy.
@@ -36,11 +37,29 @@ func ParseEncryption(s string) (Encryption, error) {
 	return "", fmt.Errorf("unknown encryption %q (want modern or compat)", s)
 }
 
+// Iterations is the KDF iteration count of both profiles, for the MAC key
+// and for the key and certificate encryption keys alike: OpenSSL 3's default
+// (-iter, -maciter). LegacyDES on its own derives its SHA-1 MAC key with ONE
+// iteration, and the MAC is what a password guess is checked against: a
+// copied compat file could be attacked at raw SHA-1 speed. 2048 makes each
+// guess cost 2048 times that; the real protection is still the password's
+// length (MinPasswordLen). Every reader the portal supports (OpenSSL 3,
+// NSS, Java, Python, Windows, macOS) reads either count.
+const Iterations = 2048
+
+// The encoders, built once: WithIterations sets the MAC and the encryption
+// counts together. Modern2023's counts already are 2048; pinning them keeps a
+// library upgrade from changing what the portal writes.
+var (
+	modernEncoder = pkcs12.Modern2023.WithIterations(Iterations)
+	compatEncoder = pkcs12.LegacyDES.WithIterations(Iterations)
+)
+
 func (e Encryption) encoder() *pkcs12.Encoder {
 	if e == Compat {
-		return pkcs12.LegacyDES
+		return compatEncoder
 	}
-	return pkcs12.Modern2023
+	return modernEncoder
 }
 
 // MinPasswordLen is the shortest .p12 password accepted. The file leaves the
