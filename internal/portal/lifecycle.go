@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"errors"
-	"fmt"
 	"regexp"
 	"slices"
 	"sort"
@@ -431,17 +430,14 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 	if !slices.Contains(users, username) {
 		return nil, &Error{Code: ENotFound, Message: "error.user_not_found"}
 	}
-	active, err := s.store.CountActive(ctx, username, s.now())
+	reservation, err := s.reserve(ctx, username, "", "error.onbehalf_cap")
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
-	}
-	if active >= s.opts.MaxActive {
-		return nil, &Error{Code: EForbidden, Message: "error.onbehalf_cap", Err: fmt.Errorf("%s has %d active certificates", username, active)}
+		return nil, err
 	}
 	return s.issue(ctx, issuance{
 		token: actor.Token, role: s.opts.OnBehalfRole, actor: actor.Username, username: username,
 		action: audit.ActionIssueOnBehalf, details: map[string]string{"ticket": ticket},
-		ttl: ttl, enc: enc, password: req.Password,
+		ttl: ttl, enc: enc, password: req.Password, reservation: reservation,
 	})
 }
 

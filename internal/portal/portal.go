@@ -318,20 +318,53 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 			return nil, err
 		}
 	}
-	active, err := s.store.CountActive(ctx, id.Username, s.now())
+	replaces := ""
+	if old != nil && req.RevokeOld {
+		replaces = old.Serial // the old one goes as the new one comes
+	}
+	reservation, err := s.reserve(ctx, id.Username, replaces, "error.cap_reached")
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
-	}
-	if old != nil && req.RevokeOld && !old.Revoked() && old.NotAfter.After(s.now()) {
-		active-- // the old one goes as the new one comes
-	}
-	if active >= s.opts.MaxActive {
-		return nil, &Error{Code: EForbidden, Message: "error.cap_reached", Err: fmt.Errorf("%s has %d active certificates", id.Username, active)}
+		return nil, err
 	}
 	return s.issue(ctx, issuance{
 		token: id.Token, role: s.opts.Role, actor: id.Username, username: id.Username, action: audit.ActionIssue,
 		ttl: ttl, enc: enc, password: req.Password, renews: req.RenewSerial, revokeOld: old != nil && req.RevokeOld, old: old,
+		reservation: reservation,
 	})
+}
+
+// reservationTTL bounds how long a place taken for an issuance that never
+// finished (the process died between the reservation and the record) stays
+// taken. It must outlast the Vault call (30 s timeout) plus the inventory
+// write, or a slow issuance would lose its place to another request.
+const reservationTTL = 2 * time.Minute
+
+// reserve takes one of username's places under the cap before Vault is
+// asked: a count followed later by the record would let simultaneous
+// requests, on one replica or several, all pass the count. replaces is a
+// certificate of the user's that this issuance revokes (renewal), which then
+// does not count. capMessage is the catalog key shown when the cap is full.
+func (s *Service) reserve(ctx context.Context, username, replaces, capMessage string) (string, error) {
+	now := s.now()
+	id, err := s.store.ReserveIssuance(ctx, store.Reservation{
+		Username: username, Max: s.opts.MaxActive, At: now, Expires: now.Add(reservationTTL), Replaces: replaces,
+	})
+	switch {
+	case errors.Is(err, store.ErrCapReached):
+		return "", &Error{Code: EForbidden, Message: capMessage, Err: err}
+	case err != nil:
+		return "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	return id, nil
+}
+
+// release gives back the place of an issuance that failed before it was
+// recorded. Failing to is not the user's problem: the place frees itself
+// after reservationTTL.
+func (s *Service) release(ctx context.Context, reservation string) {
+	if err := s.store.ReleaseReservation(context.WithoutCancel(ctx), reservation); err != nil {
+		s.log.WarnContext(ctx, "issuance reservation not released; it expires by itself", "expires_in", reservationTTL, "err", err)
+	}
 }
 
 // issuance is one certificate to issue, record and pack.
@@ -346,6 +379,7 @@ type issuance struct {
 	renews          string
 	revokeOld       bool
 	old             *store.Certificate
+	reservation     string // the place under the cap taken for this issuance
 }
 
 func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
@@ -355,6 +389,9 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 		Mount: s.opts.PKIMount, Role: in.role, CommonName: subject, TTL: in.ttl,
 	})
 	s.opts.Metrics.VaultIssue(time.Since(began))
+	if err != nil {
+		s.release(ctx, in.reservation)
+	}
 	switch {
 	case errors.Is(err, vault.ErrPermissionDenied):
 		// Most often an expired token; the user logs in again.
@@ -388,10 +425,12 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 		details[k] = v
 	}
 	ev := s.newEvent(ctx, in.actor, in.username, in.action, audit.OutcomeSuccess, issued.Serial, details)
-	recErr := s.store.RecordIssuance(ctx, row, ev)
+	recErr := s.store.RecordIssuance(ctx, in.reservation, row, ev)
 	p12 := <-enc1
 	if recErr != nil {
 		// Fail closed: no inventory row and audit record, no certificate.
+		// The record's transaction rolled back, reservation included.
+		s.release(ctx, in.reservation)
 		s.opts.Metrics.AuditFailure()
 		s.revokeUnrecorded(ctx, issued.Serial, "inventory or audit write failed")
 		return nil, &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: recErr}

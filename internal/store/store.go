@@ -15,6 +15,9 @@ import (
 var (
 	ErrNotFound = errors.New("store: not found")
 	ErrConflict = errors.New("store: already exists")
+	// ErrCapReached: ReserveIssuance found every one of the user's places
+	// taken by active certificates and live reservations.
+	ErrCapReached = errors.New("store: active certificate cap reached")
 )
 
 // Session is a server-side session. Data is opaque to the store: the session
@@ -117,6 +120,25 @@ type InventoryFilter struct {
 	Limit       int       // ListInventory's page size; 0: 50
 }
 
+// Reservation asks for one of a user's places under the active-certificate
+// cap, taken before Vault is asked for the certificate: counting and then
+// issuing would let simultaneous requests (on any replica) all pass the
+// count. A place is an active certificate or a live reservation.
+type Reservation struct {
+	Username string
+	Max      int       // the cap: places a user has
+	At       time.Time // now: activity and liveness are measured at this time
+	// Expires is when the reservation stops counting if it is neither
+	// consumed by RecordIssuance nor released: what a crash between the two
+	// leaves behind. Longer than any Vault call plus the inventory write.
+	Expires time.Time
+	// Replaces is a serial of the user's that this certificate supersedes
+	// and that is revoked once it is issued (renew with "revoke the old
+	// one"): while it is active it does not count, so renewal works at the
+	// cap. Two reservations replacing the same certificate count it once.
+	Replaces string
+}
+
 // Certificates is the inventory.
 type Certificates interface {
 	// InsertCertificate adds a row; ErrConflict when the serial exists.
@@ -124,6 +146,14 @@ type Certificates interface {
 	GetCertificate(ctx context.Context, serial string) (*Certificate, error)
 	ListCertificates(ctx context.Context, f CertificateFilter) ([]*Certificate, error)
 	CountActive(ctx context.Context, username string, at time.Time) (int, error)
+	// ReserveIssuance takes one of r.Username's places and returns the
+	// reservation's id, or ErrCapReached when all r.Max are taken. Counting
+	// and taking are one step, serialised per user across every process
+	// sharing the database.
+	ReserveIssuance(ctx context.Context, r Reservation) (string, error)
+	// ReleaseReservation gives the place back (the issuance failed before
+	// anything was recorded). Releasing an unknown or consumed id is no error.
+	ReleaseReservation(ctx context.Context, id string) error
 	// MarkRevoked records a revocation; ErrNotFound for an unknown serial.
 	// Revoking twice keeps the first record.
 	MarkRevoked(ctx context.Context, serial string, r Revocation) error
@@ -179,8 +209,13 @@ type Audit interface {
 	AuditDaily(ctx context.Context, from, to time.Time) ([]DayCount, error)
 
 	// RecordIssuance inserts the inventory row and its audit event in one
-	// transaction: both are written or neither is.
-	RecordIssuance(ctx context.Context, c *Certificate, e *audit.Event) error
+	// transaction: both are written or neither is. The same transaction
+	// consumes reservation (from ReserveIssuance; "" for none), so the place
+	// passes from the reservation to the certificate without a moment in
+	// which it counts twice or not at all. A reservation that has already
+	// expired does not stop the record: the certificate exists, and the
+	// inventory must know it.
+	RecordIssuance(ctx context.Context, reservation string, c *Certificate, e *audit.Event) error
 	// RecordRevocation marks the revocation and appends its event in one transaction.
 	RecordRevocation(ctx context.Context, serial string, r Revocation, e *audit.Event) error
 }

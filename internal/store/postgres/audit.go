@@ -97,9 +97,12 @@ func (s *DB) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return nil
 }
 
-func (s *DB) RecordIssuance(ctx context.Context, c *store.Certificate, e *audit.Event) error {
+func (s *DB) RecordIssuance(ctx context.Context, reservation string, c *store.Certificate, e *audit.Event) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := insertCertificate(ctx, tx, c); err != nil {
+			return err
+		}
+		if err := releaseReservation(ctx, tx, reservation); err != nil {
 			return err
 		}
 		return appendAudit(ctx, tx, e)

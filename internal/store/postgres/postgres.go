@@ -10,7 +10,7 @@
 //
 //	GRANT USAGE ON SCHEMA public TO certportal;
 //	GRANT SELECT ON schema_migrations TO certportal;
-//	GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates TO certportal;
+//	GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates, issuance_reservations TO certportal;
 //	GRANT SELECT, INSERT ON audit_events TO certportal;
 //	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
 //
@@ -137,6 +137,17 @@ var migrations = []string{
 		FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()`,
 	// The cap check on every issuance counts a user's active certificates.
 	`CREATE INDEX certificates_active ON certificates(username, not_after) WHERE revoked_at IS NULL`,
+	// A place under the active-certificate cap, held from before the Vault
+	// call until RecordIssuance turns it into a certificate (or the issuance
+	// fails and releases it); see store.Reservation.
+	`CREATE TABLE issuance_reservations (
+		id         text COLLATE "C" PRIMARY KEY,
+		username   text COLLATE "C" NOT NULL,
+		replaces   text COLLATE "C" NOT NULL DEFAULT '',
+		created_at timestamptz NOT NULL,
+		expires_at timestamptz NOT NULL
+	)`,
+	`CREATE INDEX issuance_reservations_username ON issuance_reservations(username, expires_at)`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

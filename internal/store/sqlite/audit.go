@@ -69,9 +69,12 @@ func (s *DB) AppendAuditDeferred(ctx context.Context, e *audit.Event) error {
 	return s.writeDeferred(func(tx *wtx) error { return appendAudit(ctx, tx, e) })
 }
 
-func (s *DB) RecordIssuance(ctx context.Context, c *store.Certificate, e *audit.Event) error {
+func (s *DB) RecordIssuance(ctx context.Context, reservation string, c *store.Certificate, e *audit.Event) error {
 	return s.write(func(tx *wtx) error {
 		if err := insertCertificate(ctx, tx, c); err != nil {
+			return err
+		}
+		if err := releaseReservation(ctx, tx, reservation); err != nil {
 			return err
 		}
 		return appendAudit(ctx, tx, e)

@@ -36,7 +36,7 @@ func BenchmarkIssuanceWrites(b *testing.B) {
 			KeyType: "ec-256", Encryption: "modern", IssuedBy: user, IssuedAt: now, NotAfter: now.Add(24 * time.Hour)}
 		ev := &audit.Event{Time: now, Actor: user, Subject: user, Action: audit.ActionIssue, Outcome: audit.OutcomeSuccess,
 			ClientIP: "127.0.0.1", UserAgent: "bench", RequestID: "r", Serial: c.Serial, Details: `{"ttl":"24h"}`}
-		if err := db.RecordIssuance(ctx, c, ev); err != nil {
+		if err := db.RecordIssuance(ctx, "", c, ev); err != nil {
 			return err
 		}
 		dl := *ev

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -112,6 +113,59 @@ func (s *DB) CountActive(ctx context.Context, username string, at time.Time) (in
 		return 0, fmt.Errorf("count certificates: %w", err)
 	}
 	return n, nil
+}
+
+// placesTaken counts a user's places at ?2: active certificates plus live
+// reservations, less the active certificates that live reservations (or this
+// one, ?3) replace, each counted once.
+const placesTaken = `SELECT
+	(SELECT COUNT(*) FROM certificates WHERE username = ?1 AND revoked_at IS NULL AND not_after > ?2)
+	+ (SELECT COUNT(*) FROM issuance_reservations WHERE username = ?1 AND expires_at > ?2)
+	- (SELECT COUNT(*) FROM certificates WHERE username = ?1 AND revoked_at IS NULL AND not_after > ?2
+		AND serial IN (SELECT replaces FROM issuance_reservations WHERE username = ?1 AND expires_at > ?2 AND replaces <> ''
+			UNION SELECT ?3))`
+
+// ReserveIssuance runs in the single writer, inside a BEGIN IMMEDIATE
+// transaction: no other write, in this process or another one on the same
+// file, runs between the count and the insert.
+func (s *DB) ReserveIssuance(ctx context.Context, r store.Reservation) (string, error) {
+	id := rand.Text()
+	err := s.write(func(tx *wtx) error {
+		at := r.At.UnixMilli()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM issuance_reservations WHERE username = ? AND expires_at <= ?`, r.Username, at); err != nil {
+			return fmt.Errorf("reserve issuance: %w", err)
+		}
+		var taken int
+		if err := tx.QueryRowContext(ctx, placesTaken, r.Username, at, r.Replaces).Scan(&taken); err != nil {
+			return fmt.Errorf("reserve issuance: %w", err)
+		}
+		if taken >= r.Max {
+			return fmt.Errorf("%s holds %d of %d places: %w", r.Username, taken, r.Max, store.ErrCapReached)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO issuance_reservations(id, username, replaces, created_at, expires_at) VALUES(?,?,?,?,?)`,
+			id, r.Username, r.Replaces, at, r.Expires.UnixMilli()); err != nil {
+			return fmt.Errorf("reserve issuance: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func (s *DB) ReleaseReservation(ctx context.Context, id string) error {
+	return s.write(func(tx *wtx) error { return releaseReservation(ctx, tx, id) })
+}
+
+func releaseReservation(ctx context.Context, x execer, id string) error {
+	if id == "" {
+		return nil
+	}
+	if _, err := x.ExecContext(ctx, `DELETE FROM issuance_reservations WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("release reservation: %w", err)
+	}
+	return nil
 }
 
 func (s *DB) MarkRevoked(ctx context.Context, serial string, r store.Revocation) error {

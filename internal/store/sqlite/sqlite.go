@@ -174,6 +174,17 @@ var migrations = []string{
 	// from this index alone (revoked_at, always NULL in it, makes it
 	// covering), however many expired or revoked ones they have.
 	`CREATE INDEX certificates_active ON certificates(username, not_after, revoked_at) WHERE revoked_at IS NULL`,
+	// A place under the active-certificate cap, held from before the Vault
+	// call until RecordIssuance turns it into a certificate (or the issuance
+	// fails and releases it); see store.Reservation.
+	`CREATE TABLE issuance_reservations (
+		id         TEXT PRIMARY KEY,
+		username   TEXT NOT NULL,
+		replaces   TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL
+	)`,
+	`CREATE INDEX issuance_reservations_username ON issuance_reservations(username, expires_at)`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself; the

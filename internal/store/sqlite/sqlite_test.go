@@ -58,7 +58,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 			if i%2 == 1 {
 				cc.Serial = fmt.Sprintf("02:%02x", i) // distinct: succeeds
 			} // even: all share 01:01, only one may win
-			errs[i] = db.RecordIssuance(ctx, &cc, e)
+			errs[i] = db.RecordIssuance(ctx, "", &cc, e)
 		}(i)
 	}
 	wg.Wait()

@@ -24,6 +24,8 @@ func Run(t *testing.T, open Open) {
 	t.Run("certificates", func(t *testing.T) { testCertificates(t, open(t)) })
 	t.Run("concurrent inserts", func(t *testing.T) { testConcurrentInserts(t, open(t)) })
 	t.Run("inventory report", func(t *testing.T) { testInventory(t, open(t)) })
+	t.Run("issuance reservations", func(t *testing.T) { testReservations(t, open(t)) })
+	t.Run("concurrent reservations", func(t *testing.T) { testConcurrentReservations(t, open(t)) })
 	t.Run("audit chain", func(t *testing.T) { testAudit(t, open(t)) })
 	t.Run("audit atomic with inventory", func(t *testing.T) { testAuditAtomic(t, open(t)) })
 	t.Run("concurrent audit appends", func(t *testing.T) { testConcurrentAudit(t, open(t)) })
@@ -143,11 +145,11 @@ func ids(es []*audit.Event) []int64 {
 func testAuditAtomic(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	c := cert("0e:01", "alice", t0, time.Hour)
-	if err := s.RecordIssuance(ctx, c, event("alice", audit.ActionIssue, audit.OutcomeSuccess, t0)); err != nil {
+	if err := s.RecordIssuance(ctx, "", c, event("alice", audit.ActionIssue, audit.OutcomeSuccess, t0)); err != nil {
 		t.Fatal(err)
 	}
 	// A duplicate serial fails, and leaves no audit event behind.
-	if err := s.RecordIssuance(ctx, c, event("alice", audit.ActionIssue, audit.OutcomeSuccess, t0)); !errors.Is(err, store.ErrConflict) {
+	if err := s.RecordIssuance(ctx, "", c, event("alice", audit.ActionIssue, audit.OutcomeSuccess, t0)); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("duplicate issuance: %v", err)
 	}
 	if n := verifyAll(t, s); n != 1 {
@@ -495,5 +497,128 @@ func testInventory(t *testing.T, s store.Store) {
 	}
 	if _, err := s.ListInventory(ctx, store.InventoryFilter{State: "bogus", At: at}); err == nil {
 		t.Error("unknown state accepted")
+	}
+}
+
+// testReservations: a reservation takes one of a user's places until it is
+// released, consumed by RecordIssuance (the certificate then holds the place)
+// or expires; a replaced active certificate of the user's does not count.
+func testReservations(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	at := t0.Add(time.Minute)
+	res := func(user, replaces string) store.Reservation {
+		return store.Reservation{Username: user, Max: 3, At: at, Expires: at.Add(2 * time.Minute), Replaces: replaces}
+	}
+	mustReserve := func(r store.Reservation) string {
+		t.Helper()
+		id, err := s.ReserveIssuance(ctx, r)
+		if err != nil || id == "" {
+			t.Fatalf("reserve %+v: %q %v", r, id, err)
+		}
+		return id
+	}
+	full := func(r store.Reservation) {
+		t.Helper()
+		if id, err := s.ReserveIssuance(ctx, r); !errors.Is(err, store.ErrCapReached) {
+			t.Fatalf("reserve %+v at the cap: %q %v", r, id, err)
+		}
+	}
+	// Two active certificates, one expired and one revoked (neither counts).
+	for _, c := range []*store.Certificate{
+		cert("0b:01", "alice", t0, time.Hour), cert("0b:02", "alice", t0, time.Hour),
+		cert("0b:03", "alice", t0.Add(-2*time.Hour), time.Hour), cert("0b:04", "alice", t0, time.Hour),
+	} {
+		if err := s.InsertCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkRevoked(ctx, "0b:04", store.Revocation{At: t0, Reason: "lost", By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	first := mustReserve(res("alice", ""))
+	full(res("alice", ""))
+	mustReserve(res("bob", "")) // another user's places are their own
+
+	// Released: the place is free again; releasing twice is no error.
+	if err := s.ReleaseReservation(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseReservation(ctx, first); err != nil {
+		t.Fatalf("releasing twice: %v", err)
+	}
+	second := mustReserve(res("alice", ""))
+	full(res("alice", ""))
+
+	// Consumed: the certificate holds the place, so the cap stays full, and
+	// the reservation is gone (releasing it frees nothing).
+	if err := s.RecordIssuance(ctx, second, cert("0b:05", "alice", t0, time.Hour), event("alice", audit.ActionIssue, audit.OutcomeSuccess, at)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseReservation(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	full(res("alice", ""))
+
+	// Renewal: replacing an active certificate of alice's fits at the cap,
+	// once per certificate; a revoked, expired or someone else's serial
+	// frees nothing.
+	renew := mustReserve(res("alice", "0b:01"))
+	full(res("alice", "0b:01"))
+	for _, serial := range []string{"0b:03", "0b:04", "0c:01", "ff:ff"} {
+		full(res("alice", serial))
+	}
+	if err := s.InsertCertificate(ctx, cert("0c:01", "bob", t0, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	full(res("alice", "0c:01"))
+	mustReserve(res("alice", "0b:02")) // a second, different renewal
+	full(res("alice", ""))             // two renewals under way: still 3 places taken
+	if err := s.ReleaseReservation(ctx, renew); err != nil {
+		t.Fatal(err)
+	}
+	mustReserve(res("alice", "0b:01"))
+
+	// Expired: a reservation left by a crash stops counting at its expiry.
+	carol := store.Reservation{Username: "carol", Max: 1, At: at, Expires: at.Add(2 * time.Minute)}
+	mustReserve(carol)
+	full(carol)
+	carol.At = at.Add(2*time.Minute - time.Millisecond)
+	full(carol)
+	carol.At, carol.Expires = at.Add(2*time.Minute), at.Add(4*time.Minute)
+	mustReserve(carol)
+}
+
+// testConcurrentReservations: simultaneous reservations for one user take
+// exactly the cap's places, whatever the interleaving; the others get
+// ErrCapReached and nothing else.
+func testConcurrentReservations(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const tries, max = 24, 3
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*tries)
+	for i := 0; i < 2*tries; i++ {
+		user := []string{"alice", "bob"}[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.ReserveIssuance(ctx, store.Reservation{Username: user, Max: max, At: t0, Expires: t0.Add(2 * time.Minute)})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	ok, capped := 0, 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, store.ErrCapReached):
+			capped++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if ok != 2*max || capped != 2*tries-2*max {
+		t.Fatalf("%d reservations taken, %d refused; want %d and %d", ok, capped, 2*max, 2*tries-2*max)
 	}
 }
