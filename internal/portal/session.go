@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/vault"
@@ -34,10 +35,13 @@ const (
 // that is still valid is revoked. Vault unreachable is EUnavailable: the
 // caller must not fall back on the roles it had.
 //
-// Concurrent checks of one token share one Vault call.
-func (s *Service) CheckSession(ctx context.Context, id *Identity) (*Identity, error) {
+// Concurrent checks of one token share one Vault call, and an answer
+// younger than fresh is reused: requests of one session that loaded it
+// before the last check was saved do not ask again. The time returned is
+// when Vault was asked, for the caller to keep as the check's time.
+func (s *Service) CheckSession(ctx context.Context, id *Identity, fresh time.Duration) (*Identity, time.Time, error) {
 	key := sha256.Sum256([]byte(id.Token))
-	return s.sessionChecks.do(string(key[:]), func() (*Identity, error) {
+	return s.sessionChecks.do(string(key[:]), fresh, func() (*Identity, error) {
 		// The result is shared with other requests of the session: one
 		// client going away must not fail them all.
 		return s.checkSession(context.WithoutCancel(ctx), id)
@@ -122,7 +126,8 @@ func joinRoles(roles []Role) string {
 }
 
 // checkGroup runs one call per key at a time; callers that arrive while it
-// runs wait for it and share its result. The zero value is ready.
+// runs wait for it and share its result, and Vault's answer (live or ended)
+// stays usable for a while (fresh). The zero value is ready.
 type checkGroup struct {
 	mu    sync.Mutex
 	calls map[string]*checkCall
@@ -130,30 +135,64 @@ type checkGroup struct {
 
 type checkCall struct {
 	done chan struct{}
+	at   time.Time // when the call began: its answer is at least this fresh
 	id   *Identity
 	err  error
 }
 
-func (g *checkGroup) do(key string, fn func() (*Identity, error)) (*Identity, error) {
+// final reports whether a check's outcome is Vault's answer — the session
+// lives, or it ended — rather than a failure to get one.
+func final(err error) bool { return err == nil || ErrorCode(err) == EUnauthorized }
+
+// pruneAbove is how many finished calls the group keeps before it drops
+// those too old to reuse.
+const pruneAbove = 256
+
+func (g *checkGroup) do(key string, fresh time.Duration, fn func() (*Identity, error)) (*Identity, time.Time, error) {
+	now := time.Now()
 	g.mu.Lock()
 	if c, ok := g.calls[key]; ok {
-		g.mu.Unlock()
-		<-c.done
-		return c.id, c.err
+		select {
+		case <-c.done:
+			if final(c.err) && now.Sub(c.at) < fresh {
+				g.mu.Unlock()
+				return c.id, c.at, c.err
+			}
+		default:
+			g.mu.Unlock()
+			<-c.done
+			return c.id, c.at, c.err
+		}
 	}
 	if g.calls == nil {
 		g.calls = map[string]*checkCall{}
 	}
+	if len(g.calls) > pruneAbove {
+		for k, c := range g.calls {
+			select {
+			case <-c.done:
+				if now.Sub(c.at) >= fresh {
+					delete(g.calls, k)
+				}
+			default:
+			}
+		}
+	}
 	// Waiters never see a nil identity without an error, even if fn panics.
-	c := &checkCall{done: make(chan struct{}), err: errors.New("session check did not finish")}
+	c := &checkCall{done: make(chan struct{}), at: now, err: errors.New("session check did not finish")}
 	g.calls[key] = c
 	g.mu.Unlock()
 	defer func() {
-		g.mu.Lock()
-		delete(g.calls, key)
-		g.mu.Unlock()
+		if !final(c.err) {
+			// Vault did not answer: the next request asks again.
+			g.mu.Lock()
+			if g.calls[key] == c {
+				delete(g.calls, key)
+			}
+			g.mu.Unlock()
+		}
 		close(c.done)
 	}()
 	c.id, c.err = fn()
-	return c.id, c.err
+	return c.id, c.at, c.err
 }

@@ -263,11 +263,14 @@ func (s *Server) recheck(w http.ResponseWriter, r *http.Request, sess *sessions.
 	if time.Since(checked) < s.SessionRecheck {
 		return id, true
 	}
-	live, err := s.Service.CheckSession(r.Context(), id)
+	// Another request of this session may have just asked: an answer up
+	// to half an interval old is taken, with its own time, so Vault's word
+	// is never older than SessionRecheck.
+	live, at, err := s.Service.CheckSession(r.Context(), id, s.SessionRecheck/2)
 	switch {
 	case err == nil:
 		setIdentity(sess, live)
-		sess.Values[valChecked] = time.Now()
+		sess.Values[valChecked] = at
 		if err := s.Sessions.Update(r.Context(), sess); errors.Is(err, store.ErrNotFound) {
 			return nil, true // deleted meanwhile: logged out in another request
 		} else if err != nil {
