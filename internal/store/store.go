@@ -220,11 +220,36 @@ type Audit interface {
 	RecordRevocation(ctx context.Context, serial string, r Revocation, e *audit.Event) error
 }
 
+// LoginAttemptVerdict is what TakeLoginAttempt decided.
+type LoginAttemptVerdict struct {
+	Allowed      bool
+	FirstRefusal bool      // the first refusal of this run: worth recording
+	RetryAt      time.Time // when refused: when the run ends
+}
+
+// LoginAttempts counts login attempts per key (the portal uses a keyed hash
+// of the submitted username, never the name itself) where every replica
+// sees the same counts. Attempts are counted in runs, as Vault's userpass
+// lockout counts failures: a run ends reset after its last counted attempt.
+type LoginAttempts interface {
+	// TakeLoginAttempt counts one attempt against key at now if its run
+	// holds fewer than limit, atomically across replicas; otherwise it
+	// refuses, and the refusal does not extend the run.
+	TakeLoginAttempt(ctx context.Context, key string, limit int, reset time.Duration, now time.Time) (LoginAttemptVerdict, error)
+	// RefundLoginAttempt takes one counted attempt back (it was not a wrong password).
+	RefundLoginAttempt(ctx context.Context, key string) error
+	// ClearLoginAttempts ends key's run (a successful login).
+	ClearLoginAttempts(ctx context.Context, key string) error
+	// DeleteStaleLoginAttempts removes runs whose last attempt is before before.
+	DeleteStaleLoginAttempts(ctx context.Context, before time.Time) (int64, error)
+}
+
 // Store is the whole persistence interface the portal needs.
 type Store interface {
 	Sessions
 	Certificates
 	Audit
+	LoginAttempts
 	Ping(ctx context.Context) error
 	Close() error
 }

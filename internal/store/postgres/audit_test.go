@@ -178,7 +178,7 @@ const restrictedRole = "certportal_restricted"
 var grants = []string{
 	`GRANT USAGE ON SCHEMA public TO ` + restrictedRole,
 	`GRANT SELECT ON schema_migrations TO ` + restrictedRole,
-	`GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates, issuance_reservations TO ` + restrictedRole,
+	`GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates, issuance_reservations, login_attempts TO ` + restrictedRole,
 	`GRANT SELECT, INSERT ON audit_events TO ` + restrictedRole,
 	`REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM ` + restrictedRole,
 }

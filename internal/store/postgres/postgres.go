@@ -10,7 +10,7 @@
 //
 //	GRANT USAGE ON SCHEMA public TO certportal;
 //	GRANT SELECT ON schema_migrations TO certportal;
-//	GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates, issuance_reservations TO certportal;
+//	GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates, issuance_reservations, login_attempts TO certportal;
 //	GRANT SELECT, INSERT ON audit_events TO certportal;
 //	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
 //
@@ -148,6 +148,16 @@ var migrations = []string{
 		expires_at timestamptz NOT NULL
 	)`,
 	`CREATE INDEX issuance_reservations_username ON issuance_reservations(username, expires_at)`,
+	// Failed-login runs per submitted username (a keyed hash of it), shared
+	// by every replica, see store.LoginAttempts. Times in milliseconds, as
+	// in SQLite, so both stores run the same arithmetic.
+	`CREATE TABLE login_attempts (
+		key      text COLLATE "C" PRIMARY KEY,
+		count    integer NOT NULL,
+		last_at  bigint NOT NULL,
+		decision integer NOT NULL
+	)`,
+	`CREATE INDEX login_attempts_last_at ON login_attempts(last_at)`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

@@ -185,6 +185,16 @@ var migrations = []string{
 		expires_at INTEGER NOT NULL
 	)`,
 	`CREATE INDEX issuance_reservations_username ON issuance_reservations(username, expires_at)`,
+	// Failed-login runs per submitted username (a keyed hash of it), see
+	// store.LoginAttempts; decision is the last take's outcome, so one
+	// upsert both decides and reports.
+	`CREATE TABLE login_attempts (
+		key      TEXT PRIMARY KEY,
+		count    INTEGER NOT NULL,
+		last_at  INTEGER NOT NULL,
+		decision INTEGER NOT NULL
+	)`,
+	`CREATE INDEX login_attempts_last_at ON login_attempts(last_at)`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself; the

@@ -29,6 +29,8 @@ func Run(t *testing.T, open Open) {
 	t.Run("audit chain", func(t *testing.T) { testAudit(t, open(t)) })
 	t.Run("audit atomic with inventory", func(t *testing.T) { testAuditAtomic(t, open(t)) })
 	t.Run("concurrent audit appends", func(t *testing.T) { testConcurrentAudit(t, open(t)) })
+	t.Run("login attempts", func(t *testing.T) { testLoginAttempts(t, open(t)) })
+	t.Run("concurrent login attempts", func(t *testing.T) { testConcurrentLoginAttempts(t, open(t)) })
 }
 
 func event(actor, action, outcome string, at time.Time) *audit.Event {
@@ -620,5 +622,109 @@ func testConcurrentReservations(t *testing.T, s store.Store) {
 	}
 	if ok != 2*max || capped != 2*tries-2*max {
 		t.Fatalf("%d reservations taken, %d refused; want %d and %d", ok, capped, 2*max, 2*tries-2*max)
+	}
+}
+
+// testLoginAttempts: a key's attempts are counted in runs, as Vault's lockout
+// counts failures: a run ends `reset` after its last counted attempt; while
+// a run is at the limit, attempts are refused (the first refusal says so)
+// and do not extend it.
+func testLoginAttempts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const reset = time.Minute
+	take := func(key string, at time.Time) store.LoginAttemptVerdict {
+		t.Helper()
+		v, err := s.TakeLoginAttempt(ctx, key, 3, reset, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for i := 0; i < 3; i++ {
+		if v := take("k1", t0.Add(time.Duration(i)*10*time.Second)); !v.Allowed {
+			t.Fatalf("attempt %d refused: %+v", i+1, v)
+		}
+	}
+	v := take("k1", t0.Add(30*time.Second))
+	if v.Allowed || !v.FirstRefusal || !v.RetryAt.Equal(t0.Add(20*time.Second+reset)) {
+		t.Fatalf("over the limit: %+v", v)
+	}
+	if v := take("k1", t0.Add(40*time.Second)); v.Allowed || v.FirstRefusal || !v.RetryAt.Equal(t0.Add(20*time.Second+reset)) {
+		t.Fatalf("second refusal (must not extend the run): %+v", v)
+	}
+	if v := take("k2", t0.Add(40*time.Second)); !v.Allowed {
+		t.Fatalf("another key refused: %+v", v)
+	}
+	// A refund gives one attempt back.
+	if err := s.RefundLoginAttempt(ctx, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	if v := take("k1", t0.Add(50*time.Second)); !v.Allowed {
+		t.Fatalf("refunded attempt still counted: %+v", v)
+	}
+	if v := take("k1", t0.Add(51*time.Second)); v.Allowed || !v.FirstRefusal || !v.RetryAt.Equal(t0.Add(50*time.Second+reset)) {
+		t.Fatalf("refused again after the refund: %+v", v)
+	}
+	// The run ends reset after its last counted attempt.
+	if v := take("k1", t0.Add(50*time.Second+reset)); !v.Allowed {
+		t.Fatalf("refused after the run ended: %+v", v)
+	}
+	// Clearing (a successful login) ends the run at once.
+	take("k1", t0.Add(51*time.Second+reset))
+	take("k1", t0.Add(52*time.Second+reset))
+	if err := s.ClearLoginAttempts(ctx, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if v := take("k1", t0.Add(53*time.Second+reset)); !v.Allowed {
+			t.Fatalf("attempt %d after clearing refused: %+v", i+1, v)
+		}
+	}
+	// Refunding or clearing an unknown key is not an error.
+	if err := s.RefundLoginAttempt(ctx, "nobody"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClearLoginAttempts(ctx, "nobody"); err != nil {
+		t.Fatal(err)
+	}
+	// Stale runs are deleted; live ones stay.
+	n, err := s.DeleteStaleLoginAttempts(ctx, t0.Add(41*time.Second))
+	if err != nil || n != 1 {
+		t.Fatalf("deleted %d stale runs (%v), want 1 (k2)", n, err)
+	}
+	if v := take("k1", t0.Add(53*time.Second+reset)); v.Allowed {
+		t.Fatalf("a live run was deleted: %+v", v)
+	}
+}
+
+// testConcurrentLoginAttempts: concurrent attempts on one key (as from
+// several replicas) cannot get more than the limit through.
+func testConcurrentLoginAttempts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	allowed, firsts := 0, 0
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := s.TakeLoginAttempt(ctx, "shared", 5, time.Minute, t0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if v.Allowed {
+				allowed++
+			}
+			if v.FirstRefusal {
+				firsts++
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != 5 || firsts != 1 {
+		t.Fatalf("%d of 40 concurrent attempts let through (want 5), %d first refusals (want 1)", allowed, firsts)
 	}
 }
