@@ -8,26 +8,49 @@ import (
 
 // loginThrottle limits login attempts per client address in fixed windows
 // and refuses further attempts from an address over the limit until its
-// window ends, without asking Vault. Vault's own lockout protects each
-// account; this protects the accounts together from one address trying one
-// password on many of them.
+// window ends, without asking Vault. It protects the accounts together from
+// one address (or one network) trying one password on many of them; the
+// per-username limit (usernameThrottle) protects each account.
 //
 // An attempt counts from the moment it is let through, before Vault answers,
 // so a burst of concurrent requests cannot slip past the limit while the
 // first ones wait on Vault; an attempt that turns out not to be a wrong
 // password (a success, Vault unavailable) is taken back.
 //
-// IPv6 clients are counted per /64, the block one host is usually given.
-// The table is bounded: when full, expired windows are swept (at most ten
-// times a window); if it is still full, a new address is not tracked —
-// Vault's lockout still applies — rather than the memory growing without end.
+// An address is counted under several prefixes at once: IPv4 per /32 and
+// IPv6 per /64 (the block one host is usually given) with the base limit,
+// and under each wider network of NetworkLimits (an IPv6 /56 and /48, an
+// IPv4 /24) with that network's own, higher limit — otherwise one /48 could
+// try 65,536 times the base limit by moving to a fresh /64 every few tries.
+// An attempt is let through only if every prefix has room, and counts
+// against all of them.
+//
+// The table is bounded. When full, expired windows are swept (at most ten
+// times a window); if it is still full, an address that is not tracked yet
+// is refused until windows end — throttled, not forgotten: letting it
+// through untracked would make filling the table a way around the limit.
+// Addresses already tracked carry on as usual.
 type loginThrottle struct {
-	limit  int
-	window time.Duration
+	limit      int
+	window     time.Duration
+	networks   []NetworkLimit
+	maxEntries int
 
 	mu        sync.Mutex
 	entries   map[netip.Prefix]*throttleWindow
 	lastSweep time.Time
+	// fullRefused: a full-table refusal was already reported since the
+	// last sweep (one recorded event per episode, not one per address).
+	fullRefused bool
+}
+
+// NetworkLimit is the limit for a network wider than one address: failed
+// logins all addresses of one IPv4 (IPv6 when IPv6) /Bits may make together
+// per window.
+type NetworkLimit struct {
+	IPv6 bool
+	Bits int
+	Max  int
 }
 
 type throttleWindow struct {
@@ -38,17 +61,26 @@ type throttleWindow struct {
 
 const throttleMaxEntries = 100_000
 
-func newLoginThrottle(limit int, window time.Duration) *loginThrottle {
+func newLoginThrottle(limit int, window time.Duration, networks []NetworkLimit) *loginThrottle {
 	if limit <= 0 || window <= 0 {
 		return nil // off
 	}
-	return &loginThrottle{limit: limit, window: window, entries: map[netip.Prefix]*throttleWindow{}}
+	return &loginThrottle{limit: limit, window: window, networks: networks, maxEntries: throttleMaxEntries,
+		entries: map[netip.Prefix]*throttleWindow{}}
 }
 
-func throttleKey(ip string) (netip.Prefix, bool) {
+// throttleKey is one prefix ip is counted under, with its limit.
+type throttleKey struct {
+	prefix netip.Prefix
+	limit  int
+}
+
+// keys returns the prefixes ip counts under, narrowest first; none for
+// something that is not an address.
+func (t *loginThrottle) keys(ip string) []throttleKey {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
-		return netip.Prefix{}, false
+		return nil
 	}
 	a = a.Unmap()
 	bits := 32
@@ -56,7 +88,19 @@ func throttleKey(ip string) (netip.Prefix, bool) {
 		bits = 64
 	}
 	p, err := a.Prefix(bits)
-	return p, err == nil
+	if err != nil {
+		return nil
+	}
+	out := []throttleKey{{p, t.limit}}
+	for _, n := range t.networks {
+		if n.IPv6 != a.Is6() || n.Bits >= bits || n.Max <= 0 {
+			continue
+		}
+		if p, err := a.Prefix(n.Bits); err == nil {
+			out = append(out, throttleKey{p, n.Max})
+		}
+	}
+	return out
 }
 
 // throttleVerdict is what attempt decided.
@@ -67,46 +111,72 @@ type throttleVerdict struct {
 }
 
 // attempt decides, in one step, whether ip may try a password now, and if
-// so counts the attempt.
+// so counts the attempt under each of its prefixes.
 func (t *loginThrottle) attempt(ip string, now time.Time) throttleVerdict {
 	if t == nil {
 		return throttleVerdict{allowed: true}
 	}
-	k, ok := throttleKey(ip)
-	if !ok {
+	keys := t.keys(ip)
+	if len(keys) == 0 {
 		return throttleVerdict{allowed: true}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	w := t.entries[k]
-	if w == nil || now.Sub(w.start) >= t.window {
-		if w == nil && len(t.entries) >= throttleMaxEntries && !t.makeRoom(now) {
-			return throttleVerdict{allowed: true} // untracked; Vault's lockout still applies
+	windows := make([]*throttleWindow, len(keys))
+	missing := 0
+	var refusedBy *throttleWindow
+	for i, k := range keys {
+		w := t.entries[k.prefix]
+		if w != nil && now.Sub(w.start) >= t.window {
+			w = nil // expired: starts afresh if the attempt is let through
 		}
-		w = &throttleWindow{start: now}
-		t.entries[k] = w
+		windows[i] = w
+		if w == nil {
+			if t.entries[k.prefix] == nil {
+				missing++
+			}
+			continue
+		}
+		if w.attempts >= k.limit && (refusedBy == nil || w.start.Before(refusedBy.start)) {
+			// The widest wait is the one that ends last; all windows
+			// share a length, so that is the one that started first.
+			refusedBy = w
+		}
 	}
-	if w.attempts >= t.limit {
-		first := !w.refused
-		w.refused = true
-		return throttleVerdict{retryAfter: w.start.Add(t.window).Sub(now), firstRefusal: first}
+	if refusedBy != nil {
+		first := !refusedBy.refused
+		refusedBy.refused = true
+		return throttleVerdict{retryAfter: refusedBy.start.Add(t.window).Sub(now), firstRefusal: first}
 	}
-	w.attempts++
+	if missing > 0 && len(t.entries)+missing > t.maxEntries && !t.makeRoom(now, missing) {
+		first := !t.fullRefused
+		t.fullRefused = true
+		return throttleVerdict{retryAfter: t.window / 10, firstRefusal: first}
+	}
+	for i, k := range keys {
+		w := windows[i]
+		if w == nil {
+			w = &throttleWindow{start: now}
+			t.entries[k.prefix] = w
+		}
+		w.attempts++
+	}
 	return throttleVerdict{allowed: true}
 }
 
 // makeRoom sweeps expired windows, at most ten times a window, and reports
-// whether there is room for a new address.
-func (t *loginThrottle) makeRoom(now time.Time) bool {
+// whether there is room for n new prefixes.
+func (t *loginThrottle) makeRoom(now time.Time, n int) bool {
 	if now.Sub(t.lastSweep) >= t.window/10 {
 		t.lastSweep = now
+		t.fullRefused = false
 		for key, e := range t.entries {
 			if now.Sub(e.start) >= t.window {
 				delete(t.entries, key)
 			}
 		}
 	}
-	return len(t.entries) < throttleMaxEntries
+	return len(t.entries)+n <= t.maxEntries
 }
 
 // refund takes back an attempt that was not a wrong password.
@@ -114,13 +184,12 @@ func (t *loginThrottle) refund(ip string, now time.Time) {
 	if t == nil {
 		return
 	}
-	k, ok := throttleKey(ip)
-	if !ok {
-		return
-	}
+	keys := t.keys(ip)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if w := t.entries[k]; w != nil && now.Sub(w.start) < t.window && w.attempts > 0 {
-		w.attempts--
+	for _, k := range keys {
+		if w := t.entries[k.prefix]; w != nil && now.Sub(w.start) < t.window && w.attempts > 0 {
+			w.attempts--
+		}
 	}
 }

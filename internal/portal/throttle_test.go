@@ -1,13 +1,14 @@
 package portal
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 )
 
 func TestLoginThrottleWindows(t *testing.T) {
-	th := newLoginThrottle(2, time.Minute)
+	th := newLoginThrottle(2, time.Minute, nil)
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	for i := 0; i < 2; i++ {
 		if v := th.attempt("10.0.0.1", t0.Add(time.Duration(i)*10*time.Second)); !v.allowed {
@@ -28,7 +29,7 @@ func TestLoginThrottleWindows(t *testing.T) {
 		t.Fatal("refused after the window ended")
 	}
 	// A refunded attempt (a success) does not count.
-	th2 := newLoginThrottle(1, time.Minute)
+	th2 := newLoginThrottle(1, time.Minute, nil)
 	th2.attempt("10.0.0.9", t0)
 	th2.refund("10.0.0.9", t0)
 	if v := th2.attempt("10.0.0.9", t0); !v.allowed {
@@ -52,7 +53,7 @@ func TestLoginThrottleWindows(t *testing.T) {
 	if v := off.attempt("10.0.0.1", t0); !v.allowed {
 		t.Fatal("off throttle refused")
 	}
-	if newLoginThrottle(0, time.Minute) != nil {
+	if newLoginThrottle(0, time.Minute, nil) != nil {
 		t.Fatal("limit 0 is not off")
 	}
 }
@@ -60,7 +61,7 @@ func TestLoginThrottleWindows(t *testing.T) {
 // A burst of concurrent attempts cannot get more than the limit through:
 // each is counted when it is let through, before Vault answers.
 func TestLoginThrottleBurst(t *testing.T) {
-	th := newLoginThrottle(20, time.Minute)
+	th := newLoginThrottle(20, time.Minute, nil)
 	now := time.Now()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -79,5 +80,77 @@ func TestLoginThrottleBurst(t *testing.T) {
 	wg.Wait()
 	if allowed != 20 {
 		t.Fatalf("%d of 500 concurrent attempts let through, want 20", allowed)
+	}
+}
+
+// A network cannot multiply the per-address limit by spreading its tries
+// over its addresses: each wider prefix has its own, higher limit.
+func TestLoginThrottleWidePrefixes(t *testing.T) {
+	th := newLoginThrottle(2, time.Minute, []NetworkLimit{{IPv6: true, Bits: 56, Max: 4}, {IPv6: true, Bits: 48, Max: 6}, {Bits: 24, Max: 3}})
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	try := func(ip string) bool { return th.attempt(ip, t0).allowed }
+	// Two /64s of one /56 fill the /56.
+	for _, ip := range []string{"2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:2::1", "2001:db8:0:2::2"} {
+		if !try(ip) {
+			t.Fatalf("%s refused", ip)
+		}
+	}
+	if try("2001:db8:0:3::1") {
+		t.Fatal("a fresh /64 in a full /56 was let through")
+	}
+	// Another /56 of the same /48 gets two more, then the /48 is full.
+	if !try("2001:db8:0:100::1") || !try("2001:db8:0:101::1") {
+		t.Fatal("another /56 refused before the /48 is full")
+	}
+	if try("2001:db8:0:200::1") {
+		t.Fatal("a fresh /56 in a full /48 was let through")
+	}
+	if !try("2001:db8:1::1") {
+		t.Fatal("another /48 refused")
+	}
+	// A refused attempt does not count against the narrower prefixes.
+	th.refund("2001:db8:0:100::1", t0)
+	if !try("2001:db8:0:300::1") {
+		t.Fatal("a refunded attempt still counts against the /48")
+	}
+	// IPv4: the /24 limit applies to its addresses together.
+	for _, ip := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"} {
+		if !try(ip) {
+			t.Fatalf("%s refused", ip)
+		}
+	}
+	v := th.attempt("192.0.2.4", t0.Add(10*time.Second))
+	if v.allowed || v.retryAfter != 50*time.Second || !v.firstRefusal {
+		t.Fatalf("a fresh address in a full /24: %+v", v)
+	}
+	if !try("192.0.3.1") {
+		t.Fatal("the next /24 refused")
+	}
+}
+
+// When the table is full of live windows, a new address is refused, not
+// let through untracked; addresses already tracked carry on, and room comes
+// back when windows end.
+func TestLoginThrottleFullTable(t *testing.T) {
+	th := newLoginThrottle(3, time.Minute, nil)
+	th.maxEntries = 10
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for i := 0; i < 10; i++ {
+		if !th.attempt(fmt.Sprintf("10.0.0.%d", i), t0).allowed {
+			t.Fatalf("address %d refused while there is room", i)
+		}
+	}
+	v := th.attempt("10.0.1.1", t0.Add(time.Second))
+	if v.allowed || v.retryAfter <= 0 || v.retryAfter > time.Minute || !v.firstRefusal {
+		t.Fatalf("new address with the table full: %+v", v)
+	}
+	if v := th.attempt("10.0.1.2", t0.Add(time.Second)); v.allowed || v.firstRefusal {
+		t.Fatalf("second new address with the table full: %+v", v)
+	}
+	if !th.attempt("10.0.0.1", t0.Add(time.Second)).allowed {
+		t.Fatal("a tracked address was refused because the table is full")
+	}
+	if !th.attempt("10.0.1.1", t0.Add(time.Minute)).allowed {
+		t.Fatal("still refused after every window ended")
 	}
 }
