@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,22 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	fs.IntVar(&o.SecretIDNumUses, "secret-id-num-uses", 0, "logins one AppRole secret id allows (0: unlimited; the portal logs in at start and every few hours)")
 	secretCIDRs := fs.String("secret-id-bound-cidrs", "", "comma-separated networks the portal's AppRole may log in from")
 	approleTokenCIDRs := fs.String("approle-token-bound-cidrs", "", "comma-separated networks the portal's AppRole tokens work from")
+	if v := getenv("CERTPORTAL_LOGIN_USER_MAX_FAILURES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("CERTPORTAL_LOGIN_USER_MAX_FAILURES=%q: want a count", v)
+		}
+		o.LoginUserMaxFailures = n
+	}
+	if v := getenv("CERTPORTAL_LOGIN_USER_WINDOW"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 2*time.Second {
+			return fmt.Errorf("CERTPORTAL_LOGIN_USER_WINDOW=%q: want a duration of at least 2s", v)
+		}
+		o.LoginUserWindow = d
+	}
+	fs.IntVar(&o.LoginUserMaxFailures, "login-user-max-failures", o.LoginUserMaxFailures, "the portal's per-username login limit (as for serve): the userpass lockout is tuned above it; 0 leaves the lockout alone")
+	fs.DurationVar(&o.LoginUserWindow, "login-user-window", o.LoginUserWindow, "the portal's per-username window (as for serve)")
 	approleOut := fs.String("approle-out", "", "generate a secret id for the portal's AppRole and write role-id and secret-id files (0600) into this directory")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
 	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
@@ -222,6 +239,8 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		"secret_id_num_uses":        fmt.Sprint(o.SecretIDNumUses),
 		"secret_id_bound_cidrs":     strings.Join(o.SecretIDBoundCIDRs, ","),
 		"approle_token_bound_cidrs": strings.Join(o.AppRoleTokenBoundCIDRs, ","),
+		"login_user_max_failures":   fmt.Sprint(o.LoginUserMaxFailures),
+		"login_user_window":         o.LoginUserWindow.String(),
 	}
 	outcome := audit.OutcomeSuccess
 	if runErr != nil {

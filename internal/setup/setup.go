@@ -82,6 +82,12 @@ type Options struct {
 	HelpdeskOnBehalf bool
 	OnBehalfRole     string
 
+	// The portal's per-username login limit (serve's
+	// CERTPORTAL_LOGIN_USER_MAX_FAILURES and _WINDOW): the userpass mount's
+	// lockout is tuned to sit above it (see userLockout). 0: left alone.
+	LoginUserMaxFailures int
+	LoginUserWindow      time.Duration
+
 	DemoUsers bool
 	// NewServiceSecret makes setup generate a secret id for the portal's
 	// AppRole and return it in Result (once; Vault keeps only its hash).
@@ -116,6 +122,9 @@ func Defaults() Options {
 		// to notice a rotation that keeps failing before logins stop.
 		SecretIDTTL:          DefaultSecretIDTTL,
 		SecretRotationPolicy: "certportal-secret-id-rotation",
+
+		LoginUserMaxFailures: config.DefaultLoginUserMaxFailures,
+		LoginUserWindow:      config.DefaultLoginUserWindow,
 	}
 }
 
@@ -136,6 +145,9 @@ func (o Options) Validate() error {
 	}
 	if o.OnBehalfRole == "" || o.OnBehalfRole == o.Role || o.OnBehalfRole == o.ServerRole {
 		return fmt.Errorf("on-behalf role %q: must be set and differ from the user and server roles", o.OnBehalfRole)
+	}
+	if o.LoginUserMaxFailures < 0 || (o.LoginUserMaxFailures > 0 && o.LoginUserWindow < 2*time.Second) {
+		return fmt.Errorf("login user limit %d per %s: want a count of 0 or more and a window of at least 2s", o.LoginUserMaxFailures, o.LoginUserWindow)
 	}
 	if o.RootMount == o.PKIMount {
 		return errors.New("root and issuing mounts must differ")
@@ -238,7 +250,7 @@ func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
 	}
 	r := &run{c: c, o: o, res: &Result{}}
 	steps := []func(context.Context) error{
-		r.rootCA, r.issuingCA, r.serverCA, r.urls, r.userpass, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
+		r.rootCA, r.issuingCA, r.serverCA, r.urls, r.userpass, r.userLockout, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -449,6 +461,57 @@ func (r *run) userpass(ctx context.Context) error {
 		return fmt.Errorf("enable userpass: %w", err)
 	}
 	r.step("userpass auth at "+r.o.UserpassMount, true)
+	return nil
+}
+
+// UserLockout is the userpass mount's user_lockout_config that matches the
+// portal's per-username limit of n failures, forgotten window after the
+// last. The portal refuses a name after n counted failures, so Vault, which
+// counts every failure it checks for that name, never gets to its threshold
+// through the portal (threshold n+5) — a stranger cannot lock an employee out
+// of Vault — while an attacker going around the portal to Vault directly is
+// still locked out, for window. Vault forgets a count after 90% of the
+// portal's window: it must forget no later than the portal does, or a slow
+// attacker could let Vault's count outgrow the portal's; the tenth covers
+// clock and latency differences (Vault counts in whole seconds).
+func UserLockout(n int, window time.Duration) (threshold int, duration, counterReset time.Duration) {
+	reset := (window * 9 / 10).Truncate(time.Second)
+	if reset < time.Second {
+		reset = time.Second
+	}
+	return n + 5, window.Truncate(time.Second), reset
+}
+
+// userLockout tunes the userpass mount's lockout to the portal's limit.
+func (r *run) userLockout(ctx context.Context) error {
+	if r.o.LoginUserMaxFailures <= 0 {
+		r.step("user lockout on "+r.o.UserpassMount+" left as it is (the portal's per-username limit is off)", false)
+		return nil
+	}
+	threshold, duration, reset := UserLockout(r.o.LoginUserMaxFailures, r.o.LoginUserWindow)
+	what := fmt.Sprintf("user lockout on %s: %d failures lock for %s, forgotten after %s (the portal refuses after %d)",
+		r.o.UserpassMount, threshold, duration, reset, r.o.LoginUserMaxFailures)
+	path := "sys/auth/" + r.o.UserpassMount + "/tune"
+	cur, err := r.read(ctx, path)
+	if err != nil {
+		return err
+	}
+	if cur != nil && fmt.Sprint(cur.Data["user_lockout_threshold"]) == fmt.Sprint(threshold) &&
+		sameDuration(cur.Data["user_lockout_duration"], duration.String()) &&
+		sameDuration(cur.Data["user_lockout_counter_reset_duration"], reset.String()) &&
+		fmt.Sprint(cur.Data["user_lockout_disable"]) == "false" {
+		r.step(what, false)
+		return nil
+	}
+	if _, err := r.write(ctx, path, map[string]any{"user_lockout_config": map[string]any{
+		"lockout_threshold":              fmt.Sprint(threshold),
+		"lockout_duration":               fmt.Sprintf("%ds", int64(duration/time.Second)),
+		"lockout_counter_reset_duration": fmt.Sprintf("%ds", int64(reset/time.Second)),
+		"lockout_disable":                false,
+	}}); err != nil {
+		return err
+	}
+	r.step(what, true)
 	return nil
 }
 
