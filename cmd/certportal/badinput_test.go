@@ -58,12 +58,15 @@ func TestLoginFailuresLookAlike(t *testing.T) {
 			}
 		})
 	}
-	// A valid Vault user without any certportal policy is refused, and its token revoked.
+	// A valid Vault user without any certportal policy is refused with the
+	// same 401 as a wrong password (a different answer would confirm the
+	// password), and its token revoked.
 	v.CreateUser(t, "outsider", "outsider-password", nil, "default")
 	before := accessors(t, v)
 	b := newBrowser(t, p.URL)
-	if r := b.post("/login", url.Values{"username": {"outsider"}, "password": {"outsider-password"}}); r.StatusCode != http.StatusForbidden {
-		t.Fatalf("user without portal policy: %d", r.StatusCode)
+	if r := b.post("/login", url.Values{"username": {"outsider"}, "password": {"outsider-password"}}); r.StatusCode != http.StatusUnauthorized ||
+		!bytes.Equal([]byte(extract(r.Body, `id="login-error">`, "<")), first) {
+		t.Fatalf("user without portal policy: %d %q", r.StatusCode, extract(r.Body, `id="login-error">`, "<"))
 	}
 	if after := accessors(t, v); len(after) != len(before) {
 		t.Errorf("token of refused user not revoked: %d accessors before, %d after", len(before), len(after))

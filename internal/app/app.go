@@ -4,7 +4,9 @@ package app
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -65,6 +67,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		"proxy_tls": fmt.Sprint(cfg.ProxyTLS), "trusted_proxies": fmt.Sprint(cfg.TrustedProxies),
 		"max_active":         fmt.Sprint(cfg.MaxActive),
 		"login_max_failures": fmt.Sprint(cfg.LoginMaxFailures), "login_failure_window": cfg.LoginFailureWindow.String(), "ttls": fmt.Sprint(cfg.TTLs),
+		"login_network_limits": config.FormatNetworkLimits(cfg.LoginNetworkLimits), "login_user_max_failures": fmt.Sprint(cfg.LoginUserMaxFailures),
+		"login_user_window": cfg.LoginUserWindow.String(), "login_failure_floor": cfg.LoginFailureFloor.String(),
 		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
 	}); err != nil {
 		// Fail closed from the start: a portal that cannot audit does not serve.
@@ -144,8 +148,31 @@ func PortalOptions(cfg config.Config) portal.Options {
 		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
 		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL, MaxActive: cfg.MaxActive, ExpiringSoon: cfg.ExpiringSoon,
 		OnBehalfRole: onBehalfRole(cfg), LoginMaxFailures: cfg.LoginMaxFailures, LoginFailureWindow: cfg.LoginFailureWindow,
-		DeniedWindow: cfg.DeniedWindow,
+		DeniedWindow:       cfg.DeniedWindow,
+		LoginNetworkLimits: networkLimits(cfg.LoginNetworkLimits), LoginUserMaxFailures: cfg.LoginUserMaxFailures,
+		LoginUserWindow: cfg.LoginUserWindow, LoginFailureFloor: cfg.LoginFailureFloor, NameKey: nameKey(cfg.SessionKey),
 	}
+}
+
+func networkLimits(ls []config.NetworkLimit) []portal.NetworkLimit {
+	out := make([]portal.NetworkLimit, len(ls))
+	for i, l := range ls {
+		out[i] = portal.NetworkLimit{IPv6: l.IPv6, Bits: l.Bits, Max: l.Max}
+	}
+	return out
+}
+
+// nameKey derives the key of the hashes that stand for unknown usernames
+// from the session key, which every replica shares: the same name gets the
+// same hash on each, and across restarts. Without a session key the portal
+// picks a random one (portal.NewService).
+func nameKey(sessionKey []byte) []byte {
+	if len(sessionKey) == 0 {
+		return nil
+	}
+	m := hmac.New(sha256.New, sessionKey)
+	m.Write([]byte("certportal login-name key v1"))
+	return m.Sum(nil)
 }
 
 func onBehalfRole(cfg config.Config) string {

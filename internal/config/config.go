@@ -71,9 +71,15 @@ type Config struct {
 
 	MaxActive int // CERTPORTAL_MAX_ACTIVE: active certificates per user
 
-	LoginMaxFailures   int           // CERTPORTAL_LOGIN_MAX_FAILURES: failed logins per address and window; 0: off
-	LoginFailureWindow time.Duration // CERTPORTAL_LOGIN_FAILURE_WINDOW
-	ExpiringSoon       time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
+	LoginMaxFailures   int            // CERTPORTAL_LOGIN_MAX_FAILURES: failed logins per address and window; 0: off
+	LoginFailureWindow time.Duration  // CERTPORTAL_LOGIN_FAILURE_WINDOW
+	LoginNetworkLimits []NetworkLimit // CERTPORTAL_LOGIN_NETWORK_LIMITS: the same for wider networks
+	// Per submitted username, shared by replicas on PostgreSQL; setup tunes
+	// Vault's userpass lockout above it (run setup with the same values).
+	LoginUserMaxFailures int           // CERTPORTAL_LOGIN_USER_MAX_FAILURES; 0: off
+	LoginUserWindow      time.Duration // CERTPORTAL_LOGIN_USER_WINDOW
+	LoginFailureFloor    time.Duration // CERTPORTAL_LOGIN_FAILURE_FLOOR: least time a failed login takes
+	ExpiringSoon         time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
 
 	// DeniedWindow: a user's refused requests within it after the first
 	// are recorded as one event with their count.
@@ -87,32 +93,36 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Listen:             "127.0.0.1:8080",
-		DB:                 "certportal.db",
-		VaultAddr:          "http://127.0.0.1:8200",
-		UserpassMount:      "userpass",
-		PKIMount:           "pki",
-		Role:               "user-auth",
-		OnBehalfRole:       "user-auth-onbehalf",
-		EmailDomain:        "example.com",
-		UserPolicy:         "certportal-user",
-		HelpdeskPolicy:     "certportal-helpdesk",
-		AuditorPolicy:      "certportal-auditor",
-		SessionIdle:        30 * time.Minute,
-		SessionAbsolute:    8 * time.Hour,
-		SessionRecheck:     time.Minute,
-		SessionSweep:       5 * time.Minute,
-		TTLs:               []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
-		DefaultTTL:         90 * 24 * time.Hour,
-		AppRoleMount:       "approle",
-		MaxActive:          3,
-		LoginMaxFailures:   20,
-		LoginFailureWindow: 10 * time.Minute,
-		DeniedWindow:       time.Minute,
-		ExpiringSoon:       14 * 24 * time.Hour,
-		MaxBodyBytes:       64 << 10,
-		LogLevel:           "info",
-		VaultTimeout:       30 * time.Second,
+		Listen:               "127.0.0.1:8080",
+		DB:                   "certportal.db",
+		VaultAddr:            "http://127.0.0.1:8200",
+		UserpassMount:        "userpass",
+		PKIMount:             "pki",
+		Role:                 "user-auth",
+		OnBehalfRole:         "user-auth-onbehalf",
+		EmailDomain:          "example.com",
+		UserPolicy:           "certportal-user",
+		HelpdeskPolicy:       "certportal-helpdesk",
+		AuditorPolicy:        "certportal-auditor",
+		SessionIdle:          30 * time.Minute,
+		SessionAbsolute:      8 * time.Hour,
+		SessionRecheck:       time.Minute,
+		SessionSweep:         5 * time.Minute,
+		TTLs:                 []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
+		DefaultTTL:           90 * 24 * time.Hour,
+		AppRoleMount:         "approle",
+		MaxActive:            3,
+		LoginMaxFailures:     20,
+		LoginFailureWindow:   10 * time.Minute,
+		LoginNetworkLimits:   DefaultNetworkLimits(),
+		LoginUserMaxFailures: DefaultLoginUserMaxFailures,
+		LoginUserWindow:      DefaultLoginUserWindow,
+		LoginFailureFloor:    time.Second,
+		DeniedWindow:         time.Minute,
+		ExpiringSoon:         14 * 24 * time.Hour,
+		MaxBodyBytes:         64 << 10,
+		LogLevel:             "info",
+		VaultTimeout:         30 * time.Second,
 	}
 }
 
@@ -173,6 +183,10 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.StringVar(&c.OnBehalfRole, "onbehalf-role", env("CERTPORTAL_ONBEHALF_ROLE", c.OnBehalfRole), "PKI role helpdesk staff issue on behalf from (CERTPORTAL_ONBEHALF_ROLE)")
 	fs.IntVar(&c.LoginMaxFailures, "login-max-failures", envInt(getenv, "CERTPORTAL_LOGIN_MAX_FAILURES", c.LoginMaxFailures), "failed logins one address (IPv6: one /64) may make per window before it must wait; 0 turns this off (CERTPORTAL_LOGIN_MAX_FAILURES)")
 	fs.DurationVar(&c.LoginFailureWindow, "login-failure-window", envDuration(getenv, "CERTPORTAL_LOGIN_FAILURE_WINDOW", c.LoginFailureWindow), "window for -login-max-failures (CERTPORTAL_LOGIN_FAILURE_WINDOW)")
+	networkLimits := fs.String("login-network-limits", env("CERTPORTAL_LOGIN_NETWORK_LIMITS", FormatNetworkLimits(c.LoginNetworkLimits)), "failed logins wider networks may make per -login-failure-window, e.g. ipv6/48=320; empty: none (CERTPORTAL_LOGIN_NETWORK_LIMITS)")
+	fs.IntVar(&c.LoginUserMaxFailures, "login-user-max-failures", envInt(getenv, "CERTPORTAL_LOGIN_USER_MAX_FAILURES", c.LoginUserMaxFailures), "failed logins against one username (existing or not) before it must wait; keep below Vault's lockout: run setup with the same value; 0 turns this off (CERTPORTAL_LOGIN_USER_MAX_FAILURES)")
+	fs.DurationVar(&c.LoginUserWindow, "login-user-window", envDuration(getenv, "CERTPORTAL_LOGIN_USER_WINDOW", c.LoginUserWindow), "a username's failures are forgotten this long after the last one (CERTPORTAL_LOGIN_USER_WINDOW)")
+	fs.DurationVar(&c.LoginFailureFloor, "login-failure-floor", envDuration(getenv, "CERTPORTAL_LOGIN_FAILURE_FLOOR", c.LoginFailureFloor), "least time every failed login takes, above Vault's slowest refusal (CERTPORTAL_LOGIN_FAILURE_FLOOR)")
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
 	fs.DurationVar(&c.DeniedWindow, "denied-window", envDuration(getenv, "CERTPORTAL_DENIED_WINDOW", c.DeniedWindow), "a user's refused requests within this window after the first are recorded as one event with their count (CERTPORTAL_DENIED_WINDOW)")
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
@@ -185,6 +199,9 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	if c.TrustedProxies, err = ParsePrefixes(*proxies); err != nil {
 		return Config{}, fmt.Errorf("trusted-proxies: %w", err)
+	}
+	if c.LoginNetworkLimits, err = ParseNetworkLimits(*networkLimits); err != nil {
+		return Config{}, fmt.Errorf("login-network-limits: %w", err)
 	}
 	if v := getenv("CERTPORTAL_MAX_BODY_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -355,6 +372,12 @@ func (c Config) Validate() error {
 	if c.DeniedWindow <= 0 || c.DeniedWindow > time.Hour {
 		return errors.New("denied-window: want a positive duration up to 1h (CERTPORTAL_DENIED_WINDOW)")
 	}
+	if c.LoginUserMaxFailures < 0 || c.LoginUserWindow < 2*time.Second {
+		return errors.New("login-user-max-failures and login-user-window: want a count of 0 or more (0: off) and at least 2s (Vault counts in seconds)")
+	}
+	if c.LoginFailureFloor < 0 || c.LoginFailureFloor > time.Minute {
+		return errors.New("login-failure-floor: want a duration from 0 to 1m (CERTPORTAL_LOGIN_FAILURE_FLOOR)")
+	}
 	if c.ExpiringSoon < 0 {
 		return errors.New("expiring-soon: want a positive duration (CERTPORTAL_EXPIRING_SOON)")
 	}
@@ -430,4 +453,62 @@ func validDomain(s string) bool {
 		}
 	}
 	return true
+}
+
+// Per-username login limits: the defaults setup tunes Vault's lockout
+// against, so that serve and setup agree without flags.
+const (
+	DefaultLoginUserMaxFailures = 5
+	DefaultLoginUserWindow      = 5 * time.Minute
+)
+
+// NetworkLimit bounds failed logins from one network wider than an address.
+type NetworkLimit struct {
+	IPv6 bool
+	Bits int
+	Max  int
+}
+
+// DefaultNetworkLimits: an IPv4 /24 and an IPv6 /56 four times the
+// per-address limit's default, an IPv6 /48 sixteen times.
+func DefaultNetworkLimits() []NetworkLimit {
+	return []NetworkLimit{{Bits: 24, Max: 80}, {IPv6: true, Bits: 56, Max: 80}, {IPv6: true, Bits: 48, Max: 320}}
+}
+
+// ParseNetworkLimits reads "ipv4/24=80,ipv6/48=320".
+func ParseNetworkLimits(s string) ([]NetworkLimit, error) {
+	var out []NetworkLimit
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		fam, rest, ok1 := strings.Cut(f, "/")
+		bits, max, ok2 := strings.Cut(rest, "=")
+		b, err1 := strconv.Atoi(bits)
+		m, err2 := strconv.Atoi(max)
+		n := NetworkLimit{IPv6: fam == "ipv6", Bits: b, Max: m}
+		width := 32
+		if n.IPv6 {
+			width = 64
+		}
+		if !ok1 || !ok2 || err1 != nil || err2 != nil || (fam != "ipv4" && fam != "ipv6") || b < 8 || b >= width || m < 1 {
+			return nil, fmt.Errorf("%q: want ipv4/<8-31>=<count> or ipv6/<8-63>=<count>", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// FormatNetworkLimits is the inverse of ParseNetworkLimits.
+func FormatNetworkLimits(ls []NetworkLimit) string {
+	parts := make([]string, len(ls))
+	for i, l := range ls {
+		fam := "ipv4"
+		if l.IPv6 {
+			fam = "ipv6"
+		}
+		parts[i] = fmt.Sprintf("%s/%d=%d", fam, l.Bits, l.Max)
+	}
+	return strings.Join(parts, ",")
 }

@@ -36,3 +36,30 @@ func TestLoadProxySettings(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadLoginLimits(t *testing.T) {
+	env := map[string]string{"CERTPORTAL_APPROLE_ROLE_ID": "r", "CERTPORTAL_APPROLE_SECRET_ID": "s"}
+	load := func(k, v string) (Config, error) {
+		env[k] = v
+		defer delete(env, k)
+		return Load(nil, func(k string) string { return env[k] }, io.Discard)
+	}
+	c, err := load("", "")
+	if err != nil || FormatNetworkLimits(c.LoginNetworkLimits) != "ipv4/24=80,ipv6/56=80,ipv6/48=320" ||
+		c.LoginUserMaxFailures != 5 || c.LoginUserWindow.String() != "5m0s" || c.LoginFailureFloor.String() != "1s" {
+		t.Fatalf("defaults: %v %+v", err, c)
+	}
+	if c, err := load("CERTPORTAL_LOGIN_NETWORK_LIMITS", "ipv6/48=10, ipv4/16=5"); err != nil || len(c.LoginNetworkLimits) != 2 ||
+		c.LoginNetworkLimits[0] != (NetworkLimit{IPv6: true, Bits: 48, Max: 10}) || c.LoginNetworkLimits[1] != (NetworkLimit{Bits: 16, Max: 5}) {
+		t.Fatalf("network limits: %v %+v", err, c.LoginNetworkLimits)
+	}
+	for _, bad := range [][2]string{
+		{"CERTPORTAL_LOGIN_NETWORK_LIMITS", "ipv4/32=5"}, {"CERTPORTAL_LOGIN_NETWORK_LIMITS", "ipv6/48"},
+		{"CERTPORTAL_LOGIN_NETWORK_LIMITS", "ip/24=3"}, {"CERTPORTAL_LOGIN_USER_MAX_FAILURES", "x"},
+		{"CERTPORTAL_LOGIN_USER_WINDOW", "1s"}, {"CERTPORTAL_LOGIN_FAILURE_FLOOR", "2m"},
+	} {
+		if _, err := load(bad[0], bad[1]); err == nil {
+			t.Errorf("%s=%s accepted", bad[0], bad[1])
+		}
+	}
+}

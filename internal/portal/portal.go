@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
@@ -71,10 +73,24 @@ type Options struct {
 	ExpiringSoon   time.Duration // 0 means 14 days
 	// LoginMaxFailures failed logins from one address (IPv6: one /64) within
 	// LoginFailureWindow make it wait for the window's end; 0 means off.
+	// LoginNetworkLimits bound wider networks (an IPv6 /48, say) the same way.
 	LoginMaxFailures   int
 	LoginFailureWindow time.Duration
-	KeyType            string           // shown in the inventory, e.g. "ec-256"
-	Metrics            *metrics.Metrics // nil records nothing
+	LoginNetworkLimits []NetworkLimit
+	// LoginUserMaxFailures failed logins against one submitted username
+	// (existing or not) make further attempts for it wait until
+	// LoginUserWindow has passed since the last counted one; 0 means off.
+	// Counted in the store, so replicas on PostgreSQL share the count.
+	LoginUserMaxFailures int
+	LoginUserWindow      time.Duration
+	// LoginFailureFloor is the least time every failed login takes, from the
+	// request's start, so that Vault's fast and slow refusals look alike.
+	LoginFailureFloor time.Duration
+	// NameKey keys the hashes that stand for usernames the portal does not
+	// know, in the trail, the log and the throttle table. Nil: a random key.
+	NameKey []byte
+	KeyType string           // shown in the inventory, e.g. "ec-256"
+	Metrics *metrics.Metrics // nil records nothing
 	// OnBehalfRole is the Vault role helpdesk staff issue other users'
 	// certificates from, with their own token. Empty switches issuing on
 	// behalf off: helpdesk then never sees anyone's private key.
@@ -84,10 +100,12 @@ type Options struct {
 	DeniedWindow time.Duration
 }
 
-// Store is what the portal keeps: the inventory and the audit trail.
+// Store is what the portal keeps: the inventory, the audit trail and the
+// per-username login counts.
 type Store interface {
 	store.Certificates
 	store.Audit
+	store.LoginAttempts
 }
 
 // Service is the portal's use cases.
@@ -108,6 +126,10 @@ type Service struct {
 	// sessionChecks lets concurrent requests of one session share one
 	// Vault lookup (session.go).
 	sessionChecks checkGroup
+	// users caches the userpass mount's user list: a failed login's name is
+	// recorded verbatim only when it is a user the portal knows.
+	users     userCache
+	lastSweep atomic.Int64 // unix ms of the last sweep of stale login counts
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
@@ -125,8 +147,12 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	if o.DeniedWindow <= 0 {
 		o.DeniedWindow = time.Minute
 	}
+	if len(o.NameKey) == 0 {
+		o.NameKey = make([]byte, 32)
+		_, _ = rand.Read(o.NameKey)
+	}
 	return &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now,
-		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow),
+		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow, o.LoginNetworkLimits),
 		denied:   &deniedLimiter{window: o.DeniedWindow, open: map[string]*deniedWindow{}},
 		outbox:   &revocationOutbox{}}
 }
@@ -139,26 +165,29 @@ func (s *Service) Options() Options { return s.opts }
 var usernamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // Login checks username and password against Vault. Every failure of the
-// credentials themselves is the same error, so the page cannot be used to
-// learn which usernames exist.
-func (s *Service) Login(ctx context.Context, username, password string) (*Identity, error) {
-	username = strings.ToLower(strings.TrimSpace(username))
+// credentials themselves — an unknown name, a wrong password, a user Vault
+// has locked, a user without any portal policy — is the same error, after
+// the same time (LoginFailureFloor), so the page cannot be used to learn
+// which usernames exist or which password was right.
+func (s *Service) Login(ctx context.Context, username, password string) (id *Identity, err error) {
+	start := time.Now()
+	defer func() { s.padFailure(ctx, start, err) }()
+	username = NormalizeUsername(username)
 	failed := &Error{Code: EUnauthorized, Message: "error.login_failed"}
-	// A claimed name that is not a valid username is recorded as such, not
-	// verbatim: it may be a password typed into the wrong field.
-	claimed := username
-	if !usernamePattern.MatchString(username) {
-		claimed = "(invalid username)"
-	}
 	ip := RequestInfoFrom(ctx).ClientIP
+	// Once an attempt is let through it runs to the end whatever the client
+	// does: Vault checks and counts the password even if the client hangs
+	// up, so the portal must count and record it too.
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), loginTimeout)
+	defer cancel()
 	if v := s.throttle.attempt(ip, s.now()); !v.allowed {
 		// Refused before Vault is asked: the password is not tried at all.
 		// The first refusal in a window is recorded; recording every one
 		// would let one address fill the trail (the rest show as 429s in
 		// /metrics and the log).
 		if v.firstRefusal {
-			if err := s.record(ctx, s.newEvent(ctx, "", claimed, audit.ActionLogin, audit.OutcomeDenied, "",
-				map[string]string{"reason": "too many failed logins from this address; further attempts in this window are refused unrecorded"})); err != nil {
+			if err := s.record(bg, s.newEvent(ctx, "", s.recordedName(bg, username), audit.ActionLogin, audit.OutcomeDenied, "",
+				map[string]string{"reason": "too many failed logins from this address or network; further attempts in this window are refused unrecorded"})); err != nil {
 				return nil, err
 			}
 		}
@@ -166,43 +195,55 @@ func (s *Service) Login(ctx context.Context, username, password string) (*Identi
 	}
 	recordFailure := func(why string, cause error) error {
 		failed.Err = cause
-		if err := s.record(ctx, s.newEvent(ctx, "", claimed, audit.ActionLogin, audit.OutcomeFailure, "", map[string]string{"reason": why})); err != nil {
+		name := s.recordedName(bg, username)
+		s.log.InfoContext(ctx, "login failed", "user", name, "reason", why, "client_ip", ip)
+		if err := s.record(bg, s.newEvent(ctx, "", name, audit.ActionLogin, audit.OutcomeFailure, "", map[string]string{"reason": why})); err != nil {
 			return err
 		}
 		return failed
 	}
-	if claimed != username || password == "" || len(password) > 1024 {
+	if !usernamePattern.MatchString(username) || password == "" || len(password) > 1024 {
 		return nil, recordFailure("malformed", nil)
 	}
-	l, err := s.vault.LoginUserpass(ctx, s.opts.UserpassMount, username, password)
+	userKey, err := s.takeUserAttempt(bg, username)
+	if err != nil {
+		s.throttle.refund(ip, s.now())
+		return nil, err
+	}
+	l, err := s.vault.LoginUserpass(bg, s.opts.UserpassMount, username, password)
 	switch {
 	case errors.Is(err, vault.ErrInvalidCredentials):
 		return nil, recordFailure("invalid credentials", err)
 	case err != nil:
-		s.throttle.refund(ip, s.now()) // not a wrong password
+		// Not a wrong password: neither limit counts it.
+		s.throttle.refund(ip, s.now())
+		s.refundUserAttempt(bg, userKey)
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
 	}
-	s.throttle.refund(ip, s.now()) // the right password
 	roles := s.roles(l.Policies)
 	if len(roles) == 0 {
 		// Valid Vault credentials without any certportal policy: deny by
-		// default, and give the token back at once.
-		if rerr := s.vault.RevokeSelf(ctx, l.Token); rerr != nil {
+		// default, and give the token back at once. The answer is the one a
+		// wrong password gets, and it counts like one, or the page would
+		// confirm the password; the reason goes to the trail only.
+		if rerr := s.vault.RevokeSelf(bg, l.Token); rerr != nil {
 			s.log.WarnContext(ctx, "revoke token of user without portal access", "user", username, "err", rerr)
 		}
-		if err := s.record(ctx, s.newEvent(ctx, username, username, audit.ActionLogin, audit.OutcomeDenied, "", map[string]string{"reason": "no portal policy"})); err != nil {
+		if err := s.record(bg, s.newEvent(ctx, username, username, audit.ActionLogin, audit.OutcomeDenied, "", map[string]string{"reason": "no portal policy"})); err != nil {
 			return nil, err
 		}
-		return nil, &Error{Code: EForbidden, Message: "error.no_portal_access"}
+		return nil, failed
 	}
+	s.throttle.refund(ip, s.now()) // the right password
+	s.clearUserAttempts(bg, userKey)
 	roleNames := make([]string, len(roles))
 	for i, r := range roles {
 		roleNames[i] = string(r)
 	}
-	if err := s.record(ctx, s.newEvent(ctx, username, username, audit.ActionLogin, audit.OutcomeSuccess, "",
+	if err := s.record(bg, s.newEvent(ctx, username, username, audit.ActionLogin, audit.OutcomeSuccess, "",
 		map[string]string{"roles": strings.Join(roleNames, ",")})); err != nil {
 		// No audit record, no session: give the token back.
-		if rerr := s.vault.RevokeSelf(ctx, l.Token); rerr != nil {
+		if rerr := s.vault.RevokeSelf(bg, l.Token); rerr != nil {
 			s.log.ErrorContext(ctx, "revoke token after audit failure", "user", username, "err", rerr)
 		}
 		return nil, err

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -29,8 +30,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var pe *portal.Error
 		if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany) {
-			s.Logger.InfoContext(r.Context(), "login failed", "user", username, "code", string(pe.Code),
-				"client_ip", portal.RequestInfoFrom(r.Context()).ClientIP, "peer", r.RemoteAddr)
+			// No log line here: the username as typed may be a password.
+			// The service logs failures under the name it records.
 			setRetryAfter(w, pe)
 			p := s.newPage(r, "login.title")
 			p.Error = pe.Message
@@ -72,7 +73,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 // revokeQuietly gives back a token whose session could not be kept, so that
 // no valid token exists that no session knows of.
 func (s *Server) revokeQuietly(r *http.Request, id *portal.Identity) {
-	if err := s.Service.Logout(r.Context(), id); err != nil {
+	// Not cancelled with the request: a client that hung up must not leave
+	// the token valid.
+	if err := s.Service.Logout(context.WithoutCancel(r.Context()), id); err != nil {
 		s.Logger.WarnContext(r.Context(), "revoke orphaned token", "user", id.Username, "err", err)
 	}
 }
