@@ -170,6 +170,11 @@ type Certificates interface {
 	// StreamInventory calls fn for each of f's certificates, in serial
 	// order, without holding them all in memory (Limit is ignored).
 	StreamInventory(ctx context.Context, f InventoryFilter, fn func(*Certificate) error) error
+	// CertificatesBySerials returns the rows among serials that exist, in no
+	// particular order; unknown serials are simply absent. Reconciliation
+	// checks Vault's serials in batches with it, so no caller needs the
+	// whole inventory in memory; any number of serials is accepted.
+	CertificatesBySerials(ctx context.Context, serials []string) ([]*Certificate, error)
 }
 
 // AuditFilter selects audit events; zero fields select everything.

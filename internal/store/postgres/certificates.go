@@ -226,3 +226,32 @@ func (s *DB) SearchUsers(ctx context.Context, prefix string, at time.Time, limit
 	}
 	return out, nil
 }
+
+func (s *DB) CertificatesBySerials(ctx context.Context, serials []string) ([]*store.Certificate, error) {
+	if len(serials) == 0 {
+		return nil, nil
+	}
+	// One array parameter, one index lookup per element.
+	out, err := s.queryCerts(ctx, `SELECT `+certColumns+` FROM certificates WHERE serial = ANY($1)`, serials)
+	if err != nil {
+		return nil, fmt.Errorf("certificates by serials: %w", err)
+	}
+	return out, nil
+}
+
+func (s *DB) queryCerts(ctx context.Context, q string, args ...any) ([]*store.Certificate, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*store.Certificate
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

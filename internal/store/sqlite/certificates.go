@@ -210,3 +210,44 @@ func (s *DB) SearchUsers(ctx context.Context, prefix string, at time.Time, limit
 	}
 	return out, rows.Err()
 }
+
+// serialBatch bounds one IN list: far below SQLite's 32,766 bound variables,
+// and each batch is a primary-key lookup per serial.
+const serialBatch = 500
+
+func (s *DB) CertificatesBySerials(ctx context.Context, serials []string) ([]*store.Certificate, error) {
+	var out []*store.Certificate
+	for len(serials) > 0 {
+		n := min(len(serials), serialBatch)
+		batch := serials[:n]
+		serials = serials[n:]
+		args := make([]any, len(batch))
+		for i, v := range batch {
+			args[i] = v
+		}
+		q := `SELECT ` + certColumns + ` FROM certificates WHERE serial IN (?` + strings.Repeat(",?", len(batch)-1) + `)`
+		found, err := s.queryCerts(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("certificates by serials: %w", err)
+		}
+		out = append(out, found...)
+	}
+	return out, nil
+}
+
+func (s *DB) queryCerts(ctx context.Context, q string, args ...any) ([]*store.Certificate, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*store.Certificate
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

@@ -24,6 +24,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("certificates", func(t *testing.T) { testCertificates(t, open(t)) })
 	t.Run("concurrent inserts", func(t *testing.T) { testConcurrentInserts(t, open(t)) })
 	t.Run("inventory report", func(t *testing.T) { testInventory(t, open(t)) })
+	t.Run("certificates by serial, keyset", func(t *testing.T) { testCertificateScan(t, open(t)) })
 	t.Run("issuance reservations", func(t *testing.T) { testReservations(t, open(t)) })
 	t.Run("concurrent reservations", func(t *testing.T) { testConcurrentReservations(t, open(t)) })
 	t.Run("audit chain", func(t *testing.T) { testAudit(t, open(t)) })
@@ -726,5 +727,81 @@ func testConcurrentLoginAttempts(t *testing.T, s store.Store) {
 	wg.Wait()
 	if allowed != 5 || firsts != 1 {
 		t.Fatalf("%d of 40 concurrent attempts let through (want 5), %d first refusals (want 1)", allowed, firsts)
+	}
+}
+
+// testCertificateScan: reconciliation's two reads. Serials looked up in
+// batches larger than one SQL statement takes, and keyset pages over the
+// whole inventory in bytewise serial order, each row exactly once.
+func testCertificateScan(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 1234
+	want := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		serial := fmt.Sprintf("%02x:%02x", i/256, i%256)
+		want = append(want, serial)
+		c := cert(serial, fmt.Sprintf("user%d", i%7), t0, time.Hour)
+		if i%10 == 0 {
+			c.RevokedAt, c.RevokeReason, c.RevokedBy = t0.Add(time.Minute), "lost", "helen"
+		}
+		if err := s.InsertCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.CertificatesBySerials(ctx, nil); err != nil || len(got) != 0 {
+		t.Fatalf("no serials: %v %v", err, serials(got))
+	}
+	// Every other known serial plus as many unknown ones, 1,234 in all: more
+	// than one SQLite batch.
+	var ask []string
+	for i, serial := range want {
+		if i%2 == 0 {
+			ask = append(ask, serial)
+		} else {
+			ask = append(ask, "ff:"+serial)
+		}
+	}
+	got, err := s.CertificatesBySerials(ctx, ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]*store.Certificate{}
+	for _, c := range got {
+		found[c.Serial] = c
+	}
+	if len(got) != n/2 || len(found) != n/2 {
+		t.Fatalf("by serials: %d rows (%d distinct), want %d", len(got), len(found), n/2)
+	}
+	for i := 0; i < n; i += 2 {
+		c := found[want[i]]
+		if c == nil || c.Revoked() != (i%10 == 0) || c.Username != fmt.Sprintf("user%d", i%7) {
+			t.Fatalf("by serials: %s: %+v", want[i], c)
+		}
+	}
+
+	// Reconciliation walks the whole inventory with ListInventory pages.
+	var walked []string
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > n {
+			t.Fatal("keyset walk does not end")
+		}
+		page, err := s.ListInventory(ctx, store.InventoryFilter{At: t0, AfterSerial: after, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > 100 {
+			t.Fatalf("page of %d rows, limit 100", len(page))
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, c := range page {
+			walked = append(walked, c.Serial)
+		}
+		after = page[len(page)-1].Serial
+	}
+	if strings.Join(walked, ",") != strings.Join(want, ",") {
+		t.Fatalf("keyset walk: %d rows, first %v", len(walked), walked[:min(5, len(walked))])
 	}
 }
