@@ -4,18 +4,21 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/vault"
 )
 
 // AuditorVault is what reconciliation needs from the portal's identity.
 type AuditorVault interface {
 	ListCertificates(ctx context.Context, mount string) ([]string, error)
-	ReadCertificate(ctx context.Context, mount, serial string) (*x509.Certificate, error)
+	ListRevokedCertificates(ctx context.Context, mount string) ([]string, error)
+	ReadCertificate(ctx context.Context, mount, serial string) (*vault.StoredCertificate, error)
 }
 
 func (s *Service) requireAuditor(id *Identity) error {
@@ -237,70 +240,343 @@ func (s *Service) InventoryExport(ctx context.Context, id *Identity, f store.Inv
 	return nil
 }
 
-// VaultOnly is a certificate Vault holds that the portal never issued.
-type VaultOnly struct {
+// ReconcileEntry is one certificate in a reconciliation group.
+type ReconcileEntry struct {
 	Serial   string
-	Subject  string
+	Subject  string // the certificate's CN
 	NotAfter time.Time
+	// Revoked is Vault's state, except in InventoryOnly (Vault has no
+	// state there), where it is the inventory's. In StateMismatch the
+	// inventory says the opposite.
+	Revoked bool
 }
 
-// Reconciliation compares Vault's certificates with the inventory.
+// Reconciliation compares Vault's certificates with the inventory. A
+// certificate that is in both and in the same state appears in no group.
 type Reconciliation struct {
-	VaultOnly      []VaultOnly          // issued around the portal
-	InventoryOnly  []*store.Certificate // recorded but unknown to Vault
-	VaultTotal     int
-	InventoryTotal int
+	VaultOnly     []ReconcileEntry // issued around the portal
+	InventoryOnly []ReconcileEntry // recorded but unknown to Vault
+	StateMismatch []ReconcileEntry // in both, revoked on one side only
+	Known         []ReconcileEntry // not in the inventory, explained: the portal's own Nginx server certificates
+	// VaultTotal counts Vault's certificates other than CAs; InventoryTotal
+	// every inventory row.
+	VaultTotal, InventoryTotal int
 }
 
-// Reconcile lists certificates issued around the portal and inventory rows
-// Vault does not know. CA certificates in the mount are not user certificates
-// and are left out.
-func (s *Service) Reconcile(ctx context.Context, id *Identity) (*Reconciliation, error) {
-	if err := s.requireAuditor(id); err != nil {
-		return nil, err
+const (
+	// reconcileBatch Vault serials are looked up in the store at a time.
+	reconcileBatch = 500
+	// reconcilePage inventory rows are read at a time (keyset on serial;
+	// ListInventory's largest page).
+	reconcilePage = 1000
+)
+
+// vaultSerial turns a serial as Vault lists it (aa-bb-… or aa:bb:…) into
+// the inventory's form.
+func vaultSerial(raw string) string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimSpace(raw), "-", ":"))
+}
+
+// isServerCertificate reports whether c is a TLS server certificate that
+// cannot authenticate a client: serverAuth without clientAuth (or "any"),
+// as the nginx-server role issues them. Nginx refuses such a certificate as
+// a client certificate, so it is not a way into the protected site.
+// Decided on the certificate itself, not the mount or role it came from, so
+// it holds wherever the server certificates are issued.
+func isServerCertificate(c *x509.Certificate) bool {
+	if c.IsCA {
+		return false
 	}
+	server, client := false, false
+	for _, u := range c.ExtKeyUsage {
+		switch u {
+		case x509.ExtKeyUsageServerAuth:
+			server = true
+		case x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageAny:
+			client = true
+		}
+	}
+	return server && !client
+}
+
+func (s *Service) auditorVault() (AuditorVault, error) {
 	av, ok := s.service.(AuditorVault)
 	if !ok {
 		return nil, errors.New("reconcile: service identity cannot list certificates")
 	}
-	serials, err := av.ListCertificates(ctx, s.opts.PKIMount)
+	return av, nil
+}
+
+// Reconcile compares Vault's certificates with the inventory: presence
+// (vault_only, inventory_only) and revocation state (state_mismatch). CA
+// certificates in the mount are not user certificates and are left out;
+// the portal's own server certificates are listed as known.
+//
+// Memory holds Vault's serials and the differences found, never the whole
+// inventory: Vault's serials are checked against the store in batches, and
+// the inventory is walked in keyset pages against the set of Vault serials.
+func (s *Service) Reconcile(ctx context.Context, id *Identity) (*Reconciliation, error) {
+	if err := s.requireAuditor(id); err != nil {
+		return nil, err
+	}
+	av, err := s.auditorVault()
+	if err != nil {
+		return nil, err
+	}
+	mount := s.opts.PKIMount
+	raw, err := av.ListCertificates(ctx, mount)
 	if err != nil {
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
 	}
-	rows, err := s.store.ListCertificates(ctx, store.CertificateFilter{Limit: maxReportRows})
+	inVault := make(map[string]struct{}, len(raw))
+	serials := make([]string, 0, len(raw))
+	for _, r := range raw {
+		serial := vaultSerial(r)
+		if _, dup := inVault[serial]; !dup {
+			inVault[serial] = struct{}{}
+			serials = append(serials, serial)
+		}
+	}
+	revoked, err := s.vaultRevoked(ctx, av)
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, err
 	}
-	inInventory := map[string]*store.Certificate{}
-	for _, c := range rows {
-		inInventory[c.Serial] = c
-	}
-	rec := &Reconciliation{VaultTotal: len(serials), InventoryTotal: len(rows)}
-	inVault := map[string]bool{}
-	for _, raw := range serials {
-		serial := strings.ToLower(strings.ReplaceAll(raw, "-", ":"))
-		inVault[serial] = true
-		if inInventory[serial] != nil {
-			continue
-		}
-		cert, err := av.ReadCertificate(ctx, s.opts.PKIMount, serial)
+	vaultErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err} }
+	storeErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err} }
+
+	rec := &Reconciliation{VaultOnly: []ReconcileEntry{}, InventoryOnly: []ReconcileEntry{}, StateMismatch: []ReconcileEntry{}, Known: []ReconcileEntry{}}
+	for start := 0; start < len(serials); start += reconcileBatch {
+		batch := serials[start:min(start+reconcileBatch, len(serials))]
+		rows, err := s.store.CertificatesBySerials(ctx, batch)
 		if err != nil {
-			return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+			return nil, storeErr(err)
 		}
-		if cert.IsCA {
-			rec.VaultTotal--
-			continue
+		recorded := make(map[string]*store.Certificate, len(rows))
+		for _, c := range rows {
+			recorded[c.Serial] = c
 		}
-		rec.VaultOnly = append(rec.VaultOnly, VaultOnly{Serial: serial, Subject: cert.Subject.CommonName, NotAfter: cert.NotAfter})
+		for _, serial := range batch {
+			if c := recorded[serial]; c != nil {
+				rec.VaultTotal++
+				m, err := s.mismatch(ctx, av, c, revoked)
+				if err != nil {
+					return nil, err
+				}
+				if m != nil {
+					rec.StateMismatch = append(rec.StateMismatch, *m)
+				}
+				continue
+			}
+			cert, err := av.ReadCertificate(ctx, mount, serial)
+			if errors.Is(err, vault.ErrNotFound) {
+				continue // tidied away since the list
+			}
+			if err != nil {
+				return nil, vaultErr(err)
+			}
+			if cert.IsCA {
+				continue
+			}
+			rec.VaultTotal++
+			e := ReconcileEntry{Serial: serial, Subject: cert.Subject.CommonName, NotAfter: cert.NotAfter, Revoked: !cert.RevokedAt.IsZero()}
+			if isServerCertificate(cert.Certificate) {
+				rec.Known = append(rec.Known, e)
+			} else {
+				rec.VaultOnly = append(rec.VaultOnly, e)
+			}
+		}
 	}
-	for _, c := range rows {
-		if !inVault[c.Serial] {
-			rec.InventoryOnly = append(rec.InventoryOnly, c)
+	now := s.now()
+	for after := ""; ; {
+		page, err := s.store.ListInventory(ctx, store.InventoryFilter{At: now, AfterSerial: after, Limit: reconcilePage})
+		if err != nil {
+			return nil, storeErr(err)
 		}
+		if len(page) == 0 {
+			break
+		}
+		for _, c := range page {
+			rec.InventoryTotal++
+			if _, ok := inVault[c.Serial]; !ok {
+				rec.InventoryOnly = append(rec.InventoryOnly, ReconcileEntry{Serial: c.Serial, Subject: c.Subject, NotAfter: c.NotAfter, Revoked: c.Revoked()})
+			}
+		}
+		after = page[len(page)-1].Serial
 	}
 	if err := s.record(ctx, s.newEvent(ctx, id.Username, "", audit.ActionReconcile, audit.OutcomeSuccess, "", map[string]string{
-		"vault_only": itoa(len(rec.VaultOnly)), "inventory_only": itoa(len(rec.InventoryOnly))})); err != nil {
+		"vault_only": itoa(len(rec.VaultOnly)), "inventory_only": itoa(len(rec.InventoryOnly)),
+		"state_mismatch": itoa(len(rec.StateMismatch)), "known": itoa(len(rec.Known)),
+		"vault_total": itoa(rec.VaultTotal), "inventory_total": itoa(rec.InventoryTotal)})); err != nil {
 		return nil, err
 	}
 	return rec, nil
+}
+
+// vaultRevoked lists Vault's revoked serials in one call. A service policy
+// from before LIST <pki>/certs/revoked was granted gets nil: mismatch then
+// reads each certificate's revocation_time instead (slower, same answer).
+func (s *Service) vaultRevoked(ctx context.Context, av AuditorVault) (map[string]struct{}, error) {
+	raw, err := av.ListRevokedCertificates(ctx, s.opts.PKIMount)
+	if errors.Is(err, vault.ErrPermissionDenied) {
+		s.log.WarnContext(ctx, "reconcile: the service policy lacks list on "+s.opts.PKIMount+"/certs/revoked (rerun certportal setup); reading each certificate instead", "err", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	out := make(map[string]struct{}, len(raw))
+	for _, r := range raw {
+		out[vaultSerial(r)] = struct{}{}
+	}
+	return out, nil
+}
+
+// mismatch compares one recorded certificate's revocation with Vault's. A
+// difference seen in the revoked list is confirmed from Vault and the store
+// once more, so a revocation in flight (Vault first, then the record) is not
+// reported.
+func (s *Service) mismatch(ctx context.Context, av AuditorVault, c *store.Certificate, revoked map[string]struct{}) (*ReconcileEntry, error) {
+	if revoked != nil {
+		if _, inVault := revoked[c.Serial]; inVault == c.Revoked() {
+			return nil, nil
+		}
+	}
+	cert, err := av.ReadCertificate(ctx, s.opts.PKIMount, c.Serial)
+	if errors.Is(err, vault.ErrNotFound) {
+		return nil, nil // gone since the list; the next run shows it as inventory_only
+	}
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	inVault := !cert.RevokedAt.IsZero()
+	if inVault == c.Revoked() {
+		return nil, nil
+	}
+	if revoked != nil {
+		now, err := s.store.GetCertificate(ctx, c.Serial)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		}
+		if now != nil && now.Revoked() == inVault {
+			return nil, nil
+		}
+	}
+	return &ReconcileEntry{Serial: c.Serial, Subject: c.Subject, NotAfter: c.NotAfter, Revoked: inVault}, nil
+}
+
+// VaultCertificate is a certificate Vault holds that the inventory does
+// not, as the helpdesk sees it before revoking it.
+type VaultCertificate struct {
+	Serial    string
+	Subject   string
+	DNSNames  []string
+	Emails    []string
+	NotBefore time.Time
+	NotAfter  time.Time
+	Revoked   bool
+	// Server: serverAuth without clientAuth, most likely the portal's own
+	// Nginx certificate; revoking it takes the protected site down.
+	Server bool
+}
+
+// VaultOnlyCertificate loads a certificate for the helpdesk's revoke page:
+// it must be in Vault and not in the inventory (those are revoked from the
+// user's page, on their row), and not a CA.
+func (s *Service) VaultOnlyCertificate(ctx context.Context, actor *Identity, serial string) (*VaultCertificate, error) {
+	if actor == nil || !actor.Has(RoleHelpdesk) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	// Vault's own form (aa-bb-…) is accepted too: it is what Vault lists.
+	serial, err := NormalizeSerial(vaultSerial(serial))
+	if err != nil {
+		return nil, err
+	}
+	av, err := s.auditorVault()
+	if err != nil {
+		return nil, err
+	}
+	switch _, err := s.store.GetCertificate(ctx, serial); {
+	case err == nil:
+		return nil, &Error{Code: EInvalid, Field: "serial", Message: "error.vault_cert_in_inventory"}
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	cert, err := av.ReadCertificate(ctx, s.opts.PKIMount, serial)
+	if errors.Is(err, vault.ErrNotFound) {
+		return nil, &Error{Code: ENotFound, Message: "error.certificate_not_found"}
+	}
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	if cert.IsCA {
+		// Never from this page: revoking the issuing CA would end every
+		// certificate at once. That is a Vault operator's job.
+		return nil, &Error{Code: EInvalid, Field: "serial", Message: "error.vault_cert_ca"}
+	}
+	return &VaultCertificate{Serial: serial, Subject: cert.Subject.CommonName, DNSNames: cert.DNSNames, Emails: cert.EmailAddresses,
+		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Revoked: !cert.RevokedAt.IsZero(), Server: isServerCertificate(cert.Certificate)}, nil
+}
+
+// RevokeVaultOnly revokes, with the portal's identity, a certificate Vault
+// holds that the portal never issued (one reconciliation lists as
+// vault_only), with a reason and a ticket, on the record. It checks again
+// that the serial is not in the inventory and not a CA; a server
+// certificate goes only with confirmServer, a deliberate second choice.
+// No inventory row is written: the trail is the record.
+func (s *Service) RevokeVaultOnly(ctx context.Context, actor *Identity, serial, reason, ticket string, confirmServer bool) (*VaultCertificate, error) {
+	if actor == nil || !actor.Has(RoleHelpdesk) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	serial, err := NormalizeSerial(vaultSerial(serial))
+	if err != nil {
+		return nil, err
+	}
+	// Every field is checked before Vault is asked anything.
+	if !slices.Contains(HelpdeskReasons, reason) {
+		return nil, Invalid("reason", "error.reason_invalid")
+	}
+	if ticket, err = validTicket(ticket); err != nil {
+		return nil, err
+	}
+	vc, err := s.VaultOnlyCertificate(ctx, actor, serial)
+	if err != nil {
+		return nil, err
+	}
+	if vc.Revoked {
+		return vc, &Error{Code: EInvalid, Field: "serial", Message: "error.already_revoked"}
+	}
+	if vc.Server && !confirmServer {
+		return vc, Invalid("confirm_server", "error.vault_cert_confirm")
+	}
+	details := map[string]string{"reason": reason, "ticket": ticket, "subject": vc.Subject, "inventory": "none"}
+	if vc.Server {
+		details["server_certificate"] = "true"
+	}
+	user := s.userOf(vc.Subject)
+	if err := s.service.Revoke(ctx, s.opts.PKIMount, serial); err != nil {
+		if aerr := s.record(ctx, s.newEvent(ctx, actor.Username, user, audit.ActionRevoke, audit.OutcomeFailure, serial, details)); aerr != nil {
+			s.log.ErrorContext(ctx, "audit write failed for a failed revocation", "serial", serial, "err", aerr)
+		}
+		return vc, &Error{Code: EUnavailable, Message: "error.vault_unavailable_revoke", Err: err}
+	}
+	if err := s.record(ctx, s.newEvent(ctx, actor.Username, user, audit.ActionRevoke, audit.OutcomeSuccess, serial, details)); err != nil {
+		// Revoked but not on the record: reconciliation still lists it as
+		// vault_only, now revoked, and the log says who did it.
+		s.log.ErrorContext(ctx, "vault-only certificate revoked but not recorded", "serial", serial, "by", actor.Username, "err", err)
+		return vc, err
+	}
+	s.opts.Metrics.Revoked(reason)
+	s.log.InfoContext(ctx, "vault-only certificate revoked", "serial", serial, "subject", vc.Subject, "by", actor.Username, "reason", reason, "ticket", ticket)
+	vc.Revoked = true
+	return vc, nil
+}
+
+// userOf is the portal user a certificate's CN names (<user>@<domain>),
+// for the trail's subject column; "" when it names none.
+func (s *Service) userOf(cn string) string {
+	user, ok := strings.CutSuffix(cn, "@"+s.opts.EmailDomain)
+	if !ok || !usernamePattern.MatchString(user) {
+		return ""
+	}
+	return user
 }

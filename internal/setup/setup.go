@@ -821,7 +821,10 @@ path %q {
 path %q {
   capabilities = ["list"]
 }
-`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users")
+path %q {
+  capabilities = ["list"]
+}
+`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users", o.PKIMount+"/certs/revoked")
 }
 
 func (r *run) policies(ctx context.Context) error {

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"bufio"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -426,13 +427,104 @@ func (s *Server) auditInventoryExport(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// reconcileShown bounds each group on the HTML page; the JSON form always
+// carries every entry.
+const reconcileShown = 1000
+
+// auditReconcile shows the reconciliation, or with ?format=json streams it
+// for scripts: {"vault_only": [...], "inventory_only": [...],
+// "state_mismatch": [...], "known": [...]}, each entry
+// {serial, subject, not_after (RFC 3339), revoked}.
 func (s *Server) auditReconcile(w http.ResponseWriter, r *http.Request) {
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "json" && format != "html" {
+		s.failStatus(w, r, http.StatusBadRequest, "error.filter_invalid")
+		return
+	}
 	p := s.newPage(r, "audit.reconcile")
 	rec, err := s.Service.Reconcile(r.Context(), p.User)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	if format == "json" {
+		s.reconcileJSON(w, r, rec)
+		return
+	}
 	p.Reconcile = rec
+	p.ReconcileGroups = []reconcileGroup{
+		newReconcileGroup("vault-only", "audit.vault_only", "audit.vault_only_hint", rec.VaultOnly, true),
+		newReconcileGroup("state-mismatch", "audit.state_mismatch", "audit.state_mismatch_hint", rec.StateMismatch, false),
+		newReconcileGroup("inventory-only", "audit.inventory_only", "audit.inventory_only_hint", rec.InventoryOnly, false),
+		newReconcileGroup("known", "audit.known", "audit.known_hint", rec.Known, false),
+	}
 	s.render(w, r, http.StatusOK, "audit_reconcile", p)
+}
+
+// reconcileGroup is one table of the reconciliation page.
+type reconcileGroup struct {
+	ID, Title, Hint string
+	Entries         []portal.ReconcileEntry
+	Total, Hidden   int
+	RevokeLinks     bool // rows link to the helpdesk page that revokes them
+	Mismatch        bool // rows say which side holds which state
+}
+
+func newReconcileGroup(id, title, hint string, entries []portal.ReconcileEntry, links bool) reconcileGroup {
+	g := reconcileGroup{ID: id, Title: title, Hint: hint, Entries: entries, Total: len(entries), RevokeLinks: links, Mismatch: id == "state-mismatch"}
+	if len(entries) > reconcileShown {
+		g.Entries, g.Hidden = entries[:reconcileShown], len(entries)-reconcileShown
+	}
+	return g
+}
+
+type jsonReconcileEntry struct {
+	Serial   string `json:"serial"`
+	Subject  string `json:"subject"`
+	NotAfter string `json:"not_after"`
+	Revoked  bool   `json:"revoked"`
+}
+
+// reconcileJSON writes the four lists entry by entry, so a large
+// difference is never a second copy in memory.
+func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, rec *portal.Reconciliation) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	groups := []struct {
+		key     string
+		entries []portal.ReconcileEntry
+	}{{"vault_only", rec.VaultOnly}, {"inventory_only", rec.InventoryOnly}, {"state_mismatch", rec.StateMismatch}, {"known", rec.Known}}
+	err := func() error {
+		bw.WriteString("{")
+		for i, g := range groups {
+			if i > 0 {
+				bw.WriteString(",")
+			}
+			bw.WriteString("\n" + strconv.Quote(g.key) + ":[")
+			for j, e := range g.entries {
+				if j > 0 {
+					bw.WriteString(",")
+				}
+				b, err := json.Marshal(jsonReconcileEntry{Serial: e.Serial, Subject: e.Subject, NotAfter: e.NotAfter.UTC().Format(time.RFC3339), Revoked: e.Revoked})
+				if err != nil {
+					return err
+				}
+				bw.WriteString("\n")
+				if _, err := bw.Write(b); err != nil {
+					return err
+				}
+			}
+			bw.WriteString("]")
+		}
+		bw.WriteString("\n}\n")
+		return bw.Flush()
+	}()
+	if err != nil {
+		// Headers are gone; cut the stream so the client sees it incomplete.
+		s.Logger.ErrorContext(r.Context(), "reconcile json interrupted", "err", err)
+		panic(http.ErrAbortHandler)
+	}
 }

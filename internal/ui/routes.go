@@ -63,6 +63,10 @@ func (s *Server) routes() *chi.Mux {
 				r.Get("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevokeForm(true))
 				r.Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
 				r.Post("/helpdesk/users/{username}/certificates", s.helpdeskIssue)
+				// Certificates Vault holds that the portal never issued
+				// (reconciliation's vault_only).
+				r.Get("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevokeForm)
+				r.Post("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevoke)
 			})
 
 			r.Group(func(r chi.Router) {

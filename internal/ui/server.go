@@ -64,7 +64,7 @@ type Server struct {
 	lastProxyWarning atomic.Int64
 }
 
-var pageNames = []string{"login", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "error"}
+var pageNames = []string{"login", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "helpdesk_vault_revoke", "error"}
 
 // New parses every template (a broken or missing template fails here, at
 // start-up, not on a user's request) and returns the routed handler.
@@ -172,6 +172,10 @@ type page struct {
 	InvNext   string // serial the next page starts after; "" on the last
 	InvAt     time.Time
 	Reconcile *portal.Reconciliation
+	// reconciliation page groups, and the helpdesk page that revokes a
+	// certificate the portal never issued
+	ReconcileGroups []reconcileGroup
+	VaultCert       *portal.VaultCertificate
 }
 
 // pagePair lets a row template reach both the page and its row.

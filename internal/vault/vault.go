@@ -27,6 +27,7 @@ var (
 	ErrPermissionDenied   = errors.New("vault: permission denied")
 	ErrRefused            = errors.New("vault: request refused")
 	ErrUnavailable        = errors.New("vault: unavailable")
+	ErrNotFound           = errors.New("vault: not found")
 )
 
 // Config says how to reach Vault.
