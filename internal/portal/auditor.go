@@ -553,6 +553,11 @@ func (s *Service) RevokeVaultOnly(ctx context.Context, actor *Identity, serial, 
 		details["server_certificate"] = "true"
 	}
 	user := s.userOf(vc.Subject)
+	// As every revocation: the intent is on the record before Vault is
+	// asked, or Vault is not asked (fail closed).
+	if err := s.record(ctx, s.newEvent(ctx, actor.Username, user, audit.ActionRevoke, audit.OutcomeIntent, serial, details)); err != nil {
+		return vc, err
+	}
 	if err := s.service.Revoke(ctx, s.opts.PKIMount, serial); err != nil {
 		if aerr := s.record(ctx, s.newEvent(ctx, actor.Username, user, audit.ActionRevoke, audit.OutcomeFailure, serial, details)); aerr != nil {
 			s.log.ErrorContext(ctx, "audit write failed for a failed revocation", "serial", serial, "err", aerr)
@@ -560,8 +565,10 @@ func (s *Service) RevokeVaultOnly(ctx context.Context, actor *Identity, serial, 
 		return vc, &Error{Code: EUnavailable, Message: "error.vault_unavailable_revoke", Err: err}
 	}
 	if err := s.record(ctx, s.newEvent(ctx, actor.Username, user, audit.ActionRevoke, audit.OutcomeSuccess, serial, details)); err != nil {
-		// Revoked but not on the record: reconciliation still lists it as
-		// vault_only, now revoked, and the log says who did it.
+		// Revoked, its intent on the record but not its outcome:
+		// reconciliation lists it as vault_only, now revoked, and the log
+		// says who did it. (There is no inventory row for the outbox to
+		// retry.)
 		s.log.ErrorContext(ctx, "vault-only certificate revoked but not recorded", "serial", serial, "by", actor.Username, "err", err)
 		return vc, err
 	}
