@@ -64,6 +64,10 @@ type Certificate struct {
 	RevokeReason string
 	RevokedBy    string
 	Ticket       string // helpdesk ticket reference for a revocation
+
+	// Label is the user's own name for the certificate ("work laptop"),
+	// so that several look different in lists and file names; may be empty.
+	Label string
 }
 
 // Revoked reports whether the certificate has been revoked.

@@ -13,7 +13,7 @@ import (
 )
 
 const certColumns = `serial, username, subject, key_type, encryption, issued_by, issued_at, not_after,
-	revoked_at, revoke_reason, revoked_by, ticket`
+	revoked_at, revoke_reason, revoked_by, ticket, label`
 
 func (s *DB) InsertCertificate(ctx context.Context, c *store.Certificate) error {
 	return insertCertificate(ctx, s.pool, c)
@@ -21,9 +21,9 @@ func (s *DB) InsertCertificate(ctx context.Context, c *store.Certificate) error 
 
 // insertCertificate runs on the pool or inside RecordIssuance's transaction.
 func insertCertificate(ctx context.Context, q querier, c *store.Certificate) error {
-	_, err := q.Exec(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
+	_, err := q.Exec(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)`,
 		c.Serial, c.Username, c.Subject, c.KeyType, c.Encryption, c.IssuedBy,
-		ms(c.IssuedAt), ms(c.NotAfter), nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket)
+		ms(c.IssuedAt), ms(c.NotAfter), nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket, c.Label)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("insert certificate %s: %w", c.Serial, store.ErrConflict)
@@ -46,7 +46,7 @@ func scanCert(r pgx.Row) (*store.Certificate, error) {
 	var c store.Certificate
 	var revoked *time.Time
 	if err := r.Scan(&c.Serial, &c.Username, &c.Subject, &c.KeyType, &c.Encryption, &c.IssuedBy, &c.IssuedAt, &c.NotAfter,
-		&revoked, &c.RevokeReason, &c.RevokedBy, &c.Ticket); err != nil {
+		&revoked, &c.RevokeReason, &c.RevokedBy, &c.Ticket, &c.Label); err != nil {
 		return nil, err
 	}
 	if revoked != nil {

@@ -158,6 +158,8 @@ var migrations = []string{
 		decision integer NOT NULL
 	)`,
 	`CREATE INDEX login_attempts_last_at ON login_attempts(last_at)`,
+	// The user's own name for a certificate (issue 10); '' for older rows.
+	`ALTER TABLE certificates ADD COLUMN label text NOT NULL DEFAULT ''`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

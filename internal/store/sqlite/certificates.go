@@ -13,16 +13,16 @@ import (
 )
 
 const certColumns = `serial, username, subject, key_type, encryption, issued_by, issued_at, not_after,
-	revoked_at, revoke_reason, revoked_by, ticket`
+	revoked_at, revoke_reason, revoked_by, ticket, label`
 
 func (s *DB) InsertCertificate(ctx context.Context, c *store.Certificate) error {
 	return insertCertificate(ctx, s.db, c)
 }
 
 func insertCertificate(ctx context.Context, x execer, c *store.Certificate) error {
-	_, err := x.ExecContext(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := x.ExecContext(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.Serial, c.Username, c.Subject, c.KeyType, c.Encryption, c.IssuedBy,
-		c.IssuedAt.UnixMilli(), c.NotAfter.UnixMilli(), nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket)
+		c.IssuedAt.UnixMilli(), c.NotAfter.UnixMilli(), nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket, c.Label)
 	if err != nil {
 		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
 			return fmt.Errorf("insert certificate %s: %w", c.Serial, store.ErrConflict)
@@ -46,7 +46,7 @@ func scanCert(r scanner) (*store.Certificate, error) {
 	var issued, notAfter int64
 	var revoked sql.NullInt64
 	if err := r.Scan(&c.Serial, &c.Username, &c.Subject, &c.KeyType, &c.Encryption, &c.IssuedBy, &issued, &notAfter,
-		&revoked, &c.RevokeReason, &c.RevokedBy, &c.Ticket); err != nil {
+		&revoked, &c.RevokeReason, &c.RevokedBy, &c.Ticket, &c.Label); err != nil {
 		return nil, err
 	}
 	c.IssuedAt, c.NotAfter = time.UnixMilli(issued), time.UnixMilli(notAfter)

@@ -195,6 +195,8 @@ var migrations = []string{
 		decision INTEGER NOT NULL
 	)`,
 	`CREATE INDEX login_attempts_last_at ON login_attempts(last_at)`,
+	// The user's own name for a certificate (issue 10); '' for older rows.
+	`ALTER TABLE certificates ADD COLUMN label TEXT NOT NULL DEFAULT ''`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself; the

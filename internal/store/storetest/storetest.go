@@ -32,6 +32,41 @@ func Run(t *testing.T, open Open) {
 	t.Run("concurrent audit appends", func(t *testing.T) { testConcurrentAudit(t, open(t)) })
 	t.Run("login attempts", func(t *testing.T) { testLoginAttempts(t, open(t)) })
 	t.Run("concurrent login attempts", func(t *testing.T) { testConcurrentLoginAttempts(t, open(t)) })
+	t.Run("certificate labels", func(t *testing.T) { testCertificateLabels(t, open(t)) })
+}
+
+// testCertificateLabels: the user's name for a certificate round-trips
+// exactly (any script), through the issuance transaction too, and a row
+// without one reads back empty.
+func testCertificateLabels(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	labelled := cert("1a:01", "alice", t0, 30*24*time.Hour)
+	labelled.Label = "업무 노트북 — work laptop"
+	if err := s.InsertCertificate(ctx, labelled); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertCertificate(ctx, cert("1a:02", "alice", t0.Add(time.Minute), 30*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	viaIssuance := cert("1a:03", "alice", t0.Add(2*time.Minute), 30*24*time.Hour)
+	viaIssuance.Label = "phone"
+	if err := s.RecordIssuance(ctx, "", viaIssuance, event("alice", audit.ActionIssue, audit.OutcomeSuccess, t0)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetCertificate(ctx, "1a:01")
+	if err != nil || got.Label != labelled.Label {
+		t.Fatalf("get labelled: %v %+v", err, got)
+	}
+	list, err := s.ListCertificates(ctx, store.CertificateFilter{Username: "alice"})
+	if err != nil || len(list) != 3 {
+		t.Fatalf("list: %v %v", err, serials(list))
+	}
+	want := map[string]string{"1a:01": labelled.Label, "1a:02": "", "1a:03": "phone"}
+	for _, c := range list {
+		if c.Label != want[c.Serial] {
+			t.Errorf("%s: label %q, want %q", c.Serial, c.Label, want[c.Serial])
+		}
+	}
 }
 
 func event(actor, action, outcome string, at time.Time) *audit.Event {
