@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"errors"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
@@ -17,13 +18,34 @@ import (
 // (at most 20 bytes, RFC 5280). Anything else is refused before any lookup.
 var serialPattern = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){0,19}$`)
 
-// NormalizeSerial accepts upper or lower case and returns Vault's form.
+// hexPattern is a serial with its separators taken out.
+var hexPattern = regexp.MustCompile(`^([0-9a-f]{2}){1,20}$`)
+
+// NormalizeSerial returns Vault's form of a serial typed or pasted in any
+// of the forms people meet it in: Vault's ("3a:0f:…"), upper case, without
+// separators as nginx's $ssl_client_serial and openssl print it
+// ("3A0F…"), or with dashes or spaces between the pairs.
 func NormalizeSerial(s string) (string, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
-	if !serialPattern.MatchString(s) {
+	if serialPattern.MatchString(s) {
+		return s, nil
+	}
+	s = strings.TrimPrefix(s, "0x")
+	bare := strings.Map(func(r rune) rune {
+		switch r {
+		case ':', '-', ' ':
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > 3*20 || !hexPattern.MatchString(bare) {
 		return "", Invalid("serial", "error.serial_invalid")
 	}
-	return s, nil
+	pairs := make([]string, 0, len(bare)/2)
+	for i := 0; i < len(bare); i += 2 {
+		pairs = append(pairs, bare[i:i+2])
+	}
+	return strings.Join(pairs, ":"), nil
 }
 
 // Revocation reasons a user or the helpdesk may give (RFC 5280 names).
@@ -53,7 +75,9 @@ func (s *Service) view(c *store.Certificate) CertificateView { return s.viewAt(c
 
 // viewAt derives the certificate's status at now (a report's moment).
 func (s *Service) viewAt(c *store.Certificate, now time.Time) CertificateView {
-	v := CertificateView{Certificate: c, DaysLeft: int(c.NotAfter.Sub(now).Hours() / 24)}
+	// Days left round up: a certificate issued a moment ago for one day
+	// has one day left, not zero.
+	v := CertificateView{Certificate: c, DaysLeft: int(math.Ceil(c.NotAfter.Sub(now).Hours() / 24))}
 	switch {
 	case c.Revoked():
 		v.Status = StatusRevoked
@@ -421,6 +445,7 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 	if err != nil {
 		return nil, err
 	}
+	label, _ := ValidLabel(req.Label) // checked by Validate
 	// A certificate for a name nobody logs in with would be one nobody
 	// can be held to: the user must exist in Vault.
 	users, err := s.service.ListUsers(ctx, s.opts.UserpassMount)
@@ -437,7 +462,7 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 	return s.issue(ctx, issuance{
 		token: actor.Token, role: s.opts.OnBehalfRole, actor: actor.Username, username: username,
 		action: audit.ActionIssueOnBehalf, details: map[string]string{"ticket": ticket},
-		ttl: ttl, enc: enc, password: req.Password, reservation: reservation,
+		ttl: ttl, enc: enc, password: req.Password, reservation: reservation, label: label,
 	})
 }
 

@@ -292,6 +292,7 @@ type IssueRequest struct {
 	Encryption      string // modern or compat
 	RenewSerial     string // renewing this certificate of the user's
 	RevokeOld       bool   // and revoking it once the new one is issued
+	Label           string // the user's name for it, optional (ValidLabel)
 }
 
 // Validate checks the form against the offered options and returns the
@@ -320,13 +321,19 @@ func (r IssueRequest) Validate(o Options) (time.Duration, bundle.Encryption, err
 	if r.Password != r.PasswordConfirm {
 		return 0, "", Invalid("password_confirm", "error.password_mismatch")
 	}
+	if _, err := ValidLabel(r.Label); err != nil {
+		return 0, "", err
+	}
 	return ttl, enc, nil
 }
 
 // Download is a freshly built .p12.
 type Download struct {
 	Username   string // whose identity the certificate carries
-	Filename   string
+	Filename   string // DownloadName: may hold the label's non-ASCII letters
+	ASCIIName  string // the same in ASCII, for Content-Disposition's filename=
+	Label      string
+	IssuedAt   time.Time
 	Data       []byte
 	Serial     string
 	Subject    string
@@ -353,6 +360,7 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 	if err != nil {
 		return nil, err
 	}
+	label, _ := ValidLabel(req.Label) // checked by Validate
 	var old *store.Certificate
 	if req.RenewSerial != "" {
 		if old, err = s.ownCertificate(ctx, id, req.RenewSerial); err != nil {
@@ -370,7 +378,7 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 	return s.issue(ctx, issuance{
 		token: id.Token, role: s.opts.Role, actor: id.Username, username: id.Username, action: audit.ActionIssue,
 		ttl: ttl, enc: enc, password: req.Password, renews: req.RenewSerial, revokeOld: old != nil && req.RevokeOld, old: old,
-		reservation: reservation,
+		reservation: reservation, label: label,
 	})
 }
 
@@ -421,6 +429,7 @@ type issuance struct {
 	revokeOld       bool
 	old             *store.Certificate
 	reservation     string // the place under the cap taken for this issuance
+	label           string // valid (ValidLabel)
 }
 
 func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
@@ -445,6 +454,7 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	row := &store.Certificate{
 		Serial: issued.Serial, Username: in.username, Subject: subject, KeyType: keyType(issued),
 		Encryption: string(in.enc), IssuedBy: in.actor, IssuedAt: s.now(), NotAfter: issued.Certificate.NotAfter,
+		Label: in.label,
 	}
 	// The .p12 key derivation (about 0.8 ms of CPU) runs while the inventory
 	// and audit record commits (an fsync): the user waits for the slower of
@@ -461,6 +471,7 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	details := map[string]string{
 		"subject": subject, "not_before": fmtTime(issued.Certificate.NotBefore), "not_after": fmtTime(issued.Certificate.NotAfter),
 		"ttl": in.ttl.String(), "key_type": row.KeyType, "encryption": string(in.enc), "renews": in.renews,
+		"label": in.label,
 	}
 	for k, v := range in.details {
 		details[k] = v
@@ -493,9 +504,13 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 			s.log.WarnContext(ctx, "renew: old certificate not revoked", "serial", in.old.Serial, "err", err)
 		}
 	}
+	name, ascii := DownloadName(subject, in.label, row.IssuedAt)
 	return &Download{
 		Username:   in.username,
-		Filename:   subject + ".p12",
+		Filename:   name,
+		ASCIIName:  ascii,
+		Label:      in.label,
+		IssuedAt:   row.IssuedAt,
 		Data:       p12.data,
 		Serial:     issued.Serial,
 		Subject:    subject,

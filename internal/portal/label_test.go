@@ -1,0 +1,74 @@
+package portal
+
+import (
+	"mime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNormalizeSerialForms(t *testing.T) {
+	const vault = "3a:0f:9c:01"
+	for _, tt := range []struct{ name, in, want string }{
+		{"vault form", "3a:0f:9c:01", vault},
+		{"upper case", "3A:0F:9C:01", vault},
+		{"nginx $ssl_client_serial", "3A0F9C01", vault},
+		{"dashes", "3a-0f-9c-01", vault},
+		{"spaces", " 3a 0f 9c 01 ", vault},
+		{"0x prefix", "0x3a0f9c01", vault},
+		{"one byte", "0A", "0a"},
+		{"twenty bytes", strings.Repeat("AB", 20), strings.TrimSuffix(strings.Repeat("ab:", 20), ":")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := NormalizeSerial(tt.in)
+			if err != nil || got != tt.want {
+				t.Fatalf("NormalizeSerial(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			}
+		})
+	}
+	for _, bad := range []string{"", "3", "3a0", "xyz", "3a:0g", strings.Repeat("ab", 21), "3a;0f", "'; drop table", "3a\n0f"} {
+		if got, err := NormalizeSerial(bad); err == nil {
+			t.Errorf("NormalizeSerial(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+func TestValidLabel(t *testing.T) {
+	for _, ok := range []string{"", "work laptop", "  phone  ", "업무용 노트북", "Büro-PC (2)", strings.Repeat("가", MaxLabelLen)} {
+		if _, err := ValidLabel(ok); err != nil {
+			t.Errorf("ValidLabel(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"a\nb", "tab\there", "\u202eevil", "x\u2066y", "zero\u200bwidth", "\xff\xfe", strings.Repeat("a", MaxLabelLen+1), "nul\x00"} {
+		if _, err := ValidLabel(bad); err == nil {
+			t.Errorf("ValidLabel(%q) accepted", bad)
+		} else if e, _ := err.(*Error); e == nil || e.Field != "label" {
+			t.Errorf("ValidLabel(%q): %v, want a label field error", bad, err)
+		}
+	}
+}
+
+func TestDownloadName(t *testing.T) {
+	day := time.Date(2026, 12, 1, 23, 30, 0, 0, time.FixedZone("KST", 9*3600)) // 14:30 UTC
+	for _, tt := range []struct{ label, name, ascii string }{
+		{"", "alice@example.com-2026-12-01.p12", "alice@example.com-2026-12-01.p12"},
+		{"Work laptop", "alice@example.com-work-laptop-2026-12-01.p12", "alice@example.com-work-laptop-2026-12-01.p12"},
+		{"  work / laptop (2) ", "alice@example.com-work-laptop-2-2026-12-01.p12", "alice@example.com-work-laptop-2-2026-12-01.p12"},
+		{"업무용 노트북", "alice@example.com-업무용-노트북-2026-12-01.p12", "alice@example.com-2026-12-01.p12"},
+		{"iPhone 업무", "alice@example.com-iphone-업무-2026-12-01.p12", "alice@example.com-iphone-2026-12-01.p12"},
+		{"../../etc", "alice@example.com-etc-2026-12-01.p12", "alice@example.com-etc-2026-12-01.p12"},
+	} {
+		name, ascii := DownloadName("alice@example.com", tt.label, day)
+		if name != tt.name || ascii != tt.ascii {
+			t.Errorf("DownloadName(%q) = %q, %q; want %q, %q", tt.label, name, ascii, tt.name, tt.ascii)
+		}
+		// Browsers read filename* first; Go's parser does as well.
+		_, params, err := mime.ParseMediaType(ContentDisposition(name, ascii))
+		if err != nil || params["filename"] != tt.name {
+			t.Errorf("Content-Disposition for %q: %v %q, want %q", tt.label, err, params["filename"], tt.name)
+		}
+		if h := ContentDisposition(name, ascii); !strings.Contains(h, `filename="`+ascii+`"`) && !strings.Contains(h, "filename="+ascii) {
+			t.Errorf("Content-Disposition %q lacks the ASCII filename %q", h, ascii)
+		}
+	}
+}
