@@ -23,6 +23,7 @@ func runNginxConfig(_ context.Context, args []string, _ func(string) string, std
 	fs.StringVar(&p.SecurePath, "secure-path", nginxconf.DefaultSecurePath, "location that admits only verified portal certificates")
 	fs.StringVar(&p.Verify, "verify", nginxconf.DefaultVerify, `"optional" (403 on the secure path without a certificate) or "on" (certificate required everywhere)`)
 	fs.StringVar(&p.Upstream, "upstream", "", "optional http(s)://host:port that receives requests with the verified identity in X-SSL-Client-* headers")
+	fs.StringVar(&p.PortalURL, "portal-url", "", "the certificate portal's address, linked from the whoami page and the pages for a refused certificate")
 	checkFiles := fs.Bool("check-files", true, "check that the four files are readable here; false to render for another machine")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: certportal nginx-config --server-name NAME --server-cert FILE --server-key FILE --client-ca FILE --crl FILE [flags]")

@@ -258,3 +258,69 @@ func TestNginxCRLPitfalls(t *testing.T) {
 		})
 	}
 }
+
+// TestNginxFriendlyCertificatePages: a revoked, expired or foreign certificate,
+// and a missing one, get a page that says what happened and links to the
+// portal — not nginx's bare "400 Bad Request" — with verify optional and on.
+func TestNginxFriendlyCertificatePages(t *testing.T) {
+	const portal = "https://certs.example.com/"
+	pki := mustPKI(t)
+	alice, _ := mustClient(t, pki.issuing, "alice@example.com")
+	bob, bobCert := mustClient(t, pki.issuing, "bob@example.com")
+	expired, _ := mustClientUntil(t, pki.issuing, "alice@example.com", time.Now().Add(-time.Minute))
+	mallory, _ := mustClient(t, mustCA(t, "some other CA", nil), "alice@example.com")
+	pki.revoke(t, bobCert)
+
+	invalid := []string{"Your certificate is no longer valid", `href="` + portal + `"`, "인증서가 더 이상 유효하지 않습니다"}
+	missing := []string{"This page needs your company certificate", `href="` + portal + `"`}
+	for _, verify := range []string{nginxconf.VerifyOptional, nginxconf.VerifyOn} {
+		t.Run(verify, func(t *testing.T) {
+			n := startNginx(t, pki, nginxconf.Params{Verify: verify, PortalURL: portal})
+			cases := []struct {
+				name   string
+				path   string
+				cert   *tls.Certificate
+				status int
+				want   []string
+			}{
+				{"revoked", "/secure", &bob, http.StatusBadRequest, invalid},
+				{"revoked whoami", "/secure/whoami", &bob, http.StatusBadRequest, invalid},
+				{"expired", "/secure/page", &expired, http.StatusBadRequest, invalid},
+				{"another CA", "/", &mallory, http.StatusBadRequest, invalid},
+			}
+			if verify == nginxconf.VerifyOptional {
+				cases = append(cases, struct {
+					name   string
+					path   string
+					cert   *tls.Certificate
+					status int
+					want   []string
+				}{"none", "/secure/whoami", nil, http.StatusForbidden, missing})
+			} else {
+				cases = append(cases, struct {
+					name   string
+					path   string
+					cert   *tls.Certificate
+					status int
+					want   []string
+				}{"none", "/secure", nil, http.StatusBadRequest, missing})
+			}
+			for _, tc := range cases {
+				r := n.get(t, pki, tc.path, tc.cert, nil)
+				if r.status != tc.status {
+					t.Errorf("%s: GET %s: status %d, want %d; body %q", tc.name, tc.path, r.status, tc.status, r.body)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(r.body, w) {
+						t.Errorf("%s: GET %s: body lacks %q:\n%s", tc.name, tc.path, w, r.body)
+					}
+				}
+			}
+			// A valid certificate still gets the whoami page, with the portal named.
+			r := n.get(t, pki, "/secure/whoami", &alice, nil)
+			if r.status != http.StatusOK || !strings.Contains(r.body, "verify: SUCCESS") || !strings.Contains(r.body, portal) {
+				t.Errorf("whoami with a valid certificate: %d %q", r.status, r.body)
+			}
+		})
+	}
+}

@@ -56,6 +56,9 @@ type Params struct {
 	// Upstream, when set, receives the requests with the verified identity in headers,
 	// e.g. "http://127.0.0.1:9000". Without it nginx answers itself.
 	Upstream string
+	// PortalURL, when set, is where the pages for a refused certificate and the
+	// whoami page send the user for a new certificate, e.g. https://certs.example.com/.
+	PortalURL string
 	// SkipFileChecks leaves out the readability checks of the four files, for
 	// rendering a configuration meant for another machine.
 	SkipFileChecks bool
@@ -139,6 +142,12 @@ func (p Params) Validate() error {
 
 	if p.Verify != VerifyOptional && p.Verify != VerifyOn {
 		add("verify %q: must be %q or %q", p.Verify, VerifyOptional, VerifyOn)
+	}
+
+	if p.PortalURL != "" {
+		if err := validatePortalURL(p.PortalURL); err != nil {
+			add("portal URL %q: %w", p.PortalURL, err)
+		}
 	}
 
 	if p.Upstream != "" {
@@ -232,6 +241,52 @@ func validateUpstream(s string) error {
 		return errors.New("must be scheme://host[:port] without a path")
 	}
 	return nil
+}
+
+// validatePortalURL: the URL is written into nginx strings (whoami's text, the
+// error pages' HTML in single quotes), so it must be a plain http(s) URL
+// without anything nginx or HTML would read as syntax.
+func validatePortalURL(s string) error {
+	if strings.ContainsAny(s, unsafeChars+"<>&") || hasControl(s) {
+		return errors.New("must not contain whitespace, quotes, <, >, & or any of ;{}$#\\`")
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("must be an http(s) URL such as https://certs.example.com/")
+	}
+	if u.User != nil {
+		return errors.New("must not carry credentials")
+	}
+	return nil
+}
+
+// errorPage is the text of one page for a refused certificate, in English and
+// Korean: nginx cannot choose a language, so the page carries both.
+type errorPage struct {
+	Title, Text, Link       string
+	TitleKO, TextKO, LinkKO string
+	PortalURL               string
+}
+
+// ErrorPage returns the page for kind "invalid" (revoked, expired or not the
+// portal's) or "missing" (no certificate presented).
+func (p Params) ErrorPage(kind string) errorPage {
+	e := errorPage{PortalURL: p.PortalURL, Link: "Get a new certificate from the certificate portal", LinkKO: "인증서 포털에서 새 인증서 받기"}
+	switch kind {
+	case "invalid":
+		e.Title, e.TitleKO = "Your certificate is no longer valid", "인증서가 더 이상 유효하지 않습니다"
+		e.Text = "The certificate your browser presented was revoked, has expired or was not issued by the company certificate portal. Get a new one, install it, then close every browser window and try again."
+		e.TextKO = "브라우저가 제시한 인증서는 폐기되었거나 만료되었거나 회사 인증서 포털에서 발급되지 않았습니다. 새 인증서를 받아 설치한 뒤 브라우저 창을 모두 닫고 다시 시도하세요."
+	default:
+		e.Title, e.TitleKO = "This page needs your company certificate", "이 페이지에는 회사 인증서가 필요합니다"
+		e.Text = "Your browser did not present a certificate. Get one from the certificate portal and install it; if you have one, close every browser window, open this page again and choose it when asked."
+		e.TextKO = "브라우저가 인증서를 제시하지 않았습니다. 인증서 포털에서 인증서를 받아 설치하세요. 이미 있다면 브라우저 창을 모두 닫고 이 페이지를 다시 연 뒤, 물으면 그 인증서를 고르세요."
+	}
+	if p.PortalURL == "" {
+		e.Text += " Ask the helpdesk where the portal is."
+		e.TextKO += " 포털 주소는 헬프데스크에 문의하세요."
+	}
+	return e
 }
 
 // validWildcard mirrors what nginx accepts, so the mistake is reported here rather than
