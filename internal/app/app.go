@@ -76,7 +76,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		return nil, nil, fmt.Errorf("audit trail: %w", err)
 	}
 	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m,
-		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes, SessionRecheck: cfg.SessionRecheck})
+		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes, SessionRecheck: cfg.SessionRecheck,
+		WhoamiURL: cfg.ServiceURL, AccountName: cfg.AccountName})
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -84,6 +84,13 @@ type Config struct {
 	// DeniedWindow: a user's refused requests within it after the first
 	// are recorded as one event with their count.
 	DeniedWindow time.Duration // CERTPORTAL_DENIED_WINDOW
+	// ServiceURL is the protected site's page that shows which certificate
+	// the browser presented: the dashboard's "check it works" link. A URL
+	// without a path gets the Nginx template's /secure/whoami.
+	ServiceURL string // CERTPORTAL_SERVICE_URL
+	// AccountName is what employees call the account they log in with,
+	// e.g. "your ACME account"; empty: "your company account".
+	AccountName string // CERTPORTAL_ACCOUNT_NAME
 
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
@@ -190,6 +197,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
 	fs.DurationVar(&c.DeniedWindow, "denied-window", envDuration(getenv, "CERTPORTAL_DENIED_WINDOW", c.DeniedWindow), "a user's refused requests within this window after the first are recorded as one event with their count (CERTPORTAL_DENIED_WINDOW)")
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
+	fs.StringVar(&c.ServiceURL, "service-url", env("CERTPORTAL_SERVICE_URL", ""), "the protected site's whoami page, linked as \"check it works\"; a URL without a path gets /secure/whoami (CERTPORTAL_SERVICE_URL)")
+	fs.StringVar(&c.AccountName, "account-name", env("CERTPORTAL_ACCOUNT_NAME", ""), "what the login page calls the account employees log in with, e.g. \"your ACME account\" (CERTPORTAL_ACCOUNT_NAME)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -218,6 +227,10 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		}
 		c.TTLs = list
 	}
+	if c.ServiceURL, err = WhoamiURL(c.ServiceURL); err != nil {
+		return Config{}, err
+	}
+	c.AccountName = strings.TrimSpace(c.AccountName)
 	key, err := loadSessionKey(sessionKey, getenv("CERTPORTAL_SESSION_KEY"))
 	if err != nil {
 		return Config{}, err
@@ -262,6 +275,24 @@ func envDuration(getenv func(string) string, name string, def time.Duration) tim
 		return -1
 	}
 	return def
+}
+
+// WhoamiURL checks CERTPORTAL_SERVICE_URL and returns the page the
+// dashboard links to: the URL itself, or with /secure/whoami (the Nginx
+// template's page) when it names only the site.
+func WhoamiURL(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return "", fmt.Errorf("service-url %q: want https://host[:port][/path] (the protected site), without credentials", s)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/secure/whoami"
+	}
+	return u.String(), nil
 }
 
 // ParseTTLs parses "24h,168h" into a sorted, de-duplicated list.

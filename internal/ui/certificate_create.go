@@ -3,7 +3,6 @@ package ui
 import (
 	"context"
 	"errors"
-	"mime"
 	"net/http"
 	"strconv"
 
@@ -22,6 +21,7 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 		Encryption:      r.PostFormValue("encryption"),
 		RenewSerial:     r.PostFormValue("renew_serial"),
 		RevokeOld:       r.PostFormValue("revoke_old") == "1",
+		Label:           r.PostFormValue("label"),
 	}
 	dl, err := s.Service.Issue(r.Context(), identityFrom(r.Context()), req)
 	if err != nil {
@@ -48,7 +48,8 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 func (s *Server) sendP12(w http.ResponseWriter, r *http.Request, dl *portal.Download) {
 	h := w.Header()
 	h.Set("Content-Type", "application/x-pkcs12")
-	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": dl.Filename}))
+	// The page script saves the file under this name too (filename* first).
+	h.Set("Content-Disposition", portal.ContentDisposition(dl.Filename, dl.ASCIIName))
 	h.Set("Content-Length", strconv.Itoa(len(dl.Data)))
 	// The file holds a private key: no cache, proxy or browser may keep a copy.
 	h.Set("Cache-Control", "no-store")

@@ -7,6 +7,13 @@ import (
 	"github.com/certportal/certportal/internal/portal"
 )
 
+// recentWindow is how long after an issuance the dashboard leads with "your
+// certificate is ready, install it": the page a browser without JavaScript
+// shows after the download (the POST's answer is the file, so the page it
+// came from stays), and the page anyone who reloads sees. It is read from
+// the inventory, so any replica shows it.
+const recentWindow = 15 * time.Minute
+
 func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
 	s.renderIssueForm(w, r, http.StatusOK, "dashboard", nil, "", nil)
 }
@@ -26,7 +33,24 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 		selected = d
 	}
 	p.TTLs = ttlOptions(p.Lang, opts.TTLs, selected)
-	p.Encryption = prevEnc
+	client := detectPlatform(r.UserAgent())
+	p.Install = installSteps(client)
+	// A failed post keeps its choice; a renewal keeps the certificate's own
+	// encryption (a compat file was compat for a reason); otherwise the
+	// browser decides.
+	switch {
+	case prevEnc != "":
+		p.Encryption, p.EncReason = prevEnc, ""
+	case renew != nil && renew.Encryption != "":
+		p.Encryption, p.EncReason = renew.Encryption, "dash.enc_reason_renew"
+	default:
+		p.Encryption = client.DefaultEncryption()
+		p.EncReason = "dash.enc_reason_" + p.Encryption
+	}
+	p.Label = r.PostFormValue("label")
+	if renew != nil && r.Method == http.MethodGet {
+		p.Label = renew.Label
+	}
 	p.WhoamiURL = s.WhoamiURL
 	p.MaxActive = s.Service.MaxActive()
 	p.Renew = renew
@@ -41,6 +65,18 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 			return
 		}
 		p.Certs, p.CertActions = certs, true
+		active := 0
+		for i, c := range certs {
+			if c.Status != portal.StatusActive && c.Status != portal.StatusExpiring {
+				continue
+			}
+			active++
+			// Newest first: the first active one is the latest issuance.
+			if active == 1 && s.Service.Now().Sub(c.IssuedAt) < recentWindow && err == nil {
+				p.Recent = &certs[i]
+			}
+		}
+		p.AtCap = active >= p.MaxActive
 	}
 	s.render(w, r, status, name, p)
 }

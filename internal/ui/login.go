@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/portal"
 )
 
@@ -15,6 +16,7 @@ func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.newPage(r, "login.title")
+	p.AccountName = s.accountName(p)
 	if r.URL.Query().Get("logged_out") == "1" {
 		p.Notice = "login.logged_out"
 	}
@@ -36,6 +38,10 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			p := s.newPage(r, "login.title")
 			p.Error = pe.Message
 			p.Username = username
+			p.AccountName = s.accountName(p)
+			// The username was most likely right: the cursor goes where
+			// the retyping starts.
+			p.FocusPass = username != ""
 			s.render(w, r, statusFor(pe.Code), "login", p)
 			return
 		}
@@ -78,4 +84,13 @@ func (s *Server) revokeQuietly(r *http.Request, id *portal.Identity) {
 	if err := s.Service.Logout(context.WithoutCancel(r.Context()), id); err != nil {
 		s.Logger.WarnContext(r.Context(), "revoke orphaned token", "user", id.Username, "err", err)
 	}
+}
+
+// accountName is what the login page calls the account: the operator's
+// name for it, or "your company account" in the page's language.
+func (s *Server) accountName(p *page) string {
+	if s.AccountName != "" {
+		return s.AccountName
+	}
+	return i18n.T(p.Lang, "login.account_default")
 }

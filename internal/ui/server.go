@@ -45,11 +45,16 @@ type Deps struct {
 	// (see clientIP); none: the TCP peer is the client.
 	TrustedProxies []netip.Prefix
 	MaxBodyBytes   int64 // request bodies above this get 413
-	// WhoamiURL is where a user checks their installed certificate.
+	// WhoamiURL is where a user checks their installed certificate: the
+	// protected site's whoami page (CERTPORTAL_SERVICE_URL). Empty: the
+	// dashboard names no page to check with.
 	WhoamiURL string
 	// SessionRecheck is how long Vault's word on a session's token holds
 	// before the next request asks again; 0 means a minute.
 	SessionRecheck time.Duration
+	// AccountName is what employees call the account they log in with
+	// (CERTPORTAL_ACCOUNT_NAME); empty: the catalog's "your company account".
+	AccountName string
 }
 
 // Server holds parsed templates and dependencies.
@@ -78,9 +83,6 @@ func New(d Deps) (http.Handler, error) {
 	if d.SessionRecheck <= 0 {
 		d.SessionRecheck = time.Minute
 	}
-	if d.WhoamiURL == "" {
-		d.WhoamiURL = "/secure/whoami"
-	}
 	s := &Server{Deps: d, pages: map[string]*template.Template{}}
 	// The session manager ends sessions the UI wrote; the UI knows where
 	// their Vault token is.
@@ -91,8 +93,11 @@ func New(d Deps) (http.Handler, error) {
 		// seconds: audit times are compared with logs and other systems
 		"datetime": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"details":  eventDetails,
-		"short":    shortSerial,
-		"pair":     func(a *page, b portal.CertificateView) pagePair { return pagePair{a, b} },
+		// rfc3339 feeds <time datetime>, which the page script shows in
+		// the reader's own time zone.
+		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"short":   shortSerial,
+		"pair":    func(a *page, b portal.CertificateView) pagePair { return pagePair{a, b} },
 	}
 	for _, name := range pageNames {
 		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/partials.html", "templates/"+name+".html")
@@ -176,6 +181,16 @@ type page struct {
 	// certificate the portal never issued
 	ReconcileGroups []reconcileGroup
 	VaultCert       *portal.VaultCertificate
+
+	// The employee's journey (issue 10): what the dashboard shows before
+	// and after a download.
+	AccountName string                  // login: what the account is called
+	FocusPass   bool                    // login: a failed attempt puts the cursor in the password field
+	EncReason   string                  // catalog key: why this encryption is preselected
+	Label       string                  // the label field's value
+	Install     []installPlatform       // install steps, the visitor's platform first
+	AtCap       bool                    // no more certificates: the form gives way to renew or revoke
+	Recent      *portal.CertificateView // issued in the last few minutes: "it worked", install it now
 }
 
 // pagePair lets a row template reach both the page and its row.

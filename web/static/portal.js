@@ -1,0 +1,135 @@
+// certportal's page script. Optional: every page works without it (the
+// certificate form is a plain POST whose answer is the file). With it, the
+// form downloads without leaving the page, and the page then shows the new
+// certificate, cleared password fields and how to install the file.
+// Same-origin only, no inline code, no third-party code: CSP script-src 'self'.
+(function () {
+  'use strict';
+
+  // Dates arrive as UTC with the zone named; show them in the reader's own
+  // time zone, still named, in the same unambiguous order the server uses
+  // (2026-12-01 21:05 CET): 12/01 reads as two different days around the world.
+  function localTimes(root) {
+    root.querySelectorAll('time[datetime]').forEach(function (el) {
+      var d = new Date(el.getAttribute('datetime'));
+      if (isNaN(d.getTime())) return;
+      var opts = { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZoneName: 'short' };
+      var seconds = el.hasAttribute('data-seconds');
+      if (seconds) opts.second = '2-digit';
+      try {
+        var p = {};
+        new Intl.DateTimeFormat('en-US', opts).formatToParts(d).forEach(function (x) { p[x.type] = x.value; });
+        var text = p.year + '-' + p.month + '-' + p.day + ' ' + p.hour + ':' + p.minute + (seconds ? ':' + p.second : '') + ' ' + p.timeZoneName;
+        if (!el.title) el.title = el.textContent;
+        el.textContent = text;
+      } catch (e) { /* keep the server's UTC text */ }
+    });
+  }
+
+  // The server's file name: RFC 6266 filename* (UTF-8) first, then filename.
+  function fileName(header) {
+    var m = /filename\*=UTF-8''([^;]+)/i.exec(header || '');
+    if (m) {
+      try { return decodeURIComponent(m[1]); } catch (e) { /* fall through */ }
+    }
+    m = /filename="?([^";]+)"?/i.exec(header || '');
+    return m ? m[1] : 'certificate.p12';
+  }
+
+  function save(blob, name) {
+    var url = URL.createObjectURL(blob);
+    var a = document.createElement('a');
+    a.href = url;
+    a.download = name;
+    a.hidden = true;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    // The object URL holds the key in this tab's memory: let go of it once
+    // the browser has had time to save the file.
+    window.setTimeout(function () { URL.revokeObjectURL(url); }, 60000);
+  }
+
+  // replaceMain swaps this page's <main> for the one in html, so the page
+  // shows exactly what the server renders for it (any replica can).
+  function replaceMain(html) {
+    var doc = new DOMParser().parseFromString(html, 'text/html');
+    var fresh = doc.querySelector('main');
+    var main = document.querySelector('main');
+    if (!fresh || !main) return null;
+    main.innerHTML = fresh.innerHTML;
+    if (doc.title) document.title = doc.title;
+    localTimes(main);
+    return main;
+  }
+
+  function focusFirst(main, selectors) {
+    for (var i = 0; i < selectors.length; i++) {
+      var el = main.querySelector(selectors[i]);
+      if (el) {
+        el.focus();
+        if (el.scrollIntoView) el.scrollIntoView({ block: 'start' });
+        return;
+      }
+    }
+  }
+
+  function clearPasswords(form) {
+    form.querySelectorAll('input[type=password]').forEach(function (el) { el.value = ''; });
+  }
+
+  function submitIssue(form) {
+    var button = form.querySelector('button[type=submit]');
+    var busy = form.querySelector('.busy');
+    if (button) button.disabled = true;
+    if (busy) { busy.textContent = busy.getAttribute('data-busy') || busy.textContent; busy.hidden = false; }
+    var after = form.getAttribute('data-after') || '/';
+    fetch(form.action, {
+      method: 'POST',
+      body: new URLSearchParams(new FormData(form)),
+      credentials: 'same-origin',
+      headers: { Accept: 'application/x-pkcs12, text/html' }
+    }).then(function (resp) {
+      var type = resp.headers.get('Content-Type') || '';
+      if (resp.ok && type.indexOf('application/x-pkcs12') === 0) {
+        var name = fileName(resp.headers.get('Content-Disposition'));
+        return resp.blob().then(function (blob) {
+          save(blob, name);
+          clearPasswords(form);
+          return fetch(after, { credentials: 'same-origin' }).then(function (r) { return r.text(); }).then(function (html) {
+            var main = replaceMain(html);
+            if (!main) return;
+            if (window.location.pathname !== after && window.history && history.replaceState) history.replaceState(null, '', after);
+            var file = main.querySelector('#issued-file');
+            if (file) file.textContent = (file.getAttribute('data-saved') || '%s').replace('%s', name);
+            focusFirst(main, ['#issued', '#certificates']);
+          });
+        });
+      }
+      // A refused form comes back as a page: show it, cursor on the field.
+      return resp.text().then(function (html) {
+        var main = replaceMain(html);
+        if (main) focusFirst(main, ['[autofocus]', '#form-error', '.error']);
+      });
+    }).catch(function () {
+      // Nothing is resent on its own: a lost answer may still have issued a
+      // certificate, which the list shows after a reload.
+      if (button) button.disabled = false;
+      if (busy) { busy.textContent = busy.getAttribute('data-failed') || ''; busy.hidden = false; }
+    });
+  }
+
+  document.addEventListener('submit', function (ev) {
+    var form = ev.target;
+    if (!form || form.id !== 'issue-form' || !window.fetch || !window.URLSearchParams || !window.DOMParser || !URL.createObjectURL) return;
+    if (form.checkValidity && !form.checkValidity()) return;
+    ev.preventDefault();
+    submitIssue(form);
+  });
+
+  if (document.readyState === 'loading') {
+    document.addEventListener('DOMContentLoaded', function () { localTimes(document); });
+  } else {
+    localTimes(document);
+  }
+})();
