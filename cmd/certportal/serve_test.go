@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
@@ -72,7 +73,7 @@ func TestIssueFlow(t *testing.T) {
 					t.Errorf("%s = %q, want %q", h, got, want)
 				}
 			}
-			if disp, params, err := mime.ParseMediaType(r.Header.Get("Content-Disposition")); err != nil || disp != "attachment" || params["filename"] != "alice@example.com.p12" {
+			if disp, params, err := mime.ParseMediaType(r.Header.Get("Content-Disposition")); err != nil || disp != "attachment" || params["filename"] != "alice@example.com-"+time.Now().UTC().Format("2006-01-02")+".p12" {
 				t.Errorf("Content-Disposition = %q", r.Header.Get("Content-Disposition"))
 			}
 			key, cert, chain, err := pkcs12.DecodeChain(r.Body, p12Password)

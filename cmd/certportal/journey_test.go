@@ -1,0 +1,452 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/certportal/certportal/internal/i18n"
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+// User-Agents of the platforms the employee walk emulates.
+const (
+	uaWindows = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+	uaMac     = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15"
+	uaAndroid = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36"
+)
+
+const (
+	journeyServiceURL = "https://app.example.test/secure/whoami"
+	journeyAccount    = "your ACME account"
+)
+
+// screenshotDir is where the walks leave screenshots for a reviewer:
+// $CERTPORTAL_SCREENSHOTS, or /tmp/certportal-screenshots — outside the
+// repository, never committed.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("CERTPORTAL_SCREENSHOTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "certportal-screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// tab is one emulated browser: a User-Agent, a width, JavaScript on or off,
+// and the downloads it completed.
+type tab struct {
+	t      *testing.T
+	ctx    context.Context
+	dlDir  string
+	done   chan download
+	names  chan string
+	width  int
+	prefix string // screenshot file prefix
+}
+
+type download struct{ guid, name string }
+
+func newTab(t *testing.T, ua string, width int, js bool, prefix string) *tab {
+	t.Helper()
+	tb := &tab{t: t, ctx: newChromeFor(t, 5*time.Minute), dlDir: t.TempDir(), done: make(chan download, 4), names: make(chan string, 4), width: width, prefix: prefix}
+	names := map[string]string{}
+	listen := func(ev any) {
+		switch e := ev.(type) {
+		case *browser.EventDownloadWillBegin:
+			names[e.GUID] = e.SuggestedFilename
+			select {
+			case tb.names <- e.SuggestedFilename:
+			default:
+			}
+		case *browser.EventDownloadProgress:
+			if e.State == browser.DownloadProgressStateCompleted {
+				select {
+				case tb.done <- download{guid: e.GUID}:
+				default:
+				}
+			}
+		}
+	}
+	chromedp.ListenTarget(tb.ctx, listen)
+	chromedp.ListenBrowser(tb.ctx, listen)
+	actions := []chromedp.Action{
+		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(tb.dlDir).WithEventsEnabled(true),
+		emulation.SetUserAgentOverride(ua),
+		chromedp.EmulateViewport(int64(width), 900),
+	}
+	if !js {
+		actions = append(actions, emulation.SetScriptExecutionDisabled(true))
+	}
+	tb.run(actions...)
+	return tb
+}
+
+// newChromeFor is newChrome with room for a whole walk on a busy machine.
+func newChromeFor(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
+
+func (tb *tab) run(actions ...chromedp.Action) {
+	tb.t.Helper()
+	if err := chromedp.Run(tb.ctx, actions...); err != nil {
+		tb.t.Fatalf("browser: %v", err)
+	}
+}
+
+// fits checks that the page is no wider than the viewport at both widths
+// and leaves a screenshot of each.
+func (tb *tab) fits(name string) {
+	tb.t.Helper()
+	for _, w := range []int64{390, 1280} {
+		var scroll, inner int64
+		var shot []byte
+		tb.run(chromedp.EmulateViewport(w, 900),
+			chromedp.Evaluate(`document.documentElement.scrollWidth`, &scroll),
+			chromedp.Evaluate(`window.innerWidth`, &inner),
+			chromedp.FullScreenshot(&shot, 100)) // 100: PNG
+		if scroll > inner {
+			tb.t.Errorf("%s at %d px: page is %d px wide", name, w, scroll)
+		}
+		file := filepath.Join(screenshotDir(tb.t), tb.prefix+"-"+name+"-"+strconv.FormatInt(w, 10)+".png")
+		if err := os.WriteFile(file, shot, 0o644); err != nil {
+			tb.t.Fatal(err)
+		}
+	}
+	tb.run(chromedp.EmulateViewport(int64(tb.width), 900))
+}
+
+// waitDownload returns the completed download's bytes and suggested name.
+func (tb *tab) waitDownload() ([]byte, string) {
+	tb.t.Helper()
+	var d download
+	select {
+	case d = <-tb.done:
+	case <-tb.ctx.Done():
+		tb.t.Fatalf("download did not complete: %v", tb.ctx.Err())
+	}
+	name := ""
+	select {
+	case name = <-tb.names:
+	case <-tb.ctx.Done():
+	}
+	data, err := os.ReadFile(filepath.Join(tb.dlDir, d.guid))
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	return data, name
+}
+
+func (tb *tab) eval(js string, out any) {
+	tb.t.Helper()
+	tb.run(chromedp.Evaluate(js, out))
+}
+
+// login logs in, first with a wrong password: the cursor must then be in
+// the password field, with the username kept.
+func (tb *tab) login(base, user, password string) {
+	tb.t.Helper()
+	var intro, focused, kept string
+	tb.run(chromedp.Navigate(base+"/login"),
+		chromedp.WaitVisible(`#username`, chromedp.ByID),
+		chromedp.Text(`#login-intro`, &intro, chromedp.ByID))
+	if !strings.Contains(intro, journeyAccount) || strings.Contains(intro, "Vault") {
+		tb.t.Errorf("login intro %q: want the configured account name %q, not Vault", intro, journeyAccount)
+	}
+	tb.fits("login")
+	tb.run(chromedp.SendKeys(`#username`, user, chromedp.ByID),
+		chromedp.SendKeys(`#password`, "not-the-password", chromedp.ByID),
+		chromedp.Click(`#login-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#login-error`, chromedp.ByID))
+	// Chromium applies autofocus at its next rendering update: poll.
+	_ = chromedp.Run(tb.ctx, chromedp.Poll(`document.activeElement && document.activeElement.id === "password"`, nil,
+		chromedp.WithPollingTimeout(10*time.Second)))
+	tb.run(chromedp.Evaluate(`document.activeElement && document.activeElement.id`, &focused),
+		chromedp.Value(`#username`, &kept, chromedp.ByID))
+	if focused != "password" || kept != user {
+		tb.t.Errorf("after a wrong password: focus on %q, username %q; want the cursor in the password field and %q kept", focused, kept, user)
+	}
+	tb.run(chromedp.SendKeys(`#password`, password, chromedp.ByID),
+		chromedp.Click(`#login-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#issue-form`, chromedp.ByID))
+}
+
+// issue fills the form with label and submits it.
+func (tb *tab) issue(label string) {
+	tb.t.Helper()
+	tb.run(chromedp.SendKeys(`#label`, label, chromedp.ByID),
+		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
+		chromedp.Click(`#issue-submit`, chromedp.ByID))
+}
+
+func checkP12(t *testing.T, data []byte) *x509.Certificate {
+	t.Helper()
+	_, cert, chain, err := pkcs12.DecodeChain(data, p12Password)
+	if err != nil {
+		t.Fatalf("downloaded file is not a valid .p12: %v", err)
+	}
+	if cert.Subject.CommonName != "alice@example.com" || len(chain) < 2 {
+		t.Fatalf("downloaded certificate: CN %q, chain %d", cert.Subject.CommonName, len(chain))
+	}
+	return cert
+}
+
+// TestEmployeeJourney walks an employee through the portal in Debian's
+// chromium as Windows, macOS and Android browsers would see it: the login
+// names the company account and puts the cursor back in the password field,
+// the encryption default follows the platform, and after the download the
+// same page shows the new certificate with its label, cleared passwords,
+// the platform's install steps and the configured check link. Every page
+// fits 390 and 1280 px.
+func TestEmployeeJourney(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	// Three walks as one user: room for their three certificates and more.
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_SERVICE_URL": journeyServiceURL, "CERTPORTAL_ACCOUNT_NAME": journeyAccount,
+		"CERTPORTAL_MAX_ACTIVE": "5"})
+	for _, tc := range []struct {
+		name, ua, platform, enc string
+		width                   int
+	}{
+		{"windows", uaWindows, "windows", "modern", 1280},
+		{"macos", uaMac, "macos", "compat", 1280},
+		{"android", uaAndroid, "android", "compat", 390},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := newTab(t, tc.ua, tc.width, true, "employee-"+tc.name)
+			tb.login(p.URL, "alice", v.Password(t, "alice"))
+			var enc, reason string
+			tb.eval(`document.querySelector('input[name=encryption]:checked').value`, &enc)
+			tb.run(chromedp.Text(`#enc-reason`, &reason, chromedp.ByID))
+			if enc != tc.enc || reason == "" {
+				t.Errorf("encryption preselected %q (reason %q), want %q with a reason", enc, reason, tc.enc)
+			}
+			if strings.Contains(strings.ToLower(reason), "older") {
+				t.Errorf("encryption reason reads as only older systems: %q", reason)
+			}
+			tb.fits("dashboard")
+
+			label := tc.name + " laptop"
+			tb.issue(label)
+			data, name := tb.waitDownload()
+			cert := checkP12(t, data)
+			wantName := "alice@example.com-" + tc.name + "-laptop-" + time.Now().UTC().Format("2006-01-02") + ".p12"
+			if name != wantName {
+				t.Errorf("saved as %q, want %q", name, wantName)
+			}
+			// The page changes by itself: the new certificate with its label
+			// in the list, passwords cleared, this platform's steps open.
+			tb.run(chromedp.WaitVisible(`#issued`, chromedp.ByID))
+			var row, pw, file, check string
+			var open, othersOpen bool
+			serial := vaultSerial(cert)
+			tb.run(chromedp.Text(`#certificates tr[data-serial="`+serial+`"]`, &row, chromedp.ByQuery),
+				chromedp.Evaluate(`[...document.querySelectorAll('input[type=password]')].map(e => e.value).join('')`, &pw),
+				chromedp.Text(`#issued`, &file, chromedp.ByID),
+				chromedp.Evaluate(`document.querySelector('#install-`+tc.platform+`').open`, &open),
+				chromedp.Evaluate(`[...document.querySelectorAll('details.platform')].filter(d => d.open).length > 1`, &othersOpen),
+				chromedp.WaitVisible(`#install-`+tc.platform+` li`, chromedp.ByQuery),
+				chromedp.AttributeValue(`#check-link`, "href", &check, nil, chromedp.ByID))
+			if !strings.Contains(row, label) || !strings.Contains(row, serial) || !strings.Contains(row, "1 day left") && !strings.Contains(row, "days left") {
+				t.Errorf("new certificate's row %q: want label %q, full serial %s and days left", row, label, serial)
+			}
+			if pw != "" {
+				t.Error("password fields not cleared after the download")
+			}
+			if !strings.Contains(file, wantName) {
+				t.Errorf("success notice %q does not name the saved file", file)
+			}
+			if !open || othersOpen {
+				t.Errorf("install steps: %s open=%v, others open=%v", tc.platform, open, othersOpen)
+			}
+			if check != journeyServiceURL {
+				t.Errorf("check link %q, want %q", check, journeyServiceURL)
+			}
+			var noCerts int
+			tb.eval(`document.querySelectorAll('#no-certificates').length`, &noCerts)
+			if noCerts != 0 {
+				t.Error(`"No certificates yet." still on screen after the download`)
+			}
+			tb.fits("after-download")
+
+			// Renew keeps the certificate's own encryption; revoke asks first.
+			tb.run(chromedp.Navigate(p.URL+"/certificates/"+serial+"/renew"), chromedp.WaitVisible(`#issue-form`, chromedp.ByID))
+			var renewEnc, renewLabel string
+			tb.eval(`document.querySelector('input[name=encryption]:checked').value`, &renewEnc)
+			tb.run(chromedp.Value(`#label`, &renewLabel, chromedp.ByID))
+			if renewEnc != tc.enc || renewLabel != label {
+				t.Errorf("renew form: encryption %q label %q, want the certificate's own %q %q", renewEnc, renewLabel, tc.enc, label)
+			}
+			tb.fits("renew")
+			tb.run(chromedp.Navigate(p.URL+"/certificates/"+serial+"/revoke"), chromedp.WaitVisible(`#revoke-form`, chromedp.ByID))
+			tb.fits("revoke")
+		})
+	}
+}
+
+// TestEmployeeJourneyCap: at the cap the dashboard says so before any
+// password is typed, and offers renew and revoke of the existing ones.
+func TestEmployeeJourneyCap(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "1"})
+	c := newBrowser(t, p.URL)
+	c.mustLogin("alice", v.Password(t, "alice"))
+	form := issueForm(p12Password, p12Password, "24h", "modern")
+	form.Set("label", "only one")
+	if r := c.post("/certificates", form); r.StatusCode != http.StatusOK {
+		t.Fatalf("issue: %d %s", r.StatusCode, r.Body)
+	}
+	tb := newTab(t, uaWindows, 390, true, "employee-cap")
+	tb.run(chromedp.Navigate(p.URL+"/login"), chromedp.WaitVisible(`#username`, chromedp.ByID),
+		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),
+		chromedp.SendKeys(`#password`, v.Password(t, "alice"), chromedp.ByID),
+		chromedp.Click(`#login-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#at-cap`, chromedp.ByID))
+	var forms, renew, revoke int
+	var text string
+	tb.eval(`document.querySelectorAll('#issue-form, input[type=password]').length`, &forms)
+	tb.eval(`document.querySelectorAll('#at-cap a[href$="/renew"]').length`, &renew)
+	tb.eval(`document.querySelectorAll('#at-cap a[href$="/revoke"]').length`, &revoke)
+	tb.run(chromedp.Text(`#at-cap`, &text, chromedp.ByID))
+	if forms != 0 || renew != 1 || revoke != 1 || !strings.Contains(text, "only one") {
+		t.Errorf("at the cap: %d password fields, %d renew and %d revoke links; text %q", forms, renew, revoke, text)
+	}
+	tb.fits("dashboard")
+}
+
+// TestEmployeeJourneyNoScript: with JavaScript off the form still downloads
+// a valid .p12, and the dashboard then leads with the new certificate and
+// the install steps for the platform.
+func TestEmployeeJourneyNoScript(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_SERVICE_URL": journeyServiceURL, "CERTPORTAL_ACCOUNT_NAME": journeyAccount})
+	tb := newTab(t, uaMac, 1280, false, "employee-noscript")
+	tb.login(p.URL, "alice", v.Password(t, "alice"))
+	tb.issue("no script")
+	data, name := tb.waitDownload()
+	cert := checkP12(t, data)
+	if !strings.Contains(name, "-no-script-") {
+		t.Errorf("saved as %q", name)
+	}
+	var open bool
+	var row string
+	tb.run(chromedp.Navigate(p.URL+"/"), chromedp.WaitVisible(`#issued`, chromedp.ByID),
+		chromedp.Evaluate(`document.querySelector('#install-macos').open`, &open),
+		chromedp.Text(`#certificates tr[data-serial="`+vaultSerial(cert)+`"]`, &row, chromedp.ByQuery))
+	if !open || !strings.Contains(row, "no script") {
+		t.Errorf("dashboard after a download without script: macOS steps open=%v, row %q", open, row)
+	}
+	tb.fits("after-download")
+}
+
+// englishOnlyWords are the words of the catalog's English side that the
+// Korean side never uses (product names such as Windows or Firefox appear
+// in both, so they are allowed).
+func englishOnlyWords() map[string]bool {
+	word := regexp.MustCompile(`[A-Za-z]{3,}`)
+	ko := map[string]bool{}
+	for _, k := range i18n.Keys() {
+		for _, w := range word.FindAllString(i18n.T(i18n.Korean, k), -1) {
+			ko[w] = true
+		}
+	}
+	out := map[string]bool{}
+	for _, k := range i18n.Keys() {
+		for _, w := range word.FindAllString(i18n.T(i18n.English, k), -1) {
+			if !ko[w] {
+				out[w] = true
+			}
+		}
+	}
+	return out
+}
+
+// TestEmployeeJourneyKorean walks the same pages with lang=ko: none shows a
+// word from the catalog's English side.
+func TestEmployeeJourneyKorean(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_SERVICE_URL": journeyServiceURL})
+	english := englishOnlyWords()
+	word := regexp.MustCompile(`[A-Za-z]{3,}`)
+	tb := newTab(t, uaAndroid, 390, true, "employee-ko")
+	checkKorean := func(page string) {
+		t.Helper()
+		var text string
+		tb.run(chromedp.Text(`body`, &text, chromedp.ByQuery))
+		var found []string
+		for _, w := range word.FindAllString(text, -1) {
+			// The user's own identity is data, not text to translate.
+			if english[w] && w != "alice" && w != "example" {
+				found = append(found, w)
+			}
+		}
+		if len(found) > 0 {
+			t.Errorf("Korean %s page shows English words %q", page, found)
+		}
+		tb.fits(page)
+	}
+	tb.run(chromedp.Navigate(p.URL+"/login?lang=ko"), chromedp.WaitVisible(`#username`, chromedp.ByID))
+	checkKorean("login")
+	tb.run(chromedp.SendKeys(`#username`, "alice", chromedp.ByID),
+		chromedp.SendKeys(`#password`, v.Password(t, "alice"), chromedp.ByID),
+		chromedp.Click(`#login-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#issue-form`, chromedp.ByID))
+	checkKorean("dashboard")
+	tb.issue("업무용 휴대폰")
+	_, name := tb.waitDownload()
+	if !strings.Contains(name, "업무용-휴대폰") {
+		t.Errorf("saved as %q, want the Korean label in the name", name)
+	}
+	tb.run(chromedp.WaitVisible(`#issued`, chromedp.ByID))
+	checkKorean("after-download")
+	var serial string
+	tb.eval(`document.querySelector('#certificates tbody tr').dataset.serial`, &serial)
+	tb.run(chromedp.Navigate(p.URL+"/certificates/"+serial+"/renew"), chromedp.WaitVisible(`#issue-form`, chromedp.ByID))
+	checkKorean("renew")
+	tb.run(chromedp.Navigate(p.URL+"/certificates/"+serial+"/revoke"), chromedp.WaitVisible(`#revoke-form`, chromedp.ByID))
+	checkKorean("revoke")
+}
+
+// vaultSerial is Vault's form of a certificate's serial.
+func vaultSerial(c *x509.Certificate) string {
+	b := c.SerialNumber.Bytes()
+	parts := make([]string, len(b))
+	for i, x := range b {
+		parts[i] = strings.ToLower(string("0123456789abcdef"[x>>4]) + string("0123456789abcdef"[x&15]))
+	}
+	return strings.Join(parts, ":")
+}
+
+var _ = url.Values{}
+var _ = tls.Certificate{}
