@@ -35,21 +35,6 @@ const (
 	journeyAccount    = "your ACME account"
 )
 
-// screenshotDir is where the walks leave screenshots for a reviewer:
-// $CERTPORTAL_SCREENSHOTS, or /tmp/certportal-screenshots — outside the
-// repository, never committed.
-func screenshotDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("CERTPORTAL_SCREENSHOTS")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "certportal-screenshots")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // tab is one emulated browser: a User-Agent, a width, JavaScript on or off,
 // and the downloads it completed.
 type tab struct {
@@ -102,9 +87,15 @@ func newTab(t *testing.T, ua string, width int, js bool, prefix string) *tab {
 // newChromeFor is newChrome with room for a whole walk on a busy machine.
 func newChromeFor(t *testing.T, timeout time.Duration) context.Context {
 	t.Helper()
+	// Not t.TempDir: chromium's helpers may still write to the profile for a
+	// moment after the browser exits, which would fail the test's cleanup.
+	profile, err := os.MkdirTemp("", "certportal-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-quic", true),
@@ -114,7 +105,13 @@ func newChromeFor(t *testing.T, timeout time.Duration) context.Context {
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	t.Cleanup(func() {
+		_ = chromedp.Cancel(ctx) // closes the browser and waits for it
+		cancelTimeout()
+		cancelCtx()
+		cancelAlloc()
+		_ = os.RemoveAll(profile)
+	})
 	return ctx
 }
 
@@ -139,7 +136,11 @@ func (tb *tab) fits(name string) {
 		if scroll > inner {
 			tb.t.Errorf("%s at %d px: page is %d px wide", name, w, scroll)
 		}
-		file := filepath.Join(screenshotDir(tb.t), tb.prefix+"-"+name+"-"+strconv.FormatInt(w, 10)+".png")
+		dir := screenshotDir()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			tb.t.Fatal(err)
+		}
+		file := filepath.Join(dir, tb.prefix+"-"+name+"-"+strconv.FormatInt(w, 10)+".png")
 		if err := os.WriteFile(file, shot, 0o644); err != nil {
 			tb.t.Fatal(err)
 		}

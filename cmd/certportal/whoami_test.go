@@ -29,13 +29,15 @@ import (
 // TestWhoamiRoundTrip: a certificate downloaded through the portal is
 // presented to Debian's nginx running the rendered template; the serial its
 // whoami page shows, pasted exactly as shown, finds the certificate in the
-// audit filter and export and revokes it in the portal; once nginx has the
+// helpdesk search, the audit filter and export, and revokes it in the portal; once nginx has the
 // new CRL the same certificate gets the "no longer valid" page linking to
 // the portal.
 func TestWhoamiRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	v := testenv.StartConfiguredVault(t)
-	if _, err := setup.EnsureServerRole(ctx, v.Admin, setup.Defaults(), setup.DefaultServerRole, []string{"localhost"}); err != nil {
+	o := setup.Defaults()
+	o.ServerIPSANs = []string{"127.0.0.1"} // the loopback server certificate carries it
+	if _, err := setup.EnsureServerRole(ctx, v.Admin, o, setup.DefaultServerRole, []string{"localhost"}); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := v.Admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{setup.NginxPolicyName}, TTL: "1h"})
@@ -49,7 +51,8 @@ func TestWhoamiRoundTrip(t *testing.T) {
 	nginxVault.SetToken(tok.Auth.ClientToken)
 	certDir := t.TempDir()
 	cfg := nginxcerts.Config{Dir: certDir, ServerName: "localhost", IPSANs: []string{"127.0.0.1"},
-		PKIMount: nginxcerts.DefaultPKIMount, RootMount: nginxcerts.DefaultRootMount, Role: nginxcerts.DefaultRole}
+		PKIMount: nginxcerts.DefaultPKIMount, RootMount: nginxcerts.DefaultRootMount, ServerMount: nginxcerts.DefaultServerMount,
+		Role: nginxcerts.DefaultRole}
 	if _, err := nginxcerts.Sync(ctx, nginxVault, cfg, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +98,13 @@ func TestWhoamiRoundTrip(t *testing.T) {
 		t.Fatalf("whoami page:\n%s", body)
 	}
 	t.Logf("whoami shows serial %q; the portal's form is %q", shown, portalSerial)
+
+	// Helpdesk staff paste what whoami shows into their search.
+	helen := newBrowser(t, p.URL)
+	helen.mustLogin("helen", v.Password(t, "helen"))
+	if hd := helen.get("/helpdesk?q=" + url.QueryEscape(shown)); hd.StatusCode != http.StatusOK || !strings.Contains(string(hd.Body), portalSerial) || !strings.Contains(string(hd.Body), "alice") {
+		t.Errorf("helpdesk search for whoami's serial %q: %d\n%s", shown, hd.StatusCode, hd.Body)
+	}
 
 	// The auditor pastes what whoami shows.
 	audrey := newBrowser(t, p.URL)
