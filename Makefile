@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test test-short lint bench deps clean
+.PHONY: all build run test test-short lint bench deps clean image
 
 all: build
 
@@ -19,6 +19,18 @@ $(BIN)/certportal:
 # the first build, about ten minutes on two cores; seconds after that).
 $(BIN)/devvault:
 	cd deploy/devvault && $(GO) build -o ../../$@ .
+
+# The OCI image, built without a container engine (none runs on the build
+# machines and no registry is reachable): a static binary plus CA
+# certificates, passwd and an empty /var/lib/certportal on an empty base,
+# written as an OCI image layout. deploy/image is its own module so
+# go-containerregistry stays out of the portal's build. Load it with e.g.
+# `skopeo copy oci:bin/image:certportal:dev docker-daemon:certportal:dev`.
+VERSION  ?= dev
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/certportal-static ./cmd/certportal
+	cd deploy/image && $(GO) run . -binary ../../$(BIN)/certportal-static -out ../../$(BIN)/image -version $(VERSION) -revision "$(REVISION)" -tag certportal:$(VERSION)
 
 # Starts the embedded dev Vault, configures it, and serves the portal with
 # demo users. Ctrl-C stops everything.

@@ -60,6 +60,7 @@ func commands() []command {
 		{"nginx-config", "print an Nginx server block that protects a path with portal certificates", runNginxConfig},
 		{"nginx-certs", "write Nginx's server certificate, client CA chain and CRLs from Vault; --watch keeps them fresh", runNginxCerts},
 		{"rotate-secret-id", "replace the portal's AppRole secret id file and destroy the old secret id", runRotateSecretID},
+		{"healthcheck", "exit 0 when the portal's /healthz (or -url) answers 200; for container HEALTHCHECKs and probes", runHealthcheck},
 		{"audit", "audit verify: check the audit trail's hash chain", runAudit},
 		{"version", "print the version", runVersion},
 	}

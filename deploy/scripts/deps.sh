@@ -3,7 +3,7 @@
 # nginx (mTLS end to end), chromium (browser test), postgresql (multi-replica
 # store), and the programs users open .p12 files with, which internal/bundle's
 # tests run: openssl, NSS's pk12util (libnss3-tools), Java's keytool
-# (default-jre-headless) and Debian's Python with python3-cryptography.
+# (default-jre-headless), systemd-analyze (systemd) and Debian's Python with python3-cryptography.
 set -euo pipefail
 
 need=()
@@ -12,13 +12,15 @@ have nginx    || need+=(nginx)
 have chromium || need+=(chromium)
 have openssl  || need+=(openssl)
 have curl     || need+=(curl)
+# systemd-analyze checks deploy/systemd's units.
+have systemd-analyze || need+=(systemd)
 have pk12util || need+=(libnss3-tools)
 have keytool  || need+=(default-jre-headless)
 /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then
-	echo "deps: nginx, chromium, openssl, postgresql, pk12util, keytool, python3-cryptography present"
+	echo "deps: nginx, chromium, openssl, postgresql, pk12util, keytool, systemd-analyze, python3-cryptography present"
 	exit 0
 fi
 echo "deps: installing ${need[*]}"
