@@ -28,6 +28,7 @@ const (
 	ActionReconcile     = "audit.reconcile"
 	ActionSessionEnded  = "session.ended" // a session ended other than by logout, with the reason and what became of its token
 	ActionSessionRoles  = "session.roles" // a recheck found the token's live policies give other portal roles
+	ActionNotify        = "notification.send" // an expiry reminder sent, given up or lost to a crash
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is

@@ -253,12 +253,93 @@ type LoginAttempts interface {
 	DeleteStaleLoginAttempts(ctx context.Context, before time.Time) (int64, error)
 }
 
+// Notification states. A row is written pending before anything is sent;
+// a runner claims it (sending, with a lease) right before it sends, and
+// records the outcome in the same transaction as the outcome's audit event.
+const (
+	NotifyPending   = "pending"   // due; waiting for next_attempt
+	NotifySending   = "sending"   // claimed by a runner until lease_until
+	NotifySent      = "sent"      // the channel accepted it
+	NotifyFailed    = "failed"    // given up: permanent error or too many attempts
+	NotifyCancelled = "cancelled" // the certificate was revoked or renewed first
+	NotifySkipped   = "skipped"   // a more urgent threshold for it became due first
+	// NotifyUnknown: the runner holding the claim stopped mid-send (a crash)
+	// and its lease ran out. It is never sent again: the channel may have
+	// accepted it already (at most once, docs/notifications.md).
+	NotifyUnknown = "unknown"
+)
+
+// ThresholdExpired is the threshold of the notice sent once a certificate
+// has expired (the others are the time left before expiry).
+const ThresholdExpired time.Duration = 0
+
+// Notification is one reminder for one certificate, threshold and channel.
+type Notification struct {
+	ID          int64
+	Serial      string
+	Username    string
+	Threshold   time.Duration // time left before expiry it reminds of; ThresholdExpired after
+	Channel     string        // email, webhook, helpdesk
+	State       string
+	Attempts    int
+	NextAttempt time.Time
+	LeaseUntil  time.Time
+	Lease       string // the claiming runner's random token while sending
+	LastError   string
+	CreatedAt   time.Time
+	SentAt      time.Time // zero until sent
+	NotAfter    time.Time // the certificate's expiry, joined in for the message
+}
+
+// Band asks EnqueueReminders to record, for every certificate that is
+// unrevoked, not renewed (no newer unrevoked one of the same user valid at
+// At), whose validity is longer than Threshold and whose expiry lies in
+// (From, To], one pending notification per channel.
+type Band struct {
+	Threshold time.Duration
+	From, To  time.Time
+	At        time.Time // now: a renewal must still be valid at At
+	Channels  []string
+	MinValid  time.Duration // only certificates valid (not_after - issued_at) longer than this
+}
+
+// Notifications is the reminder outbox. Every method is one SQL statement
+// or transaction: nothing loads the inventory into memory.
+type Notifications interface {
+	// EnqueueReminders inserts b's pending rows (existing ones are kept)
+	// and returns how many it added.
+	EnqueueReminders(ctx context.Context, b Band, now time.Time) (int, error)
+	// SkipSuperseded marks pending rows skipped where a more urgent
+	// threshold of the same certificate and channel is recorded too.
+	SkipSuperseded(ctx context.Context) (int, error)
+	// ClaimNotification takes one pending row whose next_attempt has come,
+	// marks it sending under lease until leaseUntil, counts the attempt,
+	// and returns it; ErrNotFound when none is due. Two runners never
+	// claim the same row.
+	ClaimNotification(ctx context.Context, now, leaseUntil time.Time, lease string) (*Notification, error)
+	// FinishNotification records the outcome of a claimed row (state, next
+	// attempt, error) with its audit event, in one transaction, provided
+	// the row is still sending under lease; ErrConflict otherwise.
+	FinishNotification(ctx context.Context, n *Notification, e *audit.Event) error
+	// ExpiredLeases lists rows still sending whose lease ended before now.
+	ExpiredLeases(ctx context.Context, now time.Time, limit int) ([]*Notification, error)
+	// ListNotifications lists a user's notifications, newest first.
+	ListNotifications(ctx context.Context, username string, limit int) ([]*Notification, error)
+
+	// SetUserLanguage remembers the UI language a user last chose, for
+	// messages sent when they are not there to ask.
+	SetUserLanguage(ctx context.Context, username, lang string, at time.Time) error
+	// UserLanguage is that language; "" when none was recorded.
+	UserLanguage(ctx context.Context, username string) (string, error)
+}
+
 // Store is the whole persistence interface the portal needs.
 type Store interface {
 	Sessions
 	Certificates
 	Audit
 	LoginAttempts
+	Notifications
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -180,6 +180,8 @@ var grants = []string{
 	`GRANT SELECT ON schema_migrations TO ` + restrictedRole,
 	`GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates, issuance_reservations, login_attempts TO ` + restrictedRole,
 	`GRANT SELECT, INSERT ON audit_events TO ` + restrictedRole,
+	`GRANT SELECT, INSERT, UPDATE ON notifications, user_prefs TO ` + restrictedRole,
+	`GRANT USAGE ON SEQUENCE notifications_id_seq TO ` + restrictedRole,
 	`REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM ` + restrictedRole,
 }
 

@@ -12,6 +12,8 @@
 //	GRANT SELECT ON schema_migrations TO certportal;
 //	GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, certificates, issuance_reservations, login_attempts TO certportal;
 //	GRANT SELECT, INSERT ON audit_events TO certportal;
+//	GRANT SELECT, INSERT, UPDATE ON notifications, user_prefs TO certportal;
+//	GRANT USAGE ON SEQUENCE notifications_id_seq TO certportal;
 //	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
 //
 // (the REVOKE matters where broader grants such as GRANT ALL ON ALL TABLES
@@ -160,6 +162,33 @@ var migrations = []string{
 	`CREATE INDEX login_attempts_last_at ON login_attempts(last_at)`,
 	// The user's own name for a certificate (issue 10); '' for older rows.
 	`ALTER TABLE certificates ADD COLUMN label text NOT NULL DEFAULT ''`,
+	// Expiry reminders (internal/notify): the scan reads one expiry band
+	// of unrevoked certificates from this index, never the whole table.
+	`CREATE INDEX certificates_expiry ON certificates(not_after) WHERE revoked_at IS NULL`,
+	`CREATE TABLE notifications (
+		id           bigserial PRIMARY KEY,
+		serial       text COLLATE "C" NOT NULL,
+		username     text COLLATE "C" NOT NULL,
+		threshold_s  bigint NOT NULL,
+		channel      text NOT NULL,
+		state        text NOT NULL,
+		attempts     integer NOT NULL DEFAULT 0,
+		next_attempt timestamptz NOT NULL,
+		lease_until  timestamptz NOT NULL DEFAULT 'epoch',
+		lease        text NOT NULL DEFAULT '',
+		last_error   text NOT NULL DEFAULT '',
+		created_at   timestamptz NOT NULL,
+		sent_at      timestamptz,
+		UNIQUE(serial, threshold_s, channel)
+	)`,
+	`CREATE INDEX notifications_due ON notifications(next_attempt) WHERE state = 'pending'`,
+	`CREATE INDEX notifications_lease ON notifications(lease_until) WHERE state = 'sending'`,
+	`CREATE INDEX notifications_user ON notifications(username, id)`,
+	`CREATE TABLE user_prefs (
+		username   text COLLATE "C" PRIMARY KEY,
+		lang       text NOT NULL,
+		updated_at timestamptz NOT NULL
+	)`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

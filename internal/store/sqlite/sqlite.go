@@ -197,6 +197,33 @@ var migrations = []string{
 	`CREATE INDEX login_attempts_last_at ON login_attempts(last_at)`,
 	// The user's own name for a certificate (issue 10); '' for older rows.
 	`ALTER TABLE certificates ADD COLUMN label TEXT NOT NULL DEFAULT ''`,
+	// Expiry reminders (internal/notify): the scan reads one expiry band
+	// of unrevoked certificates from this index, never the whole table.
+	`CREATE INDEX certificates_expiry ON certificates(not_after) WHERE revoked_at IS NULL`,
+	`CREATE TABLE notifications (
+		id           INTEGER PRIMARY KEY,
+		serial       TEXT NOT NULL,
+		username     TEXT NOT NULL,
+		threshold_s  INTEGER NOT NULL,
+		channel      TEXT NOT NULL,
+		state        TEXT NOT NULL,
+		attempts     INTEGER NOT NULL DEFAULT 0,
+		next_attempt INTEGER NOT NULL,
+		lease_until  INTEGER NOT NULL DEFAULT 0,
+		lease        TEXT NOT NULL DEFAULT '',
+		last_error   TEXT NOT NULL DEFAULT '',
+		created_at   INTEGER NOT NULL,
+		sent_at      INTEGER,
+		UNIQUE(serial, threshold_s, channel)
+	)`,
+	`CREATE INDEX notifications_due ON notifications(next_attempt) WHERE state = 'pending'`,
+	`CREATE INDEX notifications_lease ON notifications(lease_until) WHERE state = 'sending'`,
+	`CREATE INDEX notifications_user ON notifications(username, id)`,
+	`CREATE TABLE user_prefs (
+		username   TEXT PRIMARY KEY,
+		lang       TEXT NOT NULL,
+		updated_at INTEGER NOT NULL
+	)`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself; the

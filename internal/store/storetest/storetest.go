@@ -32,6 +32,8 @@ func Run(t *testing.T, open Open) {
 	t.Run("concurrent audit appends", func(t *testing.T) { testConcurrentAudit(t, open(t)) })
 	t.Run("login attempts", func(t *testing.T) { testLoginAttempts(t, open(t)) })
 	t.Run("concurrent login attempts", func(t *testing.T) { testConcurrentLoginAttempts(t, open(t)) })
+	t.Run("notifications", func(t *testing.T) { testNotifications(t, open(t)) })
+	t.Run("concurrent notification claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
 	t.Run("certificate labels", func(t *testing.T) { testCertificateLabels(t, open(t)) })
 }
 
