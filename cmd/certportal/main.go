@@ -62,6 +62,7 @@ func commands() []command {
 		{"rotate-secret-id", "replace the portal's AppRole secret id file and destroy the old secret id", runRotateSecretID},
 		{"healthcheck", "exit 0 when the portal's /healthz (or -url) answers 200; for container HEALTHCHECKs and probes", runHealthcheck},
 		{"audit", "audit verify: check the audit trail's hash chain", runAudit},
+		{"notify", "notify --once: send the expiry reminders that are due, then exit", runNotify},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -62,7 +62,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	opts := PortalOptions(cfg)
 	opts.Metrics = m
 	svc := portal.NewService(vc, ident, s, opts, log)
-	if err := svc.RecordStart(ctx, map[string]string{
+	notifier, err := BuildNotifier(cfg, s, m, log)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	settings := map[string]string{
 		"vault_addr": cfg.VaultAddr, "pki_mount": cfg.PKIMount, "role": cfg.Role, "tls": fmt.Sprint(cfg.TLS()),
 		"proxy_tls": fmt.Sprint(cfg.ProxyTLS), "trusted_proxies": fmt.Sprint(cfg.TrustedProxies),
 		"max_active":         fmt.Sprint(cfg.MaxActive),
@@ -70,14 +75,19 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		"login_network_limits": config.FormatNetworkLimits(cfg.LoginNetworkLimits), "login_user_max_failures": fmt.Sprint(cfg.LoginUserMaxFailures),
 		"login_user_window": cfg.LoginUserWindow.String(), "login_failure_floor": cfg.LoginFailureFloor.String(),
 		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
-	}); err != nil {
+	}
+	for k, v := range notifySettings(cfg) {
+		settings[k] = v
+	}
+	if err := svc.RecordStart(ctx, settings); err != nil {
 		// Fail closed from the start: a portal that cannot audit does not serve.
 		st.Close()
 		return nil, nil, fmt.Errorf("audit trail: %w", err)
 	}
 	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m,
 		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes, SessionRecheck: cfg.SessionRecheck,
-		WhoamiURL: cfg.ServiceURL, AccountName: cfg.AccountName})
+		WhoamiURL: cfg.ServiceURL, AccountName: cfg.AccountName,
+		Reminders: s})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -93,6 +103,13 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	// stops, so the store closes only after it has.
 	svcDone := make(chan struct{})
 	go func() { svc.Run(sweepCtx); close(svcDone) }()
+	notifyDone := make(chan struct{})
+	if notifier != nil {
+		go func() { notifier.Run(sweepCtx, cfg.NotifyInterval); close(notifyDone) }()
+	} else {
+		close(notifyDone)
+		log.Info("expiry reminders off: set CERTPORTAL_SMTP_URL or CERTPORTAL_NOTIFY_WEBHOOK to send them")
+	}
 	return h, func() {
 		stopSweep()
 		<-swept
@@ -100,6 +117,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 			endSessions(sessions, log)
 		}
 		<-svcDone
+		<-notifyDone
 		st.Close()
 	}, nil
 }

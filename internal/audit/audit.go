@@ -26,8 +26,8 @@ const (
 	ActionConfigSetup   = "config.setup" // `certportal setup` changed (or checked) Vault's configuration
 	ActionAuditExport   = "audit.export"
 	ActionReconcile     = "audit.reconcile"
-	ActionSessionEnded  = "session.ended" // a session ended other than by logout, with the reason and what became of its token
-	ActionSessionRoles  = "session.roles" // a recheck found the token's live policies give other portal roles
+	ActionSessionEnded  = "session.ended"     // a session ended other than by logout, with the reason and what became of its token
+	ActionSessionRoles  = "session.roles"     // a recheck found the token's live policies give other portal roles
 	ActionNotify        = "notification.send" // an expiry reminder sent, given up or lost to a crash
 )
 

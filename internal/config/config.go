@@ -92,6 +92,19 @@ type Config struct {
 	// e.g. "your ACME account"; empty: "your company account".
 	AccountName string // CERTPORTAL_ACCOUNT_NAME
 
+	// Expiry reminders (internal/notify); off unless a channel is set.
+	NotifyThresholds    []time.Duration // CERTPORTAL_NOTIFY_THRESHOLDS, default 720h,168h,72h
+	NotifyExpired       bool            // CERTPORTAL_NOTIFY_EXPIRED: also tell owners once it has expired (default true)
+	NotifyInterval      time.Duration   // CERTPORTAL_NOTIFY_INTERVAL: how often serve makes a pass
+	SMTPURL             string          // CERTPORTAL_SMTP_URL: smtp://[user:pass@]host:port (STARTTLS) or smtps://
+	SMTPCACert          string          // CERTPORTAL_SMTP_CACERT: CA file for the mail server's certificate
+	MailFrom            string          // CERTPORTAL_MAIL_FROM
+	HelpdeskEmail       string          // CERTPORTAL_HELPDESK_EMAIL: copies and escalations
+	NotifyWebhook       string          // CERTPORTAL_NOTIFY_WEBHOOK: URL (a secret: Slack's and Teams' are credentials)
+	NotifyWebhookFormat string          // CERTPORTAL_NOTIFY_WEBHOOK_FORMAT: generic, slack or teams
+	NotifyWebhookSecret []byte          // CERTPORTAL_NOTIFY_WEBHOOK_SECRET(_FILE): HMAC key for the signature header
+	PublicURL           string          // CERTPORTAL_PUBLIC_URL: base of the renew links in reminders
+
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
 	VaultTimeout time.Duration
@@ -128,6 +141,10 @@ func Default() Config {
 		DeniedWindow:         time.Minute,
 		ExpiringSoon:         14 * 24 * time.Hour,
 		MaxBodyBytes:         64 << 10,
+		NotifyThresholds:     []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},
+		NotifyExpired:        true,
+		NotifyInterval:       5 * time.Minute,
+		NotifyWebhookFormat:  "generic",
 		LogLevel:             "info",
 		VaultTimeout:         30 * time.Second,
 	}
@@ -199,6 +216,16 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.ServiceURL, "service-url", env("CERTPORTAL_SERVICE_URL", ""), "the protected site's whoami page, linked as \"check it works\"; a URL without a path gets /secure/whoami (CERTPORTAL_SERVICE_URL)")
 	fs.StringVar(&c.AccountName, "account-name", env("CERTPORTAL_ACCOUNT_NAME", ""), "what the login page calls the account employees log in with, e.g. \"your ACME account\" (CERTPORTAL_ACCOUNT_NAME)")
+	var thresholds, webhookSecretFile string
+	fs.StringVar(&thresholds, "notify-thresholds", env("CERTPORTAL_NOTIFY_THRESHOLDS", ""), "comma-separated time left before expiry at which owners are reminded, default 720h,168h,72h (CERTPORTAL_NOTIFY_THRESHOLDS)")
+	fs.DurationVar(&c.NotifyInterval, "notify-interval", envDuration(getenv, "CERTPORTAL_NOTIFY_INTERVAL", c.NotifyInterval), "how often serve looks for due reminders (CERTPORTAL_NOTIFY_INTERVAL)")
+	fs.StringVar(&c.SMTPURL, "smtp-url", env("CERTPORTAL_SMTP_URL", ""), "mail server for reminders: smtp://[user:pass@]host:587 (STARTTLS required) or smtps://host:465 (CERTPORTAL_SMTP_URL)")
+	fs.StringVar(&c.SMTPCACert, "smtp-cacert", env("CERTPORTAL_SMTP_CACERT", ""), "CA file for the mail server's certificate; default: the system's (CERTPORTAL_SMTP_CACERT)")
+	fs.StringVar(&c.MailFrom, "mail-from", env("CERTPORTAL_MAIL_FROM", ""), "sender address of reminders (CERTPORTAL_MAIL_FROM)")
+	fs.StringVar(&c.HelpdeskEmail, "helpdesk-email", env("CERTPORTAL_HELPDESK_EMAIL", ""), "address that gets a copy of each reminder and the escalation when a certificate expires unrenewed (CERTPORTAL_HELPDESK_EMAIL)")
+	fs.StringVar(&c.NotifyWebhookFormat, "notify-webhook-format", env("CERTPORTAL_NOTIFY_WEBHOOK_FORMAT", c.NotifyWebhookFormat), "generic (signed JSON), slack or teams (CERTPORTAL_NOTIFY_WEBHOOK_FORMAT)")
+	fs.StringVar(&webhookSecretFile, "notify-webhook-secret-file", env("CERTPORTAL_NOTIFY_WEBHOOK_SECRET_FILE", ""), "file with the webhook's HMAC secret (CERTPORTAL_NOTIFY_WEBHOOK_SECRET_FILE); or set CERTPORTAL_NOTIFY_WEBHOOK_SECRET")
+	fs.StringVar(&c.PublicURL, "public-url", env("CERTPORTAL_PUBLIC_URL", ""), "the portal's address as users reach it, for links in reminders, e.g. https://certs.example.com (CERTPORTAL_PUBLIC_URL)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -220,6 +247,30 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		c.MaxBodyBytes = n
 	}
 	c.AppRoleSecretID = getenv("CERTPORTAL_APPROLE_SECRET_ID")
+	// The webhook URL only from the environment: as a flag it would show
+	// in ps, and Slack's and Teams' URLs are credentials.
+	c.NotifyWebhook = getenv("CERTPORTAL_NOTIFY_WEBHOOK")
+	if thresholds != "" {
+		list, err := ParseTTLs(thresholds)
+		if err != nil {
+			return Config{}, fmt.Errorf("notify-thresholds: %w", err)
+		}
+		c.NotifyThresholds = list
+	}
+	if c.NotifyExpired, err = envBoolDefault(getenv, "CERTPORTAL_NOTIFY_EXPIRED", true); err != nil {
+		return Config{}, err
+	}
+	secret := getenv("CERTPORTAL_NOTIFY_WEBHOOK_SECRET")
+	if webhookSecretFile != "" {
+		b, err := os.ReadFile(webhookSecretFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("notify webhook secret file: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+	}
+	if secret != "" {
+		c.NotifyWebhookSecret = []byte(secret)
+	}
 	if ttls != "" {
 		list, err := ParseTTLs(ttls)
 		if err != nil {
@@ -253,6 +304,16 @@ func envBool(getenv func(string) string, name string) (bool, error) {
 	}
 	return b, nil
 }
+
+func envBoolDefault(getenv func(string) string, name string, def bool) (bool, error) {
+	if getenv(name) == "" {
+		return def, nil
+	}
+	return envBool(getenv, name)
+}
+
+// NotifyEnabled reports whether expiry reminders have a channel to go to.
+func (c Config) NotifyEnabled() bool { return c.SMTPURL != "" || c.NotifyWebhook != "" }
 
 func envInt(getenv func(string) string, name string, def int) int {
 	if v := getenv(name); v != "" {
@@ -419,6 +480,39 @@ func (c Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return c.validateNotify()
+}
+
+// validateNotify checks the reminder settings; the SMTP URL itself is
+// parsed by notify.ParseSMTPURL when the runner is built.
+func (c Config) validateNotify() error {
+	if c.NotifyInterval < time.Minute {
+		return errors.New("notify-interval: want at least 1m (CERTPORTAL_NOTIFY_INTERVAL)")
+	}
+	switch c.NotifyWebhookFormat {
+	case "generic", "slack", "teams":
+	default:
+		return fmt.Errorf("notify-webhook-format %q: want generic, slack or teams", c.NotifyWebhookFormat)
+	}
+	if c.HelpdeskEmail != "" && c.SMTPURL == "" {
+		return errors.New("helpdesk-email: needs CERTPORTAL_SMTP_URL to send to it")
+	}
+	if c.SMTPURL != "" && c.MailFrom == "" {
+		return errors.New("mail-from: required with CERTPORTAL_SMTP_URL")
+	}
+	if c.NotifyWebhook != "" {
+		// Not quoted: the URL may hold a token.
+		u, err := url.Parse(c.NotifyWebhook)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return errors.New("CERTPORTAL_NOTIFY_WEBHOOK: want an http(s) URL")
+		}
+	}
+	if c.NotifyEnabled() {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("public-url %q: reminders link to the renew page, so set CERTPORTAL_PUBLIC_URL to the portal's address, e.g. https://certs.example.com", c.PublicURL)
+		}
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ type Metrics struct {
 	revoked       *prometheus.CounterVec
 	auditFailures prometheus.Counter
 	vaultIssue    prometheus.Histogram
+	notifications *prometheus.CounterVec
+	notifyLastRun prometheus.Gauge
 }
 
 // New registers every collector.
@@ -58,8 +60,16 @@ func New() *Metrics {
 			Help:    "Latency of Vault's pki issue call, success or not.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certportal_notifications_total",
+			Help: "Expiry reminders by channel (email, webhook, helpdesk) and result (sent, retry, failed, cancelled, unknown).",
+		}, []string{"channel", "result"}),
+		notifyLastRun: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "certportal_notify_last_success_timestamp_seconds",
+			Help: "When the reminder scheduler last finished a pass without error (Unix time); 0 before the first.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.issued, m.revoked, m.auditFailures, m.vaultIssue,
+	m.reg.MustRegister(m.requests, m.duration, m.issued, m.revoked, m.auditFailures, m.vaultIssue, m.notifications, m.notifyLastRun,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -113,5 +123,31 @@ func (m *Metrics) AuditFailure() {
 func (m *Metrics) VaultIssue(d time.Duration) {
 	if m != nil {
 		m.vaultIssue.Observe(d.Seconds())
+	}
+}
+
+// Notification counts one reminder outcome. Both labels come from fixed
+// sets in internal/notify; anything else is counted as "other".
+func (m *Metrics) Notification(channel, result string) {
+	if m == nil {
+		return
+	}
+	switch channel {
+	case "email", "webhook", "helpdesk":
+	default:
+		channel = "other"
+	}
+	switch result {
+	case "sent", "retry", "failed", "cancelled", "unknown":
+	default:
+		result = "other"
+	}
+	m.notifications.WithLabelValues(channel, result).Inc()
+}
+
+// NotifyRun records a reminder pass that finished without error.
+func (m *Metrics) NotifyRun(at time.Time) {
+	if m != nil {
+		m.notifyLastRun.Set(float64(at.UnixNano()) / 1e9)
 	}
 }

@@ -319,7 +319,8 @@ type Notifications interface {
 	ClaimNotification(ctx context.Context, now, leaseUntil time.Time, lease string) (*Notification, error)
 	// FinishNotification records the outcome of a claimed row (state, next
 	// attempt, error) with its audit event, in one transaction, provided
-	// the row is still sending under lease; ErrConflict otherwise.
+	// the row is still sending under lease; ErrConflict otherwise. A nil
+	// event records the outcome alone (a retry, a cancellation).
 	FinishNotification(ctx context.Context, n *Notification, e *audit.Event) error
 	// ExpiredLeases lists rows still sending whose lease ended before now.
 	ExpiredLeases(ctx context.Context, now time.Time, limit int) ([]*Notification, error)

@@ -77,6 +77,7 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 			}
 		}
 		p.AtCap = active >= p.MaxActive
+		s.sentReminders(r, p, p.User.Username)
 	}
 	s.render(w, r, status, name, p)
 }

@@ -50,6 +50,7 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 		return
 	}
 	p.Target, p.TargetUnknown, p.Certs, p.CertActions = username, !known, certs, true
+	s.sentReminders(r, p, username)
 	if s.Service.OnBehalfEnabled() && known {
 		opts := s.Service.Options()
 		selected := opts.DefaultTTL

@@ -72,6 +72,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "save session: %w", err))
 		return
 	}
+	// Reminders are sent in the language the user last used the portal in.
+	s.rememberLanguage(r, id.Username, i18n.FromRequest(r))
 	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP, "peer", r.RemoteAddr)
 	http.Redirect(w, r, landing(id), http.StatusSeeOther)
 }

@@ -243,6 +243,10 @@ func (s *Server) loadSession(next http.Handler) http.Handler {
 			}
 			if id != nil {
 				ctx = context.WithValue(ctx, keyIdentity, id)
+				// The language switch (?lang=) is the user's choice for reminders too.
+				if l, ok := i18n.Parse(r.URL.Query().Get("lang")); ok {
+					s.rememberLanguage(r, id.Username, l)
+				}
 				if info, ok := ctx.Value(keyLogInfo).(*logInfo); ok {
 					info.user = id.Username
 				}

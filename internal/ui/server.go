@@ -55,6 +55,9 @@ type Deps struct {
 	// AccountName is what employees call the account they log in with
 	// (CERTPORTAL_ACCOUNT_NAME); empty: the catalog's "your company account".
 	AccountName string
+	// Reminders records users' languages and lists the expiry reminders
+	// sent to them; nil: neither.
+	Reminders Reminders
 }
 
 // Server holds parsed templates and dependencies.
@@ -100,7 +103,7 @@ func New(d Deps) (http.Handler, error) {
 		"pair":    func(a *page, b portal.CertificateView) pagePair { return pagePair{a, b} },
 	}
 	for _, name := range pageNames {
-		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/partials.html", "templates/"+name+".html")
+		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/partials.html", "templates/reminders.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse template %s: %w", name, err)
 		}
@@ -146,6 +149,7 @@ type page struct {
 	MaxActive  int
 	// certificate tables
 	Certs       []portal.CertificateView
+	Reminders   []reminderView // expiry reminders sent (dashboard, helpdesk user page)
 	CertActions bool
 	Renew       *portal.CertificateView // renew and revoke pages
 	Reasons     []string

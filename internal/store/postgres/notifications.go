@@ -100,6 +100,9 @@ func (s *DB) FinishNotification(ctx context.Context, n *store.Notification, e *a
 		if tag.RowsAffected() != 1 {
 			return fmt.Errorf("finish notification %d: no longer claimed under this lease: %w", n.ID, store.ErrConflict)
 		}
+		if e == nil {
+			return nil
+		}
 		return appendAudit(ctx, tx, e)
 	})
 }

@@ -115,7 +115,7 @@ func testNotifications(t *testing.T, s store.Store) {
 	}
 
 	// A more urgent threshold makes the pending less urgent one skipped.
-	later := now.Add(3 * 24 * time.Hour) // 2 days left
+	later := now.Add(3 * 24 * time.Hour)                                                                                  // 2 days left
 	if n, err := s.EnqueueReminders(ctx, band(72*time.Hour, later, 0, "email", "webhook"), later); err != nil || n != 4 { // alice and dave (110h of validity exceeds 72h)
 		t.Fatalf("72h enqueue: %d, %v", n, err)
 	}

@@ -1,0 +1,134 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/certportal/certportal/internal/i18n"
+)
+
+// Webhook formats (CERTPORTAL_NOTIFY_WEBHOOK_FORMAT).
+const (
+	FormatGeneric = "generic" // JSON below, signed
+	FormatSlack   = "slack"   // Slack incoming webhook: {"text": …}
+	FormatTeams   = "teams"   // Teams workflow webhook: a message with an Adaptive Card
+)
+
+// SignatureHeader carries "sha256=" and the hex HMAC-SHA256 of the body
+// under the shared secret (generic format; sent with the others too when a
+// secret is set).
+const SignatureHeader = "X-Certportal-Signature"
+
+// Webhook posts a JSON payload. The URL is treated as a secret (Slack's and
+// Teams' URLs are credentials): no error or log line carries it.
+type Webhook struct {
+	URL    string
+	Format string
+	Secret []byte
+	Client *http.Client
+}
+
+// GenericPayload is the generic format's body.
+type GenericPayload struct {
+	Event     string `json:"event"` // certificate.expiring or certificate.expired
+	Username  string `json:"username"`
+	Subject   string `json:"subject"`
+	Serial    string `json:"serial"`
+	NotAfter  string `json:"not_after"` // RFC 3339, UTC
+	Threshold string `json:"threshold"` // e.g. 168h0m0s, or expired
+	Language  string `json:"language"`
+	Title     string `json:"title"`
+	Text      string `json:"text"`
+	RenewURL  string `json:"renew_url"`
+}
+
+// ValidFormat reports whether f is a known format.
+func ValidFormat(f string) bool { return f == FormatGeneric || f == FormatSlack || f == FormatTeams }
+
+func (w *Webhook) payload(m *Message) any {
+	switch w.Format {
+	case FormatSlack:
+		return map[string]any{"text": m.Subject + "\n" + m.Text}
+	case FormatTeams:
+		return map[string]any{
+			"type": "message",
+			"attachments": []any{map[string]any{
+				"contentType": "application/vnd.microsoft.card.adaptive",
+				"content": map[string]any{
+					"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+					"type":    "AdaptiveCard",
+					"version": "1.4",
+					"body": []any{
+						map[string]any{"type": "TextBlock", "text": m.Subject, "weight": "Bolder", "wrap": true},
+						map[string]any{"type": "TextBlock", "text": m.Text, "wrap": true},
+					},
+					"actions": []any{map[string]any{"type": "Action.OpenUrl", "title": i18n.T(m.Lang, "notify.renew"), "url": m.RenewURL}},
+				},
+			}},
+		}
+	default:
+		ev := "certificate.expiring"
+		if m.Kind == "expired" {
+			ev = "certificate.expired"
+		}
+		return GenericPayload{Event: ev, Username: m.Username, Subject: m.CertSubject, Serial: m.Serial,
+			NotAfter: m.NotAfter.UTC().Format(time.RFC3339), Threshold: thresholdName(m.Threshold), Language: string(m.Lang),
+			Title: m.Subject, Text: m.Text, RenewURL: m.RenewURL}
+	}
+}
+
+// Sign is the signature header's value for body.
+func Sign(secret, body []byte) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+func (w *Webhook) Send(ctx context.Context, m *Message) error {
+	body, err := json.Marshal(w.payload(m))
+	if err != nil {
+		return fmt.Errorf("webhook: %w: %w", err, Permanent)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("webhook: bad URL: %w", Permanent)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "certportal")
+	if len(w.Secret) > 0 {
+		req.Header.Set(SignatureHeader, Sign(w.Secret, body))
+	}
+	client := w.Client
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		// *url.Error quotes the URL; keep only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("webhook: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout:
+		return fmt.Errorf("webhook: answered %s", resp.Status)
+	default:
+		return fmt.Errorf("webhook: answered %s: %w", resp.Status, Permanent)
+	}
+}
