@@ -47,7 +47,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		st.Close()
 		return nil, nil, err
 	}
-	vc, err := vault.New(vault.Config{Addr: cfg.VaultAddr, CACert: cfg.VaultCACert, Timeout: cfg.VaultTimeout})
+	vc, err := vault.New(vault.Config{Addr: cfg.VaultAddr, CACert: cfg.VaultCACert, Timeout: cfg.VaultTimeout, MaxInFlight: cfg.VaultMaxInFlight})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -167,7 +167,7 @@ func PortalOptions(cfg config.Config) portal.Options {
 		UserPolicy: cfg.UserPolicy, HelpdeskPolicy: cfg.HelpdeskPolicy, AuditorPolicy: cfg.AuditorPolicy,
 		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL, MaxActive: cfg.MaxActive, ExpiringSoon: cfg.ExpiringSoon,
 		OnBehalfRole: onBehalfRole(cfg), LoginMaxFailures: cfg.LoginMaxFailures, LoginFailureWindow: cfg.LoginFailureWindow,
-		DeniedWindow:       cfg.DeniedWindow,
+		DeniedWindow: cfg.DeniedWindow, VaultTimeout: cfg.VaultTimeout,
 		LoginNetworkLimits: networkLimits(cfg.LoginNetworkLimits), LoginUserMaxFailures: cfg.LoginUserMaxFailures,
 		LoginUserWindow: cfg.LoginUserWindow, LoginFailureFloor: cfg.LoginFailureFloor, NameKey: nameKey(cfg.SessionKey),
 	}

@@ -107,7 +107,13 @@ type Config struct {
 
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
-	VaultTimeout time.Duration
+	// VaultTimeout bounds each Vault call, so a slow Vault gives users a 503
+	// well before the HTTP server's write timeout (60 s) or a proxy's.
+	VaultTimeout time.Duration // CERTPORTAL_VAULT_TIMEOUT
+	// VaultMaxInFlight bounds the Vault calls under way at once; a request
+	// that finds no place soon is refused with a 503, so a slow Vault does
+	// not pile up waiting work.
+	VaultMaxInFlight int // CERTPORTAL_VAULT_MAX_INFLIGHT
 }
 
 // Default returns the configuration used when nothing is set.
@@ -146,7 +152,8 @@ func Default() Config {
 		NotifyInterval:       5 * time.Minute,
 		NotifyWebhookFormat:  "generic",
 		LogLevel:             "info",
-		VaultTimeout:         30 * time.Second,
+		VaultTimeout:         10 * time.Second,
+		VaultMaxInFlight:     64,
 	}
 }
 
@@ -226,6 +233,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.StringVar(&c.NotifyWebhookFormat, "notify-webhook-format", env("CERTPORTAL_NOTIFY_WEBHOOK_FORMAT", c.NotifyWebhookFormat), "generic (signed JSON), slack or teams (CERTPORTAL_NOTIFY_WEBHOOK_FORMAT)")
 	fs.StringVar(&webhookSecretFile, "notify-webhook-secret-file", env("CERTPORTAL_NOTIFY_WEBHOOK_SECRET_FILE", ""), "file with the webhook's HMAC secret (CERTPORTAL_NOTIFY_WEBHOOK_SECRET_FILE); or set CERTPORTAL_NOTIFY_WEBHOOK_SECRET")
 	fs.StringVar(&c.PublicURL, "public-url", env("CERTPORTAL_PUBLIC_URL", ""), "the portal's address as users reach it, for links in reminders, e.g. https://certs.example.com (CERTPORTAL_PUBLIC_URL)")
+	fs.DurationVar(&c.VaultTimeout, "vault-timeout", envDuration(getenv, "CERTPORTAL_VAULT_TIMEOUT", c.VaultTimeout), "each Vault call gives up after this; under the server's 60s write timeout (CERTPORTAL_VAULT_TIMEOUT)")
+	fs.IntVar(&c.VaultMaxInFlight, "vault-max-inflight", envInt(getenv, "CERTPORTAL_VAULT_MAX_INFLIGHT", c.VaultMaxInFlight), "Vault calls under way at once; further requests get a 503 (CERTPORTAL_VAULT_MAX_INFLIGHT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -472,6 +481,12 @@ func (c Config) Validate() error {
 	}
 	if c.ExpiringSoon < 0 {
 		return errors.New("expiring-soon: want a positive duration (CERTPORTAL_EXPIRING_SOON)")
+	}
+	if c.VaultTimeout <= 0 || c.VaultTimeout > 50*time.Second {
+		return errors.New("vault-timeout: want a positive duration up to 50s, under the server's 60s write timeout (CERTPORTAL_VAULT_TIMEOUT)")
+	}
+	if c.VaultMaxInFlight < 1 || c.VaultMaxInFlight > 10000 {
+		return errors.New("vault-max-inflight: want 1 to 10000 (CERTPORTAL_VAULT_MAX_INFLIGHT)")
 	}
 	if c.MaxBodyBytes < 1024 {
 		return errors.New("max body bytes: want at least 1024")

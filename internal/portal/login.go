@@ -14,8 +14,16 @@ import (
 )
 
 // loginTimeout bounds a login once it is under way: it no longer ends when
-// the client hangs up (see Login), so it needs an end of its own.
-const loginTimeout = 30 * time.Second
+// the client hangs up (see Login), so it needs an end of its own. A login
+// makes up to two Vault calls in a row (the login, then a token revocation
+// or the user list), each bounded by the Vault timeout, plus store writes.
+func (s *Service) loginTimeout() time.Duration {
+	vt := s.opts.VaultTimeout
+	if vt <= 0 {
+		vt = 10 * time.Second
+	}
+	return 2*vt + 10*time.Second
+}
 
 // NormalizeUsername is the form of a submitted username everything after
 // the form works with: Vault's userpass lower-cases names too, so " Alice"

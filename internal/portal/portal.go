@@ -98,6 +98,9 @@ type Options struct {
 	// DeniedWindow: refused requests of one user within it after the
 	// first are recorded as one event with their count; 0 means 1 minute.
 	DeniedWindow time.Duration
+	// VaultTimeout is how long one Vault call may take (the Vault client
+	// enforces it); the login's own bound is derived from it.
+	VaultTimeout time.Duration
 }
 
 // Store is what the portal keeps: the inventory, the audit trail and the
@@ -178,7 +181,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 	// Once an attempt is let through it runs to the end whatever the client
 	// does: Vault checks and counts the password even if the client hangs
 	// up, so the portal must count and record it too.
-	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), loginTimeout)
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.loginTimeout())
 	defer cancel()
 	if v := s.throttle.attempt(ip, s.now()); !v.allowed {
 		// Refused before Vault is asked: the password is not tried at all.
@@ -384,7 +387,7 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 
 // reservationTTL bounds how long a place taken for an issuance that never
 // finished (the process died between the reservation and the record) stays
-// taken. It must outlast the Vault call (30 s timeout) plus the inventory
+// taken. It must outlast the Vault call (CERTPORTAL_VAULT_TIMEOUT, at most 50 s) plus the inventory
 // write, or a slow issuance would lose its place to another request.
 const reservationTTL = 2 * time.Minute
 

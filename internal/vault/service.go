@@ -72,6 +72,11 @@ func (s *Service) login(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx, done, err := s.c.call(ctx, "service login")
+	if err != nil {
+		return err
+	}
+	defer done()
 	sec, err := cl.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(s.role.Mount, "/")+"/login",
 		map[string]any{"role_id": s.role.RoleID, "secret_id": secret})
 	if err != nil {
@@ -123,6 +128,11 @@ func (s *Service) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx, done, err := s.c.call(ctx, "renew service token")
+	if err != nil {
+		return err
+	}
+	defer done()
 	sec, err := cl.Auth().Token().RenewSelfWithContext(ctx, 0)
 	if err != nil {
 		return classify("renew service token", err, ErrPermissionDenied)
@@ -162,7 +172,14 @@ func (s *Service) do(ctx context.Context, fn func(*vaultapi.Client) error) error
 		if err != nil {
 			return err
 		}
+		// fn uses its caller's context; the place among the calls under
+		// way is taken here and the HTTP client's timeout (Config.Timeout)
+		// bounds the call.
+		if err := s.c.acquire(ctx, "service call"); err != nil {
+			return err
+		}
 		err = fn(cl)
+		<-s.c.slots
 		var re *vaultapi.ResponseError
 		if attempt == 0 && errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
 			s.log.WarnContext(ctx, "service token refused; logging in again")
@@ -259,6 +276,11 @@ func (c *Client) CRLSerials(ctx context.Context, mount string) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
+	ctx, done, err := c.call(ctx, "read CRL")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	resp, err := cl.Logical().ReadRawWithContext(ctx, strings.Trim(mount, "/")+"/crl")
 	if resp != nil {
 		defer resp.Body.Close()

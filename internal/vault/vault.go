@@ -32,17 +32,31 @@ var (
 
 // Config says how to reach Vault.
 type Config struct {
-	Addr    string
-	CACert  string // PEM file with the CA that signed Vault's TLS certificate
+	Addr   string
+	CACert string // PEM file with the CA that signed Vault's TLS certificate
+	// Timeout bounds each call (connect, request, response); 0 means 10 s.
 	Timeout time.Duration
+	// MaxInFlight bounds the calls under way at once (0: 64). A call that
+	// finds no place within a tenth of Timeout fails as ErrUnavailable.
+	MaxInFlight int
 }
 
 // Client talks to one Vault cluster. It is safe for concurrent use; it never
 // holds a token of its own — every call names the token it acts with.
 type Client struct {
-	base   *vaultapi.Client
-	chains chainCache
+	base    *vaultapi.Client
+	chains  chainCache
+	timeout time.Duration
+	// slots holds one token per call under way: a slow Vault makes callers
+	// fail fast instead of piling up connections, goroutines and memory.
+	slots     chan struct{}
+	queueWait time.Duration
 }
+
+const (
+	defaultTimeout     = 10 * time.Second
+	defaultMaxInFlight = 64
+)
 
 // New returns a client for cfg.
 func New(cfg Config) (*Client, error) {
@@ -54,9 +68,16 @@ func New(cfg Config) (*Client, error) {
 	// pki/issue is not idempotent: a retried request can mint a second
 	// certificate nobody receives. No retries anywhere keeps that rule simple.
 	vc.MaxRetries = 0
-	if cfg.Timeout > 0 {
-		vc.Timeout = cfg.Timeout
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = defaultTimeout
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = defaultMaxInFlight
+	}
+	// Every call also carries a context deadline (call); the HTTP client's
+	// own timeout is the backstop for the service identity's calls, whose
+	// closures use their caller's context.
+	vc.Timeout = cfg.Timeout
 	if t, ok := vc.HttpClient.Transport.(*http.Transport); ok {
 		// Many concurrent users share one Vault; keep connections warm.
 		t.MaxIdleConnsPerHost = 64
@@ -73,8 +94,45 @@ func New(cfg Config) (*Client, error) {
 	// DefaultConfig reads VAULT_TOKEN from the environment; the portal must
 	// never act with an operator token by accident.
 	c.ClearToken()
-	return &Client{base: c}, nil
+	return &Client{base: c, timeout: cfg.Timeout, slots: make(chan struct{}, cfg.MaxInFlight),
+		queueWait: min(cfg.Timeout/10, time.Second)}, nil
 }
+
+// Timeout is how long one Vault call may take.
+func (c *Client) Timeout() time.Duration { return c.timeout }
+
+// call bounds one Vault call: it takes a place among the calls under way —
+// waiting at most queueWait, since a full table means Vault is slow and a
+// quick 503 is kinder than a long wait — and gives the call its own
+// deadline. done gives the place back.
+func (c *Client) call(ctx context.Context, op string) (context.Context, func(), error) {
+	if err := c.acquire(ctx, op); err != nil {
+		return nil, nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return cctx, func() { cancel(); <-c.slots }, nil
+}
+
+func (c *Client) acquire(ctx context.Context, op string) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(c.queueWait)
+	defer t.Stop()
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%s: %d Vault calls already under way: %w", op, cap(c.slots), ErrUnavailable)
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %v: %w", op, ctx.Err(), ErrUnavailable)
+	}
+}
+
+// InFlight is the number of Vault calls under way (for tests and metrics).
+func (c *Client) InFlight() int { return len(c.slots) }
 
 // Addr is the Vault address this client talks to.
 func (c *Client) Addr() string { return c.base.Address() }
@@ -105,6 +163,11 @@ func (c *Client) LoginUserpass(ctx context.Context, mount, username, password st
 	if err != nil {
 		return nil, err
 	}
+	ctx, done, err := c.call(ctx, "login")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	path := "auth/" + strings.Trim(mount, "/") + "/login/" + url.PathEscape(username)
 	secret, err := cl.Logical().WriteWithContext(ctx, path, map[string]any{"password": password})
 	if err != nil {
@@ -132,6 +195,11 @@ func (c *Client) RevokeSelf(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
+	ctx, done, err := c.call(ctx, "revoke token")
+	if err != nil {
+		return err
+	}
+	defer done()
 	_, err = cl.Logical().WriteWithContext(ctx, "auth/token/revoke-self", nil)
 	if err != nil {
 		var re *vaultapi.ResponseError
@@ -162,6 +230,11 @@ func (c *Client) LookupSelf(ctx context.Context, token string) (*TokenInfo, erro
 	if err != nil {
 		return nil, err
 	}
+	ctx, done, err := c.call(ctx, "token lookup")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	secret, err := cl.Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil {
 		// Every 4xx means this token no longer opens anything.
@@ -222,7 +295,15 @@ func (c *Client) Issue(ctx context.Context, token string, req IssueRequest) (*Is
 		data["ttl"] = fmt.Sprintf("%ds", int64(req.TTL/time.Second))
 	}
 	path := strings.Trim(req.Mount, "/") + "/issue/" + url.PathEscape(req.Role)
+	ctx, done, err := c.call(ctx, "issue certificate")
+	if err != nil {
+		return nil, err
+	}
+	// A deadline that passes after the request left may leave a certificate
+	// Vault signed and nobody received: reconciliation finds it (vault_only)
+	// and revokes it after its grace period.
 	secret, err := cl.Logical().WriteWithContext(ctx, path, data)
+	done()
 	if err != nil {
 		return nil, classify("issue certificate", err, ErrRefused)
 	}
@@ -335,6 +416,11 @@ func (c *Client) CAChain(ctx context.Context, mount string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx, done, err := c.call(ctx, "read CA chain")
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	resp, err := cl.Logical().ReadRawWithContext(ctx, strings.Trim(mount, "/")+"/cert/ca_chain")
 	if resp != nil {
 		defer resp.Body.Close()
@@ -359,6 +445,10 @@ func (c *Client) Health(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Health takes no place among the calls under way: a portal busy with
+	// issuance is still ready. Its deadline is its own.
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	h, err := cl.Sys().HealthWithContext(ctx)
 	if err != nil {
 		return fmt.Errorf("health: %v: %w", err, ErrUnavailable)
