@@ -206,10 +206,24 @@ func (tb *tab) login(base, user, password string) {
 // issue fills the form with label and submits it.
 func (tb *tab) issue(label string) {
 	tb.t.Helper()
-	tb.run(chromedp.SendKeys(`#label`, label, chromedp.ByID),
+	var cleared bool
+	fill := chromedp.Tasks{
+		chromedp.Evaluate(`['label', 'password', 'password_confirm'].forEach(id => document.getElementById(id).value = ''), true`, &cleared),
+		chromedp.SendKeys(`#label`, label, chromedp.ByID),
 		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
 		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
-		chromedp.Click(`#issue-submit`, chromedp.ByID))
+	}
+	// Under load chromium now and then renumbers the DOM between chromedp's
+	// query and its key events ("No node with given id found"); filling the
+	// fields again from scratch is safe, submitting twice would not be.
+	err := chromedp.Run(tb.ctx, fill)
+	if err != nil && strings.Contains(err.Error(), "No node with given id") {
+		err = chromedp.Run(tb.ctx, fill)
+	}
+	if err != nil {
+		tb.t.Fatalf("browser: fill the certificate form: %v", err)
+	}
+	tb.run(chromedp.Click(`#issue-submit`, chromedp.ByID))
 }
 
 func checkP12(t *testing.T, data []byte) *x509.Certificate {
