@@ -39,6 +39,9 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	serverNames := fs.String("server-names", strings.Join(o.ServerNames, ","), "comma-separated names the Nginx server role may issue for")
 	fs.BoolVar(&o.HelpdeskOnBehalf, "helpdesk-issue-on-behalf", false, "let the helpdesk policy issue any user's certificate from the on-behalf role (serve needs CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF=true); without it, setup removes that role")
 	fs.StringVar(&o.OnBehalfRole, "onbehalf-role", o.OnBehalfRole, "PKI role for issuing on behalf of users")
+	fs.StringVar(&o.MFA, "mfa", "", "Vault login MFA for the userpass mount: totp (TOTP method and login enforcement) or off (enforcement removed); unset, left as it is")
+	fs.StringVar(&o.MFAIssuer, "mfa-issuer", o.MFAIssuer, "issuer name authenticator apps show for the TOTP method")
+	fs.IntVar(&o.MFAMaxAttempts, "mfa-max-attempts", o.MFAMaxAttempts, "code attempts Vault allows per user and 30-second period")
 	fs.BoolVar(&o.DemoUsers, "demo-users", false, "create demo users alice, bob (employees), helen (helpdesk), audrey (auditor) and print their passwords")
 	ttls := fs.String("ttls", joinDurations(o.TTLs), "validities users may ask Vault for (the policies admit these ttl values only); must match the portal's CERTPORTAL_TTLS, which sets the default")
 	if env := getenv("CERTPORTAL_TTLS"); env != "" {
@@ -178,6 +181,9 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	if fileErr != nil {
 		return fmt.Errorf("setup: %w%s", fileErr, unrecorded)
 	}
+	if res.MFAMethodID != "" {
+		fmt.Fprintf(stdout, "\nLogin MFA (TOTP) method id: %s (serve: CERTPORTAL_MFA_METHOD_ID=%s)\n", res.MFAMethodID, res.MFAMethodID)
+	}
 	if *approleOut != "" {
 		fmt.Fprintf(stdout, "\nPortal AppRole: role id and a new secret id written to %s (role-id, secret-id).\n", *approleOut)
 	}
@@ -230,6 +236,7 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		"max_ttl":                   o.MaxTTL.String(),
 		"helpdesk_issue_on_behalf":  fmt.Sprint(o.HelpdeskOnBehalf),
 		"demo_users":                fmt.Sprint(o.DemoUsers),
+		"mfa":                       o.MFA,
 		"new_approle_secret":        fmt.Sprint(o.NewServiceSecret),
 		"ttls":                      joinDurations(o.TTLs),
 		"user_token_bound_cidrs":    strings.Join(o.UserTokenBoundCIDRs, ","),

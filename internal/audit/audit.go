@@ -29,6 +29,11 @@ const (
 	ActionSessionEnded  = "session.ended"     // a session ended other than by logout, with the reason and what became of its token
 	ActionSessionRoles  = "session.roles"     // a recheck found the token's live policies give other portal roles
 	ActionNotify        = "notification.send" // an expiry reminder sent, given up or lost to a crash
+	// Login MFA: the password was right and Vault asks for a code; a code
+	// was refused. A completed login is ActionLogin with outcome success
+	// (details mfa=totp), as without MFA.
+	ActionLoginMFARequired = "login.mfa_required"
+	ActionLoginMFAFailure  = "login.mfa_failure"
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is

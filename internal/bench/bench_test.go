@@ -210,7 +210,7 @@ func BenchmarkWholeFlow(b *testing.B) {
 	for r := 0; r < rounds; r++ {
 		inproc += parallel(b, flowsPerWorker, func(w int) error {
 			u := e.users[w]
-			id, err := svc.Login(context.Background(), u, u+"-password")
+			id, _, err := svc.Login(context.Background(), u, u+"-password")
 			if err != nil {
 				return err
 			}

@@ -91,6 +91,15 @@ type Config struct {
 	// AccountName is what employees call the account they log in with,
 	// e.g. "your ACME account"; empty: "your company account".
 	AccountName string // CERTPORTAL_ACCOUNT_NAME
+	// MFAPending: a login waiting for its TOTP code is given up after
+	// this (at most Vault's own 300 s).
+	MFAPending time.Duration // CERTPORTAL_MFA_PENDING
+	// MFAStepUp: downloads, revocations and helpdesk actions ask for the
+	// password and code again when the last proof is older.
+	MFAStepUp time.Duration // CERTPORTAL_MFA_STEP_UP
+	// MFAMethodID is the TOTP method setup --mfa totp wrote; needed for
+	// enrolment only.
+	MFAMethodID string // CERTPORTAL_MFA_METHOD_ID
 
 	// Expiry reminders (internal/notify); off unless a channel is set.
 	NotifyThresholds    []time.Duration // CERTPORTAL_NOTIFY_THRESHOLDS, default 720h,168h,72h
@@ -145,6 +154,8 @@ func Default() Config {
 		LoginUserWindow:      DefaultLoginUserWindow,
 		LoginFailureFloor:    time.Second,
 		DeniedWindow:         time.Minute,
+		MFAPending:           300 * time.Second,
+		MFAStepUp:            15 * time.Minute,
 		ExpiringSoon:         14 * 24 * time.Hour,
 		MaxBodyBytes:         64 << 10,
 		NotifyThresholds:     []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},
@@ -219,6 +230,9 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.DurationVar(&c.LoginUserWindow, "login-user-window", envDuration(getenv, "CERTPORTAL_LOGIN_USER_WINDOW", c.LoginUserWindow), "a username's failures are forgotten this long after the last one (CERTPORTAL_LOGIN_USER_WINDOW)")
 	fs.DurationVar(&c.LoginFailureFloor, "login-failure-floor", envDuration(getenv, "CERTPORTAL_LOGIN_FAILURE_FLOOR", c.LoginFailureFloor), "least time every failed login takes, above Vault's slowest refusal (CERTPORTAL_LOGIN_FAILURE_FLOOR)")
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
+	fs.DurationVar(&c.MFAPending, "mfa-pending", envDuration(getenv, "CERTPORTAL_MFA_PENDING", c.MFAPending), "give up a login waiting for its MFA code after this; at most Vault's 300s (CERTPORTAL_MFA_PENDING)")
+	fs.DurationVar(&c.MFAStepUp, "mfa-step-up", envDuration(getenv, "CERTPORTAL_MFA_STEP_UP", c.MFAStepUp), "downloads, revocations and helpdesk actions ask for password and code again when the last one is older (CERTPORTAL_MFA_STEP_UP)")
+	fs.StringVar(&c.MFAMethodID, "mfa-method-id", env("CERTPORTAL_MFA_METHOD_ID", c.MFAMethodID), "Vault TOTP method id printed by setup --mfa totp; needed to enrol users (CERTPORTAL_MFA_METHOD_ID)")
 	fs.DurationVar(&c.DeniedWindow, "denied-window", envDuration(getenv, "CERTPORTAL_DENIED_WINDOW", c.DeniedWindow), "a user's refused requests within this window after the first are recorded as one event with their count (CERTPORTAL_DENIED_WINDOW)")
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.ServiceURL, "service-url", env("CERTPORTAL_SERVICE_URL", ""), "the protected site's whoami page, linked as \"check it works\"; a URL without a path gets /secure/whoami (CERTPORTAL_SERVICE_URL)")
@@ -469,6 +483,12 @@ func (c Config) Validate() error {
 	}
 	if c.LoginMaxFailures < 0 || c.LoginFailureWindow <= 0 {
 		return errors.New("login-max-failures and login-failure-window: want a count of 0 or more (0: off) and a positive duration")
+	}
+	if c.MFAPending <= 0 || c.MFAPending > 300*time.Second {
+		return fmt.Errorf("mfa pending %s: want more than 0 and at most 300s (Vault's window)", c.MFAPending)
+	}
+	if c.MFAStepUp <= 0 || c.MFAStepUp > 24*time.Hour {
+		return fmt.Errorf("mfa step-up %s: want more than 0 and at most 24h", c.MFAStepUp)
 	}
 	if c.DeniedWindow <= 0 || c.DeniedWindow > time.Hour {
 		return errors.New("denied-window: want a positive duration up to 1h (CERTPORTAL_DENIED_WINDOW)")

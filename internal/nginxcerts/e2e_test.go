@@ -250,7 +250,7 @@ type portalCert struct {
 func (p *testPortal) mustIssue(tb testing.TB, v *testVault, user string) portalCert {
 	tb.Helper()
 	ctx := context.Background()
-	id, err := p.svc.Login(ctx, user, v.Password(tb, user))
+	id, _, err := p.svc.Login(ctx, user, v.Password(tb, user))
 	if err != nil {
 		tb.Fatalf("portal login %s: %v", user, err)
 	}

@@ -37,6 +37,10 @@ type Identity struct {
 	Token     string
 	Roles     []Role
 	ExpiresAt time.Time // the token's expiry; the session cannot outlive it
+	// AuthAt is when the user last proved themselves to Vault (the login,
+	// or a step-up); MFA says that proof included a TOTP code.
+	AuthAt time.Time
+	MFA    bool
 }
 
 // Has reports whether the identity holds role r.
@@ -45,6 +49,7 @@ func (id *Identity) Has(r Role) bool { return slices.Contains(id.Roles, r) }
 // Vault is what the portal needs from Vault; *vault.Client implements it.
 type Vault interface {
 	LoginUserpass(ctx context.Context, mount, username, password string) (*vault.Login, error)
+	ValidateMFA(ctx context.Context, requestID string, methodIDs []string, code string) (*vault.Login, error)
 	RevokeSelf(ctx context.Context, token string) error
 	LookupSelf(ctx context.Context, token string) (*vault.TokenInfo, error)
 	Issue(ctx context.Context, token string, req vault.IssueRequest) (*vault.Issued, error)
@@ -101,6 +106,9 @@ type Options struct {
 	// VaultTimeout is how long one Vault call may take (the Vault client
 	// enforces it); the login's own bound is derived from it.
 	VaultTimeout time.Duration
+	// MFAPending is how long a pending MFA login is kept (never longer
+	// than Vault's 300 s); 0 means DefaultMFAPending.
+	MFAPending time.Duration
 }
 
 // Store is what the portal keeps: the inventory, the audit trail and the
@@ -147,6 +155,9 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	if o.KeyType == "" {
 		o.KeyType = "ec-256"
 	}
+	if o.MFAPending <= 0 || o.MFAPending > DefaultMFAPending {
+		o.MFAPending = DefaultMFAPending
+	}
 	if o.DeniedWindow <= 0 {
 		o.DeniedWindow = time.Minute
 	}
@@ -171,8 +182,10 @@ var usernamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 // credentials themselves — an unknown name, a wrong password, a user Vault
 // has locked, a user without any portal policy — is the same error, after
 // the same time (LoginFailureFloor), so the page cannot be used to learn
-// which usernames exist or which password was right.
-func (s *Service) Login(ctx context.Context, username, password string) (id *Identity, err error) {
+// which usernames exist or which password was right. When Vault's login
+// MFA applies, the password was right and the result is a pending login
+// that CompleteLogin finishes with a code (mfa.go); the identity is then nil.
+func (s *Service) Login(ctx context.Context, username, password string) (id *Identity, pending *PendingLogin, err error) {
 	start := time.Now()
 	defer func() { s.padFailure(ctx, start, err) }()
 	username = NormalizeUsername(username)
@@ -191,10 +204,10 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 		if v.firstRefusal {
 			if err := s.record(bg, s.newEvent(ctx, "", s.recordedName(bg, username), audit.ActionLogin, audit.OutcomeDenied, "",
 				map[string]string{"reason": "too many failed logins from this address or network; further attempts in this window are refused unrecorded"})); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
-		return nil, &Error{Code: ETooMany, Message: "error.login_throttled", RetryAfter: v.retryAfter}
+		return nil, nil, &Error{Code: ETooMany, Message: "error.login_throttled", RetryAfter: v.retryAfter}
 	}
 	recordFailure := func(why string, cause error) error {
 		failed.Err = cause
@@ -206,23 +219,39 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 		return failed
 	}
 	if !usernamePattern.MatchString(username) || password == "" || len(password) > 1024 {
-		return nil, recordFailure("malformed", nil)
+		return nil, nil, recordFailure("malformed", nil)
 	}
 	userKey, err := s.takeUserAttempt(bg, username)
 	if err != nil {
 		s.throttle.refund(ip, s.now())
-		return nil, err
+		return nil, nil, err
 	}
 	l, err := s.vault.LoginUserpass(bg, s.opts.UserpassMount, username, password)
 	switch {
 	case errors.Is(err, vault.ErrInvalidCredentials):
-		return nil, recordFailure("invalid credentials", err)
+		return nil, nil, recordFailure("invalid credentials", err)
 	case err != nil:
 		// Not a wrong password: neither limit counts it.
 		s.throttle.refund(ip, s.now())
 		s.refundUserAttempt(bg, userKey)
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
+		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
 	}
+	if l.MFARequestID != "" {
+		// The password was right; the limits are cleared once the code is
+		// (CompleteLogin), so a stolen password alone cannot reset them.
+		pending, err = s.pendingLogin(bg, username, l)
+		return nil, pending, err
+	}
+	id, err = s.finishLogin(bg, ctx, username, l, ip, userKey, nil)
+	return id, nil, err
+}
+
+// finishLogin turns Vault's login into an identity: roles from the token's
+// policies (none: refused as a wrong password is, token given back) and the
+// login recorded (no record: no session, token given back). extra is added
+// to the record. bg carries the attempt's deadline, ctx the request's data.
+func (s *Service) finishLogin(bg, ctx context.Context, username string, l *vault.Login, ip, userKey string, extra map[string]string) (*Identity, error) {
+	failed := &Error{Code: EUnauthorized, Message: "error.login_failed"}
 	roles := s.roles(l.Policies)
 	if len(roles) == 0 {
 		// Valid Vault credentials without any certportal policy: deny by
@@ -243,8 +272,11 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 	for i, r := range roles {
 		roleNames[i] = string(r)
 	}
-	if err := s.record(bg, s.newEvent(ctx, username, username, audit.ActionLogin, audit.OutcomeSuccess, "",
-		map[string]string{"roles": strings.Join(roleNames, ",")})); err != nil {
+	details := map[string]string{"roles": strings.Join(roleNames, ",")}
+	for k, v := range extra {
+		details[k] = v
+	}
+	if err := s.record(bg, s.newEvent(ctx, username, username, audit.ActionLogin, audit.OutcomeSuccess, "", details)); err != nil {
 		// No audit record, no session: give the token back.
 		if rerr := s.vault.RevokeSelf(bg, l.Token); rerr != nil {
 			s.log.ErrorContext(ctx, "revoke token after audit failure", "user", username, "err", rerr)

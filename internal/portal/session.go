@@ -66,7 +66,7 @@ func (s *Service) checkSession(ctx context.Context, id *Identity) (*Identity, er
 		_ = s.EndSession(ctx, id.Username, id.Token, EndNoPolicy, true)
 		return nil, ended
 	}
-	next := &Identity{Username: id.Username, Token: id.Token, Roles: roles, ExpiresAt: id.ExpiresAt}
+	next := &Identity{Username: id.Username, Token: id.Token, Roles: roles, ExpiresAt: id.ExpiresAt, AuthAt: id.AuthAt, MFA: id.MFA}
 	if !info.ExpiresAt.IsZero() {
 		next.ExpiresAt = info.ExpiresAt
 	}

@@ -87,6 +87,15 @@ type Options struct {
 	// lockout is tuned to sit above it (see userLockout). 0: left alone.
 	LoginUserMaxFailures int
 	LoginUserWindow      time.Duration
+	// MFA is Vault's login MFA for the userpass mount: MFATOTP, MFAOff or
+	// MFAUnchanged. The method is found by MFAMethodName; the enforcement
+	// is MFAEnforcement; MFAMaxAttempts is Vault's per-period limit of
+	// code attempts per user.
+	MFA            string
+	MFAMethodName  string
+	MFAEnforcement string
+	MFAIssuer      string
+	MFAMaxAttempts int
 
 	DemoUsers bool
 	// NewServiceSecret makes setup generate a secret id for the portal's
@@ -125,6 +134,10 @@ func Defaults() Options {
 
 		LoginUserMaxFailures: config.DefaultLoginUserMaxFailures,
 		LoginUserWindow:      config.DefaultLoginUserWindow,
+		MFAMethodName:        "certportal-totp",
+		MFAEnforcement:       "certportal",
+		MFAIssuer:            "certportal",
+		MFAMaxAttempts:       5,
 	}
 }
 
@@ -188,7 +201,7 @@ func (o Options) Validate() error {
 	if o.SecretRotationPolicy == "" {
 		return errors.New("secret id rotation policy: a name is required")
 	}
-	return nil
+	return validMFA(o)
 }
 
 // validCIDRs accepts CIDR blocks only (a bare address is refused: Vault
@@ -219,6 +232,9 @@ type Result struct {
 	// The portal's AppRole; ServiceSecretID only with NewServiceSecret.
 	ServiceRoleID   string
 	ServiceSecretID string
+	// MFAMethodID is the portal's TOTP method (with MFA totp): serve needs
+	// it as CERTPORTAL_MFA_METHOD_ID to enrol users.
+	MFAMethodID string
 }
 
 // Step is one checked item and whether it was changed.
@@ -250,7 +266,7 @@ func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
 	}
 	r := &run{c: c, o: o, res: &Result{}}
 	steps := []func(context.Context) error{
-		r.rootCA, r.issuingCA, r.serverCA, r.urls, r.userpass, r.userLockout, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
+		r.rootCA, r.issuingCA, r.serverCA, r.urls, r.userpass, r.userLockout, r.mfa, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {

@@ -28,7 +28,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	username := r.PostFormValue("username")
-	id, err := s.Service.Login(r.Context(), username, r.PostFormValue("password"))
+	id, pending, err := s.Service.Login(r.Context(), username, r.PostFormValue("password"))
 	if err != nil {
 		var pe *portal.Error
 		if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany) {
@@ -48,6 +48,16 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if pending != nil {
+		s.beginMFA(w, r, pending)
+		return
+	}
+	s.startSession(w, r, id)
+}
+
+// startSession makes the request's session the logged-in session of id
+// (its Vault login is complete) and sends the user to their landing page.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal.Identity) {
 	sess := sessionFrom(r.Context())
 	// A fresh id at login: an id planted before (session fixation) is dropped.
 	if err := s.Sessions.Renew(r.Context(), sess); err != nil {
@@ -64,6 +74,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	sess.Values[valRoles] = roles
 	sess.Values[valExp] = id.ExpiresAt
 	sess.Values[valChecked] = time.Now() // the login was Vault's word on the token
+	// When the user last proved themselves (step-up counts from it).
+	sess.Values[valAuthAt] = time.Now()
+	if id.MFA {
+		sess.Values[valMFA] = "totp" // the session keeps strings and times only
+	}
 	if until := time.Until(id.ExpiresAt); until > 0 && int(until/time.Second) < sess.Options.MaxAge {
 		sess.Options.MaxAge = int(until / time.Second)
 	}

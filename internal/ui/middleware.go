@@ -222,6 +222,8 @@ const (
 	valRoles   = "roles"
 	valExp     = "exp"
 	valChecked = "checked" // when Vault last confirmed the token and its roles
+	valAuthAt  = "auth_at" // when the user last proved themselves to Vault (login or step-up)
+	valMFA     = "mfa"     // "totp" when that proof included a TOTP code
 )
 
 // loadSession puts the session, and the identity if logged in, in the context.
@@ -329,7 +331,9 @@ func identityFromSession(sess *sessions.Session) *portal.Identity {
 	if user == "" || token == "" {
 		return nil
 	}
-	id := &portal.Identity{Username: user, Token: token, ExpiresAt: exp}
+	authAt, _ := sess.Values[valAuthAt].(time.Time)
+	mfa, _ := sess.Values[valMFA].(string)
+	id := &portal.Identity{Username: user, Token: token, ExpiresAt: exp, AuthAt: authAt, MFA: mfa != ""}
 	for _, r := range roles {
 		id.Roles = append(id.Roles, portal.Role(r))
 	}

@@ -43,6 +43,9 @@ func (s *Server) routes() *chi.Mux {
 		r.Use(s.crossOrigin, s.loadSession)
 		r.Get("/login", s.loginForm)
 		r.Post("/login", s.login)
+		// The second step of a login with Vault's MFA: the code.
+		r.Get("/login/mfa", s.loginMFAForm)
+		r.Post("/login/mfa", s.loginMFA)
 
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireLogin)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,12 @@ var (
 	ErrRefused            = errors.New("vault: request refused")
 	ErrUnavailable        = errors.New("vault: unavailable")
 	ErrNotFound           = errors.New("vault: not found")
+	// ErrMFAExpired: Vault no longer knows the pending login (its window,
+	// 300 s, passed, or the login was completed): the login starts over.
+	ErrMFAExpired = errors.New("vault: mfa request unknown or expired")
+	// ErrMFANotEnrolled: the user's entity has no TOTP secret for the
+	// method, so no code can ever satisfy the enforcement.
+	ErrMFANotEnrolled = errors.New("vault: no mfa secret for the user")
 )
 
 // Config says how to reach Vault.
@@ -146,8 +153,15 @@ func (c *Client) withToken(token string) (*vaultapi.Client, error) {
 	return cl, nil
 }
 
-// Login is the result of a successful userpass login.
+// Login is the result of a successful userpass login. When Vault's login
+// MFA applies, Token is empty and MFARequestID names the pending login that
+// ValidateMFA completes with a code.
 type Login struct {
+	MFARequestID string
+	// MFAMethodIDs are the TOTP methods (passcode methods) the pending
+	// login must satisfy; Vault keys the payload by method id.
+	MFAMethodIDs []string
+
 	Token     string
 	Accessor  string
 	EntityID  string
@@ -173,8 +187,75 @@ func (c *Client) LoginUserpass(ctx context.Context, mount, username, password st
 	if err != nil {
 		return nil, classify("login", err, ErrInvalidCredentials)
 	}
+	if secret != nil && secret.Auth != nil && secret.Auth.ClientToken == "" && secret.Auth.MFARequirement != nil {
+		return mfaLogin(secret.Auth.MFARequirement)
+	}
+	return loginFrom(secret, "login")
+}
+
+// mfaLogin is the pending login Vault answered with. Only passcode methods
+// (TOTP) are supported: a constraint the portal cannot satisfy is refused
+// here rather than shown as a code page no code can pass.
+func mfaLogin(req *vaultapi.MFARequirement) (*Login, error) {
+	if req.MFARequestID == "" || len(req.MFAConstraints) == 0 {
+		return nil, fmt.Errorf("login: mfa requirement without request id or constraints: %w", ErrUnavailable)
+	}
+	l := &Login{MFARequestID: req.MFARequestID}
+	for name, c := range req.MFAConstraints {
+		var ids []string
+		for _, m := range c.Any {
+			if m != nil && m.Type == "totp" && m.ID != "" {
+				ids = append(ids, m.ID)
+			}
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("login: mfa enforcement %q has no TOTP method: %w", name, ErrRefused)
+		}
+		// One method of each enforcement satisfies it; the first is the
+		// one the user's authenticator holds a secret for.
+		l.MFAMethodIDs = append(l.MFAMethodIDs, ids[0])
+	}
+	slices.Sort(l.MFAMethodIDs)
+	l.MFAMethodIDs = slices.Compact(l.MFAMethodIDs)
+	return l, nil
+}
+
+// ValidateMFA completes a pending login with a TOTP code
+// (sys/mfa/validate, unauthenticated). A wrong, reused or rate-limited code
+// is ErrInvalidCredentials and Vault keeps the pending login for a retry;
+// ErrMFAExpired means the login must start over; ErrMFANotEnrolled means
+// the user has no secret to produce a code from.
+func (c *Client) ValidateMFA(ctx context.Context, requestID string, methodIDs []string, code string) (*Login, error) {
+	cl, err := c.withToken("")
+	if err != nil {
+		return nil, err
+	}
+	payload := map[string]any{}
+	for _, id := range methodIDs {
+		payload[id] = []string{code}
+	}
+	secret, err := cl.Sys().MFAValidateWithContext(ctx, requestID, payload)
+	if err != nil {
+		var re *vaultapi.ResponseError
+		if errors.As(err, &re) && re.StatusCode >= 400 && re.StatusCode < 500 {
+			// Vault's messages are the only way to tell these apart; they
+			// are matched, never shown.
+			msg := strings.Join(re.Errors, " ")
+			switch {
+			case strings.Contains(msg, "invalid request ID"):
+				return nil, fmt.Errorf("mfa validate: status %d: %w", re.StatusCode, ErrMFAExpired)
+			case strings.Contains(msg, "not present in entity") || strings.Contains(msg, "does not contain the TOTP secret"):
+				return nil, fmt.Errorf("mfa validate: status %d: %w", re.StatusCode, ErrMFANotEnrolled)
+			}
+		}
+		return nil, classify("mfa validate", err, ErrInvalidCredentials)
+	}
+	return loginFrom(secret, "mfa validate")
+}
+
+func loginFrom(secret *vaultapi.Secret, op string) (*Login, error) {
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
-		return nil, fmt.Errorf("login: empty auth response: %w", ErrUnavailable)
+		return nil, fmt.Errorf("%s: empty auth response: %w", op, ErrUnavailable)
 	}
 	a := secret.Auth
 	return &Login{

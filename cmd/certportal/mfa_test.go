@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+
+	"github.com/certportal/certportal/internal/setup"
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+const mfaPassword = "file-password-123"
+
+// enableMFA runs setup --mfa totp on v, twice: the second run must change
+// nothing. It returns the TOTP method id.
+func enableMFA(t *testing.T, v *testenv.Vault) string {
+	t.Helper()
+	o := setup.Defaults()
+	o.MFA = setup.MFATOTP
+	res, err := setup.Run(context.Background(), v.Admin, o)
+	if err != nil {
+		t.Fatalf("setup --mfa totp: %v", err)
+	}
+	if res.MFAMethodID == "" {
+		t.Fatal("setup --mfa totp returned no method id")
+	}
+	again, err := setup.Run(context.Background(), v.Admin, o)
+	if err != nil {
+		t.Fatalf("setup --mfa totp again: %v", err)
+	}
+	for _, s := range again.Steps {
+		if s.Changed {
+			t.Errorf("second setup --mfa totp changed %q", s.What)
+		}
+	}
+	if again.MFAMethodID != res.MFAMethodID {
+		t.Errorf("second run found method %q, first wrote %q", again.MFAMethodID, res.MFAMethodID)
+	}
+	return res.MFAMethodID
+}
+
+// adminEnrol gives user a TOTP secret the way an operator with a root token
+// would (the portal's own enrolment is tested elsewhere) and returns it.
+func adminEnrol(t *testing.T, v *testenv.Vault, user, methodID string) string {
+	t.Helper()
+	auths, err := v.Admin.Sys().ListAuth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	accessor := auths["userpass/"].Accessor
+	ent, err := v.Admin.Logical().Write("identity/entity", map[string]any{"name": "user-" + user})
+	if err != nil {
+		t.Fatalf("create entity: %v", err)
+	}
+	entityID, _ := ent.Data["id"].(string)
+	if _, err := v.Admin.Logical().Write("identity/entity-alias", map[string]any{"name": user, "canonical_id": entityID, "mount_accessor": accessor}); err != nil {
+		t.Fatalf("create alias: %v", err)
+	}
+	g, err := v.Admin.Logical().Write("identity/mfa/method/totp/admin-generate", map[string]any{"method_id": methodID, "entity_id": entityID})
+	if err != nil {
+		t.Fatalf("admin-generate: %v", err)
+	}
+	return secretFromURL(t, g.Data["url"].(string))
+}
+
+func secretFromURL(t *testing.T, u string) string {
+	t.Helper()
+	k, err := otp.NewKeyFromURL(u)
+	if err != nil {
+		t.Fatalf("otpauth url: %v", err)
+	}
+	if k.Period() != 30 || k.Digits() != otp.DigitsSix {
+		t.Fatalf("otpauth key period %d digits %d, want 30 and 6", k.Period(), k.Digits())
+	}
+	return k.Secret()
+}
+
+// code is the TOTP code for the 30-second step containing at. Vault's skew
+// of one step lets the test use the previous and next step's codes as
+// fresh ones without waiting.
+func code(t *testing.T, secret string, at time.Time) string {
+	t.Helper()
+	c, err := totp.GenerateCodeCustom(secret, at, totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// passwordStep posts the password and expects the code page.
+func (b *client) passwordStep(user, password string) {
+	b.t.Helper()
+	r := b.post("/login", url.Values{"username": {user}, "password": {password}})
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/login/mfa" {
+		b.t.Fatalf("password step %s: status %d location %q\n%s", user, r.StatusCode, r.Header.Get("Location"), r.Body)
+	}
+	pg := b.get("/login/mfa")
+	if pg.StatusCode != http.StatusOK || !strings.Contains(string(pg.Body), `action="/login/mfa"`) || !strings.Contains(string(pg.Body), `name="code"`) {
+		b.t.Fatalf("code page: status %d\n%s", pg.StatusCode, pg.Body)
+	}
+}
+
+func (b *client) codeStep(c string) *response {
+	b.t.Helper()
+	return b.post("/login/mfa", url.Values{"code": {c}})
+}
+
+func mustLanded(t *testing.T, r *response, what string) {
+	t.Helper()
+	if loc := r.Header.Get("Location"); r.StatusCode != http.StatusSeeOther || (loc != "/" && loc != "/helpdesk" && loc != "/audit") {
+		t.Fatalf("%s: status %d location %q\n%s", what, r.StatusCode, loc, r.Body)
+	}
+}
+
+func mustCodeRefused(t *testing.T, r *response, what string) {
+	t.Helper()
+	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(string(r.Body), "Code not accepted") || !strings.Contains(string(r.Body), `action="/login/mfa"`) {
+		t.Fatalf("%s: want 401 with the code page and \"Code not accepted\", got %d\n%s", what, r.StatusCode, r.Body)
+	}
+}
+
+// TestMFALogin: with setup --mfa totp the password alone opens nothing; the
+// code from the user's authenticator does, once; the pre-login session is
+// logged out everywhere else; a wrong code can be retried; a reused code,
+// another user's code and a padded code are refused; every step is in the
+// trail and no code or token in the log.
+func TestMFALogin(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	aliceSecret := adminEnrol(t, v, "alice", method)
+	bobSecret := adminEnrol(t, v, "bob", method)
+	p := startPortal(t, v, nil)
+	db := openSQLite(t, p.DB)
+
+	// A wrong password looks exactly as without MFA: nothing says the
+	// password was the factor that failed, and no code page follows.
+	b := newBrowser(t, p.URL)
+	wrong := b.post("/login", url.Values{"username": {"alice"}, "password": {"not-her-password"}})
+	unknown := b.post("/login", url.Values{"username": {"nobody"}, "password": {"not-a-password"}})
+	for _, r := range []*response{wrong, unknown} {
+		if r.StatusCode != http.StatusUnauthorized || !strings.Contains(string(r.Body), "Check your username and password") || strings.Contains(string(r.Body), "code") {
+			t.Fatalf("wrong password with MFA on: status %d\n%s", r.StatusCode, r.Body)
+		}
+	}
+
+	b.passwordStep("alice", v.Password(t, "alice"))
+	// The pre-login session grants nothing: pages send to the login,
+	// posts are refused.
+	for _, path := range []string{"/", "/helpdesk", "/audit", "/logout"} {
+		if r := b.get(path); !isLoginRedirect(r) {
+			t.Errorf("pre-login GET %s: status %d location %q, want 303 /login", path, r.StatusCode, r.Header.Get("Location"))
+		}
+	}
+	if r := b.post("/certificates", issueForm(mfaPassword, mfaPassword, "720h0m0s", "modern")); r.StatusCode != http.StatusUnauthorized || r.Header.Get("Content-Type") == "application/x-pkcs12" {
+		t.Errorf("pre-login POST /certificates: status %d, want 401", r.StatusCode)
+	}
+	if r := b.post("/logout", url.Values{}); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("pre-login POST /logout: status %d, want 401", r.StatusCode)
+	}
+
+	now := time.Now()
+	// Wrong, padded and bob's codes are refused alike, and the login can
+	// still be finished.
+	mustCodeRefused(t, b.codeStep("000000"), "wrong code")
+	good := code(t, aliceSecret, now)
+	mustCodeRefused(t, b.codeStep(" "+good[:3]+"\t"+good[3:]+"0"), "code with a digit too many")
+	mustCodeRefused(t, b.codeStep(good+"\u00a0"), "code padded with a no-break space")
+	mustCodeRefused(t, b.codeStep("0"+good), "code padded with a zero")
+	mustCodeRefused(t, b.codeStep(code(t, bobSecret, now)), "bob's code for alice's login")
+	mustLanded(t, b.codeStep(good[:3]+" "+good[3:]), "right code, spaced as apps show it")
+	if r := b.post("/certificates", issueForm(mfaPassword, mfaPassword, "720h0m0s", "modern")); r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "application/x-pkcs12" {
+		t.Fatalf("download after MFA login: status %d %q\n%s", r.StatusCode, r.Header.Get("Content-Type"), r.Body)
+	}
+	// The code page of a completed login is gone: nothing to finish.
+	if r := b.codeStep(good); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("code after the login was completed: status %d, want 401", r.StatusCode)
+	}
+
+	// A code works once: a new login with the same code is refused,
+	// the next step's code is taken.
+	b2 := newBrowser(t, p.URL)
+	b2.passwordStep("alice", v.Password(t, "alice"))
+	mustCodeRefused(t, b2.codeStep(good), "reused code")
+	mustLanded(t, b2.codeStep(code(t, aliceSecret, now.Add(30*time.Second))), "next step's code")
+
+	// Bob's pending login with alice's code: refused; with his own: in.
+	b3 := newBrowser(t, p.URL)
+	b3.passwordStep("bob", v.Password(t, "bob"))
+	mustCodeRefused(t, b3.codeStep(code(t, aliceSecret, now.Add(-30*time.Second))), "alice's code for bob's login")
+	mustLanded(t, b3.codeStep(code(t, bobSecret, now)), "bob's own code")
+
+	// A POST /login/mfa without a password step is refused outright.
+	b4 := newBrowser(t, p.URL)
+	if r := b4.codeStep(code(t, bobSecret, now.Add(30*time.Second))); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("code without a password step: status %d, want 401", r.StatusCode)
+	}
+
+	waitForEvents(t, db, "login.mfa_required", 3)
+	if n := len(sessionEvents(t, db, "login.mfa_failure", "alice")); n != 6 {
+		t.Errorf("%d login.mfa_failure events for alice, want 6 (wrong, long, two padded, bob's, reused)", n)
+	}
+	var ok int
+	for _, e := range sessionEvents(t, db, "login", "alice") {
+		if e.Outcome == "success" && e.Details["mfa"] == "totp" {
+			ok++
+		}
+	}
+	if ok != 2 {
+		t.Errorf("%d successful MFA logins of alice in the trail, want 2", ok)
+	}
+	assertTrailClean(t, db)
+	logs := p.Logs.String()
+	for _, secret := range []string{good, aliceSecret, bobSecret, "mfa_request_id"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log contains %q", secret)
+		}
+	}
+}
+
+// TestMFANotEnrolled: an enforced user without a secret is told to ask the
+// helpdesk, not sent round the login again and again.
+func TestMFANotEnrolled(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	enableMFA(t, v)
+	p := startPortal(t, v, nil)
+	b := newBrowser(t, p.URL)
+	b.passwordStep("alice", v.Password(t, "alice"))
+	r := b.codeStep("123456")
+	if r.StatusCode != http.StatusForbidden || !strings.Contains(string(r.Body), "Ask the helpdesk to enrol you") {
+		t.Fatalf("not enrolled: status %d\n%s", r.StatusCode, r.Body)
+	}
+	if r := b.get("/login/mfa"); !isLoginRedirect(r) {
+		t.Errorf("code page after the enrol page: status %d, want 303 /login", r.StatusCode)
+	}
+}
+
+// TestMFAPendingExpires: a login left at the code page past its window
+// starts over; the right code no longer finishes it.
+func TestMFAPendingExpires(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	secret := adminEnrol(t, v, "alice", method)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MFA_PENDING": "2s"})
+	b := newBrowser(t, p.URL)
+	b.passwordStep("alice", v.Password(t, "alice"))
+	waitFor(t, b, "/login/mfa", "pending login expiry", isLoginRedirect)
+	r := b.codeStep(code(t, secret, time.Now()))
+	// The pre-login session ends with the window too: either way the
+	// login starts over.
+	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(string(r.Body), "expired") {
+		t.Fatalf("code after the window: status %d\n%s", r.StatusCode, r.Body)
+	}
+	if r := b.get("/"); !isLoginRedirect(r) {
+		t.Errorf("after an expired pending login: GET / status %d", r.StatusCode)
+	}
+}
+
+// TestMFASetupOff: setup --mfa off removes the enforcement (a password
+// login is complete again) and --mfa totp puts it back, idempotently.
+func TestMFASetupOff(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	enableMFA(t, v)
+	o := setup.Defaults()
+	o.MFA = setup.MFAOff
+	for i := 0; i < 2; i++ {
+		res, err := setup.Run(context.Background(), v.Admin, o)
+		if err != nil {
+			t.Fatalf("setup --mfa off: %v", err)
+		}
+		if changed := res.Changed(); changed != (i == 0) {
+			t.Errorf("setup --mfa off run %d changed=%v", i+1, changed)
+		}
+	}
+	if s, err := v.Admin.Logical().Read("identity/mfa/login-enforcement/certportal"); err == nil && s != nil {
+		t.Fatalf("enforcement still there after --mfa off: %v", s.Data)
+	}
+	p := startPortal(t, v, nil)
+	newBrowser(t, p.URL).mustLogin("alice", v.Password(t, "alice"))
+	enableMFA(t, v)
+	newBrowser(t, p.URL).passwordStep("alice", v.Password(t, "alice"))
+}

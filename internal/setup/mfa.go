@@ -1,0 +1,165 @@
+package setup
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// Login MFA modes (setup --mfa).
+const (
+	MFAUnchanged = ""     // leave Vault's login MFA as it is
+	MFATOTP      = "totp" // TOTP method and a login enforcement on the userpass mount
+	MFAOff       = "off"  // no enforcement (the method and users' secrets stay, for re-enabling)
+)
+
+// TOTP parameters the portal's code page and normalisation assume: six
+// digits, 30-second steps, one step of clock skew either way.
+const (
+	MFADigits = 6
+	MFAPeriod = 30
+	MFASkew   = 1
+)
+
+// mfaMethodData is the TOTP method setup writes. The QR code is Vault's
+// (admin-generate returns it as a PNG), so the portal draws none itself.
+func mfaMethodData(o Options) map[string]any {
+	return map[string]any{
+		"method_name":             o.MFAMethodName,
+		"issuer":                  o.MFAIssuer,
+		"period":                  MFAPeriod,
+		"digits":                  MFADigits,
+		"skew":                    MFASkew,
+		"max_validation_attempts": o.MFAMaxAttempts,
+		"qr_size":                 200,
+	}
+}
+
+// mfa writes or removes Vault's login MFA for the userpass mount. It runs
+// before the policies step: the service policy holds the enrolment paths
+// exactly when MFA is on, and with MFAUnchanged that is read from Vault.
+func (r *run) mfa(ctx context.Context) error {
+	accessor, err := r.accessor(ctx)
+	if err != nil {
+		return err
+	}
+	enfPath := "identity/mfa/login-enforcement/" + r.o.MFAEnforcement
+	enf, err := r.read(ctx, enfPath)
+	if err != nil {
+		return err
+	}
+	switch r.o.MFA {
+	case MFAUnchanged:
+		if enf != nil {
+			r.o.MFA = MFATOTP
+			r.step("login MFA enforcement "+r.o.MFAEnforcement+" (left as it is)", false)
+		}
+		return nil
+	case MFAOff:
+		if enf == nil {
+			r.step("no login MFA enforcement "+r.o.MFAEnforcement, false)
+			return nil
+		}
+		if _, err := r.c.Logical().DeleteWithContext(ctx, enfPath); err != nil {
+			return fmt.Errorf("delete %s: %w", enfPath, err)
+		}
+		r.step("login MFA enforcement "+r.o.MFAEnforcement+" removed", true)
+		return nil
+	}
+	methodID, err := r.totpMethod(ctx)
+	if err != nil {
+		return err
+	}
+	r.res.MFAMethodID = methodID
+	want := map[string]any{"mfa_method_ids": []string{methodID}, "auth_method_accessors": []string{accessor}}
+	if enf != nil && enf.Data != nil && sameStrings(enf.Data["mfa_method_ids"], want["mfa_method_ids"]) &&
+		sameStrings(enf.Data["auth_method_accessors"], want["auth_method_accessors"]) &&
+		emptyList(enf.Data["auth_method_types"]) && emptyList(enf.Data["identity_entity_ids"]) && emptyList(enf.Data["identity_group_ids"]) {
+		r.step("login MFA enforcement "+r.o.MFAEnforcement+" on "+r.o.UserpassMount, false)
+		return nil
+	}
+	if _, err := r.write(ctx, enfPath, want); err != nil {
+		return err
+	}
+	r.step("login MFA enforcement "+r.o.MFAEnforcement+" on "+r.o.UserpassMount, true)
+	return nil
+}
+
+// totpMethod finds the portal's TOTP method by name, creating it or
+// bringing its parameters back to what the portal assumes.
+func (r *run) totpMethod(ctx context.Context) (string, error) {
+	want := mfaMethodData(r.o)
+	list, err := r.c.Logical().ListWithContext(ctx, "identity/mfa/method/totp")
+	if err != nil {
+		return "", fmt.Errorf("list TOTP methods: %w", err)
+	}
+	var ids []string
+	if list != nil && list.Data != nil {
+		keys, _ := list.Data["keys"].([]any)
+		for _, k := range keys {
+			if id, ok := k.(string); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	for _, id := range ids {
+		m, err := r.read(ctx, "identity/mfa/method/totp/"+id)
+		if err != nil {
+			return "", err
+		}
+		if m == nil || m.Data == nil || fmt.Sprint(m.Data["name"]) != r.o.MFAMethodName {
+			continue
+		}
+		same := true
+		for k, v := range want {
+			if k == "method_name" {
+				continue
+			}
+			if fmt.Sprint(m.Data[k]) != fmt.Sprint(v) {
+				same = false
+			}
+		}
+		if same {
+			r.step("TOTP method "+r.o.MFAMethodName, false)
+			return id, nil
+		}
+		if _, err := r.write(ctx, "identity/mfa/method/totp/"+id, want); err != nil {
+			return "", err
+		}
+		r.step("TOTP method "+r.o.MFAMethodName, true)
+		return id, nil
+	}
+	s, err := r.write(ctx, "identity/mfa/method/totp", want)
+	if err != nil {
+		return "", err
+	}
+	id := ""
+	if s != nil && s.Data != nil {
+		id, _ = s.Data["method_id"].(string)
+	}
+	if id == "" {
+		return "", fmt.Errorf("create TOTP method %s: no method_id in Vault's answer", r.o.MFAMethodName)
+	}
+	r.step("TOTP method "+r.o.MFAMethodName+" created", true)
+	return id, nil
+}
+
+func emptyList(v any) bool {
+	list, _ := v.([]any)
+	return len(list) == 0
+}
+
+func validMFA(o Options) error {
+	switch o.MFA {
+	case MFAUnchanged, MFAOff, MFATOTP:
+	default:
+		return fmt.Errorf("mfa %q: want totp or off", o.MFA)
+	}
+	if o.MFAEnforcement == "" || strings.ContainsAny(o.MFAEnforcement, "/ ") || o.MFAMethodName == "" || o.MFAIssuer == "" {
+		return fmt.Errorf("mfa: enforcement name, method name and issuer are required (no slashes or spaces in the enforcement name)")
+	}
+	if o.MFAMaxAttempts < 1 || o.MFAMaxAttempts > 20 {
+		return fmt.Errorf("mfa max validation attempts %d: want 1 to 20", o.MFAMaxAttempts)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package ui
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/sessions"
+
+	"github.com/certportal/certportal/internal/portal"
+)
+
+// The pre-login session's values: a password Vault accepted, waiting for a
+// TOTP code. They never include a token, so identityFromSession sees no
+// login and every other route treats the session as logged out.
+const (
+	valPendingUser    = "mfa_user"
+	valPendingReq     = "mfa_request"
+	valPendingMethods = "mfa_methods"
+	valPendingStarted = "mfa_started"
+)
+
+// beginMFA keeps the pending login in a fresh pre-login session and sends
+// the browser to the code page. The request id stays on the server.
+func (s *Server) beginMFA(w http.ResponseWriter, r *http.Request, p *portal.PendingLogin) {
+	sess := sessionFrom(r.Context())
+	if err := s.Sessions.Renew(r.Context(), sess); err != nil {
+		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "renew session: %w", err))
+		return
+	}
+	sess.Values[valPendingUser] = p.Username
+	sess.Values[valPendingReq] = p.RequestID
+	sess.Values[valPendingMethods] = p.MethodIDs
+	sess.Values[valPendingStarted] = p.Started
+	// The pre-login session lives no longer than Vault's pending login.
+	if max := int(s.Service.Options().MFAPending / time.Second); max < sess.Options.MaxAge {
+		sess.Options.MaxAge = max
+	}
+	if err := sess.Save(r, w); err != nil {
+		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "save session: %w", err))
+		return
+	}
+	s.Logger.InfoContext(r.Context(), "login needs a code", "user", p.Username, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP)
+	http.Redirect(w, r, "/login/mfa", http.StatusSeeOther)
+}
+
+func pendingFromSession(sess *sessions.Session) *portal.PendingLogin {
+	user, _ := sess.Values[valPendingUser].(string)
+	req, _ := sess.Values[valPendingReq].(string)
+	methods, _ := sess.Values[valPendingMethods].([]string)
+	started, _ := sess.Values[valPendingStarted].(time.Time)
+	if user == "" || req == "" || len(methods) == 0 {
+		return nil
+	}
+	return &portal.PendingLogin{Username: user, RequestID: req, MethodIDs: methods, Started: started}
+}
+
+func (s *Server) loginMFAForm(w http.ResponseWriter, r *http.Request) {
+	if id := identityFrom(r.Context()); id != nil {
+		http.Redirect(w, r, landing(id), http.StatusSeeOther)
+		return
+	}
+	p := pendingFromSession(sessionFrom(r.Context()))
+	if p == nil || s.Service.PendingExpired(p) {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	pg := s.newPage(r, "login.mfa_title")
+	pg.Username = p.Username
+	s.render(w, r, http.StatusOK, "login_mfa", pg)
+}
+
+func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	sess := sessionFrom(r.Context())
+	p := pendingFromSession(sess)
+	if p == nil {
+		// No password step in this session (or it was completed): nothing
+		// a code could finish.
+		s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired")
+		return
+	}
+	id, err := s.Service.CompleteLogin(r.Context(), p, r.PostFormValue("code"))
+	if err == nil {
+		s.startSession(w, r, id)
+		return
+	}
+	var pe *portal.Error
+	if !errors.As(err, &pe) {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.InfoContext(r.Context(), "login code refused", "user", p.Username, "code", string(pe.Code), "reason", pe.Message,
+		"client_ip", portal.RequestInfoFrom(r.Context()).ClientIP)
+	switch {
+	case pe.Code == portal.ETooMany || pe.Message == "error.mfa_code_rejected":
+		// Vault keeps the pending login: the user may try again.
+		setRetryAfter(w, pe)
+		pg := s.newPage(r, "login.mfa_title")
+		pg.Error = pe.Message
+		pg.Username = p.Username
+		s.render(w, r, statusFor(pe.Code), "login_mfa", pg)
+		return
+	case pe.Code == portal.EUnavailable:
+		s.fail(w, r, err) // the pending login stays: try again when Vault is back
+		return
+	}
+	// Expired, not enrolled, no portal access: the login starts over.
+	if derr := s.Sessions.Drop(r, w, sess); derr != nil {
+		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "drop session: %w", derr))
+		return
+	}
+	switch pe.Message {
+	case "error.mfa_expired":
+		pg := s.newPage(r, "login.title")
+		pg.Error = pe.Message
+		pg.Username = p.Username
+		pg.AccountName = s.accountName(pg)
+		pg.FocusPass = true
+		s.render(w, r, http.StatusUnauthorized, "login", pg)
+	case "error.mfa_not_enrolled":
+		pg := s.newPage(r, "login.mfa_enrol_title")
+		pg.Username = p.Username
+		s.render(w, r, http.StatusForbidden, "login_enrol_needed", pg)
+	default:
+		s.fail(w, r, err)
+	}
+}
