@@ -69,6 +69,7 @@ type Message struct {
 	Kind        string // "reminder" or "expired"
 	Username    string
 	CertSubject string // the certificate's subject (CN)
+	Label       string // the user's name for it; may be empty
 	Serial      string
 	Threshold   time.Duration
 	NotAfter    time.Time
@@ -443,7 +444,14 @@ func (r *Runner) render(ctx context.Context, n *store.Notification, c *store.Cer
 	}
 	left := Duration(lang, c.NotAfter.Sub(now))
 	expiry := c.NotAfter.UTC().Format("2006-01-02 15:04 MST")
-	args := []any{n.Username, c.Subject, c.Serial, expiry, left, m.RenewURL}
+	// The user's own name for it first, when they gave one: "work laptop"
+	// says more than a serial.
+	name := c.Subject
+	if c.Label != "" {
+		name = "“" + c.Label + "” (" + c.Subject + ")"
+	}
+	m.Label = c.Label
+	args := []any{n.Username, name, c.Serial, expiry, left, m.RenewURL}
 	switch n.Channel {
 	case ChannelHelpdesk:
 		m.To = r.opts.HelpdeskEmail

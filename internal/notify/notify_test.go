@@ -115,7 +115,11 @@ func TestRemindersAtEachThreshold(t *testing.T) {
 	st := openSQLite(t)
 	srv := smtptest.Start(t)
 	clk := &clock{t: t0}
-	c := insert(t, st, "1a:2b:3c", "alice", t0, 90*24*time.Hour)
+	c := &store.Certificate{Serial: "1a:2b:3c", Username: "alice", Subject: "alice@example.com", KeyType: "ec-256",
+		Encryption: "modern", IssuedBy: "alice", IssuedAt: t0, NotAfter: t0.Add(90 * 24 * time.Hour), Label: "업무 노트북"}
+	if err := st.InsertCertificate(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
 	if err := st.SetUserLanguage(context.Background(), "alice", "ko", t0); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +166,7 @@ func TestRemindersAtEachThreshold(t *testing.T) {
 			t.Errorf("%v: subject %q, want %q", step.left, got, step.subject)
 		}
 		body := owner.Body()
-		for _, want := range []string{"alice", "1a:2b:3c", "alice@example.com", publicURL + "/certificates/1a:2b:3c/renew", "2027-03-01"} {
+		for _, want := range []string{"alice", "1a:2b:3c", "“업무 노트북” (alice@example.com)", publicURL + "/certificates/1a:2b:3c/renew", "2027-03-01"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("%v: body lacks %q:\n%s", step.left, want, body)
 			}

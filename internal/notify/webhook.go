@@ -43,6 +43,7 @@ type GenericPayload struct {
 	Event     string `json:"event"` // certificate.expiring or certificate.expired
 	Username  string `json:"username"`
 	Subject   string `json:"subject"`
+	Label     string `json:"label,omitempty"`
 	Serial    string `json:"serial"`
 	NotAfter  string `json:"not_after"` // RFC 3339, UTC
 	Threshold string `json:"threshold"` // e.g. 168h0m0s, or expired
@@ -81,7 +82,7 @@ func (w *Webhook) payload(m *Message) any {
 		if m.Kind == "expired" {
 			ev = "certificate.expired"
 		}
-		return GenericPayload{Event: ev, Username: m.Username, Subject: m.CertSubject, Serial: m.Serial,
+		return GenericPayload{Event: ev, Username: m.Username, Subject: m.CertSubject, Label: m.Label, Serial: m.Serial,
 			NotAfter: m.NotAfter.UTC().Format(time.RFC3339), Threshold: thresholdName(m.Threshold), Language: string(m.Lang),
 			Title: m.Subject, Text: m.Text, RenewURL: m.RenewURL}
 	}
