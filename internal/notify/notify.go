@@ -217,31 +217,9 @@ func (r *Runner) RunOnce(ctx context.Context) (Result, error) {
 	if err := r.expireLeases(ctx, now, &res); err != nil {
 		return res, err
 	}
-	lower := time.Duration(0)
-	for _, th := range r.opts.Thresholds {
-		n, err := r.st.EnqueueReminders(ctx, store.Band{Threshold: th, From: now.Add(lower), To: now.Add(th), At: now,
-			Channels: r.channels(true, true), MinValid: th}, now)
-		if err != nil {
-			return res, err
-		}
-		res.Enqueued += n
-		lower = th
-	}
-	// The escalation goes to the helpdesk whether or not owners get the
-	// expired notice.
-	if ch := r.channels(true, r.opts.Expired); len(ch) > 0 {
-		n, err := r.st.EnqueueReminders(ctx, store.Band{Threshold: store.ThresholdExpired, From: now.Add(-ExpiredLookback), To: now,
-			At: now, Channels: ch}, now)
-		if err != nil {
-			return res, err
-		}
-		res.Enqueued += n
-	}
-	n, err := r.st.SkipSuperseded(ctx)
-	if err != nil {
+	if err := r.enqueue(ctx, now, &res); err != nil {
 		return res, err
 	}
-	res.Skipped = n
 	lease := newLease()
 	for ctx.Err() == nil {
 		now := r.opts.Now()
@@ -261,6 +239,45 @@ func (r *Runner) RunOnce(ctx context.Context) (Result, error) {
 	}
 	r.opts.Metrics.NotifyRun(r.opts.Now())
 	return res, nil
+}
+
+// Enqueue records the reminders due at the runner's now (and marks
+// superseded ones skipped) without sending anything: the scan alone, as
+// the benchmark measures it.
+func (r *Runner) Enqueue(ctx context.Context) (Result, error) {
+	var res Result
+	err := r.enqueue(ctx, r.opts.Now(), &res)
+	return res, err
+}
+
+// enqueue records every due reminder as pending, in SQL, band by band.
+func (r *Runner) enqueue(ctx context.Context, now time.Time, res *Result) error {
+	lower := time.Duration(0)
+	for _, th := range r.opts.Thresholds {
+		n, err := r.st.EnqueueReminders(ctx, store.Band{Threshold: th, From: now.Add(lower), To: now.Add(th), At: now,
+			Channels: r.channels(true, true), MinValid: th}, now)
+		if err != nil {
+			return err
+		}
+		res.Enqueued += n
+		lower = th
+	}
+	// The escalation goes to the helpdesk whether or not owners get the
+	// expired notice.
+	if ch := r.channels(true, r.opts.Expired); len(ch) > 0 {
+		n, err := r.st.EnqueueReminders(ctx, store.Band{Threshold: store.ThresholdExpired, From: now.Add(-ExpiredLookback), To: now,
+			At: now, Channels: ch}, now)
+		if err != nil {
+			return err
+		}
+		res.Enqueued += n
+	}
+	n, err := r.st.SkipSuperseded(ctx)
+	if err != nil {
+		return err
+	}
+	res.Skipped = n
+	return nil
 }
 
 func newLease() string {

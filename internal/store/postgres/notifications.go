@@ -32,30 +32,25 @@ func scanNotification(r pgx.Row) (*store.Notification, error) {
 	return &n, nil
 }
 
-// EnqueueReminders is one INSERT … SELECT per channel; ON CONFLICT makes
-// replicas enqueueing the same band at once harmless.
+// EnqueueReminders is one INSERT … SELECT for every channel at once; ON
+// CONFLICT makes replicas enqueueing the same band at once harmless.
 func (s *DB) EnqueueReminders(ctx context.Context, b store.Band, now time.Time) (int, error) {
-	var added int64
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		added = 0
-		for _, ch := range b.Channels {
-			tag, err := tx.Exec(ctx, `INSERT INTO notifications(serial, username, threshold_s, channel, state, attempts, next_attempt, created_at)
-				SELECT c.serial, c.username, $1, $2, 'pending', 0, $3, $3
-				FROM certificates c
-				WHERE c.revoked_at IS NULL AND c.not_after > $4 AND c.not_after <= $5
-				AND c.not_after - c.issued_at > $6 * interval '1 millisecond'
-				AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.username = c.username AND n.revoked_at IS NULL
-					AND n.not_after > $7 AND n.issued_at > c.issued_at)
-				ON CONFLICT (serial, threshold_s, channel) DO NOTHING`,
-				int64(b.Threshold/time.Second), ch, ms(now), ms(b.From), ms(b.To), b.MinValid.Milliseconds(), ms(b.At))
-			if err != nil {
-				return fmt.Errorf("enqueue reminders: %w", err)
-			}
-			added += tag.RowsAffected()
-		}
-		return nil
-	})
-	return int(added), err
+	if len(b.Channels) == 0 {
+		return 0, nil
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO notifications(serial, username, threshold_s, channel, state, attempts, next_attempt, created_at)
+		SELECT c.serial, c.username, $1, ch.channel, 'pending', 0, $3, $3
+		FROM certificates c CROSS JOIN unnest($2::text[]) AS ch(channel)
+		WHERE c.revoked_at IS NULL AND c.not_after > $4 AND c.not_after <= $5
+		AND c.not_after - c.issued_at > $6 * interval '1 millisecond'
+		AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.username = c.username AND n.revoked_at IS NULL
+			AND n.not_after > $7 AND n.issued_at > c.issued_at)
+		ON CONFLICT (serial, threshold_s, channel) DO NOTHING`,
+		int64(b.Threshold/time.Second), b.Channels, ms(now), ms(b.From), ms(b.To), b.MinValid.Milliseconds(), ms(b.At))
+	if err != nil {
+		return 0, fmt.Errorf("enqueue reminders: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 func (s *DB) SkipSuperseded(ctx context.Context) (int, error) {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -29,29 +30,33 @@ func scanNotification(r scanner) (*store.Notification, error) {
 	return &n, nil
 }
 
-// EnqueueReminders is one INSERT … SELECT per channel: the band is read from
-// certificates_expiry, the renewal check from certificates_active, and
-// existing rows are left alone by the unique key.
+// EnqueueReminders is one INSERT … SELECT for every channel at once: the
+// band is read from the covering index certificates_expiry, the renewal
+// check from certificates_active, and existing rows are left alone by the
+// unique key. The inventory never leaves SQLite.
 func (s *DB) EnqueueReminders(ctx context.Context, b store.Band, now time.Time) (int, error) {
+	if len(b.Channels) == 0 {
+		return 0, nil
+	}
+	channels, err := json.Marshal(b.Channels)
+	if err != nil {
+		return 0, err
+	}
 	var added int64
-	err := s.write(func(tx *wtx) error {
-		added = 0
-		for _, ch := range b.Channels {
-			res, err := tx.ExecContext(ctx, `INSERT INTO notifications(serial, username, threshold_s, channel, state, attempts, next_attempt, created_at)
-				SELECT c.serial, c.username, ?, ?, 'pending', 0, ?, ?
-				FROM certificates c INDEXED BY certificates_expiry
-				WHERE c.revoked_at IS NULL AND c.not_after > ? AND c.not_after <= ? AND c.not_after - c.issued_at > ?
-				AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.username = c.username AND n.revoked_at IS NULL
-					AND n.not_after > ? AND n.issued_at > c.issued_at)
-				ON CONFLICT(serial, threshold_s, channel) DO NOTHING`,
-				int64(b.Threshold/time.Second), ch, now.UnixMilli(), now.UnixMilli(),
-				b.From.UnixMilli(), b.To.UnixMilli(), b.MinValid.Milliseconds(), b.At.UnixMilli())
-			if err != nil {
-				return fmt.Errorf("enqueue reminders: %w", err)
-			}
-			n, _ := res.RowsAffected()
-			added += n
+	err = s.write(func(tx *wtx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO notifications(serial, username, threshold_s, channel, state, attempts, next_attempt, created_at)
+			SELECT c.serial, c.username, ?, ch.value, 'pending', 0, ?, ?
+			FROM certificates c INDEXED BY certificates_expiry, json_each(?) ch
+			WHERE c.revoked_at IS NULL AND c.not_after > ? AND c.not_after <= ? AND c.not_after - c.issued_at > ?
+			AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.username = c.username AND n.revoked_at IS NULL
+				AND n.not_after > ? AND n.issued_at > c.issued_at)
+			ON CONFLICT(serial, threshold_s, channel) DO NOTHING`,
+			int64(b.Threshold/time.Second), now.UnixMilli(), now.UnixMilli(), string(channels),
+			b.From.UnixMilli(), b.To.UnixMilli(), b.MinValid.Milliseconds(), b.At.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("enqueue reminders: %w", err)
 		}
+		added, _ = res.RowsAffected()
 		return nil
 	})
 	return int(added), err
