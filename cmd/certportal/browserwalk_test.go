@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,9 +32,15 @@ var walkWidths = []int{390, 1280}
 // pages at several widths.
 func newWalkChrome(t *testing.T, timeout time.Duration) context.Context {
 	t.Helper()
+	// Not t.TempDir: Chromium may still be writing its profile for a moment
+	// after it was told to stop, and TempDir's cleanup fails the test then.
+	profile, err := os.MkdirTemp("", "certportal-walk-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.NoSandbox, // tests run as root in CI
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-quic", true),
@@ -43,9 +50,22 @@ func newWalkChrome(t *testing.T, timeout time.Duration) context.Context {
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	t.Cleanup(func() {
+		cancelTimeout()
+		cancelCtx()
+		cancelAlloc()
+		for i := 0; i < 50 && os.RemoveAll(profile) != nil; i++ {
+			time.Sleep(100 * time.Millisecond) // the profile is test scratch space; retry until Chromium let go
+		}
+	})
 	return ctx
 }
+
+// emulatedWidths remembers the width setViewport gave each browser tab:
+// a phone-emulating Chromium zooms out to show a page wider than the screen,
+// and then window.innerWidth grows with the page, so the check must compare
+// against the width that was asked for.
+var emulatedWidths sync.Map // *chromedp.Context → int
 
 // setViewport emulates a device of the given CSS width; below 600 px it is a
 // phone (mobile viewport rules, touch-sized layout).
@@ -54,7 +74,13 @@ func setViewport(width int) chromedp.Action {
 	if width < 600 {
 		height = 844
 	}
-	return emulation.SetDeviceMetricsOverride(int64(width), height, 1, width < 600)
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		if err := emulation.SetDeviceMetricsOverride(int64(width), height, 1, width < 600).Do(ctx); err != nil {
+			return err
+		}
+		emulatedWidths.Store(chromedp.FromContext(ctx), width)
+		return nil
+	})
 }
 
 // browserLogin logs user in through the login form, in lang (which the
@@ -99,17 +125,25 @@ func checkPage(t *testing.T, ctx context.Context, name, lang string, width int, 
 }
 
 // assertFitsViewport fails when the page scrolls sideways: the document is
-// wider than the window.
+// wider than the window (the emulated screen's width, when setViewport set
+// one).
 func assertFitsViewport(t *testing.T, ctx context.Context, label string) {
 	t.Helper()
 	var dims []int
 	if err := chromedp.Run(ctx, chromedp.Evaluate(`[document.documentElement.scrollWidth, window.innerWidth]`, &dims)); err != nil {
 		t.Fatalf("%s: measure width: %v", label, err)
 	}
-	if len(dims) == 2 && dims[0] > dims[1] {
+	if len(dims) != 2 {
+		t.Fatalf("%s: measure width: %v", label, dims)
+	}
+	window := dims[1]
+	if w, ok := emulatedWidths.Load(chromedp.FromContext(ctx)); ok && w.(int) < window {
+		window = w.(int)
+	}
+	if dims[0] > window {
 		var wide []string
-		_ = chromedp.Run(ctx, chromedp.Evaluate(widestElementsJS, &wide))
-		t.Errorf("%s: page is %d px wide in a %d px window; elements past the edge: %v", label, dims[0], dims[1], wide)
+		_ = chromedp.Run(ctx, chromedp.Evaluate(strings.ReplaceAll(widestElementsJS, "window.innerWidth", strconv.Itoa(window)), &wide))
+		t.Errorf("%s: page is %d px wide in a %d px window; elements past the edge: %v", label, dims[0], window, wide)
 	}
 }
 

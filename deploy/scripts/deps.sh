@@ -4,6 +4,7 @@
 # store), and the programs users open .p12 files with, which internal/bundle's
 # tests run: openssl, NSS's pk12util (libnss3-tools), Java's keytool
 # (default-jre-headless), systemd-analyze (systemd) and Debian's Python with python3-cryptography.
+# fonts-noto-cjk: Korean text in the browser tests' screenshots.
 set -euo pipefail
 
 need=()
@@ -18,9 +19,11 @@ have pk12util || need+=(libnss3-tools)
 have keytool  || need+=(default-jre-headless)
 /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# Korean glyphs for the browser tests' screenshots (the pages name this font).
+fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null || need+=(fonts-noto-cjk) # no -q: with pipefail, an early exit would read as "missing"
 
 if [ ${#need[@]} -eq 0 ]; then
-	echo "deps: nginx, chromium, openssl, postgresql, pk12util, keytool, systemd-analyze, python3-cryptography present"
+	echo "deps: nginx, chromium, openssl, postgresql, pk12util, keytool, systemd-analyze, python3-cryptography, fonts-noto-cjk present"
 	exit 0
 fi
 echo "deps: installing ${need[*]}"

@@ -344,6 +344,7 @@ var catalog = map[Lang]map[string]string{
 		"field.user":                         "User",
 		"field.at":                           "As of",
 		"detail.as_of":                       "As of",
+		"outcome.intent":                     "attempted (recorded before Vault was asked)",
 	},
 	Korean: {
 		"app.name":                           "certportal",
@@ -688,5 +689,6 @@ var catalog = map[Lang]map[string]string{
 		"field.user":                         "사용자",
 		"field.at":                           "기준 시각",
 		"detail.as_of":                       "기준 시각",
+		"outcome.intent":                     "시도 (Vault 요청 전 기록)",
 	},
 }

@@ -36,9 +36,9 @@ func activityChart(days []store.DayCount, l i18n.Lang) template.HTML {
 				x+bar*float64(j)+bar/2, float64(h)-bh, bar, bh, v.color, html.EscapeString(i18n.T(l, v.label, d.Day.Format("2006-01-02"), v.n)))
 		}
 		if i%7 == 0 {
-			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" fill="#5a6475">%s</text>`, x, h+14, d.Day.Format("01-02"))
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="13" fill="#5a6475">%s</text>`, x, h+14, d.Day.Format("01-02"))
 		}
 	}
-	fmt.Fprintf(&b, `<text x="4" y="12" font-size="10" fill="#5a6475">%s</text></svg>`, html.EscapeString(i18n.T(l, "audit.chart_max", maxV)))
+	fmt.Fprintf(&b, `<text x="4" y="12" font-size="13" fill="#5a6475">%s</text></svg>`, html.EscapeString(i18n.T(l, "audit.chart_max", maxV)))
 	return template.HTML(b.String()) //nolint:gosec // numbers and fixed strings only
 }

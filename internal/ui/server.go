@@ -101,6 +101,7 @@ func New(d Deps) (http.Handler, error) {
 		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"short":   shortSerial,
 		"pair":    func(a *page, b portal.CertificateView) pagePair { return pagePair{a, b} },
+		"serial":  serialHTML,
 	}
 	for _, name := range pageNames {
 		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/partials.html", "templates/reminders.html", "templates/"+name+".html")
@@ -201,6 +202,13 @@ type page struct {
 type pagePair struct {
 	A *page
 	B portal.CertificateView
+}
+
+// serialHTML is a full serial that may wrap between its bytes (after each
+// colon) on a narrow screen; copying it still copies the serial, since
+// <wbr> adds no text.
+func serialHTML(serial string) template.HTML {
+	return template.HTML(strings.ReplaceAll(template.HTMLEscapeString(serial), ":", ":<wbr>")) //nolint:gosec // escaped above
 }
 
 // shortSerial shows the first and last bytes of a long serial; the full one
