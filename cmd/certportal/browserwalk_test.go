@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/certportal/certportal/internal/i18n"
@@ -79,9 +80,20 @@ func setViewport(width int) chromedp.Action {
 			return err
 		}
 		emulatedWidths.Store(chromedp.FromContext(ctx), width)
-		return nil
+		// The new size reaches the page's layout asynchronously: measuring at
+		// once can see the old width. Two animation frames (or half a
+		// second, if frames do not come) let it settle.
+		var done bool
+		return chromedp.Evaluate(settleJS, &done, func(p *cdpruntime.EvaluateParams) *cdpruntime.EvaluateParams {
+			return p.WithAwaitPromise(true)
+		}).Do(ctx)
 	})
 }
+
+const settleJS = `new Promise(resolve => {
+  setTimeout(() => resolve(true), 500);
+  requestAnimationFrame(() => requestAnimationFrame(() => resolve(true)));
+})`
 
 // browserLogin logs user in through the login form, in lang (which the
 // portal then remembers in its cookie), and waits for the landing page.
