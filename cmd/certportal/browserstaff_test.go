@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,14 +28,25 @@ func currentPath(t *testing.T, ctx context.Context) string {
 }
 
 // waitForQuery waits (30 s at most) until the browser's address contains
-// part: a click or submit may leave the old page visible for a moment.
+// part: a click or submit may leave the old page visible for a moment. It
+// reads the address every 50 ms; a read that races the navigation is retried.
 func waitForQuery(t *testing.T, ctx context.Context, part string) {
 	t.Helper()
-	var ok bool
-	if err := chromedp.Run(ctx, chromedp.Poll(`(location.pathname + location.search).includes(`+strconv.Quote(part)+`)`, &ok,
-		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
-		t.Fatalf("address never contained %q (now %q): %v", part, currentPath(t, ctx), err)
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	loc := ""
+	for time.Now().Before(deadline) {
+		if err := chromedp.Run(ctx, chromedp.Location(&loc)); err == nil && strings.Contains(loc, part) {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("address never contained %q: %v", part, ctx.Err())
+		}
 	}
+	t.Fatalf("address never contained %q (now %q)", part, loc)
 }
 
 // clickAndWait clicks sel and waits until wait is visible on the next page,

@@ -186,7 +186,7 @@ func TestInventoryReportDrillDown(t *testing.T) {
 		t.Fatalf("inventory csv rows: %v %v", err, rows)
 	}
 	for _, row := range rows[1:] {
-		if row[1] != "alice" || row[3] != "active" {
+		if row[1] != "alice" || row[4] != "active" {
 			t.Errorf("csv row %v", row)
 		}
 	}

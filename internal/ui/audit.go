@@ -382,7 +382,7 @@ func (s *Server) auditInventoryExport(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	cw := csv.NewWriter(w)
-	header := []string{"serial", "username", "subject", "status", "key_type", "encryption", "issued_by", "issued_at", "not_after", "revoked_at", "revoke_reason", "revoked_by", "ticket"}
+	header := []string{"serial", "username", "subject", "label", "status", "key_type", "encryption", "issued_by", "issued_at", "not_after", "revoked_at", "revoke_reason", "revoked_by", "ticket"}
 	started, n := false, 0
 	start := func() {
 		started = true
@@ -402,7 +402,7 @@ func (s *Server) auditInventoryExport(w http.ResponseWriter, r *http.Request) {
 			revoked = c.RevokedAt.UTC().Format(time.RFC3339)
 		}
 		n++
-		if err := cw.Write([]string{c.Serial, csvSafe(c.Username), csvSafe(c.Subject), string(c.Status), c.KeyType, c.Encryption,
+		if err := cw.Write([]string{c.Serial, csvSafe(c.Username), csvSafe(c.Subject), csvSafe(c.Label), string(c.Status), c.KeyType, c.Encryption,
 			csvSafe(c.IssuedBy), c.IssuedAt.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), revoked,
 			c.RevokeReason, csvSafe(c.RevokedBy), csvSafe(c.Ticket)}); err != nil {
 			return err
