@@ -190,10 +190,16 @@ func (tb *tab) login(base, user, password string) {
 		chromedp.SendKeys(`#password`, "not-the-password", chromedp.ByID),
 		chromedp.Click(`#login-submit`, chromedp.ByID),
 		chromedp.WaitVisible(`#login-error`, chromedp.ByID))
-	// Chromium applies autofocus at its next rendering update: poll.
-	_ = chromedp.Run(tb.ctx, chromedp.Poll(`document.activeElement && document.activeElement.id === "password"`, nil,
-		chromedp.WithPollingTimeout(10*time.Second)))
-	tb.run(chromedp.Evaluate(`document.activeElement && document.activeElement.id`, &focused),
+	// Chromium applies autofocus at its next rendering update: poll from
+	// here (chromedp.Poll waits on the page's own timers, which a page with
+	// script disabled never runs).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		tb.run(chromedp.Evaluate(`document.activeElement ? document.activeElement.id : ""`, &focused))
+		if focused == "password" || time.Now().After(deadline) {
+			break
+		}
+	}
+	tb.run(
 		chromedp.Value(`#username`, &kept, chromedp.ByID))
 	if focused != "password" || kept != user {
 		tb.t.Errorf("after a wrong password: focus on %q, username %q; want the cursor in the password field and %q kept", focused, kept, user)
