@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -152,6 +153,14 @@ func TestBrowserAuditorWalk(t *testing.T) {
 				_ = chromedp.Run(ctx, chromedp.Navigate(p.URL+"/audit"))
 			}
 			checkAtWidths(t, ctx, "audit", lang)
+			// The page script shows times in the reader's zone, still to the second.
+			var shown string
+			if err := chromedp.Run(ctx, chromedp.Text(`#events time`, &shown, chromedp.ByQuery)); err != nil {
+				t.Fatal(err)
+			}
+			if !regexp.MustCompile(`\d\d:\d\d:\d\d`).MatchString(shown) {
+				t.Errorf("audit time shown without seconds: %q", shown)
+			}
 
 			clickAndWait(t, ctx, `a.older`, `a.newer`)
 			waitForQuery(t, ctx, "before=")
