@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test test-short lint bench deps clean image
+.PHONY: all build run test test-short lint bench deps clean image fuzz
 
 all: build
 
@@ -46,6 +46,23 @@ test: deps build
 	@# The Helm chart's test is its own module (Helm and k8s.io/api stay out
 	@# of the portal's build): a few minutes on the first build, seconds after.
 	cd deploy/helm/charttest && $(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) fuzz FUZZTIME=$(TEST_FUZZTIME)
+
+# Fuzz targets for every parser of client-chosen text. Their seeds (f.Add and
+# each package's testdata/fuzz/<FuzzName>/, Go's corpus format, where
+# `go test -fuzz` also writes any failing input it finds) run in every `go
+# test`; `make fuzz` mutates each target for FUZZTIME, `make test` for
+# TEST_FUZZTIME (about a minute in all).
+FUZZTIME      ?= 30s
+TEST_FUZZTIME ?= 3s
+FUZZ_TARGETS  := internal/portal:FuzzNormalizeSerial internal/portal:FuzzCheckText internal/portal:FuzzValidLabel \
+	internal/portal:FuzzCheckPassword internal/portal:FuzzIssueRequestValidate internal/portal:FuzzDownloadName \
+	internal/ui:FuzzClientIP internal/ui:FuzzParseHop internal/ui:FuzzSelfPage internal/ui:FuzzSlashRedirect \
+	internal/i18n:FuzzFromRequest
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg; done
 
 lint:
 	$(GO) vet ./...

@@ -73,20 +73,51 @@ func setRetryAfter(w http.ResponseWriter, pe *portal.Error) {
 // Only paths the router serves qualify, and the target is always a path on
 // this site: "//evil.example/" is not turned into a redirect elsewhere.
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
-	path := r.URL.Path
-	if len(path) > 1 && strings.HasSuffix(path, "/") && r.URL.RawPath == "" {
-		canonical := strings.TrimRight(path, "/")
-		if strings.HasPrefix(canonical, "/") && !strings.HasPrefix(canonical, "//") && s.hasGET(canonical) {
-			if r.URL.RawQuery != "" {
-				canonical += "?" + r.URL.RawQuery
-			}
-			status := http.StatusMovedPermanently
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				status = http.StatusPermanentRedirect // keeps the method and body
-			}
-			http.Redirect(w, r, canonical, status)
-			return
+	if canonical, ok := slashRedirect(r.URL.Path, r.URL.RawPath, r.URL.RawQuery, s.hasGET); ok {
+		status := http.StatusMovedPermanently
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			status = http.StatusPermanentRedirect // keeps the method and body
 		}
+		http.Redirect(w, r, canonical, status)
+		return
 	}
 	s.failStatus(w, r, http.StatusNotFound, "error.not_found")
+}
+
+// slashRedirect is notFound's target for path: the path without its
+// trailing slashes when that is a page (has), with the query kept. The
+// target is always a path on this site (FuzzSlashRedirect).
+func slashRedirect(path, rawPath, rawQuery string, has func(string) bool) (string, bool) {
+	if len(path) <= 1 || !strings.HasSuffix(path, "/") || rawPath != "" {
+		return "", false
+	}
+	canonical := strings.TrimRight(path, "/")
+	if !has(canonical) {
+		return "", false
+	}
+	if rawQuery != "" {
+		canonical += "?" + rawQuery
+	}
+	// The query is checked too: FuzzSlashRedirect found a control byte in
+	// it, which makes the Location unreadable.
+	if !isLocalPath(canonical) {
+		return "", false
+	}
+	return canonical, true
+}
+
+// isLocalPath reports whether p, used as a link or a Location, stays on
+// this site: one leading '/', not "//host" or "/\host" (which browsers read
+// as another host), and no control character (browsers drop tabs and
+// newlines, so "/\t/evil" would become "//evil").
+func isLocalPath(p string) bool {
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x20 || p[i] == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -239,6 +239,11 @@ func (s *Server) newPage(r *http.Request, title string) *page {
 // page, else the dashboard. Handlers whose POST belongs to another page set
 // Self themselves.
 func (s *Server) selfPage(r *http.Request) string {
+	// A path such as "//evil.example/" reaches the 404 page as it is; the
+	// language links made from it must not lead to another site.
+	if !isLocalPath(r.URL.Path) {
+		return "/"
+	}
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		q := r.URL.Query()
 		q.Del("lang")
