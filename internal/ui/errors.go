@@ -3,6 +3,7 @@ package ui
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -95,6 +96,9 @@ func slashRedirect(path, rawPath, rawQuery string, has func(string) bool) (strin
 	if !has(canonical) {
 		return "", false
 	}
+	// path is decoded: escape it again, or a '%' in it would make the
+	// Location unreadable (found by FuzzSlashRedirect).
+	canonical = (&url.URL{Path: canonical}).EscapedPath()
 	if rawQuery != "" {
 		canonical += "?" + rawQuery
 	}

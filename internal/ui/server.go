@@ -245,15 +245,18 @@ func (s *Server) selfPage(r *http.Request) string {
 		return "/"
 	}
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		// The link is a URL: the decoded path is escaped again ("%" in it
+		// would otherwise make it unreadable; found by FuzzSelfPage).
+		self := (&url.URL{Path: r.URL.Path}).EscapedPath()
 		q := r.URL.Query()
 		q.Del("lang")
 		if len(q) == 0 {
-			return r.URL.Path
+			return self
 		}
-		return r.URL.Path + "?" + q.Encode()
+		return self + "?" + q.Encode()
 	}
 	if s.hasGET(r.URL.Path) {
-		return r.URL.Path
+		return (&url.URL{Path: r.URL.Path}).EscapedPath()
 	}
 	return "/"
 }
