@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -284,4 +287,133 @@ func TestMFASetupOff(t *testing.T) {
 	newBrowser(t, p.URL).mustLogin("alice", v.Password(t, "alice"))
 	enableMFA(t, v)
 	newBrowser(t, p.URL).passwordStep("alice", v.Password(t, "alice"))
+}
+
+var enrolLinkRe = regexp.MustCompile(`id="enrol-link">([^<]+)<`)
+var totpSecretRe = regexp.MustCompile(`id="totp-secret">([A-Z2-7=]+)<`)
+
+// makeEnrolLink has helpdesk staff b make alice's link and returns it.
+func makeEnrolLink(t *testing.T, b *client, user string, reset bool) string {
+	t.Helper()
+	form := url.Values{"ticket": {"INC-42"}}
+	if reset {
+		form.Set("reset", "1")
+	}
+	r := b.post("/helpdesk/users/"+user+"/mfa", form)
+	m := enrolLinkRe.FindSubmatch(r.Body)
+	if r.StatusCode != http.StatusOK || m == nil || r.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("enrolment link for %s: status %d\n%s", user, r.StatusCode, r.Body)
+	}
+	u, err := url.Parse(html.UnescapeString(string(m[1])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.RequestURI()
+}
+
+// enrolThroughLink opens link as user, logs in, reads the secret from the
+// page (the QR code's key, shown for typing in) and confirms with a code.
+func enrolThroughLink(t *testing.T, p *runningPortal, link, user, password string) (*client, string) {
+	t.Helper()
+	b := newBrowser(t, p.URL)
+	form := b.get(link)
+	if form.StatusCode != http.StatusOK || !strings.Contains(string(form.Body), `action="/enrol"`) {
+		t.Fatalf("enrolment form: status %d\n%s", form.StatusCode, form.Body)
+	}
+	token, _ := url.ParseQuery(strings.SplitN(link, "?", 2)[1])
+	r := b.post("/enrol", url.Values{"token": {token.Get("token")}, "username": {user}, "password": {password}})
+	m := totpSecretRe.FindSubmatch(r.Body)
+	if r.StatusCode != http.StatusOK || m == nil || !strings.Contains(string(r.Body), `src="data:image/png;base64,`) {
+		t.Fatalf("enrolment scan page: status %d\n%s", r.StatusCode, r.Body)
+	}
+	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'self' data:") || strings.Contains(csp, "script-src") {
+		t.Errorf("scan page CSP %q", csp)
+	}
+	secret := string(m[1])
+	mustLanded(t, b.codeStep(code(t, secret, time.Now())), "confirm enrolment")
+	return b, secret
+}
+
+// TestMFAEnrolment: helpdesk makes a one-time link (ticket required); the
+// user opens it, logs in with the password, gets Vault's QR code once,
+// confirms with a code and is in; the link works once and for its user
+// only; a reset destroys the old secret and a new link enrols again.
+func TestMFAEnrolment(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	// The first helpdesk agent is enrolled by the operator (docs/mfa.md).
+	helenSecret := adminEnrol(t, v, "helen", method)
+	p := startPortal(t, v, nil)
+	db := openSQLite(t, p.DB)
+	helen := newBrowser(t, p.URL)
+	helen.passwordStep("helen", v.Password(t, "helen"))
+	mustLanded(t, helen.codeStep(code(t, helenSecret, time.Now())), "helen's login")
+
+	if r := helen.post("/helpdesk/users/alice/mfa", url.Values{"ticket": {""}}); r.StatusCode != http.StatusBadRequest {
+		t.Errorf("enrolment without a ticket: status %d, want 400", r.StatusCode)
+	}
+	link := makeEnrolLink(t, helen, "alice", false)
+	bobLink := makeEnrolLink(t, helen, "bob", false)
+
+	// A wrong password spends nothing; alice cannot use bob's link.
+	stranger := newBrowser(t, p.URL)
+	tok := func(l string) string { q, _ := url.ParseQuery(strings.SplitN(l, "?", 2)[1]); return q.Get("token") }
+	if r := stranger.post("/enrol", url.Values{"token": {tok(link)}, "username": {"alice"}, "password": {"wrong-password"}}); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("enrolment with a wrong password: status %d", r.StatusCode)
+	}
+	if r := stranger.post("/enrol", url.Values{"token": {tok(bobLink)}, "username": {"alice"}, "password": {v.Password(t, "alice")}}); r.StatusCode != http.StatusUnauthorized || !strings.Contains(string(r.Body), "not valid") {
+		t.Errorf("alice with bob's link: status %d\n%s", r.StatusCode, r.Body)
+	}
+
+	alice, secret := enrolThroughLink(t, p, link, "alice", v.Password(t, "alice"))
+	if r := alice.post("/certificates", issueForm(mfaPassword, mfaPassword, "720h0m0s", "modern")); r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "application/x-pkcs12" {
+		t.Fatalf("download after enrolment: status %d", r.StatusCode)
+	}
+	// The link is spent.
+	if r := newBrowser(t, p.URL).post("/enrol", url.Values{"token": {tok(link)}, "username": {"alice"}, "password": {v.Password(t, "alice")}}); r.StatusCode != http.StatusUnauthorized || !strings.Contains(string(r.Body), "not valid") {
+		t.Errorf("second use of the link: status %d\n%s", r.StatusCode, r.Body)
+	}
+	// The next login asks for a code from the enrolled secret.
+	b := newBrowser(t, p.URL)
+	b.passwordStep("alice", v.Password(t, "alice"))
+	mustLanded(t, b.codeStep(code(t, secret, time.Now().Add(30*time.Second))), "login with the enrolled secret")
+
+	// Lost phone: reset destroys the secret; alice is told to ask the
+	// helpdesk until she uses the new link, whose secret differs.
+	reset := makeEnrolLink(t, helen, "alice", true)
+	b = newBrowser(t, p.URL)
+	b.passwordStep("alice", v.Password(t, "alice"))
+	if r := b.codeStep(code(t, secret, time.Now().Add(-30*time.Second))); r.StatusCode != http.StatusForbidden || !strings.Contains(string(r.Body), "Ask the helpdesk to enrol you") {
+		t.Fatalf("old secret after reset: status %d\n%s", r.StatusCode, r.Body)
+	}
+	_, again := enrolThroughLink(t, p, reset, "alice", v.Password(t, "alice"))
+	if again == secret {
+		t.Error("the reset enrolment has the old secret")
+	}
+
+	if n := len(sessionEvents(t, db, "mfa.enrolment_link", "alice")); n != 2 {
+		t.Errorf("%d mfa.enrolment_link events for alice, want 2", n)
+	}
+	if ev := sessionEvents(t, db, "mfa.reset", "alice"); len(ev) != 1 || ev[0].Actor != "helen" || ev[0].Details["ticket"] != "INC-42" {
+		t.Errorf("mfa.reset events: %+v", ev)
+	}
+	if n := len(sessionEvents(t, db, "mfa.enrol", "alice")); n < 2 {
+		t.Errorf("%d mfa.enrol events for alice, want 2 successes (and the refused ones)", n)
+	}
+	var rows int
+	if err := db.QueryRow(`SELECT count(*) FROM mfa_enrolments WHERE token_hash = ?`, tok(link)).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("a link token stored in clear: %d rows, %v", rows, err)
+	}
+	logs := p.Logs.String()
+	for _, s := range []string{secret, again, helenSecret, tok(link), tok(reset)} {
+		if strings.Contains(logs, s) {
+			t.Errorf("the log contains a secret or link token %q", s)
+		}
+	}
+	dump := fmt.Sprint(dumpAudit(t, db))
+	for _, s := range []string{secret, again, tok(link)} {
+		if strings.Contains(dump, s) {
+			t.Errorf("the trail contains %q", s)
+		}
+	}
 }

@@ -182,7 +182,7 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("setup: %w%s", fileErr, unrecorded)
 	}
 	if res.MFAMethodID != "" {
-		fmt.Fprintf(stdout, "\nLogin MFA (TOTP) method id: %s (serve: CERTPORTAL_MFA_METHOD_ID=%s)\n", res.MFAMethodID, res.MFAMethodID)
+		fmt.Fprintf(stdout, "\nLogin MFA (TOTP) method id: %s\n", res.MFAMethodID)
 	}
 	if *approleOut != "" {
 		fmt.Fprintf(stdout, "\nPortal AppRole: role id and a new secret id written to %s (role-id, secret-id).\n", *approleOut)

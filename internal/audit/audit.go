@@ -34,6 +34,12 @@ const (
 	// (details mfa=totp), as without MFA.
 	ActionLoginMFARequired = "login.mfa_required"
 	ActionLoginMFAFailure  = "login.mfa_failure"
+	// Enrolment: helpdesk made a one-time link (ticket), destroyed a
+	// user's secret (reset, ticket), and the user spent a link (Vault
+	// generated their secret).
+	ActionMFAEnrolLink = "mfa.enrolment_link"
+	ActionMFAReset     = "mfa.reset"
+	ActionMFAEnrol     = "mfa.enrol"
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is

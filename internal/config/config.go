@@ -97,9 +97,6 @@ type Config struct {
 	// MFAStepUp: downloads, revocations and helpdesk actions ask for the
 	// password and code again when the last proof is older.
 	MFAStepUp time.Duration // CERTPORTAL_MFA_STEP_UP
-	// MFAMethodID is the TOTP method setup --mfa totp wrote; needed for
-	// enrolment only.
-	MFAMethodID string // CERTPORTAL_MFA_METHOD_ID
 
 	// Expiry reminders (internal/notify); off unless a channel is set.
 	NotifyThresholds    []time.Duration // CERTPORTAL_NOTIFY_THRESHOLDS, default 720h,168h,72h
@@ -232,7 +229,6 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
 	fs.DurationVar(&c.MFAPending, "mfa-pending", envDuration(getenv, "CERTPORTAL_MFA_PENDING", c.MFAPending), "give up a login waiting for its MFA code after this; at most Vault's 300s (CERTPORTAL_MFA_PENDING)")
 	fs.DurationVar(&c.MFAStepUp, "mfa-step-up", envDuration(getenv, "CERTPORTAL_MFA_STEP_UP", c.MFAStepUp), "downloads, revocations and helpdesk actions ask for password and code again when the last one is older (CERTPORTAL_MFA_STEP_UP)")
-	fs.StringVar(&c.MFAMethodID, "mfa-method-id", env("CERTPORTAL_MFA_METHOD_ID", c.MFAMethodID), "Vault TOTP method id printed by setup --mfa totp; needed to enrol users (CERTPORTAL_MFA_METHOD_ID)")
 	fs.DurationVar(&c.DeniedWindow, "denied-window", envDuration(getenv, "CERTPORTAL_DENIED_WINDOW", c.DeniedWindow), "a user's refused requests within this window after the first are recorded as one event with their count (CERTPORTAL_DENIED_WINDOW)")
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.ServiceURL, "service-url", env("CERTPORTAL_SERVICE_URL", ""), "the protected site's whoami page, linked as \"check it works\"; a URL without a path gets /secure/whoami (CERTPORTAL_SERVICE_URL)")

@@ -109,6 +109,9 @@ type Options struct {
 	// MFAPending is how long a pending MFA login is kept (never longer
 	// than Vault's 300 s); 0 means DefaultMFAPending.
 	MFAPending time.Duration
+	// MFAEnforcement names the login enforcement enrolment reads its TOTP
+	// method and userpass accessor from; "" means DefaultMFAEnforcement.
+	MFAEnforcement string
 }
 
 // Store is what the portal keeps: the inventory, the audit trail and the
@@ -117,6 +120,7 @@ type Store interface {
 	store.Certificates
 	store.Audit
 	store.LoginAttempts
+	store.Enrolments
 }
 
 // Service is the portal's use cases.
@@ -141,6 +145,9 @@ type Service struct {
 	// recorded verbatim only when it is a user the portal knows.
 	users     userCache
 	lastSweep atomic.Int64 // unix ms of the last sweep of stale login counts
+	// mfaVault enrols users in Vault's TOTP (enrol.go): the portal's own
+	// identity, when it can (nil: enrolment is off).
+	mfaVault MFAEnrolVault
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
@@ -155,6 +162,9 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	if o.KeyType == "" {
 		o.KeyType = "ec-256"
 	}
+	if o.MFAEnforcement == "" {
+		o.MFAEnforcement = DefaultMFAEnforcement
+	}
 	if o.MFAPending <= 0 || o.MFAPending > DefaultMFAPending {
 		o.MFAPending = DefaultMFAPending
 	}
@@ -165,10 +175,14 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 		o.NameKey = make([]byte, 32)
 		_, _ = rand.Read(o.NameKey)
 	}
-	return &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now,
+	s := &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now,
 		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow, o.LoginNetworkLimits),
 		denied:   &deniedLimiter{window: o.DeniedWindow, open: map[string]*deniedWindow{}},
 		outbox:   &revocationOutbox{}}
+	// The portal's identity enrols users when it is the real one
+	// (*vault.Service); a narrower ServiceVault leaves enrolment off.
+	s.mfaVault, _ = sv.(MFAEnrolVault)
+	return s
 }
 
 // Options returns the service's options (for rendering forms).

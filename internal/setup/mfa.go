@@ -50,8 +50,10 @@ func (r *run) mfa(ctx context.Context) error {
 	}
 	switch r.o.MFA {
 	case MFAUnchanged:
-		if enf != nil {
+		if enf != nil && enf.Data != nil {
 			r.o.MFA = MFATOTP
+			r.o.MFAMethodID, r.o.MFAAccessor = firstString(enf.Data["mfa_method_ids"]), accessor
+			r.res.MFAMethodID = r.o.MFAMethodID
 			r.step("login MFA enforcement "+r.o.MFAEnforcement+" (left as it is)", false)
 		}
 		return nil
@@ -71,6 +73,7 @@ func (r *run) mfa(ctx context.Context) error {
 		return err
 	}
 	r.res.MFAMethodID = methodID
+	r.o.MFAMethodID, r.o.MFAAccessor = methodID, accessor
 	want := map[string]any{"mfa_method_ids": []string{methodID}, "auth_method_accessors": []string{accessor}}
 	if enf != nil && enf.Data != nil && sameStrings(enf.Data["mfa_method_ids"], want["mfa_method_ids"]) &&
 		sameStrings(enf.Data["auth_method_accessors"], want["auth_method_accessors"]) &&
@@ -142,6 +145,54 @@ func (r *run) totpMethod(ctx context.Context) (string, error) {
 	}
 	r.step("TOTP method "+r.o.MFAMethodName+" created", true)
 	return id, nil
+}
+
+// mfaServicePolicy lets the portal's identity enrol users (MFA totp only):
+// read its enforcement (method id and accessor), find a userpass user's
+// entity, and generate or destroy that user's secret for the portal's
+// method. It never reads a secret (Vault has no path for that), and it
+// cannot create entities or aliases: a user's first login makes them, and
+// enrolment starts with that login.
+func mfaServicePolicy(o Options) string {
+	if o.MFA != MFATOTP || o.MFAMethodID == "" || o.MFAAccessor == "" {
+		return ""
+	}
+	return fmt.Sprintf(`# Login MFA enrolment (setup --mfa totp).
+path %q {
+  capabilities = ["read"]
+}
+path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "alias_name" = []
+    "alias_mount_accessor" = [%q]
+  }
+}
+path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "method_id" = [%q]
+    "entity_id" = []
+  }
+}
+path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "method_id" = [%q]
+    "entity_id" = []
+  }
+}
+`, "identity/mfa/login-enforcement/"+o.MFAEnforcement, "identity/lookup/entity", o.MFAAccessor,
+		"identity/mfa/method/totp/admin-generate", o.MFAMethodID, "identity/mfa/method/totp/admin-destroy", o.MFAMethodID)
+}
+
+func firstString(v any) string {
+	l, _ := v.([]any)
+	if len(l) == 0 {
+		return ""
+	}
+	s, _ := l[0].(string)
+	return s
 }
 
 func emptyList(v any) bool {

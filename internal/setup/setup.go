@@ -96,6 +96,10 @@ type Options struct {
 	MFAEnforcement string
 	MFAIssuer      string
 	MFAMaxAttempts int
+	// Set by setup's MFA step for the service policy: the method and the
+	// userpass accessor its enrolment paths are limited to.
+	MFAMethodID string
+	MFAAccessor string
 
 	DemoUsers bool
 	// NewServiceSecret makes setup generate a secret id for the portal's
@@ -840,7 +844,7 @@ path %q {
 path %q {
   capabilities = ["list"]
 }
-`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users", o.PKIMount+"/certs/revoked")
+`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users", o.PKIMount+"/certs/revoked") + mfaServicePolicy(o)
 }
 
 func (r *run) policies(ctx context.Context) error {

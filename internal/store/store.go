@@ -334,6 +334,29 @@ type Notifications interface {
 	UserLanguage(ctx context.Context, username string) (string, error)
 }
 
+// Enrolment is a one-time MFA enrolment link a helpdesk agent handed out.
+// Only the hash of the link's token is kept: the store can neither show nor
+// use a link it holds.
+type Enrolment struct {
+	TokenHash string
+	Username  string
+	CreatedBy string
+	Ticket    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Enrolments keeps one-time enrolment links.
+type Enrolments interface {
+	// CreateEnrolment stores e; earlier unused links of the same user are
+	// deleted with it (a new link replaces the old one).
+	CreateEnrolment(ctx context.Context, e *Enrolment) error
+	// UseEnrolment consumes the link atomically: the first call before
+	// ExpiresAt gets it, every later one (and any call after it expired)
+	// ErrNotFound. username must match the link's.
+	UseEnrolment(ctx context.Context, tokenHash, username string, now time.Time) (*Enrolment, error)
+}
+
 // Store is the whole persistence interface the portal needs.
 type Store interface {
 	Sessions
@@ -341,6 +364,7 @@ type Store interface {
 	Audit
 	LoginAttempts
 	Notifications
+	Enrolments
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -23,10 +23,20 @@ const (
 // beginMFA keeps the pending login in a fresh pre-login session and sends
 // the browser to the code page. The request id stays on the server.
 func (s *Server) beginMFA(w http.ResponseWriter, r *http.Request, p *portal.PendingLogin) {
+	if !s.keepPending(w, r, p) {
+		return
+	}
+	s.Logger.InfoContext(r.Context(), "login needs a code", "user", p.Username, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP)
+	http.Redirect(w, r, "/login/mfa", http.StatusSeeOther)
+}
+
+// keepPending makes the request's session a fresh pre-login session
+// holding p; false when it failed (the error page is written).
+func (s *Server) keepPending(w http.ResponseWriter, r *http.Request, p *portal.PendingLogin) bool {
 	sess := sessionFrom(r.Context())
 	if err := s.Sessions.Renew(r.Context(), sess); err != nil {
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "renew session: %w", err))
-		return
+		return false
 	}
 	sess.Values[valPendingUser] = p.Username
 	sess.Values[valPendingReq] = p.RequestID
@@ -38,10 +48,9 @@ func (s *Server) beginMFA(w http.ResponseWriter, r *http.Request, p *portal.Pend
 	}
 	if err := sess.Save(r, w); err != nil {
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "save session: %w", err))
-		return
+		return false
 	}
-	s.Logger.InfoContext(r.Context(), "login needs a code", "user", p.Username, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP)
-	http.Redirect(w, r, "/login/mfa", http.StatusSeeOther)
+	return true
 }
 
 func pendingFromSession(sess *sessions.Session) *portal.PendingLogin {

@@ -46,6 +46,9 @@ func (s *Server) routes() *chi.Mux {
 		// The second step of a login with Vault's MFA: the code.
 		r.Get("/login/mfa", s.loginMFAForm)
 		r.Post("/login/mfa", s.loginMFA)
+		// A one-time enrolment link from the helpdesk: password, QR, code.
+		r.With(s.sameSiteGET).Get("/enrol", s.enrolForm)
+		r.Post("/enrol", s.enrol)
 
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireLogin)
@@ -66,6 +69,7 @@ func (s *Server) routes() *chi.Mux {
 				r.Get("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevokeForm(true))
 				r.Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
 				r.Post("/helpdesk/users/{username}/certificates", s.helpdeskIssue)
+				r.Post("/helpdesk/users/{username}/mfa", s.helpdeskEnrol)
 				// Certificates Vault holds that the portal never issued
 				// (reconciliation's vault_only).
 				r.Get("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevokeForm)

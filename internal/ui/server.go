@@ -72,7 +72,7 @@ type Server struct {
 	lastProxyWarning atomic.Int64
 }
 
-var pageNames = []string{"login", "login_mfa", "login_enrol_needed", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "helpdesk_vault_revoke", "error"}
+var pageNames = []string{"login", "login_mfa", "login_enrol_needed", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "helpdesk_vault_revoke", "enrol_link", "enrol", "enrol_scan", "error"}
 
 // New parses every template (a broken or missing template fails here, at
 // start-up, not on a user's request) and returns the routed handler.
@@ -122,6 +122,16 @@ func New(d Deps) (http.Handler, error) {
 
 // page is the data every template gets.
 type page struct {
+	// MFA enrolment: the one-time link (shown once to the agent), the
+	// token carried through the user's form, and the QR code (a data: URL
+	// of Vault's PNG) with the secret for typing in, on one page only.
+	EnrolURL     string
+	EnrolExpires time.Time
+	EnrolToken   string
+	QRImage      template.URL
+	TOTPSecret   string
+	MFAEnrol     bool // the helpdesk user page offers enrolment
+
 	Lang  i18n.Lang
 	Langs []i18n.Lang
 	Title string

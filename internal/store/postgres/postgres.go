@@ -14,6 +14,7 @@
 //	GRANT SELECT, INSERT ON audit_events TO certportal;
 //	GRANT SELECT, INSERT, UPDATE ON notifications, user_prefs TO certportal;
 //	GRANT USAGE ON SEQUENCE notifications_id_seq TO certportal;
+//	GRANT SELECT, INSERT, DELETE ON mfa_enrolments TO certportal;
 //	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
 //
 // (the REVOKE matters where broader grants such as GRANT ALL ON ALL TABLES
@@ -193,6 +194,16 @@ var migrations = []string{
 	// band: a covering index answers it without touching the table.
 	`DROP INDEX certificates_expiry`,
 	`CREATE INDEX certificates_expiry ON certificates(not_after, issued_at, username) WHERE revoked_at IS NULL`,
+	// One-time MFA enrolment links (store.Enrolments): the token's hash only.
+	`CREATE TABLE mfa_enrolments (
+		token_hash text COLLATE "C" PRIMARY KEY,
+		username   text COLLATE "C" NOT NULL,
+		created_by text NOT NULL,
+		ticket     text NOT NULL,
+		created_at bigint NOT NULL,
+		expires_at bigint NOT NULL
+	)`,
+	`CREATE INDEX mfa_enrolments_username ON mfa_enrolments(username)`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

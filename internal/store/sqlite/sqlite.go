@@ -228,6 +228,16 @@ var migrations = []string{
 	// band: a covering index answers it without touching the table.
 	`DROP INDEX certificates_expiry`,
 	`CREATE INDEX certificates_expiry ON certificates(not_after, issued_at, username) WHERE revoked_at IS NULL`,
+	// One-time MFA enrolment links (store.Enrolments): the token's hash only.
+	`CREATE TABLE mfa_enrolments (
+		token_hash TEXT PRIMARY KEY,
+		username   TEXT NOT NULL,
+		created_by TEXT NOT NULL,
+		ticket     TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER NOT NULL
+	)`,
+	`CREATE INDEX mfa_enrolments_username ON mfa_enrolments(username)`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself; the

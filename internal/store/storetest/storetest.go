@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, open(t)) })
 	t.Run("concurrent notification claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
 	t.Run("certificate labels", func(t *testing.T) { testCertificateLabels(t, open(t)) })
+	t.Run("mfa enrolments", func(t *testing.T) { testEnrolments(t, open(t)) })
 }
 
 // testCertificateLabels: the user's name for a certificate round-trips
@@ -840,5 +842,55 @@ func testCertificateScan(t *testing.T, s store.Store) {
 	}
 	if strings.Join(walked, ",") != strings.Join(want, ",") {
 		t.Fatalf("keyset walk: %d rows, first %v", len(walked), walked[:min(5, len(walked))])
+	}
+}
+
+// testEnrolments: a link is used once, by its user, before it expires; a
+// new link for a user replaces the old one.
+func testEnrolments(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Millisecond)
+	mk := func(hash, user string) *store.Enrolment {
+		return &store.Enrolment{TokenHash: hash, Username: user, CreatedBy: "helen", Ticket: "T-1", CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+	}
+	for _, e := range []*store.Enrolment{mk("h1", "alice"), mk("h2", "bob")} {
+		if err := s.CreateEnrolment(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.UseEnrolment(ctx, "h1", "bob", now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("alice's link used by bob: %v, want ErrNotFound", err)
+	}
+	if _, err := s.UseEnrolment(ctx, "h2", "bob", now.Add(24*time.Hour)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired link: %v, want ErrNotFound", err)
+	}
+	e, err := s.UseEnrolment(ctx, "h1", "alice", now.Add(time.Hour))
+	if err != nil || e.Username != "alice" || e.CreatedBy != "helen" || e.Ticket != "T-1" || !e.ExpiresAt.Equal(now.Add(24*time.Hour)) {
+		t.Fatalf("use alice's link: %+v, %v", e, err)
+	}
+	if _, err := s.UseEnrolment(ctx, "h1", "alice", now.Add(time.Hour)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second use: %v, want ErrNotFound", err)
+	}
+	if err := s.CreateEnrolment(ctx, mk("h3", "bob")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UseEnrolment(ctx, "h2", "bob", now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("replaced link: %v, want ErrNotFound", err)
+	}
+	// Concurrent uses of one link: exactly one wins.
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.UseEnrolment(ctx, "h3", "bob", now); err == nil {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := wins.Load(); n != 1 {
+		t.Errorf("%d concurrent uses of one link succeeded, want 1", n)
 	}
 }

@@ -1,0 +1,168 @@
+package portal
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// EnrolmentLinkTTL is how long a one-time enrolment link can be used.
+const EnrolmentLinkTTL = 24 * time.Hour
+
+// DefaultMFAEnforcement is the login enforcement setup --mfa totp writes;
+// the portal reads its method and userpass accessor from it.
+const DefaultMFAEnforcement = "certportal"
+
+// EnrolmentLink is a one-time link, shown once to the helpdesk agent who
+// made it; the store keeps only Token's hash.
+type EnrolmentLink struct {
+	Token     string
+	Username  string
+	ExpiresAt time.Time
+}
+
+// MFAEnrolVault is what enrolment needs from the portal's own identity:
+// it reads the enforcement, finds a user's entity and generates or
+// destroys their TOTP secret — never reads one.
+type MFAEnrolVault interface {
+	ReadMFAEnforcement(ctx context.Context, name string) (*vault.MFAEnforcement, error)
+	LookupEntity(ctx context.Context, accessor, username string) (string, error)
+	GenerateTOTP(ctx context.Context, methodID, entityID string) (*vault.TOTPKey, error)
+	DestroyTOTP(ctx context.Context, methodID, entityID string) error
+}
+
+func hashEnrolToken(token string) string {
+	h := sha256.Sum256([]byte("certportal-enrolment:" + token))
+	return hex.EncodeToString(h[:])
+}
+
+func (s *Service) enforcement(ctx context.Context) (*vault.MFAEnforcement, error) {
+	if s.mfaVault == nil {
+		return nil, &Error{Code: EInvalid, Message: "error.mfa_off"}
+	}
+	e, err := s.mfaVault.ReadMFAEnforcement(ctx, s.opts.MFAEnforcement)
+	switch {
+	case errors.Is(err, vault.ErrNotFound):
+		return nil, &Error{Code: EInvalid, Message: "error.mfa_off", Err: err}
+	case err != nil:
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	return e, nil
+}
+
+// StartEnrolment lets helpdesk staff enrol username in TOTP: with reset,
+// the user's current secret is destroyed first (a lost phone). The result
+// is a one-time link valid for EnrolmentLinkTTL that replaces any earlier
+// one; the agent passes it on out of band. Ticket required; recorded.
+func (s *Service) StartEnrolment(ctx context.Context, actor *Identity, username, ticket string, reset bool) (*EnrolmentLink, error) {
+	if !actor.Has(RoleHelpdesk) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	username = NormalizeUsername(username)
+	if !usernamePattern.MatchString(username) {
+		return nil, Invalid("username", "error.bad_request")
+	}
+	ticket, err := validTicket(ticket)
+	if err != nil {
+		return nil, err
+	}
+	enf, err := s.enforcement(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if reset {
+		entity, err := s.mfaVault.LookupEntity(ctx, enf.Accessor, username)
+		switch {
+		case errors.Is(err, vault.ErrNotFound):
+			// Never logged in: no secret to destroy.
+		case err != nil:
+			return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		default:
+			if err := s.mfaVault.DestroyTOTP(ctx, enf.MethodID, entity); err != nil {
+				return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+			}
+		}
+		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, audit.ActionMFAReset, audit.OutcomeSuccess, "",
+			map[string]string{"ticket": ticket})); err != nil {
+			return nil, err
+		}
+		s.log.InfoContext(ctx, "mfa secret destroyed", "user", username, "by", actor.Username, "ticket", ticket)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, &Error{Code: EInternal, Message: "error.internal", Err: err}
+	}
+	link := &EnrolmentLink{Token: base64.RawURLEncoding.EncodeToString(b), Username: username, ExpiresAt: s.now().Add(EnrolmentLinkTTL)}
+	// Recorded before the link exists: a link nobody can trace must not work.
+	if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, audit.ActionMFAEnrolLink, audit.OutcomeSuccess, "",
+		map[string]string{"ticket": ticket, "expires": link.ExpiresAt.UTC().Format(time.RFC3339)})); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateEnrolment(ctx, &store.Enrolment{TokenHash: hashEnrolToken(link.Token), Username: username,
+		CreatedBy: actor.Username, Ticket: ticket, CreatedAt: s.now(), ExpiresAt: link.ExpiresAt}); err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	return link, nil
+}
+
+// BeginEnrolment is the user's side of a link: their password (a normal
+// login, which Vault answers with an MFA requirement), then the link is
+// spent and Vault generates their secret. The key goes to the page once;
+// the pending login is finished with a code from it (CompleteLogin).
+func (s *Service) BeginEnrolment(ctx context.Context, token, username, password string) (*PendingLogin, *vault.TOTPKey, error) {
+	enf, err := s.enforcement(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	id, pending, err := s.Login(ctx, username, password)
+	if err != nil {
+		return nil, nil, err
+	}
+	if id != nil {
+		// Vault did not ask for a code: MFA is not enforced for this user.
+		_ = s.vault.RevokeSelf(ctx, id.Token)
+		return nil, nil, &Error{Code: EInvalid, Message: "error.mfa_off"}
+	}
+	invalid := &Error{Code: EUnauthorized, Message: "error.enrol_link_invalid"}
+	if token == "" || len(token) > 100 {
+		return nil, nil, invalid
+	}
+	e, err := s.store.UseEnrolment(ctx, hashEnrolToken(token), pending.Username, s.now())
+	if errors.Is(err, store.ErrNotFound) {
+		if rerr := s.record(ctx, s.newEvent(ctx, pending.Username, pending.Username, audit.ActionMFAEnrol, audit.OutcomeFailure, "",
+			map[string]string{"reason": "link unknown, used, expired or another user's"})); rerr != nil {
+			return nil, nil, rerr
+		}
+		return nil, nil, invalid
+	}
+	if err != nil {
+		return nil, nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	// The login just made the entity if it was missing.
+	entity, err := s.mfaVault.LookupEntity(ctx, enf.Accessor, pending.Username)
+	if err != nil {
+		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	key, err := s.mfaVault.GenerateTOTP(ctx, enf.MethodID, entity)
+	if errors.Is(err, vault.ErrMFAAlreadyEnrolled) {
+		return nil, nil, &Error{Code: EInvalid, Message: "error.mfa_already_enrolled", Err: err}
+	}
+	if err != nil {
+		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	if err := s.record(ctx, s.newEvent(ctx, pending.Username, pending.Username, audit.ActionMFAEnrol, audit.OutcomeSuccess, "",
+		map[string]string{"ticket": e.Ticket, "link_by": e.CreatedBy})); err != nil {
+		// Vault has the secret; without a record the user is not shown it.
+		_ = s.mfaVault.DestroyTOTP(ctx, enf.MethodID, entity)
+		return nil, nil, err
+	}
+	return pending, key, nil
+}

@@ -1,0 +1,91 @@
+package ui
+
+import (
+	"encoding/base64"
+	"errors"
+	"html/template"
+	"net/http"
+	"net/url"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/certportal/certportal/internal/portal"
+)
+
+// helpdeskEnrol makes a one-time enrolment link for a user (with reset:
+// after destroying their secret) and shows it once.
+func (s *Server) helpdeskEnrol(w http.ResponseWriter, r *http.Request) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	username := chi.URLParam(r, "username")
+	link, err := s.Service.StartEnrolment(r.Context(), identityFrom(r.Context()), username, r.PostFormValue("ticket"), r.PostFormValue("reset") == "1")
+	if err != nil {
+		var pe *portal.Error
+		if errors.As(err, &pe) && pe.Code == portal.EInvalid {
+			s.renderHelpdeskUser(w, r, http.StatusBadRequest, username, pe)
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	p := s.newPage(r, "enrol.link_title")
+	p.Target = link.Username
+	scheme := "http"
+	if s.Secure || r.TLS != nil {
+		scheme = "https"
+	}
+	p.EnrolURL = scheme + "://" + r.Host + "/enrol?token=" + url.QueryEscape(link.Token)
+	p.EnrolExpires = link.ExpiresAt
+	w.Header().Set("Cache-Control", "no-store")
+	s.render(w, r, http.StatusOK, "enrol_link", p)
+}
+
+// enrolForm is the page a link opens: the token rides in the query (the
+// request log records the path only) into a hidden field.
+func (s *Server) enrolForm(w http.ResponseWriter, r *http.Request) {
+	p := s.newPage(r, "enrol.title")
+	p.EnrolToken = r.URL.Query().Get("token")
+	w.Header().Set("Cache-Control", "no-store")
+	s.render(w, r, http.StatusOK, "enrol", p)
+}
+
+// enrol takes the password, spends the link and shows the QR code Vault
+// generated, once, with the code form that finishes the login.
+func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	token, username := r.PostFormValue("token"), r.PostFormValue("username")
+	pending, key, err := s.Service.BeginEnrolment(r.Context(), token, username, r.PostFormValue("password"))
+	if err != nil {
+		var pe *portal.Error
+		if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany || pe.Code == portal.EInvalid) {
+			setRetryAfter(w, pe)
+			p := s.newPage(r, "enrol.title")
+			p.Error = pe.Message
+			p.Username = username
+			p.EnrolToken = token
+			s.render(w, r, statusFor(pe.Code), "enrol", p)
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	if !s.keepPending(w, r, pending) {
+		return
+	}
+	p := s.newPage(r, "enrol.scan_title")
+	p.Username = pending.Username
+	// A data: URL of Vault's own PNG, base64 of bytes only: safe to mark.
+	p.QRImage = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(key.PNG))
+	if u, perr := url.Parse(key.URL); perr == nil {
+		p.TOTPSecret = u.Query().Get("secret")
+	}
+	// The secret is on this page only: never cached, and the image comes
+	// inline (no second request that would need the secret kept).
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	s.render(w, r, http.StatusOK, "enrol_scan", p)
+}
