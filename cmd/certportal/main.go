@@ -63,6 +63,7 @@ func commands() []command {
 		{"healthcheck", "exit 0 when the portal's /healthz (or -url) answers 200; for container HEALTHCHECKs and probes", runHealthcheck},
 		{"audit", "audit verify: check the audit trail's hash chain", runAudit},
 		{"notify", "notify --once: send the expiry reminders that are due, then exit", runNotify},
+		{"offboard", "offboard --once [--dry-run|--confirm]: revoke the certificates of users Vault no longer admits", runOffboard},
 		{"version", "print the version", runVersion},
 	}
 }

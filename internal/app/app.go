@@ -75,6 +75,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		"login_network_limits": config.FormatNetworkLimits(cfg.LoginNetworkLimits), "login_user_max_failures": fmt.Sprint(cfg.LoginUserMaxFailures),
 		"login_user_window": cfg.LoginUserWindow.String(), "login_failure_floor": cfg.LoginFailureFloor.String(),
 		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
+		"offboard_interval":        cfg.OffboardInterval.String(), "offboard_max_share": fmt.Sprintf("%g%%", cfg.OffboardMaxShare*100), "offboard_max_count": fmt.Sprint(cfg.OffboardMaxCount),
 	}
 	for k, v := range notifySettings(cfg) {
 		settings[k] = v
@@ -110,6 +111,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		close(notifyDone)
 		log.Info("expiry reminders off: set CERTPORTAL_SMTP_URL or CERTPORTAL_NOTIFY_WEBHOOK to send them")
 	}
+	offboardDone := make(chan struct{})
+	go func() { svc.RunOffboard(sweepCtx, cfg.OffboardInterval); close(offboardDone) }()
 	return h, func() {
 		stopSweep()
 		<-swept
@@ -118,6 +121,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		}
 		<-svcDone
 		<-notifyDone
+		<-offboardDone
 		st.Close()
 	}, nil
 }
@@ -170,6 +174,7 @@ func PortalOptions(cfg config.Config) portal.Options {
 		DeniedWindow: cfg.DeniedWindow, VaultTimeout: cfg.VaultTimeout, MFAPending: cfg.MFAPending,
 		LoginNetworkLimits: networkLimits(cfg.LoginNetworkLimits), LoginUserMaxFailures: cfg.LoginUserMaxFailures,
 		LoginUserWindow: cfg.LoginUserWindow, LoginFailureFloor: cfg.LoginFailureFloor, NameKey: nameKey(cfg.SessionKey),
+		Offboard: portal.OffboardOptions{MaxShare: cfg.OffboardMaxShare, MaxCount: cfg.OffboardMaxCount},
 	}
 }
 

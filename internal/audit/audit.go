@@ -40,6 +40,11 @@ const (
 	ActionMFAEnrolLink = "mfa.enrolment_link"
 	ActionMFAReset     = "mfa.reset"
 	ActionMFAEnrol     = "mfa.enrol"
+	// The offboarding sweep: a sweep that revoked something, one that held
+	// back (why, with its numbers), and an operator's confirmation of one.
+	ActionOffboardSweep   = "offboard.sweep"
+	ActionOffboardHeld    = "offboard.held"
+	ActionOffboardConfirm = "offboard.confirm"
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is

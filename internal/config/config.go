@@ -110,6 +110,11 @@ type Config struct {
 	NotifyWebhookFormat string          // CERTPORTAL_NOTIFY_WEBHOOK_FORMAT: generic, slack or teams
 	NotifyWebhookSecret []byte          // CERTPORTAL_NOTIFY_WEBHOOK_SECRET(_FILE): HMAC key for the signature header
 	PublicURL           string          // CERTPORTAL_PUBLIC_URL: base of the renew links in reminders
+	// Offboarding: the sweep that revokes the certificates of users Vault
+	// no longer admits (see offboard.go).
+	OffboardInterval time.Duration // CERTPORTAL_OFFBOARD_INTERVAL; 0: no sweep inside serve
+	OffboardMaxShare float64       // CERTPORTAL_OFFBOARD_MAX_SHARE, a fraction (written as a percentage)
+	OffboardMaxCount int           // CERTPORTAL_OFFBOARD_MAX_COUNT
 
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
@@ -154,6 +159,9 @@ func Default() Config {
 		MFAPending:           300 * time.Second,
 		MFAStepUp:            15 * time.Minute,
 		ExpiringSoon:         14 * 24 * time.Hour,
+		OffboardInterval:     15 * time.Minute,
+		OffboardMaxShare:     0.10,
+		OffboardMaxCount:     50,
 		MaxBodyBytes:         64 << 10,
 		NotifyThresholds:     []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},
 		NotifyExpired:        true,
@@ -246,8 +254,12 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.DurationVar(&c.VaultTimeout, "vault-timeout", envDuration(getenv, "CERTPORTAL_VAULT_TIMEOUT", c.VaultTimeout), "each Vault call gives up after this; under the server's 60s write timeout (CERTPORTAL_VAULT_TIMEOUT)")
 	fs.IntVar(&c.VaultMaxInFlight, "vault-max-inflight", envInt(getenv, "CERTPORTAL_VAULT_MAX_INFLIGHT", c.VaultMaxInFlight), "Vault calls under way at once; further requests get a 503 (CERTPORTAL_VAULT_MAX_INFLIGHT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
+	offboardShare := c.offboardFlags(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
+	}
+	if c.OffboardMaxShare, err = ParseShare(*offboardShare); err != nil {
+		return Config{}, fmt.Errorf("offboard-max-share: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -503,6 +515,9 @@ func (c Config) Validate() error {
 	}
 	if c.VaultMaxInFlight < 1 || c.VaultMaxInFlight > 10000 {
 		return errors.New("vault-max-inflight: want 1 to 10000 (CERTPORTAL_VAULT_MAX_INFLIGHT)")
+	}
+	if err := c.validateOffboard(); err != nil {
+		return err
 	}
 	if c.MaxBodyBytes < 1024 {
 		return errors.New("max body bytes: want at least 1024")

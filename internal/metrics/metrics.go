@@ -28,6 +28,7 @@ type Metrics struct {
 	vaultIssue    prometheus.Histogram
 	notifications *prometheus.CounterVec
 	notifyLastRun prometheus.Gauge
+	offboard      offboardMetrics
 }
 
 // New registers every collector.
@@ -71,6 +72,7 @@ func New() *Metrics {
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.issued, m.revoked, m.auditFailures, m.vaultIssue, m.notifications, m.notifyLastRun,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.offboard = newOffboardMetrics(m.reg)
 	return m
 }
 

@@ -166,7 +166,16 @@ func (s *Service) RevokeOwn(ctx context.Context, id *Identity, serial, reason st
 // certificate is revoked but shown active — safe, and reconciliation finds
 // it — never the reverse.
 func (s *Service) revoke(ctx context.Context, actor, action string, c *store.Certificate, r store.Revocation) error {
+	return s.revokeWith(ctx, actor, action, c, r, nil)
+}
+
+// revokeWith is revoke with details of the caller's own (the offboarding
+// sweep's evidence) added to the intent, result and retried events.
+func (s *Service) revokeWith(ctx context.Context, actor, action string, c *store.Certificate, r store.Revocation, extra map[string]string) error {
 	details := map[string]string{"reason": r.Reason, "ticket": r.Ticket, "subject": c.Subject}
+	for k, v := range extra {
+		details[k] = v
+	}
 	if err := s.record(ctx, s.newEvent(ctx, actor, c.Username, action, audit.OutcomeIntent, c.Serial, details)); err != nil {
 		return err
 	}

@@ -112,6 +112,8 @@ type Options struct {
 	// MFAEnforcement names the login enforcement enrolment reads its TOTP
 	// method and userpass accessor from; "" means DefaultMFAEnforcement.
 	MFAEnforcement string
+	// Offboard are the offboarding sweep's limits (offboard.go).
+	Offboard OffboardOptions
 }
 
 // Store is what the portal keeps: the inventory, the audit trail and the
@@ -121,6 +123,7 @@ type Store interface {
 	store.Audit
 	store.LoginAttempts
 	store.Enrolments
+	store.Locker
 }
 
 // Service is the portal's use cases.
@@ -148,6 +151,10 @@ type Service struct {
 	// mfaVault enrols users in Vault's TOTP (enrol.go): the portal's own
 	// identity, when it can (nil: enrolment is off).
 	mfaVault MFAEnrolVault
+	// offboardVault is sv when it can read users for the offboarding
+	// sweep (the real service identity can); nil otherwise.
+	offboardVault OffboardVault
+	offboard      offboardState
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
@@ -182,6 +189,7 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	// The portal's identity enrols users when it is the real one
 	// (*vault.Service); a narrower ServiceVault leaves enrolment off.
 	s.mfaVault, _ = sv.(MFAEnrolVault)
+	s.offboardVault, _ = sv.(OffboardVault)
 	return s
 }
 

@@ -844,7 +844,35 @@ path %q {
 path %q {
   capabilities = ["list"]
 }
-`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users", o.PKIMount+"/certs/revoked") + mfaServicePolicy(o)
+`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users", o.PKIMount+"/certs/revoked") + mfaServicePolicy(o) + offboardPolicy(o)
+}
+
+// offboardPolicy is what the offboarding sweep reads with the portal's
+// identity: each userpass user (its token_policies; "+" is one path
+// segment, so not users/<name>/password), the auth mounts' accessors (the
+// sys/auth listing, which needs no sudo), and the identity entity behind a
+// user's alias (is it disabled?), looked up by alias only. With Login MFA
+// the enrolment block already grants that lookup, for the userpass mount's
+// accessor alone, which is the one the sweep asks with: one block per path.
+func offboardPolicy(o Options) string {
+	lookup := `path "identity/lookup/entity" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "alias_name" = []
+    "alias_mount_accessor" = []
+  }
+}
+`
+	if mfaServicePolicy(o) != "" {
+		lookup = ""
+	}
+	return fmt.Sprintf(`path %q {
+  capabilities = ["read"]
+}
+path "sys/auth" {
+  capabilities = ["read"]
+}
+`, "auth/"+o.UserpassMount+"/users/+") + lookup
 }
 
 func (r *run) policies(ctx context.Context) error {

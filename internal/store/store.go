@@ -179,6 +179,22 @@ type Certificates interface {
 	// checks Vault's serials in batches with it, so no caller needs the
 	// whole inventory in memory; any number of serials is accepted.
 	CertificatesBySerials(ctx context.Context, serials []string) ([]*Certificate, error)
+
+	// ActiveUsers lists, in name order after afterUser, the users holding
+	// at least one active certificate (unrevoked, valid at at): the
+	// offboarding sweep pages through it instead of loading the inventory.
+	ActiveUsers(ctx context.Context, at time.Time, afterUser string, limit int) ([]string, error)
+	// CountActiveUsers counts the users ActiveUsers would list.
+	CountActiveUsers(ctx context.Context, at time.Time) (int, error)
+}
+
+// Locker runs background work (the offboarding sweep) on one replica at a
+// time. TryLock takes the named lock without waiting: ok is false while
+// another holder has it. PostgreSQL holds it as a session advisory lock, so
+// a replica that dies releases it with its connection; SQLite, which one
+// process serves, holds it in process.
+type Locker interface {
+	TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error)
 }
 
 // AuditFilter selects audit events; zero fields select everything.
@@ -365,6 +381,7 @@ type Store interface {
 	LoginAttempts
 	Notifications
 	Enrolments
+	Locker
 	Ping(ctx context.Context) error
 	Close() error
 }

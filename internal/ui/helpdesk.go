@@ -51,6 +51,10 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 	}
 	p.Target, p.TargetUnknown, p.Certs, p.CertActions = username, !known, certs, true
 	s.sentReminders(r, p, username)
+	if p.Offboarded, err = s.Service.OffboardRevocations(r.Context(), p.User, username); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if s.Service.OnBehalfEnabled() && known {
 		opts := s.Service.Options()
 		selected := opts.DefaultTTL

@@ -172,6 +172,9 @@ type page struct {
 	Target   string
 	// TargetUnknown: the user page's user is not in Vault (any more).
 	TargetUnknown bool
+	// Offboarded: the offboarding sweep's revocations of Target's
+	// certificates, with the evidence they were made on.
+	Offboarded []portal.OffboardRevocation
 	// ReenrolMode: the helpdesk confirmation page is for "revoke so the
 	// user enrols again", not a plain revocation.
 	ReenrolMode bool

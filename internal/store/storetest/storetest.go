@@ -37,6 +37,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("concurrent notification claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
 	t.Run("certificate labels", func(t *testing.T) { testCertificateLabels(t, open(t)) })
 	t.Run("mfa enrolments", func(t *testing.T) { testEnrolments(t, open(t)) })
+	t.Run("offboarding scan and lock", func(t *testing.T) { testOffboardScan(t, open(t)) })
 }
 
 // testCertificateLabels: the user's name for a certificate round-trips
@@ -893,4 +894,58 @@ func testEnrolments(t *testing.T, s store.Store) {
 	if n := wins.Load(); n != 1 {
 		t.Errorf("%d concurrent uses of one link succeeded, want 1", n)
 	}
+}
+
+// testOffboardScan: the users the offboarding sweep checks are those with an
+// active certificate — not a user whose certificates are all revoked or
+// expired — paged in name order; the sweep's lock admits one holder.
+func testOffboardScan(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	day := 24 * time.Hour
+	at := t0.Add(10 * day)
+	for _, c := range []*store.Certificate{
+		cert("1a:01", "alice", t0, 100*day), // active
+		cert("1a:02", "alice", t0, 100*day), // active: alice is listed once
+		cert("1b:01", "bob", t0, 5*day),     // expired
+		cert("1b:02", "bob", t0, 100*day),   // revoked below
+		cert("1c:01", "carol", t0, 40*day),  // active
+		cert("1d:01", "dave", t0, 20*day),   // active
+	} {
+		if err := s.InsertCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkRevoked(ctx, "1b:02", store.Revocation{At: t0.Add(day), Reason: "lost", By: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.CountActiveUsers(ctx, at); err != nil || n != 3 {
+		t.Fatalf("count active users: %d %v, want 3", n, err)
+	}
+	page, err := s.ActiveUsers(ctx, at, "", 2)
+	if err != nil || strings.Join(page, ",") != "alice,carol" {
+		t.Fatalf("active users: %v %v, want alice,carol", page, err)
+	}
+	page, err = s.ActiveUsers(ctx, at, "carol", 2)
+	if err != nil || strings.Join(page, ",") != "dave" {
+		t.Fatalf("active users after carol: %v %v, want dave", page, err)
+	}
+
+	unlock, ok, err := s.TryLock(ctx, "offboard")
+	if err != nil || !ok {
+		t.Fatalf("first lock: %v %v", ok, err)
+	}
+	if _, ok, err := s.TryLock(ctx, "offboard"); err != nil || ok {
+		t.Fatalf("second lock while held: ok=%v err=%v, want refused", ok, err)
+	}
+	other, ok, err := s.TryLock(ctx, "another")
+	if err != nil || !ok {
+		t.Fatalf("a lock of another name: %v %v", ok, err)
+	}
+	other()
+	unlock()
+	again, ok, err := s.TryLock(ctx, "offboard")
+	if err != nil || !ok {
+		t.Fatalf("lock after unlock: %v %v", ok, err)
+	}
+	again()
 }

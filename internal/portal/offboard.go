@@ -1,0 +1,440 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// Offboarding revocation reasons (RFC 5280 names): the person left or lost
+// the right to a certificate, or Vault suspended them.
+const (
+	ReasonAffiliationChanged   = "affiliationChanged"
+	ReasonCessationOfOperation = "cessationOfOperation"
+)
+
+// OffboardActor is who the trail names for what the sweep does.
+const OffboardActor = "certportal"
+
+// offboardLock is the store lock one sweep at a time holds, across replicas.
+const offboardLock = "offboard"
+
+// OffboardVault is what the sweep reads with the portal's own identity;
+// *vault.Service implements it.
+type OffboardVault interface {
+	ListUsers(ctx context.Context, mount string) ([]string, error)
+	ReadUser(ctx context.Context, mount, name string) (*vault.UserpassUser, error)
+	MountAccessor(ctx context.Context, path string) (string, error)
+	LookupEntityByAlias(ctx context.Context, accessor, name string) (*vault.Entity, error)
+}
+
+// OffboardMode says what a sweep may do.
+type OffboardMode int
+
+const (
+	// OffboardGuarded revokes unless the limits say the list is suspicious;
+	// then it holds and alerts. serve and `offboard --once` run it.
+	OffboardGuarded OffboardMode = iota
+	// OffboardDryRun computes the list and changes nothing.
+	OffboardDryRun
+	// OffboardConfirm revokes the list it computes now, limits or not: an
+	// operator looked at a held sweep and said go.
+	OffboardConfirm
+)
+
+// OffboardOptions are the sweep's limits.
+type OffboardOptions struct {
+	// MaxShare and MaxCount: a sweep that would revoke the certificates of
+	// more than MaxShare of the users holding active ones, or of more than
+	// MaxCount users, holds instead. A single user is never a mass
+	// revocation, so the share does not stop the one leaver of a small team.
+	MaxShare float64 // 0 means 10%
+	MaxCount int     // 0 means 50
+}
+
+// OffboardUser is one user the sweep would revoke, and why.
+type OffboardUser struct {
+	Username string
+	Reason   string // ReasonAffiliationChanged or ReasonCessationOfOperation
+	Evidence string // what Vault showed, e.g. "user not found in userpass mount userpass"
+	Serials  []string
+}
+
+// OffboardResult is what one sweep saw and did.
+type OffboardResult struct {
+	Listed      int // users in the userpass mount
+	ActiveUsers int // users with active certificates in the inventory
+	Users       []OffboardUser
+	Revoked     int // certificates revoked
+	Failed      int // certificates whose revocation failed (retried next sweep)
+	CheckErrors int // users Vault could not be asked about (left alone)
+	Held        bool
+	HeldWhy     string
+	Skipped     bool // another replica was sweeping
+}
+
+// offboardState remembers the last hold, so that a sweep holding for the
+// same reason every interval records it once, not every 15 minutes.
+type offboardState struct {
+	mu       sync.Mutex
+	lastHeld string
+}
+
+// ErrOffboardBusy: another replica (or run) holds the sweep's lock.
+var ErrOffboardBusy = errors.New("offboard: another sweep is running")
+
+// Offboard runs one sweep. Users Vault no longer has, whose identity entity
+// is disabled, or whose userpass policies no longer include the employee
+// policy lose their active certificates, revoked through the portal's
+// revoke path (intent, Vault, record) with actor "certportal" and the
+// evidence in the events. The user list is read once; the inventory is
+// walked in SQL, user by user. confirmedBy names the operator for
+// OffboardConfirm.
+func (s *Service) Offboard(ctx context.Context, mode OffboardMode, confirmedBy string) (*OffboardResult, error) {
+	if s.offboardVault == nil {
+		return nil, errors.New("offboard: the service identity cannot read users")
+	}
+	unlock, ok, err := s.store.TryLock(ctx, offboardLock)
+	if err != nil {
+		return nil, fmt.Errorf("offboard: %w", err)
+	}
+	if !ok {
+		s.opts.Metrics.OffboardSweep("skipped", s.now())
+		return &OffboardResult{Skipped: true}, nil
+	}
+	defer unlock()
+
+	res := &OffboardResult{}
+	now := s.now()
+	if res.ActiveUsers, err = s.store.CountActiveUsers(ctx, now); err != nil {
+		s.opts.Metrics.OffboardSweep("failed", now)
+		return nil, fmt.Errorf("offboard: %w", err)
+	}
+	mount := s.opts.UserpassMount
+	users, err := s.offboardVault.ListUsers(ctx, mount)
+	if err != nil {
+		// Without the list nothing can be judged; never read a failure as
+		// "everyone left".
+		res.Held, res.HeldWhy = true, "user list unreadable: "+err.Error()
+		if mode == OffboardConfirm {
+			return res, fmt.Errorf("offboard: cannot confirm: %w", err)
+		}
+		return res, s.offboardHold(ctx, mode, res)
+	}
+	res.Listed = len(users)
+	if res.ActiveUsers == 0 {
+		return res, s.offboardDone(ctx, mode, res, confirmedBy)
+	}
+	listed := make(map[string]bool, len(users))
+	for _, u := range users {
+		listed[u] = true
+	}
+	accessor, accErr := s.offboardVault.MountAccessor(ctx, mount)
+	if accErr != nil && len(users) > 0 {
+		s.log.WarnContext(ctx, "offboard: cannot read the userpass mount's accessor; disabled entities are not checked this sweep", "err", accErr)
+	}
+	for after := ""; ; {
+		page, err := s.store.ActiveUsers(ctx, now, after, 500)
+		if err != nil {
+			s.opts.Metrics.OffboardSweep("failed", now)
+			return nil, fmt.Errorf("offboard: %w", err)
+		}
+		for _, name := range page {
+			u, err := s.judge(ctx, mount, accessor, listed, name)
+			if err != nil {
+				res.CheckErrors++
+				s.log.WarnContext(ctx, "offboard: cannot check a user; left alone this sweep", "user", name, "err", err)
+				continue
+			}
+			if u != nil {
+				res.Users = append(res.Users, *u)
+			}
+		}
+		if len(page) < 500 {
+			break
+		}
+		after = page[len(page)-1]
+	}
+	if len(users) == 0 {
+		res.Held, res.HeldWhy = true, fmt.Sprintf("user list of mount %s is empty while %d users hold active certificates", mount, res.ActiveUsers)
+	} else if why := s.tooMany(len(res.Users), res.ActiveUsers); why != "" {
+		res.Held, res.HeldWhy = true, why
+	}
+	if res.Held && mode != OffboardConfirm {
+		if err := s.offboardSerials(ctx, now, res); err != nil {
+			return nil, err
+		}
+		return res, s.offboardHold(ctx, mode, res)
+	}
+	return res, s.offboardDone(ctx, mode, res, confirmedBy)
+}
+
+// judge decides about one user with active certificates: nil when Vault
+// still admits them.
+func (s *Service) judge(ctx context.Context, mount, accessor string, listed map[string]bool, name string) (*OffboardUser, error) {
+	if !listed[name] {
+		return &OffboardUser{Username: name, Reason: ReasonAffiliationChanged, Evidence: "user not found in userpass mount " + mount}, nil
+	}
+	u, err := s.offboardVault.ReadUser(ctx, mount, name)
+	if err != nil {
+		return nil, err
+	}
+	if u == nil { // deleted between the list and now
+		return &OffboardUser{Username: name, Reason: ReasonAffiliationChanged, Evidence: "user not found in userpass mount " + mount}, nil
+	}
+	if accessor != "" {
+		e, err := s.offboardVault.LookupEntityByAlias(ctx, accessor, name)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil && e.Disabled {
+			return &OffboardUser{Username: name, Reason: ReasonCessationOfOperation,
+				Evidence: fmt.Sprintf("identity entity %s (%s) disabled", e.Name, e.ID)}, nil
+		}
+	}
+	if !slices.Contains(u.Policies, s.opts.UserPolicy) {
+		return &OffboardUser{Username: name, Reason: ReasonAffiliationChanged,
+			Evidence: fmt.Sprintf("token_policies: [%s], without %s", strings.Join(u.Policies, " "), s.opts.UserPolicy)}, nil
+	}
+	return nil, nil
+}
+
+// tooMany says why n revocations out of active users would be a mass
+// revocation, or "" when they are not.
+func (s *Service) tooMany(n, active int) string {
+	share, count := s.opts.Offboard.MaxShare, s.opts.Offboard.MaxCount
+	if share <= 0 {
+		share = 0.10
+	}
+	if count <= 0 {
+		count = 50
+	}
+	switch {
+	case n > count:
+		return fmt.Sprintf("%d of %d users with active certificates would be offboarded, more than the limit of %d", n, active, count)
+	case n > 1 && float64(n) > share*float64(active):
+		return fmt.Sprintf("%d of %d users with active certificates would be offboarded, more than %g%%", n, active, share*100)
+	}
+	return ""
+}
+
+// offboardSerials fills in each user's active certificates.
+func (s *Service) offboardSerials(ctx context.Context, now time.Time, res *OffboardResult) error {
+	for i := range res.Users {
+		certs, err := s.store.ListCertificates(ctx, store.CertificateFilter{Username: res.Users[i].Username, ActiveAt: now})
+		if err != nil {
+			return fmt.Errorf("offboard: %w", err)
+		}
+		res.Users[i].Serials = res.Users[i].Serials[:0]
+		for _, c := range certs {
+			res.Users[i].Serials = append(res.Users[i].Serials, c.Serial)
+		}
+	}
+	return nil
+}
+
+// offboardHold records a held sweep — once per distinct reason and list —
+// raises the metric and logs an error, and revokes nothing.
+func (s *Service) offboardHold(ctx context.Context, mode OffboardMode, res *OffboardResult) error {
+	if mode == OffboardDryRun {
+		return nil
+	}
+	s.opts.Metrics.OffboardSweep("held", s.now())
+	names := make([]string, 0, len(res.Users))
+	for _, u := range res.Users {
+		names = append(names, u.Username)
+	}
+	s.log.ErrorContext(ctx, "offboarding sweep held: nothing revoked until an operator runs `certportal offboard --once --confirm` (preview with --dry-run)",
+		"why", res.HeldWhy, "listed", res.Listed, "active_users", res.ActiveUsers, "would_revoke_users", len(res.Users))
+	details := map[string]string{
+		"why": res.HeldWhy, "listed_users": itoa(res.Listed), "active_users": itoa(res.ActiveUsers),
+		"would_revoke_users": itoa(len(res.Users)), "users": sample(names, 20),
+		"max_share": fmt.Sprintf("%g%%", s.shareLimit()*100), "max_count": itoa(s.countLimit()),
+	}
+	key := fmt.Sprint(res.HeldWhy, names)
+	s.offboard.mu.Lock()
+	same := s.offboard.lastHeld == key
+	s.offboard.lastHeld = key
+	s.offboard.mu.Unlock()
+	if same {
+		return nil
+	}
+	return s.record(ctx, s.newEvent(ctx, OffboardActor, "", audit.ActionOffboardHeld, audit.OutcomeDenied, "", details))
+}
+
+func (s *Service) shareLimit() float64 {
+	if s.opts.Offboard.MaxShare <= 0 {
+		return 0.10
+	}
+	return s.opts.Offboard.MaxShare
+}
+
+func (s *Service) countLimit() int {
+	if s.opts.Offboard.MaxCount <= 0 {
+		return 50
+	}
+	return s.opts.Offboard.MaxCount
+}
+
+// offboardDone revokes the computed list (not in a dry run) and records the
+// sweep when it did anything.
+func (s *Service) offboardDone(ctx context.Context, mode OffboardMode, res *OffboardResult, confirmedBy string) error {
+	now := s.now()
+	if err := s.offboardSerials(ctx, now, res); err != nil {
+		return err
+	}
+	if mode == OffboardDryRun {
+		return nil
+	}
+	s.offboard.mu.Lock()
+	s.offboard.lastHeld = ""
+	s.offboard.mu.Unlock()
+	if mode == OffboardConfirm {
+		// Who confirmed, and what they confirmed, before anything is revoked.
+		if err := s.record(ctx, s.newEvent(ctx, confirmedBy, "", audit.ActionOffboardConfirm, audit.OutcomeSuccess, "", map[string]string{
+			"held_why": res.HeldWhy, "listed_users": itoa(res.Listed), "active_users": itoa(res.ActiveUsers),
+			"revoke_users": itoa(len(res.Users)), "users": sample(userNames(res.Users), 20),
+		})); err != nil {
+			return err
+		}
+	}
+	var firstErr error
+	for _, u := range res.Users {
+		for _, serial := range u.Serials {
+			c, err := s.store.GetCertificate(ctx, serial)
+			if err != nil || c.Revoked() {
+				continue // gone or revoked meanwhile
+			}
+			extra := map[string]string{"evidence": u.Evidence, "offboard": "sweep"}
+			if mode == OffboardConfirm {
+				extra["offboard"], extra["confirmed_by"] = "confirmed", confirmedBy
+			}
+			if err := s.revokeWith(ctx, OffboardActor, audit.ActionRevoke, c, store.Revocation{At: s.now(), Reason: u.Reason, By: OffboardActor}, extra); err != nil {
+				res.Failed++
+				firstErr = cmpErr(firstErr, err)
+				s.log.ErrorContext(ctx, "offboard: revocation failed; the next sweep tries again", "serial", serial, "user", u.Username, "err", err)
+				continue
+			}
+			res.Revoked++
+		}
+	}
+	result := "ok"
+	if res.Failed > 0 {
+		result = "failed"
+	}
+	s.opts.Metrics.OffboardSweep(result, s.now())
+	if len(res.Users) > 0 || mode == OffboardConfirm {
+		if err := s.record(ctx, s.newEvent(ctx, OffboardActor, "", audit.ActionOffboardSweep, outcomeOf(res), "", map[string]string{
+			"listed_users": itoa(res.Listed), "active_users": itoa(res.ActiveUsers), "offboarded_users": itoa(len(res.Users)),
+			"revoked": itoa(res.Revoked), "failed": itoa(res.Failed), "check_errors": itoa(res.CheckErrors),
+			"users": sample(userNames(res.Users), 20), "confirmed_by": confirmedBy,
+		})); err != nil {
+			return err
+		}
+	}
+	if firstErr != nil {
+		return fmt.Errorf("offboard: %d revocations failed: %w", res.Failed, firstErr)
+	}
+	return nil
+}
+
+func outcomeOf(res *OffboardResult) string {
+	if res.Failed > 0 {
+		return audit.OutcomeFailure
+	}
+	return audit.OutcomeSuccess
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+func userNames(us []OffboardUser) []string {
+	out := make([]string, len(us))
+	for i, u := range us {
+		out[i] = u.Username
+	}
+	return out
+}
+
+// sample lists at most n names, saying how many more there were: the
+// trail keeps the numbers, not a list that grows with a mass removal.
+func sample(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, " ")
+	}
+	return strings.Join(names[:n], " ") + fmt.Sprintf(" (and %d more)", len(names)-n)
+}
+
+// RunOffboard sweeps every interval until ctx ends; the first sweep comes
+// one interval after start, so replicas restarting together do not all try
+// at once. interval <= 0 does nothing.
+func (s *Service) RunOffboard(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := s.Offboard(ctx, OffboardGuarded, "")
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.ErrorContext(ctx, "offboarding sweep failed", "err", err)
+		case res != nil && res.Revoked > 0:
+			s.log.InfoContext(ctx, "offboarding sweep revoked certificates", "users", len(res.Users), "revoked", res.Revoked)
+		}
+	}
+}
+
+// OffboardRevocation is an offboarding revocation as the helpdesk sees it.
+type OffboardRevocation struct {
+	EventID  int64
+	Time     time.Time
+	Serial   string
+	Reason   string
+	Evidence string
+}
+
+// OffboardRevocations lists the sweep's revocations of username's
+// certificates, newest first, with the evidence they were made on.
+func (s *Service) OffboardRevocations(ctx context.Context, actor *Identity, username string) ([]OffboardRevocation, error) {
+	if !actor.Has(RoleHelpdesk) {
+		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	if !usernamePattern.MatchString(username) {
+		return nil, nil
+	}
+	evs, err := s.store.QueryAudit(ctx, store.AuditFilter{Actor: OffboardActor, Subject: username, Action: audit.ActionRevoke, Outcome: audit.OutcomeSuccess, Limit: 50})
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	out := make([]OffboardRevocation, 0, len(evs))
+	for _, e := range evs {
+		d := decodeDetails(e.Details)
+		out = append(out, OffboardRevocation{EventID: e.ID, Time: e.Time, Serial: e.Serial, Reason: d["reason"], Evidence: d["evidence"]})
+	}
+	return out, nil
+}
+
+func decodeDetails(raw string) map[string]string {
+	m := map[string]string{}
+	_ = json.Unmarshal([]byte(raw), &m)
+	return m
+}

@@ -1,0 +1,100 @@
+package vault
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	vaultapi "github.com/hashicorp/vault/api"
+)
+
+// UserpassUser is what Vault holds about a userpass user that the
+// offboarding sweep judges by: the policies its logins get.
+type UserpassUser struct {
+	Name     string
+	Policies []string // token_policies
+}
+
+// ReadUser reads a userpass user with the portal's identity; nil (and no
+// error) when Vault has no such user.
+func (s *Service) ReadUser(ctx context.Context, mount, name string) (*UserpassUser, error) {
+	var u *UserpassUser
+	err := s.do(ctx, func(cl *vaultapi.Client) error {
+		sec, err := cl.Logical().ReadWithContext(ctx, "auth/"+strings.Trim(mount, "/")+"/users/"+name)
+		if err != nil || sec == nil {
+			return err
+		}
+		u = &UserpassUser{Name: name, Policies: stringList(sec.Data["token_policies"])}
+		return nil
+	})
+	if err != nil {
+		return nil, classify("read user", err, ErrRefused)
+	}
+	return u, nil
+}
+
+// MountAccessor returns the accessor of the auth mount at path (e.g.
+// "userpass"): identity aliases name their mount by it. It reads the
+// sys/auth listing, which needs no sudo (sys/auth/<path> would).
+func (s *Service) MountAccessor(ctx context.Context, path string) (string, error) {
+	var acc string
+	err := s.do(ctx, func(cl *vaultapi.Client) error {
+		sec, err := cl.Logical().ReadWithContext(ctx, "sys/auth")
+		if err != nil || sec == nil {
+			return err
+		}
+		m, _ := sec.Data[strings.Trim(path, "/")+"/"].(map[string]any)
+		acc, _ = m["accessor"].(string)
+		return nil
+	})
+	if err != nil {
+		return "", classify("read auth mounts", err, ErrRefused)
+	}
+	if acc == "" {
+		return "", fmt.Errorf("auth mount %s: no accessor in sys/auth: %w", path, ErrRefused)
+	}
+	return acc, nil
+}
+
+// Entity is a Vault identity entity, as far as the sweep needs it.
+type Entity struct {
+	ID, Name string
+	// Disabled: Vault refuses every token of a disabled entity, whatever
+	// its policies — the way an operator suspends a person without
+	// deleting their login.
+	Disabled bool
+}
+
+// LookupEntityByAlias finds the entity behind alias name on the auth mount
+// with accessor; nil (and no error) when there is none (a user who never
+// logged in has no entity yet).
+func (s *Service) LookupEntityByAlias(ctx context.Context, accessor, name string) (*Entity, error) {
+	var e *Entity
+	err := s.do(ctx, func(cl *vaultapi.Client) error {
+		sec, err := cl.Logical().WriteWithContext(ctx, "identity/lookup/entity",
+			map[string]any{"alias_name": name, "alias_mount_accessor": accessor})
+		if err != nil || sec == nil || sec.Data == nil {
+			return err
+		}
+		e = &Entity{}
+		e.ID, _ = sec.Data["id"].(string)
+		e.Name, _ = sec.Data["name"].(string)
+		e.Disabled, _ = sec.Data["disabled"].(bool)
+		return nil
+	})
+	if err != nil {
+		return nil, classify("look up entity", err, ErrRefused)
+	}
+	return e, nil
+}
+
+func stringList(v any) []string {
+	raw, _ := v.([]any)
+	out := make([]string, 0, len(raw))
+	for _, x := range raw {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
