@@ -258,7 +258,7 @@ func TestOffboardHeldUntilConfirmed(t *testing.T) {
 	}
 	leave(t, v, "carol", "deleted")
 	leave(t, v, "erin", "policy")
-	waitUntil(t, "certportal_offboard_held = 1", 30*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "1" })
+	waitUntil(t, "certportal_offboard_held = 1", 60*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "1" })
 	// Let a few more sweeps hold: they must not record the same hold again.
 	waitUntil(t, "three held sweeps", 30*time.Second, func() bool {
 		n, _ := strconv.Atoi(metricValue(t, p, `certportal_offboard_sweeps_total{result="held"}`))
@@ -367,7 +367,7 @@ func TestOffboardEmptyOrUnreadableList(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, "certportal_offboard_held = 1", 30*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "1" })
+	waitUntil(t, "certportal_offboard_held = 1", 60*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "1" })
 	waitUntil(t, "an offboard.held event for the empty list", 10*time.Second, func() bool {
 		return storeInt(t, p.DB, `SELECT COUNT(*) FROM audit_events WHERE action = 'offboard.held' AND details LIKE '%is empty while 2 users hold active certificates%'`) == 1
 	})
