@@ -147,6 +147,28 @@ func metricValue(t *testing.T, p *runningPortal, name string) string {
 	return m[1]
 }
 
+// pauseSweeps takes the sweep's lock as a running sweep would (SQLite: in
+// process, keyed by the file; PostgreSQL: the advisory lock), so that users
+// can leave "at once" between two sweeps; a sweep in between would see one
+// leaver at a time, which is never a mass removal.
+func pauseSweeps(t *testing.T, dsn string) func() {
+	t.Helper()
+	st, err := app.OpenStore(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unlock func()
+	waitUntil(t, "the sweep's lock free", 10*time.Second, func() bool {
+		u, ok, err := st.TryLock(context.Background(), "offboard")
+		if err != nil {
+			t.Fatal(err)
+		}
+		unlock = u
+		return ok
+	})
+	return func() { unlock(); st.Close() }
+}
+
 // TestOffboardSweep: a deleted user, a disabled one and one whose employee
 // policy was removed lose their certificates within one sweep inside serve,
 // revoked by "certportal" with the reason and the evidence; Vault's CRL, the
@@ -159,22 +181,8 @@ func TestOffboardSweep(t *testing.T) {
 	for _, u := range []string{"alice", "bob", "carol", "dave", "erin"} {
 		serials[u] = enrol(t, v, p, u)
 	}
-	// All three leave between two sweeps: hold the sweep's lock (SQLite:
-	// in process, keyed by the file) while Vault changes.
-	st, err := app.OpenStore(context.Background(), p.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var unlock func()
-	waitUntil(t, "the sweep's lock free", 10*time.Second, func() bool {
-		u, ok, err := st.TryLock(context.Background(), "offboard")
-		if err != nil {
-			t.Fatal(err)
-		}
-		unlock = u
-		return ok
-	})
+	// All three leave between two sweeps.
+	unlock := pauseSweeps(t, p.DB)
 	leave(t, v, "carol", "deleted")
 	leave(t, v, "dave", "disabled")
 	leave(t, v, "erin", "policy")
@@ -256,8 +264,10 @@ func TestOffboardHeldUntilConfirmed(t *testing.T) {
 	if got := metricValue(t, p, "certportal_offboard_held"); got != "0" {
 		t.Fatalf("certportal_offboard_held before: %q, want 0", got)
 	}
+	resume := pauseSweeps(t, p.DB)
 	leave(t, v, "carol", "deleted")
 	leave(t, v, "erin", "policy")
+	resume()
 	waitUntil(t, "certportal_offboard_held = 1", 60*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "1" })
 	// Let a few more sweeps hold: they must not record the same hold again.
 	waitUntil(t, "three held sweeps", 30*time.Second, func() bool {
@@ -358,6 +368,7 @@ func TestOffboardEmptyOrUnreadableList(t *testing.T) {
 
 	// Empty: every user deleted (as a wrong mount or a botched import would
 	// look).
+	resume := pauseSweeps(t, p.DB)
 	users, err := v.Admin.Logical().List("auth/userpass/users")
 	if err != nil {
 		t.Fatal(err)
@@ -367,6 +378,7 @@ func TestOffboardEmptyOrUnreadableList(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	resume()
 	waitUntil(t, "certportal_offboard_held = 1", 60*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "1" })
 	waitUntil(t, "an offboard.held event for the empty list", 10*time.Second, func() bool {
 		return storeInt(t, p.DB, `SELECT COUNT(*) FROM audit_events WHERE action = 'offboard.held' AND details LIKE '%is empty while 2 users hold active certificates%'`) == 1
