@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/certportal/certportal/internal/i18n"
@@ -20,6 +22,7 @@ func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("logged_out") == "1" {
 		p.Notice = "login.logged_out"
 	}
+	p.Next = safeNext(r.URL.Query().Get("next"))
 	s.render(w, r, http.StatusOK, "login", p)
 }
 
@@ -42,6 +45,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			// The username was most likely right: the cursor goes where
 			// the retyping starts.
 			p.FocusPass = username != ""
+			p.Next = safeNext(r.PostFormValue("next"))
 			s.render(w, r, statusFor(pe.Code), "login", p)
 			return
 		}
@@ -59,6 +63,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 // (its Vault login is complete) and sends the user to their landing page.
 func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal.Identity) {
 	sess := sessionFrom(r.Context())
+	// Where the user was going: the login form's next, or the one the
+	// pre-login session kept across the code step.
+	dest := safeNext(r.PostFormValue("next"))
+	if kept, _ := sess.Values[valNext].(string); dest == "" {
+		dest = safeNext(kept)
+	}
+	if dest == "" {
+		dest = landing(id)
+	}
 	// A fresh id at login: an id planted before (session fixation) is dropped.
 	if err := s.Sessions.Renew(r.Context(), sess); err != nil {
 		s.revokeQuietly(r, id)
@@ -90,7 +103,46 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal
 	// Reminders are sent in the language the user last used the portal in.
 	s.rememberLanguage(r, id.Username, i18n.FromRequest(r))
 	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP, "peer", r.RemoteAddr)
-	http.Redirect(w, r, landing(id), http.StatusSeeOther)
+	http.Redirect(w, r, dest, http.StatusSeeOther)
+}
+
+// valNext keeps the after-login destination in a pre-login (code step)
+// session.
+const valNext = "next"
+
+// loginURL is the login page that returns to target afterwards.
+func loginURL(target string) string {
+	if target = safeNext(target); target == "" || target == "/" {
+		return "/login"
+	}
+	return "/login?next=" + url.QueryEscape(target)
+}
+
+// safeNext returns target if it is a path on this portal, "" otherwise:
+// an after-login redirect must never leave the site ("//evil.example",
+// "/\\evil.example", "https://…") or carry anything but printable ASCII (a
+// request URI is already escaped), and the
+// login pages themselves are no destination.
+func safeNext(target string) string {
+	if target == "" || len(target) > 1024 || target[0] != '/' {
+		return ""
+	}
+	if strings.HasPrefix(target, "//") || strings.HasPrefix(target, "/\\") {
+		return ""
+	}
+	for _, c := range target {
+		if c < 0x21 || c > 0x7e || c == '\\' {
+			return ""
+		}
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return ""
+	}
+	if u.Path == "/login" || strings.HasPrefix(u.Path, "/login/") || u.Path == "/logout" {
+		return ""
+	}
+	return target
 }
 
 // revokeQuietly gives back a token whose session could not be kept, so that

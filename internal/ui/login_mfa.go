@@ -38,6 +38,9 @@ func (s *Server) keepPending(w http.ResponseWriter, r *http.Request, p *portal.P
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "renew session: %w", err))
 		return false
 	}
+	if next := safeNext(r.PostFormValue("next")); next != "" {
+		sess.Values[valNext] = next
+	}
 	sess.Values[valPendingUser] = p.Username
 	sess.Values[valPendingReq] = p.RequestID
 	sess.Values[valPendingMethods] = p.MethodIDs

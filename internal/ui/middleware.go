@@ -216,6 +216,23 @@ func (s *Server) sameSiteGET(next http.Handler) http.Handler {
 	})
 }
 
+// continueSameSite is sameSiteGET for pages people reach from a link in a
+// mail (the renew page a reminder links to): a cross-site navigation, which
+// is what a click in webmail is, gets a page with one link to the same
+// address instead of the work. Following it is a same-origin navigation, so
+// nothing runs unless the user clicks on the portal's own page.
+func (s *Server) continueSameSite(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+			p := s.newPage(r, "continue.title")
+			p.Continue = r.URL.RequestURI()
+			s.render(w, r, http.StatusOK, "continue", p)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 const (
 	valUser    = "user"
 	valToken   = "token"
@@ -346,7 +363,9 @@ func (s *Server) requireLogin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if identityFrom(r.Context()) == nil {
 			if r.Method == http.MethodGet || r.Method == http.MethodHead {
-				http.Redirect(w, r, "/login", http.StatusSeeOther)
+				// The login page sends the user back here afterwards (a renew
+				// link in a reminder, a bookmarked helpdesk page).
+				http.Redirect(w, r, loginURL(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}
 			s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired")

@@ -56,7 +56,7 @@ func (s *Server) routes() *chi.Mux {
 			r.Post("/certificates", s.certificateCreate)
 			r.With(s.sameSiteGET).Get("/certificates/{serial}/revoke", s.certificateRevokeForm)
 			r.Post("/certificates/{serial}/revoke", s.certificateRevoke)
-			r.With(s.sameSiteGET).Get("/certificates/{serial}/renew", s.certificateRenewForm)
+			r.With(s.continueSameSite).Get("/certificates/{serial}/renew", s.certificateRenewForm)
 			r.Get("/logout", s.logoutForm)
 			r.Post("/logout", s.logout)
 

@@ -72,7 +72,7 @@ type Server struct {
 	lastProxyWarning atomic.Int64
 }
 
-var pageNames = []string{"login", "login_mfa", "login_enrol_needed", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "helpdesk_vault_revoke", "enrol_link", "enrol", "enrol_scan", "error"}
+var pageNames = []string{"login", "login_mfa", "login_enrol_needed", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "helpdesk_vault_revoke", "enrol_link", "enrol", "enrol_scan", "continue", "error"}
 
 // New parses every template (a broken or missing template fails here, at
 // start-up, not on a user's request) and returns the routed handler.
@@ -152,6 +152,10 @@ type page struct {
 
 	// login
 	Username string
+	Next     string // where to go after login: a local path, checked by safeNext
+	// Continue is the same-origin link a cross-site navigation is offered
+	// instead of the page (continueSameSite).
+	Continue string
 	// dashboard
 	Subject    string
 	TTLs       []ttlOption

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+// TestRenewLinkFromMail: the renew link a reminder carries works the way a
+// user follows it — from webmail (a cross-site navigation) and logged out.
+// The cross-site click gets one same-origin link and nothing runs; the
+// logged-out one goes through the login page and lands on the renew page,
+// and an after-login target that leaves the site is ignored.
+func TestRenewLinkFromMail(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	serial := alice.issue("modern")
+	renew := "/certificates/" + serial + "/renew"
+
+	// From webmail: a page with a link to the same address, no work done.
+	events := func() int64 { return storeInt(t, p.DB, `SELECT count(*) FROM audit_events`) }
+	before := events()
+	req, _ := http.NewRequest(http.MethodGet, p.URL+renew, nil)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	r := alice.do(req)
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("cross-site renew link: status %d, want 200 with a continue link", r.StatusCode)
+	}
+	if link := extract(r.Body, `id="continue" class="button" href="`, `"`); link == "" {
+		if !strings.Contains(string(r.Body), `href="`+renew+`"`) {
+			t.Fatalf("cross-site renew link: no same-origin link to %s\n%s", renew, r.Body)
+		}
+	}
+	if strings.Contains(string(r.Body), `name="renew_serial"`) {
+		t.Fatal("cross-site renew link rendered the renew form itself")
+	}
+	if after := events(); after != before {
+		t.Fatalf("cross-site renew link wrote %d audit events", after-before)
+	}
+	if r := alice.get(renew); r.StatusCode != http.StatusOK || !strings.Contains(string(r.Body), serial) {
+		t.Fatalf("same-origin renew page: status %d", r.StatusCode)
+	}
+
+	// Logged out: login, then the renew page.
+	fresh := newBrowser(t, p.URL)
+	r = fresh.get(renew)
+	want := "/login?next=" + url.QueryEscape(renew)
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != want {
+		t.Fatalf("logged-out renew link: %d to %q, want 303 to %q", r.StatusCode, r.Header.Get("Location"), want)
+	}
+	r = fresh.get(want)
+	if !strings.Contains(string(r.Body), `name="next" value="`+renew+`"`) {
+		t.Fatalf("login page does not carry the destination\n%s", r.Body)
+	}
+	// A wrong password keeps it.
+	r = fresh.post("/login", url.Values{"username": {"alice"}, "password": {"wrong-password-1"}, "next": {renew}})
+	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(string(r.Body), `name="next" value="`+renew+`"`) {
+		t.Fatalf("failed login: status %d, destination kept: %v", r.StatusCode, strings.Contains(string(r.Body), renew))
+	}
+	r = fresh.post("/login", url.Values{"username": {"alice"}, "password": {v.Password(t, "alice")}, "next": {renew}})
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != renew {
+		t.Fatalf("login with next: %d to %q, want 303 to %s", r.StatusCode, r.Header.Get("Location"), renew)
+	}
+
+	// Off-site destinations are ignored: the user's own start page instead.
+	for _, next := range []string{"//evil.example/", "https://evil.example/", "/\\evil.example", "/login"} {
+		b := newBrowser(t, p.URL)
+		r := b.post("/login", url.Values{"username": {"bob"}, "password": {v.Password(t, "bob")}, "next": {next}})
+		if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/" {
+			t.Errorf("login with next=%q: %d to %q, want 303 to /", next, r.StatusCode, r.Header.Get("Location"))
+		}
+	}
+}
