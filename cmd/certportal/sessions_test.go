@@ -75,8 +75,11 @@ func waitFor(t *testing.T, b *client, path, what string, ok func(*response) bool
 	}
 }
 
+// isLoginRedirect: a 303 to the login page, which may carry the page to
+// return to afterwards (?next=).
 func isLoginRedirect(r *response) bool {
-	return r.StatusCode == http.StatusSeeOther && r.Header.Get("Location") == "/login"
+	loc := r.Header.Get("Location")
+	return r.StatusCode == http.StatusSeeOther && (loc == "/login" || strings.HasPrefix(loc, "/login?next=%2F"))
 }
 
 type sessionEvent struct {
