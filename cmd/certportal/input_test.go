@@ -348,6 +348,8 @@ func TestCrossSiteGETRefused(t *testing.T) {
 	serial := alice.issue("modern")
 	audrey := newBrowser(t, p.URL)
 	audrey.mustLogin("audrey", v.Password(t, "audrey"))
+	helen := newBrowser(t, p.URL)
+	helen.mustLogin("helen", v.Password(t, "helen"))
 	getWith := func(b *client, path, site string) *response {
 		req, _ := http.NewRequest(http.MethodGet, p.URL+path, nil)
 		if site != "" {
@@ -365,6 +367,10 @@ func TestCrossSiteGETRefused(t *testing.T) {
 		{audrey, "/audit/reconcile"},
 		{audrey, "/audit/inventory/export"},
 		{alice, "/certificates/" + serial + "/revoke"},
+		// Helpdesk confirmation pages read the inventory (and Vault, for
+		// certificates the portal never issued) with the portal's identity.
+		{helen, "/helpdesk/certificates/" + serial + "/revoke"},
+		{helen, "/helpdesk/certificates/" + serial + "/reissue"},
 		// The renew page a reminder links to gets a same-origin link
 		// instead of a refusal: TestRenewLinkFromMail.
 	} {

@@ -64,15 +64,15 @@ func (s *Server) routes() *chi.Mux {
 				r.Use(s.requireRole(portal.RoleHelpdesk))
 				r.Get("/helpdesk", s.helpdeskSearch)
 				r.Get("/helpdesk/users/{username}", s.helpdeskUser)
-				r.Get("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevokeForm(false))
+				r.With(s.sameSiteGET).Get("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevokeForm(false))
 				r.Post("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevoke(false))
-				r.Get("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevokeForm(true))
+				r.With(s.sameSiteGET).Get("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevokeForm(true))
 				r.Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
 				r.Post("/helpdesk/users/{username}/certificates", s.helpdeskIssue)
 				r.Post("/helpdesk/users/{username}/mfa", s.helpdeskEnrol)
 				// Certificates Vault holds that the portal never issued
 				// (reconciliation's vault_only).
-				r.Get("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevokeForm)
+				r.With(s.sameSiteGET).Get("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevokeForm)
 				r.Post("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevoke)
 			})
 
