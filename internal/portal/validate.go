@@ -20,13 +20,22 @@ const (
 // then hold the same text (PostgreSQL refuses NUL and invalid UTF-8 that
 // SQLite takes), and nothing Vault did can be left unrecorded because the
 // database refused a byte of it. Bidi and other invisible formatting
-// characters are allowed here and escaped where they are recorded and shown
-// (audit.Clean).
+// characters (Unicode Cf: U+202E, U+200B, U+2066–U+2069, U+FEFF…) and the
+// line and paragraph separators are refused too: a ticket or name has no use
+// for them, and a raw one would reorder text for every later reader of the
+// value (the JSON Lines export keeps values byte for byte). Values that are
+// not typed into a form (a user agent) are escaped where they are recorded
+// and shown instead (audit.Clean).
 func CheckText(field, v string, max int) error {
-	if len(v) > max || !utf8.ValidString(v) || strings.IndexFunc(v, unicode.IsControl) >= 0 {
+	if len(v) > max || !utf8.ValidString(v) || strings.IndexFunc(v, hiddenText) >= 0 {
 		return Invalid(field, "error.text_invalid")
 	}
 	return nil
+}
+
+// hiddenText is what CheckText refuses besides invalid UTF-8.
+func hiddenText(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029'
 }
 
 // CheckPassword refuses a .p12 file password PKCS#12 cannot carry, before
