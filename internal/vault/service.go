@@ -225,11 +225,12 @@ func (s *Service) Revoke(ctx context.Context, mount, serial string) error {
 	return nil
 }
 
-// ListCertificates lists the serials Vault stores for mount.
-func (s *Service) ListCertificates(ctx context.Context, mount string) ([]string, error) {
+// list returns the keys of a LIST at path with the portal's identity; op
+// names it in errors.
+func (s *Service) list(ctx context.Context, path, op string) ([]string, error) {
 	var keys []string
 	err := s.do(ctx, func(cl *vaultapi.Client) error {
-		sec, err := cl.Logical().ListWithContext(ctx, strings.Trim(mount, "/")+"/certs")
+		sec, err := cl.Logical().ListWithContext(ctx, path)
 		if err != nil || sec == nil {
 			return err
 		}
@@ -242,31 +243,19 @@ func (s *Service) ListCertificates(ctx context.Context, mount string) ([]string,
 		return nil
 	})
 	if err != nil {
-		return nil, classify("list certificates", err, ErrRefused)
+		return nil, classify(op, err, ErrRefused)
 	}
 	return keys, nil
 }
 
+// ListCertificates lists the serials Vault stores for mount.
+func (s *Service) ListCertificates(ctx context.Context, mount string) ([]string, error) {
+	return s.list(ctx, strings.Trim(mount, "/")+"/certs", "list certificates")
+}
+
 // ListUsers lists the users of a userpass mount.
 func (s *Service) ListUsers(ctx context.Context, mount string) ([]string, error) {
-	var users []string
-	err := s.do(ctx, func(cl *vaultapi.Client) error {
-		sec, err := cl.Logical().ListWithContext(ctx, "auth/"+strings.Trim(mount, "/")+"/users")
-		if err != nil || sec == nil {
-			return err
-		}
-		raw, _ := sec.Data["keys"].([]any)
-		for _, k := range raw {
-			if s, ok := k.(string); ok {
-				users = append(users, s)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, classify("list users", err, ErrRefused)
-	}
-	return users, nil
+	return s.list(ctx, "auth/"+strings.Trim(mount, "/")+"/users", "list users")
 }
 
 // CRLSerials returns the serials on mount's current CRL (for tests and
@@ -333,22 +322,5 @@ func (s *Service) ReadCertificate(ctx context.Context, mount, serial string) (*S
 // (LIST <mount>/certs/revoked): one call instead of reading every
 // certificate's revocation_time. The service policy needs "list" on it.
 func (s *Service) ListRevokedCertificates(ctx context.Context, mount string) ([]string, error) {
-	var keys []string
-	err := s.do(ctx, func(cl *vaultapi.Client) error {
-		sec, err := cl.Logical().ListWithContext(ctx, strings.Trim(mount, "/")+"/certs/revoked")
-		if err != nil || sec == nil {
-			return err
-		}
-		raw, _ := sec.Data["keys"].([]any)
-		for _, k := range raw {
-			if s, ok := k.(string); ok {
-				keys = append(keys, s)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, classify("list revoked certificates", err, ErrRefused)
-	}
-	return keys, nil
+	return s.list(ctx, strings.Trim(mount, "/")+"/certs/revoked", "list revoked certificates")
 }
