@@ -25,20 +25,26 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/store/sqlstore"
 )
 
-// DB is a PostgreSQL-backed store.
+// DB is a PostgreSQL-backed store: the shared SQL (sqlstore) with
+// PostgreSQL's dialect on a pgx pool, and its schema. The pool serves
+// database/sql (stdlib.OpenDBFromPool) for the shared SQL and pgx directly
+// for migrations and session advisory locks.
 type DB struct {
+	*sqlstore.Store
 	pool *pgxpool.Pool
+	db   *sql.DB
 }
 
 var _ store.Store = (*DB)(nil)
@@ -70,6 +76,8 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
+	s.db = stdlib.OpenDBFromPool(pool)
+	s.Store = sqlstore.New(s.db, &dialect, nil)
 	return s, nil
 }
 
@@ -261,95 +269,8 @@ func (s *DB) migrate(ctx context.Context) error {
 
 // Close closes every pooled connection.
 func (s *DB) Close() error {
+	s.Store.Close()
+	s.db.Close()
 	s.pool.Close()
 	return nil
-}
-
-// Ping checks the database answers.
-func (s *DB) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("ping postgres: %w", err)
-	}
-	return nil
-}
-
-// ms cuts t to the millisecond, what SQLite keeps, so both backends give
-// back the same instant (timestamptz alone would keep microseconds).
-func ms(t time.Time) time.Time { return t.Truncate(time.Millisecond) }
-
-// isUniqueViolation reports PostgreSQL's unique_violation (SQLSTATE 23505).
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
-}
-
-func (s *DB) SaveSession(ctx context.Context, x *store.Session) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO sessions(id_hash, data, created_at, last_seen, expires_at)
-		VALUES($1, $2, $3, $4, $5)
-		ON CONFLICT(id_hash) DO UPDATE SET data = excluded.data, last_seen = excluded.last_seen`,
-		x.IDHash, x.Data, ms(x.CreatedAt), ms(x.LastSeen), ms(x.ExpiresAt))
-	if err != nil {
-		return fmt.Errorf("save session: %w", err)
-	}
-	return nil
-}
-
-func (s *DB) GetSession(ctx context.Context, idHash string) (*store.Session, error) {
-	var x store.Session
-	err := s.pool.QueryRow(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions WHERE id_hash = $1`, idHash).
-		Scan(&x.IDHash, &x.Data, &x.CreatedAt, &x.LastSeen, &x.ExpiresAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, store.ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get session: %w", err)
-	}
-	return &x, nil
-}
-
-func (s *DB) TouchSession(ctx context.Context, idHash string, at time.Time) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE sessions SET last_seen = $1 WHERE id_hash = $2`, ms(at), idHash); err != nil {
-		return fmt.Errorf("touch session: %w", err)
-	}
-	return nil
-}
-
-func (s *DB) DeleteSession(ctx context.Context, idHash string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM sessions WHERE id_hash = $1`, idHash); err != nil {
-		return fmt.Errorf("delete session: %w", err)
-	}
-	return nil
-}
-
-func (s *DB) UpdateSessionData(ctx context.Context, idHash string, data []byte, at time.Time) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE sessions SET data = $1, last_seen = $2 WHERE id_hash = $3`, data, ms(at), idHash)
-	if err != nil {
-		return fmt.Errorf("update session: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return store.ErrNotFound
-	}
-	return nil
-}
-
-func (s *DB) ExpiredSessions(ctx context.Context, now, idleBefore time.Time, after string, limit int) ([]*store.Session, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions
-		WHERE (expires_at <= $1 OR last_seen < $2) AND id_hash > $3 ORDER BY id_hash LIMIT $4`,
-		ms(now), ms(idleBefore), after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("expired sessions: %w", err)
-	}
-	defer rows.Close()
-	var out []*store.Session
-	for rows.Next() {
-		var x store.Session
-		if err := rows.Scan(&x.IDHash, &x.Data, &x.CreatedAt, &x.LastSeen, &x.ExpiresAt); err != nil {
-			return nil, fmt.Errorf("expired sessions: %w", err)
-		}
-		out = append(out, &x)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("expired sessions: %w", err)
-	}
-	return out, nil
 }

@@ -5,42 +5,23 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/store/sqlstore"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// DB is a SQLite-backed store.
+// DB is a SQLite-backed store: the shared SQL (sqlstore) with SQLite's
+// dialect, its schema, and its single writer.
 type DB struct {
+	*sqlstore.Store
 	db   *sql.DB
 	path string
 	w    *writer
-
-	reads sync.Map // query text -> *sql.Stmt, for the reads every request makes
-}
-
-// prepared returns the prepared form of a query run on every request,
-// preparing it on first use; parsing SQL costs more than running these.
-func (s *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
-	if st, ok := s.reads.Load(q); ok {
-		return st.(*sql.Stmt), nil
-	}
-	st, err := s.db.PrepareContext(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	if prev, loaded := s.reads.LoadOrStore(q, st); loaded {
-		st.Close()
-		return prev.(*sql.Stmt), nil
-	}
-	return st, nil
 }
 
 // Path is the database file.
@@ -70,6 +51,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, err
 	}
 	s.startWriter()
+	s.Store = sqlstore.New(db, &dialect, sqliteWriter{s})
 	return s, nil
 }
 
@@ -284,98 +266,6 @@ func (s *DB) migrate(ctx context.Context) error {
 // Close closes the database.
 func (s *DB) Close() error {
 	s.stopWriter()
-	s.reads.Range(func(_, st any) bool {
-		st.(*sql.Stmt).Close()
-		return true
-	})
+	s.Store.Close()
 	return s.db.Close()
-}
-
-// Ping checks the database answers.
-func (s *DB) Ping(ctx context.Context) error {
-	var one int
-	if err := s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
-		return fmt.Errorf("ping sqlite: %w", err)
-	}
-	return nil
-}
-
-func (s *DB) SaveSession(ctx context.Context, x *store.Session) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions(id_hash, data, created_at, last_seen, expires_at)
-		VALUES(?, ?, ?, ?, ?)
-		ON CONFLICT(id_hash) DO UPDATE SET data=excluded.data, last_seen=excluded.last_seen`,
-		x.IDHash, x.Data, x.CreatedAt.UnixMilli(), x.LastSeen.UnixMilli(), x.ExpiresAt.UnixMilli())
-	if err != nil {
-		return fmt.Errorf("save session: %w", err)
-	}
-	return nil
-}
-
-func (s *DB) GetSession(ctx context.Context, idHash string) (*store.Session, error) {
-	var x store.Session
-	var created, seen, expires int64
-	st, err := s.prepared(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions WHERE id_hash = ?`)
-	if err != nil {
-		return nil, fmt.Errorf("get session: %w", err)
-	}
-	err = st.QueryRowContext(ctx, idHash).Scan(&x.IDHash, &x.Data, &created, &seen, &expires)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, store.ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get session: %w", err)
-	}
-	x.CreatedAt, x.LastSeen, x.ExpiresAt = time.UnixMilli(created), time.UnixMilli(seen), time.UnixMilli(expires)
-	return &x, nil
-}
-
-func (s *DB) TouchSession(ctx context.Context, idHash string, at time.Time) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE sessions SET last_seen = ? WHERE id_hash = ?`, at.UnixMilli(), idHash); err != nil {
-		return fmt.Errorf("touch session: %w", err)
-	}
-	return nil
-}
-
-func (s *DB) DeleteSession(ctx context.Context, idHash string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE id_hash = ?`, idHash); err != nil {
-		return fmt.Errorf("delete session: %w", err)
-	}
-	return nil
-}
-
-func (s *DB) UpdateSessionData(ctx context.Context, idHash string, data []byte, at time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET data = ?, last_seen = ? WHERE id_hash = ?`, data, at.UnixMilli(), idHash)
-	if err != nil {
-		return fmt.Errorf("update session: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("update session: %w", err)
-	} else if n == 0 {
-		return store.ErrNotFound
-	}
-	return nil
-}
-
-func (s *DB) ExpiredSessions(ctx context.Context, now, idleBefore time.Time, after string, limit int) ([]*store.Session, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id_hash, data, created_at, last_seen, expires_at FROM sessions
-		WHERE (expires_at <= ? OR last_seen < ?) AND id_hash > ? ORDER BY id_hash LIMIT ?`,
-		now.UnixMilli(), idleBefore.UnixMilli(), after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("expired sessions: %w", err)
-	}
-	defer rows.Close()
-	var out []*store.Session
-	for rows.Next() {
-		var x store.Session
-		var created, seen, expires int64
-		if err := rows.Scan(&x.IDHash, &x.Data, &created, &seen, &expires); err != nil {
-			return nil, fmt.Errorf("expired sessions: %w", err)
-		}
-		x.CreatedAt, x.LastSeen, x.ExpiresAt = time.UnixMilli(created), time.UnixMilli(seen), time.UnixMilli(expires)
-		out = append(out, &x)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("expired sessions: %w", err)
-	}
-	return out, nil
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/certportal/certportal/internal/store/sqlstore"
 )
 
 // Audited writes go through one writer goroutine that commits them in
@@ -62,6 +64,14 @@ func (t *wtx) ExecContext(ctx context.Context, q string, args ...any) (sql.Resul
 		return nil, err
 	}
 	return st.ExecContext(ctx, args...)
+}
+
+func (t *wtx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := t.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
 }
 
 func (t *wtx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
@@ -208,6 +218,17 @@ func (s *DB) submit(fn func(tx *wtx) error, deferred bool) error {
 	s.w.reqs <- writeReq{fn: fn, res: res, deferred: deferred}
 	s.w.mu.RUnlock()
 	return <-res
+}
+
+// sqliteWriter hands the shared SQL's write transactions to the writer.
+type sqliteWriter struct{ s *DB }
+
+func (w sqliteWriter) Write(_ context.Context, fn func(sqlstore.Querier) error) error {
+	return w.s.write(func(tx *wtx) error { return fn(tx) })
+}
+
+func (w sqliteWriter) WriteDeferred(_ context.Context, fn func(sqlstore.Querier) error) error {
+	return w.s.writeDeferred(func(tx *wtx) error { return fn(tx) })
 }
 
 // stopWriter lets queued writes finish, then stops the writer.

@@ -1,0 +1,44 @@
+package sqlite
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/certportal/certportal/internal/store/sqlstore"
+)
+
+// dialect is what SQLite does differently from the shared SQL's other
+// database (see sqlstore.Dialect).
+var dialect = sqlstore.Dialect{
+	Name: "sqlite",
+	// Times are INTEGER milliseconds since the epoch.
+	Time:     func(t time.Time) any { return t.UnixMilli() },
+	Duration: func(d time.Duration) any { return d.Milliseconds() },
+	TextList: func(alias string) string { return "json_each(?) AS " + alias },
+	TextListArg: func(v []string) any {
+		b, _ := json.Marshal(v) // strings always marshal
+		return string(b)
+	},
+	// instr counts characters, as the comparison does; a prefix the user
+	// typed is matched literally.
+	HasPrefix: func(col string) string { return "instr(" + col + ", ?) = 1" },
+	// The planner picks a worse index for the reminder scan by itself.
+	IndexHint: func(index string) string { return " INDEXED BY " + index },
+	// One writer at a time (BEGIN IMMEDIATE in the writer goroutine):
+	// claims, appends and reservations need no locks of their own.
+	IsUnique:     isUnique,
+	PrepareReads: true,
+}
+
+// isUnique reports a UNIQUE or PRIMARY KEY constraint failure.
+func isUnique(err error) bool {
+	var e *msqlite.Error
+	if errors.As(err, &e) {
+		return e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}

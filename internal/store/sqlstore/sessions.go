@@ -1,0 +1,80 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+const sessionColumns = `id_hash, data, created_at, last_seen, expires_at`
+
+func scanSession(r scanner) (*store.Session, error) {
+	var x store.Session
+	if err := r.Scan(&x.IDHash, &x.Data, timeCol{&x.CreatedAt}, timeCol{&x.LastSeen}, timeCol{&x.ExpiresAt}); err != nil {
+		return nil, err
+	}
+	return &x, nil
+}
+
+func (s *Store) SaveSession(ctx context.Context, x *store.Session) error {
+	_, err := s.conn().exec(ctx, `INSERT INTO sessions(`+sessionColumns+`) VALUES(?, ?, ?, ?, ?)
+		ON CONFLICT(id_hash) DO UPDATE SET data = excluded.data, last_seen = excluded.last_seen`,
+		x.IDHash, x.Data, s.d.Time(x.CreatedAt), s.d.Time(x.LastSeen), s.d.Time(x.ExpiresAt))
+	if err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) GetSession(ctx context.Context, idHash string) (*store.Session, error) {
+	x, err := scanSession(s.readRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id_hash = ?`, idHash))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, store.ErrNotFound
+	case err != nil:
+		return nil, fmt.Errorf("get session: %w", err)
+	}
+	return x, nil
+}
+
+func (s *Store) TouchSession(ctx context.Context, idHash string, at time.Time) error {
+	if _, err := s.conn().exec(ctx, `UPDATE sessions SET last_seen = ? WHERE id_hash = ?`, s.d.Time(at), idHash); err != nil {
+		return fmt.Errorf("touch session: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) DeleteSession(ctx context.Context, idHash string) error {
+	if _, err := s.conn().exec(ctx, `DELETE FROM sessions WHERE id_hash = ?`, idHash); err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) UpdateSessionData(ctx context.Context, idHash string, data []byte, at time.Time) error {
+	res, err := s.conn().exec(ctx, `UPDATE sessions SET data = ?, last_seen = ? WHERE id_hash = ?`, data, s.d.Time(at), idHash)
+	if err != nil {
+		return fmt.Errorf("update session: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("update session: %w", err)
+	} else if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+func (s *Store) ExpiredSessions(ctx context.Context, now, idleBefore time.Time, after string, limit int) ([]*store.Session, error) {
+	rows, err := s.conn().query(ctx, `SELECT `+sessionColumns+` FROM sessions
+		WHERE (expires_at <= ? OR last_seen < ?) AND id_hash > ? ORDER BY id_hash LIMIT ?`,
+		s.d.Time(now), s.d.Time(idleBefore), after, limit)
+	out, err := collect(rows, err, scanSession)
+	if err != nil {
+		return nil, fmt.Errorf("expired sessions: %w", err)
+	}
+	return out, nil
+}
