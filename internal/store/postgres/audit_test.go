@@ -153,24 +153,6 @@ func TestAuditAcrossReplicas(t *testing.T) {
 	}
 }
 
-// TestAuditUnstorableText: text PostgreSQL refuses (NUL, invalid UTF-8) is
-// replaced before sealing, so the event is kept and the chain verifies.
-func TestAuditUnstorableText(t *testing.T) {
-	db := MustOpen(t, pgtest.NewDatabase(t, pgtest.Start(t)))
-	e := &audit.Event{Time: time.Now(), Subject: "al\x00ice", Action: audit.ActionLogin, Outcome: audit.OutcomeFailure,
-		UserAgent: "curl\xff", Details: "{}"}
-	if err := db.AppendAudit(context.Background(), e); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := verify(db); err != nil || n != 1 {
-		t.Fatalf("chain: %d events, %v", n, err)
-	}
-	got, err := db.QueryAudit(context.Background(), store.AuditFilter{})
-	if err != nil || len(got) != 1 || got[0].Subject != "al\uFFFDice" || got[0].UserAgent != "curl\uFFFD" {
-		t.Fatalf("stored: %v %+v", err, got)
-	}
-}
-
 // restrictedRole is the portal's role as the package comment sets it up.
 const restrictedRole = "certportal_restricted"
 

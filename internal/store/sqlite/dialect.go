@@ -28,10 +28,13 @@ var dialect = sqlstore.Dialect{
 	HasPrefix: func(col string) string { return "instr(" + col + ", ?) = 1" },
 	// The planner picks a worse index for the reminder scan by itself.
 	IndexHint: func(index string) string { return " INDEXED BY " + index },
-	// One writer at a time (BEGIN IMMEDIATE in the writer goroutine):
-	// claims, appends and reservations need no locks of their own.
-	IsUnique:     isUnique,
-	PrepareReads: true,
+	// No SkipLocked, LockAudit or LockUser: one writer at a time (BEGIN
+	// IMMEDIATE in the writer goroutine) orders claims, appends and
+	// reservations, in this process and any other on the same file.
+	IsUnique: isUnique,
+	// Grouping a month of a busy trail takes ~400 ms in pure-Go SQLite.
+	DailyCounters: true,
+	PrepareReads:  true,
 }
 
 // isUnique reports a UNIQUE or PRIMARY KEY constraint failure.

@@ -67,6 +67,9 @@ type Dialect struct {
 	LockUser string
 	// IsUnique classifies a unique-constraint violation.
 	IsUnique func(error) bool
+	// DailyCounters: audit_daily holds the activity chart's counts, kept
+	// with each append (SQLite); otherwise the chart groups the trail.
+	DailyCounters bool
 	// PrepareReads keeps prepared statements for the reads every request
 	// makes. SQLite parses SQL slower than it runs these; pgx keeps its
 	// own per-connection statement cache, and database/sql statements on

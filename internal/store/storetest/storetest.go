@@ -29,6 +29,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("issuance reservations", func(t *testing.T) { testReservations(t, open(t)) })
 	t.Run("concurrent reservations", func(t *testing.T) { testConcurrentReservations(t, open(t)) })
 	t.Run("audit chain", func(t *testing.T) { testAudit(t, open(t)) })
+	t.Run("audit text a database cannot hold", func(t *testing.T) { testAuditUnstorableText(t, open(t)) })
 	t.Run("audit atomic with inventory", func(t *testing.T) { testAuditAtomic(t, open(t)) })
 	t.Run("concurrent audit appends", func(t *testing.T) { testConcurrentAudit(t, open(t)) })
 	t.Run("login attempts", func(t *testing.T) { testLoginAttempts(t, open(t)) })
@@ -71,6 +72,25 @@ func testCertificateLabels(t *testing.T, s store.Store) {
 		if c.Label != want[c.Serial] {
 			t.Errorf("%s: label %q, want %q", c.Serial, c.Label, want[c.Serial])
 		}
+	}
+}
+
+// testAuditUnstorableText: text PostgreSQL refuses (NUL, invalid UTF-8),
+// which any client can put in a User-Agent or a login name, is replaced
+// with U+FFFD before sealing, in every store: the event is kept, the chain
+// verifies, and both stores keep the same trail.
+func testAuditUnstorableText(t *testing.T, s store.Store) {
+	e := &audit.Event{Time: time.Now(), Subject: "al\x00ice", Action: audit.ActionLogin, Outcome: audit.OutcomeFailure,
+		UserAgent: "curl\xff", Details: "{}"}
+	if err := s.AppendAudit(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if n := verifyAll(t, s); n != 1 {
+		t.Fatalf("chain: %d events", n)
+	}
+	got, err := s.QueryAudit(context.Background(), store.AuditFilter{})
+	if err != nil || len(got) != 1 || got[0].Subject != "al\uFFFDice" || got[0].UserAgent != "curl\uFFFD" {
+		t.Fatalf("stored: %v %+v", err, got)
 	}
 }
 
