@@ -1,6 +1,8 @@
 // Package store defines what certportal keeps between requests — sessions and
 // the certificate inventory — independent of the database that holds it.
-// sqlite and postgres implement it and pass the same suite (storetest).
+// sqlstore holds the one SQL implementation, which sqlite and postgres run
+// with their own dialect and schema; both pass the same suite (storetest).
+// See docs/store.md.
 package store
 
 import (

@@ -33,15 +33,21 @@ func (s *Store) stateCond(state string, at time.Time) (string, []any, error) {
 	return "", nil, fmt.Errorf("inventory: unknown state %q", state)
 }
 
+// InventoryCounts counts each state with an index range of its own rather
+// than one pass over the table: the unrevoked states from the partial
+// indexes certificates_expiry and certificates_active, revoked from
+// certificates_revoked. At 1,000,000 rows in SQLite that took ~85 ms
+// against ~250 ms for one scan with a FILTER per state, measured side by
+// side (BenchmarkInventoryQueries, docs/benchmarks.md).
 func (s *Store) InventoryCounts(ctx context.Context, at time.Time) (store.InventoryCounts, error) {
 	var c store.InventoryCounts
 	err := s.conn().queryRow(ctx, `SELECT
-		COUNT(*) FILTER (WHERE revoked_at IS NULL AND not_after > ?1),
-		COUNT(*) FILTER (WHERE revoked_at IS NULL AND not_after > ?1 AND not_after <= ?2),
-		COUNT(*) FILTER (WHERE revoked_at IS NULL AND not_after > ?1 AND not_after <= ?3),
-		COUNT(*) FILTER (WHERE revoked_at IS NULL AND not_after <= ?1),
-		COUNT(*) FILTER (WHERE revoked_at IS NOT NULL)
-		FROM certificates`, s.d.Time(at), s.d.Time(at.Add(7*24*time.Hour)), s.d.Time(at.Add(30*24*time.Hour))).
+		(SELECT COUNT(*) FROM certificates WHERE revoked_at IS NULL AND not_after > ?1),
+		(SELECT COUNT(*) FROM certificates WHERE revoked_at IS NULL AND not_after > ?1 AND not_after <= ?2),
+		(SELECT COUNT(*) FROM certificates WHERE revoked_at IS NULL AND not_after > ?1 AND not_after <= ?3),
+		(SELECT COUNT(*) FROM certificates WHERE revoked_at IS NULL AND not_after <= ?1),
+		(SELECT COUNT(*) FROM certificates WHERE revoked_at IS NOT NULL)`,
+		s.d.Time(at), s.d.Time(at.Add(7*24*time.Hour)), s.d.Time(at.Add(30*24*time.Hour))).
 		Scan(&c.Active, &c.Expiring7, &c.Expiring30, &c.Expired, &c.Revoked)
 	if err != nil {
 		return c, fmt.Errorf("inventory counts: %w", err)
