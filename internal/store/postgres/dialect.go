@@ -20,7 +20,6 @@ var dialect = sqlstore.Dialect{
 	Duration:    func(d time.Duration) any { return d }, // pgx sends an interval
 	TextList:    func(alias string) string { return "unnest(CAST(? AS text[])) AS " + alias + "(value)" },
 	TextListArg: func(v []string) any { return v },
-	HasPrefix:   func(col string) string { return "starts_with(" + col + ", ?)" },
 	IndexHint:   func(string) string { return "" },
 	// Replicas claim side by side, each passing over a row another is
 	// claiming; the state check in the UPDATE is re-read on the locked row.

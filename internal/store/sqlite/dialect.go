@@ -23,9 +23,6 @@ var dialect = sqlstore.Dialect{
 		b, _ := json.Marshal(v) // strings always marshal
 		return string(b)
 	},
-	// instr counts characters, as the comparison does; a prefix the user
-	// typed is matched literally.
-	HasPrefix: func(col string) string { return "instr(" + col + ", ?) = 1" },
 	// The planner picks a worse index for the reminder scan by itself.
 	IndexHint: func(index string) string { return " INDEXED BY " + index },
 	// No SkipLocked, LockAudit or LockUser: one writer at a time (BEGIN

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/certportal/certportal/internal/store"
 )
@@ -174,19 +175,56 @@ func (s *Store) markRevoked(ctx context.Context, x q, serial string, r store.Rev
 	return nil
 }
 
+// SearchUsers matches the prefix as a range of the username index —
+// [prefix, prefixEnd(prefix)) in byte order, which both stores use for
+// usernames — so a search reads the matching names only, and a prefix the
+// user typed is literal (no LIKE wildcards).
 func (s *Store) SearchUsers(ctx context.Context, prefix string, at time.Time, limit int) ([]store.UserSummary, error) {
 	if limit <= 0 {
 		limit = 50
 	}
+	cond, args := "username >= ?", []any{s.d.Time(at), prefix}
+	if end, ok := prefixEnd(prefix); ok {
+		cond += " AND username < ?"
+		args = append(args, end)
+	}
 	rows, err := s.conn().query(ctx, `SELECT username,
 		COUNT(*) FILTER (WHERE revoked_at IS NULL AND not_after > ?), COUNT(*)
-		FROM certificates WHERE `+s.d.HasPrefix("username")+` GROUP BY username ORDER BY username LIMIT ?`,
-		s.d.Time(at), prefix, limit)
+		FROM certificates WHERE `+cond+` GROUP BY username ORDER BY username LIMIT ?`, append(args, limit)...)
 	out, err := collect(rows, err, scanUserSummary)
 	if err != nil {
 		return nil, fmt.Errorf("search users: %w", err)
 	}
 	return out, nil
+}
+
+// prefixEnd is the least string above every string that starts with p, in
+// byte order: p with its last character incremented, after dropping
+// trailing characters that have no successor (U+10FFFF). UTF-8 keeps code
+// point order bytewise, so it stays valid text (PostgreSQL refuses
+// anything else). ok is false when every string at or above p starts
+// with it (p empty, or made of U+10FFFF only).
+func prefixEnd(p string) (string, bool) {
+	for p != "" {
+		r, size := utf8.DecodeLastRuneInString(p)
+		last := p[len(p)-1]
+		p = p[:len(p)-size]
+		switch {
+		case r == utf8.MaxRune:
+			continue
+		case r == 0xD7FF: // the next is a surrogate, never encoded
+			return p + "\uE000", true
+		case r == utf8.RuneError && size == 1:
+			// Not UTF-8 (the portal checks text first; PostgreSQL would
+			// refuse it anyway): the byte order still holds.
+			if last == 0xFF {
+				continue
+			}
+			return p + string([]byte{last + 1}), true
+		}
+		return p + string(r+1), true
+	}
+	return "", false
 }
 
 func scanUserSummary(r scanner) (store.UserSummary, error) {

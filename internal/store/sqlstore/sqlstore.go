@@ -48,9 +48,6 @@ type Dialect struct {
 	// a text[].
 	TextList    func(alias string) string
 	TextListArg func([]string) any
-	// HasPrefix is a condition on col with one placeholder, true when col
-	// starts with it. Not LIKE, whose wildcards a user could type.
-	HasPrefix func(col string) string
 	// IndexHint follows a table name in FROM where the planner must be
 	// told which index to use ("" where it needs no telling).
 	IndexHint func(index string) string

@@ -17,3 +17,26 @@ func TestRebind(t *testing.T) {
 		})
 	}
 }
+
+func TestPrefixEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+		ok             bool
+	}{
+		{"ascii", "bo", "bp", true},
+		{"multi-byte last", "zé", "zê", true},
+		{"max rune dropped", "a\U0010FFFF", "b", true},
+		{"before surrogates", "a\uD7FF", "a\uE000", true},
+		{"empty", "", "", false},
+		{"max runes only", "\U0010FFFF\U0010FFFF", "", false},
+		{"stray byte", "a\xfe", "a\xff", true},
+		{"stray 0xff dropped", "a\xff", "b", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := prefixEnd(tc.in)
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("prefixEnd(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ type Open func(t *testing.T) store.Store
 func Run(t *testing.T, open Open) {
 	t.Run("sessions", func(t *testing.T) { testSessions(t, open(t)) })
 	t.Run("certificates", func(t *testing.T) { testCertificates(t, open(t)) })
+	t.Run("user search by prefix", func(t *testing.T) { testSearchUsersPrefix(t, open(t)) })
 	t.Run("concurrent inserts", func(t *testing.T) { testConcurrentInserts(t, open(t)) })
 	t.Run("inventory report", func(t *testing.T) { testInventory(t, open(t)) })
 	t.Run("certificates by serial, keyset", func(t *testing.T) { testCertificateScan(t, open(t)) })
@@ -441,6 +442,44 @@ func testCertificates(t *testing.T, s store.Store) {
 	}
 	if all, _ := s.SearchUsers(ctx, "", at, 10); len(all) != 4 {
 		t.Fatalf("search all: %+v", all)
+	}
+}
+
+// testSearchUsersPrefix: a prefix selects exactly the names that start
+// with it, bytewise, at the edges of the range a store may scan: the name
+// equal to the prefix, the next name up, a multi-byte last character
+// (é, whose successor ê must not match) and the largest code point.
+func testSearchUsersPrefix(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	names := []string{"bo", "bo.b", "boa", "bp", "b", "zé", "zé1", "zê", "z\U0010FFFF", "z\U0010FFFFa", "{"}
+	for i, n := range names {
+		if err := s.InsertCertificate(ctx, cert(fmt.Sprintf("5e:%02x", i), n, t0, 30*24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"bo", []string{"bo", "bo.b", "boa"}},
+		{"b", []string{"b", "bo", "bo.b", "boa", "bp"}},
+		{"bp", []string{"bp"}},
+		{"bq", nil},
+		{"zé", []string{"zé", "zé1"}},
+		{"z\U0010FFFF", []string{"z\U0010FFFF", "z\U0010FFFFa"}},
+		{"z", []string{"zé", "zé1", "zê", "z\U0010FFFF", "z\U0010FFFFa"}},
+	} {
+		users, err := s.SearchUsers(ctx, tc.prefix, t0, 50)
+		if err != nil {
+			t.Fatalf("search %q: %v", tc.prefix, err)
+		}
+		var got []string
+		for _, u := range users {
+			got = append(got, u.Username)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("search %q: %q, want %q", tc.prefix, got, tc.want)
+		}
 	}
 }
 
