@@ -74,6 +74,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		"login_max_failures": fmt.Sprint(cfg.LoginMaxFailures), "login_failure_window": cfg.LoginFailureWindow.String(), "ttls": fmt.Sprint(cfg.TTLs),
 		"login_network_limits": config.FormatNetworkLimits(cfg.LoginNetworkLimits), "login_user_max_failures": fmt.Sprint(cfg.LoginUserMaxFailures),
 		"login_user_window": cfg.LoginUserWindow.String(), "login_failure_floor": cfg.LoginFailureFloor.String(),
+		"login_device_max_failures": fmt.Sprint(cfg.LoginDeviceMaxFailures), "login_device_ttl": cfg.LoginDeviceTTL.String(),
 		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
 		"offboard_interval":        cfg.OffboardInterval.String(), "offboard_max_share": fmt.Sprintf("%g%%", cfg.OffboardMaxShare*100), "offboard_max_count": fmt.Sprint(cfg.OffboardMaxCount),
 	}
@@ -174,6 +175,7 @@ func PortalOptions(cfg config.Config) portal.Options {
 		DeniedWindow: cfg.DeniedWindow, VaultTimeout: cfg.VaultTimeout, MFAPending: cfg.MFAPending,
 		LoginNetworkLimits: networkLimits(cfg.LoginNetworkLimits), LoginUserMaxFailures: cfg.LoginUserMaxFailures,
 		LoginUserWindow: cfg.LoginUserWindow, LoginFailureFloor: cfg.LoginFailureFloor, NameKey: nameKey(cfg.SessionKey),
+		LoginDeviceMaxFailures: cfg.LoginDeviceMaxFailures, DeviceTTL: cfg.LoginDeviceTTL, DeviceKey: deviceKey(cfg.SessionKey),
 		Offboard: portal.OffboardOptions{MaxShare: cfg.OffboardMaxShare, MaxCount: cfg.OffboardMaxCount},
 	}
 }
@@ -196,6 +198,18 @@ func nameKey(sessionKey []byte) []byte {
 	}
 	m := hmac.New(sha256.New, sessionKey)
 	m.Write([]byte("certportal login-name key v1"))
+	return m.Sum(nil)
+}
+
+// deviceKey derives the key that signs device cookies from the session
+// key, as nameKey does: replicas sharing the key honour each other's
+// cookies, and a new session key invalidates them all.
+func deviceKey(sessionKey []byte) []byte {
+	if len(sessionKey) == 0 {
+		return nil
+	}
+	m := hmac.New(sha256.New, sessionKey)
+	m.Write([]byte("certportal device-cookie key v1"))
 	return m.Sum(nil)
 }
 

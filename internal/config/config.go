@@ -79,7 +79,12 @@ type Config struct {
 	LoginUserMaxFailures int           // CERTPORTAL_LOGIN_USER_MAX_FAILURES; 0: off
 	LoginUserWindow      time.Duration // CERTPORTAL_LOGIN_USER_WINDOW
 	LoginFailureFloor    time.Duration // CERTPORTAL_LOGIN_FAILURE_FLOOR: least time a failed login takes
-	ExpiringSoon         time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
+	// A browser holding a device cookie from an earlier login as that user
+	// is exempt from the per-username limit but has this many failures of
+	// its own per CERTPORTAL_LOGIN_USER_WINDOW; 0 turns device cookies off.
+	LoginDeviceMaxFailures int           // CERTPORTAL_LOGIN_DEVICE_MAX_FAILURES
+	LoginDeviceTTL         time.Duration // CERTPORTAL_LOGIN_DEVICE_TTL: how long a device cookie is honoured
+	ExpiringSoon           time.Duration // CERTPORTAL_EXPIRING_SOON: when a certificate shows as expiring soon
 
 	// DeniedWindow: a user's refused requests within it after the first
 	// are recorded as one event with their count.
@@ -130,46 +135,48 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Listen:               "127.0.0.1:8080",
-		DB:                   "certportal.db",
-		VaultAddr:            "http://127.0.0.1:8200",
-		UserpassMount:        "userpass",
-		PKIMount:             "pki",
-		Role:                 "user-auth",
-		OnBehalfRole:         "user-auth-onbehalf",
-		EmailDomain:          "example.com",
-		UserPolicy:           "certportal-user",
-		HelpdeskPolicy:       "certportal-helpdesk",
-		AuditorPolicy:        "certportal-auditor",
-		SessionIdle:          30 * time.Minute,
-		SessionAbsolute:      8 * time.Hour,
-		SessionRecheck:       time.Minute,
-		SessionSweep:         5 * time.Minute,
-		TTLs:                 []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
-		DefaultTTL:           90 * 24 * time.Hour,
-		AppRoleMount:         "approle",
-		MaxActive:            3,
-		LoginMaxFailures:     20,
-		LoginFailureWindow:   10 * time.Minute,
-		LoginNetworkLimits:   DefaultNetworkLimits(),
-		LoginUserMaxFailures: DefaultLoginUserMaxFailures,
-		LoginUserWindow:      DefaultLoginUserWindow,
-		LoginFailureFloor:    time.Second,
-		DeniedWindow:         time.Minute,
-		MFAPending:           300 * time.Second,
-		MFAStepUp:            15 * time.Minute,
-		ExpiringSoon:         14 * 24 * time.Hour,
-		OffboardInterval:     15 * time.Minute,
-		OffboardMaxShare:     0.10,
-		OffboardMaxCount:     50,
-		MaxBodyBytes:         64 << 10,
-		NotifyThresholds:     []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},
-		NotifyExpired:        true,
-		NotifyInterval:       5 * time.Minute,
-		NotifyWebhookFormat:  "generic",
-		LogLevel:             "info",
-		VaultTimeout:         10 * time.Second,
-		VaultMaxInFlight:     64,
+		Listen:                 "127.0.0.1:8080",
+		DB:                     "certportal.db",
+		VaultAddr:              "http://127.0.0.1:8200",
+		UserpassMount:          "userpass",
+		PKIMount:               "pki",
+		Role:                   "user-auth",
+		OnBehalfRole:           "user-auth-onbehalf",
+		EmailDomain:            "example.com",
+		UserPolicy:             "certportal-user",
+		HelpdeskPolicy:         "certportal-helpdesk",
+		AuditorPolicy:          "certportal-auditor",
+		SessionIdle:            30 * time.Minute,
+		SessionAbsolute:        8 * time.Hour,
+		SessionRecheck:         time.Minute,
+		SessionSweep:           5 * time.Minute,
+		TTLs:                   []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
+		DefaultTTL:             90 * 24 * time.Hour,
+		AppRoleMount:           "approle",
+		MaxActive:              3,
+		LoginMaxFailures:       20,
+		LoginFailureWindow:     10 * time.Minute,
+		LoginNetworkLimits:     DefaultNetworkLimits(),
+		LoginUserMaxFailures:   DefaultLoginUserMaxFailures,
+		LoginUserWindow:        DefaultLoginUserWindow,
+		LoginFailureFloor:      time.Second,
+		LoginDeviceMaxFailures: DefaultLoginDeviceMaxFailures,
+		LoginDeviceTTL:         180 * 24 * time.Hour,
+		DeniedWindow:           time.Minute,
+		MFAPending:             300 * time.Second,
+		MFAStepUp:              15 * time.Minute,
+		ExpiringSoon:           14 * 24 * time.Hour,
+		OffboardInterval:       15 * time.Minute,
+		OffboardMaxShare:       0.10,
+		OffboardMaxCount:       50,
+		MaxBodyBytes:           64 << 10,
+		NotifyThresholds:       []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},
+		NotifyExpired:          true,
+		NotifyInterval:         5 * time.Minute,
+		NotifyWebhookFormat:    "generic",
+		LogLevel:               "info",
+		VaultTimeout:           10 * time.Second,
+		VaultMaxInFlight:       64,
 	}
 }
 
@@ -234,6 +241,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.IntVar(&c.LoginUserMaxFailures, "login-user-max-failures", envInt(getenv, "CERTPORTAL_LOGIN_USER_MAX_FAILURES", c.LoginUserMaxFailures), "failed logins against one username (existing or not) before it must wait; keep below Vault's lockout: run setup with the same value; 0 turns this off (CERTPORTAL_LOGIN_USER_MAX_FAILURES)")
 	fs.DurationVar(&c.LoginUserWindow, "login-user-window", envDuration(getenv, "CERTPORTAL_LOGIN_USER_WINDOW", c.LoginUserWindow), "a username's failures are forgotten this long after the last one (CERTPORTAL_LOGIN_USER_WINDOW)")
 	fs.DurationVar(&c.LoginFailureFloor, "login-failure-floor", envDuration(getenv, "CERTPORTAL_LOGIN_FAILURE_FLOOR", c.LoginFailureFloor), "least time every failed login takes, above Vault's slowest refusal (CERTPORTAL_LOGIN_FAILURE_FLOOR)")
+	fs.IntVar(&c.LoginDeviceMaxFailures, "login-device-max-failures", envInt(getenv, "CERTPORTAL_LOGIN_DEVICE_MAX_FAILURES", c.LoginDeviceMaxFailures), "failed logins a browser with a device cookie for the name (from an earlier login) may make per -login-user-window past the per-username limit; at most 4; 0 turns device cookies off (CERTPORTAL_LOGIN_DEVICE_MAX_FAILURES)")
+	fs.DurationVar(&c.LoginDeviceTTL, "login-device-ttl", envDuration(getenv, "CERTPORTAL_LOGIN_DEVICE_TTL", c.LoginDeviceTTL), "how long a device cookie is honoured after the login that set it (CERTPORTAL_LOGIN_DEVICE_TTL)")
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
 	fs.DurationVar(&c.MFAPending, "mfa-pending", envDuration(getenv, "CERTPORTAL_MFA_PENDING", c.MFAPending), "give up a login waiting for its MFA code after this; at most Vault's 300s (CERTPORTAL_MFA_PENDING)")
 	fs.DurationVar(&c.MFAStepUp, "mfa-step-up", envDuration(getenv, "CERTPORTAL_MFA_STEP_UP", c.MFAStepUp), "downloads, revocations and helpdesk actions ask for password and code again when the last one is older (CERTPORTAL_MFA_STEP_UP)")
@@ -504,6 +513,15 @@ func (c Config) Validate() error {
 	if c.LoginUserMaxFailures < 0 || c.LoginUserWindow < 2*time.Second {
 		return errors.New("login-user-max-failures and login-user-window: want a count of 0 or more (0: off) and at least 2s (Vault counts in seconds)")
 	}
+	// setup puts Vault's lockout threshold at the per-username limit + 5
+	// (setup.UserLockout); device cookies let a name's count go this much
+	// above the limit, so 4 keeps it below Vault's threshold.
+	if c.LoginDeviceMaxFailures < 0 || c.LoginDeviceMaxFailures > MaxLoginDeviceFailures {
+		return fmt.Errorf("login-device-max-failures: want 0 (off) to %d: more would let a name's failures reach Vault's lockout, which setup puts 5 above the per-username limit (CERTPORTAL_LOGIN_DEVICE_MAX_FAILURES)", MaxLoginDeviceFailures)
+	}
+	if c.LoginDeviceTTL < time.Hour || c.LoginDeviceTTL > 400*24*time.Hour {
+		return errors.New("login-device-ttl: want 1h to 400 days, the longest a browser keeps a cookie (CERTPORTAL_LOGIN_DEVICE_TTL)")
+	}
 	if c.LoginFailureFloor < 0 || c.LoginFailureFloor > time.Minute {
 		return errors.New("login-failure-floor: want a duration from 0 to 1m (CERTPORTAL_LOGIN_FAILURE_FLOOR)")
 	}
@@ -631,6 +649,9 @@ func validDomain(s string) bool {
 const (
 	DefaultLoginUserMaxFailures = 5
 	DefaultLoginUserWindow      = 5 * time.Minute
+	// DefaultLoginDeviceMaxFailures and its bound: see Validate.
+	DefaultLoginDeviceMaxFailures = 3
+	MaxLoginDeviceFailures        = 4
 )
 
 // NetworkLimit bounds failed logins from one network wider than an address.

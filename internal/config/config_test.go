@@ -46,7 +46,8 @@ func TestLoadLoginLimits(t *testing.T) {
 	}
 	c, err := load("", "")
 	if err != nil || FormatNetworkLimits(c.LoginNetworkLimits) != "ipv4/24=80,ipv6/56=80,ipv6/48=320" ||
-		c.LoginUserMaxFailures != 5 || c.LoginUserWindow.String() != "5m0s" || c.LoginFailureFloor.String() != "1s" {
+		c.LoginUserMaxFailures != 5 || c.LoginUserWindow.String() != "5m0s" || c.LoginFailureFloor.String() != "1s" ||
+		c.LoginDeviceMaxFailures != 3 || c.LoginDeviceTTL.String() != "4320h0m0s" {
 		t.Fatalf("defaults: %v %+v", err, c)
 	}
 	if c, err := load("CERTPORTAL_LOGIN_NETWORK_LIMITS", "ipv6/48=10, ipv4/16=5"); err != nil || len(c.LoginNetworkLimits) != 2 ||
@@ -57,6 +58,8 @@ func TestLoadLoginLimits(t *testing.T) {
 		{"CERTPORTAL_LOGIN_NETWORK_LIMITS", "ipv4/32=5"}, {"CERTPORTAL_LOGIN_NETWORK_LIMITS", "ipv6/48"},
 		{"CERTPORTAL_LOGIN_NETWORK_LIMITS", "ip/24=3"}, {"CERTPORTAL_LOGIN_USER_MAX_FAILURES", "x"},
 		{"CERTPORTAL_LOGIN_USER_WINDOW", "1s"}, {"CERTPORTAL_LOGIN_FAILURE_FLOOR", "2m"},
+		{"CERTPORTAL_LOGIN_DEVICE_MAX_FAILURES", "5"}, {"CERTPORTAL_LOGIN_DEVICE_MAX_FAILURES", "-1"},
+		{"CERTPORTAL_LOGIN_DEVICE_TTL", "1m"}, {"CERTPORTAL_LOGIN_DEVICE_TTL", "9600h1s"},
 	} {
 		if _, err := load(bad[0], bad[1]); err == nil {
 			t.Errorf("%s=%s accepted", bad[0], bad[1])

@@ -29,6 +29,7 @@ type Metrics struct {
 	notifications *prometheus.CounterVec
 	notifyLastRun prometheus.Gauge
 	offboard      offboardMetrics
+	throttle      throttleMetrics
 }
 
 // New registers every collector.
@@ -73,6 +74,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.requests, m.duration, m.issued, m.revoked, m.auditFailures, m.vaultIssue, m.notifications, m.notifyLastRun,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.offboard = newOffboardMetrics(m.reg)
+	m.throttle = newThrottleMetrics(m.reg)
 	return m
 }
 

@@ -109,31 +109,59 @@ func (c *userCache) has(ctx context.Context, s *Service, name string) bool {
 // below the userpass mount's lockout threshold (setup tunes Vault to match),
 // so a stranger's failures make the portal refuse that name for a short
 // while instead of Vault locking the account. It returns the name's key.
-func (s *Service) takeUserAttempt(ctx context.Context, username string) (string, error) {
+//
+// A browser presenting a valid device token for the name (device.go) is
+// not refused at the name's limit: its attempt counts first against the
+// device (at most LoginDeviceMaxFailures per window; past that the browser
+// is a stranger again until the device's window ends), then against the
+// name with the limit raised by LoginDeviceMaxFailures. Every attempt that
+// reaches Vault for a name is still in the one run of that name, which
+// therefore never holds more than LoginUserMaxFailures +
+// LoginDeviceMaxFailures: config keeps that below Vault's threshold (the
+// portal's limit + 5, setup.UserLockout), so neither the owner's typos nor
+// a stolen device token can get the account locked in Vault. The owner
+// can still log in while a stranger holds the name at its limit. The
+// device's key is returned too ("" when no device count was taken).
+func (s *Service) takeUserAttempt(ctx context.Context, username, device string) (userKey, deviceKey string, err error) {
 	if s.opts.LoginUserMaxFailures <= 0 || s.opts.LoginUserWindow <= 0 {
-		return "", nil
+		return "", "", nil
 	}
 	now := s.now()
 	s.sweepUserAttempts(ctx, now)
+	limit := s.opts.LoginUserMaxFailures
+	if nonce, ok := s.checkDevice(device, username, now); ok {
+		dk := s.deviceAttemptKey(nonce)
+		v, err := s.store.TakeLoginAttempt(ctx, dk, s.opts.LoginDeviceMaxFailures, s.opts.LoginUserWindow, now)
+		if err != nil {
+			return "", "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		}
+		if v.Allowed {
+			deviceKey, limit = dk, limit+s.opts.LoginDeviceMaxFailures
+		}
+		// Refused: this browser has used its own failures up; it is
+		// held to the name's limit like any other until its window ends.
+	}
 	key := s.nameHash("login-attempts", username)
-	v, err := s.store.TakeLoginAttempt(ctx, key, s.opts.LoginUserMaxFailures, s.opts.LoginUserWindow, now)
+	v, err := s.store.TakeLoginAttempt(ctx, key, limit, s.opts.LoginUserWindow, now)
 	if err != nil {
-		return "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		s.refundUserAttempt(ctx, deviceKey)
+		return "", "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 	}
 	if v.Allowed {
-		return key, nil
+		return key, deviceKey, nil
 	}
+	s.refundUserAttempt(ctx, deviceKey) // not tried after all
 	if v.FirstRefusal {
 		if err := s.record(ctx, s.newEvent(ctx, "", s.recordedName(ctx, username), audit.ActionLogin, audit.OutcomeDenied, "",
 			map[string]string{"reason": "too many failed logins for this username; further attempts are refused unrecorded until " + fmtTime(v.RetryAt)})); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	wait := v.RetryAt.Sub(now)
 	if wait < time.Second {
 		wait = time.Second
 	}
-	return "", &Error{Code: ETooMany, Message: "error.login_throttled_user", RetryAfter: wait}
+	return "", "", &Error{Code: ETooMany, Message: "error.login_throttled_user", RetryAfter: wait}
 }
 
 func (s *Service) refundUserAttempt(ctx context.Context, key string) {

@@ -26,16 +26,20 @@ type PendingLogin struct {
 	RequestID string
 	MethodIDs []string
 	Started   time.Time
+	// DeviceKey is the store key of the device count the password step
+	// took ("" without a valid device token): cleared with the name's
+	// once the code is accepted.
+	DeviceKey string
 }
 
 // pendingLogin records that Vault asks this user for a second factor.
-func (s *Service) pendingLogin(ctx context.Context, username string, l *vault.Login) (*PendingLogin, error) {
+func (s *Service) pendingLogin(ctx context.Context, username string, l *vault.Login, deviceKey string) (*PendingLogin, error) {
 	if err := s.record(ctx, s.newEvent(ctx, "", username, audit.ActionLoginMFARequired, audit.OutcomeSuccess, "",
 		map[string]string{"method": "totp"})); err != nil {
 		// No record, no login: Vault forgets the pending login in 300 s.
 		return nil, err
 	}
-	return &PendingLogin{Username: username, RequestID: l.MFARequestID, MethodIDs: l.MFAMethodIDs, Started: s.now()}, nil
+	return &PendingLogin{Username: username, RequestID: l.MFARequestID, MethodIDs: l.MFAMethodIDs, Started: s.now(), DeviceKey: deviceKey}, nil
 }
 
 // NormalizeCode returns the code as Vault must see it: spaces (a user
@@ -86,7 +90,9 @@ func (s *Service) CompleteLogin(ctx context.Context, p *PendingLogin, code strin
 		return nil, fail("pending login expired", nil, &Error{Code: EUnauthorized, Message: "error.mfa_expired"})
 	}
 	ip := RequestInfoFrom(ctx).ClientIP
-	if v := s.throttle.attempt(ip, s.now()); !v.allowed {
+	v := s.throttle.attempt(ip, s.now())
+	s.throttled(ctx, v)
+	if !v.allowed {
 		// The same limit as passwords: one address cannot try codes for
 		// the sessions it holds faster than it could try passwords.
 		return nil, &Error{Code: ETooMany, Message: "error.login_throttled", RetryAfter: v.retryAfter}
@@ -116,7 +122,11 @@ func (s *Service) CompleteLogin(ctx context.Context, p *PendingLogin, code strin
 	}
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.loginTimeout())
 	defer cancel()
-	id, err := s.finishLogin(bg, ctx, p.Username, l, ip, key, map[string]string{"mfa": "totp"})
+	deviceKey := ""
+	if strings.HasPrefix(p.DeviceKey, "device:") {
+		deviceKey = p.DeviceKey // only ever a device count, whatever the session held
+	}
+	id, err := s.finishLogin(bg, ctx, p.Username, l, ip, []string{key, deviceKey}, deviceDetail(deviceKey, map[string]string{"mfa": "totp"}))
 	if err != nil {
 		return nil, err
 	}

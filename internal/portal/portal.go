@@ -94,8 +94,18 @@ type Options struct {
 	// NameKey keys the hashes that stand for usernames the portal does not
 	// know, in the trail, the log and the throttle table. Nil: a random key.
 	NameKey []byte
-	KeyType string           // shown in the inventory, e.g. "ec-256"
-	Metrics *metrics.Metrics // nil records nothing
+	// LoginDeviceMaxFailures: a browser holding a device token for the
+	// name it logs in as (device.go) is exempt from the per-username limit,
+	// but may fail this many times per LoginUserWindow before it is
+	// treated as a stranger again; and the name's count may go this far
+	// above LoginUserMaxFailures, no further. 0: device tokens are off.
+	LoginDeviceMaxFailures int
+	// DeviceTTL is how long a device token is honoured; 0 means
+	// DefaultDeviceTTL. DeviceKey signs the tokens (nil: a random key).
+	DeviceTTL time.Duration
+	DeviceKey []byte
+	KeyType   string           // shown in the inventory, e.g. "ec-256"
+	Metrics   *metrics.Metrics // nil records nothing
 	// OnBehalfRole is the Vault role helpdesk staff issue other users'
 	// certificates from, with their own token. Empty switches issuing on
 	// behalf off: helpdesk then never sees anyone's private key.
@@ -136,7 +146,8 @@ type Service struct {
 	now     func() time.Time
 	// throttle refuses logins from an address with too many recent
 	// failures; nil when off.
-	throttle *loginThrottle
+	throttle     *loginThrottle
+	throttleFull throttleFullLog
 	// denied counts repeated refusals instead of recording each one;
 	// outbox retries revocations whose record failed (both run from Run).
 	denied *deniedLimiter
@@ -182,6 +193,13 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 		o.NameKey = make([]byte, 32)
 		_, _ = rand.Read(o.NameKey)
 	}
+	if len(o.DeviceKey) == 0 {
+		o.DeviceKey = make([]byte, 32)
+		_, _ = rand.Read(o.DeviceKey)
+	}
+	if o.DeviceTTL <= 0 {
+		o.DeviceTTL = DefaultDeviceTTL
+	}
 	s := &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now,
 		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow, o.LoginNetworkLimits),
 		denied:   &deniedLimiter{window: o.DeniedWindow, open: map[string]*deniedWindow{}},
@@ -208,6 +226,15 @@ var usernamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 // MFA applies, the password was right and the result is a pending login
 // that CompleteLogin finishes with a code (mfa.go); the identity is then nil.
 func (s *Service) Login(ctx context.Context, username, password string) (id *Identity, pending *PendingLogin, err error) {
+	return s.LoginDevice(ctx, username, password, "")
+}
+
+// LoginDevice is Login from a browser that presented device, the device
+// token an earlier login gave it ("" for none). A valid token for this
+// name exempts the attempt from the per-username limit (within the
+// device's own limit, see takeUserAttempt); anything else is ignored, and
+// the attempt is a stranger's. Either way a failure looks the same.
+func (s *Service) LoginDevice(ctx context.Context, username, password, device string) (id *Identity, pending *PendingLogin, err error) {
 	start := time.Now()
 	defer func() { s.padFailure(ctx, start, err) }()
 	username = NormalizeUsername(username)
@@ -218,7 +245,9 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 	// up, so the portal must count and record it too.
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.loginTimeout())
 	defer cancel()
-	if v := s.throttle.attempt(ip, s.now()); !v.allowed {
+	v := s.throttle.attempt(ip, s.now())
+	s.throttled(ctx, v)
+	if !v.allowed {
 		// Refused before Vault is asked: the password is not tried at all.
 		// The first refusal in a window is recorded; recording every one
 		// would let one address fill the trail (the rest show as 429s in
@@ -231,11 +260,12 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 		}
 		return nil, nil, &Error{Code: ETooMany, Message: "error.login_throttled", RetryAfter: v.retryAfter}
 	}
+	var userKey, deviceKey string
 	recordFailure := func(why string, cause error) error {
 		failed.Err = cause
 		name := s.recordedName(bg, username)
-		s.log.InfoContext(ctx, "login failed", "user", name, "reason", why, "client_ip", ip)
-		if err := s.record(bg, s.newEvent(ctx, "", name, audit.ActionLogin, audit.OutcomeFailure, "", map[string]string{"reason": why})); err != nil {
+		s.log.InfoContext(ctx, "login failed", "user", name, "reason", why, "client_ip", ip, "device", deviceKey != "")
+		if err := s.record(bg, s.newEvent(ctx, "", name, audit.ActionLogin, audit.OutcomeFailure, "", deviceDetail(deviceKey, map[string]string{"reason": why}))); err != nil {
 			return err
 		}
 		return failed
@@ -243,7 +273,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 	if !usernamePattern.MatchString(username) || password == "" || len(password) > 1024 {
 		return nil, nil, recordFailure("malformed", nil)
 	}
-	userKey, err := s.takeUserAttempt(bg, username)
+	userKey, deviceKey, err = s.takeUserAttempt(bg, username, device)
 	if err != nil {
 		s.throttle.refund(ip, s.now())
 		return nil, nil, err
@@ -256,23 +286,40 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 		// Not a wrong password: neither limit counts it.
 		s.throttle.refund(ip, s.now())
 		s.refundUserAttempt(bg, userKey)
+		s.refundUserAttempt(bg, deviceKey)
 		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
 	}
 	if l.MFARequestID != "" {
 		// The password was right; the limits are cleared once the code is
 		// (CompleteLogin), so a stolen password alone cannot reset them.
-		pending, err = s.pendingLogin(bg, username, l)
+		pending, err = s.pendingLogin(bg, username, l, deviceKey)
 		return nil, pending, err
 	}
-	id, err = s.finishLogin(bg, ctx, username, l, ip, userKey, nil)
+	id, err = s.finishLogin(bg, ctx, username, l, ip, []string{userKey, deviceKey}, deviceDetail(deviceKey, nil))
 	return id, nil, err
+}
+
+// deviceDetail marks a login event whose browser held a valid device token
+// (and so was exempt from the per-username limit): auditors see which
+// attempts past a name's limit came from the owner's browsers. Nothing of
+// the token is recorded.
+func deviceDetail(deviceKey string, details map[string]string) map[string]string {
+	if deviceKey == "" {
+		return details
+	}
+	if details == nil {
+		details = map[string]string{}
+	}
+	details["device"] = "known"
+	return details
 }
 
 // finishLogin turns Vault's login into an identity: roles from the token's
 // policies (none: refused as a wrong password is, token given back) and the
-// login recorded (no record: no session, token given back). extra is added
+// login recorded (no record: no session, token given back); attemptKeys
+// (the name's and the device's counts) are cleared. extra is added
 // to the record. bg carries the attempt's deadline, ctx the request's data.
-func (s *Service) finishLogin(bg, ctx context.Context, username string, l *vault.Login, ip, userKey string, extra map[string]string) (*Identity, error) {
+func (s *Service) finishLogin(bg, ctx context.Context, username string, l *vault.Login, ip string, attemptKeys []string, extra map[string]string) (*Identity, error) {
 	failed := &Error{Code: EUnauthorized, Message: "error.login_failed"}
 	roles := s.roles(l.Policies)
 	if len(roles) == 0 {
@@ -289,7 +336,9 @@ func (s *Service) finishLogin(bg, ctx context.Context, username string, l *vault
 		return nil, failed
 	}
 	s.throttle.refund(ip, s.now()) // the right password
-	s.clearUserAttempts(bg, userKey)
+	for _, k := range attemptKeys {
+		s.clearUserAttempts(bg, k) // the name's run and the device's
+	}
 	roleNames := make([]string, len(roles))
 	for i, r := range roles {
 		roleNames[i] = string(r)

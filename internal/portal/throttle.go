@@ -1,8 +1,10 @@
 package portal
 
 import (
+	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -108,6 +110,8 @@ type throttleVerdict struct {
 	allowed      bool
 	retryAfter   time.Duration // when refused
 	firstRefusal bool          // the first refusal in this window: record it
+	tableFull    bool          // refused only because the table is full
+	entries      int           // prefixes tracked after this decision
 }
 
 // attempt decides, in one step, whether ip may try a password now, and if
@@ -146,12 +150,12 @@ func (t *loginThrottle) attempt(ip string, now time.Time) throttleVerdict {
 	if refusedBy != nil {
 		first := !refusedBy.refused
 		refusedBy.refused = true
-		return throttleVerdict{retryAfter: refusedBy.start.Add(t.window).Sub(now), firstRefusal: first}
+		return throttleVerdict{retryAfter: refusedBy.start.Add(t.window).Sub(now), firstRefusal: first, entries: len(t.entries)}
 	}
 	if missing > 0 && len(t.entries)+missing > t.maxEntries && !t.makeRoom(now, missing) {
 		first := !t.fullRefused
 		t.fullRefused = true
-		return throttleVerdict{retryAfter: t.window / 10, firstRefusal: first}
+		return throttleVerdict{retryAfter: t.window / 10, firstRefusal: first, tableFull: true, entries: len(t.entries)}
 	}
 	for i, k := range keys {
 		w := windows[i]
@@ -161,7 +165,7 @@ func (t *loginThrottle) attempt(ip string, now time.Time) throttleVerdict {
 		}
 		w.attempts++
 	}
-	return throttleVerdict{allowed: true}
+	return throttleVerdict{allowed: true, entries: len(t.entries)}
 }
 
 // makeRoom sweeps expired windows, at most ten times a window, and reports
@@ -192,4 +196,37 @@ func (t *loginThrottle) refund(ip string, now time.Time) {
 			w.attempts--
 		}
 	}
+}
+
+// throttleFullLog holds when the full address table was last logged (unix
+// ms) and the refusals since: one error line per throttle window, however
+// many attempts the full table refuses.
+type throttleFullLog struct {
+	last    atomic.Int64
+	refused atomic.Int64
+}
+
+// throttled is what Login and CompleteLogin do with every verdict: the
+// table's size and any full-table refusal go to /metrics, and a full table
+// is logged as an error at most once per window (with the number refused
+// since the last line), so that a flood of fresh addresses cannot also
+// flood the log.
+func (s *Service) throttled(ctx context.Context, v throttleVerdict) {
+	if s.throttle == nil {
+		return
+	}
+	s.opts.Metrics.LoginThrottleEntries(v.entries)
+	if !v.tableFull {
+		return
+	}
+	s.opts.Metrics.LoginThrottleFull()
+	n := s.throttleFull.refused.Add(1)
+	now := s.now().UnixMilli()
+	last := s.throttleFull.last.Load()
+	if last != 0 && now-last < s.throttle.window.Milliseconds() || !s.throttleFull.last.CompareAndSwap(last, now) {
+		return
+	}
+	s.throttleFull.refused.Add(-n)
+	s.log.ErrorContext(ctx, "login throttle table full: logins from addresses it does not track yet are refused (429) until windows end; many distinct addresses are trying to log in",
+		"tracked", v.entries, "capacity", s.throttle.maxEntries, "refused_since_last_report", n, "window", s.throttle.window.String())
 }

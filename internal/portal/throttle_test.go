@@ -1,10 +1,17 @@
 package portal
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/certportal/certportal/internal/metrics"
 )
 
 func TestLoginThrottleWindows(t *testing.T) {
@@ -152,5 +159,66 @@ func TestLoginThrottleFullTable(t *testing.T) {
 	}
 	if !th.attempt("10.0.1.1", t0.Add(time.Minute)).allowed {
 		t.Fatal("still refused after every window ended")
+	}
+}
+
+// TestLoginThrottleFullTableReported (review finding L2): a full address
+// table is visible — a gauge of tracked prefixes, a counter of attempts it
+// refused — and logged as one error per window, not one per refusal.
+func TestLoginThrottleFullTableReported(t *testing.T) {
+	var logs bytes.Buffer
+	m := metrics.New()
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	s := NewService(nil, nil, nil, Options{LoginMaxFailures: 3, LoginFailureWindow: time.Minute, Metrics: m},
+		slog.New(slog.NewTextHandler(&logs, nil)))
+	s.now = func() time.Time { return now }
+	s.throttle.maxEntries = 10
+	try := func(ip string) throttleVerdict {
+		v := s.throttle.attempt(ip, s.now())
+		s.throttled(context.Background(), v)
+		return v
+	}
+	for i := 0; i < 10; i++ {
+		if !try(fmt.Sprintf("10.0.0.%d", i)).allowed {
+			t.Fatalf("address %d refused while there is room", i)
+		}
+	}
+	for i := 0; i < 200; i++ {
+		now = now.Add(100 * time.Millisecond) // 20 s: inside one window
+		if try(fmt.Sprintf("10.0.%d.%d", 1+i/250, i%250)).allowed {
+			t.Fatalf("new address %d let through with the table full", i)
+		}
+	}
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	out := scrape()
+	for _, want := range []string{"certportal_login_throttle_table_full_total 200", "certportal_login_throttle_entries 10"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if n := strings.Count(logs.String(), "login throttle table full"); n != 1 {
+		t.Fatalf("%d log lines for 200 refusals in one window, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "capacity=10") {
+		t.Errorf("log line: %s", logs.String())
+	}
+	// A window later, still full (the tracked ones tried again): one more
+	// line, counting the refusals since the first.
+	now = now.Add(time.Minute)
+	for i := 0; i < 10; i++ {
+		try(fmt.Sprintf("10.0.0.%d", i))
+	}
+	now = now.Add(time.Second)
+	try("10.0.9.1")
+	if n := strings.Count(logs.String(), "login throttle table full"); n != 2 {
+		t.Fatalf("%d log lines after a second window, want 2:\n%s", n, logs.String())
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if !strings.Contains(lines[0], "refused_since_last_report=1 ") || !strings.Contains(lines[1], "refused_since_last_report=200 ") {
+		t.Errorf("the lines do not count the refusals since the last one (1, then 199 + 1):\n%s", logs.String())
 	}
 }

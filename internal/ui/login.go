@@ -31,7 +31,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	username := r.PostFormValue("username")
-	id, pending, err := s.Service.Login(r.Context(), username, r.PostFormValue("password"))
+	id, pending, err := s.Service.LoginDevice(r.Context(), username, r.PostFormValue("password"), s.deviceToken(r))
 	if err != nil {
 		var pe *portal.Error
 		if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany) {
@@ -100,10 +100,45 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "save session: %w", err))
 		return
 	}
+	// The whole login (password, and code when MFA applies) succeeded:
+	// this browser is the user's from now on (device.go in portal).
+	s.setDeviceToken(w, id.Username)
 	// Reminders are sent in the language the user last used the portal in.
 	s.rememberLanguage(r, id.Username, i18n.FromRequest(r))
 	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP, "peer", r.RemoteAddr)
 	http.Redirect(w, r, dest, http.StatusSeeOther)
+}
+
+// deviceCookieName is the device token's cookie: host-only and Secure
+// (__Host-) wherever the session cookie is.
+func (s *Server) deviceCookieName() string {
+	if s.Secure {
+		return "__Host-certportal_device"
+	}
+	return "certportal_device"
+}
+
+// deviceToken is the device token the browser presented, "" for none.
+func (s *Server) deviceToken(r *http.Request) string {
+	c, err := r.Cookie(s.deviceCookieName())
+	if err != nil {
+		return ""
+	}
+	return c.Value
+}
+
+// setDeviceToken gives the browser a fresh device token for username. It
+// outlives sessions and logouts on purpose: it says "this browser logged in
+// as this user before", which is what lets the owner past a stranger's
+// lockout. It is HttpOnly (no script reads it) and SameSite=Lax like the
+// session cookie.
+func (s *Server) setDeviceToken(w http.ResponseWriter, username string) {
+	tok := s.Service.DeviceToken(username)
+	if tok == "" {
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: s.deviceCookieName(), Value: tok, Path: "/",
+		MaxAge: int(s.Service.DeviceTokenTTL() / time.Second), HttpOnly: true, Secure: s.Secure, SameSite: http.SameSiteLaxMode})
 }
 
 // valNext keeps the after-login destination in a pre-login (code step)

@@ -18,6 +18,7 @@ const (
 	valPendingReq     = "mfa_request"
 	valPendingMethods = "mfa_methods"
 	valPendingStarted = "mfa_started"
+	valPendingDevice  = "mfa_device" // the device count's store key, never the token
 )
 
 // beginMFA keeps the pending login in a fresh pre-login session and sends
@@ -45,6 +46,9 @@ func (s *Server) keepPending(w http.ResponseWriter, r *http.Request, p *portal.P
 	sess.Values[valPendingReq] = p.RequestID
 	sess.Values[valPendingMethods] = p.MethodIDs
 	sess.Values[valPendingStarted] = p.Started
+	if p.DeviceKey != "" {
+		sess.Values[valPendingDevice] = p.DeviceKey
+	}
 	// The pre-login session lives no longer than Vault's pending login.
 	if max := int(s.Service.Options().MFAPending / time.Second); max < sess.Options.MaxAge {
 		sess.Options.MaxAge = max
@@ -61,10 +65,11 @@ func pendingFromSession(sess *sessions.Session) *portal.PendingLogin {
 	req, _ := sess.Values[valPendingReq].(string)
 	methods, _ := sess.Values[valPendingMethods].([]string)
 	started, _ := sess.Values[valPendingStarted].(time.Time)
+	device, _ := sess.Values[valPendingDevice].(string)
 	if user == "" || req == "" || len(methods) == 0 {
 		return nil
 	}
-	return &portal.PendingLogin{Username: user, RequestID: req, MethodIDs: methods, Started: started}
+	return &portal.PendingLogin{Username: user, RequestID: req, MethodIDs: methods, Started: started, DeviceKey: device}
 }
 
 func (s *Server) loginMFAForm(w http.ResponseWriter, r *http.Request) {

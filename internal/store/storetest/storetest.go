@@ -35,6 +35,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("concurrent audit appends", func(t *testing.T) { testConcurrentAudit(t, open(t)) })
 	t.Run("login attempts", func(t *testing.T) { testLoginAttempts(t, open(t)) })
 	t.Run("concurrent login attempts", func(t *testing.T) { testConcurrentLoginAttempts(t, open(t)) })
+	t.Run("login attempts with two limits", func(t *testing.T) { testLoginAttemptsTwoLimits(t, open(t)) })
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, open(t)) })
 	t.Run("concurrent notification claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
 	t.Run("certificate labels", func(t *testing.T) { testCertificateLabels(t, open(t)) })
@@ -794,6 +795,43 @@ func testLoginAttempts(t *testing.T, s store.Store) {
 	}
 	if v := take("k1", t0.Add(53*time.Second+reset)); v.Allowed {
 		t.Fatalf("a live run was deleted: %+v", v)
+	}
+}
+
+// testLoginAttemptsTwoLimits: one key taken with different limits, as the
+// portal takes a name's run with the limit raised for a browser holding a
+// device cookie: a take with the higher limit counts where the lower one is
+// refused, extends the run as any counted attempt does, and the lower limit
+// then still refuses (and says so again: a new first refusal).
+func testLoginAttemptsTwoLimits(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	take := func(limit int, at time.Time) store.LoginAttemptVerdict {
+		t.Helper()
+		v, err := s.TakeLoginAttempt(ctx, "name", limit, time.Minute, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for i := 0; i < 2; i++ {
+		take(2, t0)
+	}
+	if v := take(2, t0.Add(time.Second)); v.Allowed || !v.FirstRefusal {
+		t.Fatalf("lower limit at the limit: %+v", v)
+	}
+	for i := 0; i < 2; i++ {
+		if v := take(4, t0.Add(10*time.Second)); !v.Allowed {
+			t.Fatalf("higher limit, attempt %d: %+v", 3+i, v)
+		}
+	}
+	if v := take(4, t0.Add(11*time.Second)); v.Allowed || !v.RetryAt.Equal(t0.Add(10*time.Second+time.Minute)) {
+		t.Fatalf("higher limit reached (the run extended to its last counted attempt): %+v", v)
+	}
+	if v := take(2, t0.Add(12*time.Second)); v.Allowed || !v.RetryAt.Equal(t0.Add(10*time.Second+time.Minute)) {
+		t.Fatalf("lower limit after the higher one counted: %+v", v)
+	}
+	if v := take(2, t0.Add(10*time.Second+time.Minute)); !v.Allowed {
+		t.Fatalf("refused after the run ended: %+v", v)
 	}
 }
 
