@@ -45,7 +45,16 @@ func runNotify(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer st.Close()
-	r, err := app.BuildNotifier(cfg, st, nil, log)
+	var ident app.EntityReader
+	if cfg.NotifyEmailMetadata != "" {
+		// Owners' addresses come from their Vault entities.
+		_, svc, err := app.ServiceIdentity(cfg, log)
+		if err != nil {
+			return err
+		}
+		ident = svc
+	}
+	r, err := app.BuildNotifier(cfg, st, ident, nil, log)
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	opts := PortalOptions(cfg)
 	opts.Metrics = m
 	svc := portal.NewService(vc, ident, s, opts, log)
-	notifier, err := BuildNotifier(cfg, s, m, log)
+	notifier, err := BuildNotifier(cfg, s, ident, m, log)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -176,7 +176,8 @@ func PortalOptions(cfg config.Config) portal.Options {
 		LoginNetworkLimits: networkLimits(cfg.LoginNetworkLimits), LoginUserMaxFailures: cfg.LoginUserMaxFailures,
 		LoginUserWindow: cfg.LoginUserWindow, LoginFailureFloor: cfg.LoginFailureFloor, NameKey: nameKey(cfg.SessionKey),
 		LoginDeviceMaxFailures: cfg.LoginDeviceMaxFailures, DeviceTTL: cfg.LoginDeviceTTL, DeviceKey: deviceKey(cfg.SessionKey),
-		Offboard: portal.OffboardOptions{MaxShare: cfg.OffboardMaxShare, MaxCount: cfg.OffboardMaxCount},
+		Offboard: portal.OffboardOptions{MaxShare: cfg.OffboardMaxShare, MaxCount: cfg.OffboardMaxCount,
+			NotifyChannels: OffboardNotifyChannels(cfg)},
 	}
 }
 

@@ -17,17 +17,27 @@ func BuildService(ctx context.Context, cfg config.Config, log *slog.Logger) (*po
 	if err != nil {
 		return nil, nil, err
 	}
-	vc, err := vault.New(vault.Config{Addr: cfg.VaultAddr, CACert: cfg.VaultCACert, Timeout: cfg.VaultTimeout})
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	ident, err := vc.NewService(vault.AppRole{Mount: cfg.AppRoleMount, RoleID: cfg.AppRoleRoleID,
-		SecretID: cfg.AppRoleSecretID, SecretIDFile: cfg.AppRoleSecretIDFile}, log)
+	vc, ident, err := ServiceIdentity(cfg, log)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
 	}
 	svc := portal.NewService(vc, ident, st, PortalOptions(cfg), log)
 	return svc, func() { st.Close() }, nil
+}
+
+// ServiceIdentity is the Vault client and the portal's own identity
+// (AppRole), for commands that act without a user: `offboard`, and
+// `notify` when owners' addresses come from Vault.
+func ServiceIdentity(cfg config.Config, log *slog.Logger) (*vault.Client, *vault.Service, error) {
+	vc, err := vault.New(vault.Config{Addr: cfg.VaultAddr, CACert: cfg.VaultCACert, Timeout: cfg.VaultTimeout})
+	if err != nil {
+		return nil, nil, err
+	}
+	ident, err := vc.NewService(vault.AppRole{Mount: cfg.AppRoleMount, RoleID: cfg.AppRoleRoleID,
+		SecretID: cfg.AppRoleSecretID, SecretIDFile: cfg.AppRoleSecretIDFile}, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return vc, ident, nil
 }

@@ -41,10 +41,12 @@ const (
 	ActionMFAReset     = "mfa.reset"
 	ActionMFAEnrol     = "mfa.enrol"
 	// The offboarding sweep: a sweep that revoked something, one that held
-	// back (why, with its numbers), and an operator's confirmation of one.
+	// back (why, with its numbers), an operator's confirmation of one, and
+	// the first unheld sweep after a hold (the hold ended by itself).
 	ActionOffboardSweep   = "offboard.sweep"
 	ActionOffboardHeld    = "offboard.held"
 	ActionOffboardConfirm = "offboard.confirm"
+	ActionOffboardResumed = "offboard.resumed"
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is

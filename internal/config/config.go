@@ -114,7 +114,13 @@ type Config struct {
 	NotifyWebhook       string          // CERTPORTAL_NOTIFY_WEBHOOK: URL (a secret: Slack's and Teams' are credentials)
 	NotifyWebhookFormat string          // CERTPORTAL_NOTIFY_WEBHOOK_FORMAT: generic, slack or teams
 	NotifyWebhookSecret []byte          // CERTPORTAL_NOTIFY_WEBHOOK_SECRET(_FILE): HMAC key for the signature header
-	PublicURL           string          // CERTPORTAL_PUBLIC_URL: base of the renew links in reminders
+	// NotifyQuiet: CERTPORTAL_NOTIFY_QUIET_HOURS (e.g. 22:00-07:00) in
+	// CERTPORTAL_NOTIFY_TIMEZONE for CERTPORTAL_NOTIFY_QUIET_CHANNELS; nil: off.
+	NotifyQuiet *QuietHours
+	// NotifyEmailMetadata: the Vault entity metadata key holding an owner's
+	// address (CERTPORTAL_NOTIFY_EMAIL_METADATA); "": <user>@<email domain>.
+	NotifyEmailMetadata string
+	PublicURL           string // CERTPORTAL_PUBLIC_URL: base of the renew links in reminders
 	// Offboarding: the sweep that revokes the certificates of users Vault
 	// no longer admits (see offboard.go).
 	OffboardInterval time.Duration // CERTPORTAL_OFFBOARD_INTERVAL; 0: no sweep inside serve
@@ -250,7 +256,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.ServiceURL, "service-url", env("CERTPORTAL_SERVICE_URL", ""), "the protected site's whoami page, linked as \"check it works\"; a URL without a path gets /secure/whoami (CERTPORTAL_SERVICE_URL)")
 	fs.StringVar(&c.AccountName, "account-name", env("CERTPORTAL_ACCOUNT_NAME", ""), "what the login page calls the account employees log in with, e.g. \"your ACME account\" (CERTPORTAL_ACCOUNT_NAME)")
-	var thresholds, webhookSecretFile string
+	var thresholds, webhookSecretFile, quietHours, quietTZ, quietChannels string
+	fs.StringVar(&quietHours, "notify-quiet-hours", env("CERTPORTAL_NOTIFY_QUIET_HOURS", ""), "daily window, e.g. 22:00-07:00, in which reminders to owners wait until it ends (CERTPORTAL_NOTIFY_QUIET_HOURS)")
+	fs.StringVar(&quietTZ, "notify-timezone", env("CERTPORTAL_NOTIFY_TIMEZONE", "UTC"), "IANA time zone of the quiet hours, e.g. Asia/Seoul (CERTPORTAL_NOTIFY_TIMEZONE)")
+	fs.StringVar(&quietChannels, "notify-quiet-channels", env("CERTPORTAL_NOTIFY_QUIET_CHANNELS", ""), "channels held in quiet hours, default email,webhook; add helpdesk to hold its copies too (CERTPORTAL_NOTIFY_QUIET_CHANNELS)")
+	fs.StringVar(&c.NotifyEmailMetadata, "notify-email-metadata", env("CERTPORTAL_NOTIFY_EMAIL_METADATA", ""), "Vault entity metadata key with an owner's address, e.g. email; unset or empty: <user>@<email domain> (CERTPORTAL_NOTIFY_EMAIL_METADATA)")
 	fs.StringVar(&thresholds, "notify-thresholds", env("CERTPORTAL_NOTIFY_THRESHOLDS", ""), "comma-separated time left before expiry at which owners are reminded, default 720h,168h,72h (CERTPORTAL_NOTIFY_THRESHOLDS)")
 	fs.DurationVar(&c.NotifyInterval, "notify-interval", envDuration(getenv, "CERTPORTAL_NOTIFY_INTERVAL", c.NotifyInterval), "how often serve looks for due reminders (CERTPORTAL_NOTIFY_INTERVAL)")
 	fs.StringVar(&c.SMTPURL, "smtp-url", env("CERTPORTAL_SMTP_URL", ""), "mail server for reminders: smtp://[user:pass@]host:587 (STARTTLS required) or smtps://host:465 (CERTPORTAL_SMTP_URL)")
@@ -298,6 +308,9 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		c.NotifyThresholds = list
 	}
 	if c.NotifyExpired, err = envBoolDefault(getenv, "CERTPORTAL_NOTIFY_EXPIRED", true); err != nil {
+		return Config{}, err
+	}
+	if c.NotifyQuiet, err = ParseQuietHours(quietHours, quietTZ, quietChannels); err != nil {
 		return Config{}, err
 	}
 	secret := getenv("CERTPORTAL_NOTIFY_WEBHOOK_SECRET")
@@ -561,6 +574,9 @@ func (c Config) validateNotify() error {
 	}
 	if c.HelpdeskEmail != "" && c.SMTPURL == "" {
 		return errors.New("helpdesk-email: needs CERTPORTAL_SMTP_URL to send to it")
+	}
+	if err := validEmailMetadata(c.NotifyEmailMetadata); err != nil {
+		return err
 	}
 	if c.SMTPURL != "" && c.MailFrom == "" {
 		return errors.New("mail-from: required with CERTPORTAL_SMTP_URL")

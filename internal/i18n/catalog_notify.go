@@ -32,6 +32,20 @@ var notifyMessages = map[Lang]map[string]string{
 		"notify.channel.helpdesk":  "helpdesk copy",
 		"notify.threshold":         "%s before expiry",
 		"notify.threshold_expired": "after expiry",
+
+		// A held offboarding sweep, to the helpdesk address. %[1]s when,
+		// %[2]s why, %[3]s users in Vault, %[4]s users with active
+		// certificates, %[5]s users it would offboard, %[6]s their names
+		// (a sample), %[7]s share limit, %[8]s count limit, %[9]d event id.
+		"notify.offboard_held.subject": "Offboarding held: nothing revoked until an operator confirms",
+		"notify.offboard_held.body": "The offboarding sweep at %[1]s revoked nothing and holds until an operator looks.\n\n" +
+			"Why: %[2]s\nUsers in Vault: %[3]s\nUsers with active certificates: %[4]s\nUsers it would offboard: %[5]s\n" +
+			"Those users: %[6]s\nLimits: %[7]s of the users, %[8]s users at once\n\n" +
+			"Check the list: certportal offboard --once --dry-run\n" +
+			"If it is right: certportal offboard --once --confirm --by <your name>\n" +
+			"If Vault's user list is wrong, fix Vault; the next sweep then resumes by itself.\n\n" +
+			"Audit event #%[9]d. You are told once per hold, not every sweep.\n",
+		"action.offboard.resumed": "Offboarding resumed",
 	},
 	Korean: {
 		"action.notification.send": "알림 발송",
@@ -59,6 +73,16 @@ var notifyMessages = map[Lang]map[string]string{
 		"notify.channel.helpdesk":  "헬프데스크 사본",
 		"notify.threshold":         "만료 %s 전",
 		"notify.threshold_expired": "만료 후",
+
+		"notify.offboard_held.subject": "오프보딩 보류: 운영자가 확인할 때까지 아무것도 폐기하지 않습니다",
+		"notify.offboard_held.body": "%[1]s의 오프보딩 점검은 아무것도 폐기하지 않았으며, 운영자가 확인할 때까지 보류합니다.\n\n" +
+			"사유: %[2]s\nVault 사용자 수: %[3]s\n유효한 인증서를 가진 사용자 수: %[4]s\n오프보딩 대상 사용자 수: %[5]s\n" +
+			"대상 사용자: %[6]s\n한도: 사용자의 %[7]s, 한 번에 %[8]s명\n\n" +
+			"목록 확인: certportal offboard --once --dry-run\n" +
+			"목록이 맞으면: certportal offboard --once --confirm --by <이름>\n" +
+			"Vault의 사용자 목록이 잘못되었다면 Vault를 고치세요. 다음 점검이 스스로 재개합니다.\n\n" +
+			"감사 이벤트 #%[9]d. 보류마다 한 번만 알립니다(점검마다가 아님).\n",
+		"action.offboard.resumed": "오프보딩 재개",
 	},
 }
 

@@ -22,6 +22,13 @@
 //  3. a failed send goes back to pending with exponential backoff, until
 //     MaxAttempts or a permanent error (SMTP 5xx, HTTP 4xx) makes it failed.
 //
+// Quiet hours (optional) hold the messages of some channels inside a daily
+// window: their due rows are moved to the window's end, not dropped.
+//
+// Besides certificates' reminders the outbox carries notices about audit
+// events (a held offboarding sweep, to the helpdesk): rows whose serial is
+// store.NoticeSerial of the event, written with it by store.RecordNotice.
+//
 // A runner that dies mid-send leaves its row sending. When the lease runs
 // out the row becomes unknown and is never sent again: at most once. Its
 // message may or may not have been accepted (the process died between
@@ -50,7 +57,7 @@ import (
 
 // Channels.
 const (
-	ChannelEmail    = "email"    // to the owner, <user>@<email domain>
+	ChannelEmail    = "email"    // to the owner: a Vault entity metadata field when set, else <user>@<email domain>
 	ChannelWebhook  = "webhook"  // to the configured webhook (generic JSON, Slack or Teams)
 	ChannelHelpdesk = "helpdesk" // a copy of each reminder, and the escalation, to the helpdesk address
 )
@@ -85,15 +92,24 @@ type Sender interface {
 // Permanent marks an error no retry can cure (a refused recipient, a 4xx).
 var Permanent = errors.New("permanent failure")
 
+// AddressBook finds an owner's own address (e.g. in their Vault entity's
+// metadata). "" and no error: none recorded, so <user>@<email domain>. An
+// error (Vault unreachable) retries the message later rather than guess.
+type AddressBook interface {
+	Address(ctx context.Context, username string) (string, error)
+}
+
 // Options configure a Runner.
 type Options struct {
 	Thresholds    []time.Duration // time left before expiry, e.g. 720h, 168h, 72h
 	Expired       bool            // also tell the owner once a certificate has expired
-	EmailDomain   string          // owners are <user>@<EmailDomain>
+	EmailDomain   string          // owners are <user>@<EmailDomain> unless Addresses knows better
+	Addresses     AddressBook     // nil: every owner is <user>@<EmailDomain>
 	HelpdeskEmail string          // copies and escalations; empty: none
 	PublicURL     string          // the portal's base URL for renew links
 	Email         Sender          // nil: no email (owner nor helpdesk)
 	Webhook       Sender          // nil: no webhook
+	Quiet         *QuietHours     // nil: send whenever due
 
 	Now         func() time.Time // the clock; tests move it
 	Lease       time.Duration    // how long a claim lasts; longer than any send takes
@@ -168,11 +184,12 @@ func New(st store.Store, o Options) (*Runner, error) {
 // Result counts what one pass did.
 type Result struct {
 	Enqueued, Skipped, Sent, Retried, Failed, Cancelled, Unknown int
+	Held                                                         int // moved to the end of quiet hours
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("enqueued %d, skipped %d, sent %d, retrying %d, failed %d, cancelled %d, lost to a crash %d",
-		r.Enqueued, r.Skipped, r.Sent, r.Retried, r.Failed, r.Cancelled, r.Unknown)
+	return fmt.Sprintf("enqueued %d, skipped %d, sent %d, retrying %d, failed %d, cancelled %d, lost to a crash %d, held for quiet hours %d",
+		r.Enqueued, r.Skipped, r.Sent, r.Retried, r.Failed, r.Cancelled, r.Unknown, r.Held)
 }
 
 // Run runs a pass every interval until ctx ends.
@@ -219,6 +236,13 @@ func (r *Runner) RunOnce(ctx context.Context) (Result, error) {
 	}
 	if err := r.enqueue(ctx, now, &res); err != nil {
 		return res, err
+	}
+	if q := r.opts.Quiet; q.In(now) {
+		n, err := r.st.DeferNotifications(ctx, q.Channels, q.Until(now))
+		if err != nil {
+			return res, err
+		}
+		res.Held += n
 	}
 	lease := newLease()
 	for ctx.Err() == nil {
@@ -312,6 +336,16 @@ func (r *Runner) expireLeases(ctx context.Context, now time.Time, res *Result) e
 // deliver sends one claimed row and records what happened.
 func (r *Runner) deliver(ctx context.Context, n *store.Notification, res *Result) error {
 	now := r.opts.Now()
+	if q := r.opts.Quiet; q.Holds(n.Channel) && q.In(now) {
+		// Recorded (by another replica's pass, say) after this pass moved
+		// the held rows: back untried, to the window's end.
+		n.State, n.NextAttempt, n.Attempts = store.NotifyPending, q.Until(now), n.Attempts-1
+		res.Held++
+		return r.finish(ctx, n, nil)
+	}
+	if id, ok := store.NoticeEvent(n.Serial); ok {
+		return r.deliverNotice(ctx, n, id, res)
+	}
 	c, err := r.st.GetCertificate(ctx, n.Serial)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return r.retry(ctx, n, err, res)
@@ -343,9 +377,17 @@ func (r *Runner) deliver(ctx context.Context, n *store.Notification, res *Result
 	if err != nil {
 		return r.retry(ctx, n, err, res)
 	}
+	return r.send(ctx, n, m, res)
+}
+
+// send hands m to its channel and records the outcome.
+func (r *Runner) send(ctx context.Context, n *store.Notification, m *Message, res *Result) error {
 	sender := r.opts.Email
 	if n.Channel == ChannelWebhook {
 		sender = r.opts.Webhook
+	}
+	if n.Channel == ChannelHelpdesk && r.opts.HelpdeskEmail == "" {
+		sender = nil
 	}
 	if sender == nil {
 		// The channel was turned off after the row was recorded.
@@ -354,7 +396,7 @@ func (r *Runner) deliver(ctx context.Context, n *store.Notification, res *Result
 		return r.finish(ctx, n, nil)
 	}
 	sctx, cancel := context.WithTimeout(ctx, r.opts.SendTimeout)
-	err = sender.Send(sctx, m)
+	err := sender.Send(sctx, m)
 	cancel()
 	if err != nil {
 		return r.retry(ctx, n, err, res)
@@ -422,15 +464,24 @@ func (r *Runner) event(n *store.Notification, outcome, errText string) *audit.Ev
 	if errText != "" {
 		d["error"] = audit.Cut(errText, audit.MaxField)
 	}
+	serial := n.Serial
+	if id, ok := store.NoticeEvent(n.Serial); ok {
+		// A notice names the event it tells of; the serial column is for
+		// certificates.
+		d["event"], serial = fmt.Sprint(id), ""
+	}
 	b, _ := json.Marshal(d)
 	clean := func(v string) string { return audit.Clean(v, audit.MaxField) }
 	return &audit.Event{Time: r.opts.Now().UTC(), Actor: "certportal", Subject: clean(n.Username), Action: audit.ActionNotify,
-		Outcome: outcome, Serial: clean(n.Serial), Details: audit.Clean(string(b), -1)}
+		Outcome: outcome, Serial: clean(serial), Details: audit.Clean(string(b), -1)}
 }
 
 func thresholdName(t time.Duration) string {
-	if t == store.ThresholdExpired {
+	switch t {
+	case store.ThresholdExpired:
 		return "expired"
+	case store.ThresholdOffboardHeld:
+		return "offboard-held"
 	}
 	return t.String()
 }
@@ -480,7 +531,11 @@ func (r *Runner) render(ctx context.Context, n *store.Notification, c *store.Cer
 			m.Text = i18n.T(lang, "notify.helpdesk.body", args...)
 		}
 	default:
-		m.To = n.Username + "@" + r.opts.EmailDomain
+		to, err := r.ownerAddress(ctx, n.Username)
+		if err != nil {
+			return nil, err
+		}
+		m.To = to
 		if m.Kind == "expired" {
 			m.Subject = i18n.T(lang, "notify.subject.expired")
 			m.Text = i18n.T(lang, "notify.body.expired", args...)
@@ -490,6 +545,29 @@ func (r *Runner) render(ctx context.Context, n *store.Notification, c *store.Cer
 		}
 	}
 	return m, nil
+}
+
+// ownerAddress is the owner's own address when the address book has a
+// usable one, else <user>@<email domain>.
+func (r *Runner) ownerAddress(ctx context.Context, username string) (string, error) {
+	fallback := username + "@" + r.opts.EmailDomain
+	if r.opts.Addresses == nil {
+		return fallback, nil
+	}
+	a, err := r.opts.Addresses.Address(ctx, username)
+	if err != nil {
+		return "", fmt.Errorf("owner's address: %w", err)
+	}
+	if a == "" {
+		return fallback, nil
+	}
+	if _, err := mailAddress(a); err != nil || !printableASCII(a) {
+		// Not a plain address (a typo, a display name, a header break):
+		// never put it in a header; the default still reaches them.
+		r.opts.Log.Warn("owner's address from Vault is not a plain address; using the default", "user", username)
+		return fallback, nil
+	}
+	return a, nil
 }
 
 // Duration says how long d is in days (or hours, or minutes, when less
@@ -507,4 +585,42 @@ func Duration(lang i18n.Lang, d time.Duration) string {
 	default:
 		return i18n.T(lang, "notify.minutes", max(1, int(d/time.Minute)))
 	}
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// deliverNotice sends the notice about audit event id: a held offboarding
+// sweep, told to the helpdesk address with what the sweep saw and what the
+// operator can do. The event is read back from the trail, so the message
+// says exactly what was recorded.
+func (r *Runner) deliverNotice(ctx context.Context, n *store.Notification, id int64, res *Result) error {
+	evs, err := r.st.QueryAudit(ctx, store.AuditFilter{Action: audit.ActionOffboardHeld, Outcome: audit.OutcomeDenied, BeforeID: id + 1, Limit: 1})
+	if err != nil {
+		return r.retry(ctx, n, err, res)
+	}
+	if n.Threshold != store.ThresholdOffboardHeld || len(evs) != 1 || evs[0].ID != id {
+		n.State, n.LastError = store.NotifyCancelled, "the event it tells of is not an offboarding hold"
+		res.Cancelled++
+		r.opts.Metrics.Notification(n.Channel, "cancelled")
+		return r.finish(ctx, n, nil)
+	}
+	e := evs[0]
+	d := map[string]string{}
+	_ = json.Unmarshal([]byte(e.Details), &d)
+	lang := i18n.English
+	clean := func(v string) string { return audit.CleanDisplay(v) }
+	m := &Message{ID: fmt.Sprintf("%d.offboard-held.%d", n.ID, id), To: r.opts.HelpdeskEmail, Lang: lang, Kind: "offboard-held",
+		Threshold: n.Threshold}
+	m.Subject = i18n.T(lang, "notify.offboard_held.subject")
+	m.Text = i18n.T(lang, "notify.offboard_held.body", e.Time.UTC().Format("2006-01-02 15:04 MST"), clean(d["why"]),
+		clean(d["listed_users"]), clean(d["active_users"]), clean(d["would_revoke_users"]), clean(d["users"]),
+		clean(d["max_share"]), clean(d["max_count"]), id)
+	return r.send(ctx, n, m, res)
 }

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
@@ -59,6 +59,9 @@ type OffboardOptions struct {
 	// revocation, so the share does not stop the one leaver of a small team.
 	MaxShare float64 // 0 means 10%
 	MaxCount int     // 0 means 50
+	// NotifyChannels get a notice of each hold (once per hold) through the
+	// reminder outbox: the helpdesk address when one is configured.
+	NotifyChannels []string
 }
 
 // OffboardUser is one user the sweep would revoke, and why.
@@ -80,13 +83,6 @@ type OffboardResult struct {
 	Held        bool
 	HeldWhy     string
 	Skipped     bool // another replica was sweeping
-}
-
-// offboardState remembers the last hold, so that a sweep holding for the
-// same reason every interval records it once, not every 15 minutes.
-type offboardState struct {
-	mu       sync.Mutex
-	lastHeld string
 }
 
 // ErrOffboardBusy: another replica (or run) holds the sweep's lock.
@@ -242,8 +238,11 @@ func (s *Service) offboardSerials(ctx context.Context, now time.Time, res *Offbo
 	return nil
 }
 
-// offboardHold records a held sweep — once per distinct reason and list —
-// raises the metric and logs an error, and revokes nothing.
+// offboardHold records a held sweep — once per distinct reason and list,
+// with a notice to the helpdesk in the same transaction — raises the
+// metric and logs an error, and revokes nothing. "Once" is judged from the
+// trail, not from memory, so replicas, restarts and cron runs of
+// `offboard --once` do not repeat it every sweep.
 func (s *Service) offboardHold(ctx context.Context, mode OffboardMode, res *OffboardResult) error {
 	if mode == OffboardDryRun {
 		return nil
@@ -260,15 +259,54 @@ func (s *Service) offboardHold(ctx context.Context, mode OffboardMode, res *Offb
 		"would_revoke_users": itoa(len(res.Users)), "users": sample(names, 20),
 		"max_share": fmt.Sprintf("%g%%", s.shareLimit()*100), "max_count": itoa(s.countLimit()),
 	}
-	key := fmt.Sprint(res.HeldWhy, names)
-	s.offboard.mu.Lock()
-	same := s.offboard.lastHeld == key
-	s.offboard.lastHeld = key
-	s.offboard.mu.Unlock()
-	if same {
+	last, err := s.currentHold(ctx)
+	if err != nil {
+		return err
+	}
+	if last != nil {
+		d := decodeDetails(last.Details)
+		if d["why"] == details["why"] && d["users"] == details["users"] {
+			return nil // the same hold, already recorded and told
+		}
+	}
+	e := s.newEvent(ctx, OffboardActor, "", audit.ActionOffboardHeld, audit.OutcomeDenied, "", details)
+	if ch := s.opts.Offboard.NotifyChannels; len(ch) > 0 {
+		if err := s.store.RecordNotice(context.WithoutCancel(ctx), e, store.ThresholdOffboardHeld, ch, s.now()); err != nil {
+			s.opts.Metrics.AuditFailure()
+			return &Error{Code: EUnavailable, Message: "error.audit_unavailable", Err: err}
+		}
 		return nil
 	}
-	return s.record(ctx, s.newEvent(ctx, OffboardActor, "", audit.ActionOffboardHeld, audit.OutcomeDenied, "", details))
+	return s.record(ctx, e)
+}
+
+// currentHold is the last offboard.held event when no confirmation or
+// resumption came after it: the hold still in force; nil when there is none.
+func (s *Service) currentHold(ctx context.Context) (*audit.Event, error) {
+	last := func(action, outcome string) (*audit.Event, error) {
+		evs, err := s.store.QueryAudit(ctx, store.AuditFilter{Action: action, Outcome: outcome, Limit: 1})
+		if err != nil {
+			return nil, fmt.Errorf("offboard: read the trail: %w", err)
+		}
+		if len(evs) == 0 {
+			return nil, nil
+		}
+		return evs[0], nil
+	}
+	held, err := last(audit.ActionOffboardHeld, audit.OutcomeDenied)
+	if err != nil || held == nil {
+		return nil, err
+	}
+	for _, a := range []string{audit.ActionOffboardConfirm, audit.ActionOffboardResumed} {
+		e, err := last(a, audit.OutcomeSuccess)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil && e.ID > held.ID {
+			return nil, nil
+		}
+	}
+	return held, nil
 }
 
 func (s *Service) shareLimit() float64 {
@@ -295,9 +333,22 @@ func (s *Service) offboardDone(ctx context.Context, mode OffboardMode, res *Offb
 	if mode == OffboardDryRun {
 		return nil
 	}
-	s.offboard.mu.Lock()
-	s.offboard.lastHeld = ""
-	s.offboard.mu.Unlock()
+	if mode == OffboardGuarded {
+		// A hold that ended by itself (Vault's list came back, the leavers
+		// were fewer): say so, so the next hold is a new one and told again.
+		held, err := s.currentHold(ctx)
+		if err != nil {
+			return err
+		}
+		if held != nil {
+			if err := s.record(ctx, s.newEvent(ctx, OffboardActor, "", audit.ActionOffboardResumed, audit.OutcomeSuccess, "", map[string]string{
+				"held_event": strconv.FormatInt(held.ID, 10), "listed_users": itoa(res.Listed), "active_users": itoa(res.ActiveUsers),
+				"offboard_users": itoa(len(res.Users)),
+			})); err != nil {
+				return err
+			}
+		}
+	}
 	if mode == OffboardConfirm {
 		// Who confirmed, and what they confirmed, before anything is revoked.
 		if err := s.record(ctx, s.newEvent(ctx, confirmedBy, "", audit.ActionOffboardConfirm, audit.OutcomeSuccess, "", map[string]string{

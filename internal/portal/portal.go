@@ -134,6 +134,9 @@ type Store interface {
 	store.LoginAttempts
 	store.Enrolments
 	store.Locker
+	// RecordNotice: a held offboarding sweep's event and its notice to the
+	// helpdesk, together (store.Notifications).
+	RecordNotice(ctx context.Context, e *audit.Event, kind time.Duration, channels []string, now time.Time) error
 }
 
 // Service is the portal's use cases.
@@ -165,7 +168,6 @@ type Service struct {
 	// offboardVault is sv when it can read users for the offboarding
 	// sweep (the real service identity can); nil otherwise.
 	offboardVault OffboardVault
-	offboard      offboardState
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's

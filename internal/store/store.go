@@ -8,6 +8,8 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
@@ -291,6 +293,27 @@ const (
 // has expired (the others are the time left before expiry).
 const ThresholdExpired time.Duration = 0
 
+// ThresholdOffboardHeld marks a notice about a held offboarding sweep (to
+// the helpdesk), not a certificate: its serial is NoticeSerial of the
+// offboard.held audit event it tells of.
+const ThresholdOffboardHeld time.Duration = -time.Second
+
+// NoticeSerial is the serial column of a notice about audit event id: no
+// certificate serial has this form, so the unique key makes the notice once
+// per event.
+func NoticeSerial(id int64) string { return "event:" + strconv.FormatInt(id, 10) }
+
+// NoticeEvent is the audit event id a notice's serial names; false for a
+// certificate's reminder.
+func NoticeEvent(serial string) (int64, bool) {
+	rest, ok := strings.CutPrefix(serial, "event:")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(rest, 10, 64)
+	return id, err == nil && id > 0
+}
+
 // Notification is one reminder for one certificate, threshold and channel.
 type Notification struct {
 	ID          int64
@@ -336,12 +359,20 @@ type Notifications interface {
 	// claim the same row.
 	ClaimNotification(ctx context.Context, now, leaseUntil time.Time, lease string) (*Notification, error)
 	// FinishNotification records the outcome of a claimed row (state, next
-	// attempt, error) with its audit event, in one transaction, provided
+	// attempt, attempts, error) with its audit event, in one transaction, provided
 	// the row is still sending under lease; ErrConflict otherwise. A nil
 	// event records the outcome alone (a retry, a cancellation).
 	FinishNotification(ctx context.Context, n *Notification, e *audit.Event) error
 	// ExpiredLeases lists rows still sending whose lease ended before now.
 	ExpiredLeases(ctx context.Context, now time.Time, limit int) ([]*Notification, error)
+	// DeferNotifications moves the pending rows of channels whose next
+	// attempt is before until to until (quiet hours), without counting an
+	// attempt, and returns how many it moved.
+	DeferNotifications(ctx context.Context, channels []string, until time.Time) (int, error)
+	// RecordNotice appends e and, in the same transaction, one pending
+	// notification per channel about it: serial NoticeSerial(e.ID),
+	// username "", threshold kind, due at now. Both are written or neither.
+	RecordNotice(ctx context.Context, e *audit.Event, kind time.Duration, channels []string, now time.Time) error
 	// ListNotifications lists a user's notifications, newest first.
 	ListNotifications(ctx context.Context, username string, limit int) ([]*Notification, error)
 

@@ -29,7 +29,7 @@ var (
 	auditActions = []string{audit.ActionLogin, audit.ActionLogout, audit.ActionIssue, audit.ActionIssueOnBehalf, audit.ActionDownload, audit.ActionRevoke,
 		audit.ActionReissue, audit.ActionAccessDenied, audit.ActionPortalStart, audit.ActionConfigSetup, audit.ActionAuditExport, audit.ActionReconcile,
 		audit.ActionSessionEnded, audit.ActionSessionRoles,
-		audit.ActionOffboardSweep, audit.ActionOffboardHeld, audit.ActionOffboardConfirm}
+		audit.ActionNotify, audit.ActionOffboardSweep, audit.ActionOffboardHeld, audit.ActionOffboardConfirm, audit.ActionOffboardResumed}
 	auditOutcomes = []string{audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied, audit.OutcomeIntent}
 )
 

@@ -63,6 +63,10 @@ type Entity struct {
 	// its policies — the way an operator suspends a person without
 	// deleting their login.
 	Disabled bool
+	// Metadata are the entity's key/value pairs, set by Vault operators
+	// (users cannot write their own entity): e.g. an "email" address for
+	// reminders (CERTPORTAL_NOTIFY_EMAIL_METADATA).
+	Metadata map[string]string
 }
 
 // LookupEntityByAlias finds the entity behind alias name on the auth mount
@@ -80,6 +84,14 @@ func (s *Service) LookupEntityByAlias(ctx context.Context, accessor, name string
 		e.ID, _ = sec.Data["id"].(string)
 		e.Name, _ = sec.Data["name"].(string)
 		e.Disabled, _ = sec.Data["disabled"].(bool)
+		if md, ok := sec.Data["metadata"].(map[string]any); ok {
+			e.Metadata = make(map[string]string, len(md))
+			for k, v := range md {
+				if str, ok := v.(string); ok {
+					e.Metadata[k] = str
+				}
+			}
+		}
 		return nil
 	})
 	if err != nil {

@@ -104,9 +104,11 @@ func (s *Store) ClaimNotification(ctx context.Context, now, leaseUntil time.Time
 
 func (s *Store) FinishNotification(ctx context.Context, n *store.Notification, e *audit.Event) error {
 	return s.write(ctx, func(x q) error {
-		res, err := x.exec(ctx, `UPDATE notifications SET state = ?, next_attempt = ?, last_error = ?, sent_at = ?, lease = ''
+		// attempts is written back: a row put back untried (quiet hours)
+		// gives its claim's attempt back.
+		res, err := x.exec(ctx, `UPDATE notifications SET state = ?, next_attempt = ?, attempts = ?, last_error = ?, sent_at = ?, lease = ''
 			WHERE id = ? AND state = 'sending' AND lease = ?`,
-			n.State, s.d.Time(n.NextAttempt), n.LastError, s.nullTime(n.SentAt), n.ID, n.Lease)
+			n.State, s.d.Time(n.NextAttempt), n.Attempts, n.LastError, s.nullTime(n.SentAt), n.ID, n.Lease)
 		if err != nil {
 			return fmt.Errorf("finish notification: %w", err)
 		}
@@ -119,6 +121,46 @@ func (s *Store) FinishNotification(ctx context.Context, n *store.Notification, e
 			return nil
 		}
 		return s.appendAudit(ctx, x, e)
+	})
+}
+
+// DeferNotifications is one UPDATE over the due index: quiet hours move the
+// held channels' rows to the window's end instead of claiming each one.
+func (s *Store) DeferNotifications(ctx context.Context, channels []string, until time.Time) (int, error) {
+	if len(channels) == 0 {
+		return 0, nil
+	}
+	var n int64
+	err := s.write(ctx, func(x q) error {
+		res, err := x.exec(ctx, `UPDATE notifications SET next_attempt = ?
+			WHERE state = 'pending' AND next_attempt < ? AND channel IN (SELECT ch.value FROM `+s.d.TextList("ch")+`)`,
+			s.d.Time(until), s.d.Time(until), s.d.TextListArg(channels))
+		if err != nil {
+			return fmt.Errorf("defer notifications: %w", err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return int(n), err
+}
+
+// RecordNotice appends e and the notice rows about it in one transaction;
+// the rows' serial is only known once e has its id, so they follow the
+// audit lock. They wait for nothing under it: the serial is new, no other
+// transaction can hold or insert it.
+func (s *Store) RecordNotice(ctx context.Context, e *audit.Event, kind time.Duration, channels []string, now time.Time) error {
+	return s.write(ctx, func(x q) error {
+		if err := s.appendAudit(ctx, x, e); err != nil {
+			return err
+		}
+		for _, ch := range channels {
+			if _, err := x.exec(ctx, `INSERT INTO notifications(serial, username, threshold_s, channel, state, attempts, next_attempt, created_at)
+				VALUES(?, '', ?, ?, 'pending', 0, ?, ?) ON CONFLICT(serial, threshold_s, channel) DO NOTHING`,
+				store.NoticeSerial(e.ID), int64(kind/time.Second), ch, s.d.Time(now), s.d.Time(now)); err != nil {
+				return fmt.Errorf("record notice: %w", err)
+			}
+		}
+		return nil
 	})
 }
 

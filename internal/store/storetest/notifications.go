@@ -203,3 +203,69 @@ func testConcurrentClaims(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// testNotificationHoldsAndNotices: quiet hours move due rows of the held
+// channels to the window's end without counting an attempt; a claimed row
+// put back keeps the attempts the runner says; a notice about an audit
+// event is written with its event, once per event and channel.
+func testNotificationHoldsAndNotices(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := t0.Add(100 * 24 * time.Hour)
+	if err := s.InsertCertificate(ctx, cert("1a", "alice", now.Add(-85*24*time.Hour), 90*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.EnqueueReminders(ctx, band(168*time.Hour, now, 0, "email", "helpdesk"), now); err != nil || n != 2 {
+		t.Fatalf("enqueue: %d, %v", n, err)
+	}
+	until := now.Add(8 * time.Hour)
+	if n, err := s.DeferNotifications(ctx, []string{"email"}, until); err != nil || n != 1 {
+		t.Fatalf("defer: %d, %v; want 1 (the email row)", n, err)
+	}
+	if n, err := s.DeferNotifications(ctx, []string{"email"}, until); err != nil || n != 0 {
+		t.Fatalf("second defer to the same end: %d, %v; want 0", n, err)
+	}
+	got, err := s.ClaimNotification(ctx, now, now.Add(time.Minute), "r")
+	if err != nil || got.Channel != "helpdesk" {
+		t.Fatalf("claim in the window: %+v, %v; want the helpdesk row", got, err)
+	}
+	if _, err := s.ClaimNotification(ctx, until.Add(-time.Millisecond), until, "r"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("claim before the window ends: %v, want ErrNotFound", err)
+	}
+	held, err := s.ClaimNotification(ctx, until, until.Add(time.Minute), "r2")
+	if err != nil || held.Channel != "email" || held.Attempts != 1 {
+		t.Fatalf("claim at the window's end: %+v, %v; want the email row, first attempt", held, err)
+	}
+	// Put back untried: the attempt is given back.
+	held.State, held.NextAttempt, held.Attempts = store.NotifyPending, until.Add(time.Hour), 0
+	if err := s.FinishNotification(ctx, held, nil); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.ClaimNotification(ctx, until.Add(time.Hour), until.Add(2*time.Hour), "r3")
+	if err != nil || again.ID != held.ID || again.Attempts != 1 {
+		t.Fatalf("claim after the put-back: %+v, %v; want attempts 1", again, err)
+	}
+
+	// A notice: event and rows together.
+	before := verifyAll(t, s)
+	e := event("certportal", audit.ActionOffboardHeld, audit.OutcomeDenied, now)
+	if err := s.RecordNotice(ctx, e, store.ThresholdOffboardHeld, []string{"helpdesk"}, now); err != nil {
+		t.Fatal(err)
+	}
+	if after := verifyAll(t, s); after != before+1 || e.ID == 0 {
+		t.Fatalf("notice appended %d events (id %d), want 1", after-before, e.ID)
+	}
+	n, err := s.ClaimNotification(ctx, now, now.Add(time.Minute), "r4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := store.NoticeEvent(n.Serial)
+	if !ok || id != e.ID || n.Threshold != store.ThresholdOffboardHeld || n.Channel != "helpdesk" || n.Username != "" {
+		t.Fatalf("notice row %+v (event %d)", n, e.ID)
+	}
+	if _, ok := store.NoticeEvent("1a:2b"); ok {
+		t.Fatal("a certificate serial read as a notice")
+	}
+	if list, err := s.ListNotifications(ctx, "", 10); err != nil || len(list) != 1 || !list[0].NotAfter.IsZero() {
+		t.Fatalf("notices listed: %v, %v", list, err)
+	}
+}

@@ -38,6 +38,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("login attempts with two limits", func(t *testing.T) { testLoginAttemptsTwoLimits(t, open(t)) })
 	t.Run("notifications", func(t *testing.T) { testNotifications(t, open(t)) })
 	t.Run("concurrent notification claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
+	t.Run("notification holds and notices", func(t *testing.T) { testNotificationHoldsAndNotices(t, open(t)) })
 	t.Run("certificate labels", func(t *testing.T) { testCertificateLabels(t, open(t)) })
 	t.Run("mfa enrolments", func(t *testing.T) { testEnrolments(t, open(t)) })
 	t.Run("offboarding scan and lock", func(t *testing.T) { testOffboardScan(t, open(t)) })
