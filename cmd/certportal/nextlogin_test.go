@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certportal/certportal/internal/testenv"
 )
@@ -24,6 +25,11 @@ func TestRenewLinkFromMail(t *testing.T) {
 
 	// From webmail: a page with a link to the same address, no work done.
 	events := func() int64 { return storeInt(t, p.DB, `SELECT count(*) FROM audit_events`) }
+	// The download's event may share a later commit (AppendAuditDeferred):
+	// count from after it, or it lands inside the window measured below.
+	waitUntil(t, "the download's audit event", 30*time.Second, func() bool {
+		return storeInt(t, p.DB, `SELECT count(*) FROM audit_events WHERE action = 'certificate.download' AND serial = '`+serial+`'`) == 1
+	})
 	before := events()
 	req, _ := http.NewRequest(http.MethodGet, p.URL+renew, nil)
 	req.Header.Set("Sec-Fetch-Site", "cross-site")
