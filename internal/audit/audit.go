@@ -40,6 +40,10 @@ const (
 	ActionMFAEnrolLink = "mfa.enrolment_link"
 	ActionMFAReset     = "mfa.reset"
 	ActionMFAEnrol     = "mfa.enrol"
+	// Step-up: a logged-in user proved themselves to Vault again (password,
+	// and the code when Vault asks for one) before a download, a revocation
+	// or a helpdesk action; details say for what (for) and how (mfa).
+	ActionStepUp = "session.step_up"
 	// The offboarding sweep: a sweep that revoked something, one that held
 	// back (why, with its numbers), an operator's confirmation of one, and
 	// the first unheld sweep after a hold (the hold ended by itself).

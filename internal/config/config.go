@@ -102,6 +102,10 @@ type Config struct {
 	// MFAStepUp: downloads, revocations and helpdesk actions ask for the
 	// password and code again when the last proof is older.
 	MFAStepUp time.Duration // CERTPORTAL_MFA_STEP_UP
+	// MFATOFU lets an enforced user without a TOTP secret enrol at their
+	// first login (trust on first use). Off by default: whoever knows a
+	// not-yet-enrolled user's password could enrol their own phone.
+	MFATOFU bool // CERTPORTAL_MFA_TOFU
 
 	// Expiry reminders (internal/notify); off unless a channel is set.
 	NotifyThresholds    []time.Duration // CERTPORTAL_NOTIFY_THRESHOLDS, default 720h,168h,72h
@@ -252,6 +256,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
 	fs.DurationVar(&c.MFAPending, "mfa-pending", envDuration(getenv, "CERTPORTAL_MFA_PENDING", c.MFAPending), "give up a login waiting for its MFA code after this; at most Vault's 300s (CERTPORTAL_MFA_PENDING)")
 	fs.DurationVar(&c.MFAStepUp, "mfa-step-up", envDuration(getenv, "CERTPORTAL_MFA_STEP_UP", c.MFAStepUp), "downloads, revocations and helpdesk actions ask for password and code again when the last one is older (CERTPORTAL_MFA_STEP_UP)")
+	tofu, err := envBool(getenv, "CERTPORTAL_MFA_TOFU")
+	if err != nil {
+		return Config{}, err
+	}
+	fs.BoolVar(&c.MFATOFU, "mfa-tofu", tofu, "let an MFA-enforced user with no TOTP secret enrol at their first login; weaker than helpdesk enrolment, see docs/mfa.md (CERTPORTAL_MFA_TOFU)")
 	fs.DurationVar(&c.DeniedWindow, "denied-window", envDuration(getenv, "CERTPORTAL_DENIED_WINDOW", c.DeniedWindow), "a user's refused requests within this window after the first are recorded as one event with their count (CERTPORTAL_DENIED_WINDOW)")
 	fs.DurationVar(&c.ExpiringSoon, "expiring-soon", envDuration(getenv, "CERTPORTAL_EXPIRING_SOON", c.ExpiringSoon), "show certificates expiring within this as expiring soon (CERTPORTAL_EXPIRING_SOON)")
 	fs.StringVar(&c.ServiceURL, "service-url", env("CERTPORTAL_SERVICE_URL", ""), "the protected site's whoami page, linked as \"check it works\"; a URL without a path gets /secure/whoami (CERTPORTAL_SERVICE_URL)")

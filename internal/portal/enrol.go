@@ -122,7 +122,8 @@ func (s *Service) BeginEnrolment(ctx context.Context, token, username, password 
 	if err != nil {
 		return nil, nil, err
 	}
-	id, pending, err := s.Login(ctx, username, password)
+	// Without trust on first use: the link is the way this user enrols.
+	id, pending, err := s.login(ctx, username, password, "", false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -165,4 +166,47 @@ func (s *Service) BeginEnrolment(ctx context.Context, token, username, password 
 		return nil, nil, err
 	}
 	return pending, key, nil
+}
+
+// enrolOnFirstUse is trust on first use (CERTPORTAL_MFA_TOFU): the password
+// of an enforced user was right and Vault asks for a code; if the user has
+// no secret yet, the portal's identity generates one now and the user sees
+// it once, on the page that asks for the first code. A user who has one
+// gets nil (the usual code page). When the portal's identity cannot tell
+// (Vault unreachable, enrolment not allowed to it), nil too: the login
+// goes on as without the switch, and a user without a secret is told to
+// ask the helpdesk — never let in without a second factor.
+//
+// Weaker than the helpdesk's link: whoever has a not-yet-enrolled user's
+// password enrols their own phone (docs/mfa.md).
+func (s *Service) enrolOnFirstUse(bg, ctx context.Context, username string) (*vault.TOTPKey, error) {
+	enf, err := s.enforcement(bg)
+	if err != nil {
+		s.log.WarnContext(ctx, "trust on first use: cannot read the mfa enforcement", "user", username, "err", err)
+		return nil, nil
+	}
+	// The login that just asked for a code made the entity if it was missing.
+	entity, err := s.mfaVault.LookupEntity(bg, enf.Accessor, username)
+	if err != nil {
+		s.log.WarnContext(ctx, "trust on first use: cannot find the user's entity", "user", username, "err", err)
+		return nil, nil
+	}
+	key, err := s.mfaVault.GenerateTOTP(bg, enf.MethodID, entity)
+	switch {
+	case errors.Is(err, vault.ErrMFAAlreadyEnrolled):
+		return nil, nil
+	case err != nil:
+		s.log.WarnContext(ctx, "trust on first use: cannot generate a secret", "user", username, "err", err)
+		return nil, nil
+	}
+	if err := s.record(bg, s.newEvent(ctx, username, username, audit.ActionMFAEnrol, audit.OutcomeSuccess, "",
+		map[string]string{"via": "first login (trust on first use)"})); err != nil {
+		// No record, no secret: the user is not shown one nobody can trace.
+		if derr := s.mfaVault.DestroyTOTP(bg, enf.MethodID, entity); derr != nil {
+			s.log.ErrorContext(ctx, "trust on first use: destroy an unrecorded secret", "user", username, "err", derr)
+		}
+		return nil, err
+	}
+	s.log.InfoContext(ctx, "mfa secret generated at first login (trust on first use)", "user", username)
+	return key, nil
 }

@@ -30,6 +30,10 @@ type PendingLogin struct {
 	// took ("" without a valid device token): cleared with the name's
 	// once the code is accepted.
 	DeviceKey string
+	// NewKey is the TOTP secret trust on first use just generated for a
+	// user who had none (CERTPORTAL_MFA_TOFU): shown once, on the page
+	// that asks for the first code, and never kept in the session.
+	NewKey *vault.TOTPKey
 }
 
 // pendingLogin records that Vault asks this user for a second factor.

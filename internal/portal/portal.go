@@ -122,6 +122,15 @@ type Options struct {
 	// MFAEnforcement names the login enforcement enrolment reads its TOTP
 	// method and userpass accessor from; "" means DefaultMFAEnforcement.
 	MFAEnforcement string
+	// MFAStepUp is how old the session's last proof (login or step-up)
+	// may be for a download, a revocation or a helpdesk action; older:
+	// the user proves themselves to Vault again (stepup.go). 0 means
+	// DefaultMFAStepUp.
+	MFAStepUp time.Duration
+	// MFATOFU lets an enforced user without a TOTP secret enrol at their
+	// first login (trust on first use, enrol.go). Off: the helpdesk's
+	// one-time link is the only way in.
+	MFATOFU bool
 	// Offboard are the offboarding sweep's limits (offboard.go).
 	Offboard OffboardOptions
 }
@@ -188,6 +197,9 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	if o.MFAPending <= 0 || o.MFAPending > DefaultMFAPending {
 		o.MFAPending = DefaultMFAPending
 	}
+	if o.MFAStepUp <= 0 {
+		o.MFAStepUp = DefaultMFAStepUp
+	}
 	if o.DeniedWindow <= 0 {
 		o.DeniedWindow = time.Minute
 	}
@@ -237,6 +249,12 @@ func (s *Service) Login(ctx context.Context, username, password string) (id *Ide
 // device's own limit, see takeUserAttempt); anything else is ignored, and
 // the attempt is a stranger's. Either way a failure looks the same.
 func (s *Service) LoginDevice(ctx context.Context, username, password, device string) (id *Identity, pending *PendingLogin, err error) {
+	return s.login(ctx, username, password, device, s.opts.MFATOFU)
+}
+
+// login is LoginDevice; with tofu, a pending login of a user who has no
+// TOTP secret yet gets one (PendingLogin.NewKey, trust on first use).
+func (s *Service) login(ctx context.Context, username, password, device string, tofu bool) (id *Identity, pending *PendingLogin, err error) {
 	start := time.Now()
 	defer func() { s.padFailure(ctx, start, err) }()
 	username = NormalizeUsername(username)
@@ -295,7 +313,13 @@ func (s *Service) LoginDevice(ctx context.Context, username, password, device st
 		// The password was right; the limits are cleared once the code is
 		// (CompleteLogin), so a stolen password alone cannot reset them.
 		pending, err = s.pendingLogin(bg, username, l, deviceKey)
-		return nil, pending, err
+		if err == nil && tofu {
+			pending.NewKey, err = s.enrolOnFirstUse(bg, ctx, username)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, pending, nil
 	}
 	id, err = s.finishLogin(bg, ctx, username, l, ip, []string{userKey, deviceKey}, deviceDetail(deviceKey, nil))
 	return id, nil, err

@@ -28,7 +28,8 @@ type auditForm struct {
 var (
 	auditActions = []string{audit.ActionLogin, audit.ActionLogout, audit.ActionIssue, audit.ActionIssueOnBehalf, audit.ActionDownload, audit.ActionRevoke,
 		audit.ActionReissue, audit.ActionAccessDenied, audit.ActionPortalStart, audit.ActionConfigSetup, audit.ActionAuditExport, audit.ActionReconcile,
-		audit.ActionSessionEnded, audit.ActionSessionRoles,
+		audit.ActionSessionEnded, audit.ActionSessionRoles, audit.ActionStepUp,
+		audit.ActionLoginMFARequired, audit.ActionLoginMFAFailure, audit.ActionMFAEnrolLink, audit.ActionMFAReset, audit.ActionMFAEnrol,
 		audit.ActionNotify, audit.ActionOffboardSweep, audit.ActionOffboardHeld, audit.ActionOffboardConfirm, audit.ActionOffboardResumed}
 	auditOutcomes = []string{audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied, audit.OutcomeIntent}
 )

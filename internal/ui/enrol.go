@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/certportal/certportal/internal/portal"
+	"github.com/certportal/certportal/internal/vault"
 )
 
 // helpdeskEnrol makes a one-time enrolment link for a user (with reset:
@@ -75,8 +76,15 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 	if !s.keepPending(w, r, pending) {
 		return
 	}
+	s.renderScan(w, r, pending.Username, key, "enrol.scan_intro")
+}
+
+// renderScan shows a secret Vault just generated, once: its QR code and
+// key, with the code form that finishes the pending login.
+func (s *Server) renderScan(w http.ResponseWriter, r *http.Request, username string, key *vault.TOTPKey, intro string) {
 	p := s.newPage(r, "enrol.scan_title")
-	p.Username = pending.Username
+	p.Username = username
+	p.ScanIntro = intro
 	// A data: URL of Vault's own PNG, base64 of bytes only: safe to mark.
 	p.QRImage = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(key.PNG))
 	if u, perr := url.Parse(key.URL); perr == nil {

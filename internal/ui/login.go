@@ -52,6 +52,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if pending != nil && pending.NewKey != nil {
+		// Trust on first use: the secret Vault just generated, once,
+		// with the code form that finishes this login.
+		if !s.keepPending(w, r, pending) {
+			return
+		}
+		s.Logger.InfoContext(r.Context(), "login enrols a second factor (trust on first use)", "user", pending.Username,
+			"client_ip", portal.RequestInfoFrom(r.Context()).ClientIP)
+		s.renderScan(w, r, pending.Username, pending.NewKey, "enrol.tofu_intro")
+		return
+	}
 	if pending != nil {
 		s.beginMFA(w, r, pending)
 		return

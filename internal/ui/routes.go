@@ -53,9 +53,11 @@ func (s *Server) routes() *chi.Mux {
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireLogin)
 			r.Get("/", s.dashboard)
-			r.Post("/certificates", s.certificateCreate)
+			// Downloads, revocations and helpdesk actions need a recent proof
+			// of the user to Vault (stepUp: password, and code with MFA).
+			r.With(s.stepUp(stepUpIssue)).Post("/certificates", s.certificateCreate)
 			r.With(s.sameSiteGET).Get("/certificates/{serial}/revoke", s.certificateRevokeForm)
-			r.Post("/certificates/{serial}/revoke", s.certificateRevoke)
+			r.With(s.stepUp(stepUpPlain)).Post("/certificates/{serial}/revoke", s.certificateRevoke)
 			r.With(s.continueSameSite).Get("/certificates/{serial}/renew", s.certificateRenewForm)
 			r.Get("/logout", s.logoutForm)
 			r.Post("/logout", s.logout)
@@ -65,15 +67,15 @@ func (s *Server) routes() *chi.Mux {
 				r.Get("/helpdesk", s.helpdeskSearch)
 				r.Get("/helpdesk/users/{username}", s.helpdeskUser)
 				r.With(s.sameSiteGET).Get("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevokeForm(false))
-				r.Post("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevoke(false))
+				r.With(s.stepUp(stepUpPlain)).Post("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevoke(false))
 				r.With(s.sameSiteGET).Get("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevokeForm(true))
-				r.Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
-				r.Post("/helpdesk/users/{username}/certificates", s.helpdeskIssue)
-				r.Post("/helpdesk/users/{username}/mfa", s.helpdeskEnrol)
+				r.With(s.stepUp(stepUpPlain)).Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
+				r.With(s.stepUp(stepUpIssue)).Post("/helpdesk/users/{username}/certificates", s.helpdeskIssue)
+				r.With(s.stepUp(stepUpPlain)).Post("/helpdesk/users/{username}/mfa", s.helpdeskEnrol)
 				// Certificates Vault holds that the portal never issued
 				// (reconciliation's vault_only).
 				r.With(s.sameSiteGET).Get("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevokeForm)
-				r.Post("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevoke)
+				r.With(s.stepUp(stepUpPlain)).Post("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevoke)
 			})
 
 			r.Group(func(r chi.Router) {

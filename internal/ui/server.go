@@ -72,7 +72,7 @@ type Server struct {
 	lastProxyWarning atomic.Int64
 }
 
-var pageNames = []string{"login", "login_mfa", "login_enrol_needed", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "helpdesk_vault_revoke", "enrol_link", "enrol", "enrol_scan", "continue", "error"}
+var pageNames = []string{"login", "login_mfa", "login_enrol_needed", "logout", "dashboard", "renew", "revoke", "helpdesk", "helpdesk_revoke", "audit", "audit_inventory", "audit_inventory_certs", "audit_reconcile", "helpdesk_vault_revoke", "enrol_link", "enrol", "enrol_scan", "stepup", "continue", "error"}
 
 // New parses every template (a broken or missing template fails here, at
 // start-up, not on a user's request) and returns the routed handler.
@@ -102,6 +102,9 @@ func New(d Deps) (http.Handler, error) {
 		"short":   shortSerial,
 		"pair":    func(a *page, b portal.CertificateView) pagePair { return pagePair{a, b} },
 		"serial":  serialHTML,
+		// stepup gives the step-up partial its page and a prefix for the
+		// ids of its fields (two gated forms may share a page).
+		"stepup": func(p *page, prefix string) stepUpFields { return stepUpFields{p, prefix} },
 	}
 	for _, name := range pageNames {
 		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/partials.html", "templates/reminders.html", "templates/"+name+".html")
@@ -130,7 +133,20 @@ type page struct {
 	EnrolToken   string
 	QRImage      template.URL
 	TOTPSecret   string
-	MFAEnrol     bool // the helpdesk user page offers enrolment
+	ScanIntro    string // catalog key: the scan page after a link, or at a first login (trust on first use)
+	MFAEnrol     bool   // the helpdesk user page offers enrolment
+	// Step-up: StepUpDue puts password (and, with StepUpCode, code)
+	// fields into every gated form; the step-up page repeats a gated form
+	// (StepUpAction) with its non-secret fields kept (StepUpKeep) and its
+	// secret ones to type again (StepUpRetype); StepUpIssue lets the page
+	// script save a download and then show StepUpAfter.
+	StepUpDue    bool
+	StepUpCode   bool
+	StepUpAction string
+	StepUpKeep   []keptField
+	StepUpRetype []retypeField
+	StepUpIssue  bool
+	StepUpAfter  string
 
 	Lang  i18n.Lang
 	Langs []i18n.Lang
@@ -215,6 +231,12 @@ type page struct {
 	Recent      *portal.CertificateView // issued in the last few minutes: "it worked", install it now
 }
 
+// stepUpFields is the "stepup" partial's data.
+type stepUpFields struct {
+	P      *page
+	Prefix string
+}
+
 // pagePair lets a row template reach both the page and its row.
 type pagePair struct {
 	A *page
@@ -248,7 +270,10 @@ var notices = map[string]string{
 func (s *Server) newPage(r *http.Request, title string) *page {
 	id := identityFrom(r.Context())
 	return &page{Lang: i18n.FromRequest(r), Langs: i18n.Supported, Title: title, User: id, Self: s.selfPage(r),
-		IsHelpdesk: id != nil && id.Has(portal.RoleHelpdesk), IsAuditor: id != nil && id.Has(portal.RoleAuditor)}
+		IsHelpdesk: id != nil && id.Has(portal.RoleHelpdesk), IsAuditor: id != nil && id.Has(portal.RoleAuditor),
+		// A form shown now asks for the step-up at once when it is due
+		// (it may fall due before the form is sent: then the step-up page).
+		StepUpDue: id != nil && s.Service.StepUpDue(id), StepUpCode: id != nil && id.MFA}
 }
 
 // selfPage is the GET page behind r: r itself for a GET (query kept, so a

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+// TestBrowserStepUp: in chromium, a download form that was filled after
+// the step-up age passed comes back as the step-up page (the page script
+// shows it in place); typing the file password again and the login
+// password downloads the file, with the choice made before kept.
+func TestBrowserStepUp(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MFA_STEP_UP": testStepUp})
+	db := openSQLite(t, p.DB)
+	ctx := newChrome(t)
+	dlDir := t.TempDir()
+	done := make(chan string, 1)
+	listen := func(ev any) {
+		if e, ok := ev.(*browser.EventDownloadProgress); ok && e.State == browser.DownloadProgressStateCompleted {
+			select {
+			case done <- e.GUID:
+			default:
+			}
+		}
+	}
+	chromedp.ListenTarget(ctx, listen)
+	chromedp.ListenBrowser(ctx, listen)
+	if err := chromedp.Run(ctx,
+		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(dlDir).WithEventsEnabled(true),
+		chromedp.Navigate(p.URL+"/"),
+		chromedp.WaitVisible(`#username`, chromedp.ByID),
+		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),
+		chromedp.SendKeys(`#password`, v.Password(t, "alice"), chromedp.ByID),
+		chromedp.Click(`#login-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#issue-form`, chromedp.ByID),
+	); err != nil {
+		t.Fatalf("browser login: %v", err)
+	}
+	// The form on screen was shown fresh (no step-up fields); wait, by
+	// asking the portal from the page, until the session's proof is old.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var due bool
+		if err := chromedp.Run(ctx, chromedp.Evaluate(`fetch('/').then(r => r.text()).then(t => t.includes('name="stepup_password"'))`, &due,
+			func(p *cdpruntime.EvaluateParams) *cdpruntime.EvaluateParams { return p.WithAwaitPromise(true) })); err != nil {
+			t.Fatal(err)
+		}
+		if due {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("step-up never fell due")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var intro string
+	if err := chromedp.Run(ctx,
+		chromedp.SendKeys(`#label`, "Stepped laptop", chromedp.ByID),
+		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
+		chromedp.Click(`input[name="encryption"][value="compat"]`, chromedp.ByQuery),
+		chromedp.Click(`#issue-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#stepup_password`, chromedp.ByID),
+		chromedp.Text(`#stepup-intro`, &intro, chromedp.ByID),
+		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#stepup_password`, v.Password(t, "alice"), chromedp.ByID),
+		chromedp.Click(`#stepup-submit`, chromedp.ByID),
+	); err != nil {
+		t.Fatalf("browser step-up: %v\nportal log:\n%s", err, p.Logs.String())
+	}
+	if intro == "" {
+		t.Error("the step-up page has no explanation")
+	}
+	var guid string
+	select {
+	case guid = <-done:
+	case <-ctx.Done():
+		t.Fatalf("download did not complete: %v", ctx.Err())
+	}
+	data, err := os.ReadFile(filepath.Join(dlDir, guid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cert, _, err := pkcs12.DecodeChain(data, p12Password); err != nil || cert.Subject.CommonName != "alice@example.com" {
+		t.Fatalf("downloaded file after step-up: %v", err)
+	}
+	// After the download the script shows the dashboard: "it worked".
+	if err := chromedp.Run(ctx, chromedp.WaitVisible(`#issued`, chromedp.ByID)); err != nil {
+		t.Fatalf("dashboard after the step-up download: %v", err)
+	}
+	var label, enc string
+	if err := db.QueryRow(`SELECT label, encryption FROM certificates WHERE username = 'alice'`).Scan(&label, &enc); err != nil {
+		t.Fatal(err)
+	}
+	if label != "Stepped laptop" || enc != "compat" {
+		t.Errorf("certificate label %q encryption %q, want the choices made before the step-up", label, enc)
+	}
+	if ev := sessionEvents(t, db, "session.step_up", "alice"); len(ev) != 1 || ev[0].Outcome != "success" {
+		t.Errorf("session.step_up events: %+v", ev)
+	}
+}
