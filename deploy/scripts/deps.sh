@@ -5,6 +5,8 @@
 # tests run: openssl, NSS's pk12util (libnss3-tools), Java's keytool
 # (default-jre-headless), systemd-analyze (systemd) and Debian's Python with python3-cryptography.
 # fonts-noto-cjk: Korean text in the browser tests' screenshots.
+# prometheus: promtool checks and unit-tests deploy/prometheus's alert rules,
+# and a real Prometheus server scrapes a running portal (internal/deploytest).
 set -euo pipefail
 
 need=()
@@ -13,6 +15,7 @@ have nginx    || need+=(nginx)
 have chromium || need+=(chromium)
 have openssl  || need+=(openssl)
 have curl     || need+=(curl)
+have promtool || need+=(prometheus)
 # systemd-analyze checks deploy/systemd's units.
 have systemd-analyze || need+=(systemd)
 have pk12util || need+=(libnss3-tools)
@@ -23,7 +26,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null || need+=(fonts-noto-cjk) # no -q: with pipefail, an early exit would read as "missing"
 
 if [ ${#need[@]} -eq 0 ]; then
-	echo "deps: nginx, chromium, openssl, postgresql, pk12util, keytool, systemd-analyze, python3-cryptography, fonts-noto-cjk present"
+	echo "deps: nginx, chromium, openssl, postgresql, pk12util, keytool, systemd-analyze, python3-cryptography, fonts-noto-cjk, prometheus present"
 	exit 0
 fi
 echo "deps: installing ${need[*]}"

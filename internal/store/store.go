@@ -147,6 +147,22 @@ type Reservation struct {
 	Replaces string
 }
 
+// ExpiryStats are the numbers behind the certificate metrics at one moment,
+// counted in the database (store.Certificates.ExpiryStats).
+type ExpiryStats struct {
+	// Active (unrevoked, valid at the moment), Expired (unrevoked, past
+	// not_after) and Revoked: every inventory row is in exactly one.
+	Active, Expired, Revoked int
+	// Expiring[i] counts the active certificates that expire within
+	// Within[i] of the moment and are not renewed: their owner holds no
+	// newer unrevoked certificate still valid (the reminders' definition).
+	// Cumulative: a certificate within 1d is also within 7d.
+	Expiring []int
+	// NextExpiry is the earliest not_after of an active certificate
+	// (renewed or not); zero when there is none.
+	NextExpiry time.Time
+}
+
 // Certificates is the inventory.
 type Certificates interface {
 	// InsertCertificate adds a row; ErrConflict when the serial exists.
@@ -190,6 +206,11 @@ type Certificates interface {
 	ActiveUsers(ctx context.Context, at time.Time, afterUser string, limit int) ([]string, error)
 	// CountActiveUsers counts the users ActiveUsers would list.
 	CountActiveUsers(ctx context.Context, at time.Time) (int, error)
+
+	// ExpiryStats counts the inventory for the metrics at at, with one
+	// Expiring count per window in within (ascending, positive). It is
+	// answered from indexes in the database: no row reaches the process.
+	ExpiryStats(ctx context.Context, at time.Time, within []time.Duration) (ExpiryStats, error)
 }
 
 // Locker runs background work (the offboarding sweep) on one replica at a

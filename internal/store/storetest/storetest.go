@@ -42,6 +42,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("certificate labels", func(t *testing.T) { testCertificateLabels(t, open(t)) })
 	t.Run("mfa enrolments", func(t *testing.T) { testEnrolments(t, open(t)) })
 	t.Run("offboarding scan and lock", func(t *testing.T) { testOffboardScan(t, open(t)) })
+	t.Run("expiry stats", func(t *testing.T) { testExpiryStats(t, open(t)) })
 }
 
 // testCertificateLabels: the user's name for a certificate round-trips
