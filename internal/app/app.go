@@ -105,8 +105,14 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	// stops, so the store closes only after it has.
 	svcDone := make(chan struct{})
 	go func() { svc.Run(sweepCtx); close(svcDone) }()
+	inventoryDone := make(chan struct{})
+	go func() {
+		defer close(inventoryDone)
+		refreshInventoryMetrics(sweepCtx, s, m, cfg.MetricsInterval, log)
+	}()
 	notifyDone := make(chan struct{})
 	if notifier != nil {
+		m.NotifyScheduled()
 		go func() { notifier.Run(sweepCtx, cfg.NotifyInterval); close(notifyDone) }()
 	} else {
 		close(notifyDone)
@@ -123,6 +129,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		<-svcDone
 		<-notifyDone
 		<-offboardDone
+		<-inventoryDone
 		st.Close()
 	}, nil
 }

@@ -53,6 +53,10 @@ type Config struct {
 	// SessionSweep is how often expired sessions are ended (tokens revoked,
 	// rows deleted) when their browsers never come back.
 	SessionSweep time.Duration // CERTPORTAL_SESSION_SWEEP
+	// MetricsInterval is how often the certificate gauges are counted
+	// again from the inventory (in SQL: about half a second at a million
+	// rows, so not on every scrape).
+	MetricsInterval time.Duration // CERTPORTAL_METRICS_INTERVAL
 
 	TTLs       []time.Duration // CERTPORTAL_TTLS: validities offered, e.g. "24h,168h,720h"
 	DefaultTTL time.Duration   // CERTPORTAL_DEFAULT_TTL
@@ -160,6 +164,7 @@ func Default() Config {
 		SessionAbsolute:        8 * time.Hour,
 		SessionRecheck:         time.Minute,
 		SessionSweep:           5 * time.Minute,
+		MetricsInterval:        time.Minute,
 		TTLs:                   []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
 		DefaultTTL:             90 * 24 * time.Hour,
 		AppRoleMount:           "approle",
@@ -228,6 +233,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.DurationVar(&c.SessionAbsolute, "session-absolute", envDuration(getenv, "CERTPORTAL_SESSION_ABSOLUTE", c.SessionAbsolute), "absolute session lifetime (CERTPORTAL_SESSION_ABSOLUTE)")
 	fs.DurationVar(&c.SessionRecheck, "session-recheck", envDuration(getenv, "CERTPORTAL_SESSION_RECHECK", c.SessionRecheck), "re-check a session's Vault token and roles at least this often (CERTPORTAL_SESSION_RECHECK)")
 	fs.DurationVar(&c.SessionSweep, "session-sweep", envDuration(getenv, "CERTPORTAL_SESSION_SWEEP", c.SessionSweep), "how often expired sessions are ended and their tokens revoked (CERTPORTAL_SESSION_SWEEP)")
+	fs.DurationVar(&c.MetricsInterval, "metrics-interval", envDuration(getenv, "CERTPORTAL_METRICS_INTERVAL", c.MetricsInterval), "how often the certificate metrics are counted again from the inventory (CERTPORTAL_METRICS_INTERVAL)")
 	fs.StringVar(&ttls, "ttls", env("CERTPORTAL_TTLS", ""), "comma-separated certificate validities offered (CERTPORTAL_TTLS)")
 	fs.DurationVar(&c.DefaultTTL, "default-ttl", envDuration(getenv, "CERTPORTAL_DEFAULT_TTL", c.DefaultTTL), "validity preselected in the form (CERTPORTAL_DEFAULT_TTL)")
 	fs.StringVar(&c.AppRoleMount, "approle-mount", env("CERTPORTAL_APPROLE_MOUNT", c.AppRoleMount), "AppRole mount of the portal's own identity (CERTPORTAL_APPROLE_MOUNT)")
@@ -500,6 +506,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionSweep <= 0 {
 		return errors.New("session-sweep: want a positive duration")
+	}
+	if c.MetricsInterval < time.Second {
+		return errors.New("metrics-interval: want at least 1s (CERTPORTAL_METRICS_INTERVAL)")
 	}
 	if len(c.TTLs) == 0 {
 		return errors.New("ttls: at least one validity is required")

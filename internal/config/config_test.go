@@ -4,6 +4,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadProxySettings(t *testing.T) {
@@ -63,6 +64,24 @@ func TestLoadLoginLimits(t *testing.T) {
 	} {
 		if _, err := load(bad[0], bad[1]); err == nil {
 			t.Errorf("%s=%s accepted", bad[0], bad[1])
+		}
+	}
+}
+
+func TestLoadMetricsInterval(t *testing.T) {
+	load := func(v string) (Config, error) {
+		env := map[string]string{"CERTPORTAL_APPROLE_ROLE_ID": "r", "CERTPORTAL_APPROLE_SECRET_ID": "s", "CERTPORTAL_METRICS_INTERVAL": v}
+		return Load(nil, func(k string) string { return env[k] }, io.Discard)
+	}
+	if c, err := load(""); err != nil || c.MetricsInterval != time.Minute {
+		t.Fatalf("default: %s %v, want 1m", c.MetricsInterval, err)
+	}
+	if c, err := load("15s"); err != nil || c.MetricsInterval != 15*time.Second {
+		t.Fatalf("15s: %s %v", c.MetricsInterval, err)
+	}
+	for _, bad := range []string{"0", "500ms", "-1m"} {
+		if _, err := load(bad); err == nil || !strings.Contains(err.Error(), "CERTPORTAL_METRICS_INTERVAL") {
+			t.Errorf("%s: %v, want refused naming CERTPORTAL_METRICS_INTERVAL", bad, err)
 		}
 	}
 }

@@ -8,6 +8,7 @@ package metrics
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -27,9 +28,10 @@ type Metrics struct {
 	auditFailures prometheus.Counter
 	vaultIssue    prometheus.Histogram
 	notifications *prometheus.CounterVec
-	notifyLastRun prometheus.Gauge
+	notifyLastRun *prometheus.GaugeVec // no labels: present only while reminders are on (NotifyScheduled)
 	offboard      offboardMetrics
 	throttle      throttleMetrics
+	inventory     inventoryMetrics
 }
 
 // New registers every collector.
@@ -66,15 +68,16 @@ func New() *Metrics {
 			Name: "certportal_notifications_total",
 			Help: "Expiry reminders by channel (email, webhook, helpdesk) and result (sent, retry, failed, cancelled, unknown).",
 		}, []string{"channel", "result"}),
-		notifyLastRun: prometheus.NewGauge(prometheus.GaugeOpts{
+		notifyLastRun: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "certportal_notify_last_success_timestamp_seconds",
-			Help: "When the reminder scheduler last finished a pass without error (Unix time); 0 before the first.",
-		}),
+			Help: "When the reminder scheduler last finished a pass without error (Unix time); 0 before the first; absent while reminders are off.",
+		}, nil),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.issued, m.revoked, m.auditFailures, m.vaultIssue, m.notifications, m.notifyLastRun,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.offboard = newOffboardMetrics(m.reg)
 	m.throttle = newThrottleMetrics(m.reg)
+	m.inventory = newInventoryMetrics(m.reg)
 	return m
 }
 
@@ -136,22 +139,40 @@ func (m *Metrics) Notification(channel, result string) {
 	if m == nil {
 		return
 	}
-	switch channel {
-	case "email", "webhook", "helpdesk":
-	default:
+	if !slices.Contains(notifyChannels, channel) {
 		channel = "other"
 	}
-	switch result {
-	case "sent", "retry", "failed", "cancelled", "unknown":
-	default:
+	if !slices.Contains(notifyResults, result) {
 		result = "other"
 	}
 	m.notifications.WithLabelValues(channel, result).Inc()
 }
 
+// notifyChannels and notifyResults are the label values Notification keeps.
+var (
+	notifyChannels = []string{"email", "webhook", "helpdesk"}
+	notifyResults  = []string{"sent", "retry", "failed", "cancelled", "unknown"}
+)
+
+// NotifyScheduled says the reminder scheduler runs in this process: its
+// last-success time appears (0 until the first pass), so "stalled" can be
+// alerted on without firing for portals with reminders off, and every
+// channel and result starts at 0, so increase() sees the first failure.
+func (m *Metrics) NotifyScheduled() {
+	if m == nil {
+		return
+	}
+	m.notifyLastRun.WithLabelValues()
+	for _, c := range notifyChannels {
+		for _, r := range notifyResults {
+			m.notifications.WithLabelValues(c, r)
+		}
+	}
+}
+
 // NotifyRun records a reminder pass that finished without error.
 func (m *Metrics) NotifyRun(at time.Time) {
 	if m != nil {
-		m.notifyLastRun.Set(float64(at.UnixNano()) / 1e9)
+		m.notifyLastRun.WithLabelValues().Set(float64(at.UnixNano()) / 1e9)
 	}
 }
