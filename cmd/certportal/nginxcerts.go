@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/certportal/certportal/internal/metrics"
 	"github.com/certportal/certportal/internal/nginxcerts"
 )
 
@@ -38,6 +41,8 @@ func runNginxCerts(ctx context.Context, args []string, getenv func(string) strin
 	watch := fs.Bool("watch", false, "keep running: refresh the CRLs every --crl-interval, renew the server certificate when a third of its life is left")
 	crlInterval := fs.Duration("crl-interval", 5*time.Minute, "with --watch, how often to fetch the CRLs: the longest a revocation takes to reach Nginx")
 	reloadCmd := fs.String("reload-cmd", "", `shell command run after files changed, e.g. "nginx -s reload"`)
+	metricsListen := fs.String("metrics-listen", getenv("CERTPORTAL_NGINX_METRICS_LISTEN"),
+		"with --watch, address to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9465: the server certificate's and the CRL's expiry (CERTPORTAL_NGINX_METRICS_LISTEN; default off)")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
 	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
 	fs.Usage = func() {
@@ -78,6 +83,9 @@ func runNginxCerts(ctx context.Context, args []string, getenv func(string) strin
 	if *watch && *crlInterval < time.Second {
 		errs = append(errs, fmt.Errorf("crl interval %s: want at least 1s", *crlInterval))
 	}
+	if *metricsListen != "" && !*watch {
+		errs = append(errs, errors.New("metrics listen: only with --watch (a single run has nothing to serve them from)"))
+	}
 	token := getenv("VAULT_TOKEN")
 	if *vaultAddr == "" || token == "" {
 		errs = append(errs, errors.New("VAULT_ADDR and VAULT_TOKEN (a token with the certportal-nginx policy) must be set"))
@@ -100,8 +108,33 @@ func runNginxCerts(ctx context.Context, args []string, getenv func(string) strin
 
 	if *watch {
 		log := slog.New(slog.NewTextHandler(stderr, nil))
+		o := nginxcerts.WatchOptions{CRLInterval: *crlInterval, Reload: reload, Log: log}
+		if *metricsListen != "" {
+			m := metrics.NewNginx()
+			stop, err := serveNginxMetrics(*metricsListen, m, log)
+			if err != nil {
+				return fmt.Errorf("nginx-certs: %w", err)
+			}
+			defer stop()
+			o.OnSync = func(res *nginxcerts.Result, err error, at time.Time) {
+				if err != nil {
+					m.SyncFailed()
+					return
+				}
+				var notAfter time.Time
+				if res.Server != nil {
+					notAfter = res.Server.NotAfter
+				}
+				m.Synced(notAfter, res.CRLNextUpdate, at)
+			}
+			o.OnReload = func(err error) {
+				if err != nil {
+					m.ReloadFailed()
+				}
+			}
+		}
 		log.Info("watching Vault for Nginx files", "dir", cfg.Dir, "server_name", cfg.ServerName, "crl_interval", *crlInterval)
-		return nginxcerts.Watch(ctx, c, cfg, nginxcerts.WatchOptions{CRLInterval: *crlInterval, Reload: reload, Log: log})
+		return nginxcerts.Watch(ctx, c, cfg, o)
 	}
 
 	res, err := nginxcerts.Sync(ctx, c, cfg, time.Now())
@@ -116,6 +149,33 @@ func runNginxCerts(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprintln(stdout, "nginx-certs: reloaded Nginx.")
 	}
 	return nil
+}
+
+// serveNginxMetrics serves the watcher's metrics at /metrics on addr (and
+// nothing else there) until stop is called. The address it got is logged,
+// so that a port of 0 can be found.
+func serveNginxMetrics(addr string, m *metrics.Nginx, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }
 
 func nginxVaultClient(addr, caCert, token string) (*vaultapi.Client, error) {

@@ -3,9 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +50,8 @@ func TestNginxCertsBadInput(t *testing.T) {
 		{"unwritable out dir", []string{"--out-dir", "/proc"}, nil, false, "not writable"},
 		{"ttl too short", []string{"--ttl", "5m"}, nil, false, "ttl 5m0s"},
 		{"watch interval too short", []string{"--watch", "--crl-interval", "10ms"}, nil, false, "crl interval 10ms: want at least 1s"},
+		{"metrics without watch", []string{"--metrics-listen", "127.0.0.1:0"}, nil, false, "metrics listen: only with --watch"},
+		{"bad metrics address", []string{"--watch", "--metrics-listen", "no-port"}, nil, false, "metrics listen: listen tcp: address no-port"},
 		{"no token", nil, map[string]string{"VAULT_TOKEN": ""}, false, "VAULT_ADDR and VAULT_TOKEN"},
 		{"no Vault address", nil, map[string]string{"VAULT_ADDR": ""}, false, "VAULT_ADDR and VAULT_TOKEN"},
 		{"Vault unreachable", nil, nil, false, "connection refused"},
@@ -223,6 +232,106 @@ func TestNginxCertsCommand(t *testing.T) {
 			t.Errorf("log:\n%s", stderr.String())
 		}
 	})
+	t.Run("watch serves expiry metrics", func(t *testing.T) {
+		wdir := t.TempDir()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		var stdout, stderr lockedBuffer
+		go func() {
+			done <- run(ctx, []string{"nginx-certs", "--out-dir", wdir, "--server-name", "localhost", "--watch", "--crl-interval", "1s"},
+				func(k string) string {
+					if k == "CERTPORTAL_NGINX_METRICS_LISTEN" {
+						return "127.0.0.1:0"
+					}
+					return env[k]
+				}, &stdout, &stderr)
+		}()
+		defer func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("watch returned %v on cancel", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("watch did not stop when cancelled")
+			}
+		}()
+		addrRe := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+		var metricsText string
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if m := addrRe.FindStringSubmatch(stderr.String()); m != nil {
+				if resp, err := http.Get("http://" + m[1] + "/metrics"); err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					metricsText = string(b)
+					if strings.Contains(metricsText, "certportal_nginx_cert_expiry_timestamp_seconds ") {
+						break
+					}
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no expiry metrics after 30s:\n%s\nlog:\n%s", metricsText, stderr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cert, err := tls.LoadX509KeyPair(filepath.Join(wdir, nginxcerts.ServerCertFile), filepath.Join(wdir, nginxcerts.ServerKeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		crlPEM, err := os.ReadFile(filepath.Join(wdir, nginxcerts.CRLFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var next time.Time
+		for rest := crlPEM; ; {
+			var blk *pem.Block
+			blk, rest = pem.Decode(rest)
+			if blk == nil {
+				break
+			}
+			crl, err := x509.ParseRevocationList(blk.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if next.IsZero() || crl.NextUpdate.Before(next) {
+				next = crl.NextUpdate
+			}
+		}
+		for name, want := range map[string]time.Time{
+			"certportal_nginx_cert_expiry_timestamp_seconds":     leaf.NotAfter,
+			"certportal_nginx_crl_next_update_timestamp_seconds": next,
+		} {
+			got := promValue(t, metricsText, name)
+			if got != float64(want.Unix()) {
+				t.Errorf("%s = %v, want %d (%s, from the files)", name, got, want.Unix(), want.UTC())
+			}
+		}
+		if promValue(t, metricsText, "certportal_nginx_last_sync_success_timestamp_seconds") <= 0 {
+			t.Error("no last sync time")
+		}
+	})
+}
+
+// promValue reads the value of an unlabelled series from Prometheus text.
+func promValue(t *testing.T, text, name string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in\n%s", name, text)
+	return 0
 }
 
 // nginxCertsUserSerial issues a certificate for user with the user's own

@@ -23,6 +23,10 @@ type WatchOptions struct {
 	// until one succeeds, changed or not: Nginx may still hold old files.
 	Reload func(context.Context) error
 	Log    *slog.Logger
+	// OnSync, when set, hears how each sync ended (res is nil when err is
+	// not) and OnReload each reload: the watcher's metrics listen here.
+	OnSync   func(res *Result, err error, at time.Time)
+	OnReload func(err error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -65,6 +69,9 @@ func Watch(ctx context.Context, c *vaultapi.Client, cfg Config, o WatchOptions) 
 		now := o.Now()
 		var wait time.Duration
 		res, err := Sync(ctx, c, cfg, now)
+		if ctx.Err() == nil && o.OnSync != nil {
+			o.OnSync(res, err, now)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -77,7 +84,11 @@ func Watch(ctx context.Context, c *vaultapi.Client, cfg Config, o WatchOptions) 
 			wait = nextWake(res, now, o.CRLInterval)
 		}
 		if reloadPending && o.Reload != nil {
-			if err := o.Reload(ctx); err != nil {
+			err := o.Reload(ctx)
+			if ctx.Err() == nil && o.OnReload != nil {
+				o.OnReload(err)
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
