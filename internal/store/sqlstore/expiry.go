@@ -1,0 +1,60 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+// ExpiryStats is a handful of counts, each answered from an index: active
+// and the next expiry from the unrevoked rows of certificates_expiry (range
+// scans on not_after), revoked from the partial index certificates_revoked,
+// expired as what is left of the total (SQLite counts a table from its
+// b-tree pages, a tenth of the time a range scan over the expired rows
+// takes, and those grow without bound), and the expiring windows from one
+// range of certificates_expiry, each row's renewal check a probe of
+// certificates_active. The inventory never leaves the database.
+func (s *Store) ExpiryStats(ctx context.Context, at time.Time, within []time.Duration) (store.ExpiryStats, error) {
+	st := store.ExpiryStats{Expiring: make([]int, len(within))}
+	var total int
+	// One statement, so one snapshot: the counts add up.
+	err := s.conn().queryRow(ctx, `SELECT
+		(SELECT COUNT(*) FROM certificates),
+		(SELECT COUNT(*) FROM certificates`+s.d.IndexHint("certificates_expiry")+` WHERE revoked_at IS NULL AND not_after > ?1),
+		(SELECT COUNT(*) FROM certificates`+s.d.IndexHint("certificates_revoked")+` WHERE revoked_at IS NOT NULL),
+		(SELECT MIN(not_after) FROM certificates`+s.d.IndexHint("certificates_expiry")+` WHERE revoked_at IS NULL AND not_after > ?1)`,
+		s.d.Time(at)).Scan(&total, &st.Active, &st.Revoked, timeCol{&st.NextExpiry})
+	if err != nil {
+		return st, fmt.Errorf("expiry stats: %w", err)
+	}
+	st.Expired = total - st.Active - st.Revoked
+	if len(within) == 0 {
+		return st, nil
+	}
+	// One pass over the widest window counts every narrower one too.
+	counts := make([]string, len(within))
+	args := []any{s.d.Time(at)}
+	for i, w := range within {
+		if w <= 0 || (i > 0 && w < within[i-1]) {
+			return st, fmt.Errorf("expiry stats: windows %v must be positive and ascending", within)
+		}
+		args = append(args, s.d.Time(at.Add(w)))
+		counts[i] = fmt.Sprintf("COUNT(*) FILTER (WHERE c.not_after <= ?%d)", i+2)
+	}
+	dest := make([]any, len(within))
+	for i := range st.Expiring {
+		dest[i] = &st.Expiring[i]
+	}
+	err = s.conn().queryRow(ctx, `SELECT `+strings.Join(counts, ", ")+`
+		FROM certificates c`+s.d.IndexHint("certificates_expiry")+`
+		WHERE c.revoked_at IS NULL AND c.not_after > ?1 AND c.not_after <= ?`+fmt.Sprint(len(within)+1)+`
+		AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.username = c.username AND n.revoked_at IS NULL
+			AND n.not_after > ?1 AND n.issued_at > c.issued_at)`, args...).Scan(dest...)
+	if err != nil {
+		return st, fmt.Errorf("expiry stats: %w", err)
+	}
+	return st, nil
+}
