@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/testenv/pgtest"
 )
 
 // The step-up age the tests run with: short enough to wait for, long
@@ -316,4 +317,28 @@ func liveTokens(t *testing.T, v *testenv.Vault, user string) int {
 		}
 	}
 	return n
+}
+
+// TestStepUpPostgresReplicas: the time of the last proof lives in the
+// session, so on PostgreSQL a step-up made through one replica counts on
+// the other, and a session due on one is due on both.
+func TestStepUpPostgresReplicas(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	dsn := pgtest.NewDatabase(t, pgtest.StartServer(t).DSN())
+	env := map[string]string{"CERTPORTAL_DB": dsn, "CERTPORTAL_MFA_STEP_UP": testStepUp, "CERTPORTAL_SESSION_KEY": strings.Repeat("5e", 32)}
+	first, second := startPortal(t, v, env), startPortal(t, v, env)
+	alicePass := v.Password(t, "alice")
+	a := newBrowser(t, first.URL)
+	a.mustLogin("alice", alicePass)
+	b := &client{t: t, base: second.URL, c: a.c} // the same browser, the other replica
+	serial := mustP12(t, a.post("/certificates", issueForm(mfaPassword, mfaPassword, "720h0m0s", "modern")), "fresh download")
+	waitFor(t, a, "/", "step-up age passes", stepUpDue)
+	revoke := "/certificates/" + serial + "/revoke"
+	stepUpPage(t, b.post(revoke, url.Values{"reason": {"lost"}}), revoke, false, "revoke on the second replica after the age")
+	// Step up on the first replica with a download; the revocation on
+	// the second then needs nothing more.
+	mustP12(t, a.post("/certificates", withStepUp(issueForm(mfaPassword, mfaPassword, "720h0m0s", "modern"), alicePass, "")), "download with step-up on the first replica")
+	if r := b.post(revoke, url.Values{"reason": {"lost"}}); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke on the second replica right after the step-up on the first: status %d\n%s", r.StatusCode, r.Body)
+	}
 }
