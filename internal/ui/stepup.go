@@ -107,13 +107,16 @@ func (s *Server) renderStepUp(w http.ResponseWriter, r *http.Request, f stepUpFo
 	p := s.newPage(r, "stepup.title")
 	p.Error = errKey
 	p.StepUpCode = mfa
-	p.StepUpAction = r.URL.Path
+	// The path as the browser sent it: a decoded "%3F" in a serial must
+	// not turn into a query when the page posts back.
+	action := r.URL.EscapedPath()
+	p.StepUpAction = action
 	p.StepUpRetype = f.retype
 	p.StepUpIssue = f.issue
 	if f.issue {
 		p.StepUpAfter = "/"
-		if strings.HasPrefix(r.URL.Path, "/helpdesk/users/") {
-			p.StepUpAfter = strings.TrimSuffix(r.URL.Path, "/certificates")
+		if strings.HasPrefix(action, "/helpdesk/users/") {
+			p.StepUpAfter = strings.TrimSuffix(action, "/certificates")
 		}
 	}
 	secret := map[string]bool{fieldStepUpPassword: true, fieldStepUpCode: true}
