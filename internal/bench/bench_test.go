@@ -100,10 +100,16 @@ func (e *env) token(b *testing.B, user string) string {
 
 func (e *env) login(b *testing.B, user string) *http.Client {
 	b.Helper()
+	return e.loginAt(b, e.srv.URL, user)
+}
+
+// loginAt logs user in to the portal at base and returns its browser.
+func (e *env) loginAt(b *testing.B, base, user string) *http.Client {
+	b.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Transport: &http.Transport{MaxIdleConnsPerHost: 4},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.PostForm(e.srv.URL+"/login", url.Values{"username": {user}, "password": {user + "-password"}})
+	resp, err := c.PostForm(base+"/login", url.Values{"username": {user}, "password": {user + "-password"}})
 	if err != nil {
 		b.Fatal(err)
 	}

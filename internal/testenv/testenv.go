@@ -47,6 +47,9 @@ type Vault struct {
 	RootToken string
 	UnsealKey string
 	Admin     *vaultapi.Client
+	// Pid is the devvault process's id (taskset execs into it), for
+	// benchmarks that read its CPU time.
+	Pid int
 	// Setup is the result of setup.Run, with the demo users' passwords.
 	Setup *setup.Result
 }
@@ -85,7 +88,7 @@ func StartVault(tb testing.TB) *Vault {
 		_ = cmd.Wait()
 	})
 	env := waitEnvFile(tb, envFile, 60*time.Second)
-	v := &Vault{Addr: env["VAULT_ADDR"], RootToken: env["VAULT_TOKEN"], UnsealKey: env["VAULT_UNSEAL_KEY"]}
+	v := &Vault{Addr: env["VAULT_ADDR"], RootToken: env["VAULT_TOKEN"], UnsealKey: env["VAULT_UNSEAL_KEY"], Pid: cmd.Process.Pid}
 	cfg := vaultapi.DefaultConfig()
 	cfg.Address = v.Addr
 	cfg.MaxRetries = 0
