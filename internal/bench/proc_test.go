@@ -49,6 +49,9 @@ func runChildPortal() int {
 	// Set directly: the config flag stops at 100, and the benchmark's users
 	// issue more than that each.
 	cfg.MaxActive, _ = strconv.Atoi(os.Getenv("CERTPORTAL_BENCH_MAX_ACTIVE"))
+	if n, _ := strconv.Atoi(os.Getenv("CERTPORTAL_BENCH_VAULT_MAX_INFLIGHT")); n > 0 {
+		cfg.VaultMaxInFlight = n
+	}
 	app.TuneRuntime(os.Getenv)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h, cleanup, err := app.Build(context.Background(), cfg, log)
@@ -117,6 +120,7 @@ func runChildPortal() int {
 // portalProc is a portal running as a child process (runChildPortal).
 type portalProc struct {
 	URL string
+	Pid int
 	ctl string
 	// Logs is the child's stderr, kept to look for errors afterwards.
 	Logs *syncBuffer
@@ -141,7 +145,7 @@ func (s *syncBuffer) String() string {
 
 // startPortalProc starts this test binary as a portal (runChildPortal) on
 // Vault v with the store db (a SQLite path or a postgres:// DSN).
-func startPortalProc(b *testing.B, v *testenv.Vault, db string, maxActive int) *portalProc {
+func startPortalProc(b *testing.B, v *testenv.Vault, db string, maxActive int, extraEnv ...string) *portalProc {
 	b.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -151,6 +155,7 @@ func startPortalProc(b *testing.B, v *testenv.Vault, db string, maxActive int) *
 	cmd.Env = append(os.Environ(), childEnv+"=1", "VAULT_ADDR="+v.Addr,
 		"CERTPORTAL_APPROLE_ROLE_ID="+v.Setup.ServiceRoleID, "CERTPORTAL_APPROLE_SECRET_ID="+v.Setup.ServiceSecretID,
 		"CERTPORTAL_DB="+db, "CERTPORTAL_BENCH_MAX_ACTIVE="+strconv.Itoa(maxActive))
+	cmd.Env = append(cmd.Env, extraEnv...)
 	p := &portalProc{Logs: &syncBuffer{}}
 	cmd.Stderr = p.Logs
 	stdin, err := cmd.StdinPipe()
@@ -178,6 +183,7 @@ func startPortalProc(b *testing.B, v *testenv.Vault, db string, maxActive int) *
 			b.Error("bench portal did not stop within 30 s")
 		}
 	})
+	p.Pid = cmd.Process.Pid
 	sc := bufio.NewScanner(stdout)
 	if !sc.Scan() {
 		b.Fatalf("bench portal exited before listening:\n%s", p.Logs.String())
@@ -234,6 +240,23 @@ func (p *portalProc) startProfile(b *testing.B, path string) func() {
 	}
 	p.get(b, "/profile/start?path="+path)
 	return func() { p.get(b, "/profile/stop") }
+}
+
+// processPeakRSS is another process's peak resident memory (VmHWM) in MiB.
+func processPeakRSS(b *testing.B, pid int) float64 {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			kb, _ := strconv.Atoi(strings.Fields(l)[1])
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatalf("/proc/%d/status: no VmHWM", pid)
+	return 0
 }
 
 // processCPU is another process's user+system CPU time from /proc (in clock

@@ -145,10 +145,13 @@ func (c *Client) InFlight() int { return len(c.slots) }
 func (c *Client) Addr() string { return c.base.Address() }
 
 func (c *Client) withToken(token string) (*vaultapi.Client, error) {
-	cl, err := c.base.Clone()
-	if err != nil {
-		return nil, fmt.Errorf("vault client: %w", err)
-	}
+	// A shallow copy (vaultapi's own, with a lock of its own) shares the
+	// base's configuration and connection pool and holds its own token.
+	// Clone built a whole new client per call instead — DefaultConfig, a
+	// fresh http.Transport configured for HTTP/2, thrown away unused —
+	// about 2% of the portal's CPU per issuance. The base never has
+	// callbacks, so none are dropped; SetToken changes only the copy.
+	cl := c.base.WithRequestCallbacks()
 	cl.SetToken(token)
 	return cl, nil
 }

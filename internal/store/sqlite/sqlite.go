@@ -36,7 +36,12 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err := createPrivate(path); err != nil {
 		return nil, err
 	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	// temp_store=MEMORY: the writer runs each request in a SAVEPOINT, whose
+	// statement journal SQLite otherwise keeps in a temporary file, opened
+	// and closed with every group commit (open, write, close, unlink: ~2% of
+	// the portal's CPU per issuance). It holds only the undo of the
+	// request's own rows; durability is the WAL's and unchanged.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=temp_store(MEMORY)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
