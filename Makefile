@@ -77,9 +77,9 @@ lint:
 bench: deps build
 	$(GO) test -c -o $(BIN)/bench.test ./internal/bench/
 	@echo "== layout: Vault on CPU 0, portal and clients on CPU 1"
-	cd internal/bench && CERTPORTAL_DEVVAULT_CPUS=0 taskset -c 1 ../../$(BIN)/bench.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.timeout 30m
+	cd internal/bench && CERTPORTAL_DEVVAULT_CPUS=0 taskset -c 1 ../../$(BIN)/bench.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.timeout 60m
 	@echo "== layout: Vault, portal and clients sharing every CPU"
-	cd internal/bench && ../../$(BIN)/bench.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.timeout 30m
+	cd internal/bench && ../../$(BIN)/bench.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.timeout 60m
 
 clean:
 	rm -rf $(BIN)
