@@ -19,8 +19,12 @@ import (
 //
 // It acts with VAULT_TOKEN: an admin token, or better one holding only the
 // certportal-secret-id-rotation policy setup writes (generate, look up and
-// destroy this role's secret ids — nothing else). The portal's own AppRole
-// cannot rotate: a stolen secret id could then mint fresh ones forever.
+// destroy this role's secret ids — nothing else). A running portal also
+// rotates by itself at 2/3 of the lifetime, when setup's
+// --secret-id-self-rotate (the default) lets its identity and it can write
+// the file (internal/portal/rotate.go), without destroying the old one; this
+// command is for what it cannot do: a read-only or inline secret, recovery
+// from an expired one, and rotation with self-rotation switched off.
 func runRotateSecretID(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rotate-secret-id", flag.ContinueOnError)
 	fs.SetOutput(stderr)

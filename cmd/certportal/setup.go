@@ -51,6 +51,7 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	serverIPs := fs.String("server-ip-sans", "", "comma-separated IP addresses the Nginx server certificate may carry (e.g. 127.0.0.1); unset, the server role allows no IP SANs")
 	fs.BoolVar(&o.ServerAllowLocalhost, "server-allow-localhost", false, "let the Nginx server role issue for localhost even when --server-names does not list it")
 	fs.DurationVar(&o.SecretIDTTL, "secret-id-ttl", o.SecretIDTTL, "lifetime of each new AppRole secret id (0: never expires); rotate before it ends with rotate-secret-id")
+	fs.BoolVar(&o.SecretIDSelfRotate, "secret-id-self-rotate", o.SecretIDSelfRotate, "let the running portal issue its next secret id at 2/3 of the TTL (service policy: generate with metadata only, and lookup); false leaves rotation to rotate-secret-id")
 	fs.IntVar(&o.SecretIDNumUses, "secret-id-num-uses", 0, "logins one AppRole secret id allows (0: unlimited; the portal logs in at start and every few hours)")
 	secretCIDRs := fs.String("secret-id-bound-cidrs", "", "comma-separated networks the portal's AppRole may log in from")
 	approleTokenCIDRs := fs.String("approle-token-bound-cidrs", "", "comma-separated networks the portal's AppRole tokens work from")
@@ -244,6 +245,7 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		"server_allow_localhost":    fmt.Sprint(o.ServerAllowLocalhost),
 		"secret_id_ttl":             o.SecretIDTTL.String(),
 		"secret_id_num_uses":        fmt.Sprint(o.SecretIDNumUses),
+		"secret_id_self_rotate":     fmt.Sprint(o.SecretIDSelfRotate),
 		"secret_id_bound_cidrs":     strings.Join(o.SecretIDBoundCIDRs, ","),
 		"approle_token_bound_cidrs": strings.Join(o.AppRoleTokenBoundCIDRs, ","),
 		"login_user_max_failures":   fmt.Sprint(o.LoginUserMaxFailures),

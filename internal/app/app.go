@@ -120,6 +120,10 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	}
 	offboardDone := make(chan struct{})
 	go func() { svc.RunOffboard(sweepCtx, cfg.OffboardInterval); close(offboardDone) }()
+	// The AppRole secret id: its expiry as a metric, rotated at 2/3 of its
+	// lifetime (internal/portal/rotate.go).
+	rotateDone := make(chan struct{})
+	go func() { svc.RunSecretRotation(sweepCtx); close(rotateDone) }()
 	return h, func() {
 		stopSweep()
 		<-swept
@@ -130,6 +134,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		<-notifyDone
 		<-offboardDone
 		<-inventoryDone
+		<-rotateDone
 		st.Close()
 	}, nil
 }

@@ -51,6 +51,9 @@ const (
 	ActionOffboardHeld    = "offboard.held"
 	ActionOffboardConfirm = "offboard.confirm"
 	ActionOffboardResumed = "offboard.resumed"
+	// The portal replaced its own AppRole secret id (or could not, and
+	// says why): accessors and expiry only, never the secret id.
+	ActionSecretIDRotate = "approle.secret_id_rotate"
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is

@@ -32,6 +32,7 @@ type Metrics struct {
 	offboard      offboardMetrics
 	throttle      throttleMetrics
 	inventory     inventoryMetrics
+	approle       *approleMetrics
 }
 
 // New registers every collector.
@@ -78,6 +79,7 @@ func New() *Metrics {
 	m.offboard = newOffboardMetrics(m.reg)
 	m.throttle = newThrottleMetrics(m.reg)
 	m.inventory = newInventoryMetrics(m.reg)
+	m.approle = newApproleMetrics(m.reg)
 	return m
 }
 

@@ -177,6 +177,9 @@ type Service struct {
 	// offboardVault is sv when it can read users for the offboarding
 	// sweep (the real service identity can); nil otherwise.
 	offboardVault OffboardVault
+	// rotator is sv when it can rotate its own secret id (rotate.go).
+	rotator  SecretRotator
+	rotation rotationState
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
@@ -222,6 +225,7 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	// (*vault.Service); a narrower ServiceVault leaves enrolment off.
 	s.mfaVault, _ = sv.(MFAEnrolVault)
 	s.offboardVault, _ = sv.(OffboardVault)
+	s.rotator, _ = sv.(SecretRotator)
 	return s
 }
 

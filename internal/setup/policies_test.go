@@ -294,3 +294,74 @@ func TestSetupMovesServerRole(t *testing.T) {
 		t.Fatalf("second run: %v %+v", err, res)
 	}
 }
+
+// TestServicePolicySelfRotation: with --secret-id-self-rotate (the default)
+// the portal's own token may issue the next secret id for its role with
+// nothing but metadata — so with the role's TTL, uses and CIDRs — and look
+// one up; it may not destroy one, choose a longer life, read the role id or
+// change the role. Switched off, setup takes both paths away again.
+func TestServicePolicySelfRotation(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	ctx := context.Background()
+	role := "auth/approle/role/certportal"
+	svcLogin := func(secretID string) *vaultapi.Client {
+		t.Helper()
+		c, err := v.Admin.Clone()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ClearToken()
+		s, err := c.Logical().Write("auth/approle/login", map[string]any{"role_id": v.Setup.ServiceRoleID, "secret_id": secretID})
+		if err != nil {
+			t.Fatalf("approle login: %v", err)
+		}
+		c.SetToken(s.Auth.ClientToken)
+		return c
+	}
+	svc := svcLogin(v.Setup.ServiceSecretID)
+	gen, err := svc.Logical().Write(role+"/secret-id", map[string]any{"metadata": `{"created_by":"test"}`})
+	if err != nil || gen == nil || gen.Data["secret_id"] == "" {
+		t.Fatalf("service generates its next secret id: %v", err)
+	}
+	next, _ := gen.Data["secret_id"].(string)
+	if ttl := fmt.Sprint(gen.Data["secret_id_ttl"]); ttl != "2592000" {
+		t.Errorf("generated secret id ttl %s, want the role's 720h", ttl)
+	}
+	svcLogin(next) // the new one logs in
+	look, err := svc.Logical().Write(role+"/secret-id/lookup", map[string]any{"secret_id": v.Setup.ServiceSecretID})
+	if err != nil || look == nil || look.Data["secret_id_accessor"] == "" {
+		t.Fatalf("service looks up its secret id: %v", err)
+	}
+	for name, req := range map[string]struct {
+		path string
+		data map[string]any
+	}{
+		"a longer ttl":        {role + "/secret-id", map[string]any{"ttl": "87600h"}},
+		"no expiry":           {role + "/secret-id", map[string]any{"ttl": 0}},
+		"other networks":      {role + "/secret-id", map[string]any{"cidr_list": "0.0.0.0/0"}},
+		"token networks":      {role + "/secret-id", map[string]any{"token_bound_cidrs": "0.0.0.0/0"}},
+		"uses":                {role + "/secret-id", map[string]any{"num_uses": 0}},
+		"a custom secret id":  {role + "/custom-secret-id", map[string]any{"secret_id": "chosen-by-thief"}},
+		"destroy":             {role + "/secret-id/destroy", map[string]any{"secret_id": v.Setup.ServiceSecretID}},
+		"destroy by accessor": {role + "/secret-id-accessor/destroy", map[string]any{"secret_id_accessor": look.Data["secret_id_accessor"]}},
+		"change the role":     {role, map[string]any{"secret_id_ttl": 0}},
+		"another role":        {"auth/approle/role/other/secret-id", map[string]any{"metadata": "{}"}},
+	} {
+		_, err := svc.Logical().Write(req.path, req.data)
+		mustDenied(t, err, name)
+	}
+	_, err = svc.Logical().Read(role + "/role-id")
+	mustDenied(t, err, "read the role id")
+	_, err = svc.Logical().List(role + "/secret-id")
+	mustDenied(t, err, "list secret ids")
+
+	o := setup.Defaults()
+	o.SecretIDSelfRotate = false
+	if _, err := setup.Run(ctx, v.Admin, o); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.Logical().Write(role+"/secret-id", map[string]any{"metadata": "{}"})
+	mustDenied(t, err, "generate with self-rotation off")
+	_, err = svc.Logical().Write(role+"/secret-id/lookup", map[string]any{"secret_id": next})
+	mustDenied(t, err, "lookup with self-rotation off")
+}

@@ -75,6 +75,11 @@ type Options struct {
 	// SecretRotationPolicy may replace the AppRole's secret id and nothing
 	// else (certportal rotate-secret-id).
 	SecretRotationPolicy string
+	// SecretIDSelfRotate lets the portal's own identity issue its next
+	// secret id (with the role's TTL, uses and CIDRs) and look up its
+	// current one, so that a running portal rotates before expiry. Off, the
+	// service policy has neither and rotation is rotate-secret-id's alone.
+	SecretIDSelfRotate bool
 
 	// HelpdeskOnBehalf writes OnBehalfRole and lets the helpdesk policy issue
 	// from it: helpdesk staff may then issue any user's certificate with
@@ -135,6 +140,7 @@ func Defaults() Options {
 		// to notice a rotation that keeps failing before logins stop.
 		SecretIDTTL:          DefaultSecretIDTTL,
 		SecretRotationPolicy: "certportal-secret-id-rotation",
+		SecretIDSelfRotate:   true,
 
 		LoginUserMaxFailures: config.DefaultLoginUserMaxFailures,
 		LoginUserWindow:      config.DefaultLoginUserWindow,
@@ -844,7 +850,33 @@ path %q {
 path %q {
   capabilities = ["list"]
 }
-`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users", o.PKIMount+"/certs/revoked") + mfaServicePolicy(o) + offboardPolicy(o)
+`, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users", o.PKIMount+"/certs/revoked") + mfaServicePolicy(o) + offboardPolicy(o) + selfRotatePolicy(o)
+}
+
+// selfRotatePolicy lets the portal rotate its own secret id
+// (SecretIDSelfRotate): generate the next one with nothing but metadata, so
+// with the role's TTL, use count and CIDRs, and look one up by its value
+// (the portal's own, for its expiry). No destroy: the old one stays valid
+// until it expires, and a stolen token cannot end the portal's secret id.
+// Nothing else of the role: not its role id, not its settings.
+func selfRotatePolicy(o Options) string {
+	if !o.SecretIDSelfRotate {
+		return ""
+	}
+	role := "auth/" + o.AppRoleMount + "/role/" + o.AppRoleName
+	return fmt.Sprintf(`path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "metadata" = []
+  }
+}
+path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "secret_id" = []
+  }
+}
+`, role+"/secret-id", role+"/secret-id/lookup")
 }
 
 // offboardPolicy is what the offboarding sweep reads with the portal's

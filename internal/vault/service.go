@@ -49,6 +49,13 @@ type Service struct {
 	expires time.Time
 	renewAt time.Time
 	now     func() time.Time
+	// roleName is the AppRole's name, from the login's token metadata.
+	roleName string
+	// relogin makes the next renewal a login: the secret id was rotated
+	// (here, or in the file by another replica), and logging in with the
+	// new one while the old one still works proves it early.
+	relogin      bool
+	seenAccessor string
 }
 
 // NewService returns the portal's identity; it logs in lazily on first use.
@@ -86,6 +93,8 @@ func (s *Service) login(ctx context.Context) error {
 		return fmt.Errorf("service login: empty auth: %w", ErrUnavailable)
 	}
 	s.setToken(sec.Auth.ClientToken, time.Duration(sec.Auth.LeaseDuration)*time.Second)
+	s.roleName = sec.Auth.Metadata["role_name"]
+	s.relogin = false
 	s.log.InfoContext(ctx, "service identity logged in", "ttl", time.Duration(sec.Auth.LeaseDuration)*time.Second)
 	return nil
 }
@@ -110,6 +119,17 @@ func (s *Service) tokenLocked(ctx context.Context) (string, error) {
 	switch {
 	case s.token == "" || !now.Before(s.expires):
 		if err := s.login(ctx); err != nil {
+			return "", err
+		}
+	case !now.Before(s.renewAt) && s.relogin:
+		err := s.login(ctx)
+		if err == nil {
+			break
+		}
+		// The token from the old secret id is still good: keep it and say
+		// loudly that the new secret id does not log in.
+		s.log.ErrorContext(ctx, "service identity: login with the rotated secret id failed; renewing the current token instead", "err", err)
+		if err := s.renew(ctx); err != nil {
 			return "", err
 		}
 	case !now.Before(s.renewAt):
