@@ -48,8 +48,29 @@ func newChrome(t *testing.T) context.Context {
 
 // TestBrowserDownload drives Debian's chromium through the real pages: log
 // in, fill the form, download — the file the browser saves is a valid .p12.
+// It runs twice: with the password alone, and with Vault's Login MFA
+// enforced (setup --mfa totp), where the code page comes between.
 func TestBrowserDownload(t *testing.T) {
+	for _, mfa := range []bool{false, true} {
+		name := "password"
+		if mfa {
+			name = "mfa"
+		}
+		t.Run(name, func(t *testing.T) { browserDownloadJourney(t, mfa) })
+	}
+}
+
+func browserDownloadJourney(t *testing.T, mfa bool) {
 	v := testenv.StartConfiguredVault(t)
+	var secondFactor []chromedp.Action
+	if mfa {
+		secret := adminEnrol(t, v, "alice", enableMFA(t, v))
+		secondFactor = []chromedp.Action{
+			chromedp.WaitVisible(`#code`, chromedp.ByID),
+			chromedp.SendKeys(`#code`, code(t, secret, time.Now()), chromedp.ByID),
+			chromedp.Click(`#mfa-submit`, chromedp.ByID),
+		}
+	}
 	p := startPortal(t, v, nil)
 	ctx := newChrome(t)
 	dlDir := t.TempDir()
@@ -67,20 +88,23 @@ func TestBrowserDownload(t *testing.T) {
 	chromedp.ListenTarget(ctx, listen)
 	chromedp.ListenBrowser(ctx, listen)
 	var heading string
-	err := chromedp.Run(ctx,
+	steps := []chromedp.Action{
 		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(dlDir).WithEventsEnabled(true),
-		chromedp.Navigate(p.URL+"/"),
+		chromedp.Navigate(p.URL + "/"),
 		chromedp.WaitVisible(`#username`, chromedp.ByID),
 		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),
 		chromedp.SendKeys(`#password`, v.Password(t, "alice"), chromedp.ByID),
 		chromedp.Click(`#login-submit`, chromedp.ByID),
+	}
+	steps = append(steps, secondFactor...)
+	err := chromedp.Run(ctx, append(steps,
 		chromedp.WaitVisible(`#issue-form`, chromedp.ByID),
 		chromedp.Text(`h1`, &heading, chromedp.ByQuery),
 		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
 		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
 		chromedp.Click(`input[name="encryption"][value="compat"]`, chromedp.ByQuery),
 		chromedp.Click(`#issue-submit`, chromedp.ByID),
-	)
+	)...)
 	if err != nil {
 		t.Fatalf("browser: %v\nportal log:\n%s", err, p.Logs.String())
 	}
