@@ -81,6 +81,12 @@ func (s *Service) RunSecretRotation(ctx context.Context) {
 func (s *Service) CheckSecretID(ctx context.Context) time.Duration {
 	s.flushRotationRecord(ctx)
 	cur, err := s.rotator.LookupSecretID(ctx)
+	if errors.Is(err, vault.ErrPermissionDenied) {
+		// A service policy from before this check (rerun setup): say so
+		// hourly, not every minute.
+		s.log.WarnContext(ctx, "service identity: its policy does not allow looking up its secret id: no expiry metric and no rotation until `certportal setup` runs again", "err", err)
+		return secretCheckMax
+	}
 	if err != nil {
 		s.log.WarnContext(ctx, "service identity: cannot look up its secret id", "err", err)
 		return s.secretRetry()

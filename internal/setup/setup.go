@@ -76,9 +76,9 @@ type Options struct {
 	// else (certportal rotate-secret-id).
 	SecretRotationPolicy string
 	// SecretIDSelfRotate lets the portal's own identity issue its next
-	// secret id (with the role's TTL, uses and CIDRs) and look up its
-	// current one, so that a running portal rotates before expiry. Off, the
-	// service policy has neither and rotation is rotate-secret-id's alone.
+	// secret id (with the role's TTL, uses and CIDRs), so that a running
+	// portal rotates before expiry. Off, rotation is rotate-secret-id's
+	// alone; the portal may still look up its secret id (the expiry metric).
 	SecretIDSelfRotate bool
 
 	// HelpdeskOnBehalf writes OnBehalfRole and lets the helpdesk policy issue
@@ -853,30 +853,31 @@ path %q {
 `, o.PKIMount+"/revoke", o.PKIMount+"/certs", o.PKIMount+"/cert/*", "auth/"+o.UserpassMount+"/users", o.PKIMount+"/certs/revoked") + mfaServicePolicy(o) + offboardPolicy(o) + selfRotatePolicy(o)
 }
 
-// selfRotatePolicy lets the portal rotate its own secret id
-// (SecretIDSelfRotate): generate the next one with nothing but metadata, so
-// with the role's TTL, use count and CIDRs, and look one up by its value
-// (the portal's own, for its expiry). No destroy: the old one stays valid
-// until it expires, and a stolen token cannot end the portal's secret id.
-// Nothing else of the role: not its role id, not its settings.
+// selfRotatePolicy is the portal's view of its own secret id: look one up
+// by its value (the portal's own, for the expiry metric; always), and with
+// SecretIDSelfRotate generate the next one with nothing but metadata, so
+// with the role's TTL, use count and CIDRs. No destroy: the old one stays
+// valid until it expires, and a stolen token cannot end the portal's
+// secret id. Nothing else of the role: not its role id, not its settings.
 func selfRotatePolicy(o Options) string {
-	if !o.SecretIDSelfRotate {
-		return ""
-	}
 	role := "auth/" + o.AppRoleMount + "/role/" + o.AppRoleName
-	return fmt.Sprintf(`path %q {
-  capabilities = ["update"]
-  allowed_parameters = {
-    "metadata" = []
-  }
-}
-path %q {
+	p := fmt.Sprintf(`path %q {
   capabilities = ["update"]
   allowed_parameters = {
     "secret_id" = []
   }
 }
-`, role+"/secret-id", role+"/secret-id/lookup")
+`, role+"/secret-id/lookup")
+	if o.SecretIDSelfRotate {
+		p += fmt.Sprintf(`path %q {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "metadata" = []
+  }
+}
+`, role+"/secret-id")
+	}
+	return p
 }
 
 // offboardPolicy is what the offboarding sweep reads with the portal's
