@@ -250,8 +250,8 @@ func TestBrowserMFAJourney(t *testing.T) {
 				t.Fatalf("otpauth key: type %s period %d digits %d issuer %q", key.Type(), key.Period(), key.Digits(), key.Issuer())
 			}
 			secret := key.Secret()
-			if strings.TrimSpace(shown) != secret {
-				t.Fatalf("the key shown for typing in (%q) is not the QR code's", shown)
+			if strings.ReplaceAll(strings.TrimSpace(shown), " ", "") != secret || !strings.Contains(shown, " ") {
+				t.Fatalf("the key shown for typing in (%q) is not the QR code's, in groups of four", shown)
 			}
 			if err := chromedp.Run(ctx,
 				chromedp.SendKeys(`#code`, clock.next(t, secret), chromedp.ByID),

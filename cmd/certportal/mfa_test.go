@@ -290,7 +290,7 @@ func TestMFASetupOff(t *testing.T) {
 }
 
 var enrolLinkRe = regexp.MustCompile(`id="enrol-link">([^<]+)<`)
-var totpSecretRe = regexp.MustCompile(`id="totp-secret">([A-Z2-7=]+)<`)
+var totpSecretRe = regexp.MustCompile(`id="totp-secret">([A-Z2-7= ]+)<`)
 
 // makeEnrolLink has helpdesk staff b make alice's link and returns it.
 func makeEnrolLink(t *testing.T, b *client, user string, reset bool) string {
@@ -329,7 +329,8 @@ func enrolThroughLink(t *testing.T, p *runningPortal, link, user, password strin
 	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'self' data:") || strings.Contains(csp, "script-src") {
 		t.Errorf("scan page CSP %q", csp)
 	}
-	secret := string(m[1])
+	// Shown in groups of four for typing in.
+	secret := strings.ReplaceAll(string(m[1]), " ", "")
 	mustLanded(t, b.codeStep(code(t, secret, time.Now())), "confirm enrolment")
 	return b, secret
 }

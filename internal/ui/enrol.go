@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -88,7 +89,7 @@ func (s *Server) renderScan(w http.ResponseWriter, r *http.Request, username str
 	// A data: URL of Vault's own PNG, base64 of bytes only: safe to mark.
 	p.QRImage = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(key.PNG))
 	if u, perr := url.Parse(key.URL); perr == nil {
-		p.TOTPSecret = u.Query().Get("secret")
+		p.TOTPSecret = groupKey(u.Query().Get("secret"))
 	}
 	// The secret is on this page only: never cached, and the image comes
 	// inline (no second request that would need the secret kept).
@@ -96,4 +97,17 @@ func (s *Server) renderScan(w http.ResponseWriter, r *http.Request, username str
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	s.render(w, r, http.StatusOK, "enrol_scan", p)
+}
+
+// groupKey shows a base32 TOTP key in groups of four, as authenticator apps
+// accept it typed in: 32 characters in a row are easy to misread.
+func groupKey(k string) string {
+	var b strings.Builder
+	for i, r := range k {
+		if i > 0 && i%4 == 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
