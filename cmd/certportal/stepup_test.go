@@ -342,3 +342,39 @@ func TestStepUpPostgresReplicas(t *testing.T) {
 		t.Fatalf("revoke on the second replica right after the step-up on the first: status %d\n%s", r.StatusCode, r.Body)
 	}
 }
+
+// TestMFATOFUNotAfterHelpdesk: trust on first use is for users nobody has
+// enrolled yet. Once the helpdesk has made a link for a user (or reset a
+// lost phone, which makes one), the link is the way in: someone who knows
+// only the password must not enrol their own authenticator by logging in
+// first and leave the real user's link worthless.
+func TestMFATOFUNotAfterHelpdesk(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	helenSecret := adminEnrol(t, v, "helen", method)
+	bobSecret := adminEnrol(t, v, "bob", method)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MFA_TOFU": "true"})
+	helen := newBrowser(t, p.URL)
+	helen.passwordStep("helen", v.Password(t, "helen"))
+	mustLanded(t, helen.codeStep(code(t, helenSecret, time.Now())), "helen's login")
+	aliceLink := makeEnrolLink(t, helen, "alice", false) // never enrolled; the helpdesk chose the link
+	bobLink := makeEnrolLink(t, helen, "bob", true)      // lost phone: secret destroyed, new link
+
+	for _, user := range []string{"alice", "bob"} {
+		thief := newBrowser(t, p.URL)
+		r := thief.post("/login", url.Values{"username": {user}, "password": {v.Password(t, user)}})
+		if totpSecretRe.Match(r.Body) || r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/login/mfa" {
+			t.Fatalf("%s's password alone after the helpdesk made a link: status %d, QR code shown %v (trust on first use enrolled the password holder)",
+				user, r.StatusCode, totpSecretRe.Match(r.Body))
+		}
+		if r := thief.codeStep("123456"); r.StatusCode != http.StatusForbidden || !strings.Contains(string(r.Body), "Ask the helpdesk to enrol you") {
+			t.Errorf("%s without a secret after the helpdesk made a link: status %d\n%s", user, r.StatusCode, r.Body)
+		}
+	}
+	// The links still do their job.
+	enrolThroughLink(t, p, aliceLink, "alice", v.Password(t, "alice"))
+	_, again := enrolThroughLink(t, p, bobLink, "bob", v.Password(t, "bob"))
+	if again == bobSecret {
+		t.Error("bob's reset enrolment has the old secret")
+	}
+}

@@ -180,6 +180,17 @@ func (s *Service) BeginEnrolment(ctx context.Context, token, username, password 
 // Weaker than the helpdesk's link: whoever has a not-yet-enrolled user's
 // password enrols their own phone (docs/mfa.md).
 func (s *Service) enrolOnFirstUse(bg, ctx context.Context, username string) (*vault.TOTPKey, error) {
+	// Only a first use: once the helpdesk has made a link for this user
+	// (or reset a lost phone, which makes one) or they were enrolled
+	// before, the link is the way in. Otherwise whoever holds the
+	// password logs in first after a reset and enrols their own phone,
+	// and the real user's link is worth nothing.
+	if handled, err := s.mfaHandledBefore(bg, username); err != nil || handled {
+		if err != nil {
+			s.log.WarnContext(ctx, "trust on first use: cannot read the user's enrolment history", "user", username, "err", err)
+		}
+		return nil, nil
+	}
 	enf, err := s.enforcement(bg)
 	if err != nil {
 		s.log.WarnContext(ctx, "trust on first use: cannot read the mfa enforcement", "user", username, "err", err)
@@ -209,4 +220,24 @@ func (s *Service) enrolOnFirstUse(bg, ctx context.Context, username string) (*va
 	}
 	s.log.InfoContext(ctx, "mfa secret generated at first login (trust on first use)", "user", username)
 	return key, nil
+}
+
+// mfaHandledBefore reports whether the trail shows an enrolment link or a
+// reset for username, or a completed enrolment: trust on first use is
+// then no longer a first use.
+func (s *Service) mfaHandledBefore(ctx context.Context, username string) (bool, error) {
+	for _, f := range []store.AuditFilter{
+		{Subject: username, Action: audit.ActionMFAEnrolLink, Limit: 1},
+		{Subject: username, Action: audit.ActionMFAReset, Limit: 1},
+		{Subject: username, Action: audit.ActionMFAEnrol, Outcome: audit.OutcomeSuccess, Limit: 1},
+	} {
+		evs, err := s.store.QueryAudit(ctx, f)
+		if err != nil {
+			return false, err
+		}
+		if len(evs) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
