@@ -269,7 +269,7 @@ func TestMFATOFU(t *testing.T) {
 	if r.Header.Get("Cache-Control") != "no-store" {
 		t.Errorf("TOFU scan page Cache-Control %q", r.Header.Get("Cache-Control"))
 	}
-	secret := string(m[1])
+	secret := strings.ReplaceAll(string(m[1]), " ", "") // shown in groups of four
 	// The pre-login session grants nothing until the code.
 	if r := alice.get("/"); !isLoginRedirect(r) {
 		t.Errorf("GET / before the first code: status %d", r.StatusCode)
