@@ -11,6 +11,7 @@ import (
 
 	"github.com/certportal/certportal/internal/app"
 	"github.com/certportal/certportal/internal/config"
+	"github.com/certportal/certportal/internal/ui"
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -53,6 +54,8 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Conf
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Downloads ask the connection whether the client took the file.
+		ConnContext: ui.ConnContext,
 	}
 	errc := make(chan error, 1)
 	go func() {

@@ -77,6 +77,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		"login_device_max_failures": fmt.Sprint(cfg.LoginDeviceMaxFailures), "login_device_ttl": cfg.LoginDeviceTTL.String(),
 		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
 		"offboard_interval":        cfg.OffboardInterval.String(), "offboard_max_share": fmt.Sprintf("%g%%", cfg.OffboardMaxShare*100), "offboard_max_count": fmt.Sprint(cfg.OffboardMaxCount),
+		"reconcile_interval": cfg.ReconcileInterval.String(), "reconcile_auto_revoke_after": cfg.ReconcileAutoRevokeAfter.String(),
+		"reconcile_auto_revoke_max": fmt.Sprint(cfg.ReconcileAutoRevokeMax),
 	}
 	for k, v := range notifySettings(cfg) {
 		settings[k] = v
@@ -98,7 +100,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	swept := make(chan struct{})
 	go func() {
 		defer close(swept)
-		sweepSessions(sweepCtx, sessions, cfg.SessionSweep, log)
+		sweepSessions(sweepCtx, sessions, s, cfg.SessionSweep, log)
 	}()
 	go ident.Run(sweepCtx)
 	// The service records what it counted or still owes the trail when it
@@ -124,6 +126,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	// lifetime (internal/portal/rotate.go).
 	rotateDone := make(chan struct{})
 	go func() { svc.RunSecretRotation(sweepCtx); close(rotateDone) }()
+	reconcileDone := make(chan struct{})
+	go func() { svc.RunReconcile(sweepCtx, cfg.ReconcileInterval); close(reconcileDone) }()
 	return h, func() {
 		stopSweep()
 		<-swept
@@ -135,6 +139,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		<-offboardDone
 		<-inventoryDone
 		<-rotateDone
+		<-reconcileDone
 		st.Close()
 	}, nil
 }
@@ -157,7 +162,10 @@ func endSessions(m *session.Manager, log *slog.Logger) {
 	}
 }
 
-func sweepSessions(ctx context.Context, m *session.Manager, every time.Duration, log *slog.Logger) {
+// sweepSessions ends expired sessions every interval, one replica at a
+// time: two sweeps side by side would both end the same session, revoking
+// its token twice and recording its end twice.
+func sweepSessions(ctx context.Context, m *session.Manager, lk store.Locker, every time.Duration, log *slog.Logger) {
 	if every <= 0 {
 		every = 5 * time.Minute // a Config not made by config.Load
 	}
@@ -168,11 +176,20 @@ func sweepSessions(ctx context.Context, m *session.Manager, every time.Duration,
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			unlock, ok, err := lk.TryLock(ctx, "session-sweep")
+			if err != nil {
+				log.Warn("sweep sessions", "err", err)
+				continue
+			}
+			if !ok {
+				continue // another replica is sweeping
+			}
 			if n, err := m.Sweep(ctx); err != nil {
 				log.Warn("sweep sessions", "err", err)
 			} else if n > 0 {
 				log.Debug("swept expired sessions", "count", n)
 			}
+			unlock()
 		}
 	}
 }
@@ -191,6 +208,7 @@ func PortalOptions(cfg config.Config) portal.Options {
 		LoginDeviceMaxFailures: cfg.LoginDeviceMaxFailures, DeviceTTL: cfg.LoginDeviceTTL, DeviceKey: deviceKey(cfg.SessionKey),
 		Offboard: portal.OffboardOptions{MaxShare: cfg.OffboardMaxShare, MaxCount: cfg.OffboardMaxCount,
 			NotifyChannels: OffboardNotifyChannels(cfg)},
+		Reconcile: portal.ReconcileOptions{AutoRevokeAfter: cfg.ReconcileAutoRevokeAfter, AutoRevokeMax: cfg.ReconcileAutoRevokeMax},
 	}
 }
 

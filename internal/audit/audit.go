@@ -54,6 +54,9 @@ const (
 	// The portal replaced its own AppRole secret id (or could not, and
 	// says why): accessors and expiry only, never the secret id.
 	ActionSecretIDRotate = "approle.secret_id_rotate"
+	// The background reconciliation held back its automatic revocations:
+	// more certificates issued around the portal than its limit.
+	ActionReconcileHeld = "reconcile.held"
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is
@@ -72,6 +75,10 @@ const (
 	// revocation), so that the trail holds it even if recording the
 	// result fails afterwards.
 	OutcomeIntent = "intent"
+	// OutcomeNotDelivered: a .p12 whose certificate was issued and recorded
+	// did not reach the client (it hung up first, or the connection broke
+	// before the client took the last byte). The issuance record stays.
+	OutcomeNotDelivered = "not_delivered"
 )
 
 // Event is one audit record. Details is a flat, non-secret key/value map;

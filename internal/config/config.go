@@ -134,6 +134,11 @@ type Config struct {
 	OffboardInterval time.Duration // CERTPORTAL_OFFBOARD_INTERVAL; 0: no sweep inside serve
 	OffboardMaxShare float64       // CERTPORTAL_OFFBOARD_MAX_SHARE, a fraction (written as a percentage)
 	OffboardMaxCount int           // CERTPORTAL_OFFBOARD_MAX_COUNT
+	// Background reconciliation (reconcile.go): how often, and when a
+	// certificate issued around the portal is revoked automatically.
+	ReconcileInterval        time.Duration // CERTPORTAL_RECONCILE_INTERVAL; 0: no reconciliation inside serve
+	ReconcileAutoRevokeAfter time.Duration // CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER; 0: never revoke automatically
+	ReconcileAutoRevokeMax   int           // CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX
 
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
@@ -149,49 +154,52 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Listen:                 "127.0.0.1:8080",
-		DB:                     "certportal.db",
-		VaultAddr:              "http://127.0.0.1:8200",
-		UserpassMount:          "userpass",
-		PKIMount:               "pki",
-		Role:                   "user-auth",
-		OnBehalfRole:           "user-auth-onbehalf",
-		EmailDomain:            "example.com",
-		UserPolicy:             "certportal-user",
-		HelpdeskPolicy:         "certportal-helpdesk",
-		AuditorPolicy:          "certportal-auditor",
-		SessionIdle:            30 * time.Minute,
-		SessionAbsolute:        8 * time.Hour,
-		SessionRecheck:         time.Minute,
-		SessionSweep:           5 * time.Minute,
-		MetricsInterval:        time.Minute,
-		TTLs:                   []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
-		DefaultTTL:             90 * 24 * time.Hour,
-		AppRoleMount:           "approle",
-		MaxActive:              3,
-		LoginMaxFailures:       20,
-		LoginFailureWindow:     10 * time.Minute,
-		LoginNetworkLimits:     DefaultNetworkLimits(),
-		LoginUserMaxFailures:   DefaultLoginUserMaxFailures,
-		LoginUserWindow:        DefaultLoginUserWindow,
-		LoginFailureFloor:      time.Second,
-		LoginDeviceMaxFailures: DefaultLoginDeviceMaxFailures,
-		LoginDeviceTTL:         180 * 24 * time.Hour,
-		DeniedWindow:           time.Minute,
-		MFAPending:             300 * time.Second,
-		MFAStepUp:              15 * time.Minute,
-		ExpiringSoon:           14 * 24 * time.Hour,
-		OffboardInterval:       15 * time.Minute,
-		OffboardMaxShare:       0.10,
-		OffboardMaxCount:       50,
-		MaxBodyBytes:           64 << 10,
-		NotifyThresholds:       []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},
-		NotifyExpired:          true,
-		NotifyInterval:         5 * time.Minute,
-		NotifyWebhookFormat:    "generic",
-		LogLevel:               "info",
-		VaultTimeout:           10 * time.Second,
-		VaultMaxInFlight:       64,
+		Listen:                   "127.0.0.1:8080",
+		DB:                       "certportal.db",
+		VaultAddr:                "http://127.0.0.1:8200",
+		UserpassMount:            "userpass",
+		PKIMount:                 "pki",
+		Role:                     "user-auth",
+		OnBehalfRole:             "user-auth-onbehalf",
+		EmailDomain:              "example.com",
+		UserPolicy:               "certportal-user",
+		HelpdeskPolicy:           "certportal-helpdesk",
+		AuditorPolicy:            "certportal-auditor",
+		SessionIdle:              30 * time.Minute,
+		SessionAbsolute:          8 * time.Hour,
+		SessionRecheck:           time.Minute,
+		SessionSweep:             5 * time.Minute,
+		MetricsInterval:          time.Minute,
+		TTLs:                     []time.Duration{24 * time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour, 90 * 24 * time.Hour, 365 * 24 * time.Hour},
+		DefaultTTL:               90 * 24 * time.Hour,
+		AppRoleMount:             "approle",
+		MaxActive:                3,
+		LoginMaxFailures:         20,
+		LoginFailureWindow:       10 * time.Minute,
+		LoginNetworkLimits:       DefaultNetworkLimits(),
+		LoginUserMaxFailures:     DefaultLoginUserMaxFailures,
+		LoginUserWindow:          DefaultLoginUserWindow,
+		LoginFailureFloor:        time.Second,
+		LoginDeviceMaxFailures:   DefaultLoginDeviceMaxFailures,
+		LoginDeviceTTL:           180 * 24 * time.Hour,
+		DeniedWindow:             time.Minute,
+		MFAPending:               300 * time.Second,
+		MFAStepUp:                15 * time.Minute,
+		ExpiringSoon:             14 * 24 * time.Hour,
+		OffboardInterval:         15 * time.Minute,
+		OffboardMaxShare:         0.10,
+		OffboardMaxCount:         50,
+		ReconcileInterval:        15 * time.Minute,
+		ReconcileAutoRevokeAfter: time.Hour,
+		ReconcileAutoRevokeMax:   20,
+		MaxBodyBytes:             64 << 10,
+		NotifyThresholds:         []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},
+		NotifyExpired:            true,
+		NotifyInterval:           5 * time.Minute,
+		NotifyWebhookFormat:      "generic",
+		LogLevel:                 "info",
+		VaultTimeout:             10 * time.Second,
+		VaultMaxInFlight:         64,
 	}
 }
 
@@ -289,6 +297,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.IntVar(&c.VaultMaxInFlight, "vault-max-inflight", envInt(getenv, "CERTPORTAL_VAULT_MAX_INFLIGHT", c.VaultMaxInFlight), "Vault calls under way at once; further requests get a 503 (CERTPORTAL_VAULT_MAX_INFLIGHT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
 	offboardShare := c.offboardFlags(fs, getenv)
+	c.reconcileFlags(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -566,6 +575,9 @@ func (c Config) Validate() error {
 		return errors.New("vault-max-inflight: want 1 to 10000 (CERTPORTAL_VAULT_MAX_INFLIGHT)")
 	}
 	if err := c.validateOffboard(); err != nil {
+		return err
+	}
+	if err := c.validateReconcile(); err != nil {
 		return err
 	}
 	if c.MaxBodyBytes < 1024 {

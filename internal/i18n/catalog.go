@@ -217,6 +217,7 @@ var catalog = map[Lang]map[string]string{
 		"action.offboard.held":               "Offboarding held",
 		"action.offboard.confirm":            "Offboarding confirmed",
 		"action.approle.secret_id_rotate":    "Portal credential rotation",
+		"action.reconcile.held":              "Automatic revocation held",
 		"enc.modern":                         "modern",
 		"enc.compat":                         "compatible",
 		"renew.title":                        "Renew a certificate",
@@ -400,6 +401,7 @@ var catalog = map[Lang]map[string]string{
 		"field.at":                           "As of",
 		"detail.as_of":                       "As of",
 		"outcome.intent":                     "attempted (recorded before Vault was asked)",
+		"outcome.not_delivered":              "not delivered (issued, but the file did not reach the browser)",
 	},
 	Korean: {
 		"app.name":                           "certportal",
@@ -617,6 +619,7 @@ var catalog = map[Lang]map[string]string{
 		"action.offboard.held":               "오프보딩 보류",
 		"action.offboard.confirm":            "오프보딩 확인",
 		"action.approle.secret_id_rotate":    "포털 자격 증명 교체",
+		"action.reconcile.held":              "자동 폐기 보류",
 		"enc.modern":                         "최신",
 		"enc.compat":                         "호환",
 		"renew.title":                        "인증서 갱신",
@@ -800,5 +803,6 @@ var catalog = map[Lang]map[string]string{
 		"field.at":                           "기준 시각",
 		"detail.as_of":                       "기준 시각",
 		"outcome.intent":                     "시도 (Vault 요청 전 기록)",
+		"outcome.not_delivered":              "전달 안 됨 (발급되었으나 파일이 브라우저에 닿지 않음)",
 	},
 }

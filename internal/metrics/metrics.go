@@ -33,6 +33,7 @@ type Metrics struct {
 	throttle      throttleMetrics
 	inventory     inventoryMetrics
 	approle       *approleMetrics
+	reconcile     reconcileMetrics
 }
 
 // New registers every collector.
@@ -80,6 +81,7 @@ func New() *Metrics {
 	m.throttle = newThrottleMetrics(m.reg)
 	m.inventory = newInventoryMetrics(m.reg)
 	m.approle = newApproleMetrics(m.reg)
+	m.reconcile = newReconcileMetrics(m.reg)
 	return m
 }
 

@@ -66,13 +66,20 @@ func (s *Service) record(ctx context.Context, e *audit.Event) error {
 	return nil
 }
 
-// RecordDownload records that a .p12 was handed over completely. The file
-// is already gone by then, so a failure here is logged, not fatal; the
-// issuance itself was recorded before the download began.
-func (s *Service) RecordDownload(ctx context.Context, actor *Identity, dl *Download) {
-	e := s.newEvent(ctx, actor.Username, dl.Username, audit.ActionDownload, audit.OutcomeSuccess, dl.Serial,
-		map[string]string{"bytes": itoa(len(dl.Data))})
-	// The download has happened; the event may share a commit with the next
+// RecordDownload records what became of a .p12 the web layer tried to
+// hand over: delivered (notDelivered == ""), or not, and why, with the
+// bytes that left the portal. The file is gone either way, so a failure
+// here is logged, not fatal; the issuance itself was recorded before the
+// download began, and stays.
+func (s *Service) RecordDownload(ctx context.Context, actor *Identity, dl *Download, sent int, notDelivered string) {
+	outcome, details := audit.OutcomeSuccess, map[string]string{"bytes": itoa(len(dl.Data))}
+	if notDelivered != "" {
+		outcome, details["sent_bytes"], details["reason"] = audit.OutcomeNotDelivered, itoa(sent), notDelivered
+		s.log.WarnContext(ctx, "certificate issued but its .p12 not delivered", "serial", dl.Serial, "user", dl.Username,
+			"sent_bytes", sent, "bytes", len(dl.Data), "reason", notDelivered)
+	}
+	e := s.newEvent(ctx, actor.Username, dl.Username, audit.ActionDownload, outcome, dl.Serial, details)
+	// The download is over; the event may share a commit with the next
 	// write instead of costing an fsync of its own.
 	if err := s.store.AppendAuditDeferred(context.WithoutCancel(ctx), e); err != nil {
 		s.opts.Metrics.AuditFailure()

@@ -319,6 +319,27 @@ func (s *Service) Reconcile(ctx context.Context, id *Identity) (*Reconciliation,
 	if err := s.requireAuditor(id); err != nil {
 		return nil, err
 	}
+	rec, err := s.reconcile(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.record(ctx, s.newEvent(ctx, id.Username, "", audit.ActionReconcile, audit.OutcomeSuccess, "", rec.counts())); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// counts are a reconciliation's numbers, as its audit event records them.
+func (rec *Reconciliation) counts() map[string]string {
+	return map[string]string{
+		"vault_only": itoa(len(rec.VaultOnly)), "inventory_only": itoa(len(rec.InventoryOnly)),
+		"state_mismatch": itoa(len(rec.StateMismatch)), "known": itoa(len(rec.Known)),
+		"vault_total": itoa(rec.VaultTotal), "inventory_total": itoa(rec.InventoryTotal)}
+}
+
+// reconcile compares Vault with the inventory for Reconcile and the
+// background job (reconcile_job.go); it records nothing.
+func (s *Service) reconcile(ctx context.Context) (*Reconciliation, error) {
 	av, err := s.auditorVault()
 	if err != nil {
 		return nil, err
@@ -402,12 +423,6 @@ func (s *Service) Reconcile(ctx context.Context, id *Identity) (*Reconciliation,
 			}
 		}
 		after = page[len(page)-1].Serial
-	}
-	if err := s.record(ctx, s.newEvent(ctx, id.Username, "", audit.ActionReconcile, audit.OutcomeSuccess, "", map[string]string{
-		"vault_only": itoa(len(rec.VaultOnly)), "inventory_only": itoa(len(rec.InventoryOnly)),
-		"state_mismatch": itoa(len(rec.StateMismatch)), "known": itoa(len(rec.Known)),
-		"vault_total": itoa(rec.VaultTotal), "inventory_total": itoa(rec.InventoryTotal)})); err != nil {
-		return nil, err
 	}
 	return rec, nil
 }

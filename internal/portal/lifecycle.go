@@ -464,6 +464,8 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 	if !slices.Contains(users, username) {
 		return nil, &Error{Code: ENotFound, Message: "error.user_not_found"}
 	}
+	ctx, cancel := s.detach(ctx)
+	defer cancel()
 	reservation, err := s.reserve(ctx, username, "", "error.onbehalf_cap")
 	if err != nil {
 		return nil, err

@@ -514,6 +514,9 @@ func (s *Service) OffboardRevocations(ctx context.Context, actor *Identity, user
 	out := make([]OffboardRevocation, 0, len(evs))
 	for _, e := range evs {
 		d := decodeDetails(e.Details)
+		if d["auto_revoke"] != "" {
+			continue // reconciliation's, not the sweep's (same actor)
+		}
 		out = append(out, OffboardRevocation{EventID: e.ID, Time: e.Time, Serial: e.Serial, Reason: d["reason"], Evidence: d["evidence"]})
 	}
 	return out, nil

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -133,6 +134,8 @@ type Options struct {
 	MFATOFU bool
 	// Offboard are the offboarding sweep's limits (offboard.go).
 	Offboard OffboardOptions
+	// Reconcile are the background reconciliation's (reconcile_job.go).
+	Reconcile ReconcileOptions
 }
 
 // Store is what the portal keeps: the inventory, the audit trail and the
@@ -180,6 +183,12 @@ type Service struct {
 	// rotator is sv when it can rotate its own secret id (rotate.go).
 	rotator  SecretRotator
 	rotation rotationState
+	// reconcileHeld remembers the background reconciliation's last hold
+	// (reconcile_job.go).
+	reconcileHeld struct {
+		mu   sync.Mutex
+		last string
+	}
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
@@ -507,6 +516,8 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 	if old != nil && req.RevokeOld {
 		replaces = old.Serial // the old one goes as the new one comes
 	}
+	ctx, cancel := s.detach(ctx)
+	defer cancel()
 	reservation, err := s.reserve(ctx, id.Username, replaces, "error.cap_reached")
 	if err != nil {
 		return nil, err
@@ -516,6 +527,29 @@ func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*D
 		ttl: ttl, enc: enc, password: req.Password, renews: req.RenewSerial, revokeOld: old != nil && req.RevokeOld, old: old,
 		reservation: reservation, label: label,
 	})
+}
+
+// IssueTimeout bounds an issuance once it is under way: Vault's answer,
+// the inventory and audit record and, for a renewal, the old certificate's
+// revocation (two Vault calls, each bounded by the Vault timeout, plus
+// store writes). Reconciliation's automatic revocation waits well past it
+// (config: CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER), so it never takes a
+// certificate whose record is still on its way.
+func IssueTimeout(vaultTimeout time.Duration) time.Duration {
+	if vaultTimeout <= 0 {
+		vaultTimeout = 10 * time.Second
+	}
+	return 2*vaultTimeout + 10*time.Second
+}
+
+// detach lets an issuance run to the end whatever the client does, as a
+// login does: once Vault is asked, the certificate, its record and the
+// trail must come out whole even if the browser hangs up meanwhile (the web
+// layer then records that the file was not delivered). The request's values
+// (client address, request id) stay; its cancellation does not, and
+// IssueTimeout bounds it instead.
+func (s *Service) detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), IssueTimeout(s.opts.VaultTimeout))
 }
 
 // reservationTTL bounds how long a place taken for an issuance that never

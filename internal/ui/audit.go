@@ -30,8 +30,8 @@ var (
 		audit.ActionReissue, audit.ActionAccessDenied, audit.ActionPortalStart, audit.ActionConfigSetup, audit.ActionAuditExport, audit.ActionReconcile,
 		audit.ActionSessionEnded, audit.ActionSessionRoles, audit.ActionStepUp,
 		audit.ActionLoginMFARequired, audit.ActionLoginMFAFailure, audit.ActionMFAEnrolLink, audit.ActionMFAReset, audit.ActionMFAEnrol,
-		audit.ActionNotify, audit.ActionOffboardSweep, audit.ActionOffboardHeld, audit.ActionOffboardConfirm, audit.ActionOffboardResumed, audit.ActionSecretIDRotate}
-	auditOutcomes = []string{audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied, audit.OutcomeIntent}
+		audit.ActionNotify, audit.ActionOffboardSweep, audit.ActionOffboardHeld, audit.ActionOffboardConfirm, audit.ActionOffboardResumed, audit.ActionSecretIDRotate, audit.ActionReconcileHeld}
+	auditOutcomes = []string{audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied, audit.OutcomeIntent, audit.OutcomeNotDelivered}
 )
 
 // parseAuditFilter reads the filter from the query string and refuses

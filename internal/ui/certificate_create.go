@@ -43,9 +43,19 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 	s.sendP12(w, r, dl)
 }
 
-// sendP12 streams a freshly issued .p12 and records, after the last byte,
-// that it was handed over.
+// sendP12 streams a freshly issued .p12 and records whether it reached the
+// client: after the last byte was acknowledged by the client's side of the
+// connection (delivery.go), or not, and why. Issuance was recorded,
+// fail-closed, before any of this; its record stays whatever happens here.
 func (s *Server) sendP12(w http.ResponseWriter, r *http.Request, dl *portal.Download) {
+	ctx, id := context.WithoutCancel(r.Context()), identityFrom(r.Context())
+	// The issuance ran detached from the request (portal.Service.Issue), so
+	// a client that hung up meanwhile has its certificate recorded; say the
+	// file never went out rather than write to nobody.
+	if r.Context().Err() != nil {
+		go s.Service.RecordDownload(ctx, id, dl, 0, "the client closed the connection before the file was sent")
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/x-pkcs12")
 	// The page script saves the file under this name too (filename* first).
@@ -55,14 +65,23 @@ func (s *Server) sendP12(w http.ResponseWriter, r *http.Request, dl *portal.Down
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
 	h.Set("X-Certificate-Serial", dl.Serial)
-	if _, err := w.Write(dl.Data); err != nil {
-		s.Logger.WarnContext(r.Context(), "download interrupted", "serial", dl.Serial, "err", err)
+	n, err := w.Write(dl.Data)
+	if err == nil {
+		err = http.NewResponseController(w).Flush()
+	}
+	if err == nil {
+		// Written is not received: the kernel takes the whole file at once.
+		// Wait (bounded) for the client's acknowledgement of the last byte.
+		err = awaitDelivery(r.Context(), deliveryWait)
+	}
+	if err != nil && !errors.Is(err, errUnconfirmed) {
+		s.Logger.WarnContext(r.Context(), "download interrupted", "serial", dl.Serial, "sent_bytes", n, "err", err)
+		go s.Service.RecordDownload(ctx, id, dl, n, "the connection broke before the client received the whole file: "+err.Error())
 		return
 	}
-	// Hand the file over now; the download event is written off the request
-	// path. It records a fact that is already true, so it cannot fail the
-	// download (issuance was recorded, fail-closed, before the first byte).
-	_ = http.NewResponseController(w).Flush()
-	ctx, id := context.WithoutCancel(r.Context()), identityFrom(r.Context())
-	go s.Service.RecordDownload(ctx, id, dl)
+	// Delivered, or at least sent with nothing seen to go wrong: the trail
+	// then claims delivery (the safe side for a file holding a private key).
+	// The event records a fact that is already true, so it is written off
+	// the request path and cannot fail the download.
+	go s.Service.RecordDownload(ctx, id, dl, n, "")
 }

@@ -1,0 +1,43 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+)
+
+// reconcileFlags declares the background reconciliation's settings.
+func (c *Config) reconcileFlags(fs *flag.FlagSet, getenv func(string) string) {
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", envDuration(getenv, "CERTPORTAL_RECONCILE_INTERVAL", c.ReconcileInterval),
+		"how often serve compares Vault's certificates with the inventory (one replica at a time); 0: never (CERTPORTAL_RECONCILE_INTERVAL)")
+	fs.DurationVar(&c.ReconcileAutoRevokeAfter, "reconcile-auto-revoke-after", envDuration(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER", c.ReconcileAutoRevokeAfter),
+		"revoke a user certificate Vault issued that the inventory does not know once it is older than this; 0: never (CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER)")
+	fs.IntVar(&c.ReconcileAutoRevokeMax, "reconcile-auto-revoke-max", envInt(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX", c.ReconcileAutoRevokeMax),
+		"a reconciliation that would revoke more certificates than this holds instead (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
+}
+
+// MinAutoRevokeAfter is the shortest grace the automatic revocation may
+// have with a given Vault timeout: an issuance under way ends within
+// portal.IssueTimeout (two Vault calls and the record, 2×timeout + 10 s),
+// Vault backdates a certificate's not_before by 30 s (the role setup
+// writes), and a minute more covers clock skew between portal and Vault.
+// Anything shorter could revoke a certificate whose record is still on its
+// way to the inventory.
+func MinAutoRevokeAfter(vaultTimeout time.Duration) time.Duration {
+	return 2*vaultTimeout + 10*time.Second + 30*time.Second + time.Minute
+}
+
+func (c Config) validateReconcile() error {
+	if c.ReconcileInterval < 0 || (c.ReconcileInterval > 0 && c.ReconcileInterval < time.Second) {
+		return errors.New("reconcile-interval: want at least 1s, or 0 to switch the background reconciliation off (CERTPORTAL_RECONCILE_INTERVAL)")
+	}
+	if min := MinAutoRevokeAfter(c.VaultTimeout); c.ReconcileAutoRevokeAfter < 0 || (c.ReconcileAutoRevokeAfter > 0 && c.ReconcileAutoRevokeAfter < min) {
+		return fmt.Errorf("reconcile-auto-revoke-after: want 0 (off) or at least %s with a Vault timeout of %s, so that no issuance still recording is taken (CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER)",
+			min, c.VaultTimeout)
+	}
+	if c.ReconcileAutoRevokeMax < 1 {
+		return errors.New("reconcile-auto-revoke-max: want 1 or more (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+package portal
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// ReconcileOptions are the background reconciliation's settings.
+type ReconcileOptions struct {
+	// AutoRevokeAfter: a certificate Vault issued from the users' role
+	// that the inventory does not know (vault_only) is revoked once its
+	// validity began longer ago than this; 0 revokes nothing
+	// automatically. It must outlast any issuance still under way
+	// (IssueTimeout) plus Vault's backdating of not_before (30 s as setup
+	// writes the role): config checks it.
+	AutoRevokeAfter time.Duration
+	// AutoRevokeMax: a run that would revoke more certificates than this
+	// holds instead and revokes none, as a restored or wrong database would
+	// make every certificate look vault_only. 0 means 20.
+	AutoRevokeMax int
+}
+
+// ReconcileActor is who the trail names for what the background
+// reconciliation does.
+const ReconcileActor = "certportal"
+
+// ReasonIssuedAroundPortal is the revocation reason the background
+// reconciliation records: Vault issued it, the portal has no record of it.
+const ReasonIssuedAroundPortal = "issued_around_portal"
+
+// reconcileLock is the store lock one background reconciliation holds, across replicas.
+const reconcileLock = "reconcile"
+
+// ReconcileJobResult is what one background reconciliation saw and did.
+type ReconcileJobResult struct {
+	VaultOnly int // unrevoked vault_only certificates seen
+	Eligible  int // of those, the portal's users' certificates past the grace
+	Revoked   int
+	Failed    int // revocations that failed (tried again next run)
+	Held      bool
+	HeldWhy   string
+	Skipped   bool // another replica was reconciling
+}
+
+// candidate is a vault_only certificate the job may revoke, with what
+// showed it to be the portal's to revoke.
+type candidate struct {
+	serial, user, subject, evidence string
+}
+
+func (s *Service) autoRevokeMax() int {
+	if s.opts.Reconcile.AutoRevokeMax <= 0 {
+		return 20
+	}
+	return s.opts.Reconcile.AutoRevokeMax
+}
+
+// ReconcileJob runs one background reconciliation: it compares Vault with
+// the inventory as an auditor's reconciliation does and, when
+// AutoRevokeAfter is set, revokes the vault_only certificates that are
+// the portal's users' (attributable: see attributable) and older than the
+// grace, with actor "certportal", reason and evidence on the record:
+// intent first, then Vault, then the result, as every revocation. One
+// replica at a time (store lock). A run that revokes nothing records
+// nothing, so an idle portal does not fill the trail.
+func (s *Service) ReconcileJob(ctx context.Context) (*ReconcileJobResult, error) {
+	unlock, ok, err := s.store.TryLock(ctx, reconcileLock)
+	if err != nil {
+		s.opts.Metrics.ReconcileRun("failed", 0, s.now())
+		return nil, fmt.Errorf("reconcile job: %w", err)
+	}
+	if !ok {
+		s.opts.Metrics.ReconcileRun("skipped", 0, s.now())
+		return &ReconcileJobResult{Skipped: true}, nil
+	}
+	defer unlock()
+	res, err := s.reconcileJob(ctx)
+	switch {
+	case err != nil:
+		s.opts.Metrics.ReconcileRun("failed", 0, s.now())
+	case res.Held:
+		s.opts.Metrics.ReconcileRun("held", res.VaultOnly, s.now())
+	case res.Failed > 0:
+		s.opts.Metrics.ReconcileRun("failed", res.VaultOnly, s.now())
+	default:
+		s.opts.Metrics.ReconcileRun("ok", res.VaultOnly, s.now())
+	}
+	return res, err
+}
+
+func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error) {
+	rec, err := s.reconcile(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &ReconcileJobResult{}
+	grace := s.opts.Reconcile.AutoRevokeAfter
+	now := s.now()
+	var todo []candidate
+	for _, e := range rec.VaultOnly {
+		if e.Revoked || !now.Before(e.NotAfter) {
+			continue // nothing left to take away
+		}
+		res.VaultOnly++
+		if grace <= 0 {
+			continue
+		}
+		c, err := s.attributable(ctx, e.Serial, now, grace)
+		if err != nil {
+			return nil, err
+		}
+		if c != nil {
+			todo = append(todo, *c)
+		}
+	}
+	res.Eligible = len(todo)
+	if res.VaultOnly > 0 {
+		s.log.WarnContext(ctx, "reconciliation: certificates issued around the portal", "vault_only", res.VaultOnly,
+			"to_revoke", len(todo), "auto_revoke_after", grace)
+	}
+	if len(todo) == 0 {
+		s.noteHeld("")
+		return res, nil
+	}
+	if len(todo) > s.autoRevokeMax() {
+		res.Held = true
+		res.HeldWhy = fmt.Sprintf("%d certificates issued around the portal are past the grace, more than the limit of %d: is this the right database?", len(todo), s.autoRevokeMax())
+		s.log.ErrorContext(ctx, "reconciliation held: nothing revoked automatically; check the database, then revoke from the helpdesk's vault-only view or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX",
+			"why", res.HeldWhy)
+		serials := make([]string, len(todo))
+		for i, c := range todo {
+			serials[i] = c.serial
+		}
+		if s.noteHeld(fmt.Sprint(serials)) {
+			return res, nil // recorded already, for the same list
+		}
+		return res, s.record(ctx, s.newEvent(ctx, ReconcileActor, "", audit.ActionReconcileHeld, audit.OutcomeDenied, "", map[string]string{
+			"why": res.HeldWhy, "serials": sample(serials, 20), "max": itoa(s.autoRevokeMax()), "auto_revoke_after": grace.String(),
+		}))
+	}
+	s.noteHeld("")
+	var firstErr error
+	for _, c := range todo {
+		if err := s.autoRevoke(ctx, c, grace); err != nil {
+			res.Failed++
+			firstErr = cmpErr(firstErr, err)
+			s.log.ErrorContext(ctx, "reconciliation: automatic revocation failed; the next run tries again", "serial", c.serial, "err", err)
+			continue
+		}
+		res.Revoked++
+	}
+	details := rec.counts()
+	details["auto_revoked"], details["failed"], details["auto_revoke_after"] = itoa(res.Revoked), itoa(res.Failed), grace.String()
+	outcome := audit.OutcomeSuccess
+	if res.Failed > 0 {
+		outcome = audit.OutcomeFailure
+	}
+	if err := s.record(ctx, s.newEvent(ctx, ReconcileActor, "", audit.ActionReconcile, outcome, "", details)); err != nil {
+		return res, err
+	}
+	if firstErr != nil {
+		return res, fmt.Errorf("reconcile job: %d automatic revocations failed: %w", res.Failed, firstErr)
+	}
+	return res, nil
+}
+
+// noteHeld remembers the last held list (key; "" when not held) and
+// reports whether it is the same as before, so that a hold is recorded
+// once, not every interval.
+func (s *Service) noteHeld(key string) bool {
+	s.reconcileHeld.mu.Lock()
+	defer s.reconcileHeld.mu.Unlock()
+	same := key != "" && s.reconcileHeld.last == key
+	s.reconcileHeld.last = key
+	return same
+}
+
+// attributable reads a vault_only certificate and returns it as a
+// candidate when it is unmistakably one the users' role issued for a
+// portal user and it is older than the grace; nil otherwise. Never
+// revoked automatically, whatever reconciliation says:
+//   - a CA certificate (revoking one ends every certificate under it);
+//   - a certificate for a server (serverAuth, e.g. Nginx's): the
+//     protected site would go down;
+//   - anything whose subject is not <user>@<email domain> with a user name
+//     the portal accepts, or with more names than that (DNS, IP, URI SANs,
+//     another email): another role or an operator issued it for something
+//     the portal does not know;
+//   - a certificate whose key usage is not exactly client authentication;
+//   - one younger than the grace: its issuance may still be recording (on
+//     this or another replica), or Vault answered a request the portal had
+//     already given up on;
+//   - one already revoked or expired.
+func (s *Service) attributable(ctx context.Context, serial string, now time.Time, grace time.Duration) (*candidate, error) {
+	av, err := s.auditorVault()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := av.ReadCertificate(ctx, s.opts.PKIMount, serial)
+	if errors.Is(err, vault.ErrNotFound) {
+		return nil, nil // tidied away since the list
+	}
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	if cert.IsCA || !cert.RevokedAt.IsZero() || !now.Before(cert.NotAfter) || isServerCertificate(cert.Certificate) {
+		return nil, nil
+	}
+	if !cert.NotBefore.Before(now.Add(-grace)) {
+		return nil, nil
+	}
+	cn := cert.Subject.CommonName
+	user := s.userOf(cn)
+	if user == "" || len(cert.DNSNames) > 0 || len(cert.IPAddresses) > 0 || len(cert.URIs) > 0 {
+		return nil, nil
+	}
+	for _, e := range cert.EmailAddresses {
+		if e != cn {
+			return nil, nil
+		}
+	}
+	if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) || len(cert.UnknownExtKeyUsage) > 0 {
+		return nil, nil
+	}
+	return &candidate{serial: serial, user: user, subject: cn, evidence: fmt.Sprintf(
+		"in Vault mount %s, not in the inventory: a client certificate for %s, valid from %s, older than the %s grace",
+		s.opts.PKIMount, cn, fmtTime(cert.NotBefore), grace)}, nil
+}
+
+// autoRevoke revokes one candidate with the portal's identity, on the
+// record, after checking once more that the inventory still does not know
+// it (no issuance can record it this late: the grace outlasts them all).
+func (s *Service) autoRevoke(ctx context.Context, c candidate, grace time.Duration) error {
+	switch _, err := s.store.GetCertificate(ctx, c.serial); {
+	case err == nil:
+		return nil // recorded after all: not vault_only any more
+	case !errors.Is(err, store.ErrNotFound):
+		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	details := map[string]string{"reason": ReasonIssuedAroundPortal, "evidence": c.evidence, "subject": c.subject,
+		"inventory": "none", "auto_revoke": "reconcile", "auto_revoke_after": grace.String()}
+	if err := s.record(ctx, s.newEvent(ctx, ReconcileActor, c.user, audit.ActionRevoke, audit.OutcomeIntent, c.serial, details)); err != nil {
+		return err
+	}
+	if err := s.service.Revoke(ctx, s.opts.PKIMount, c.serial); err != nil {
+		if aerr := s.record(ctx, s.newEvent(ctx, ReconcileActor, c.user, audit.ActionRevoke, audit.OutcomeFailure, c.serial, details)); aerr != nil {
+			s.log.ErrorContext(ctx, "audit write failed for a failed revocation", "serial", c.serial, "err", aerr)
+		}
+		return &Error{Code: EUnavailable, Message: "error.vault_unavailable_revoke", Err: err}
+	}
+	s.opts.Metrics.Revoked(ReasonIssuedAroundPortal)
+	if err := s.record(ctx, s.newEvent(ctx, ReconcileActor, c.user, audit.ActionRevoke, audit.OutcomeSuccess, c.serial, details)); err != nil {
+		// Revoked, with its intent on the record: the next run sees it
+		// vault_only and revoked, and the log says what happened.
+		s.log.ErrorContext(ctx, "certificate issued around the portal revoked but not recorded", "serial", c.serial, "err", err)
+		return err
+	}
+	s.log.WarnContext(ctx, "revoked a certificate issued around the portal", "serial", c.serial, "subject", c.subject,
+		"reason", ReasonIssuedAroundPortal, "evidence", c.evidence)
+	return nil
+}
+
+// RunReconcile reconciles every interval until ctx ends, the first run one
+// interval after start (as the offboarding sweep). interval <= 0 does
+// nothing.
+func (s *Service) RunReconcile(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := s.ReconcileJob(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.ErrorContext(ctx, "background reconciliation failed", "err", err)
+		case res != nil && res.Revoked > 0:
+			s.log.InfoContext(ctx, "background reconciliation revoked certificates issued around the portal", "revoked", res.Revoked)
+		}
+	}
+}
