@@ -85,3 +85,44 @@ func TestLoadMetricsInterval(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadReconcileSettings(t *testing.T) {
+	load := func(extra map[string]string) (Config, error) {
+		env := map[string]string{"CERTPORTAL_APPROLE_ROLE_ID": "r", "CERTPORTAL_APPROLE_SECRET_ID": "s"}
+		for k, v := range extra {
+			env[k] = v
+		}
+		return Load(nil, func(k string) string { return env[k] }, io.Discard)
+	}
+	c, err := load(nil)
+	if err != nil || c.ReconcileInterval.String() != "15m0s" || c.ReconcileAutoRevokeAfter.String() != "1h0m0s" || c.ReconcileAutoRevokeMax != 20 {
+		t.Fatalf("defaults: %v interval %s after %s max %d", err, c.ReconcileInterval, c.ReconcileAutoRevokeAfter, c.ReconcileAutoRevokeMax)
+	}
+	if got := MinAutoRevokeAfter(10 * time.Second).String(); got != "2m0s" {
+		t.Errorf("shortest grace with the default Vault timeout: %s, want 2m0s", got)
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		ok   bool
+	}{
+		{"off", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER": "0", "CERTPORTAL_RECONCILE_INTERVAL": "0"}, true},
+		{"shortest grace", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER": "2m"}, true},
+		{"grace shorter than an issuance may take", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER": "1m59s"}, false},
+		{"grace short for a slow Vault", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER": "2m", "CERTPORTAL_VAULT_TIMEOUT": "30s"}, false},
+		{"short grace with a short Vault timeout", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER": "104s", "CERTPORTAL_VAULT_TIMEOUT": "2s"}, true},
+		{"unparsable grace", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER": "soon"}, false},
+		{"interval under a second", map[string]string{"CERTPORTAL_RECONCILE_INTERVAL": "500ms"}, false},
+		{"no limit", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "0"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(tc.env)
+			if (err == nil) != tc.ok {
+				t.Errorf("%v: err %v, want ok=%v", tc.env, err, tc.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "reconcile") && !strings.Contains(err.Error(), "vault-timeout") {
+				t.Errorf("error does not name the setting: %v", err)
+			}
+		})
+	}
+}
