@@ -221,11 +221,11 @@ func TestBackgroundJobsOnce(t *testing.T) {
 	}
 	waitFor(t, "idle sessions ended", time.Minute, ended("idle1", "idle2", "idle3"))
 	waitFor(t, "reminder for 0a:0a:0a:01", time.Minute, func() bool { return hooks.count("0a:0a:0a:01") > 0 })
-	// The second certificate issued around the portal comes due after
-	// the kill (the first one's grace plus the time until then).
-	around2 := issueAround(t, v, "bob")
 	waitFor(t, "certificate issued around the portal revoked", time.Until(around1At.Add(grace+90*time.Second)), revokedBy(around1))
 	settle(t, a, b)
+	// The second certificate issued around the portal comes due after
+	// the kill.
+	around2 := issueAround(t, v, "bob")
 
 	// Kill a; c takes its place beside b.
 	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
