@@ -28,6 +28,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -62,6 +63,13 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	// in the DSN still wins.
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
+	// Each background job (session sweep, reconciliation, offboarding)
+	// holds a connection of its own for its lock while it runs; pgxpool's
+	// default of max(4, CPUs) would leave requests one connection on a
+	// small machine. pool_max_conns in the DSN still wins.
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = max(cfg.MaxConns, 10)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
