@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -42,7 +43,9 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		}
 		log.Warn("no CERTPORTAL_SESSION_KEY set: using a random key; sessions end when the portal restarts and replicas cannot share them")
 	}
-	sessions, err := session.New(s, session.Options{Key: key, Secure: cfg.HTTPS(), Idle: cfg.SessionIdle, Absolute: cfg.SessionAbsolute})
+	sessions, err := session.New(s, session.Options{Key: key, Secure: cfg.HTTPS(), Idle: cfg.SessionIdle, Absolute: cfg.SessionAbsolute,
+		// One sweep at a time across replicas.
+		Locker: s})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -100,7 +103,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	swept := make(chan struct{})
 	go func() {
 		defer close(swept)
-		sweepSessions(sweepCtx, sessions, s, cfg.SessionSweep, log)
+		sweepSessions(sweepCtx, sessions, cfg.SessionSweep, log)
 	}()
 	go ident.Run(sweepCtx)
 	// The service records what it counted or still owes the trail when it
@@ -162,10 +165,7 @@ func endSessions(m *session.Manager, log *slog.Logger) {
 	}
 }
 
-// sweepSessions ends expired sessions every interval, one replica at a
-// time: two sweeps side by side would both end the same session, revoking
-// its token twice and recording its end twice.
-func sweepSessions(ctx context.Context, m *session.Manager, lk store.Locker, every time.Duration, log *slog.Logger) {
+func sweepSessions(ctx context.Context, m *session.Manager, every time.Duration, log *slog.Logger) {
 	if every <= 0 {
 		every = 5 * time.Minute // a Config not made by config.Load
 	}
@@ -176,20 +176,13 @@ func sweepSessions(ctx context.Context, m *session.Manager, lk store.Locker, eve
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			unlock, ok, err := lk.TryLock(ctx, "session-sweep")
-			if err != nil {
-				log.Warn("sweep sessions", "err", err)
-				continue
-			}
-			if !ok {
+			if n, err := m.Sweep(ctx); errors.Is(err, session.ErrSweepBusy) {
 				continue // another replica is sweeping
-			}
-			if n, err := m.Sweep(ctx); err != nil {
+			} else if err != nil {
 				log.Warn("sweep sessions", "err", err)
 			} else if n > 0 {
 				log.Debug("swept expired sessions", "count", n)
 			}
-			unlock()
 		}
 	}
 }

@@ -112,7 +112,7 @@ func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
 // PostgreSQL with every background job due every second (reminders at
 // start and every minute, the least allowed) and counts, from the trail and
 // a webhook receiver, how often each piece of work was done: an idle
-// session ended, a certificate issued around the portal revoked, a leaver's
+// session ended (sixty of them), a certificate issued around the portal revoked, a leaver's
 // certificates revoked, a reminder sent — each exactly once, before and
 // after one replica is SIGKILLed and a new one takes its place.
 func TestBackgroundJobsOnce(t *testing.T) {
@@ -134,7 +134,18 @@ func TestBackgroundJobsOnce(t *testing.T) {
 	t.Cleanup(func() { hookSrv.Close() })
 
 	const password = "jobs-test password 42"
-	for _, u := range []string{"leaver1", "leaver2", "idle1", "idle2", "idle3", "idle4", "idle5", "idle6", "remind1", "remind2"} {
+	// Enough idle sessions that one sweep takes a while (each ends with a
+	// Vault call and an audit write): two replicas' sweeps side by side
+	// would end some twice.
+	const idlePerPhase = 30
+	idle := func(phase int) []string {
+		var out []string
+		for i := range idlePerPhase {
+			out = append(out, fmt.Sprintf("idle%d-%02d", phase, i))
+		}
+		return out
+	}
+	for _, u := range append(append([]string{"leaver1", "leaver2", "remind1", "remind2"}, idle(1)...), idle(2)...) {
 		v.CreateUser(t, u, password, nil, "certportal-user")
 	}
 	env := v.PortalEnv()
@@ -168,7 +179,7 @@ func TestBackgroundJobsOnce(t *testing.T) {
 		now := time.Now()
 		if _, err := db.Exec(db.q(`INSERT INTO certificates(serial, username, subject, key_type, encryption, issued_by, issued_at, not_after)
 			VALUES(?, ?, ?, 'ec-256', 'modern', ?, ?, ?)`), serial, user, user+"@example.com", user,
-			now.Add(-30*24*time.Hour).UnixMilli(), now.Add(48*time.Hour).UnixMilli()); err != nil {
+			now.Add(-30*24*time.Hour), now.Add(48*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -191,7 +202,7 @@ func TestBackgroundJobsOnce(t *testing.T) {
 	}
 	// Before the kill: three sessions go idle, a leaver goes, a reminder
 	// and a certificate issued around the portal are due.
-	for i, u := range []string{"idle1", "idle2", "idle3"} {
+	for i, u := range idle(1) {
 		login([]*replica{a, b}[i%2], u)
 	}
 	l1 := login(a, "leaver1")
@@ -219,7 +230,7 @@ func TestBackgroundJobsOnce(t *testing.T) {
 	for _, s := range leaver1 {
 		waitFor(t, "leaver1's certificate "+s+" revoked", time.Minute, revokedBy(s))
 	}
-	waitFor(t, "idle sessions ended", time.Minute, ended("idle1", "idle2", "idle3"))
+	waitFor(t, "idle sessions ended", time.Minute, ended(idle(1)...))
 	waitFor(t, "reminder for 0a:0a:0a:01", time.Minute, func() bool { return hooks.count("0a:0a:0a:01") > 0 })
 	waitFor(t, "certificate issued around the portal revoked", time.Until(around1At.Add(grace+90*time.Second)), revokedBy(around1))
 	settle(t, a, b)
@@ -235,7 +246,7 @@ func TestBackgroundJobsOnce(t *testing.T) {
 	killedAt := time.Now()
 	addDue("remind2", "0a:0a:0a:02")
 	c := startReplica(t, bin, "c", env)
-	for i, u := range []string{"idle4", "idle5", "idle6"} {
+	for i, u := range idle(2) {
 		login([]*replica{b, c}[i%2], u)
 	}
 	l2 := login(c, "leaver2")
@@ -246,7 +257,7 @@ func TestBackgroundJobsOnce(t *testing.T) {
 	for _, s := range leaver2 {
 		waitFor(t, "leaver2's certificate "+s+" revoked", time.Minute, revokedBy(s))
 	}
-	waitFor(t, "idle sessions ended after the kill", time.Minute, ended("idle4", "idle5", "idle6"))
+	waitFor(t, "idle sessions ended after the kill", time.Minute, ended(idle(2)...))
 	waitFor(t, "reminder for 0a:0a:0a:02", 2*time.Minute, func() bool { return hooks.count("0a:0a:0a:02") > 0 })
 	waitFor(t, "second certificate issued around the portal revoked", time.Until(killedAt.Add(grace+90*time.Second)), revokedBy(around2))
 	// b's next reminder pass comes after remind2 was added: it must find
@@ -270,7 +281,7 @@ func TestBackgroundJobsOnce(t *testing.T) {
 			once{"revocation of " + s, `SELECT count(*) FROM audit_events WHERE serial = ? AND action = ? AND outcome = ? AND actor = ?`,
 				[]any{s, audit.ActionRevoke, audit.OutcomeSuccess, portal.ReconcileActor}, 1})
 	}
-	for _, u := range []string{"idle1", "idle2", "idle3", "idle4", "idle5", "idle6"} {
+	for _, u := range append(idle(1), idle(2)...) {
 		checks = append(checks, once{"session end of " + u, `SELECT count(*) FROM audit_events WHERE action = ? AND subject = ?`,
 			[]any{audit.ActionSessionEnded, u}, 1})
 	}

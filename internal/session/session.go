@@ -29,7 +29,18 @@ type Options struct {
 	Idle     time.Duration
 	Absolute time.Duration
 	Now      func() time.Time // for tests; time.Now when nil
+	// Locker, when set, keeps sweeps on one replica at a time: two sweeps
+	// side by side would both end the same expired session, giving its
+	// token back twice and telling EndFunc twice.
+	Locker store.Locker
 }
+
+// ErrSweepBusy: another sweep (on this or another replica) holds the
+// sweep's lock; this one did nothing.
+var ErrSweepBusy = errors.New("session: another sweep is running")
+
+// sweepLock is the store lock a sweep holds.
+const sweepLock = "session-sweep"
 
 // Why a session ended, for EndFunc. CheckSession in the portal names the
 // reasons Vault gives.
@@ -62,6 +73,7 @@ type Manager struct {
 	absolute time.Duration
 	now      func() time.Time
 	onEnd    EndFunc
+	locker   store.Locker
 }
 
 var _ sessions.Store = (*Manager)(nil)
@@ -89,6 +101,7 @@ func New(st store.Sessions, o Options) (*Manager, error) {
 		idle:     o.Idle,
 		absolute: o.Absolute,
 		now:      o.Now,
+		locker:   o.Locker,
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -316,8 +329,19 @@ const sweepPage = 100
 // Sweep ends expired sessions: each one's values go to onEnd (which revokes
 // its Vault token) before its row is deleted. A session onEnd could not
 // finish with (Vault unreachable) stays, and the sweep stops there until
-// the next run. serve runs it periodically; it returns how many it deleted.
+// the next run. serve runs it periodically; it returns how many it deleted,
+// or ErrSweepBusy when Options.Locker says another sweep is on it.
 func (m *Manager) Sweep(ctx context.Context) (int64, error) {
+	if m.locker != nil {
+		unlock, ok, err := m.locker.TryLock(ctx, sweepLock)
+		if err != nil {
+			return 0, fmt.Errorf("sweep sessions: %w", err)
+		}
+		if !ok {
+			return 0, ErrSweepBusy
+		}
+		defer unlock()
+	}
 	now := m.now()
 	var n int64
 	for after := ""; ; {
