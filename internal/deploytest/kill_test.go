@@ -257,7 +257,7 @@ func killDuringIssuance(t *testing.T, bin, dsn string) {
 	<-first.exited
 	close(stop)
 	wg.Wait()
-	t.Logf("killed under load after %d issuances (%d requests failed, most at the kill)", len(received), failed)
+	t.Logf("killed under load after %d issuances (%d requests failed: those in flight at the kill, then refused connections until the clients stopped)", len(received), failed)
 
 	env["CERTPORTAL_RECONCILE_INTERVAL"] = "1s"
 	second := startReplica(t, bin, "second", env)
