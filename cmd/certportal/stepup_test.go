@@ -378,3 +378,31 @@ func TestMFATOFUNotAfterHelpdesk(t *testing.T) {
 		t.Error("bob's reset enrolment has the old secret")
 	}
 }
+
+// TestMFATOFUOnlyPortalUsers: the enforcement covers every user of the
+// userpass mount, and Vault names a login's policies only after the code.
+// Trust on first use must not enrol a Vault user the portal has nothing to
+// do with (an operator logging in to Vault directly): whoever had that
+// password would otherwise get, through the portal, a second factor that
+// opens Vault itself.
+func TestMFATOFUOnlyPortalUsers(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	enableMFA(t, v)
+	if _, err := v.Admin.Logical().Write("auth/userpass/users/ops", map[string]any{"password": "ops-password-1234", "token_policies": "default"}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MFA_TOFU": "true"})
+	thief := newBrowser(t, p.URL)
+	r := thief.post("/login", url.Values{"username": {"ops"}, "password": {"ops-password-1234"}})
+	if totpSecretRe.Match(r.Body) || r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/login/mfa" {
+		t.Fatalf("a Vault user without portal policies: status %d, QR code shown %v (trust on first use enrolled them)", r.StatusCode, totpSecretRe.Match(r.Body))
+	}
+	if r := thief.codeStep("123456"); r.StatusCode != http.StatusForbidden {
+		t.Errorf("ops without a secret: status %d\n%s", r.StatusCode, r.Body)
+	}
+	// A portal user still enrols on first use.
+	alice := newBrowser(t, p.URL)
+	if r := alice.post("/login", url.Values{"username": {"alice"}, "password": {v.Password(t, "alice")}}); r.StatusCode != http.StatusOK || !totpSecretRe.Match(r.Body) {
+		t.Fatalf("alice's first login with TOFU: status %d\n%s", r.StatusCode, r.Body)
+	}
+}

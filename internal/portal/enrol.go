@@ -191,6 +191,15 @@ func (s *Service) enrolOnFirstUse(bg, ctx context.Context, username string) (*va
 		}
 		return nil, nil
 	}
+	// The enforcement covers every userpass user, and Vault names a
+	// login's policies only after the code: without this check the portal
+	// would hand a Vault operator's second factor (one that opens Vault
+	// itself) to whoever had their password. Portal policies granted only
+	// through identity groups are not seen here: those users ask the
+	// helpdesk (fail closed).
+	if !s.portalUserInVault(bg, ctx, username) {
+		return nil, nil
+	}
 	enf, err := s.enforcement(bg)
 	if err != nil {
 		s.log.WarnContext(ctx, "trust on first use: cannot read the mfa enforcement", "user", username, "err", err)
@@ -240,4 +249,22 @@ func (s *Service) mfaHandledBefore(ctx context.Context, username string) (bool, 
 		}
 	}
 	return false, nil
+}
+
+// portalUserInVault reports whether the userpass user's own token_policies
+// (read with the portal's identity) give a portal role.
+func (s *Service) portalUserInVault(bg, ctx context.Context, username string) bool {
+	if s.offboardVault == nil {
+		return false
+	}
+	u, err := s.offboardVault.ReadUser(bg, s.opts.UserpassMount, username)
+	if err != nil {
+		s.log.WarnContext(ctx, "trust on first use: cannot read the userpass user", "user", username, "err", err)
+		return false
+	}
+	if u == nil || len(s.roles(u.Policies)) == 0 {
+		s.log.InfoContext(ctx, "trust on first use: not for a user without portal policies", "user", username)
+		return false
+	}
+	return true
 }
