@@ -195,7 +195,7 @@ func PortalOptions(cfg config.Config) portal.Options {
 		TTLs: cfg.TTLs, DefaultTTL: cfg.DefaultTTL, MaxActive: cfg.MaxActive, ExpiringSoon: cfg.ExpiringSoon,
 		OnBehalfRole: onBehalfRole(cfg), LoginMaxFailures: cfg.LoginMaxFailures, LoginFailureWindow: cfg.LoginFailureWindow,
 		DeniedWindow: cfg.DeniedWindow, VaultTimeout: cfg.VaultTimeout, MFAPending: cfg.MFAPending,
-		MFAStepUp: cfg.MFAStepUp, MFATOFU: cfg.MFATOFU,
+		MFAStepUp: cfg.MFAStepUp, MFATOFU: cfg.MFATOFU, DeviceKeys: cfg.DeviceKeys,
 		LoginNetworkLimits: networkLimits(cfg.LoginNetworkLimits), LoginUserMaxFailures: cfg.LoginUserMaxFailures,
 		LoginUserWindow: cfg.LoginUserWindow, LoginFailureFloor: cfg.LoginFailureFloor, NameKey: nameKey(cfg.SessionKey),
 		LoginDeviceMaxFailures: cfg.LoginDeviceMaxFailures, DeviceTTL: cfg.LoginDeviceTTL, DeviceKey: deviceKey(cfg.SessionKey),

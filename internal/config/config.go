@@ -75,6 +75,12 @@ type Config struct {
 
 	MaxActive int // CERTPORTAL_MAX_ACTIVE: active certificates per user
 
+	// DeviceKeys: off, offered (default) or required. Offered lets users
+	// have their key made in the browser (only a CSR reaches the portal);
+	// required refuses keys made by Vault (the server path and issuing on
+	// behalf).
+	DeviceKeys string // CERTPORTAL_DEVICE_KEYS
+
 	LoginMaxFailures   int            // CERTPORTAL_LOGIN_MAX_FAILURES: failed logins per address and window; 0: off
 	LoginFailureWindow time.Duration  // CERTPORTAL_LOGIN_FAILURE_WINDOW
 	LoginNetworkLimits []NetworkLimit // CERTPORTAL_LOGIN_NETWORK_LIMITS: the same for wider networks
@@ -161,6 +167,7 @@ func Default() Config {
 		PKIMount:                 "pki",
 		Role:                     "user-auth",
 		OnBehalfRole:             "user-auth-onbehalf",
+		DeviceKeys:               "offered",
 		EmailDomain:              "example.com",
 		UserPolicy:               "certportal-user",
 		HelpdeskPolicy:           "certportal-helpdesk",
@@ -267,6 +274,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.DurationVar(&c.LoginFailureFloor, "login-failure-floor", envDuration(getenv, "CERTPORTAL_LOGIN_FAILURE_FLOOR", c.LoginFailureFloor), "least time every failed login takes, above Vault's slowest refusal (CERTPORTAL_LOGIN_FAILURE_FLOOR)")
 	fs.IntVar(&c.LoginDeviceMaxFailures, "login-device-max-failures", envInt(getenv, "CERTPORTAL_LOGIN_DEVICE_MAX_FAILURES", c.LoginDeviceMaxFailures), "failed logins a browser with a device cookie for the name (from an earlier login) may make per -login-user-window past the per-username limit; at most 4; 0 turns device cookies off (CERTPORTAL_LOGIN_DEVICE_MAX_FAILURES)")
 	fs.DurationVar(&c.LoginDeviceTTL, "login-device-ttl", envDuration(getenv, "CERTPORTAL_LOGIN_DEVICE_TTL", c.LoginDeviceTTL), "how long a device cookie is honoured after the login that set it (CERTPORTAL_LOGIN_DEVICE_TTL)")
+	fs.StringVar(&c.DeviceKeys, "device-keys", env("CERTPORTAL_DEVICE_KEYS", c.DeviceKeys), "keys made in the user's browser: off, offered or required (required refuses keys made by Vault) (CERTPORTAL_DEVICE_KEYS)")
 	fs.IntVar(&c.MaxActive, "max-active", envInt(getenv, "CERTPORTAL_MAX_ACTIVE", c.MaxActive), "active certificates allowed per user (CERTPORTAL_MAX_ACTIVE)")
 	fs.DurationVar(&c.MFAPending, "mfa-pending", envDuration(getenv, "CERTPORTAL_MFA_PENDING", c.MFAPending), "give up a login waiting for its MFA code after this; at most Vault's 300s (CERTPORTAL_MFA_PENDING)")
 	fs.DurationVar(&c.MFAStepUp, "mfa-step-up", envDuration(getenv, "CERTPORTAL_MFA_STEP_UP", c.MFAStepUp), "downloads, revocations and helpdesk actions ask for password and code again when the last one is older (CERTPORTAL_MFA_STEP_UP)")
@@ -500,6 +508,11 @@ func (c Config) Validate() error {
 		if !validName(v) {
 			return fmt.Errorf("%s %q: want letters, digits, '-', '_' or '/'", name, v)
 		}
+	}
+	switch c.DeviceKeys {
+	case "off", "offered", "required":
+	default:
+		return fmt.Errorf("device-keys %q: want off, offered or required", c.DeviceKeys)
 	}
 	if c.HelpdeskIssueOnBehalf && c.OnBehalfRole == c.Role {
 		return errors.New("onbehalf-role: must differ from role (the users' templated role)")

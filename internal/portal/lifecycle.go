@@ -436,6 +436,11 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 	if !actor.Has(RoleHelpdesk) || !s.OnBehalfEnabled() {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
+	if s.DeviceKeys() == DeviceKeysRequired {
+		// Issuing on behalf makes the key on the server; the operator
+		// wants keys made on users' devices only.
+		return nil, &Error{Code: EForbidden, Message: "error.device_key_required"}
+	}
 	if err := CheckText("username", username, MaxUsernameLen); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +56,7 @@ type Vault interface {
 	RevokeSelf(ctx context.Context, token string) error
 	LookupSelf(ctx context.Context, token string) (*vault.TokenInfo, error)
 	Issue(ctx context.Context, token string, req vault.IssueRequest) (*vault.Issued, error)
+	Sign(ctx context.Context, token string, req vault.SignRequest) (*vault.Issued, error)
 	CAChain(ctx context.Context, mount string) ([]byte, error)
 	Health(ctx context.Context) error
 }
@@ -136,6 +139,10 @@ type Options struct {
 	Offboard OffboardOptions
 	// Reconcile are the background reconciliation's (reconcile_job.go).
 	Reconcile ReconcileOptions
+	// DeviceKeys (DeviceKeysOff, DeviceKeysOffered, DeviceKeysRequired;
+	// "" means offered) says whether users may have their key made in the
+	// browser (IssueCSR) and whether the server-made key is still allowed.
+	DeviceKeys string
 }
 
 // Store is what the portal keeps: the inventory, the audit trail and the
@@ -484,6 +491,9 @@ type Download struct {
 	Subject    string
 	NotAfter   time.Time
 	Encryption bundle.Encryption
+	// CertificatePEM and ChainPEM: the certificate and its CA chain, for a
+	// key made on the device (IssueCSR hands them to the browser).
+	CertificatePEM, ChainPEM []byte
 }
 
 // Identity name for a username: the certificate's CN and email SAN.
@@ -500,6 +510,10 @@ func (s *Service) subjectFor(username string) string {
 func (s *Service) Issue(ctx context.Context, id *Identity, req IssueRequest) (*Download, error) {
 	if !id.Has(RoleEmployee) {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
+	}
+	if s.DeviceKeys() == DeviceKeysRequired {
+		// The operator wants keys made on users' devices only.
+		return nil, &Error{Code: EForbidden, Message: "error.device_key_required"}
 	}
 	ttl, enc, err := req.Validate(s.opts)
 	if err != nil {
@@ -600,14 +614,25 @@ type issuance struct {
 	old             *store.Certificate
 	reservation     string // the place under the cap taken for this issuance
 	label           string // valid (ValidLabel)
+	// csr (PEM) makes this a signing of a key made on the user's device:
+	// pki/sign instead of pki/issue, and no .p12 (the browser builds it).
+	csr string
 }
 
 func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	subject := s.subjectFor(in.username)
 	began := time.Now()
-	issued, err := s.vault.Issue(ctx, in.token, vault.IssueRequest{
-		Mount: s.opts.PKIMount, Role: in.role, CommonName: subject, TTL: in.ttl,
-	})
+	var issued *vault.Issued
+	var err error
+	if in.csr != "" {
+		issued, err = s.vault.Sign(ctx, in.token, vault.SignRequest{
+			Mount: s.opts.PKIMount, Role: in.role, CSR: in.csr, CommonName: subject, TTL: in.ttl,
+		})
+	} else {
+		issued, err = s.vault.Issue(ctx, in.token, vault.IssueRequest{
+			Mount: s.opts.PKIMount, Role: in.role, CommonName: subject, TTL: in.ttl,
+		})
+	}
 	s.opts.Metrics.VaultIssue(time.Since(began))
 	if err != nil {
 		s.release(ctx, in.reservation)
@@ -634,10 +659,14 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 		err  error
 	}
 	enc1 := make(chan encoded, 1)
-	go func() {
-		data, err := bundle.Encode(issued.PrivateKey, issued.Certificate, issued.Chain, in.password, in.enc)
-		enc1 <- encoded{data, err}
-	}()
+	if in.csr != "" {
+		enc1 <- encoded{} // the key is on the device: nothing to pack
+	} else {
+		go func() {
+			data, err := bundle.Encode(issued.PrivateKey, issued.Certificate, issued.Chain, in.password, in.enc)
+			enc1 <- encoded{data, err}
+		}()
+	}
 	details := map[string]string{
 		"subject": subject, "not_before": fmtTime(issued.Certificate.NotBefore), "not_after": fmtTime(issued.Certificate.NotAfter),
 		"ttl": in.ttl.String(), "key_type": row.KeyType, "encryption": string(in.enc), "renews": in.renews,
@@ -666,7 +695,8 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	}
 	s.opts.Metrics.Issued(string(in.enc))
 	s.log.InfoContext(ctx, "certificate issued", "user", in.username, "by", in.actor, "serial", issued.Serial,
-		"subject", subject, "not_after", issued.Certificate.NotAfter.UTC(), "encryption", string(in.enc))
+		"subject", subject, "not_after", issued.Certificate.NotAfter.UTC(), "encryption", string(in.enc),
+		"key_origin", keyOrigin(in))
 	if in.revokeOld {
 		if err := s.revoke(ctx, in.actor, audit.ActionRevoke, in.old, store.Revocation{At: s.now(), Reason: "superseded", By: in.actor}); err != nil {
 			// The new certificate is good and recorded; the user can still
@@ -676,17 +706,34 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	}
 	name, ascii := DownloadName(subject, in.label, row.IssuedAt)
 	return &Download{
-		Username:   in.username,
-		Filename:   name,
-		ASCIIName:  ascii,
-		Label:      in.label,
-		IssuedAt:   row.IssuedAt,
-		Data:       p12.data,
-		Serial:     issued.Serial,
-		Subject:    subject,
-		NotAfter:   issued.Certificate.NotAfter,
-		Encryption: in.enc,
+		Username:       in.username,
+		Filename:       name,
+		ASCIIName:      ascii,
+		Label:          in.label,
+		IssuedAt:       row.IssuedAt,
+		Data:           p12.data,
+		Serial:         issued.Serial,
+		Subject:        subject,
+		NotAfter:       issued.Certificate.NotAfter,
+		Encryption:     in.enc,
+		CertificatePEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: issued.Certificate.Raw}),
+		ChainPEM:       chainPEM(issued.Chain),
 	}, nil
+}
+
+func keyOrigin(in issuance) string {
+	if in.csr != "" {
+		return "device"
+	}
+	return "vault"
+}
+
+func chainPEM(chain []*x509.Certificate) []byte {
+	var b []byte
+	for _, c := range chain {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return b
 }
 
 // revokeUnrecorded revokes a certificate Vault issued in a request that then

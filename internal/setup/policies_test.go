@@ -2,6 +2,12 @@ package setup_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -94,6 +100,19 @@ func TestPoliciesAllowOnlyPortalParameters(t *testing.T) {
 			if !errors.Is(err, vault.ErrPermissionDenied) {
 				t.Fatalf("issue for 1h (not offered): %v", err)
 			}
+			// pki/sign (keys made on the device): the same allow-list plus csr.
+			csr := deviceCSR(t)
+			for _, tr := range tricks {
+				_, err := c.Logical().Write("pki/sign/user-auth", map[string]any{"common_name": cn, "csr": csr, tr.key: tr.val})
+				mustDenied(t, err, "sign with "+tr.name)
+			}
+			if _, err := vc.Sign(ctx, c.Token(), vault.SignRequest{Mount: "pki", Role: "user-auth", CSR: csr, CommonName: cn, TTL: 720 * time.Hour}); err != nil {
+				t.Fatalf("portal sign: %v", err)
+			}
+			_, err = vc.Sign(ctx, c.Token(), vault.SignRequest{Mount: "pki", Role: "user-auth", CSR: csr, CommonName: cn, TTL: time.Hour})
+			if !errors.Is(err, vault.ErrPermissionDenied) {
+				t.Fatalf("sign for 1h (not offered): %v", err)
+			}
 		})
 	}
 
@@ -172,6 +191,9 @@ func TestSetupUpgradesOldPolicies(t *testing.T) {
 	// The same token, now under the new policy.
 	_, err = alice.Logical().Write("pki/issue/user-auth", map[string]any{"common_name": "alice@example.com", "not_after": "2031-01-01T00:00:00Z"})
 	mustDenied(t, err, "not_after after upgrade")
+	if _, err := alice.Logical().Write("pki/sign/user-auth", map[string]any{"common_name": "alice@example.com", "csr": deviceCSR(t)}); err != nil {
+		t.Fatalf("sign after upgrade: %v", err)
+	}
 	res, err = setup.Run(ctx, v.Admin, o)
 	if err != nil || res.Changed() {
 		t.Fatalf("third run: %v, changed %+v", err, res.Steps)
@@ -366,5 +388,59 @@ func TestServicePolicySelfRotation(t *testing.T) {
 	// The lookup stays: the expiry metric needs it.
 	if _, err := svc.Logical().Write(role+"/secret-id/lookup", map[string]any{"secret_id": next}); err != nil {
 		t.Fatalf("lookup with self-rotation off: %v", err)
+	}
+}
+
+// deviceCSR is a CSR as the browser makes it: EC P-256, the user's name.
+func deviceCSR(t *testing.T) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
+// TestSetupHardensRoleForCSRs: a role written by an older setup (names taken
+// from the CSR, Vault's default) is rewritten on the next run, after which a
+// CSR's names are ignored; a third run changes nothing.
+func TestSetupHardensRoleForCSRs(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	ctx := context.Background()
+	o := setup.Defaults()
+	if _, err := v.Admin.Logical().Write("pki/roles/user-auth", map[string]any{"use_csr_common_name": true, "use_csr_sans": true}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := setup.Run(ctx, v.Admin, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := false
+	for _, s := range res.Steps {
+		if s.What == "role pki/roles/user-auth" {
+			changed = s.Changed
+		}
+	}
+	if !changed {
+		t.Fatalf("old role not reported as changed: %+v", res.Steps)
+	}
+	sec, err := v.Admin.Logical().Read("pki/roles/user-auth")
+	if err != nil || sec.Data["use_csr_common_name"] != false || sec.Data["use_csr_sans"] != false {
+		t.Fatalf("role after setup: %v %v", sec.Data, err)
+	}
+	// Without common_name the CSR's own CN is not used: refused.
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice@example.com"}}, k)
+	alice := login(t, v, "alice")
+	if _, err := alice.Logical().Write("pki/sign/user-auth", map[string]any{
+		"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))}); err == nil {
+		t.Fatal("Vault signed with the CSR's CN")
+	}
+	if res, err := setup.Run(ctx, v.Admin, o); err != nil || res.Changed() {
+		t.Fatalf("third run: %v, changed %+v", err, res.Steps)
 	}
 }

@@ -557,30 +557,36 @@ func (r *run) accessor(ctx context.Context) (string, error) {
 // identity, as <alias name>@<domain>, for client authentication only.
 func RoleData(o Options, accessor string) map[string]any {
 	return map[string]any{
-		"allowed_domains":                    []string{"{{identity.entity.aliases." + accessor + ".name}}@" + o.EmailDomain},
-		"allowed_domains_template":           true,
-		"allow_bare_domains":                 true,
-		"allow_subdomains":                   false,
-		"allow_glob_domains":                 false,
-		"allow_wildcard_certificates":        false,
-		"allow_any_name":                     false,
-		"allow_localhost":                    false,
-		"allow_ip_sans":                      false,
-		"allowed_uri_sans":                   []string{},
-		"allowed_other_sans":                 []string{},
-		"enforce_hostnames":                  false,
-		"server_flag":                        false,
-		"client_flag":                        true,
-		"code_signing_flag":                  false,
-		"email_protection_flag":              false,
-		"key_type":                           o.KeyType,
-		"key_bits":                           o.KeyBits,
-		"key_usage":                          []string{"DigitalSignature"},
-		"ext_key_usage":                      []string{},
-		"max_ttl":                            fmt.Sprintf("%d", int64(o.MaxTTL/time.Second)),
-		"ttl":                                fmt.Sprintf("%d", int64(min(o.MaxTTL, 30*24*time.Hour)/time.Second)),
-		"organization":                       []string{o.Organization},
-		"require_cn":                         true,
+		"allowed_domains":             []string{"{{identity.entity.aliases." + accessor + ".name}}@" + o.EmailDomain},
+		"allowed_domains_template":    true,
+		"allow_bare_domains":          true,
+		"allow_subdomains":            false,
+		"allow_glob_domains":          false,
+		"allow_wildcard_certificates": false,
+		"allow_any_name":              false,
+		"allow_localhost":             false,
+		"allow_ip_sans":               false,
+		"allowed_uri_sans":            []string{},
+		"allowed_other_sans":          []string{},
+		"enforce_hostnames":           false,
+		"server_flag":                 false,
+		"client_flag":                 true,
+		"code_signing_flag":           false,
+		"email_protection_flag":       false,
+		"key_type":                    o.KeyType,
+		"key_bits":                    o.KeyBits,
+		"key_usage":                   []string{"DigitalSignature"},
+		"ext_key_usage":               []string{},
+		"max_ttl":                     fmt.Sprintf("%d", int64(o.MaxTTL/time.Second)),
+		"ttl":                         fmt.Sprintf("%d", int64(min(o.MaxTTL, 30*24*time.Hour)/time.Second)),
+		"organization":                []string{o.Organization},
+		"require_cn":                  true,
+		// pki/sign (keys made on the user's device): the name comes from
+		// the request's common_name, which the templated allowed_domains
+		// limits to the token's own identity, never from the CSR; a CSR
+		// naming someone else gains nothing.
+		"use_csr_common_name":                false,
+		"use_csr_sans":                       false,
 		"no_store":                           false,
 		"generate_lease":                     false,
 		"basic_constraints_valid_for_non_ca": true,
@@ -730,7 +736,11 @@ func toStrings(v any) []string {
 // only what the portal sends, so a user calling Vault directly with their own
 // token gets nothing the portal would not hand out.
 func Policies(o Options) map[string]string {
-	issue := "# Written by certportal setup.\n" + issueStanza(o.PKIMount+"/issue/"+o.Role, ttlValues(o.TTLs), nil)
+	// pki/sign takes the same parameters plus the CSR: the role (with
+	// use_csr_common_name and use_csr_sans off) takes the name from
+	// common_name, so the CSR contributes only its public key.
+	issue := "# Written by certportal setup.\n" + issueStanza(o.PKIMount+"/issue/"+o.Role, ttlValues(o.TTLs), nil) +
+		issueStanza(o.PKIMount+"/sign/"+o.Role, ttlValues(o.TTLs), map[string][]string{"csr": nil})
 	onBehalf := ""
 	if o.HelpdeskOnBehalf {
 		onBehalf = "# Issuing on behalf of users (setup --helpdesk-issue-on-behalf).\n" +

@@ -56,6 +56,8 @@ func (s *Server) routes() *chi.Mux {
 			// Downloads, revocations and helpdesk actions need a recent proof
 			// of the user to Vault (stepUp: password, and code with MFA).
 			r.With(s.stepUp(stepUpIssue)).Post("/certificates", s.certificateCreate)
+			// The device-key path: a CSR in, the certificate out as JSON.
+			r.With(s.stepUp(stepUpJSON)).Post("/certificates/csr", s.certificateCSR)
 			r.With(s.sameSiteGET).Get("/certificates/{serial}/revoke", s.certificateRevokeForm)
 			r.With(s.stepUp(stepUpPlain)).Post("/certificates/{serial}/revoke", s.certificateRevoke)
 			r.With(s.continueSameSite).Get("/certificates/{serial}/renew", s.certificateRenewForm)

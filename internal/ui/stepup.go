@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/store"
 )
@@ -27,6 +28,9 @@ type stepUpForm struct {
 	// issue: the form downloads a .p12; the page script saves it and
 	// then shows after(r).
 	issue bool
+	// json: the request comes from the page script (the device-key
+	// path), which gets the step-up as a JSON answer and asks itself.
+	json bool
 }
 
 type retypeField struct{ Name, Label string }
@@ -37,6 +41,7 @@ type keptField struct{ Name, Value string }
 
 var (
 	stepUpPlain = stepUpForm{}
+	stepUpJSON  = stepUpForm{json: true}
 	stepUpIssue = stepUpForm{issue: true, retype: []retypeField{
 		{Name: "password", Label: "dash.password"}, {Name: "password_confirm", Label: "dash.password_again"}}}
 )
@@ -104,6 +109,13 @@ func (s *Server) stepUp(f stepUpForm) func(http.Handler) http.Handler {
 // non-secret fields kept as hidden inputs, its secret ones (f.retype) to be
 // typed again, the password and, when mfa, the code.
 func (s *Server) renderStepUp(w http.ResponseWriter, r *http.Request, f stepUpForm, status int, errKey string, mfa bool) {
+	if f.json {
+		if errKey == "" {
+			errKey = "stepup.title"
+		}
+		writeJSON(w, status, csrError{Error: i18n.T(i18n.FromRequest(r), errKey), Code: errKey, StepUp: true, MFA: mfa})
+		return
+	}
 	p := s.newPage(r, "stepup.title")
 	p.Error = errKey
 	p.StepUpCode = mfa

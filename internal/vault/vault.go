@@ -397,6 +397,60 @@ func (c *Client) Issue(ctx context.Context, token string, req IssueRequest) (*Is
 	str := func(k string) string { s, _ := secret.Data[k].(string); return s }
 	d := issuedData{Certificate: str("certificate"), PrivateKey: str("private_key"), IssuingCA: str("issuing_ca"),
 		SerialNumber: str("serial_number")}
+	if d.PrivateKey == "" {
+		return nil, errors.New("issue certificate: no private key in response")
+	}
+	if raw, ok := secret.Data["ca_chain"].([]any); ok {
+		for _, r := range raw {
+			s, _ := r.(string)
+			d.CAChain = append(d.CAChain, s)
+		}
+	}
+	return c.parseIssued(&d)
+}
+
+// SignRequest asks a PKI role to sign a CSR whose key never left the
+// user's device. CommonName is the name the certificate gets: the role
+// (use_csr_common_name=false, use_csr_sans=false) ignores the CSR's.
+type SignRequest struct {
+	Mount      string
+	Role       string
+	CSR        string // PEM
+	CommonName string
+	TTL        time.Duration
+}
+
+// Sign calls <mount>/sign/<role> with the caller's token. Like Issue it is
+// called once and never retried. The result has no PrivateKey.
+func (c *Client) Sign(ctx context.Context, token string, req SignRequest) (*Issued, error) {
+	cl, err := c.withToken(token)
+	if err != nil {
+		return nil, err
+	}
+	data := map[string]any{
+		"csr":                  req.CSR,
+		"common_name":          req.CommonName,
+		"format":               "pem",
+		"exclude_cn_from_sans": false,
+	}
+	if req.TTL > 0 {
+		data["ttl"] = fmt.Sprintf("%ds", int64(req.TTL/time.Second))
+	}
+	path := strings.Trim(req.Mount, "/") + "/sign/" + url.PathEscape(req.Role)
+	ctx, done, err := c.call(ctx, "sign certificate")
+	if err != nil {
+		return nil, err
+	}
+	secret, err := cl.Logical().WriteWithContext(ctx, path, data)
+	done()
+	if err != nil {
+		return nil, classify("sign certificate", err, ErrRefused)
+	}
+	if secret == nil || secret.Data == nil {
+		return nil, fmt.Errorf("sign certificate: empty response: %w", ErrUnavailable)
+	}
+	str := func(k string) string { s, _ := secret.Data[k].(string); return s }
+	d := issuedData{Certificate: str("certificate"), IssuingCA: str("issuing_ca"), SerialNumber: str("serial_number")}
 	if raw, ok := secret.Data["ca_chain"].([]any); ok {
 		for _, r := range raw {
 			s, _ := r.(string)
@@ -417,17 +471,21 @@ func (c *Client) parseIssued(d *issuedData) (*Issued, error) {
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("issue certificate: bad certificate in response: %v", err)
 	}
-	keyBlock, _ := pem.Decode([]byte(d.PrivateKey))
-	if keyBlock == nil {
-		return nil, errors.New("issue certificate: no private key in response")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("issue certificate: parse private key: %w", err)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, errors.New("issue certificate: private key cannot sign")
+	// A signed CSR comes back without a key: it stayed on the device.
+	var signer crypto.Signer
+	if d.PrivateKey != "" {
+		keyBlock, _ := pem.Decode([]byte(d.PrivateKey))
+		if keyBlock == nil {
+			return nil, errors.New("issue certificate: no private key in response")
+		}
+		k, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("issue certificate: parse private key: %w", err)
+		}
+		var ok bool
+		if signer, ok = k.(crypto.Signer); !ok {
+			return nil, errors.New("issue certificate: private key cannot sign")
+		}
 	}
 	chainPEM := strings.Join(d.CAChain, "\n")
 	if chainPEM == "" {

@@ -1,0 +1,82 @@
+package ui
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/certportal/certportal/internal/i18n"
+	"github.com/certportal/certportal/internal/portal"
+)
+
+// csrResponse is what the device-key path gets back: the certificate and
+// chain the browser packs with its own key, never a key or a file.
+type csrResponse struct {
+	Certificate string `json:"certificate"`
+	CAChain     string `json:"ca_chain"`
+	Serial      string `json:"serial"`
+	// Filename is the .p12 name the server path would have used.
+	Filename string `json:"filename"`
+}
+
+// csrError is a refusal, in the user's language, with the catalog key
+// for scripts and tests; StepUp asks the page to send the password (and
+// code) again in stepup_password and stepup_code.
+type csrError struct {
+	Error  string `json:"error"`
+	Code   string `json:"code"`
+	Field  string `json:"field,omitempty"`
+	StepUp bool   `json:"stepup,omitempty"`
+	MFA    bool   `json:"mfa,omitempty"`
+}
+
+// certificateCSR signs a CSR made in the browser (POST /certificates/csr).
+func (s *Server) certificateCSR(w http.ResponseWriter, r *http.Request) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	req := portal.CSRRequest{
+		CSR:         r.PostFormValue("csr"),
+		TTL:         r.PostFormValue("ttl"),
+		Label:       r.PostFormValue("label"),
+		RenewSerial: r.PostFormValue("renew_serial"),
+		RevokeOld:   r.PostFormValue("revoke_old") == "1",
+	}
+	signed, err := s.Service.IssueCSR(r.Context(), identityFrom(r.Context()), req)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, csrResponse{Certificate: string(signed.Certificate), CAChain: string(signed.Chain),
+		Serial: signed.Serial, Filename: signed.Filename})
+}
+
+// failJSON is fail for the JSON endpoint: the same status and message,
+// Vault's and the database's text never shown.
+func (s *Server) failJSON(w http.ResponseWriter, r *http.Request, err error) {
+	code := portal.ErrorCode(err)
+	status := statusFor(code)
+	var pe *portal.Error
+	if status >= 500 || !errors.As(err, &pe) {
+		s.Logger.ErrorContext(r.Context(), "request failed", "code", string(code), "err", err)
+	} else {
+		s.Logger.InfoContext(r.Context(), "request refused", "code", string(code), "err", err)
+	}
+	setRetryAfter(w, pe)
+	key := portal.ErrorMessage(err)
+	if code == portal.EInternal {
+		key = "error.internal"
+	}
+	e := csrError{Error: i18n.T(i18n.FromRequest(r), key), Code: key}
+	if pe != nil && code == portal.EInvalid {
+		e.Field = pe.Field
+	}
+	writeJSON(w, status, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
