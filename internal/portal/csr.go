@@ -246,6 +246,10 @@ func (s *Service) IssueCSR(ctx context.Context, id *Identity, req CSRRequest) (*
 			replaces = old.Serial // the old one goes as the new one comes
 		}
 	}
+	// Once under way the signing runs to the end whatever the client does,
+	// as Issue's (detach).
+	ctx, cancel := s.detach(ctx)
+	defer cancel()
 	reservation, err := s.reserve(ctx, id.Username, replaces, "error.cap_reached")
 	if err != nil {
 		return nil, err
