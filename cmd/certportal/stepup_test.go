@@ -406,3 +406,32 @@ func TestMFATOFUOnlyPortalUsers(t *testing.T) {
 		t.Fatalf("alice's first login with TOFU: status %d\n%s", r.StatusCode, r.Body)
 	}
 }
+
+// TestEnrolLinkAlreadyEnrolledRecorded: a link used by a user who already
+// has a secret is spent and refused; the trail must say so (before, the
+// link disappeared without an event).
+func TestEnrolLinkAlreadyEnrolledRecorded(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	helenSecret := adminEnrol(t, v, "helen", method)
+	adminEnrol(t, v, "bob", method)
+	p := startPortal(t, v, nil)
+	db := openSQLite(t, p.DB)
+	helen := newBrowser(t, p.URL)
+	helen.passwordStep("helen", v.Password(t, "helen"))
+	mustLanded(t, helen.codeStep(code(t, helenSecret, time.Now())), "helen's login")
+	link := makeEnrolLink(t, helen, "bob", false)
+	token, _ := url.ParseQuery(strings.SplitN(link, "?", 2)[1])
+	if r := newBrowser(t, p.URL).post("/enrol", url.Values{"token": {token.Get("token")}, "username": {"bob"}, "password": {v.Password(t, "bob")}}); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("link for an enrolled user: status %d\n%s", r.StatusCode, r.Body)
+	}
+	var refused int
+	for _, e := range sessionEvents(t, db, "mfa.enrol", "bob") {
+		if e.Outcome == "failure" && strings.Contains(e.Details["reason"], "already") && e.Details["link_by"] == "helen" {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d mfa.enrol failures for bob's spent link, want 1: %+v", refused, sessionEvents(t, db, "mfa.enrol", "bob"))
+	}
+}

@@ -154,6 +154,12 @@ func (s *Service) BeginEnrolment(ctx context.Context, token, username, password 
 	}
 	key, err := s.mfaVault.GenerateTOTP(ctx, enf.MethodID, entity)
 	if errors.Is(err, vault.ErrMFAAlreadyEnrolled) {
+		// The link is spent: the trail says by whom and why, or it would
+		// vanish without a record.
+		if rerr := s.record(ctx, s.newEvent(ctx, pending.Username, pending.Username, audit.ActionMFAEnrol, audit.OutcomeFailure, "",
+			map[string]string{"reason": "already enrolled; link spent", "ticket": e.Ticket, "link_by": e.CreatedBy})); rerr != nil {
+			return nil, nil, rerr
+		}
 		return nil, nil, &Error{Code: EInvalid, Message: "error.mfa_already_enrolled", Err: err}
 	}
 	if err != nil {
