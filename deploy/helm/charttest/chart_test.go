@@ -437,24 +437,70 @@ func TestChartFull(t *testing.T) {
 	pr := o.PrometheusRule
 	checkFields(t, "PrometheusRule", pr, []string{"apiVersion", "kind", "metadata", "spec"})
 	groups := pr["spec"].(map[string]any)["groups"].([]any)
-	alerts := map[string]bool{}
+	alerts := map[string]map[string]any{}
 	for _, g := range groups {
 		gm := g.(map[string]any)
 		checkFields(t, "PrometheusRule group", gm, []string{"name", "rules"}, "interval")
 		for _, r := range gm["rules"].([]any) {
 			rm := r.(map[string]any)
 			checkFields(t, "PrometheusRule rule", rm, []string{"alert", "expr"}, "for", "labels", "annotations")
-			alerts[rm["alert"].(string)] = true
-			if !strings.Contains(rm["expr"].(string), `job="cp-certportal"`) {
-				t.Errorf("rule %s does not select this release's job: %s", rm["alert"], rm["expr"])
+			name := rm["alert"].(string)
+			if alerts[name] != nil {
+				t.Errorf("alert %s defined twice", name)
+			}
+			alerts[name] = rm
+			// The chart's own group is what needs the release's scrape job.
+			if gm["name"] == "certportal-kubernetes" && !strings.Contains(rm["expr"].(string), `job="cp-certportal"`) {
+				t.Errorf("rule %s does not select this release's job: %s", name, rm["expr"])
 			}
 		}
 	}
-	for _, a := range []string{"CertportalDown", "CertportalAuditWriteFailures"} {
-		if !alerts[a] {
-			t.Errorf("alert %s missing", a)
+	if alerts["CertportalDown"] == nil {
+		t.Error("alert CertportalDown missing")
+	}
+	// Every alert promtool tests (deploy/prometheus) reaches a Helm
+	// install unchanged: the same expression, duration and labels.
+	for name, want := range sharedAlerts(t) {
+		got := alerts[name]
+		if got == nil {
+			t.Errorf("alert %s of deploy/prometheus/certportal-rules.yml is not in the chart's PrometheusRule", name)
+			continue
+		}
+		for _, k := range []string{"expr", "for", "labels", "annotations"} {
+			if fmt.Sprint(got[k]) != fmt.Sprint(want[k]) {
+				t.Errorf("alert %s %s in the chart: %v; in deploy/prometheus: %v", name, k, got[k], want[k])
+			}
 		}
 	}
+}
+
+// sharedAlerts reads the alert rules deploy/prometheus ships and promtool tests.
+func sharedAlerts(t *testing.T) map[string]map[string]any {
+	t.Helper()
+	b, err := os.ReadFile("../../prometheus/certportal-rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []map[string]any `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]any{}
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			if name, ok := r["alert"].(string); ok {
+				out[name] = r
+			}
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("deploy/prometheus/certportal-rules.yml: %d alerts, want the full set", len(out))
+	}
+	return out
 }
 
 // TestChartExistingSecret: the chart makes no Secret and reads the named one.
