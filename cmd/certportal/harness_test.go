@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certportal/certportal/internal/app"
 	"github.com/certportal/certportal/internal/testenv"
 )
 
@@ -45,6 +46,13 @@ type runningPortal struct {
 
 func startPortal(t *testing.T, v *testenv.Vault, env map[string]string) *runningPortal {
 	t.Helper()
+	return startPortalWith(t, v, env, app.Options{})
+}
+
+// startPortalWith is startPortal with build options (a portal clock off
+// Vault's, say), through the same serve code path.
+func startPortalWith(t *testing.T, v *testenv.Vault, env map[string]string, o app.Options) *runningPortal {
+	t.Helper()
 	full := v.PortalEnv()
 	full["CERTPORTAL_LISTEN"] = "127.0.0.1:0"
 	full["CERTPORTAL_DB"] = t.TempDir() + "/certportal.db"
@@ -57,7 +65,7 @@ func startPortal(t *testing.T, v *testenv.Vault, env map[string]string) *running
 	logs := &lockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, []string{"serve"}, getenv, pw, io.MultiWriter(logs, testLogWriter{t}))
+		err := runServeWith(ctx, nil, getenv, pw, io.MultiWriter(logs, testLogWriter{t}), o)
 		pw.Close()
 		done <- err
 	}()

@@ -15,6 +15,11 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runServeWith(ctx, args, getenv, stdout, stderr, app.Options{})
+}
+
+// runServeWith is serve with what only a test chooses (the portal's clock).
+func runServeWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, o app.Options) error {
 	cfg, err := config.Load(args, getenv, stderr)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -25,7 +30,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	handler, cleanup, err := app.Build(ctx, cfg, log)
+	handler, cleanup, err := app.BuildWith(ctx, cfg, log, o)
 	if err != nil {
 		ln.Close()
 		return err

@@ -25,9 +25,26 @@ import (
 	"github.com/certportal/certportal/internal/vault"
 )
 
+// Options are what Build takes besides the configuration: things a test
+// chooses and an operator never does.
+type Options struct {
+	// Now is the portal's clock (nil: time.Now). Every part that reads the
+	// time for sessions, token expiry, the trail and reminders reads this
+	// one, so a test can set the portal's clock off Vault's.
+	Now func() time.Time
+}
+
 // Build wires every dependency explicitly; it is the one place that
 // knows which adapters back the portal.
 func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handler, func(), error) {
+	return BuildWith(ctx, cfg, log, Options{})
+}
+
+// BuildWith is Build with o.
+func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) (http.Handler, func(), error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	st, err := OpenStore(ctx, cfg.DB)
 	if err != nil {
 		return nil, nil, err
@@ -45,12 +62,13 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	}
 	sessions, err := session.New(s, session.Options{Key: key, Secure: cfg.HTTPS(), Idle: cfg.SessionIdle, Absolute: cfg.SessionAbsolute,
 		// One sweep at a time across replicas.
-		Locker: s})
+		Locker: s, Now: o.Now})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
 	}
-	vc, err := vault.New(vault.Config{Addr: cfg.VaultAddr, CACert: cfg.VaultCACert, Timeout: cfg.VaultTimeout, MaxInFlight: cfg.VaultMaxInFlight})
+	vc, err := vault.New(vault.Config{Addr: cfg.VaultAddr, CACert: cfg.VaultCACert, Timeout: cfg.VaultTimeout, MaxInFlight: cfg.VaultMaxInFlight,
+		Now: o.Now, SkewWarn: skewWarn(cfg.ClockSkewWarn), Logger: log})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -62,10 +80,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		return nil, nil, err
 	}
 	m := metrics.New()
+	m.VaultClockSkew(vc.ClockSkew)
 	opts := PortalOptions(cfg)
 	opts.Metrics = m
+	opts.Now = o.Now
 	svc := portal.NewService(vc, ident, s, opts, log)
-	notifier, err := BuildNotifier(cfg, s, ident, m, log)
+	notifier, err := buildNotifier(cfg, s, ident, m, log, o.Now)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -78,8 +98,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 		"login_network_limits": config.FormatNetworkLimits(cfg.LoginNetworkLimits), "login_user_max_failures": fmt.Sprint(cfg.LoginUserMaxFailures),
 		"login_user_window": cfg.LoginUserWindow.String(), "login_failure_floor": cfg.LoginFailureFloor.String(),
 		"login_device_max_failures": fmt.Sprint(cfg.LoginDeviceMaxFailures), "login_device_ttl": cfg.LoginDeviceTTL.String(),
-		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf),
-		"offboard_interval":        cfg.OffboardInterval.String(), "offboard_max_share": fmt.Sprintf("%g%%", cfg.OffboardMaxShare*100), "offboard_max_count": fmt.Sprint(cfg.OffboardMaxCount),
+		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf), "clock_skew_warn": cfg.ClockSkewWarn.String(),
+		"offboard_interval": cfg.OffboardInterval.String(), "offboard_max_share": fmt.Sprintf("%g%%", cfg.OffboardMaxShare*100), "offboard_max_count": fmt.Sprint(cfg.OffboardMaxCount),
 		"reconcile_interval": cfg.ReconcileInterval.String(), "reconcile_auto_revoke_after": cfg.ReconcileAutoRevokeAfter.String(),
 		"reconcile_auto_revoke_max": fmt.Sprint(cfg.ReconcileAutoRevokeMax),
 	}
@@ -94,7 +114,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handl
 	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m,
 		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes, SessionRecheck: cfg.SessionRecheck,
 		WhoamiURL: cfg.ServiceURL, AccountName: cfg.AccountName,
-		Reminders: s})
+		Reminders: s, Now: o.Now, VaultClock: vc})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -185,6 +205,15 @@ func sweepSessions(ctx context.Context, m *session.Manager, every time.Duration,
 			}
 		}
 	}
+}
+
+// skewWarn maps CERTPORTAL_CLOCK_SKEW_WARN (0: off) onto the Vault
+// client's setting (0: its default, negative: off).
+func skewWarn(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // PortalOptions maps the configuration onto the domain service's options.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/certportal/certportal/internal/config"
 	"github.com/certportal/certportal/internal/metrics"
@@ -30,12 +31,17 @@ type EntityReader interface {
 // ident reads owners' addresses from their Vault entities when
 // CERTPORTAL_NOTIFY_EMAIL_METADATA is set; nil otherwise.
 func BuildNotifier(cfg config.Config, st store.Store, ident EntityReader, m *metrics.Metrics, log *slog.Logger) (*notify.Runner, error) {
+	return buildNotifier(cfg, st, ident, m, log, nil)
+}
+
+// buildNotifier is BuildNotifier on the portal's clock now (nil: time.Now).
+func buildNotifier(cfg config.Config, st store.Store, ident EntityReader, m *metrics.Metrics, log *slog.Logger, now func() time.Time) (*notify.Runner, error) {
 	if !cfg.NotifyEnabled() {
 		return nil, nil
 	}
 	o := notify.Options{
 		Thresholds: cfg.NotifyThresholds, Expired: cfg.NotifyExpired, EmailDomain: cfg.EmailDomain,
-		HelpdeskEmail: cfg.HelpdeskEmail, PublicURL: cfg.PublicURL, Metrics: m, Log: log,
+		HelpdeskEmail: cfg.HelpdeskEmail, PublicURL: cfg.PublicURL, Metrics: m, Log: log, Now: now,
 	}
 	if cfg.SMTPURL != "" {
 		sc, err := notify.ParseSMTPURL(cfg.SMTPURL, cfg.MailFrom, cfg.SMTPCACert)

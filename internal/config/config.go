@@ -155,6 +155,10 @@ type Config struct {
 	// that finds no place soon is refused with a 503, so a slow Vault does
 	// not pile up waiting work.
 	VaultMaxInFlight int // CERTPORTAL_VAULT_MAX_INFLIGHT
+	// ClockSkewWarn: when the portal's clock and Vault's (read from the
+	// Date header of Vault's answers) differ by more, the log warns and
+	// /readyz says so; 0 switches the warning off.
+	ClockSkewWarn time.Duration // CERTPORTAL_CLOCK_SKEW_WARN
 }
 
 // Default returns the configuration used when nothing is set.
@@ -207,6 +211,7 @@ func Default() Config {
 		LogLevel:                 "info",
 		VaultTimeout:             10 * time.Second,
 		VaultMaxInFlight:         64,
+		ClockSkewWarn:            30 * time.Second,
 	}
 }
 
@@ -303,6 +308,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.StringVar(&c.PublicURL, "public-url", env("CERTPORTAL_PUBLIC_URL", ""), "the portal's address as users reach it, for links in reminders, e.g. https://certs.example.com (CERTPORTAL_PUBLIC_URL)")
 	fs.DurationVar(&c.VaultTimeout, "vault-timeout", envDuration(getenv, "CERTPORTAL_VAULT_TIMEOUT", c.VaultTimeout), "each Vault call gives up after this; under the server's 60s write timeout (CERTPORTAL_VAULT_TIMEOUT)")
 	fs.IntVar(&c.VaultMaxInFlight, "vault-max-inflight", envInt(getenv, "CERTPORTAL_VAULT_MAX_INFLIGHT", c.VaultMaxInFlight), "Vault calls under way at once; further requests get a 503 (CERTPORTAL_VAULT_MAX_INFLIGHT)")
+	fs.DurationVar(&c.ClockSkewWarn, "clock-skew-warn", envDuration(getenv, "CERTPORTAL_CLOCK_SKEW_WARN", c.ClockSkewWarn), "warn in the log and on /readyz when the portal's clock and Vault's differ by more; 0: off (CERTPORTAL_CLOCK_SKEW_WARN)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
 	offboardShare := c.offboardFlags(fs, getenv)
 	c.reconcileFlags(fs, getenv)
@@ -586,6 +592,11 @@ func (c Config) Validate() error {
 	}
 	if c.VaultMaxInFlight < 1 || c.VaultMaxInFlight > 10000 {
 		return errors.New("vault-max-inflight: want 1 to 10000 (CERTPORTAL_VAULT_MAX_INFLIGHT)")
+	}
+	// Under 2s the estimate's own error (Date has whole seconds, plus half
+	// a round trip) would warn about nothing.
+	if c.ClockSkewWarn != 0 && (c.ClockSkewWarn < 2*time.Second || c.ClockSkewWarn > 24*time.Hour) {
+		return errors.New("clock-skew-warn: want 0 (off) or 2s to 24h (CERTPORTAL_CLOCK_SKEW_WARN)")
 	}
 	if err := c.validateOffboard(); err != nil {
 		return err

@@ -143,6 +143,8 @@ type Options struct {
 	// "" means offered) says whether users may have their key made in the
 	// browser (IssueCSR) and whether the server-made key is still allowed.
 	DeviceKeys string
+	// Now is the portal's clock (nil: time.Now); tests set it off Vault's.
+	Now func() time.Time
 }
 
 // Store is what the portal keeps: the inventory, the audit trail and the
@@ -233,7 +235,10 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	if o.DeviceTTL <= 0 {
 		o.DeviceTTL = DefaultDeviceTTL
 	}
-	s := &Service{vault: v, service: sv, store: st, opts: o, log: log, now: time.Now,
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Service{vault: v, service: sv, store: st, opts: o, log: log, now: o.Now,
 		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow, o.LoginNetworkLimits),
 		denied:   &deniedLimiter{window: o.DeniedWindow, open: map[string]*deniedWindow{}},
 		outbox:   &revocationOutbox{}}

@@ -97,13 +97,13 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal
 	sess.Values[valToken] = id.Token
 	sess.Values[valRoles] = roles
 	sess.Values[valExp] = id.ExpiresAt
-	sess.Values[valChecked] = time.Now() // the login was Vault's word on the token
+	sess.Values[valChecked] = s.Now() // the login was Vault's word on the token
 	// When the user last proved themselves (step-up counts from it).
-	sess.Values[valAuthAt] = time.Now()
+	sess.Values[valAuthAt] = s.Now()
 	if id.MFA {
 		sess.Values[valMFA] = "totp" // the session keeps strings and times only
 	}
-	if until := time.Until(id.ExpiresAt); until > 0 && int(until/time.Second) < sess.Options.MaxAge {
+	if until := id.ExpiresAt.Sub(s.Now()); until > 0 && int(until/time.Second) < sess.Options.MaxAge {
 		sess.Options.MaxAge = int(until / time.Second)
 	}
 	if err := sess.Save(r, w); err != nil {

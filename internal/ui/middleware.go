@@ -255,7 +255,7 @@ func (s *Server) loadSession(next http.Handler) http.Handler {
 		}
 		ctx := context.WithValue(r.Context(), keySession, sess)
 		r = r.WithContext(ctx)
-		if id := identityFromSession(sess); id != nil && time.Now().Before(id.ExpiresAt) {
+		if id := identityFromSession(sess); id != nil && s.Now().Before(id.ExpiresAt) {
 			id, ok := s.recheck(w, r, sess, id)
 			if !ok {
 				return
@@ -284,7 +284,7 @@ func (s *Server) loadSession(next http.Handler) http.Handler {
 // (the form and the post), which only ends access.
 func (s *Server) recheck(w http.ResponseWriter, r *http.Request, sess *sessions.Session, id *portal.Identity) (*portal.Identity, bool) {
 	checked, _ := sess.Values[valChecked].(time.Time)
-	if time.Since(checked) < s.SessionRecheck {
+	if s.Now().Sub(checked) < s.SessionRecheck {
 		return id, true
 	}
 	// Another request of this session may have just asked: an answer up

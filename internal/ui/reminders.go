@@ -36,7 +36,7 @@ func (s *Server) rememberLanguage(r *http.Request, username string, lang i18n.La
 	if s.Reminders == nil || username == "" {
 		return
 	}
-	if err := s.Reminders.SetUserLanguage(r.Context(), username, string(lang), time.Now()); err != nil {
+	if err := s.Reminders.SetUserLanguage(r.Context(), username, string(lang), s.Now()); err != nil {
 		s.Logger.WarnContext(r.Context(), "record user language", "user", username, "err", err)
 	}
 }

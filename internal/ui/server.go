@@ -58,6 +58,18 @@ type Deps struct {
 	// Reminders records users' languages and lists the expiry reminders
 	// sent to them; nil: neither.
 	Reminders Reminders
+	// Now is the portal's clock (nil: time.Now): the one the session and
+	// the Vault client count with, so token expiry is compared on it.
+	Now func() time.Time
+	// VaultClock reports how far Vault's clock is from the portal's, for
+	// /readyz; nil: not shown.
+	VaultClock VaultClock
+}
+
+// VaultClock is the Vault client's view of Vault's clock (vault.Client).
+type VaultClock interface {
+	ClockSkew() (skew time.Duration, known bool)
+	SkewWarn() time.Duration // 0: never warn
 }
 
 // Server holds parsed templates and dependencies.
@@ -85,6 +97,9 @@ func New(d Deps) (http.Handler, error) {
 	}
 	if d.SessionRecheck <= 0 {
 		d.SessionRecheck = time.Minute
+	}
+	if d.Now == nil {
+		d.Now = time.Now
 	}
 	s := &Server{Deps: d, pages: map[string]*template.Template{}}
 	// The session manager ends sessions the UI wrote; the UI knows where

@@ -66,7 +66,7 @@ func (c *Client) NewService(role AppRole, log *slog.Logger) (*Service, error) {
 	if role.Mount == "" {
 		role.Mount = "approle"
 	}
-	return &Service{c: c, role: role, log: log, now: time.Now}, nil
+	return &Service{c: c, role: role, log: log, now: c.skew.now}, nil
 }
 
 // login obtains a fresh token. Called with mu held.
@@ -215,7 +215,7 @@ func (s *Service) do(ctx context.Context, fn func(*vaultapi.Client) error) error
 func (s *Service) Run(ctx context.Context) {
 	for {
 		s.mu.Lock()
-		wait := time.Until(s.renewAt)
+		wait := s.renewAt.Sub(s.now())
 		if s.token == "" {
 			wait = 0
 		}

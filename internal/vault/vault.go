@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -46,6 +47,14 @@ type Config struct {
 	// MaxInFlight bounds the calls under way at once (0: 64). A call that
 	// finds no place within a tenth of Timeout fails as ErrUnavailable.
 	MaxInFlight int
+	// Now is the portal's clock (nil: time.Now): token expiry is counted
+	// on it from the TTLs Vault returns, and Vault's clock is compared
+	// with it (clock.go).
+	Now func() time.Time
+	// SkewWarn: a skew with Vault's clock above this is logged (at most
+	// every ten minutes) by Logger; 0 means DefaultSkewWarn, negative never.
+	SkewWarn time.Duration
+	Logger   *slog.Logger
 }
 
 // Client talks to one Vault cluster. It is safe for concurrent use; it never
@@ -58,6 +67,7 @@ type Client struct {
 	// fail fast instead of piling up connections, goroutines and memory.
 	slots     chan struct{}
 	queueWait time.Duration
+	skew      *clockSkew
 }
 
 const (
@@ -94,15 +104,28 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("vault tls: %w", err)
 		}
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	switch {
+	case cfg.SkewWarn == 0:
+		cfg.SkewWarn = DefaultSkewWarn
+	case cfg.SkewWarn < 0:
+		cfg.SkewWarn = 0
+	}
 	c, err := vaultapi.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
+	// Wrapped last: ConfigureTLS and NewClient (unix socket addresses) need
+	// the *http.Transport itself. Clones share this HTTP client.
+	skew := &clockSkew{now: cfg.Now, warn: cfg.SkewWarn, log: cfg.Logger}
+	vc.HttpClient.Transport = &dateTransport{base: vc.HttpClient.Transport, skew: skew}
 	// DefaultConfig reads VAULT_TOKEN from the environment; the portal must
 	// never act with an operator token by accident.
 	c.ClearToken()
 	return &Client{base: c, timeout: cfg.Timeout, slots: make(chan struct{}, cfg.MaxInFlight),
-		queueWait: min(cfg.Timeout/10, time.Second)}, nil
+		queueWait: min(cfg.Timeout/10, time.Second), skew: skew}, nil
 }
 
 // Timeout is how long one Vault call may take.
@@ -193,7 +216,7 @@ func (c *Client) LoginUserpass(ctx context.Context, mount, username, password st
 	if secret != nil && secret.Auth != nil && secret.Auth.ClientToken == "" && secret.Auth.MFARequirement != nil {
 		return mfaLogin(secret.Auth.MFARequirement)
 	}
-	return loginFrom(secret, "login")
+	return c.loginFrom(secret, "login")
 }
 
 // mfaLogin is the pending login Vault answered with. Only passcode methods
@@ -253,10 +276,10 @@ func (c *Client) ValidateMFA(ctx context.Context, requestID string, methodIDs []
 		}
 		return nil, classify("mfa validate", err, ErrInvalidCredentials)
 	}
-	return loginFrom(secret, "mfa validate")
+	return c.loginFrom(secret, "mfa validate")
 }
 
-func loginFrom(secret *vaultapi.Secret, op string) (*Login, error) {
+func (c *Client) loginFrom(secret *vaultapi.Secret, op string) (*Login, error) {
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
 		return nil, fmt.Errorf("%s: empty auth response: %w", op, ErrUnavailable)
 	}
@@ -268,8 +291,10 @@ func loginFrom(secret *vaultapi.Secret, op string) (*Login, error) {
 		// Identity policies (the user's entity and groups) grant as much as
 		// the token's own, so they count for portal roles too, here and on
 		// every recheck (LookupSelf).
-		Policies:  append(append([]string(nil), a.TokenPolicies...), a.IdentityPolicies...),
-		ExpiresAt: time.Now().Add(time.Duration(a.LeaseDuration) * time.Second),
+		Policies: append(append([]string(nil), a.TokenPolicies...), a.IdentityPolicies...),
+		// A TTL counted on the portal's own clock: Vault's clock, which
+		// may be off from it, never enters the comparison.
+		ExpiresAt: c.skew.now().Add(time.Duration(a.LeaseDuration) * time.Second),
 	}, nil
 }
 
@@ -341,7 +366,7 @@ func (c *Client) LookupSelf(ctx context.Context, token string) (*TokenInfo, erro
 		return nil, fmt.Errorf("token lookup: ttl: %w", ErrUnavailable)
 	}
 	if ttl > 0 {
-		info.ExpiresAt = time.Now().Add(ttl)
+		info.ExpiresAt = c.skew.now().Add(ttl) // on the portal's clock, as at login
 	}
 	return info, nil
 }
