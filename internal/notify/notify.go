@@ -227,6 +227,10 @@ func (r *Runner) channels(helpdesk bool, owner bool) []string {
 	return ch
 }
 
+// clockAllowance is how far the portal's clock may be off Vault's without
+// changing which reminder is due (portal.ClockAllowance).
+const clockAllowance = 5 * time.Minute
+
 // RunOnce makes one pass: lost claims, due reminders, sending.
 func (r *Runner) RunOnce(ctx context.Context) (Result, error) {
 	var res Result
@@ -279,7 +283,11 @@ func (r *Runner) enqueue(ctx context.Context, now time.Time, res *Result) error 
 	lower := time.Duration(0)
 	for _, th := range r.opts.Thresholds {
 		n, err := r.st.EnqueueReminders(ctx, store.Band{Threshold: th, From: now.Add(lower), To: now.Add(th), At: now,
-			Channels: r.channels(true, true), MinValid: th}, now)
+			// not_after is Vault's clock and issued_at the portal's: a
+			// portal a minute behind Vault sees a new 30-day certificate
+			// as valid for 720h and a minute, and would send its 720h
+			// reminder a minute after issuance without the allowance.
+			Channels: r.channels(true, true), MinValid: th + clockAllowance}, now)
 		if err != nil {
 			return err
 		}

@@ -73,11 +73,19 @@ type CertificateView struct {
 
 func (s *Service) view(c *store.Certificate) CertificateView { return s.viewAt(c, s.now()) }
 
+// ClockAllowance is how far the portal's clock may be off Vault's without
+// changing what users are told: not_after is Vault's clock, now the
+// portal's. Beyond it the portal warns (CERTPORTAL_CLOCK_SKEW_WARN).
+const ClockAllowance = 5 * time.Minute
+
 // viewAt derives the certificate's status at now (a report's moment).
 func (s *Service) viewAt(c *store.Certificate, now time.Time) CertificateView {
-	// Days left round up: a certificate issued a moment ago for one day
-	// has one day left, not zero.
-	v := CertificateView{Certificate: c, DaysLeft: int(math.Ceil(c.NotAfter.Sub(now).Hours() / 24))}
+	// Days left round up — a certificate issued a moment ago for one day
+	// has one day left, not zero — after taking off ClockAllowance, or a
+	// portal a minute behind Vault shows a new 30-day certificate with 31
+	// days left. While valid, at least one day is left.
+	left := c.NotAfter.Sub(now) - ClockAllowance
+	v := CertificateView{Certificate: c, DaysLeft: max(1, int(math.Ceil(left.Hours()/24)))}
 	switch {
 	case c.Revoked():
 		v.Status = StatusRevoked
