@@ -436,6 +436,10 @@ type Store interface {
 	Notifications
 	Enrolments
 	Locker
+	// Ping checks the store takes writes now, not only reads: it answers
+	// and commits a one-row write (store_probe) as issuance would. A full
+	// disk, a read-only database (a standby after a failover) or a lost
+	// connection fail it, so /readyz says so before a user's issuance does.
 	Ping(ctx context.Context) error
 	Close() error
 }

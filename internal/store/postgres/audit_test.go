@@ -165,6 +165,7 @@ var grants = []string{
 	`GRANT SELECT, INSERT, UPDATE ON notifications, user_prefs TO ` + restrictedRole,
 	`GRANT USAGE ON SEQUENCE notifications_id_seq TO ` + restrictedRole,
 	`GRANT SELECT, INSERT, DELETE ON mfa_enrolments TO ` + restrictedRole,
+	`GRANT SELECT, UPDATE ON store_probe TO ` + restrictedRole,
 	`REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM ` + restrictedRole,
 }
 

@@ -15,6 +15,7 @@
 //	GRANT SELECT, INSERT, UPDATE ON notifications, user_prefs TO certportal;
 //	GRANT USAGE ON SEQUENCE notifications_id_seq TO certportal;
 //	GRANT SELECT, INSERT, DELETE ON mfa_enrolments TO certportal;
+//	GRANT SELECT, UPDATE ON store_probe TO certportal;
 //	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
 //
 // (the REVOKE matters where broader grants such as GRANT ALL ON ALL TABLES
@@ -224,6 +225,14 @@ var migrations = []string{
 	// index, one index range per state instead of a table scan, and its
 	// revoked drill-down pages through it in serial order.
 	`CREATE INDEX certificates_revoked ON certificates(serial) WHERE revoked_at IS NOT NULL`,
+	// Ping's write probe (store.Store.Ping): one row, rewritten by each
+	// readiness check, so a read-only database or a full disk shows on
+	// /readyz.
+	`CREATE TABLE store_probe (
+		id integer PRIMARY KEY CHECK (id = 1),
+		at timestamptz NOT NULL
+	)`,
+	`INSERT INTO store_probe(id, at) VALUES(1, 'epoch')`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

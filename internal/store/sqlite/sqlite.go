@@ -229,6 +229,13 @@ var migrations = []string{
 	// index, one index range per state instead of a table scan, and its
 	// revoked drill-down pages through it in serial order.
 	`CREATE INDEX certificates_revoked ON certificates(serial) WHERE revoked_at IS NOT NULL`,
+	// Ping's write probe (store.Store.Ping): one row, rewritten by each
+	// readiness check, so a full disk shows on /readyz.
+	`CREATE TABLE store_probe (
+		id INTEGER PRIMARY KEY CHECK (id = 1),
+		at INTEGER NOT NULL
+	)`,
+	`INSERT INTO store_probe(id, at) VALUES(1, 0)`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself; the

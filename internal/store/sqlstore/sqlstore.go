@@ -122,11 +122,23 @@ func (s *Store) Close() {
 	})
 }
 
-// Ping checks the database answers.
+// Ping checks the database answers and commits a write, as issuance
+// would (store.Store.Ping): SELECT 1 still answers on a full disk (SQLite)
+// or a read-only standby (PostgreSQL), where every audited write fails.
+// The probe goes through the Writer like any audited write; SQLite's
+// shares its group commit.
 func (s *Store) Ping(ctx context.Context) error {
 	var one int
 	if err := s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
 		return fmt.Errorf("ping %s: %w", s.d.Name, err)
+	}
+	at := s.d.Time(time.Now())
+	err := s.write(ctx, func(x q) error {
+		_, err := x.exec(ctx, `UPDATE store_probe SET at = ? WHERE id = 1`, at)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ping %s: write: %w", s.d.Name, err)
 	}
 	return nil
 }

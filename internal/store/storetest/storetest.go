@@ -43,6 +43,30 @@ func Run(t *testing.T, open Open) {
 	t.Run("mfa enrolments", func(t *testing.T) { testEnrolments(t, open(t)) })
 	t.Run("offboarding scan and lock", func(t *testing.T) { testOffboardScan(t, open(t)) })
 	t.Run("expiry stats", func(t *testing.T) { testExpiryStats(t, open(t)) })
+	t.Run("ping writes", func(t *testing.T) { testPing(t, open(t)) })
+}
+
+// testPing: Ping commits its probe again and again (the readiness check
+// runs every few seconds) and leaves the trail alone; with its context
+// already ended it fails rather than waiting.
+func testPing(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.AppendAudit(ctx, event("alice", audit.ActionLogin, audit.OutcomeSuccess, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s.Ping(ctx); err != nil {
+			t.Fatalf("ping #%d: %v", i+1, err)
+		}
+	}
+	if n := verifyAll(t, s); n != 1 {
+		t.Fatalf("%d events after pings, want 1", n)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Ping(done); err == nil {
+		t.Fatal("ping with an ended context succeeded")
+	}
 }
 
 // testCertificateLabels: the user's name for a certificate round-trips
