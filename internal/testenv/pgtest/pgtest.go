@@ -36,9 +36,13 @@ type Server struct {
 	dir     string // owns data/, sock/ and the log
 	dsn     string
 	logPath string
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed once the postmaster has exited
-	stop    sync.Once
+	bin     string
+	cred    *syscall.Credential
+
+	mu     sync.Mutex    // guards cmd and exited, which Up replaces
+	cmd    *exec.Cmd     // the running (or last) postmaster
+	exited chan struct{} // closed once that postmaster has exited
+	stop   sync.Once
 }
 
 // DSN is a postgres:// URL for the server's "postgres" database as the
@@ -163,26 +167,98 @@ func withDatabase(dsn, name string) (string, error) {
 func (s *Server) Stop() error {
 	var err error
 	s.stop.Do(func() {
-		select {
-		case <-s.exited:
-		default:
-			_ = s.signal(syscall.SIGCONT) // a paused server could not shut down
-			// SIGINT is PostgreSQL's fast shutdown: it ends open sessions
-			// instead of waiting for the test's pools to close.
-			_ = s.cmd.Process.Signal(syscall.SIGINT)
-			select {
-			case <-s.exited:
-			case <-time.After(15 * time.Second):
-				_ = s.cmd.Process.Kill()
-				<-s.exited
-				err = fmt.Errorf("pgtest: postgres ignored fast shutdown for 15s and was killed")
-			}
-		}
+		err = s.shutdown()
 		if rmErr := os.RemoveAll(s.dir); rmErr != nil && err == nil {
 			err = fmt.Errorf("pgtest: %w", rmErr)
 		}
 	})
 	return err
+}
+
+// shutdown stops the running postmaster, if any, keeping its data.
+func (s *Server) shutdown() error {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
+	select {
+	case <-exited:
+		return nil
+	default:
+	}
+	_ = s.signal(syscall.SIGCONT) // a paused server could not shut down
+	// SIGINT is PostgreSQL's fast shutdown: it ends open sessions
+	// instead of waiting for the test's pools to close.
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("pgtest: postgres ignored fast shutdown for 15s and was killed")
+	}
+}
+
+// Down shuts the server down as an operator's restart or a failover does
+// (fast shutdown: every open session is ended, clients see their
+// connections drop) and keeps its data; Up starts it again on the same
+// data and socket.
+func (s *Server) Down(tb testing.TB) {
+	tb.Helper()
+	if err := s.shutdown(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Up starts a server that Down stopped, and waits until it takes
+// connections.
+func (s *Server) Up(tb testing.TB) {
+	tb.Helper()
+	select {
+	case <-s.exitedChan():
+	default:
+		tb.Fatal("pgtest: Up on a server that is running")
+	}
+	if err := s.launch(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (s *Server) exitedChan() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exited
+}
+
+// launch starts the postmaster on s's data directory and waits for it.
+func (s *Server) launch() error {
+	logFile, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("pgtest: %w", err)
+	}
+	defer logFile.Close() // the child holds its own descriptor
+	const port = "5432"   // names the socket file only: the socket directory is ours alone
+	cmd := command(s.bin, "postgres", s.cred, s.dir, "-D", filepath.Join(s.dir, "data"), "-k", filepath.Join(s.dir, "sock"), "-p", port,
+		"-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off", "-c", "shared_buffers=32MB")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("pgtest: start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	if err := s.waitReady(60 * time.Second); err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		return err
+	}
+	return nil
 }
 
 // Pause freezes the postmaster and every backend (SIGSTOP): connections stay
@@ -209,12 +285,15 @@ func (s *Server) Resume(tb testing.TB) {
 // would not do: each backend calls setsid. The postmaster goes first so that
 // it forks no backend the list misses.
 func (s *Server) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
 	select {
-	case <-s.exited:
+	case <-exited:
 		return errors.New("server has exited") // its pid may be someone else's now
 	default:
 	}
-	pid := s.cmd.Process.Pid
+	pid := cmd.Process.Pid
 	if err := syscall.Kill(pid, sig); err != nil {
 		return err
 	}
@@ -331,34 +410,14 @@ func start() (_ *Server, err error) {
 		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, out)
 	}
 
-	logPath := filepath.Join(dir, "postgres.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("pgtest: %w", err)
-	}
-	defer logFile.Close() // the child holds its own descriptor
-	const port = "5432"   // names the socket file only: the socket directory is ours alone
-	cmd := command(bin, "postgres", cred, dir, "-D", data, "-k", sock, "-p", port,
-		"-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "shared_buffers=32MB")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
-	}
 	s := &Server{
 		dir:     dir,
-		logPath: logPath,
-		cmd:     cmd,
-		exited:  make(chan struct{}),
-		dsn:     "postgres://postgres@/postgres?host=" + url.QueryEscape(sock) + "&port=" + port + "&sslmode=disable",
+		logPath: filepath.Join(dir, "postgres.log"),
+		bin:     bin,
+		cred:    cred,
+		dsn:     "postgres://postgres@/postgres?host=" + url.QueryEscape(sock) + "&port=5432&sslmode=disable",
 	}
-	go func() {
-		_ = cmd.Wait()
-		close(s.exited)
-	}()
-	if err := s.waitReady(60 * time.Second); err != nil {
-		_ = cmd.Process.Kill()
-		<-s.exited
+	if err := s.launch(); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -385,10 +444,13 @@ func command(bin, name string, cred *syscall.Credential, dir string, args ...str
 func (s *Server) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
 	for time.Now().Before(deadline) {
 		select {
-		case <-s.exited:
-			return fmt.Errorf("pgtest: postgres exited during start-up: %s\n%s", s.cmd.ProcessState, s.log())
+		case <-exited:
+			return fmt.Errorf("pgtest: postgres exited during start-up: %s\n%s", cmd.ProcessState, s.log())
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -51,3 +51,29 @@ func TestNewDatabase(t *testing.T) {
 		names[name] = true
 	}
 }
+
+// TestDownUp: a server taken down refuses connections and keeps its data;
+// brought up again it serves the same rows on the same DSN.
+func TestDownUp(t *testing.T) {
+	server := StartServer(t)
+	ctx := context.Background()
+	dsn := NewDatabase(t, server.DSN())
+	if err := exec1(dsn, `CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)`); err != nil {
+		t.Fatal(err)
+	}
+	server.Down(t)
+	if conn, err := pgx.Connect(ctx, dsn); err == nil {
+		conn.Close(ctx)
+		t.Fatal("connected to a server that is down")
+	}
+	server.Up(t)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var v int
+	if err := conn.QueryRow(ctx, `SELECT v FROM kept`).Scan(&v); err != nil || v != 7 {
+		t.Fatalf("after Up: %d, %v", v, err)
+	}
+}
