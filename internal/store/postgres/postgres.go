@@ -30,8 +30,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -72,10 +74,13 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if !strings.Contains(dsn, "pool_max_conns") {
 		cfg.MaxConns = max(cfg.MaxConns, 10)
 	}
+	lost := &connLoss{}
+	cfg.ConnConfig.Tracer = lost
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
+	lost.pool.Store(pool)
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres: %w", err)
@@ -88,6 +93,30 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	s.db = stdlib.OpenDBFromPool(pool)
 	s.Store = sqlstore.New(s.db, &dialect, nil)
 	return s, nil
+}
+
+// connLoss empties the pool as soon as one query finds its connection
+// gone. A restart or failover of PostgreSQL ends every connection at once,
+// but pgxpool only checks a connection that sat idle for a second before
+// handing it out: under load each dead one would fail one more request
+// after the server was back. One loss is taken as news about them all.
+type connLoss struct {
+	pool atomic.Pointer[pgxpool.Pool]
+}
+
+func (l *connLoss) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (l *connLoss) TraceQueryEnd(_ context.Context, conn *pgx.Conn, data pgx.TraceQueryEndData) {
+	if data.Err == nil || !conn.IsClosed() {
+		return
+	}
+	if p := l.pool.Load(); p != nil {
+		// Idle connections close now, connections in use when they are
+		// given back; new ones are dialled as requests need them.
+		p.Reset()
+	}
 }
 
 // migrations are applied in order; never edit one that has shipped, append.
