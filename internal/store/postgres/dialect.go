@@ -37,6 +37,10 @@ var dialect = sqlstore.Dialect{
 	// and new replicas share them during a rolling upgrade.
 	LockUser: `SELECT pg_advisory_xact_lock(1667330163, hashtext(?))`,
 	IsUnique: isUniqueViolation,
+	// After a restart the first BEGIN on each connection the pool still
+	// held fails before sending anything; the pool is emptied by then
+	// (connLoss), so the second BEGIN gets a fresh connection.
+	BeginRetry: pgconn.SafeToRetry,
 }
 
 // isUniqueViolation reports PostgreSQL's unique_violation (SQLSTATE 23505).

@@ -72,6 +72,11 @@ type Dialect struct {
 	// own per-connection statement cache, and database/sql statements on
 	// a pgx pool would be re-prepared on every use.
 	PrepareReads bool
+	// BeginRetry reports a failed BEGIN that never reached the database
+	// (a connection a server restart had closed), which is safe to run
+	// again on another connection. database/sql retries such failures of
+	// statements by itself but not of BEGIN. nil: never.
+	BeginRetry func(error) bool
 }
 
 // Querier is what the shared SQL runs on: the database, a transaction, or
@@ -176,6 +181,9 @@ func (s *Store) writeDeferred(ctx context.Context, fn func(q) error) error {
 // inTx runs fn in a database/sql transaction of its own, outside any Writer.
 func (s *Store) inTx(ctx context.Context, fn func(q) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil && s.d.BeginRetry != nil && s.d.BeginRetry(err) {
+		tx, err = s.db.BeginTx(ctx, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
