@@ -68,6 +68,7 @@ func TestClockSkew(t *testing.T) {
 			if maxAge < 30 || maxAge > 45 {
 				t.Fatalf("session cookie Max-Age %d, want the token's 45s (less the login's time)", maxAge)
 			}
+			t.Logf("portal %s off Vault: skew measured %vs; a 45s token's session cookie Max-Age %ds", tc.offset, skew, maxAge)
 			if r := s.get("/"); r.StatusCode != http.StatusOK {
 				t.Fatalf("dashboard right after login: %d (Location %q): the session ended early", r.StatusCode, r.Header.Get("Location"))
 			}
