@@ -41,7 +41,8 @@ func TestClockSkew(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := func() time.Time { return time.Now().Add(tc.offset) }
-			p := startPortalWith(t, v, nil, app.Options{Now: now})
+			cv := newCountingVault(t, v)
+			p := startPortalWith(t, v, map[string]string{"VAULT_ADDR": cv.URL, "CERTPORTAL_SESSION_RECHECK": "1s"}, app.Options{Now: now})
 
 			// Skew: measured, on /readyz (still ready) and /metrics.
 			b := newBrowser(t, p.URL)
@@ -73,6 +74,18 @@ func TestClockSkew(t *testing.T) {
 				t.Fatalf("dashboard right after login: %d (Location %q): the session ended early", r.StatusCode, r.Header.Get("Location"))
 			}
 			issuedBy(t, s)
+
+			// The session asks Vault about its token every second, as set:
+			// a check's time and the interval are on the same clock.
+			before, began := cv.lookups.Load(), time.Now()
+			for cv.lookups.Load() < before+2 {
+				if time.Since(began) > 15*time.Second {
+					t.Fatalf("%d token lookups in 15s of requests with a 1s session recheck", cv.lookups.Load()-before)
+				}
+				if r := s.get("/"); r.StatusCode != http.StatusOK {
+					t.Fatalf("dashboard: %d", r.StatusCode)
+				}
+			}
 
 			// Validity shown: the certificate's own expiry, 30 days left.
 			a := newBrowser(t, p.URL)

@@ -242,6 +242,7 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow, o.LoginNetworkLimits),
 		denied:   &deniedLimiter{window: o.DeniedWindow, open: map[string]*deniedWindow{}},
 		outbox:   &revocationOutbox{}}
+	s.sessionChecks.now = o.Now
 	// The portal's identity enrols users when it is the real one
 	// (*vault.Service); a narrower ServiceVault leaves enrolment off.
 	s.mfaVault, _ = sv.(MFAEnrolVault)

@@ -131,6 +131,10 @@ func joinRoles(roles []Role) string {
 type checkGroup struct {
 	mu    sync.Mutex
 	calls map[string]*checkCall
+	// now is the portal's clock (nil: time.Now): the time a check returns
+	// is compared with it (the UI's recheck interval), so it is read from
+	// the same clock.
+	now func() time.Time
 }
 
 type checkCall struct {
@@ -150,6 +154,9 @@ const pruneAbove = 256
 
 func (g *checkGroup) do(key string, fresh time.Duration, fn func() (*Identity, error)) (*Identity, time.Time, error) {
 	now := time.Now()
+	if g.now != nil {
+		now = g.now()
+	}
 	g.mu.Lock()
 	if c, ok := g.calls[key]; ok {
 		select {
