@@ -173,7 +173,11 @@ func (c *Client) withToken(token string) (*vaultapi.Client, error) {
 	// Clone built a whole new client per call instead — DefaultConfig, a
 	// fresh http.Transport configured for HTTP/2, thrown away unused —
 	// about 2% of the portal's CPU per issuance. The base never has
-	// callbacks, so none are dropped; SetToken changes only the copy.
+	// callbacks, so none are dropped; SetToken changes only the copy. The
+	// copy shares the base's *Config and headers: never call a setter other
+	// than SetToken on it (SetClientTimeout, SetHeaders, SetNamespace ...
+	// would change every client). Measured alone: 24 allocations and ~3 KB
+	// per call for Clone, 1 and 176 B for the copy.
 	cl := c.base.WithRequestCallbacks()
 	cl.SetToken(token)
 	return cl, nil
