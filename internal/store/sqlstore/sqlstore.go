@@ -174,6 +174,18 @@ func (s *Store) write(ctx context.Context, fn func(q) error) error {
 	return s.w.Write(ctx, func(x Querier) error { return fn(q{x, s}) })
 }
 
+// execWrite runs one statement through the store's Writer rather than on a
+// connection of its own (see TouchSession); its result is the statement's.
+func (s *Store) execWrite(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := s.write(ctx, func(x q) error {
+		var err error
+		res, err = x.exec(ctx, query, args...)
+		return err
+	})
+	return res, err
+}
+
 func (s *Store) writeDeferred(ctx context.Context, fn func(q) error) error {
 	return s.w.WriteDeferred(ctx, func(x Querier) error { return fn(q{x, s}) })
 }
