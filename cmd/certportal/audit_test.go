@@ -328,6 +328,7 @@ func TestReconcile(t *testing.T) {
 	}
 	audrey := newBrowser(t, p.URL)
 	audrey.mustLogin("audrey", v.Password(t, "audrey"))
+	runReconcile(t, audrey)
 	r := audrey.get("/audit/reconcile")
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("reconcile: %d", r.StatusCode)

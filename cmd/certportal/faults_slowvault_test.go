@@ -333,6 +333,7 @@ func TestSlowVault(t *testing.T) {
 	// Vault got the issue requests and signed them; its answers came after
 	// the portal gave up. Those certificates are in Vault and not in the
 	// inventory: reconciliation lists them as issued around the portal.
+	runReconcile(t, browsers["audrey"])
 	rec := browsers["audrey"].get("/audit/reconcile")
 	if rec.StatusCode != http.StatusOK {
 		t.Fatalf("reconcile: %d", rec.StatusCode)

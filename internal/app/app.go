@@ -151,6 +151,9 @@ func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Optio
 	go func() { svc.RunSecretRotation(sweepCtx); close(rotateDone) }()
 	reconcileDone := make(chan struct{})
 	go func() { svc.RunReconcile(sweepCtx, cfg.ReconcileInterval); close(reconcileDone) }()
+	// Reconciliations an auditor asks for run here, in the background.
+	requestedDone := make(chan struct{})
+	go func() { svc.RunReconciler(sweepCtx); close(requestedDone) }()
 	return h, func() {
 		stopSweep()
 		<-swept
@@ -163,6 +166,7 @@ func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Optio
 		<-inventoryDone
 		<-rotateDone
 		<-reconcileDone
+		<-requestedDone
 		st.Close()
 	}, nil
 }
@@ -230,7 +234,8 @@ func PortalOptions(cfg config.Config) portal.Options {
 		LoginDeviceMaxFailures: cfg.LoginDeviceMaxFailures, DeviceTTL: cfg.LoginDeviceTTL, DeviceKey: deviceKey(cfg.SessionKey),
 		Offboard: portal.OffboardOptions{MaxShare: cfg.OffboardMaxShare, MaxCount: cfg.OffboardMaxCount,
 			NotifyChannels: OffboardNotifyChannels(cfg)},
-		Reconcile: portal.ReconcileOptions{AutoRevokeAfter: cfg.ReconcileAutoRevokeAfter, AutoRevokeMax: cfg.ReconcileAutoRevokeMax},
+		Reconcile:            portal.ReconcileOptions{AutoRevokeAfter: cfg.ReconcileAutoRevokeAfter, AutoRevokeMax: cfg.ReconcileAutoRevokeMax},
+		ReconcileConcurrency: cfg.ReconcileConcurrency,
 	}
 }
 

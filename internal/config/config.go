@@ -145,6 +145,9 @@ type Config struct {
 	ReconcileInterval        time.Duration // CERTPORTAL_RECONCILE_INTERVAL; 0: no reconciliation inside serve
 	ReconcileAutoRevokeAfter time.Duration // CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER; 0: never revoke automatically
 	ReconcileAutoRevokeMax   int           // CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX
+	// ReconcileConcurrency: certificate reads a reconciliation keeps in
+	// flight towards Vault (CERTPORTAL_RECONCILE_CONCURRENCY).
+	ReconcileConcurrency int
 
 	MaxBodyBytes int64  // CERTPORTAL_MAX_BODY_BYTES
 	LogLevel     string // CERTPORTAL_LOG_LEVEL: debug, info, warn, error
@@ -203,6 +206,7 @@ func Default() Config {
 		ReconcileInterval:        15 * time.Minute,
 		ReconcileAutoRevokeAfter: time.Hour,
 		ReconcileAutoRevokeMax:   20,
+		ReconcileConcurrency:     8,
 		MaxBodyBytes:             64 << 10,
 		NotifyThresholds:         []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},
 		NotifyExpired:            true,
@@ -312,6 +316,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.StringVar(&c.LogLevel, "log-level", env("CERTPORTAL_LOG_LEVEL", c.LogLevel), "debug, info, warn or error (CERTPORTAL_LOG_LEVEL)")
 	offboardShare := c.offboardFlags(fs, getenv)
 	c.reconcileFlags(fs, getenv)
+	fs.IntVar(&c.ReconcileConcurrency, "reconcile-concurrency", envInt(getenv, "CERTPORTAL_RECONCILE_CONCURRENCY", c.ReconcileConcurrency),
+		"certificate reads a reconciliation keeps in flight towards Vault, 1 to 64, under vault-max-inflight (CERTPORTAL_RECONCILE_CONCURRENCY)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -603,6 +609,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateReconcile(); err != nil {
 		return err
+	}
+	if c.ReconcileConcurrency < 1 || c.ReconcileConcurrency > 64 || c.ReconcileConcurrency >= c.VaultMaxInFlight {
+		return errors.New("reconcile-concurrency: want 1 to 64, and fewer than vault-max-inflight so requests keep room (CERTPORTAL_RECONCILE_CONCURRENCY)")
 	}
 	if c.MaxBodyBytes < 1024 {
 		return errors.New("max body bytes: want at least 1024")

@@ -240,36 +240,10 @@ func (s *Service) InventoryExport(ctx context.Context, id *Identity, f store.Inv
 	return nil
 }
 
-// ReconcileEntry is one certificate in a reconciliation group.
-type ReconcileEntry struct {
-	Serial   string
-	Subject  string // the certificate's CN
-	NotAfter time.Time
-	// Revoked is Vault's state, except in InventoryOnly (Vault has no
-	// state there), where it is the inventory's. In StateMismatch the
-	// inventory says the opposite.
-	Revoked bool
-}
-
-// Reconciliation compares Vault's certificates with the inventory. A
-// certificate that is in both and in the same state appears in no group.
-type Reconciliation struct {
-	VaultOnly     []ReconcileEntry // issued around the portal
-	InventoryOnly []ReconcileEntry // recorded but unknown to Vault
-	StateMismatch []ReconcileEntry // in both, revoked on one side only
-	Known         []ReconcileEntry // not in the inventory, explained: the portal's own Nginx server certificates
-	// VaultTotal counts Vault's certificates other than CAs; InventoryTotal
-	// every inventory row.
-	VaultTotal, InventoryTotal int
-}
-
-const (
-	// reconcileBatch Vault serials are looked up in the store at a time.
-	reconcileBatch = 500
-	// reconcilePage inventory rows are read at a time (keyset on serial;
-	// ListInventory's largest page).
-	reconcilePage = 1000
-)
+// ReconcileEntry is one certificate in a reconciliation group. Revoked is
+// Vault's state, except in inventory_only (Vault has no state there), where
+// it is the inventory's; in state_mismatch the inventory says the opposite.
+type ReconcileEntry = store.ReconcileEntry
 
 // vaultSerial turns a serial as Vault lists it (aa-bb-… or aa:bb:…) into
 // the inventory's form.
@@ -307,126 +281,6 @@ func (s *Service) auditorVault() (AuditorVault, error) {
 	return av, nil
 }
 
-// Reconcile compares Vault's certificates with the inventory: presence
-// (vault_only, inventory_only) and revocation state (state_mismatch). CA
-// certificates in the mount are not user certificates and are left out;
-// the portal's own server certificates are listed as known.
-//
-// Memory holds Vault's serials and the differences found, never the whole
-// inventory: Vault's serials are checked against the store in batches, and
-// the inventory is walked in keyset pages against the set of Vault serials.
-func (s *Service) Reconcile(ctx context.Context, id *Identity) (*Reconciliation, error) {
-	if err := s.requireAuditor(id); err != nil {
-		return nil, err
-	}
-	rec, err := s.reconcile(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.record(ctx, s.newEvent(ctx, id.Username, "", audit.ActionReconcile, audit.OutcomeSuccess, "", rec.counts())); err != nil {
-		return nil, err
-	}
-	return rec, nil
-}
-
-// counts are a reconciliation's numbers, as its audit event records them.
-func (rec *Reconciliation) counts() map[string]string {
-	return map[string]string{
-		"vault_only": itoa(len(rec.VaultOnly)), "inventory_only": itoa(len(rec.InventoryOnly)),
-		"state_mismatch": itoa(len(rec.StateMismatch)), "known": itoa(len(rec.Known)),
-		"vault_total": itoa(rec.VaultTotal), "inventory_total": itoa(rec.InventoryTotal)}
-}
-
-// reconcile compares Vault with the inventory for Reconcile and the
-// background job (reconcile_job.go); it records nothing.
-func (s *Service) reconcile(ctx context.Context) (*Reconciliation, error) {
-	av, err := s.auditorVault()
-	if err != nil {
-		return nil, err
-	}
-	mount := s.opts.PKIMount
-	raw, err := av.ListCertificates(ctx, mount)
-	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
-	}
-	inVault := make(map[string]struct{}, len(raw))
-	serials := make([]string, 0, len(raw))
-	for _, r := range raw {
-		serial := vaultSerial(r)
-		if _, dup := inVault[serial]; !dup {
-			inVault[serial] = struct{}{}
-			serials = append(serials, serial)
-		}
-	}
-	revoked, err := s.vaultRevoked(ctx, av)
-	if err != nil {
-		return nil, err
-	}
-	vaultErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err} }
-	storeErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err} }
-
-	rec := &Reconciliation{VaultOnly: []ReconcileEntry{}, InventoryOnly: []ReconcileEntry{}, StateMismatch: []ReconcileEntry{}, Known: []ReconcileEntry{}}
-	for start := 0; start < len(serials); start += reconcileBatch {
-		batch := serials[start:min(start+reconcileBatch, len(serials))]
-		rows, err := s.store.CertificatesBySerials(ctx, batch)
-		if err != nil {
-			return nil, storeErr(err)
-		}
-		recorded := make(map[string]*store.Certificate, len(rows))
-		for _, c := range rows {
-			recorded[c.Serial] = c
-		}
-		for _, serial := range batch {
-			if c := recorded[serial]; c != nil {
-				rec.VaultTotal++
-				m, err := s.mismatch(ctx, av, c, revoked)
-				if err != nil {
-					return nil, err
-				}
-				if m != nil {
-					rec.StateMismatch = append(rec.StateMismatch, *m)
-				}
-				continue
-			}
-			cert, err := av.ReadCertificate(ctx, mount, serial)
-			if errors.Is(err, vault.ErrNotFound) {
-				continue // tidied away since the list
-			}
-			if err != nil {
-				return nil, vaultErr(err)
-			}
-			if cert.IsCA {
-				continue
-			}
-			rec.VaultTotal++
-			e := ReconcileEntry{Serial: serial, Subject: cert.Subject.CommonName, NotAfter: cert.NotAfter, Revoked: !cert.RevokedAt.IsZero()}
-			if isServerCertificate(cert.Certificate) {
-				rec.Known = append(rec.Known, e)
-			} else {
-				rec.VaultOnly = append(rec.VaultOnly, e)
-			}
-		}
-	}
-	now := s.now()
-	for after := ""; ; {
-		page, err := s.store.ListInventory(ctx, store.InventoryFilter{At: now, AfterSerial: after, Limit: reconcilePage})
-		if err != nil {
-			return nil, storeErr(err)
-		}
-		if len(page) == 0 {
-			break
-		}
-		for _, c := range page {
-			rec.InventoryTotal++
-			if _, ok := inVault[c.Serial]; !ok {
-				rec.InventoryOnly = append(rec.InventoryOnly, ReconcileEntry{Serial: c.Serial, Subject: c.Subject, NotAfter: c.NotAfter, Revoked: c.Revoked()})
-			}
-		}
-		after = page[len(page)-1].Serial
-	}
-	return rec, nil
-}
-
 // vaultRevoked lists Vault's revoked serials in one call. A service policy
 // from before LIST <pki>/certs/revoked was granted gets nil: mismatch then
 // reads each certificate's revocation_time instead (slower, same answer).
@@ -444,39 +298,6 @@ func (s *Service) vaultRevoked(ctx context.Context, av AuditorVault) (map[string
 		out[vaultSerial(r)] = struct{}{}
 	}
 	return out, nil
-}
-
-// mismatch compares one recorded certificate's revocation with Vault's. A
-// difference seen in the revoked list is confirmed from Vault and the store
-// once more, so a revocation in flight (Vault first, then the record) is not
-// reported.
-func (s *Service) mismatch(ctx context.Context, av AuditorVault, c *store.Certificate, revoked map[string]struct{}) (*ReconcileEntry, error) {
-	if revoked != nil {
-		if _, inVault := revoked[c.Serial]; inVault == c.Revoked() {
-			return nil, nil
-		}
-	}
-	cert, err := av.ReadCertificate(ctx, s.opts.PKIMount, c.Serial)
-	if errors.Is(err, vault.ErrNotFound) {
-		return nil, nil // gone since the list; the next run shows it as inventory_only
-	}
-	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
-	}
-	inVault := !cert.RevokedAt.IsZero()
-	if inVault == c.Revoked() {
-		return nil, nil
-	}
-	if revoked != nil {
-		now, err := s.store.GetCertificate(ctx, c.Serial)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
-		}
-		if now != nil && now.Revoked() == inVault {
-			return nil, nil
-		}
-	}
-	return &ReconcileEntry{Serial: c.Serial, Subject: c.Subject, NotAfter: c.NotAfter, Revoked: inVault}, nil
 }
 
 // VaultCertificate is a certificate Vault holds that the inventory does

@@ -145,6 +145,9 @@ type Options struct {
 	DeviceKeys string
 	// Now is the portal's clock (nil: time.Now); tests set it off Vault's.
 	Now func() time.Time
+	// ReconcileConcurrency bounds the certificate reads a reconciliation
+	// keeps in flight towards Vault; 0 means DefaultReconcileConcurrency.
+	ReconcileConcurrency int
 }
 
 // Store is what the portal keeps: the inventory, the audit trail and the
@@ -154,6 +157,7 @@ type Store interface {
 	store.Audit
 	store.LoginAttempts
 	store.Enrolments
+	store.Reconciliations
 	store.Locker
 	// RecordNotice: a held offboarding sweep's event and its notice to the
 	// helpdesk, together (store.Notifications).
@@ -162,12 +166,14 @@ type Store interface {
 
 // Service is the portal's use cases.
 type Service struct {
-	vault   Vault
-	service ServiceVault
-	store   Store
-	opts    Options
-	log     *slog.Logger
-	now     func() time.Time
+	// reconcileReq queues one background reconciliation (RunReconciler).
+	reconcileReq chan string
+	vault        Vault
+	service      ServiceVault
+	store        Store
+	opts         Options
+	log          *slog.Logger
+	now          func() time.Time
 	// throttle refuses logins from an address with too many recent
 	// failures; nil when off.
 	throttle     *loginThrottle
@@ -241,7 +247,7 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	s := &Service{vault: v, service: sv, store: st, opts: o, log: log, now: o.Now,
 		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow, o.LoginNetworkLimits),
 		denied:   &deniedLimiter{window: o.DeniedWindow, open: map[string]*deniedWindow{}},
-		outbox:   &revocationOutbox{}}
+		outbox:   &revocationOutbox{}, reconcileReq: make(chan string, 1)}
 	s.sessionChecks.now = o.Now
 	// The portal's identity enrols users when it is the real one
 	// (*vault.Service); a narrower ServiceVault leaves enrolment off.

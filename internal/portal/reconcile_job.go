@@ -36,9 +36,6 @@ const ReconcileActor = "certportal"
 // reconciliation records: Vault issued it, the portal has no record of it.
 const ReasonIssuedAroundPortal = "issued_around_portal"
 
-// reconcileLock is the store lock one background reconciliation holds, across replicas.
-const reconcileLock = "reconcile"
-
 // ReconcileJobResult is what one background reconciliation saw and did.
 type ReconcileJobResult struct {
 	VaultOnly int // unrevoked vault_only certificates seen
@@ -97,7 +94,14 @@ func (s *Service) ReconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 }
 
 func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error) {
-	rec, err := s.reconcile(ctx)
+	av, err := s.auditorVault()
+	if err != nil {
+		return nil, err
+	}
+	// The same run an auditor asks for (reconcile.go: only serials new to
+	// the cache are read from Vault), shown on the page, but not put in the
+	// trail here: a run that revokes nothing records nothing.
+	run, err := s.reconcileLocked(ctx, av, ReconcileActor, false)
 	if err != nil {
 		return nil, err
 	}
@@ -105,21 +109,31 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	grace := s.opts.Reconcile.AutoRevokeAfter
 	now := s.now()
 	var todo []candidate
-	for _, e := range rec.VaultOnly {
-		if e.Revoked || !now.Before(e.NotAfter) {
-			continue // nothing left to take away
-		}
-		res.VaultOnly++
-		if grace <= 0 {
-			continue
-		}
-		c, err := s.attributable(ctx, e.Serial, now, grace)
+	for after := ""; ; {
+		page, err := s.store.ReconcileResults(ctx, run.ID, store.ReconcileVaultOnly, after, reconcileCachePage)
 		if err != nil {
-			return nil, err
+			return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 		}
-		if c != nil {
-			todo = append(todo, *c)
+		for _, e := range page {
+			if e.Revoked || !now.Before(e.NotAfter) {
+				continue // nothing left to take away
+			}
+			res.VaultOnly++
+			if grace <= 0 {
+				continue
+			}
+			c, err := s.attributable(ctx, e.Serial, now, grace)
+			if err != nil {
+				return nil, err
+			}
+			if c != nil {
+				todo = append(todo, *c)
+			}
 		}
+		if len(page) < reconcileCachePage {
+			break
+		}
+		after = page[len(page)-1].Serial
 	}
 	res.Eligible = len(todo)
 	if res.VaultOnly > 0 {
@@ -157,7 +171,7 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		}
 		res.Revoked++
 	}
-	details := rec.counts()
+	details := runCounts(run)
 	details["auto_revoked"], details["failed"], details["auto_revoke_after"] = itoa(res.Revoked), itoa(res.Failed), grace.String()
 	outcome := audit.OutcomeSuccess
 	if res.Failed > 0 {

@@ -435,6 +435,7 @@ type Store interface {
 	LoginAttempts
 	Notifications
 	Enrolments
+	Reconciliations
 	Locker
 	// Ping checks the store takes writes now, not only reads: it answers
 	// and commits a one-row write (store_probe) as issuance would. A full
@@ -442,4 +443,108 @@ type Store interface {
 	// connection fail it, so /readyz says so before a user's issuance does.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// Kinds of certificate Vault stores, as reconciliation classifies them.
+const (
+	VaultKindClient = "client" // may authenticate a client: the inventory should know it
+	VaultKindServer = "server" // serverAuth without clientAuth: the portal's Nginx certificates
+	VaultKindCA     = "ca"     // a CA in the mount's list: not a user certificate
+)
+
+// VaultCert is what reconciliation learned of one certificate Vault
+// stores, kept so that each serial is read from Vault once, ever; only its
+// revocation changes, and that comes from Vault's list of revoked serials.
+type VaultCert struct {
+	Serial   string // the inventory's form (aa:bb:…)
+	Subject  string // CN
+	NotAfter time.Time
+	Revoked  bool
+	Kind     string // VaultKind*
+}
+
+// Reconciliation groups, as the JSON form names them.
+const (
+	ReconcileVaultOnly     = "vault_only"
+	ReconcileInventoryOnly = "inventory_only"
+	ReconcileStateMismatch = "state_mismatch"
+	ReconcileKnown         = "known"
+)
+
+// Reconcile run states.
+const (
+	RunRunning = "running"
+	RunDone    = "done"
+	RunFailed  = "failed"
+	// RunInterrupted is the Error of a run found still running when the
+	// next one starts (its replica died); a catalog key.
+	RunInterrupted = "error.reconcile_interrupted"
+)
+
+// ReconcileRun is one reconciliation: its progress while it runs, its
+// counts once done. Its entries are kept with it (ReconcileResults).
+type ReconcileRun struct {
+	ID                    int64
+	By                    string // who asked for it
+	State                 string // Run*
+	StartedAt, FinishedAt time.Time
+	Error                 string // why it failed, for the auditor (no secrets: a fixed text)
+	Listed                int    // serials in Vault's list
+	ToRead, Read          int    // serials new to the cache, and how many of them are read so far
+	VaultReads            int    // certificates read from Vault in this run (new ones and confirmations)
+	ReconcileCounts
+}
+
+// ReconcileCounts are a run's totals and group sizes.
+type ReconcileCounts struct {
+	VaultTotal, InventoryTotal                     int
+	VaultOnly, InventoryOnly, StateMismatch, Known int
+}
+
+// ReconcileEntry is one certificate of a reconciliation group.
+type ReconcileEntry struct {
+	Serial   string
+	Subject  string
+	NotAfter time.Time
+	Revoked  bool
+}
+
+// Reconciliations keep what reconciliation learned from Vault (the
+// vault_certs cache) and its runs with their results.
+type Reconciliations interface {
+	// VaultCerts pages through the cache in serial order after after.
+	VaultCerts(ctx context.Context, after string, limit int) ([]VaultCert, error)
+	// PutVaultCerts adds (or replaces) certificates learned from Vault.
+	PutVaultCerts(ctx context.Context, certs []VaultCert) error
+	// DeleteVaultCerts forgets serials Vault no longer lists.
+	DeleteVaultCerts(ctx context.Context, serials []string) error
+	// SetVaultCertsRevoked sets the revocation state of serials.
+	SetVaultCertsRevoked(ctx context.Context, serials []string, revoked bool) error
+
+	// StartReconcileRun records a new run, sets its state to running and
+	// returns its id. The caller holds the reconcile lock, so any other run
+	// still marked running was cut off: it is marked failed
+	// (RunInterrupted).
+	StartReconcileRun(ctx context.Context, r *ReconcileRun) (int64, error)
+	// UpdateReconcileRun writes r's progress, state and counts.
+	UpdateReconcileRun(ctx context.Context, r *ReconcileRun) error
+	// ReconcileRuns returns the newest run whatever its state and the
+	// newest finished one (nil where there is none).
+	ReconcileRuns(ctx context.Context) (latest, lastDone *ReconcileRun, err error)
+	// FillReconcileResults stores run's vault_only, known and
+	// inventory_only entries, computed in the database from the cache and
+	// the inventory (nothing passes through memory), and returns the counts
+	// (StateMismatch left zero: its entries are confirmed one by one and
+	// added with AddReconcileResults).
+	FillReconcileResults(ctx context.Context, runID int64) (ReconcileCounts, error)
+	// MismatchCandidates pages, in serial order after after, through the
+	// inventory rows whose revocation differs from the cache's.
+	MismatchCandidates(ctx context.Context, after string, limit int) ([]*Certificate, error)
+	// AddReconcileResults stores entries of one group of a run.
+	AddReconcileResults(ctx context.Context, runID int64, group string, entries []ReconcileEntry) error
+	// ReconcileResults pages through one group of a run in serial order.
+	ReconcileResults(ctx context.Context, runID int64, group, after string, limit int) ([]ReconcileEntry, error)
+	// PruneReconcileRuns deletes the results of every run but keep, and
+	// runs older than it.
+	PruneReconcileRuns(ctx context.Context, keep int64) error
 }

@@ -433,42 +433,77 @@ func (s *Server) auditInventoryExport(w http.ResponseWriter, r *http.Request) {
 // carries every entry.
 const reconcileShown = 1000
 
-// reconcileWriteTimeout replaces the server's write timeout for a
-// reconciliation (about 1.5 s at 200,000 rows on SQLite).
-const reconcileWriteTimeout = 10 * time.Minute
+// reconcilePage entries are read from the store at a time for the JSON form.
+const reconcilePage = 1000
 
-// auditReconcile shows the reconciliation, or with ?format=json streams it
-// for scripts: {"vault_only": [...], "inventory_only": [...],
+// reconcileGroupIDs: the HTML table id and the catalog keys of each group.
+var reconcileGroupIDs = []struct{ group, id, title, hint string }{
+	{store.ReconcileVaultOnly, "vault-only", "audit.vault_only", "audit.vault_only_hint"},
+	{store.ReconcileStateMismatch, "state-mismatch", "audit.state_mismatch", "audit.state_mismatch_hint"},
+	{store.ReconcileInventoryOnly, "inventory-only", "audit.inventory_only", "audit.inventory_only_hint"},
+	{store.ReconcileKnown, "known", "audit.known", "audit.known_hint"},
+}
+
+// auditReconcile shows the last finished reconciliation at once (and
+// whether a newer one is running), or with ?format=json streams it for
+// scripts: {"vault_only": [...], "inventory_only": [...],
 // "state_mismatch": [...], "known": [...]}, each entry
-// {serial, subject, not_after (RFC 3339), revoked}.
+// {serial, subject, not_after (RFC 3339), revoked}. The run it comes from
+// is in the headers: X-Reconcile-Run (id, 0 before the first),
+// X-Reconcile-Finished (RFC 3339) and X-Reconcile-State of the newest run
+// (running, done, failed). POST /audit/reconcile starts a new run.
 func (s *Server) auditReconcile(w http.ResponseWriter, r *http.Request) {
 	format := r.URL.Query().Get("format")
 	if format != "" && format != "json" && format != "html" {
 		s.failStatus(w, r, http.StatusBadRequest, "error.filter_invalid")
 		return
 	}
-	// Reconciliation reads the whole inventory and Vault's list; on a large
-	// or slow store that outlasts the server's usual write timeout, which
-	// would cut the answer off. It is auditor-only and rare.
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(reconcileWriteTimeout))
 	p := s.newPage(r, "audit.reconcile")
-	rec, err := s.Service.Reconcile(r.Context(), p.User)
+	st, err := s.Service.ReconcileStatus(r.Context(), p.User)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	h := w.Header()
+	if st.LastDone != nil {
+		h.Set("X-Reconcile-Run", strconv.FormatInt(st.LastDone.ID, 10))
+		h.Set("X-Reconcile-Finished", st.LastDone.FinishedAt.UTC().Format(time.RFC3339Nano))
+	} else {
+		h.Set("X-Reconcile-Run", "0")
+	}
+	if st.Latest != nil {
+		h.Set("X-Reconcile-State", st.Latest.State)
+	}
 	if format == "json" {
-		s.reconcileJSON(w, r, rec)
+		s.reconcileJSON(w, r, p.User, st.LastDone)
 		return
 	}
-	p.Reconcile = rec
-	p.ReconcileGroups = []reconcileGroup{
-		newReconcileGroup("vault-only", "audit.vault_only", "audit.vault_only_hint", rec.VaultOnly, true),
-		newReconcileGroup("state-mismatch", "audit.state_mismatch", "audit.state_mismatch_hint", rec.StateMismatch, false),
-		newReconcileGroup("inventory-only", "audit.inventory_only", "audit.inventory_only_hint", rec.InventoryOnly, false),
-		newReconcileGroup("known", "audit.known", "audit.known_hint", rec.Known, false),
+	p.ReconcileStatus = st
+	for _, g := range reconcileGroupIDs {
+		rg := reconcileGroup{ID: g.id, Title: g.title, Hint: g.hint, RevokeLinks: g.group == store.ReconcileVaultOnly, Mismatch: g.group == store.ReconcileStateMismatch}
+		if run := st.LastDone; run != nil {
+			rg.Total = map[string]int{store.ReconcileVaultOnly: run.VaultOnly, store.ReconcileStateMismatch: run.StateMismatch,
+				store.ReconcileInventoryOnly: run.InventoryOnly, store.ReconcileKnown: run.Known}[g.group]
+			if rg.Entries, err = s.Service.ReconcileEntries(r.Context(), p.User, run.ID, g.group, "", reconcileShown); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			rg.Hidden = max(0, rg.Total-len(rg.Entries))
+		}
+		p.ReconcileGroups = append(p.ReconcileGroups, rg)
 	}
 	s.render(w, r, http.StatusOK, "audit_reconcile", p)
+}
+
+// auditReconcileStart starts a reconciliation in the background and goes
+// back to the page, which shows its progress.
+func (s *Server) auditReconcileStart(w http.ResponseWriter, r *http.Request) {
+	p := s.newPage(r, "audit.reconcile")
+	if _, err := s.Service.RequestReconcile(r.Context(), p.User); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/audit/reconcile", http.StatusSeeOther)
 }
 
 // reconcileGroup is one table of the reconciliation page.
@@ -480,14 +515,6 @@ type reconcileGroup struct {
 	Mismatch        bool // rows say which side holds which state
 }
 
-func newReconcileGroup(id, title, hint string, entries []portal.ReconcileEntry, links bool) reconcileGroup {
-	g := reconcileGroup{ID: id, Title: title, Hint: hint, Entries: entries, Total: len(entries), RevokeLinks: links, Mismatch: id == "state-mismatch"}
-	if len(entries) > reconcileShown {
-		g.Entries, g.Hidden = entries[:reconcileShown], len(entries)-reconcileShown
-	}
-	return g
-}
-
 type jsonReconcileEntry struct {
 	Serial   string `json:"serial"`
 	Subject  string `json:"subject"`
@@ -495,37 +522,63 @@ type jsonReconcileEntry struct {
 	Revoked  bool   `json:"revoked"`
 }
 
-// reconcileJSON writes the four lists entry by entry, so a large
-// difference is never a second copy in memory.
-func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, rec *portal.Reconciliation) {
+// reconcileJSON streams the four lists of run (empty lists before the
+// first run) from the store, a page at a time, so memory stays flat
+// however long they are.
+func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, user *portal.Identity, run *store.ReconcileRun) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
+	groups := []string{store.ReconcileVaultOnly, store.ReconcileInventoryOnly, store.ReconcileStateMismatch, store.ReconcileKnown}
 	bw := bufio.NewWriterSize(w, 64<<10)
-	groups := []struct {
-		key     string
-		entries []portal.ReconcileEntry
-	}{{"vault_only", rec.VaultOnly}, {"inventory_only", rec.InventoryOnly}, {"state_mismatch", rec.StateMismatch}, {"known", rec.Known}}
+	// The status line goes out with the first entry (or the end), so a
+	// store that fails at once still gets a clean error page.
+	started := false
+	begin := func() {
+		if !started {
+			w.WriteHeader(http.StatusOK)
+			bw.WriteString("{")
+			started = true
+		}
+	}
 	err := func() error {
-		bw.WriteString("{")
 		for i, g := range groups {
-			if i > 0 {
-				bw.WriteString(",")
-			}
-			bw.WriteString("\n" + strconv.Quote(g.key) + ":[")
-			for j, e := range g.entries {
-				if j > 0 {
+			n := 0
+			open := func() {
+				begin()
+				if i > 0 {
 					bw.WriteString(",")
 				}
-				b, err := json.Marshal(jsonReconcileEntry{Serial: e.Serial, Subject: e.Subject, NotAfter: e.NotAfter.UTC().Format(time.RFC3339), Revoked: e.Revoked})
+				bw.WriteString("\n" + strconv.Quote(g) + ":[")
+			}
+			for after := ""; run != nil; {
+				page, err := s.Service.ReconcileEntries(r.Context(), user, run.ID, g, after, reconcilePage)
 				if err != nil {
 					return err
 				}
-				bw.WriteString("\n")
-				if _, err := bw.Write(b); err != nil {
-					return err
+				for _, e := range page {
+					if n == 0 {
+						open()
+					} else {
+						bw.WriteString(",")
+					}
+					n++
+					b, err := json.Marshal(jsonReconcileEntry{Serial: e.Serial, Subject: e.Subject, NotAfter: e.NotAfter.UTC().Format(time.RFC3339), Revoked: e.Revoked})
+					if err != nil {
+						return err
+					}
+					bw.WriteString("\n")
+					if _, err := bw.Write(b); err != nil {
+						return err
+					}
 				}
+				if len(page) < reconcilePage {
+					break
+				}
+				after = page[len(page)-1].Serial
+			}
+			if n == 0 {
+				open()
 			}
 			bw.WriteString("]")
 		}
@@ -533,6 +586,10 @@ func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, rec *port
 		return bw.Flush()
 	}()
 	if err != nil {
+		if !started {
+			s.fail(w, r, err)
+			return
+		}
 		// Headers are gone; cut the stream so the client sees it incomplete.
 		s.Logger.ErrorContext(r.Context(), "reconcile json interrupted", "err", err)
 		panic(http.ErrAbortHandler)

@@ -88,6 +88,7 @@ func (s *Server) routes() *chi.Mux {
 				r.Get("/audit/inventory/certificates", s.auditInventoryCertificates)
 				r.With(s.sameSiteGET).Get("/audit/inventory/export", s.auditInventoryExport)
 				r.With(s.sameSiteGET).Get("/audit/reconcile", s.auditReconcile)
+				r.Post("/audit/reconcile", s.auditReconcileStart)
 			})
 		})
 	})

@@ -226,10 +226,10 @@ type page struct {
 	Report      *portal.InventoryReport
 	States      []string
 	// inventory drill-down
-	InvFilter inventoryForm
-	InvNext   string // serial the next page starts after; "" on the last
-	InvAt     time.Time
-	Reconcile *portal.Reconciliation
+	InvFilter       inventoryForm
+	InvNext         string // serial the next page starts after; "" on the last
+	InvAt           time.Time
+	ReconcileStatus *portal.ReconcileStatus
 	// reconciliation page groups, and the helpdesk page that revokes a
 	// certificate the portal never issued
 	ReconcileGroups []reconcileGroup

@@ -262,6 +262,44 @@ var migrations = []string{
 		at timestamptz NOT NULL
 	)`,
 	`INSERT INTO store_probe(id, at) VALUES(1, 'epoch')`,
+	// Reconciliation (issue 13): what was learned of each certificate Vault
+	// stores, so each serial is read from Vault once, ever (revocation is
+	// refreshed from Vault's revoked list); each run with its progress and
+	// counts; and the last run's entries, which the page shows at once.
+	`CREATE TABLE vault_certs (
+		serial    text COLLATE "C" PRIMARY KEY,
+		subject   text NOT NULL,
+		not_after timestamptz NOT NULL,
+		revoked   boolean NOT NULL,
+		kind      text NOT NULL
+	)`,
+	`CREATE TABLE reconcile_runs (
+		id              bigserial PRIMARY KEY,
+		by_user         text NOT NULL,
+		state           text NOT NULL,
+		started_at      timestamptz NOT NULL,
+		finished_at     timestamptz,
+		error           text NOT NULL DEFAULT '',
+		listed          integer NOT NULL DEFAULT 0,
+		to_read         integer NOT NULL DEFAULT 0,
+		done_read       integer NOT NULL DEFAULT 0,
+		vault_reads     integer NOT NULL DEFAULT 0,
+		vault_total     integer NOT NULL DEFAULT 0,
+		inventory_total integer NOT NULL DEFAULT 0,
+		vault_only      integer NOT NULL DEFAULT 0,
+		inventory_only  integer NOT NULL DEFAULT 0,
+		state_mismatch  integer NOT NULL DEFAULT 0,
+		known           integer NOT NULL DEFAULT 0
+	)`,
+	`CREATE TABLE reconcile_results (
+		run_id    bigint NOT NULL,
+		grp       text COLLATE "C" NOT NULL,
+		serial    text COLLATE "C" NOT NULL,
+		subject   text NOT NULL,
+		not_after timestamptz NOT NULL,
+		revoked   boolean NOT NULL,
+		PRIMARY KEY(run_id, grp, serial)
+	)`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

@@ -236,6 +236,44 @@ var migrations = []string{
 		at INTEGER NOT NULL
 	)`,
 	`INSERT INTO store_probe(id, at) VALUES(1, 0)`,
+	// Reconciliation (issue 13): what was learned of each certificate Vault
+	// stores, so each serial is read from Vault once, ever (revocation is
+	// refreshed from Vault's revoked list); each run with its progress and
+	// counts; and the last run's entries, which the page shows at once.
+	`CREATE TABLE vault_certs (
+		serial    TEXT PRIMARY KEY,
+		subject   TEXT NOT NULL,
+		not_after INTEGER NOT NULL,
+		revoked   INTEGER NOT NULL,
+		kind      TEXT NOT NULL
+	)`,
+	`CREATE TABLE reconcile_runs (
+		id              INTEGER PRIMARY KEY,
+		by_user         TEXT NOT NULL,
+		state           TEXT NOT NULL,
+		started_at      INTEGER NOT NULL,
+		finished_at     INTEGER,
+		error           TEXT NOT NULL DEFAULT '',
+		listed          INTEGER NOT NULL DEFAULT 0,
+		to_read         INTEGER NOT NULL DEFAULT 0,
+		done_read       INTEGER NOT NULL DEFAULT 0,
+		vault_reads     INTEGER NOT NULL DEFAULT 0,
+		vault_total     INTEGER NOT NULL DEFAULT 0,
+		inventory_total INTEGER NOT NULL DEFAULT 0,
+		vault_only      INTEGER NOT NULL DEFAULT 0,
+		inventory_only  INTEGER NOT NULL DEFAULT 0,
+		state_mismatch  INTEGER NOT NULL DEFAULT 0,
+		known           INTEGER NOT NULL DEFAULT 0
+	)`,
+	`CREATE TABLE reconcile_results (
+		run_id    INTEGER NOT NULL,
+		grp       TEXT NOT NULL,
+		serial    TEXT NOT NULL,
+		subject   TEXT NOT NULL,
+		not_after INTEGER NOT NULL,
+		revoked   INTEGER NOT NULL,
+		PRIMARY KEY(run_id, grp, serial)
+	)`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself; the

@@ -44,6 +44,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("offboarding scan and lock", func(t *testing.T) { testOffboardScan(t, open(t)) })
 	t.Run("expiry stats", func(t *testing.T) { testExpiryStats(t, open(t)) })
 	t.Run("ping writes", func(t *testing.T) { testPing(t, open(t)) })
+	t.Run("reconciliation cache and runs", func(t *testing.T) { testReconcile(t, open(t)) })
 }
 
 // testPing: Ping commits its probe again and again (the readiness check

@@ -1,0 +1,428 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// Reconciliation compares Vault's certificates with the inventory. Vault's
+// LIST gives serials only, and reading a certificate costs a request, so
+// each serial is read once, ever: what was learned (subject, expiry,
+// revocation, kind) is kept in the store (vault_certs), and a repeat run
+// reads only the serials new since the last one, forgets those Vault no
+// longer lists, and takes revocation from one LIST of Vault's revoked
+// serials. The groups are computed in the database and kept with the run,
+// so the page shows the last run at once while a new one runs in the
+// background, on one replica at a time (the store's TryLock).
+
+// DefaultReconcileConcurrency is how many certificate reads a run keeps in
+// flight towards Vault unless told otherwise.
+const DefaultReconcileConcurrency = 8
+
+const (
+	reconcileLock = "reconcile"
+	// reconcileChunk new serials are read, stored and counted as progress
+	// at a time.
+	reconcileChunk = 500
+	// reconcileCachePage cache rows (and mismatch candidates) are read at a
+	// time.
+	reconcileCachePage = 1000
+)
+
+// ErrReconcileBusy: another run holds the lock (on this replica or another).
+var ErrReconcileBusy = errors.New("reconcile: a run is in progress")
+
+// ReconcileStatus is what the page shows: the newest run (perhaps still
+// running) and the newest finished one, whose entries it lists.
+type ReconcileStatus struct {
+	Latest, LastDone *store.ReconcileRun
+}
+
+// Running reports whether the newest run has not finished.
+func (st *ReconcileStatus) Running() bool {
+	return st.Latest != nil && st.Latest.State == store.RunRunning
+}
+
+// LastFailed is the newest run when it failed, for the page to say so.
+func (st *ReconcileStatus) LastFailed() *store.ReconcileRun {
+	if st.Latest != nil && st.Latest.State == store.RunFailed {
+		return st.Latest
+	}
+	return nil
+}
+
+// ReconcileStatus returns the runs the page shows; no Vault call.
+func (s *Service) ReconcileStatus(ctx context.Context, id *Identity) (*ReconcileStatus, error) {
+	if err := s.requireAuditor(id); err != nil {
+		return nil, err
+	}
+	latest, done, err := s.store.ReconcileRuns(ctx)
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	return &ReconcileStatus{Latest: latest, LastDone: done}, nil
+}
+
+// ReconcileEntries pages through one group of a finished run, in serial
+// order after after.
+func (s *Service) ReconcileEntries(ctx context.Context, id *Identity, runID int64, group, after string, limit int) ([]ReconcileEntry, error) {
+	if err := s.requireAuditor(id); err != nil {
+		return nil, err
+	}
+	out, err := s.store.ReconcileResults(ctx, runID, group, after, limit)
+	if err != nil {
+		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	return out, nil
+}
+
+// RequestReconcile asks for a run in the background (RunReconciler runs
+// it). ok is false when one is already queued on this replica.
+func (s *Service) RequestReconcile(ctx context.Context, id *Identity) (ok bool, err error) {
+	if err := s.requireAuditor(id); err != nil {
+		return false, err
+	}
+	select {
+	case s.reconcileReq <- id.Username:
+		return true, nil
+	default:
+		return false, nil
+	}
+}
+
+// RunReconciler runs the requested reconciliations one after another until
+// ctx ends; a run in progress is cancelled with it (and recorded failed).
+func (s *Service) RunReconciler(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case by := <-s.reconcileReq:
+			switch _, err := s.ReconcileNow(ctx, by); {
+			case errors.Is(err, ErrReconcileBusy):
+				s.log.InfoContext(ctx, "reconciliation not started: another one is running (here or on another replica)", "by", by)
+			case err != nil:
+				s.log.ErrorContext(ctx, "reconciliation failed", "by", by, "err", err)
+			}
+		}
+	}
+}
+
+// ReconcileNow runs one reconciliation to its end and returns it; by names
+// who asked (an auditor, or a scheduler). ErrReconcileBusy when another
+// run holds the lock. Meant to be called from a scheduler as well.
+func (s *Service) ReconcileNow(ctx context.Context, by string) (*store.ReconcileRun, error) {
+	av, err := s.auditorVault()
+	if err != nil {
+		return nil, err
+	}
+	unlock, ok, err := s.store.TryLock(ctx, reconcileLock)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: lock: %w", err)
+	}
+	if !ok {
+		return nil, ErrReconcileBusy
+	}
+	defer unlock()
+	return s.reconcileLocked(ctx, av, by, true)
+}
+
+// reconcileLocked is ReconcileNow for a caller that holds reconcileLock
+// already (a scheduler that does more under the same lock, such as
+// revoking what the run found; it then reads the run's entries with
+// ReconcileResults). record: put the finished run in the trail
+// (audit.reconcile).
+func (s *Service) reconcileLocked(ctx context.Context, av AuditorVault, by string, record bool) (*store.ReconcileRun, error) {
+	var err error
+	run := &store.ReconcileRun{By: by, State: store.RunRunning, StartedAt: s.now()}
+	if run.ID, err = s.store.StartReconcileRun(ctx, run); err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
+	}
+	runErr := s.reconcile(ctx, av, run)
+	// The outcome is written even when ctx ended (shutdown): a run left
+	// "running" would be shown as such.
+	fin := context.WithoutCancel(ctx)
+	run.FinishedAt = s.now()
+	run.State = store.RunDone
+	if runErr != nil {
+		run.State = store.RunFailed
+		run.Error = "error.store_unavailable"
+		var pe *Error
+		if errors.As(runErr, &pe) {
+			run.Error = pe.Message
+		}
+	}
+	if err := s.store.UpdateReconcileRun(fin, run); err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
+	}
+	if runErr != nil {
+		return run, runErr
+	}
+	if err := s.store.PruneReconcileRuns(fin, run.ID); err != nil {
+		s.log.WarnContext(ctx, "reconcile: old runs not pruned", "err", err)
+	}
+	s.log.InfoContext(ctx, "reconciliation done", "by", by, "vault_total", run.VaultTotal, "inventory_total", run.InventoryTotal,
+		"new_serials", run.ToRead, "vault_reads", run.VaultReads, "vault_only", run.VaultOnly, "inventory_only", run.InventoryOnly,
+		"state_mismatch", run.StateMismatch, "known", run.Known, "took", run.FinishedAt.Sub(run.StartedAt).String())
+	if !record {
+		return run, nil
+	}
+	if err := s.record(fin, s.newEvent(fin, by, "", audit.ActionReconcile, audit.OutcomeSuccess, "", runCounts(run))); err != nil {
+		return run, err
+	}
+	return run, nil
+}
+
+// runCounts are a run's counts as the trail records them.
+func runCounts(run *store.ReconcileRun) map[string]string {
+	return map[string]string{
+		"vault_only": itoa(run.VaultOnly), "inventory_only": itoa(run.InventoryOnly),
+		"state_mismatch": itoa(run.StateMismatch), "known": itoa(run.Known),
+		"vault_total": itoa(run.VaultTotal), "inventory_total": itoa(run.InventoryTotal),
+		"vault_reads": itoa(run.VaultReads)}
+}
+
+func (s *Service) reconcileConcurrency() int {
+	if s.opts.ReconcileConcurrency > 0 {
+		return s.opts.ReconcileConcurrency
+	}
+	return DefaultReconcileConcurrency
+}
+
+// reconcile is one run: bring the cache up to date with Vault, then let
+// the database compute the groups.
+func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.ReconcileRun) error {
+	vaultErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err} }
+	storeErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err} }
+	mount := s.opts.PKIMount
+	raw, err := av.ListCertificates(ctx, mount)
+	if err != nil {
+		return vaultErr(err)
+	}
+	listed := make([]string, len(raw))
+	for i, r := range raw {
+		listed[i] = vaultSerial(r)
+	}
+	raw = nil
+	slices.Sort(listed)
+	listed = slices.Compact(listed)
+	run.Listed = len(listed)
+	revoked, err := s.vaultRevoked(ctx, av)
+	if err != nil {
+		return err
+	}
+
+	// One sorted merge of Vault's list with the cache (both in serial
+	// order, the cache read a page at a time): serials only in the list are
+	// new, serials only in the cache are gone, and serials in both may have
+	// been revoked since.
+	var toRead, gone, nowRevoked, recheck []string
+	i := 0
+	for after := ""; ; {
+		page, err := s.store.VaultCerts(ctx, after, reconcileCachePage)
+		if err != nil {
+			return storeErr(err)
+		}
+		for _, c := range page {
+			for i < len(listed) && listed[i] < c.Serial {
+				toRead = append(toRead, listed[i])
+				i++
+			}
+			if i == len(listed) || listed[i] != c.Serial {
+				gone = append(gone, c.Serial)
+				continue
+			}
+			i++
+			if c.Revoked || c.Kind == store.VaultKindCA {
+				continue // Vault never takes a revocation back
+			}
+			if revoked == nil {
+				recheck = append(recheck, c.Serial)
+			} else if _, r := revoked[c.Serial]; r {
+				nowRevoked = append(nowRevoked, c.Serial)
+			}
+		}
+		if len(page) < reconcileCachePage {
+			break
+		}
+		after = page[len(page)-1].Serial
+	}
+	toRead = append(toRead, listed[i:]...)
+	listed = nil
+	if err := s.store.DeleteVaultCerts(ctx, gone); err != nil {
+		return storeErr(err)
+	}
+	if err := s.store.SetVaultCertsRevoked(ctx, nowRevoked, true); err != nil {
+		return storeErr(err)
+	}
+	// Without the revoked list (an older service policy), revocation comes
+	// from each live certificate itself: slower, same answer.
+	if len(recheck) > 0 {
+		certs, err := s.readVaultCerts(ctx, av, recheck, run)
+		if err != nil {
+			return vaultErr(err)
+		}
+		var now []string
+		for _, c := range certs {
+			if c.Revoked {
+				now = append(now, c.Serial)
+			}
+		}
+		if err := s.store.SetVaultCertsRevoked(ctx, now, true); err != nil {
+			return storeErr(err)
+		}
+	}
+
+	run.ToRead = len(toRead)
+	if err := s.store.UpdateReconcileRun(ctx, run); err != nil {
+		return storeErr(err)
+	}
+	for len(toRead) > 0 {
+		chunk := toRead[:min(len(toRead), reconcileChunk)]
+		toRead = toRead[len(chunk):]
+		certs, err := s.readVaultCerts(ctx, av, chunk, run)
+		if err != nil {
+			return vaultErr(err)
+		}
+		if err := s.store.PutVaultCerts(ctx, certs); err != nil {
+			return storeErr(err)
+		}
+		run.Read += len(chunk)
+		if err := s.store.UpdateReconcileRun(ctx, run); err != nil {
+			return storeErr(err)
+		}
+	}
+
+	counts, err := s.store.FillReconcileResults(ctx, run.ID)
+	if err != nil {
+		return storeErr(err)
+	}
+	run.ReconcileCounts = counts
+	n, err := s.confirmMismatches(ctx, av, run)
+	if err != nil {
+		return err
+	}
+	run.StateMismatch = n
+	return nil
+}
+
+// readVaultCerts reads serials from Vault, at most the configured number at
+// a time, and returns what was learned in the order given; a serial tidied
+// away since the list is left out.
+func (s *Service) readVaultCerts(ctx context.Context, av AuditorVault, serials []string, run *store.ReconcileRun) ([]store.VaultCert, error) {
+	out := make([]store.VaultCert, len(serials))
+	found := make([]bool, len(serials))
+	var reads atomic.Int64
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(s.reconcileConcurrency(), len(serials)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				reads.Add(1)
+				cert, err := av.ReadCertificate(ctx, s.opts.PKIMount, serials[i])
+				if errors.Is(err, vault.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				kind := store.VaultKindClient
+				switch {
+				case cert.IsCA:
+					kind = store.VaultKindCA
+				case isServerCertificate(cert.Certificate):
+					kind = store.VaultKindServer
+				}
+				out[i] = store.VaultCert{Serial: serials[i], Subject: cert.Subject.CommonName, NotAfter: cert.NotAfter,
+					Revoked: !cert.RevokedAt.IsZero(), Kind: kind}
+				found[i] = true
+			}
+		}()
+	}
+feed:
+	for i := range serials {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	run.VaultReads += int(reads.Load())
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	kept := out[:0]
+	for i, c := range out {
+		if found[i] {
+			kept = append(kept, c)
+		}
+	}
+	return kept, nil
+}
+
+// confirmMismatches stores the run's state_mismatch entries: inventory rows
+// whose revocation differs from the cache's, each confirmed from Vault and
+// the store once more, so a revocation in flight (Vault first, then the
+// record) is not reported. It returns how many there are.
+func (s *Service) confirmMismatches(ctx context.Context, av AuditorVault, run *store.ReconcileRun) (int, error) {
+	n := 0
+	for after := ""; ; {
+		page, err := s.store.MismatchCandidates(ctx, after, reconcileCachePage)
+		if err != nil {
+			return 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		}
+		var entries []ReconcileEntry
+		var learned []string
+		for _, c := range page {
+			run.VaultReads++
+			cert, err := av.ReadCertificate(ctx, s.opts.PKIMount, c.Serial)
+			if errors.Is(err, vault.ErrNotFound) {
+				continue // gone since the list; the next run shows it as inventory_only
+			}
+			if err != nil {
+				return 0, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+			}
+			inVault := !cert.RevokedAt.IsZero()
+			if inVault {
+				learned = append(learned, c.Serial) // revoked after the list
+			}
+			if inVault == c.Revoked() {
+				continue
+			}
+			now, err := s.store.GetCertificate(ctx, c.Serial)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+			}
+			if now != nil && now.Revoked() == inVault {
+				continue
+			}
+			entries = append(entries, ReconcileEntry{Serial: c.Serial, Subject: c.Subject, NotAfter: c.NotAfter, Revoked: inVault})
+		}
+		if err := s.store.SetVaultCertsRevoked(ctx, learned, true); err != nil {
+			return 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		}
+		if err := s.store.AddReconcileResults(ctx, run.ID, store.ReconcileStateMismatch, entries); err != nil {
+			return 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		}
+		n += len(entries)
+		if len(page) < reconcileCachePage {
+			return n, nil
+		}
+		after = page[len(page)-1].Serial
+	}
+}

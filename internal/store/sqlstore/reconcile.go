@@ -1,0 +1,264 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+// reconcileBatch rows are written per statement (one TextList parameter or
+// one multi-row INSERT).
+const reconcileBatch = 500
+
+func (s *Store) VaultCerts(ctx context.Context, after string, limit int) ([]store.VaultCert, error) {
+	rows, err := s.conn().query(ctx, `SELECT serial, subject, not_after, revoked, kind FROM vault_certs
+		WHERE serial > ? ORDER BY serial LIMIT ?`, after, limit)
+	out, err := collect(rows, err, func(r scanner) (store.VaultCert, error) {
+		var c store.VaultCert
+		err := r.Scan(&c.Serial, &c.Subject, timeCol{&c.NotAfter}, &c.Revoked, &c.Kind)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vault certs: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) PutVaultCerts(ctx context.Context, certs []store.VaultCert) error {
+	for len(certs) > 0 {
+		batch := certs[:min(len(certs), reconcileBatch)]
+		certs = certs[len(batch):]
+		query := `INSERT INTO vault_certs(serial, subject, not_after, revoked, kind) VALUES`
+		args := make([]any, 0, 5*len(batch))
+		for i, c := range batch {
+			if i > 0 {
+				query += ","
+			}
+			query += "(?,?,?,?,?)"
+			args = append(args, c.Serial, cleanText(c.Subject), s.d.Time(c.NotAfter), c.Revoked, c.Kind)
+		}
+		query += ` ON CONFLICT(serial) DO UPDATE SET subject = excluded.subject, not_after = excluded.not_after,
+			revoked = excluded.revoked, kind = excluded.kind`
+		if err := s.write(ctx, func(x q) error {
+			_, err := x.exec(ctx, query, args...)
+			return err
+		}); err != nil {
+			return fmt.Errorf("put vault certs: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) DeleteVaultCerts(ctx context.Context, serials []string) error {
+	return s.eachSerialBatch(ctx, serials, "delete vault certs", func(x q, arg any) error {
+		_, err := x.exec(ctx, `DELETE FROM vault_certs WHERE serial IN (SELECT value FROM `+s.d.TextList("l")+`)`, arg)
+		return err
+	})
+}
+
+func (s *Store) SetVaultCertsRevoked(ctx context.Context, serials []string, revoked bool) error {
+	return s.eachSerialBatch(ctx, serials, "revoke vault certs", func(x q, arg any) error {
+		_, err := x.exec(ctx, `UPDATE vault_certs SET revoked = ? WHERE serial IN (SELECT value FROM `+s.d.TextList("l")+`)`, revoked, arg)
+		return err
+	})
+}
+
+func (s *Store) eachSerialBatch(ctx context.Context, serials []string, op string, fn func(q, any) error) error {
+	for len(serials) > 0 {
+		batch := serials[:min(len(serials), reconcileBatch)]
+		serials = serials[len(batch):]
+		if err := s.write(ctx, func(x q) error { return fn(x, s.d.TextListArg(batch)) }); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	return nil
+}
+
+const runColumns = `id, by_user, state, started_at, finished_at, error, listed, to_read, done_read, vault_reads,
+	vault_total, inventory_total, vault_only, inventory_only, state_mismatch, known`
+
+func (s *Store) StartReconcileRun(ctx context.Context, r *store.ReconcileRun) (int64, error) {
+	r.State = store.RunRunning
+	var id int64
+	err := s.write(ctx, func(x q) error {
+		// The caller holds the reconcile lock: a run still marked running
+		// was cut off (a replica killed mid-run) and will never finish.
+		if _, err := x.exec(ctx, `UPDATE reconcile_runs SET state = ?, error = ? WHERE state = ?`,
+			store.RunFailed, store.RunInterrupted, store.RunRunning); err != nil {
+			return err
+		}
+		return x.queryRow(ctx, `INSERT INTO reconcile_runs(by_user, state, started_at, error) VALUES(?,?,?,'') RETURNING id`,
+			cleanText(r.By), store.RunRunning, s.d.Time(r.StartedAt)).Scan(&id)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("start reconcile run: %w", err)
+	}
+	return id, nil
+}
+
+func (s *Store) UpdateReconcileRun(ctx context.Context, r *store.ReconcileRun) error {
+	err := s.write(ctx, func(x q) error {
+		_, err := x.exec(ctx, `UPDATE reconcile_runs SET state = ?, finished_at = ?, error = ?, listed = ?, to_read = ?, done_read = ?,
+			vault_reads = ?, vault_total = ?, inventory_total = ?, vault_only = ?, inventory_only = ?, state_mismatch = ?, known = ?
+			WHERE id = ?`, r.State, s.nullTime(r.FinishedAt), cleanText(r.Error), r.Listed, r.ToRead, r.Read, r.VaultReads,
+			r.VaultTotal, r.InventoryTotal, r.VaultOnly, r.InventoryOnly, r.StateMismatch, r.Known, r.ID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("update reconcile run: %w", err)
+	}
+	return nil
+}
+
+func scanRun(r scanner) (*store.ReconcileRun, error) {
+	var x store.ReconcileRun
+	err := r.Scan(&x.ID, &x.By, &x.State, timeCol{&x.StartedAt}, timeCol{&x.FinishedAt}, &x.Error, &x.Listed, &x.ToRead, &x.Read,
+		&x.VaultReads, &x.VaultTotal, &x.InventoryTotal, &x.VaultOnly, &x.InventoryOnly, &x.StateMismatch, &x.Known)
+	if err != nil {
+		return nil, err
+	}
+	return &x, nil
+}
+
+func (s *Store) ReconcileRuns(ctx context.Context) (latest, lastDone *store.ReconcileRun, err error) {
+	get := func(where string) (*store.ReconcileRun, error) {
+		r, err := scanRun(s.conn().queryRow(ctx, `SELECT `+runColumns+` FROM reconcile_runs `+where+` ORDER BY id DESC LIMIT 1`))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, nil
+		}
+		return r, err
+	}
+	if latest, err = get(""); err != nil {
+		return nil, nil, fmt.Errorf("reconcile runs: %w", err)
+	}
+	if latest == nil || latest.State == store.RunDone {
+		return latest, latest, nil
+	}
+	if lastDone, err = get(`WHERE state = '` + store.RunDone + `'`); err != nil {
+		return nil, nil, fmt.Errorf("reconcile runs: %w", err)
+	}
+	return latest, lastDone, nil
+}
+
+// FillReconcileResults is three INSERT … SELECT statements: the anti-joins
+// of the cache and the inventory run in the database, so a difference of
+// 200,000 rows costs no memory here.
+func (s *Store) FillReconcileResults(ctx context.Context, runID int64) (store.ReconcileCounts, error) {
+	var c store.ReconcileCounts
+	err := s.write(ctx, func(x q) error {
+		fromVault := `INSERT INTO reconcile_results(run_id, grp, serial, subject, not_after, revoked)
+			SELECT CAST(? AS BIGINT), CAST(? AS TEXT), v.serial, v.subject, v.not_after, v.revoked FROM vault_certs v
+			WHERE v.kind = ? AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial = v.serial)`
+		res, err := x.exec(ctx, fromVault, runID, store.ReconcileVaultOnly, store.VaultKindClient)
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		c.VaultOnly = int(n)
+		if res, err = x.exec(ctx, fromVault, runID, store.ReconcileKnown, store.VaultKindServer); err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		c.Known = int(n)
+		res, err = x.exec(ctx, `INSERT INTO reconcile_results(run_id, grp, serial, subject, not_after, revoked)
+			SELECT CAST(? AS BIGINT), CAST(? AS TEXT), c.serial, c.subject, c.not_after, c.revoked_at IS NOT NULL FROM certificates c
+			WHERE NOT EXISTS (SELECT 1 FROM vault_certs v WHERE v.serial = c.serial AND v.kind <> ?)`,
+			runID, store.ReconcileInventoryOnly, store.VaultKindCA)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		c.InventoryOnly = int(n)
+		if err := x.queryRow(ctx, `SELECT COUNT(*) FROM vault_certs WHERE kind <> ?`, store.VaultKindCA).Scan(&c.VaultTotal); err != nil {
+			return err
+		}
+		return x.queryRow(ctx, `SELECT COUNT(*) FROM certificates`).Scan(&c.InventoryTotal)
+	})
+	if err != nil {
+		return c, fmt.Errorf("fill reconcile results: %w", err)
+	}
+	return c, nil
+}
+
+func (s *Store) MismatchCandidates(ctx context.Context, after string, limit int) ([]*store.Certificate, error) {
+	rows, err := s.conn().query(ctx, `SELECT `+prefixed("c.", certColumns)+` FROM vault_certs v JOIN certificates c ON c.serial = v.serial
+		WHERE v.serial > ? AND v.kind <> ? AND v.revoked <> (c.revoked_at IS NOT NULL) ORDER BY v.serial LIMIT ?`,
+		after, store.VaultKindCA, limit)
+	out, err := collect(rows, err, scanCert)
+	if err != nil {
+		return nil, fmt.Errorf("mismatch candidates: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) AddReconcileResults(ctx context.Context, runID int64, group string, entries []store.ReconcileEntry) error {
+	for len(entries) > 0 {
+		batch := entries[:min(len(entries), reconcileBatch)]
+		entries = entries[len(batch):]
+		query := `INSERT INTO reconcile_results(run_id, grp, serial, subject, not_after, revoked) VALUES`
+		args := make([]any, 0, 6*len(batch))
+		for i, e := range batch {
+			if i > 0 {
+				query += ","
+			}
+			query += "(?,?,?,?,?,?)"
+			args = append(args, runID, group, e.Serial, cleanText(e.Subject), s.d.Time(e.NotAfter), e.Revoked)
+		}
+		query += ` ON CONFLICT DO NOTHING`
+		if err := s.write(ctx, func(x q) error {
+			_, err := x.exec(ctx, query, args...)
+			return err
+		}); err != nil {
+			return fmt.Errorf("add reconcile results: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) ReconcileResults(ctx context.Context, runID int64, group, after string, limit int) ([]store.ReconcileEntry, error) {
+	rows, err := s.conn().query(ctx, `SELECT serial, subject, not_after, revoked FROM reconcile_results
+		WHERE run_id = ? AND grp = ? AND serial > ? ORDER BY serial LIMIT ?`, runID, group, after, limit)
+	out, err := collect(rows, err, func(r scanner) (store.ReconcileEntry, error) {
+		var e store.ReconcileEntry
+		err := r.Scan(&e.Serial, &e.Subject, timeCol{&e.NotAfter}, &e.Revoked)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reconcile results: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) PruneReconcileRuns(ctx context.Context, keep int64) error {
+	err := s.write(ctx, func(x q) error {
+		if _, err := x.exec(ctx, `DELETE FROM reconcile_results WHERE run_id <> ?`, keep); err != nil {
+			return err
+		}
+		_, err := x.exec(ctx, `DELETE FROM reconcile_runs WHERE id < ?`, keep)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("prune reconcile runs: %w", err)
+	}
+	return nil
+}
+
+// cleanText replaces what a PostgreSQL text column cannot hold (NUL,
+// invalid UTF-8; a certificate's CN is whatever its requester wrote) with
+// U+FFFD, in both stores alike.
+func cleanText(v string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(v, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// prefixed qualifies each column of a column list with p ("c.").
+func prefixed(p, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = p + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}

@@ -1,0 +1,182 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+// testReconcile: the Vault cache pages in serial order, upserts, forgets and
+// revokes; the results of a run are computed from the cache and the
+// inventory (vault_only, known, inventory_only, mismatch candidates), paged,
+// and pruned with older runs; run progress and state round-trip.
+func testReconcile(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	na := now.Add(48 * time.Hour)
+	vc := func(serial, kind string, revoked bool) store.VaultCert {
+		return store.VaultCert{Serial: serial, Subject: "cn-" + serial, NotAfter: na, Revoked: revoked, Kind: kind}
+	}
+	// 1,200 client certificates (more than one page of every batch), a
+	// server one, a CA, and two the inventory also holds.
+	var certs []store.VaultCert
+	for i := range 1200 {
+		certs = append(certs, vc(fmt.Sprintf("0a:%04x", i), store.VaultKindClient, false))
+	}
+	certs = append(certs, vc("0b:01", store.VaultKindServer, false), vc("0c:01", store.VaultKindCA, false),
+		vc("0d:01", store.VaultKindClient, false), vc("0d:02", store.VaultKindClient, true))
+	// A subject PostgreSQL could not hold as is.
+	certs[0].Subject = "nul\x00here"
+	if err := s.PutVaultCerts(ctx, certs); err != nil {
+		t.Fatal(err)
+	}
+	// Upsert: a second put of a serial replaces it.
+	if err := s.PutVaultCerts(ctx, []store.VaultCert{vc("0a:0001", store.VaultKindClient, true)}); err != nil {
+		t.Fatal(err)
+	}
+	var all []store.VaultCert
+	for after := ""; ; {
+		page, err := s.VaultCerts(ctx, after, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page...)
+		if len(page) < 500 {
+			break
+		}
+		after = page[len(page)-1].Serial
+	}
+	if len(all) != 1204 || all[0].Serial != "0a:0000" || all[1203].Serial != "0d:02" {
+		t.Fatalf("cache pages: %d rows, first %+v", len(all), all[0])
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].Serial >= all[i].Serial {
+			t.Fatalf("cache not in serial order at %d: %s, %s", i, all[i-1].Serial, all[i].Serial)
+		}
+	}
+	if all[0].Subject != "nul\uFFFDhere" || !all[1].Revoked || !all[0].NotAfter.Equal(na) || all[1202].Kind != store.VaultKindClient {
+		t.Fatalf("cache rows: %+v %+v %+v", all[0], all[1], all[1202])
+	}
+	if err := s.DeleteVaultCerts(ctx, []string{"0a:0002", "0a:0003"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetVaultCertsRevoked(ctx, []string{"0a:0004"}, true); err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.VaultCerts(ctx, "0a:0001", 2)
+	if err != nil || len(page) != 2 || page[0].Serial != "0a:0004" || !page[0].Revoked || page[1].Revoked {
+		t.Fatalf("after delete and revoke: %+v %v", page, err)
+	}
+
+	// The inventory: 0d:01 and 0d:02 in both (0d:02 revoked in Vault only,
+	// 0d:01 revoked in the inventory only), 0e:01 in the inventory only.
+	for _, c := range []*store.Certificate{cert("0d:01", "alice", now, time.Hour), cert("0d:02", "bob", now, time.Hour), cert("0e:01", "carol", now, time.Hour)} {
+		if c.Serial == "0d:01" {
+			c.RevokedAt, c.RevokeReason, c.RevokedBy = now, "lost", "alice"
+		}
+		if err := s.InsertCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	latest, done, err := s.ReconcileRuns(ctx)
+	if err != nil || latest != nil || done != nil {
+		t.Fatalf("runs before the first: %+v %+v %v", latest, done, err)
+	}
+	run := &store.ReconcileRun{By: "audrey", StartedAt: now}
+	if run.ID, err = s.StartReconcileRun(ctx, run); err != nil || run.ID == 0 {
+		t.Fatalf("start run: %d %v", run.ID, err)
+	}
+	run.Listed, run.ToRead, run.Read, run.VaultReads = 1204, 100, 50, 51
+	if err := s.UpdateReconcileRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	latest, done, err = s.ReconcileRuns(ctx)
+	if err != nil || latest == nil || done != nil || latest.State != store.RunRunning || latest.Read != 50 || latest.ToRead != 100 || latest.By != "audrey" || !latest.FinishedAt.IsZero() {
+		t.Fatalf("running run: %+v %+v %v", latest, done, err)
+	}
+
+	counts, err := s.FillReconcileResults(ctx, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 1,198 client certificates left in the cache, none in the inventory.
+	want := store.ReconcileCounts{VaultTotal: 1201, InventoryTotal: 3, VaultOnly: 1198, Known: 1, InventoryOnly: 1}
+	if counts != want {
+		t.Fatalf("counts %+v, want %+v", counts, want)
+	}
+	cands, err := s.MismatchCandidates(ctx, "", 10)
+	if err != nil || strings.Join(serials(cands), ",") != "0d:01,0d:02" {
+		t.Fatalf("mismatch candidates: %v %v", serials(cands), err)
+	}
+	if cands, err = s.MismatchCandidates(ctx, "0d:01", 10); err != nil || strings.Join(serials(cands), ",") != "0d:02" {
+		t.Fatalf("mismatch candidates after 0d:01: %v %v", serials(cands), err)
+	}
+	if err := s.AddReconcileResults(ctx, run.ID, store.ReconcileStateMismatch, []store.ReconcileEntry{
+		{Serial: "0d:02", Subject: "bob", NotAfter: na, Revoked: true}}); err != nil {
+		t.Fatal(err)
+	}
+	var vaultOnly []store.ReconcileEntry
+	for after := ""; ; {
+		page, err := s.ReconcileResults(ctx, run.ID, store.ReconcileVaultOnly, after, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vaultOnly = append(vaultOnly, page...)
+		if len(page) < 500 {
+			break
+		}
+		after = page[len(page)-1].Serial
+	}
+	if len(vaultOnly) != 1198 || vaultOnly[0].Serial != "0a:0000" || !vaultOnly[1].Revoked || vaultOnly[1].Serial != "0a:0001" || !vaultOnly[0].NotAfter.Equal(na) {
+		t.Fatalf("vault_only: %d, %+v %+v", len(vaultOnly), vaultOnly[0], vaultOnly[1])
+	}
+	for g, w := range map[string]string{store.ReconcileKnown: "0b:01", store.ReconcileInventoryOnly: "0e:01", store.ReconcileStateMismatch: "0d:02"} {
+		got, err := s.ReconcileResults(ctx, run.ID, g, "", 10)
+		if err != nil || len(got) != 1 || got[0].Serial != w {
+			t.Fatalf("%s: %+v %v, want %s", g, got, err, w)
+		}
+	}
+	inv, _ := s.ReconcileResults(ctx, run.ID, store.ReconcileInventoryOnly, "", 10)
+	if inv[0].Subject != "carol@example.com" || inv[0].Revoked {
+		t.Errorf("inventory_only entry: %+v", inv[0])
+	}
+
+	run.State, run.FinishedAt, run.ReconcileCounts = store.RunDone, now.Add(time.Second), counts
+	if err := s.UpdateReconcileRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	second := &store.ReconcileRun{By: "scheduler", StartedAt: now.Add(time.Minute)}
+	if second.ID, err = s.StartReconcileRun(ctx, second); err != nil || second.ID <= run.ID {
+		t.Fatalf("second run: %d %v", second.ID, err)
+	}
+	latest, done, err = s.ReconcileRuns(ctx)
+	if err != nil || latest.ID != second.ID || done == nil || done.ID != run.ID || done.VaultOnly != 1198 || !done.FinishedAt.Equal(now.Add(time.Second)) {
+		t.Fatalf("runs while the second runs: %+v %+v %v", latest, done, err)
+	}
+	if _, err := s.FillReconcileResults(ctx, second.ID); err != nil {
+		t.Fatal(err)
+	}
+	second.State, second.FinishedAt = store.RunFailed, now.Add(2*time.Minute)
+	second.Error = "error.vault_unavailable"
+	if err := s.UpdateReconcileRun(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if latest, done, err = s.ReconcileRuns(ctx); err != nil || latest.State != store.RunFailed || latest.Error != "error.vault_unavailable" || done.ID != run.ID {
+		t.Fatalf("after a failed run: %+v %+v %v", latest, done, err)
+	}
+	// Pruning keeps the given run's results and drops the others'.
+	if err := s.PruneReconcileRuns(ctx, run.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReconcileResults(ctx, second.ID, store.ReconcileVaultOnly, "", 10); err != nil || len(got) != 0 {
+		t.Fatalf("results of a pruned run: %d %v", len(got), err)
+	}
+	if got, err := s.ReconcileResults(ctx, run.ID, store.ReconcileVaultOnly, "", 10); err != nil || len(got) != 10 {
+		t.Fatalf("results of the kept run: %d %v", len(got), err)
+	}
+}
