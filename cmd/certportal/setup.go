@@ -41,6 +41,7 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	fs.StringVar(&o.OnBehalfRole, "onbehalf-role", o.OnBehalfRole, "PKI role for issuing on behalf of users")
 	fs.StringVar(&o.MFA, "mfa", "", "Vault login MFA for the userpass mount: totp (TOTP method and login enforcement) or off (enforcement removed); unset, left as it is")
 	fs.StringVar(&o.MFAIssuer, "mfa-issuer", o.MFAIssuer, "issuer name authenticator apps show for the TOTP method")
+	fs.BoolVar(&o.MFAAllowOldVault, "mfa-allow-old-vault", false, "enable --mfa totp on a Vault older than "+setup.MFAMinVault+" (CVE-2025-6015: padded codes slip past its rate limit and reuse checks)")
 	fs.IntVar(&o.MFAMaxAttempts, "mfa-max-attempts", o.MFAMaxAttempts, "code attempts Vault allows per user and 30-second period")
 	fs.BoolVar(&o.DemoUsers, "demo-users", false, "create demo users alice, bob (employees), helen (helpdesk), audrey (auditor) and print their passwords")
 	ttls := fs.String("ttls", joinDurations(o.TTLs), "validities users may ask Vault for (the policies admit these ttl values only); must match the portal's CERTPORTAL_TTLS, which sets the default")

@@ -3,6 +3,7 @@ package setup
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -67,6 +68,16 @@ func (r *run) mfa(ctx context.Context) error {
 		}
 		r.step("login MFA enforcement "+r.o.MFAEnforcement+" removed", true)
 		return nil
+	}
+	health, err := r.c.Sys().HealthWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("read Vault's version (sys/health): %w", err)
+	}
+	if err := checkMFAVersion(health.Version, r.o.MFAAllowOldVault); err != nil {
+		return err
+	}
+	if older, _ := olderThan(health.Version, MFAMinVault); older {
+		r.step("login MFA on Vault "+health.Version+", older than "+MFAMinVault+" (--mfa-allow-old-vault)", false)
 	}
 	methodID, err := r.totpMethod(ctx)
 	if err != nil {
@@ -198,6 +209,72 @@ func firstString(v any) string {
 func emptyList(v any) bool {
 	list, _ := v.([]any)
 	return len(list) == 0
+}
+
+// MFAMinVault is the oldest Vault whose Login MFA the portal relies on:
+// before 1.20.1, passcodes padded with whitespace bypassed the TOTP rate
+// limit and the reuse check (CVE-2025-6015), so a code could be guessed
+// or replayed.
+const MFAMinVault = "1.20.1"
+
+// checkMFAVersion refuses Login MFA on a Vault older than MFAMinVault, or
+// whose version cannot be read, unless the operator accepted it.
+func checkMFAVersion(version string, allowOld bool) error {
+	older, err := olderThan(version, MFAMinVault)
+	if err != nil {
+		if allowOld {
+			return nil
+		}
+		return fmt.Errorf("mfa: cannot tell Vault's version from sys/health (%q), so cannot check it is %s or newer; pass --mfa-allow-old-vault to go on anyway", version, MFAMinVault)
+	}
+	if older && !allowOld {
+		return fmt.Errorf("mfa: Vault %s is older than %s: whitespace-padded TOTP codes slip past its rate limit and reuse checks (CVE-2025-6015); upgrade Vault, or pass --mfa-allow-old-vault to accept that", version, MFAMinVault)
+	}
+	return nil
+}
+
+// olderThan compares Vault version strings such as "1.19.5+ent" or
+// "v1.21.2-rc1": the numeric major.minor.patch only; a pre-release of the
+// minimum counts as older.
+func olderThan(version, min string) (bool, error) {
+	v, pre, err := versionParts(version)
+	if err != nil {
+		return false, err
+	}
+	m, _, err := versionParts(min)
+	if err != nil {
+		return false, err
+	}
+	for i := range v {
+		if v[i] != m[i] {
+			return v[i] < m[i], nil
+		}
+	}
+	return pre, nil
+}
+
+func versionParts(s string) ([3]int, bool, error) {
+	var out [3]int
+	core := strings.TrimPrefix(strings.TrimSpace(s), "v")
+	if i := strings.IndexByte(core, '+'); i >= 0 {
+		core = core[:i]
+	}
+	pre := false
+	if i := strings.IndexByte(core, '-'); i >= 0 {
+		core, pre = core[:i], true
+	}
+	parts := strings.Split(core, ".")
+	if len(parts) != 3 {
+		return out, false, fmt.Errorf("version %q: want major.minor.patch", s)
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || len(p) > 6 {
+			return out, false, fmt.Errorf("version %q: want major.minor.patch", s)
+		}
+		out[i] = n
+	}
+	return out, pre, nil
 }
 
 func validMFA(o Options) error {

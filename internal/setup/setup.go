@@ -101,6 +101,9 @@ type Options struct {
 	MFAEnforcement string
 	MFAIssuer      string
 	MFAMaxAttempts int
+	// MFAAllowOldVault enables MFA on a Vault older than MFAMinVault, which
+	// setup otherwise refuses (see checkMFAVersion).
+	MFAAllowOldVault bool
 	// Set by setup's MFA step for the service policy: the method and the
 	// userpass accessor its enrolment paths are limited to.
 	MFAMethodID string
