@@ -8,11 +8,30 @@ export GOFLAGS := -buildvcs=false
 
 all: build
 
-build: $(BIN)/certportal $(BIN)/devvault
+build: wasm $(BIN)/certportal $(BIN)/devvault
+
+# The device-key module the page runs ("create the key on this device"):
+# cmd/devicekey for GOOS=js GOARCH=wasm, Go's wasm_exec.js loader from the
+# same Go installation (lib/wasm since Go 1.24, misc/wasm before), and a
+# gzipped copy the portal serves to browsers that accept it. All three are
+# generated, never committed (.gitignore), and embedded by web/web.go, so
+# they must exist before the portal is built: every target that builds it
+# depends on wasm. A portal built without them (plain `go build` or `go
+# test` of a clean clone) works, but offers no device keys and refuses
+# CERTPORTAL_DEVICE_KEYS=required at start-up.
+WASM_DIR := web/wasm
+.PHONY: wasm
+wasm:
+	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags "-s -w" -o $(WASM_DIR)/devicekey.wasm ./cmd/devicekey
+	@root=$$($(GO) env GOROOT); for d in lib/wasm misc/wasm; do \
+		if [ -f "$$root/$$d/wasm_exec.js" ]; then cp "$$root/$$d/wasm_exec.js" $(WASM_DIR)/wasm_exec.js; exit 0; fi; done; \
+		echo "wasm: no wasm_exec.js in $$root/lib/wasm or $$root/misc/wasm" >&2; exit 1
+	gzip -9 -n -k -f $(WASM_DIR)/devicekey.wasm
+	@echo "wasm: devicekey.wasm $$(stat -c %s $(WASM_DIR)/devicekey.wasm) bytes, gzip $$(stat -c %s $(WASM_DIR)/devicekey.wasm.gz) bytes"
 
 # Always rebuilt: go's cache makes that cheap and keeps bin/ honest.
 .PHONY: $(BIN)/certportal $(BIN)/devvault
-$(BIN)/certportal:
+$(BIN)/certportal: wasm
 	$(GO) build -o $@ ./cmd/certportal
 
 # deploy/devvault is its own module (a real Vault core, ~4 GB of modules on
@@ -28,7 +47,7 @@ $(BIN)/devvault:
 # `skopeo copy oci:bin/image:certportal:dev docker-daemon:certportal:dev`.
 VERSION  ?= dev
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
-image:
+image: wasm
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/certportal-static ./cmd/certportal
 	cd deploy/image && $(GO) run . -binary ../../$(BIN)/certportal-static -out ../../$(BIN)/image -version $(VERSION) -revision "$(REVISION)" -tag certportal:$(VERSION)
 

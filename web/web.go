@@ -13,3 +13,11 @@ var Templates embed.FS
 //
 //go:embed static
 var Static embed.FS
+
+// Wasm is the device-key WebAssembly module, its gzipped copy and Go's
+// wasm_exec.js, written by `make wasm` (part of make build) and not
+// committed: a binary built without that step has only the README and
+// offers no device keys (internal/ui).
+//
+//go:embed wasm
+var Wasm embed.FS

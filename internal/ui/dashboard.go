@@ -28,6 +28,10 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 		p.Title = "renew.title"
 	}
 	p.Subject = p.User.Username + "@" + opts.EmailDomain
+	if s.device != nil {
+		p.DeviceWasm, p.DeviceExec = s.device.wasmURL(), s.device.execURL()
+		p.DeviceRequired = s.Service.DeviceKeys() == portal.DeviceKeysRequired
+	}
 	selected := opts.DefaultTTL
 	if d, perr := time.ParseDuration(r.PostFormValue("ttl")); perr == nil {
 		selected = d

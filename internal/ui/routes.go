@@ -34,6 +34,8 @@ func (s *Server) routes() *chi.Mux {
 		// Restrict who may scrape it at the proxy (docs/operations.md).
 		r.Method(http.MethodGet, "/metrics", s.Metrics.Handler())
 	}
+	// The device-key module, by content-hashed name, cached for a year.
+	r.Get("/static/wasm/{name}", s.serveDeviceAsset)
 	static, _ := fs.Sub(web.Static, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", s.files(static)))
 

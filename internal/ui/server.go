@@ -79,6 +79,9 @@ type Server struct {
 	// mux is the router, kept to ask which GET page a path has (for the
 	// language switch on POST results and trailing-slash redirects).
 	mux *chi.Mux
+	// device is the device-key module, nil when this binary has none or
+	// device keys are off.
+	device *deviceAssets
 	// lastProxyWarning (unix seconds) rate-limits the warning about
 	// X-Forwarded-For from a peer that is not a trusted proxy.
 	lastProxyWarning atomic.Int64
@@ -130,6 +133,17 @@ func New(d Deps) (http.Handler, error) {
 			return nil, fmt.Errorf("ui: template %s lacks layout or content", name)
 		}
 		s.pages[name] = t
+	}
+	if mode := d.Service.DeviceKeys(); mode != portal.DeviceKeysOff {
+		a, err := loadDeviceAssets()
+		switch {
+		case err != nil && mode == portal.DeviceKeysRequired:
+			return nil, fmt.Errorf("CERTPORTAL_DEVICE_KEYS=required: %w", err)
+		case err != nil:
+			d.Logger.Warn("device keys offered, but the page cannot offer them", "err", err)
+		default:
+			s.device = a
+		}
 	}
 	if _, err := fs.Stat(web.Static, "static/style.css"); err != nil {
 		return nil, fmt.Errorf("ui: static assets: %w", err)
@@ -188,11 +202,15 @@ type page struct {
 	// instead of the page (continueSameSite).
 	Continue string
 	// dashboard
-	Subject    string
-	TTLs       []ttlOption
-	Encryption string
-	WhoamiURL  string
-	MaxActive  int
+	Subject string
+	// The device-key option of the issue form: the module's and loader's
+	// URLs (empty: not offered) and whether it is the only way.
+	DeviceWasm, DeviceExec string
+	DeviceRequired         bool
+	TTLs                   []ttlOption
+	Encryption             string
+	WhoamiURL              string
+	MaxActive              int
 	// certificate tables
 	Certs       []portal.CertificateView
 	Reminders   []reminderView // expiry reminders sent (dashboard, helpdesk user page)

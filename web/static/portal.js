@@ -60,6 +60,7 @@
     main.innerHTML = fresh.innerHTML;
     if (doc.title) document.title = doc.title;
     localTimes(main);
+    showKeyOrigin();
     return main;
   }
 
@@ -76,6 +77,98 @@
 
   function clearPasswords(form) {
     form.querySelectorAll('input[type=password]').forEach(function (el) { el.value = ''; });
+  }
+
+  // showIssued shows the page after a download: the new certificate and
+  // how to install the file saved as name.
+  function showIssued(after, name) {
+    return fetch(after, { credentials: 'same-origin' }).then(function (r) { return r.text(); }).then(function (html) {
+      var main = replaceMain(html);
+      if (!main) return;
+      if (window.location.pathname !== after && window.history && history.replaceState) history.replaceState(null, '', after);
+      var file = main.querySelector('#issued-file');
+      if (file) file.textContent = (file.getAttribute('data-saved') || '%s').replace('%s', name);
+      focusFirst(main, ['#issued', '#certificates']);
+    });
+  }
+
+  // Keys made on this device (the form's "Create the key on this device"):
+  // the WebAssembly module (Go's crypto, the server's own .p12 code) makes
+  // the key and the CSR; only the CSR, validity and label are posted; the
+  // certificate comes back as JSON and the .p12 is built here. The key and
+  // the file password never leave this page's memory: nothing is stored
+  // (no IndexedDB, no localStorage) and nothing but the CSR is sent.
+  var deviceModule = null;
+  function loadDeviceModule(box) {
+    if (deviceModule) return deviceModule;
+    deviceModule = new Promise(function (resolve, reject) {
+      if (!window.WebAssembly) { reject(new Error('no WebAssembly')); return; }
+      var s = document.createElement('script');
+      s.src = box.getAttribute('data-wasm-exec');
+      s.onerror = function () { reject(new Error('wasm_exec.js')); };
+      s.onload = function () {
+        var go = new window.Go();
+        var url = box.getAttribute('data-wasm');
+        var started = WebAssembly.instantiateStreaming
+          ? WebAssembly.instantiateStreaming(fetch(url, { credentials: 'same-origin' }), go.importObject)
+          : fetch(url, { credentials: 'same-origin' }).then(function (r) { return r.arrayBuffer(); }).then(function (b) { return WebAssembly.instantiate(b, go.importObject); });
+        started.then(function (res) {
+          go.run(res.instance); // returns when the page goes away
+          if (window.certportalDeviceKey) resolve(window.certportalDeviceKey); else reject(new Error('module did not start'));
+        }, reject);
+      };
+      document.head.appendChild(s);
+    });
+    deviceModule.catch(function () { deviceModule = null; });
+    return deviceModule;
+  }
+
+  function deviceMessage(form, text) {
+    var busy = form.querySelector('.busy');
+    var button = form.querySelector('button[type=submit]');
+    if (button) button.disabled = false;
+    if (busy) { busy.textContent = text; busy.hidden = false; }
+  }
+
+  function submitDevice(form, box) {
+    var button = form.querySelector('button[type=submit]');
+    var busy = form.querySelector('.busy');
+    var pw = form.querySelector('input[name=password]');
+    var pw2 = form.querySelector('input[name=password_confirm]');
+    if (!pw || !pw2 || pw.value !== pw2.value) { deviceMessage(form, box.getAttribute('data-mismatch')); if (pw2) pw2.focus(); return; }
+    if (button) button.disabled = true;
+    if (busy) { busy.textContent = busy.getAttribute('data-busy') || busy.textContent; busy.hidden = false; }
+    var after = form.getAttribute('data-after') || '/';
+    var enc = form.querySelector('input[name=encryption]:checked');
+    loadDeviceModule(box).then(function (dk) {
+      var made = dk.csr('');
+      if (!made || made.error) throw new Error('key');
+      // Only these fields are sent: never the password fields.
+      var body = new URLSearchParams();
+      body.set('csr', made.csr);
+      ['ttl', 'label', 'renew_serial', 'stepup_password', 'stepup_code'].forEach(function (n) {
+        var el = form.querySelector('[name=' + n + ']');
+        if (el && el.value) body.set(n, el.value);
+      });
+      var revoke = form.querySelector('input[name=revoke_old]');
+      if (revoke && revoke.checked) body.set('revoke_old', '1');
+      return fetch(box.getAttribute('data-action'), {
+        method: 'POST', body: body, credentials: 'same-origin', headers: { Accept: 'application/json' }
+      }).then(function (resp) {
+        return resp.json().then(function (j) {
+          if (!resp.ok || !j.certificate) { dk.forget(); deviceMessage(form, j.error || box.getAttribute('data-failed')); return; }
+          var data = dk.p12(j.certificate, j.ca_chain, pw.value, enc ? enc.value : 'modern');
+          if (!data || data.error) { deviceMessage(form, box.getAttribute(data && data.error === 'password' ? 'data-password' : 'data-failed')); return; }
+          var name = j.filename || 'certificate.p12';
+          save(new Blob([data], { type: 'application/x-pkcs12' }), name);
+          data.fill(0);
+          clearPasswords(form);
+          return showIssued(after, name);
+        });
+      });
+    }).catch(function () {
+      deviceMessage(form, box.getAttribute('data-failed'));
+    });
   }
 
   function submitIssue(form) {
@@ -96,14 +189,7 @@
         return resp.blob().then(function (blob) {
           save(blob, name);
           clearPasswords(form);
-          return fetch(after, { credentials: 'same-origin' }).then(function (r) { return r.text(); }).then(function (html) {
-            var main = replaceMain(html);
-            if (!main) return;
-            if (window.location.pathname !== after && window.history && history.replaceState) history.replaceState(null, '', after);
-            var file = main.querySelector('#issued-file');
-            if (file) file.textContent = (file.getAttribute('data-saved') || '%s').replace('%s', name);
-            focusFirst(main, ['#issued', '#certificates']);
-          });
+          return showIssued(after, name);
         });
       }
       // A refused form comes back as a page: show it, cursor on the field.
@@ -124,12 +210,22 @@
     if (!form || form.id !== 'issue-form' || !window.fetch || !window.URLSearchParams || !window.DOMParser || !URL.createObjectURL) return;
     if (form.checkValidity && !form.checkValidity()) return;
     ev.preventDefault();
-    submitIssue(form);
+    var box = form.querySelector('#key-origin');
+    var device = form.querySelector('input[name=key_origin][value=device]');
+    if (box && device && device.checked) submitDevice(form, box); else submitIssue(form);
   });
 
+  // The device-key choice needs this script and WebAssembly: without them
+  // it stays hidden and the form is the server path.
+  function showKeyOrigin() {
+    var box = document.getElementById('key-origin');
+    if (box && window.WebAssembly && window.fetch && window.URLSearchParams) box.hidden = false;
+  }
+
   if (document.readyState === 'loading') {
-    document.addEventListener('DOMContentLoaded', function () { localTimes(document); });
+    document.addEventListener('DOMContentLoaded', function () { localTimes(document); showKeyOrigin(); });
   } else {
     localTimes(document);
+    showKeyOrigin();
   }
 })();

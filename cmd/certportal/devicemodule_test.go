@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+var deviceWasmRe = regexp.MustCompile(`data-wasm="(/static/wasm/devicekey\.[0-9a-f]{16}\.wasm)" data-wasm-exec="(/static/wasm/wasm_exec\.[0-9a-f]{16}\.js)"`)
+
+// TestDeviceKeyModuleServed: the issue form offers the device key (hidden
+// until the page script shows it), the module and its loader are served
+// under content-hashed names, cached for a year, the module gzipped (under
+// 3 MB) to browsers that accept it, and the CSP lets the page compile it
+// and nothing else new. With device keys off the form does not offer it.
+func TestDeviceKeyModuleServed(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "web", "wasm", "devicekey.wasm"))
+	if err != nil {
+		t.Fatalf("no device-key module in web/wasm (run make build, which runs make wasm): %v", err)
+	}
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	home := alice.get("/")
+	m := deviceWasmRe.FindSubmatch(home.Body)
+	if m == nil || !bytes.Contains(home.Body, []byte(`id="key-origin" hidden`)) {
+		t.Fatalf("no device-key choice on the form:\n%s", home.Body)
+	}
+	if csp := home.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self' 'wasm-unsafe-eval';") {
+		t.Errorf("CSP %q", csp)
+	}
+	plain := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	get := func(path, enc string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, p.URL+path, nil)
+		if enc != "" {
+			req.Header.Set("Accept-Encoding", enc)
+		}
+		resp, err := plain.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	resp, gz := get(string(m[1]), "gzip, deflate, br")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("Content-Type") != "application/wasm" ||
+		resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" {
+		t.Fatalf("module: %d %v", resp.StatusCode, resp.Header)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unz, _ := io.ReadAll(zr)
+	if !bytes.Equal(unz, raw) {
+		t.Error("gzipped module differs from web/wasm/devicekey.wasm")
+	}
+	if len(gz) >= 3<<20 {
+		t.Errorf("module is %d bytes gzipped, want under 3 MB", len(gz))
+	}
+	t.Logf("devicekey.wasm: %d bytes raw, %d gzipped", len(raw), len(gz))
+	if resp, b := get(string(m[1]), ""); resp.Header.Get("Content-Encoding") != "" || !bytes.Equal(b, raw) {
+		t.Error("module without gzip: not the raw file")
+	}
+	if resp, b := get(string(m[2]), ""); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") || !bytes.Contains(b, []byte("globalThis.Go = class")) {
+		t.Errorf("wasm_exec.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, bad := range []string{"/static/wasm/devicekey.wasm", "/static/wasm/devicekey.0000000000000000.wasm", "/static/wasm/README.md"} {
+		if resp, _ := get(bad, ""); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d", bad, resp.StatusCode)
+		}
+	}
+
+	off := startPortal(t, v, map[string]string{"CERTPORTAL_DEVICE_KEYS": "off"})
+	bob := newBrowser(t, off.URL)
+	bob.mustLogin("bob", v.Password(t, "bob"))
+	if r := bob.get("/"); bytes.Contains(r.Body, []byte("key-origin")) {
+		t.Error("device-key choice offered with device keys off")
+	}
+}
