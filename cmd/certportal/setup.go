@@ -72,6 +72,14 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	fs.IntVar(&o.LoginUserMaxFailures, "login-user-max-failures", o.LoginUserMaxFailures, "the portal's per-username login limit (as for serve): the userpass lockout is tuned above it; 0 leaves the lockout alone")
 	fs.DurationVar(&o.LoginUserWindow, "login-user-window", o.LoginUserWindow, "the portal's per-username window (as for serve)")
+	if v := getenv("CERTPORTAL_SESSION_ABSOLUTE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("CERTPORTAL_SESSION_ABSOLUTE=%q: want a duration", v)
+		}
+		o.SessionAbsolute = d
+	}
+	fs.DurationVar(&o.SessionAbsolute, "session-absolute", o.SessionAbsolute, "the portal's absolute session timeout (as for serve, CERTPORTAL_SESSION_ABSOLUTE): the userpass mount's token max TTL is set to it; 0 leaves it alone")
 	approleOut := fs.String("approle-out", "", "generate a secret id for the portal's AppRole and write role-id and secret-id files (0600) into this directory")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
 	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
@@ -251,6 +259,7 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		"approle_token_bound_cidrs": strings.Join(o.AppRoleTokenBoundCIDRs, ","),
 		"login_user_max_failures":   fmt.Sprint(o.LoginUserMaxFailures),
 		"login_user_window":         o.LoginUserWindow.String(),
+		"session_absolute":          o.SessionAbsolute.String(),
 	}
 	outcome := audit.OutcomeSuccess
 	if runErr != nil {

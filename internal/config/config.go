@@ -180,7 +180,7 @@ func Default() Config {
 		HelpdeskPolicy:           "certportal-helpdesk",
 		AuditorPolicy:            "certportal-auditor",
 		SessionIdle:              30 * time.Minute,
-		SessionAbsolute:          8 * time.Hour,
+		SessionAbsolute:          DefaultSessionAbsolute,
 		SessionRecheck:           time.Minute,
 		SessionSweep:             5 * time.Minute,
 		MetricsInterval:          time.Minute,
@@ -728,6 +728,9 @@ func validDomain(s string) bool {
 const (
 	DefaultLoginUserMaxFailures = 5
 	DefaultLoginUserWindow      = 5 * time.Minute
+	// DefaultSessionAbsolute is serve's absolute session timeout, and the
+	// token max TTL setup gives the userpass mount to match it.
+	DefaultSessionAbsolute = 8 * time.Hour
 	// DefaultLoginDeviceMaxFailures and its bound: see Validate.
 	DefaultLoginDeviceMaxFailures = 3
 	MaxLoginDeviceFailures        = 4

@@ -92,6 +92,11 @@ type Options struct {
 	// lockout is tuned to sit above it (see userLockout). 0: left alone.
 	LoginUserMaxFailures int
 	LoginUserWindow      time.Duration
+	// SessionAbsolute is the portal's absolute session timeout: the
+	// userpass mount's max_lease_ttl is tuned to it, so no user's token
+	// outlives the session it serves (one a crash left behind included).
+	// 0: left alone.
+	SessionAbsolute time.Duration
 	// MFA is Vault's login MFA for the userpass mount: MFATOTP, MFAOff or
 	// MFAUnchanged. The method is found by MFAMethodName; the enforcement
 	// is MFAEnforcement; MFAMaxAttempts is Vault's per-period limit of
@@ -147,6 +152,7 @@ func Defaults() Options {
 
 		LoginUserMaxFailures: config.DefaultLoginUserMaxFailures,
 		LoginUserWindow:      config.DefaultLoginUserWindow,
+		SessionAbsolute:      config.DefaultSessionAbsolute,
 		MFAMethodName:        "certportal-totp",
 		MFAEnforcement:       "certportal",
 		MFAIssuer:            "certportal",
@@ -279,7 +285,7 @@ func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
 	}
 	r := &run{c: c, o: o, res: &Result{}}
 	steps := []func(context.Context) error{
-		r.rootCA, r.issuingCA, r.serverCA, r.urls, r.userpass, r.userLockout, r.mfa, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
+		r.rootCA, r.issuingCA, r.serverCA, r.urls, r.userpass, r.userLockout, r.userTokenMax, r.mfa, r.role, r.onBehalfRole, r.policies, r.appRole, r.serverRole, r.demoUsers,
 	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -509,6 +515,34 @@ func UserLockout(n int, window time.Duration) (threshold int, duration, counterR
 		reset = time.Second
 	}
 	return n + 5, window.Truncate(time.Second), reset
+}
+
+// userTokenMax caps every token the userpass mount issues at the portal's
+// absolute session timeout (max_lease_ttl on the mount: Vault takes the
+// smaller of it and a user's own token_max_ttl), so a token the portal
+// could not revoke - a kill -9 with a random session key - dies with the
+// session it served, whatever TTL an operator gave the user.
+func (r *run) userTokenMax(ctx context.Context) error {
+	if r.o.SessionAbsolute <= 0 {
+		r.step("token max TTL on "+r.o.UserpassMount+" left as it is", false)
+		return nil
+	}
+	max := r.o.SessionAbsolute.Truncate(time.Second)
+	what := fmt.Sprintf("token max TTL on %s: %s (the portal's absolute session timeout)", r.o.UserpassMount, max)
+	path := "sys/auth/" + r.o.UserpassMount + "/tune"
+	cur, err := r.read(ctx, path)
+	if err != nil {
+		return err
+	}
+	if cur != nil && fmt.Sprint(cur.Data["max_lease_ttl"]) == fmt.Sprint(int64(max/time.Second)) {
+		r.step(what, false)
+		return nil
+	}
+	if _, err := r.write(ctx, path, map[string]any{"max_lease_ttl": fmt.Sprintf("%ds", int64(max/time.Second))}); err != nil {
+		return err
+	}
+	r.step(what, true)
+	return nil
 }
 
 // userLockout tunes the userpass mount's lockout to the portal's limit.
