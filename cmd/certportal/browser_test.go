@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
@@ -75,21 +74,9 @@ func browserDownloadJourney(t *testing.T, mfa bool) {
 	ctx := newChrome(t)
 	dlDir := t.TempDir()
 
-	done := make(chan string, 1)
-	listen := func(ev any) {
-		if e, ok := ev.(*browser.EventDownloadProgress); ok && e.State == browser.DownloadProgressStateCompleted {
-			select {
-			case done <- e.GUID:
-			default:
-			}
-		}
-	}
-	// Download events may come on the tab's session or the browser's.
-	chromedp.ListenTarget(ctx, listen)
-	chromedp.ListenBrowser(ctx, listen)
+	done := downloadsTo(t, ctx, dlDir)
 	var heading string
 	steps := []chromedp.Action{
-		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(dlDir).WithEventsEnabled(true),
 		chromedp.Navigate(p.URL + "/"),
 		chromedp.WaitVisible(`#username`, chromedp.ByID),
 		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),

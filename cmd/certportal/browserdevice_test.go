@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
@@ -27,19 +26,8 @@ func TestBrowserDeviceKey(t *testing.T) {
 	p := startPortal(t, v, nil)
 	ctx := newChrome(t)
 	dlDir := t.TempDir()
-	done := make(chan string, 1)
-	listen := func(ev any) {
-		if e, ok := ev.(*browser.EventDownloadProgress); ok && e.State == browser.DownloadProgressStateCompleted {
-			select {
-			case done <- e.GUID:
-			default:
-			}
-		}
-	}
-	chromedp.ListenTarget(ctx, listen)
-	chromedp.ListenBrowser(ctx, listen)
+	done := downloadsTo(t, ctx, dlDir)
 	if err := chromedp.Run(ctx,
-		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(dlDir).WithEventsEnabled(true),
 		chromedp.Navigate(p.URL+"/"),
 		chromedp.WaitVisible(`#username`, chromedp.ByID),
 		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/browser"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
@@ -24,19 +23,8 @@ func TestBrowserStepUp(t *testing.T) {
 	db := openSQLite(t, p.DB)
 	ctx := newChrome(t)
 	dlDir := t.TempDir()
-	done := make(chan string, 1)
-	listen := func(ev any) {
-		if e, ok := ev.(*browser.EventDownloadProgress); ok && e.State == browser.DownloadProgressStateCompleted {
-			select {
-			case done <- e.GUID:
-			default:
-			}
-		}
-	}
-	chromedp.ListenTarget(ctx, listen)
-	chromedp.ListenBrowser(ctx, listen)
+	done := downloadsTo(t, ctx, dlDir)
 	if err := chromedp.Run(ctx,
-		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(dlDir).WithEventsEnabled(true),
 		chromedp.Navigate(p.URL+"/"),
 		chromedp.WaitVisible(`#username`, chromedp.ByID),
 		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),
