@@ -65,14 +65,14 @@ func (k *Key) P12(certPEM, chainPEM, password, enc string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	certs, err := parseCerts([]byte(certPEM))
+	certs, err := bundle.ParseCertificates([]byte(certPEM))
 	if err != nil || len(certs) != 1 {
 		return nil, fmt.Errorf("%w: %v", ErrCertificate, err)
 	}
 	if !k.priv.PublicKey.Equal(certs[0].PublicKey) {
 		return nil, ErrCertificate
 	}
-	chain, err := parseCerts([]byte(chainPEM))
+	chain, err := bundle.ParseCertificates([]byte(chainPEM))
 	if err != nil {
 		return nil, fmt.Errorf("devicekey: chain: %w", err)
 	}
@@ -92,23 +92,4 @@ func checkPassword(p string) error {
 		}
 	}
 	return nil
-}
-
-func parseCerts(rest []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return out, nil
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
 }

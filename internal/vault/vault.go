@@ -20,6 +20,8 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/certportal/certportal/internal/bundle"
 )
 
 // Errors callers branch on. Vault's own message is never part of them, so it
@@ -560,24 +562,9 @@ func (cc *chainCache) parse(pemChain string) ([]*x509.Certificate, error) {
 func parseCerts(p string) ([]*x509.Certificate, error) { return ParseCertificates([]byte(p)) }
 
 // ParseCertificates parses every CERTIFICATE block of a PEM bundle, skipping
-// other block types.
+// other block types (bundle.ParseCertificates).
 func ParseCertificates(rest []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return out, nil
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
+	return bundle.ParseCertificates(rest)
 }
 
 // CAChain returns the PEM chain of the mount's default issuer (issuing CA
