@@ -166,6 +166,8 @@ var grants = []string{
 	`GRANT USAGE ON SEQUENCE notifications_id_seq TO ` + restrictedRole,
 	`GRANT SELECT, INSERT, DELETE ON mfa_enrolments TO ` + restrictedRole,
 	`GRANT SELECT, UPDATE ON store_probe TO ` + restrictedRole,
+	`GRANT SELECT, INSERT, UPDATE, DELETE ON vault_certs, reconcile_runs, reconcile_results TO ` + restrictedRole,
+	`GRANT USAGE ON SEQUENCE reconcile_runs_id_seq TO ` + restrictedRole,
 	`REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM ` + restrictedRole,
 }
 

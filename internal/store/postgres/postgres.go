@@ -16,6 +16,8 @@
 //	GRANT USAGE ON SEQUENCE notifications_id_seq TO certportal;
 //	GRANT SELECT, INSERT, DELETE ON mfa_enrolments TO certportal;
 //	GRANT SELECT, UPDATE ON store_probe TO certportal;
+//	GRANT SELECT, INSERT, UPDATE, DELETE ON vault_certs, reconcile_runs, reconcile_results TO certportal;
+//	GRANT USAGE ON SEQUENCE reconcile_runs_id_seq TO certportal;
 //	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
 //
 // (the REVOKE matters where broader grants such as GRANT ALL ON ALL TABLES
