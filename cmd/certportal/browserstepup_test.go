@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,39 +25,16 @@ func TestBrowserStepUp(t *testing.T) {
 	ctx := newChrome(t)
 	dlDir := t.TempDir()
 	done := downloadsTo(t, ctx, dlDir)
-	if err := chromedp.Run(ctx,
-		chromedp.Navigate(p.URL+"/"),
-		chromedp.WaitVisible(`#username`, chromedp.ByID),
-		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),
-		chromedp.SendKeys(`#password`, v.Password(t, "alice"), chromedp.ByID),
-		chromedp.Click(`#login-submit`, chromedp.ByID),
-		chromedp.WaitVisible(`#issue-form`, chromedp.ByID),
-	); err != nil {
-		t.Fatalf("browser login: %v", err)
-	}
-	// The form on screen was shown fresh (no step-up fields); wait, by
-	// asking the portal from the page, until the session's proof is old.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var due bool
-		if err := chromedp.Run(ctx, chromedp.Evaluate(`fetch('/').then(r => r.text()).then(t => t.includes('name="stepup_password"'))`, &due,
-			func(p *cdpruntime.EvaluateParams) *cdpruntime.EvaluateParams { return p.WithAwaitPromise(true) })); err != nil {
-			t.Fatal(err)
-		}
-		if due {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("step-up never fell due")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	loginUntilStepUpDue(t, ctx, p.URL, v.Password(t, "alice"))
 	var intro string
 	if err := chromedp.Run(ctx,
 		chromedp.SendKeys(`#label`, "Stepped laptop", chromedp.ByID),
 		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
 		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
 		chromedp.Click(`input[name="encryption"][value="compat"]`, chromedp.ByQuery),
+		// The server-made key's path: its step-up is the page below (the
+		// device path answers JSON; TestBrowserDeviceKeyStepUp).
+		chromedp.Click(`#key-server`, chromedp.ByID),
 		chromedp.Click(`#issue-submit`, chromedp.ByID),
 		chromedp.WaitVisible(`#stepup_password`, chromedp.ByID),
 		chromedp.Text(`#stepup-intro`, &intro, chromedp.ByID),
@@ -93,6 +71,97 @@ func TestBrowserStepUp(t *testing.T) {
 	}
 	if label != "Stepped laptop" || enc != "compat" {
 		t.Errorf("certificate label %q encryption %q, want the choices made before the step-up", label, enc)
+	}
+	if ev := sessionEvents(t, db, "session.step_up", "alice"); len(ev) != 1 || ev[0].Outcome != "success" {
+		t.Errorf("session.step_up events: %+v", ev)
+	}
+}
+
+// loginUntilStepUpDue logs alice in and waits, asking the portal from the
+// page, until the session's proof is older than the step-up age.
+func loginUntilStepUpDue(t *testing.T, ctx context.Context, url, password string) {
+	t.Helper()
+	if err := chromedp.Run(ctx,
+		chromedp.Navigate(url+"/"),
+		chromedp.WaitVisible(`#username`, chromedp.ByID),
+		chromedp.SendKeys(`#username`, "alice", chromedp.ByID),
+		chromedp.SendKeys(`#password`, password, chromedp.ByID),
+		chromedp.Click(`#login-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#issue-form`, chromedp.ByID),
+	); err != nil {
+		t.Fatalf("browser login: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var due bool
+		if err := chromedp.Run(ctx, chromedp.Evaluate(`fetch('/').then(r => r.text()).then(t => t.includes('name="stepup_password"'))`, &due,
+			func(p *cdpruntime.EvaluateParams) *cdpruntime.EvaluateParams { return p.WithAwaitPromise(true) })); err != nil {
+			t.Fatal(err)
+		}
+		if due {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("step-up never fell due")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestBrowserDeviceKeyStepUp: on the device-key path (the default with the
+// module built) a form filled after the step-up age answers JSON; the page
+// shows the form again with the step-up fields, the label and encryption
+// kept, and with the login password the key made in the browser is signed.
+func TestBrowserDeviceKeyStepUp(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(testenv.RepoRoot(t), "web", "wasm", "devicekey.wasm")); err != nil {
+		t.Fatalf("no device-key module in web/wasm (run make build): %v", err)
+	}
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MFA_STEP_UP": testStepUp})
+	db := openSQLite(t, p.DB)
+	ctx := newChrome(t)
+	dlDir := t.TempDir()
+	done := downloadsTo(t, ctx, dlDir)
+	loginUntilStepUpDue(t, ctx, p.URL, v.Password(t, "alice"))
+	var label string
+	if err := chromedp.Run(ctx,
+		chromedp.WaitVisible(`#key-device`, chromedp.ByID),
+		chromedp.SendKeys(`#label`, "Device stepped", chromedp.ByID),
+		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
+		chromedp.Click(`input[name="encryption"][value="compat"]`, chromedp.ByQuery),
+		chromedp.Click(`#issue-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#issue-stepup_password`, chromedp.ByID),
+		chromedp.Value(`#label`, &label, chromedp.ByID),
+		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#issue-stepup_password`, v.Password(t, "alice"), chromedp.ByID),
+		chromedp.Click(`#issue-submit`, chromedp.ByID),
+	); err != nil {
+		t.Fatalf("device-key step-up: %v\nportal log:\n%s", err, p.Logs.String())
+	}
+	if label != "Device stepped" {
+		t.Errorf("label after the step-up form came back: %q", label)
+	}
+	var guid string
+	select {
+	case guid = <-done:
+	case <-ctx.Done():
+		t.Fatalf("download did not complete: %v", ctx.Err())
+	}
+	data, err := os.ReadFile(filepath.Join(dlDir, guid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cert, _, err := pkcs12.DecodeChain(data, p12Password); err != nil || cert.Subject.CommonName != "alice@example.com" {
+		t.Fatalf("downloaded file after step-up: %v", err)
+	}
+	var enc string
+	if err := db.QueryRow(`SELECT encryption FROM certificates WHERE username = 'alice'`).Scan(&enc); err != nil {
+		t.Fatal(err)
+	}
+	if enc != "device" {
+		t.Errorf("certificate encryption column %q, want device (the key made in the browser)", enc)
 	}
 	if ev := sessionEvents(t, db, "session.step_up", "alice"); len(ev) != 1 || ev[0].Outcome != "success" {
 		t.Errorf("session.step_up events: %+v", ev)

@@ -130,6 +130,24 @@
     if (busy) { busy.textContent = text; busy.hidden = false; }
   }
 
+  // The step-up age passed while the form was open: show this page's form
+  // again as the server now renders it (with the password and code fields
+  // of the step-up), keeping the choices made but no password.
+  function stepUpAgain(form) {
+    var keep = {};
+    ['label', 'ttl'].forEach(function (n) { var el = form.querySelector('[name=' + n + ']'); if (el) keep[n] = el.value; });
+    var enc = form.querySelector('input[name=encryption]:checked');
+    return fetch(window.location.pathname + window.location.search, { credentials: 'same-origin' }).then(function (r) { return r.text(); }).then(function (html) {
+      var main = replaceMain(html);
+      if (!main) return;
+      var fresh = main.querySelector('#issue-form');
+      if (!fresh) return;
+      Object.keys(keep).forEach(function (n) { var el = fresh.querySelector('[name=' + n + ']'); if (el) el.value = keep[n]; });
+      if (enc) { var e = fresh.querySelector('input[name=encryption][value=' + enc.value + ']'); if (e) e.checked = true; }
+      focusFirst(main, ['[name=stepup_password]']);
+    });
+  }
+
   function submitDevice(form, box) {
     var button = form.querySelector('button[type=submit]');
     var busy = form.querySelector('.busy');
@@ -156,6 +174,7 @@
         method: 'POST', body: body, credentials: 'same-origin', headers: { Accept: 'application/json' }
       }).then(function (resp) {
         return resp.json().then(function (j) {
+          if (j.stepup) { dk.forget(); return stepUpAgain(form); }
           if (!resp.ok || !j.certificate) { dk.forget(); deviceMessage(form, j.error || box.getAttribute('data-failed')); return; }
           var data = dk.p12(j.certificate, j.ca_chain, pw.value, enc ? enc.value : 'modern');
           if (!data || data.error) { deviceMessage(form, box.getAttribute(data && data.error === 'password' ? 'data-password' : 'data-failed')); return; }
