@@ -41,11 +41,13 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 	p.Install = installSteps(client)
 	// A failed post keeps its choice; a renewal keeps the certificate's own
 	// encryption (a compat file was compat for a reason); otherwise the
-	// browser decides.
+	// browser decides. A key made on the device was packed in the browser,
+	// so the inventory does not know that file's encryption
+	// (portal.EncryptionDevice): the browser decides there too.
 	switch {
 	case prevEnc != "":
 		p.Encryption, p.EncReason = prevEnc, ""
-	case renew != nil && renew.Encryption != "":
+	case renew != nil && renew.Encryption != "" && renew.Encryption != portal.EncryptionDevice:
 		p.Encryption, p.EncReason = renew.Encryption, "dash.enc_reason_renew"
 	default:
 		p.Encryption = client.DefaultEncryption()
