@@ -269,7 +269,15 @@ func killDuringIssuance(t *testing.T, bin, dsn string) {
 	recovered := time.Since(killedAt)
 	t.Logf("time to recover: %s from the SIGKILL to a certificate issued by the restarted portal", recovered.Round(time.Millisecond))
 	// A certificate issued around the portal after the restart is younger
-	// than the grace when the older ones go.
+	// than the grace when the older ones go. The ones the kill cut off were
+	// signed just before it, so this one is made at least freshGap after the
+	// kill: with reconciliation every second, the run that revokes them
+	// comes well before this one is past the grace too (in CI, made 0.3 s
+	// after the kill, it crossed in the same run and was revoked).
+	const freshGap = 15 * time.Second
+	if d := time.Until(killedAt.Add(freshGap)); d > 0 {
+		time.Sleep(d) // a certificate age to set up, not a wait for an event
+	}
 	fresh := issueAround(t, v, "bob")
 
 	db := openTrail(t, dsn)
@@ -356,6 +364,9 @@ func killDuringIssuance(t *testing.T, bin, dsn string) {
 	t.Logf("issued-around certificates revoked %s after the kill", time.Since(killedAt).Round(time.Second))
 	// Never revoked automatically: a certificate younger than the grace,
 	// a server certificate, the portal's own certificates.
+	if c, _ := vaultCert(t, v, fresh); c == nil || time.Since(c.NotBefore) >= grace {
+		t.Fatalf("the younger certificate is past the grace already (not before %v, grace %s): the revocations took too long to tell", c, grace)
+	}
 	for name, s := range map[string]string{"younger than the grace": fresh, "server certificate": server} {
 		if _, revoked := vaultCert(t, v, s); revoked {
 			t.Errorf("%s %s revoked automatically", name, s)
