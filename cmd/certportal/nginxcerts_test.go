@@ -266,7 +266,10 @@ func TestNginxCertsCommand(t *testing.T) {
 					b, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
 					metricsText = string(b)
-					if strings.Contains(metricsText, "certportal_nginx_cert_expiry_timestamp_seconds ") {
+					// The certificate and the CRL are set one after the other
+					// in a sync: wait for both.
+					if strings.Contains(metricsText, "certportal_nginx_cert_expiry_timestamp_seconds ") &&
+						strings.Contains(metricsText, "certportal_nginx_crl_next_update_timestamp_seconds ") {
 						break
 					}
 				}
