@@ -270,7 +270,7 @@ func TestSecretIDInlineOnlyAlerts(t *testing.T) {
 	pw := v.Password(t, "alice")
 
 	var lastErr error
-	pollUntil(t, 3*ttl, "a failing round after the secret id's expiry", func() bool {
+	pollUntil(t, 5*ttl, "a failing round after the secret id's expiry", func() bool {
 		lastErr = portalRound(p.URL, pw)
 		if lastErr != nil && time.Now().Before(expiry.Add(-2*time.Second)) {
 			t.Fatalf("a round failed before the secret id expired: %v", lastErr)
