@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,16 +97,7 @@ func browserDownloadJourney(t *testing.T, mfa bool) {
 	if heading != "Get a certificate" {
 		t.Errorf("dashboard heading %q", heading)
 	}
-	var guid string
-	select {
-	case guid = <-done:
-	case <-ctx.Done():
-		t.Fatalf("download did not complete: %v", ctx.Err())
-	}
-	data, err := os.ReadFile(filepath.Join(dlDir, guid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := savedFile(t, ctx, done, dlDir, "")
 	_, cert, chain, err := pkcs12.DecodeChain(data, p12Password)
 	if err != nil {
 		t.Fatalf("downloaded file is not a valid .p12: %v", err)

@@ -40,16 +40,7 @@ func TestBrowserDeviceKey(t *testing.T) {
 	); err != nil {
 		t.Fatalf("browser: %v\nportal log:\n%s", err, p.Logs.String())
 	}
-	var guid string
-	select {
-	case guid = <-done:
-	case <-ctx.Done():
-		t.Fatalf("download did not complete: %v\n%s", ctx.Err(), p.Logs.String())
-	}
-	data, err := os.ReadFile(filepath.Join(dlDir, guid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := savedFile(t, ctx, done, dlDir, p.Logs.String())
 	key, cert, chain, err := pkcs12.DecodeChain(data, p12Password)
 	if err != nil {
 		t.Fatalf("saved file is not a valid .p12: %v", err)

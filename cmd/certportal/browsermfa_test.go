@@ -152,6 +152,13 @@ func browserDownload(t *testing.T, ctx context.Context, dir string, done <-chan 
 	); err != nil {
 		t.Fatalf("certificate form: %v", err)
 	}
+	return savedFile(t, ctx, done, dir, "")
+}
+
+// savedFile waits for the next download downloadsTo reports and returns
+// the saved file; logs (the portal's, or "") go with a failure.
+func savedFile(t *testing.T, ctx context.Context, done <-chan string, dir, logs string) []byte {
+	t.Helper()
 	select {
 	case guid := <-done:
 		data, err := os.ReadFile(filepath.Join(dir, guid))
@@ -160,7 +167,7 @@ func browserDownload(t *testing.T, ctx context.Context, dir string, done <-chan 
 		}
 		return data
 	case <-ctx.Done():
-		t.Fatalf("download did not complete: %v", ctx.Err())
+		t.Fatalf("download did not complete: %v\n%s", ctx.Err(), logs)
 	}
 	return nil
 }

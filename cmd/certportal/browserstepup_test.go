@@ -48,16 +48,7 @@ func TestBrowserStepUp(t *testing.T) {
 	if intro == "" {
 		t.Error("the step-up page has no explanation")
 	}
-	var guid string
-	select {
-	case guid = <-done:
-	case <-ctx.Done():
-		t.Fatalf("download did not complete: %v", ctx.Err())
-	}
-	data, err := os.ReadFile(filepath.Join(dlDir, guid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := savedFile(t, ctx, done, dlDir, "")
 	if _, cert, _, err := pkcs12.DecodeChain(data, p12Password); err != nil || cert.Subject.CommonName != "alice@example.com" {
 		t.Fatalf("downloaded file after step-up: %v", err)
 	}
@@ -143,16 +134,7 @@ func TestBrowserDeviceKeyStepUp(t *testing.T) {
 	if label != "Device stepped" {
 		t.Errorf("label after the step-up form came back: %q", label)
 	}
-	var guid string
-	select {
-	case guid = <-done:
-	case <-ctx.Done():
-		t.Fatalf("download did not complete: %v", ctx.Err())
-	}
-	data, err := os.ReadFile(filepath.Join(dlDir, guid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := savedFile(t, ctx, done, dlDir, "")
 	if _, cert, _, err := pkcs12.DecodeChain(data, p12Password); err != nil || cert.Subject.CommonName != "alice@example.com" {
 		t.Fatalf("downloaded file after step-up: %v", err)
 	}
