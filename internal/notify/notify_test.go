@@ -398,7 +398,8 @@ func TestWebhookPayloads(t *testing.T) {
 							Type    string `json:"type"`
 							Version string `json:"version"`
 							Body    []struct {
-								Type, Text string
+								Type    string
+								Inlines []struct{ Type, Text string }
 							} `json:"body"`
 							Actions []struct {
 								Type, Title, URL string
@@ -413,7 +414,8 @@ func TestWebhookPayloads(t *testing.T) {
 					t.Fatalf("teams payload %s", p.body)
 				}
 				card := m.Attachments[0].Content
-				if card.Type != "AdaptiveCard" || len(card.Body) != 2 || card.Body[0].Text != "Your client certificate expires in 6 days" ||
+				if card.Type != "AdaptiveCard" || len(card.Body) < 2 || card.Body[0].Type != "RichTextBlock" || len(card.Body[0].Inlines) != 1 ||
+					card.Body[0].Inlines[0].Text != "Your client certificate expires in 6 days" ||
 					len(card.Actions) != 1 || card.Actions[0].Type != "Action.OpenUrl" || card.Actions[0].URL != renew {
 					t.Fatalf("teams card %s", p.body)
 				}
@@ -468,5 +470,95 @@ func TestSMTPURLSettings(t *testing.T) {
 	cfg, _ := notify.ParseSMTPURL("smtps://u:pw@127.0.0.1:1", "certportal@example.com", "")
 	if s := cfg.String(); strings.Contains(s, "pw") {
 		t.Fatalf("String shows the password: %s", s)
+	}
+}
+
+// TestWebhookLabelIsNotMarkup: a label is the employee's own text, and the
+// Slack and Teams payloads go to a shared channel. Slack reads <…> in text
+// as a link or a mention (<!channel>) and Teams' TextBlock reads Markdown
+// ([text](url)): a label must reach the channel as the characters typed,
+// never as a ping or a link the portal's bot appears to vouch for.
+func TestWebhookLabelIsNotMarkup(t *testing.T) {
+	// 64 characters: a label the portal accepts (at most 64).
+	const label = `<!channel> <https://evil.ex/r|Renew> [Renew](https://ev.il) &amp`
+	var mu sync.Mutex
+	var bodies [][]byte
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, b)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	for _, format := range []string{notify.FormatSlack, notify.FormatTeams} {
+		t.Run(format, func(t *testing.T) {
+			mu.Lock()
+			bodies = nil
+			mu.Unlock()
+			st := openSQLite(t)
+			clk := &clock{t: t0}
+			c := &store.Certificate{Serial: "13:01", Username: "mallory", Subject: "mallory@example.com", KeyType: "ec-256",
+				Encryption: "modern", IssuedBy: "mallory", IssuedAt: t0, NotAfter: t0.Add(90 * 24 * time.Hour), Label: label}
+			if err := st.InsertCertificate(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+			r := newRunner(t, st, clk, notify.Options{Webhook: &notify.Webhook{URL: hook.URL, Format: format}})
+			clk.Set(c.NotAfter.Add(-6 * 24 * time.Hour))
+			if res := runOnce(t, r); res.Sent != 1 {
+				t.Fatalf("%v", res)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(bodies) != 1 {
+				t.Fatalf("%d posts, want 1", len(bodies))
+			}
+			switch format {
+			case notify.FormatSlack:
+				var s struct {
+					Text string `json:"text"`
+				}
+				if err := json.Unmarshal(bodies[0], &s); err != nil {
+					t.Fatal(err)
+				}
+				// Slack's escaping: &, < and > as entities, nothing else.
+				want := "&lt;!channel&gt; &lt;https://evil.ex/r|Renew&gt; [Renew](https://ev.il) &amp;amp"
+				if strings.Contains(s.Text, "<") || strings.Contains(s.Text, ">") || !strings.Contains(s.Text, want) {
+					t.Fatalf("slack text carries the label as markup:\n%s", s.Text)
+				}
+				if !strings.Contains(s.Text, publicURL+"/certificates/13:01/renew") {
+					t.Fatalf("slack text lost the renew link:\n%s", s.Text)
+				}
+			case notify.FormatTeams:
+				// Every element that shows the label must be one Teams does
+				// not read as Markdown: a TextRun of a RichTextBlock.
+				var card struct {
+					Attachments []struct {
+						Content struct {
+							Body []map[string]any `json:"body"`
+						} `json:"content"`
+					} `json:"attachments"`
+				}
+				if err := json.Unmarshal(bodies[0], &card); err != nil || len(card.Attachments) != 1 {
+					t.Fatalf("teams payload %s (%v)", bodies[0], err)
+				}
+				shown := ""
+				for _, el := range card.Attachments[0].Content.Body {
+					if el["type"] != "RichTextBlock" {
+						t.Fatalf("body element of type %v: Teams reads its text as Markdown: %s", el["type"], bodies[0])
+					}
+					inlines, _ := el["inlines"].([]any)
+					for _, in := range inlines {
+						run, _ := in.(map[string]any)
+						if run["type"] != "TextRun" {
+							t.Fatalf("inline %v", in)
+						}
+						shown += run["text"].(string) + "\n"
+					}
+				}
+				if !strings.Contains(shown, label) || !strings.Contains(shown, "Your client certificate expires in 6 days") {
+					t.Fatalf("the card does not show the label as typed:\n%s", shown)
+				}
+			}
+		})
 	}
 }

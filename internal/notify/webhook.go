@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/certportal/certportal/internal/i18n"
@@ -59,7 +60,7 @@ func ValidFormat(f string) bool { return f == FormatGeneric || f == FormatSlack 
 func (w *Webhook) payload(m *Message) any {
 	switch w.Format {
 	case FormatSlack:
-		return map[string]any{"text": m.Subject + "\n" + m.Text}
+		return map[string]any{"text": slackEscape(m.Subject + "\n" + m.Text)}
 	case FormatTeams:
 		return map[string]any{
 			"type": "message",
@@ -69,10 +70,7 @@ func (w *Webhook) payload(m *Message) any {
 					"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
 					"type":    "AdaptiveCard",
 					"version": "1.4",
-					"body": []any{
-						map[string]any{"type": "TextBlock", "text": m.Subject, "weight": "Bolder", "wrap": true},
-						map[string]any{"type": "TextBlock", "text": m.Text, "wrap": true},
-					},
+					"body":    teamsBody(m.Subject, m.Text),
 					"actions": []any{map[string]any{"type": "Action.OpenUrl", "title": i18n.T(m.Lang, "notify.renew"), "url": m.RenewURL}},
 				},
 			}},
@@ -86,6 +84,41 @@ func (w *Webhook) payload(m *Message) any {
 			NotAfter: m.NotAfter.UTC().Format(time.RFC3339), Threshold: thresholdName(m.Threshold), Language: string(m.Lang),
 			Title: m.Subject, Text: m.Text, RenewURL: m.RenewURL}
 	}
+}
+
+// slackEscape makes text plain for Slack, which reads <…> as a link
+// (<https://…|Renew>) or a mention (<!channel>) and & as the start of an
+// entity: the message quotes the user's label, and an employee must not
+// be able to ping a channel or plant a link the portal's bot appears to
+// send. Slack asks for exactly these three to be escaped; bare URLs, like
+// the renew link, are still linked.
+func slackEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// teamsBody is the card's title and text as RichTextBlocks of TextRuns,
+// one block per line: Teams reads a TextBlock's text as Markdown, so a
+// label "[Renew](https://…)" would become a link; a TextRun is shown as
+// typed. Empty lines become spacing.
+func teamsBody(title, text string) []any {
+	block := func(run map[string]any, spacing string) map[string]any {
+		b := map[string]any{"type": "RichTextBlock", "inlines": []any{run}}
+		if spacing != "" {
+			b["spacing"] = spacing
+		}
+		return b
+	}
+	body := []any{block(map[string]any{"type": "TextRun", "text": title, "weight": "Bolder"}, "")}
+	spacing := ""
+	for _, line := range strings.Split(text, "\n") {
+		if strings.TrimSpace(line) == "" {
+			spacing = "Medium"
+			continue
+		}
+		body = append(body, block(map[string]any{"type": "TextRun", "text": line}, spacing))
+		spacing = ""
+	}
+	return body
 }
 
 // Sign is the signature header's value for body.
