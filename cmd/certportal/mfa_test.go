@@ -418,3 +418,101 @@ func TestMFAEnrolment(t *testing.T) {
 		}
 	}
 }
+
+// vaultMFALogin logs user in to Vault directly, password then a code from
+// secret: whether their second factor is still the one they enrolled.
+func vaultMFALogin(t *testing.T, v *testenv.Vault, user, password, methodID, secret string) error {
+	t.Helper()
+	c := v.ClientFrom(t, "127.0.0.1", "")
+	l, err := c.Logical().Write("auth/userpass/login/"+user, map[string]any{"password": password})
+	if err != nil {
+		return fmt.Errorf("password: %w", err)
+	}
+	if l == nil || l.Auth == nil || l.Auth.MFARequirement == nil {
+		return fmt.Errorf("vault asked %s for no code", user)
+	}
+	res, err := c.Logical().Write("sys/mfa/validate", map[string]any{"mfa_request_id": l.Auth.MFARequirement.MFARequestID,
+		"mfa_payload": map[string]any{methodID: []string{code(t, secret, time.Now())}}})
+	if err != nil {
+		return fmt.Errorf("code: %w", err)
+	}
+	if res == nil || res.Auth == nil || res.Auth.ClientToken == "" {
+		return fmt.Errorf("no token after the code")
+	}
+	return nil
+}
+
+// TestMFAHelpdeskOnlyPortalUsers: Vault's login enforcement covers every
+// user of the userpass mount, Vault operators too. The portal's helpdesk
+// resets and enrols the second factor of portal users only: not of a
+// Vault user without a portal policy, nor of one whose userpass user holds
+// Vault policies beyond the portal's (a Vault admin who also has a
+// certificate). Otherwise a helpdesk agent could destroy an operator's
+// second factor and, with the password, enrol a phone of their own for
+// Vault itself. Refused before Vault is touched, and recorded.
+func TestMFAHelpdeskOnlyPortalUsers(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	helenSecret := adminEnrol(t, v, "helen", method)
+	const pw = "operator-password-1"
+	v.CreateUser(t, "vera", pw, nil, "vault-admin")                              // a Vault operator
+	v.CreateUser(t, "dave", pw, nil, setup.Defaults().UserPolicy, "vault-admin") // an operator with a certificate
+	v.CreateUser(t, "erin", pw, nil, setup.Defaults().UserPolicy, "default")     // an employee
+	secrets := map[string]string{}
+	for _, u := range []string{"vera", "dave", "erin"} {
+		secrets[u] = adminEnrol(t, v, u, method)
+	}
+	p := startPortal(t, v, nil)
+	db := openSQLite(t, p.DB)
+	helen := newBrowser(t, p.URL)
+	helen.passwordStep("helen", v.Password(t, "helen"))
+	mustLanded(t, helen.codeStep(code(t, helenSecret, time.Now())), "helen's login")
+
+	for _, u := range []string{"vera", "dave"} {
+		for _, reset := range []bool{true, false} {
+			form := url.Values{"ticket": {"INC-7"}}
+			if reset {
+				form.Set("reset", "1")
+			}
+			r := helen.post("/helpdesk/users/"+u+"/mfa", form)
+			if r.StatusCode != http.StatusForbidden || enrolLinkRe.Match(r.Body) {
+				t.Errorf("helpdesk enrolment for %s (reset %t): status %d, want 403 and no link\n%s", u, reset, r.StatusCode, r.Body)
+			}
+		}
+		if err := vaultMFALogin(t, v, u, pw, method, secrets[u]); err != nil {
+			t.Errorf("%s's own second factor after the helpdesk's attempts: %v", u, err)
+		}
+		if ev := sessionEvents(t, db, "mfa.reset", u); len(ev) != 1 || ev[0].Outcome != "denied" || ev[0].Actor != "helen" {
+			t.Errorf("mfa.reset events for %s: %+v, want one denied by helen", u, ev)
+		}
+		if ev := sessionEvents(t, db, "mfa.enrolment_link", u); len(ev) != 1 || ev[0].Outcome != "denied" {
+			t.Errorf("mfa.enrolment_link events for %s: %+v, want one denied", u, ev)
+		}
+	}
+	var links int
+	if err := db.QueryRow(`SELECT count(*) FROM mfa_enrolments WHERE username IN ('vera', 'dave')`).Scan(&links); err != nil || links != 0 {
+		t.Errorf("%d enrolment links stored for operators (%v)", links, err)
+	}
+	// A portal user whose role comes from an identity group (not in
+	// token_policies) and who has logged in to the portal: the helpdesk's.
+	v.CreateUser(t, "gina", pw, nil, "default")
+	ginaSecret := adminEnrol(t, v, "gina", method)
+	ent, err := v.Admin.Logical().Read("identity/entity/name/user-gina")
+	if err != nil || ent == nil {
+		t.Fatalf("gina's entity: %v", err)
+	}
+	if _, err := v.Admin.Logical().Write("identity/group", map[string]any{"name": "portal-users",
+		"policies": []string{setup.Defaults().UserPolicy}, "member_entity_ids": []string{ent.Data["id"].(string)}}); err != nil {
+		t.Fatal(err)
+	}
+	gina := newBrowser(t, p.URL)
+	gina.passwordStep("gina", pw)
+	mustLanded(t, gina.codeStep(code(t, ginaSecret, time.Now())), "gina's login")
+	makeEnrolLink(t, helen, "gina", true)
+	// An employee is the helpdesk's to reset, as before.
+	link := makeEnrolLink(t, helen, "erin", true)
+	if err := vaultMFALogin(t, v, "erin", pw, method, secrets["erin"]); err == nil {
+		t.Error("erin's old secret still works after the helpdesk's reset")
+	}
+	enrolThroughLink(t, p, link, "erin", pw)
+}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certportal/certportal/internal/setup"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/testenv/pgtest"
 )
@@ -399,6 +400,13 @@ func TestMFATOFUOnlyPortalUsers(t *testing.T) {
 	}
 	if r := thief.codeStep("123456"); r.StatusCode != http.StatusForbidden {
 		t.Errorf("ops without a secret: status %d\n%s", r.StatusCode, r.Body)
+	}
+	// Nor a Vault admin who also holds a certificate: the second factor
+	// guards their Vault powers too.
+	v.CreateUser(t, "dave", "ops-password-1234", nil, setup.Defaults().UserPolicy, "vault-admin")
+	thief = newBrowser(t, p.URL)
+	if r := thief.post("/login", url.Values{"username": {"dave"}, "password": {"ops-password-1234"}}); totpSecretRe.Match(r.Body) || r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a portal user with Vault policies beyond the portal's: status %d, QR code shown %v (trust on first use enrolled them)", r.StatusCode, totpSecretRe.Match(r.Body))
 	}
 	// A portal user still enrols on first use.
 	alice := newBrowser(t, p.URL)

@@ -78,6 +78,28 @@ func (s *Service) StartEnrolment(ctx context.Context, actor *Identity, username,
 	if err != nil {
 		return nil, err
 	}
+	// Vault's enforcement covers every user of the mount, Vault's own
+	// operators too: the helpdesk manages the second factor of portal
+	// users only, or an agent could destroy an operator's and, with the
+	// password, enrol a phone of their own for Vault itself.
+	var pe *Error
+	switch managed, why, err := s.mfaManaged(ctx, username, true); {
+	case errors.As(err, &pe):
+		return nil, err
+	case err != nil:
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	case !managed:
+		action := audit.ActionMFAEnrolLink
+		if reset {
+			action = audit.ActionMFAReset
+		}
+		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, action, audit.OutcomeDenied, "",
+			map[string]string{"ticket": ticket, "reason": why})); err != nil {
+			return nil, err
+		}
+		s.log.WarnContext(ctx, "mfa enrolment refused: not a portal user's second factor", "user", username, "by", actor.Username, "reason", why)
+		return nil, &Error{Code: EForbidden, Message: "error.mfa_not_portal_user", Err: errors.New(why)}
+	}
 	if reset {
 		entity, err := s.mfaVault.LookupEntity(ctx, enf.Accessor, username)
 		switch {
@@ -257,20 +279,61 @@ func (s *Service) mfaHandledBefore(ctx context.Context, username string) (bool, 
 	return false, nil
 }
 
-// portalUserInVault reports whether the userpass user's own token_policies
-// (read with the portal's identity) give a portal role.
+// portalUserInVault reports whether the portal may enrol username's
+// second factor on first use (mfaManaged).
 func (s *Service) portalUserInVault(bg, ctx context.Context, username string) bool {
-	if s.offboardVault == nil {
-		return false
-	}
-	u, err := s.offboardVault.ReadUser(bg, s.opts.UserpassMount, username)
+	managed, why, err := s.mfaManaged(bg, username, false)
 	if err != nil {
 		s.log.WarnContext(ctx, "trust on first use: cannot read the userpass user", "user", username, "err", err)
 		return false
 	}
-	if u == nil || len(s.roles(u.Policies)) == 0 {
-		s.log.InfoContext(ctx, "trust on first use: not for a user without portal policies", "user", username)
-		return false
+	if !managed {
+		s.log.InfoContext(ctx, "trust on first use: not for this user", "user", username, "reason", why)
 	}
-	return true
+	return managed
+}
+
+// mfaManaged reports whether username's second factor is the portal's to
+// manage (helpdesk resets and links, trust on first use): the userpass
+// user's own token_policies, read with the portal's identity, hold nothing
+// but portal policies and Vault's default, and at least one portal policy
+// — or, with portalLogin (the helpdesk), none at all but the trail shows
+// a completed portal login of theirs (a portal role granted through an
+// identity group, which token_policies do not show). A user with any
+// other policy there has a second factor that guards more than the portal
+// (a Vault operator, an admin who also holds a certificate): Vault's
+// operators enrol those. why says which when not; err is a failure to
+// answer (fail closed: the caller refuses).
+//
+// Vault power granted through identity entities and groups is not in
+// token_policies, so it is not seen (docs/mfa.md).
+func (s *Service) mfaManaged(ctx context.Context, username string, portalLogin bool) (managed bool, why string, err error) {
+	if s.offboardVault == nil {
+		return false, "the portal's identity cannot read userpass users", nil
+	}
+	u, err := s.offboardVault.ReadUser(ctx, s.opts.UserpassMount, username)
+	if err != nil {
+		return false, "", err
+	}
+	if u == nil {
+		return false, "no such userpass user", nil
+	}
+	for _, p := range u.Policies {
+		if p != "default" && p != s.opts.UserPolicy && p != s.opts.HelpdeskPolicy && p != s.opts.AuditorPolicy {
+			return false, "holds Vault policies beyond the portal's", nil
+		}
+	}
+	if len(s.roles(u.Policies)) > 0 {
+		return true, "", nil
+	}
+	if portalLogin {
+		evs, err := s.store.QueryAudit(ctx, store.AuditFilter{Subject: username, Action: audit.ActionLogin, Outcome: audit.OutcomeSuccess, Limit: 1})
+		if err != nil {
+			return false, "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		}
+		if len(evs) > 0 {
+			return true, "", nil
+		}
+	}
+	return false, "no portal policy", nil
 }
