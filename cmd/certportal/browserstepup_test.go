@@ -138,12 +138,12 @@ func TestBrowserDeviceKeyStepUp(t *testing.T) {
 	if _, cert, _, err := pkcs12.DecodeChain(data, p12Password); err != nil || cert.Subject.CommonName != "alice@example.com" {
 		t.Fatalf("downloaded file after step-up: %v", err)
 	}
-	var enc string
-	if err := db.QueryRow(`SELECT encryption FROM certificates WHERE username = 'alice'`).Scan(&enc); err != nil {
+	var enc, origin string
+	if err := db.QueryRow(`SELECT encryption, key_origin FROM certificates WHERE username = 'alice'`).Scan(&enc, &origin); err != nil {
 		t.Fatal(err)
 	}
-	if enc != "device" {
-		t.Errorf("certificate encryption column %q, want device (the key made in the browser)", enc)
+	if enc != "compat" || origin != "device" {
+		t.Errorf("certificate encryption %q, key origin %q; want compat (kept through the step-up) and device", enc, origin)
 	}
 	if ev := sessionEvents(t, db, "session.step_up", "alice"); len(ev) != 1 || ev[0].Outcome != "success" {
 		t.Errorf("session.step_up events: %+v", ev)

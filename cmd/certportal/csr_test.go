@@ -105,7 +105,8 @@ func recorded(t *testing.T, db string) (certs []*store.Certificate, issues int) 
 // TestDeviceKeyCSR: a CSR made on the device (here with Go's crypto, as the
 // WebAssembly module does) comes back as a certificate naming the user,
 // signed by Vault with the user's own token, with the key the CSR holds; it
-// is in the inventory as "device" and in the trail with the public key's
+// is in the inventory with the encryption the page chose and as made on
+// the device, and in the trail with the public key's
 // fingerprint. Each CSR the portal would not honour as asked is refused with
 // its own message and leaves Vault, the inventory and the trail as they were.
 func TestDeviceKeyCSR(t *testing.T) {
@@ -116,8 +117,10 @@ func TestDeviceKeyCSR(t *testing.T) {
 	alice.mustLogin("alice", alicePW)
 
 	key := mustECKey(t, elliptic.P256())
-	r := alice.post("/certificates/csr", csrForm(csrPEM(t, key, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: "alice@example.com"}}), "720h0m0s", "work laptop"))
+	form := csrForm(csrPEM(t, key, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "alice@example.com"}}), "720h0m0s", "work laptop")
+	form.Set("encryption", "compat") // what the page packs the file with
+	r := alice.post("/certificates/csr", form)
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("CSR: %d\n%s", r.StatusCode, r.Body)
 	}
@@ -162,7 +165,7 @@ func TestDeviceKeyCSR(t *testing.T) {
 			row = c
 		}
 	}
-	if row == nil || row.Encryption != "device" || row.Label != "work laptop" || row.KeyType != "ec-256" || row.Username != "alice" {
+	if row == nil || row.Encryption != "compat" || row.KeyOrigin != "device" || row.Label != "work laptop" || row.KeyType != "ec-256" || row.Username != "alice" {
 		t.Fatalf("inventory row %+v", row)
 	}
 	st, err := sqlite.Open(context.Background(), p.DB)
@@ -180,7 +183,7 @@ func TestDeviceKeyCSR(t *testing.T) {
 	if err := json.Unmarshal([]byte(evs[0].Details), &d); err != nil {
 		t.Fatal(err)
 	}
-	if d["key_origin"] != "device" || d["public_key_sha256"] != hex.EncodeToString(sum[:]) || d["encryption"] != "device" {
+	if d["key_origin"] != "device" || d["public_key_sha256"] != hex.EncodeToString(sum[:]) || d["encryption"] != "compat" {
 		t.Errorf("event details %v", d)
 	}
 
@@ -208,25 +211,32 @@ func TestDeviceKeyCSR(t *testing.T) {
 		csr    string
 		status int
 		code   string
+		enc    string // the form's encryption, when not the default
 	}{
-		{"for bob", csrPEM(t, p256(), &x509.CertificateRequest{Subject: pkix.Name{CommonName: "bob@example.com"}}), 403, "error.csr_other_identity"},
-		{"RSA key", csrPEM(t, rsaKey, &x509.CertificateRequest{}), 400, "error.csr_key_type"},
-		{"ed25519 key", csrPEM(t, edKey, &x509.CertificateRequest{}), 400, "error.csr_key_type"},
-		{"P-384 key", csrPEM(t, mustECKey(t, elliptic.P384()), &x509.CertificateRequest{}), 400, "error.csr_key_type"},
-		{"bad signature", string(badSig), 400, "error.csr_signature"},
+		{"for bob", csrPEM(t, p256(), &x509.CertificateRequest{Subject: pkix.Name{CommonName: "bob@example.com"}}), 403, "error.csr_other_identity", ""},
+		{"RSA key", csrPEM(t, rsaKey, &x509.CertificateRequest{}), 400, "error.csr_key_type", ""},
+		{"ed25519 key", csrPEM(t, edKey, &x509.CertificateRequest{}), 400, "error.csr_key_type", ""},
+		{"P-384 key", csrPEM(t, mustECKey(t, elliptic.P384()), &x509.CertificateRequest{}), 400, "error.csr_key_type", ""},
+		{"bad signature", string(badSig), 400, "error.csr_signature", ""},
 		{"server auth", csrPEM(t, p256(), &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{
-			mustExt(t, oidEKU, []asn1.ObjectIdentifier{clientAuth, serverAuth})}}), 400, "error.csr_usage"},
-		{"DNS SAN", csrPEM(t, p256(), &x509.CertificateRequest{DNSNames: []string{"portal.example.com"}}), 400, "error.csr_sans"},
-		{"bob as SAN", csrPEM(t, p256(), &x509.CertificateRequest{EmailAddresses: []string{"alice@example.com", "bob@example.com"}}), 400, "error.csr_sans"},
+			mustExt(t, oidEKU, []asn1.ObjectIdentifier{clientAuth, serverAuth})}}), 400, "error.csr_usage", ""},
+		{"DNS SAN", csrPEM(t, p256(), &x509.CertificateRequest{DNSNames: []string{"portal.example.com"}}), 400, "error.csr_sans", ""},
+		{"bob as SAN", csrPEM(t, p256(), &x509.CertificateRequest{EmailAddresses: []string{"alice@example.com", "bob@example.com"}}), 400, "error.csr_sans", ""},
 		{"CA", csrPEM(t, p256(), &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{
-			mustExt(t, asn1.ObjectIdentifier{2, 5, 29, 19}, bc{IsCA: true})}}), 400, "error.csr_extension"},
-		{"organization", csrPEM(t, p256(), &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice@example.com", Organization: []string{"Evil"}}}), 400, "error.csr_subject"},
-		{"not a CSR", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", 400, "error.csr_invalid"},
-		{"empty", "", 400, "error.csr_invalid"},
+			mustExt(t, asn1.ObjectIdentifier{2, 5, 29, 19}, bc{IsCA: true})}}), 400, "error.csr_extension", ""},
+		{"organization", csrPEM(t, p256(), &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice@example.com", Organization: []string{"Evil"}}}), 400, "error.csr_subject", ""},
+		{"not a CSR", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", 400, "error.csr_invalid", ""},
+		{"empty", "", 400, "error.csr_invalid", ""},
+		{"encryption not offered", csrPEM(t, p256(), &x509.CertificateRequest{}), 400, "error.encryption_invalid", "rc2"},
+		{"encryption 'device'", csrPEM(t, p256(), &x509.CertificateRequest{}), 400, "error.encryption_invalid", "device"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := certSet(t, v)
-			r := alice.post("/certificates/csr", csrForm(tc.csr, "720h0m0s", ""))
+			form := csrForm(tc.csr, "720h0m0s", "")
+			if tc.enc != "" {
+				form.Set("encryption", tc.enc)
+			}
+			r := alice.post("/certificates/csr", form)
 			a := decodeCSRAnswer(t, r)
 			if r.StatusCode != tc.status || a.Code != tc.code || a.Error == "" || a.Certificate != "" {
 				t.Fatalf("status %d code %q error %q, want %d %s", r.StatusCode, a.Code, a.Error, tc.status, tc.code)

@@ -29,9 +29,16 @@ const (
 	DeviceKeysRequired = "required"
 )
 
-// EncryptionDevice is the inventory's encryption for a certificate whose
-// .p12 was built on the user's device: the portal never saw the file.
+// EncryptionDevice is what the inventory recorded as the encryption of a
+// device-key certificate before the browser's choice was posted with the
+// CSR (rows from then keep it: their file's encryption is unknown).
 const EncryptionDevice = "device"
+
+// KnownEncryption reports whether an inventory row's encryption is one a
+// form can preselect: modern or compat (not empty, not EncryptionDevice).
+func KnownEncryption(e string) bool {
+	return e == string(bundle.Modern) || e == string(bundle.Compat)
+}
 
 // MaxCSRLen bounds the CSR PEM a user may post: an EC P-256 request is
 // about 500 bytes, an RSA-4096 one under 2 KiB.
@@ -40,9 +47,13 @@ const MaxCSRLen = 8 << 10
 // CSRRequest is the device-key form: a CSR made in the browser, with the
 // validity and label the user chose.
 type CSRRequest struct {
-	CSR         string // PEM "CERTIFICATE REQUEST"
-	TTL         string
-	Label       string
+	CSR   string // PEM "CERTIFICATE REQUEST"
+	TTL   string
+	Label string
+	// Encryption is the .p12 encryption the browser will pack the file
+	// with (modern or compat; empty is modern, as on the server path): the
+	// portal never sees the file, so it records what the page says.
+	Encryption  string
 	RenewSerial string // renewing this certificate of the user's
 	RevokeOld   bool   // and revoking it once the new one is issued
 }
@@ -214,6 +225,10 @@ func (s *Service) IssueCSR(ctx context.Context, id *Identity, req CSRRequest) (*
 	if err != nil || !slices.Contains(s.opts.TTLs, ttl) {
 		return nil, Invalid("ttl", "error.ttl_invalid")
 	}
+	enc, err := bundle.ParseEncryption(req.Encryption)
+	if err != nil {
+		return nil, Invalid("encryption", "error.encryption_invalid")
+	}
 	if err := CheckText("label", req.Label, 4*MaxLabelLen); err != nil {
 		return nil, err
 	}
@@ -257,9 +272,9 @@ func (s *Service) IssueCSR(ctx context.Context, id *Identity, req CSRRequest) (*
 	fp := PublicKeyFingerprint(csr.RawSubjectPublicKeyInfo)
 	in := issuance{
 		token: id.Token, role: s.opts.Role, actor: id.Username, username: id.Username, action: audit.ActionIssue,
-		ttl: ttl, enc: bundle.Encryption(EncryptionDevice), renews: req.RenewSerial,
+		ttl: ttl, enc: enc, renews: req.RenewSerial,
 		revokeOld: old != nil && req.RevokeOld, old: old, reservation: reservation, label: label, csr: csrPEM,
-		details: map[string]string{"key_origin": "device", "public_key_sha256": fp},
+		details: map[string]string{"public_key_sha256": fp},
 	}
 	dl, err := s.issue(ctx, in)
 	if err != nil {

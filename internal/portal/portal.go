@@ -661,7 +661,7 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	row := &store.Certificate{
 		Serial: issued.Serial, Username: in.username, Subject: subject, KeyType: keyType(issued),
 		Encryption: string(in.enc), IssuedBy: in.actor, IssuedAt: s.now(), NotAfter: issued.Certificate.NotAfter,
-		Label: in.label,
+		Label: in.label, KeyOrigin: keyOrigin(in),
 	}
 	// The .p12 key derivation (about 0.8 ms of CPU) runs while the inventory
 	// and audit record commits (an fsync): the user waits for the slower of
@@ -682,7 +682,7 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	details := map[string]string{
 		"subject": subject, "not_before": fmtTime(issued.Certificate.NotBefore), "not_after": fmtTime(issued.Certificate.NotAfter),
 		"ttl": in.ttl.String(), "key_type": row.KeyType, "encryption": string(in.enc), "renews": in.renews,
-		"label": in.label,
+		"label": in.label, "key_origin": row.KeyOrigin,
 	}
 	for k, v := range in.details {
 		details[k] = v
@@ -735,9 +735,9 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 
 func keyOrigin(in issuance) string {
 	if in.csr != "" {
-		return "device"
+		return store.KeyOriginDevice
 	}
-	return "vault"
+	return store.KeyOriginVault
 }
 
 func chainPEM(chain []*x509.Certificate) []byte {

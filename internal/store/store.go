@@ -59,10 +59,14 @@ type Certificate struct {
 	Username   string // whose identity it carries
 	Subject    string // CN, e.g. alice@example.com
 	KeyType    string // e.g. "ec-256"
-	Encryption string // modern or compat
-	IssuedBy   string // who asked: the user, or helpdesk staff on their behalf
-	IssuedAt   time.Time
-	NotAfter   time.Time
+	Encryption string // modern or compat: the .p12's, whoever packed it
+	// KeyOrigin is where the private key was made: "vault" (the server
+	// path: Vault made it, the portal packed the .p12) or "device" (the
+	// user's browser made it and sent a CSR; the portal never saw it).
+	KeyOrigin string
+	IssuedBy  string // who asked: the user, or helpdesk staff on their behalf
+	IssuedAt  time.Time
+	NotAfter  time.Time
 
 	RevokedAt    time.Time // zero while not revoked
 	RevokeReason string
@@ -73,6 +77,12 @@ type Certificate struct {
 	// so that several look different in lists and file names; may be empty.
 	Label string
 }
+
+// Key origins (Certificate.KeyOrigin).
+const (
+	KeyOriginVault  = "vault"
+	KeyOriginDevice = "device"
+)
 
 // Revoked reports whether the certificate has been revoked.
 func (c *Certificate) Revoked() bool { return !c.RevokedAt.IsZero() }

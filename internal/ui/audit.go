@@ -384,7 +384,7 @@ func (s *Server) auditInventoryExport(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	cw := csv.NewWriter(w)
-	header := []string{"serial", "username", "subject", "label", "status", "key_type", "encryption", "issued_by", "issued_at", "not_after", "revoked_at", "revoke_reason", "revoked_by", "ticket"}
+	header := []string{"serial", "username", "subject", "label", "status", "key_type", "encryption", "issued_by", "issued_at", "not_after", "revoked_at", "revoke_reason", "revoked_by", "ticket", "key_origin"}
 	started, n := false, 0
 	start := func() {
 		started = true
@@ -406,7 +406,7 @@ func (s *Server) auditInventoryExport(w http.ResponseWriter, r *http.Request) {
 		n++
 		if err := cw.Write([]string{c.Serial, csvSafe(c.Username), csvSafe(c.Subject), csvSafe(c.Label), string(c.Status), c.KeyType, c.Encryption,
 			csvSafe(c.IssuedBy), c.IssuedAt.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), revoked,
-			c.RevokeReason, csvSafe(c.RevokedBy), csvSafe(c.Ticket)}); err != nil {
+			c.RevokeReason, csvSafe(c.RevokedBy), csvSafe(c.Ticket), c.KeyOrigin}); err != nil {
 			return err
 		}
 		if n%500 == 0 {

@@ -39,6 +39,7 @@ func (s *Server) certificateCSR(w http.ResponseWriter, r *http.Request) {
 		CSR:         r.PostFormValue("csr"),
 		TTL:         r.PostFormValue("ttl"),
 		Label:       r.PostFormValue("label"),
+		Encryption:  r.PostFormValue("encryption"),
 		RenewSerial: r.PostFormValue("renew_serial"),
 		RevokeOld:   r.PostFormValue("revoke_old") == "1",
 	}

@@ -40,14 +40,14 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 	client := detectPlatform(r.UserAgent())
 	p.Install = installSteps(client)
 	// A failed post keeps its choice; a renewal keeps the certificate's own
-	// encryption (a compat file was compat for a reason); otherwise the
-	// browser decides. A key made on the device was packed in the browser,
-	// so the inventory does not know that file's encryption
-	// (portal.EncryptionDevice): the browser decides there too.
+	// encryption (a compat file was compat for a reason), whichever side
+	// packed it: the browser posts its choice with the CSR. Otherwise, and
+	// for device-key rows from before that (portal.EncryptionDevice, the
+	// file's encryption unknown), the browser decides.
 	switch {
 	case prevEnc != "":
 		p.Encryption, p.EncReason = prevEnc, ""
-	case renew != nil && renew.Encryption != "" && renew.Encryption != portal.EncryptionDevice:
+	case renew != nil && portal.KnownEncryption(renew.Encryption):
 		p.Encryption, p.EncReason = renew.Encryption, "dash.enc_reason_renew"
 	default:
 		p.Encryption = client.DefaultEncryption()

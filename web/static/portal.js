@@ -157,13 +157,17 @@
     if (button) button.disabled = true;
     if (busy) { busy.textContent = busy.getAttribute('data-busy') || busy.textContent; busy.hidden = false; }
     var after = form.getAttribute('data-after') || '/';
-    var enc = form.querySelector('input[name=encryption]:checked');
+    var checked = form.querySelector('input[name=encryption]:checked');
+    var enc = checked ? checked.value : 'modern';
     loadDeviceModule(box).then(function (dk) {
       var made = dk.csr('');
       if (!made || made.error) throw new Error('key');
       // Only these fields are sent: never the password fields.
       var body = new URLSearchParams();
       body.set('csr', made.csr);
+      // The file's encryption, for the inventory and a later renewal: the
+      // portal never sees the file, so the page tells it what it packs.
+      body.set('encryption', enc);
       ['ttl', 'label', 'renew_serial', 'stepup_password', 'stepup_code'].forEach(function (n) {
         var el = form.querySelector('[name=' + n + ']');
         if (el && el.value) body.set(n, el.value);
@@ -176,7 +180,7 @@
         return resp.json().then(function (j) {
           if (j.stepup) { dk.forget(); return stepUpAgain(form); }
           if (!resp.ok || !j.certificate) { dk.forget(); deviceMessage(form, j.error || box.getAttribute('data-failed')); return; }
-          var data = dk.p12(j.certificate, j.ca_chain, pw.value, enc ? enc.value : 'modern');
+          var data = dk.p12(j.certificate, j.ca_chain, pw.value, enc);
           if (!data || data.error) { deviceMessage(form, box.getAttribute(data && data.error === 'password' ? 'data-password' : 'data-failed')); return; }
           var name = j.filename || 'certificate.p12';
           save(new Blob([data], { type: 'application/x-pkcs12' }), name);

@@ -302,6 +302,12 @@ var migrations = []string{
 		revoked   boolean NOT NULL,
 		PRIMARY KEY(run_id, grp, serial)
 	)`,
+	// Where the key was made (issue 15): 'vault' for the server path,
+	// 'device' for a CSR from the browser. Rows the device path wrote before
+	// this column carried 'device' as their encryption (the file's own
+	// encryption was not recorded then, so it stays unknown).
+	`ALTER TABLE certificates ADD COLUMN key_origin text NOT NULL DEFAULT 'vault'`,
+	`UPDATE certificates SET key_origin = 'device' WHERE encryption = 'device'`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

@@ -274,6 +274,12 @@ var migrations = []string{
 		revoked   INTEGER NOT NULL,
 		PRIMARY KEY(run_id, grp, serial)
 	)`,
+	// Where the key was made (issue 15): 'vault' for the server path,
+	// 'device' for a CSR from the browser. Rows the device path wrote before
+	// this column carried 'device' as their encryption (the file's own
+	// encryption was not recorded then, so it stays unknown).
+	`ALTER TABLE certificates ADD COLUMN key_origin TEXT NOT NULL DEFAULT 'vault'`,
+	`UPDATE certificates SET key_origin = 'device' WHERE encryption = 'device'`,
 }
 
 // rebuildDailySQL recomputes the chart counters from the trail itself; the

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -33,6 +34,45 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 			t.Fatalf("open #%d: %v", i+1, err)
 		}
 		db.Close()
+	}
+}
+
+// TestMigrateKeyOrigin: a device-key row written before key_origin (its
+// encryption recorded as "device") comes out of the migration as a
+// device-key row, and a server-path row as a Vault one.
+func TestMigrateKeyOrigin(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "test.db")
+	old, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(migrations) - 2 // the two key_origin steps
+	for _, m := range migrations[:before] {
+		if _, err := old.Exec(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for serial, enc := range map[string]string{"aa:01": "device", "aa:02": "compat"} {
+		if _, err := old.Exec(`INSERT INTO certificates(serial, username, subject, key_type, encryption, issued_by, issued_at, not_after)
+			VALUES(?, 'alice', 'alice@example.com', 'ec-256', ?, 'alice', 0, 0)`, serial, enc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := old.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, before)); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for serial, want := range map[string]string{"aa:01": store.KeyOriginDevice, "aa:02": store.KeyOriginVault} {
+		c, err := db.GetCertificate(ctx, serial)
+		if err != nil || c.KeyOrigin != want {
+			t.Errorf("%s after migration: %v %+v, want key origin %s", serial, err, c, want)
+		}
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 )
 
 const certColumns = `serial, username, subject, key_type, encryption, issued_by, issued_at, not_after,
-	revoked_at, revoke_reason, revoked_by, ticket, label`
+	revoked_at, revoke_reason, revoked_by, ticket, label, key_origin`
 
 func (s *Store) InsertCertificate(ctx context.Context, c *store.Certificate) error {
 	return s.insertCertificate(ctx, s.conn(), c)
@@ -21,9 +21,9 @@ func (s *Store) InsertCertificate(ctx context.Context, c *store.Certificate) err
 
 // insertCertificate runs on the database or inside RecordIssuance's transaction.
 func (s *Store) insertCertificate(ctx context.Context, x q, c *store.Certificate) error {
-	_, err := x.exec(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := x.exec(ctx, `INSERT INTO certificates(`+certColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		c.Serial, c.Username, c.Subject, c.KeyType, c.Encryption, c.IssuedBy,
-		s.d.Time(c.IssuedAt), s.d.Time(c.NotAfter), s.nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket, c.Label)
+		s.d.Time(c.IssuedAt), s.d.Time(c.NotAfter), s.nullTime(c.RevokedAt), c.RevokeReason, c.RevokedBy, c.Ticket, c.Label, keyOrigin(c))
 	if err != nil {
 		if s.d.IsUnique(err) {
 			return fmt.Errorf("insert certificate %s: %w", c.Serial, store.ErrConflict)
@@ -33,11 +33,20 @@ func (s *Store) insertCertificate(ctx context.Context, x q, c *store.Certificate
 	return nil
 }
 
+// keyOrigin is the row's key origin; unset is the server path, as the
+// column's default for rows older than it.
+func keyOrigin(c *store.Certificate) string {
+	if c.KeyOrigin == "" {
+		return store.KeyOriginVault
+	}
+	return c.KeyOrigin
+}
+
 func scanCert(r scanner) (*store.Certificate, error) {
 	var c store.Certificate
 	if err := r.Scan(&c.Serial, &c.Username, &c.Subject, &c.KeyType, &c.Encryption, &c.IssuedBy,
 		timeCol{&c.IssuedAt}, timeCol{&c.NotAfter}, timeCol{&c.RevokedAt},
-		&c.RevokeReason, &c.RevokedBy, &c.Ticket, &c.Label); err != nil {
+		&c.RevokeReason, &c.RevokedBy, &c.Ticket, &c.Label, &c.KeyOrigin); err != nil {
 		return nil, err
 	}
 	return &c, nil

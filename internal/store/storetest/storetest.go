@@ -40,6 +40,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("concurrent notification claims", func(t *testing.T) { testConcurrentClaims(t, open(t)) })
 	t.Run("notification holds and notices", func(t *testing.T) { testNotificationHoldsAndNotices(t, open(t)) })
 	t.Run("certificate labels", func(t *testing.T) { testCertificateLabels(t, open(t)) })
+	t.Run("certificate key origin", func(t *testing.T) { testCertificateKeyOrigin(t, open(t)) })
 	t.Run("mfa enrolments", func(t *testing.T) { testEnrolments(t, open(t)) })
 	t.Run("offboarding scan and lock", func(t *testing.T) { testOffboardScan(t, open(t)) })
 	t.Run("expiry stats", func(t *testing.T) { testExpiryStats(t, open(t)) })
@@ -100,6 +101,34 @@ func testCertificateLabels(t *testing.T, s store.Store) {
 	for _, c := range list {
 		if c.Label != want[c.Serial] {
 			t.Errorf("%s: label %q, want %q", c.Serial, c.Label, want[c.Serial])
+		}
+	}
+}
+
+// testCertificateKeyOrigin: where the key was made is kept beside the
+// file's encryption; a row that does not say is the server path's.
+func testCertificateKeyOrigin(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.InsertCertificate(ctx, cert("1b:01", "alice", t0, 30*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	device := cert("1b:02", "alice", t0.Add(time.Minute), 30*24*time.Hour)
+	device.KeyOrigin, device.Encryption = store.KeyOriginDevice, "compat"
+	if err := s.RecordIssuance(ctx, "", device, event("alice", audit.ActionIssue, audit.OutcomeSuccess, t0)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetCertificate(ctx, "1b:02")
+	if err != nil || got.KeyOrigin != store.KeyOriginDevice || got.Encryption != "compat" {
+		t.Fatalf("get device-key row: %v %+v", err, got)
+	}
+	list, err := s.ListCertificates(ctx, store.CertificateFilter{Username: "alice"})
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list: %v %v", err, serials(list))
+	}
+	want := map[string]string{"1b:01": store.KeyOriginVault, "1b:02": store.KeyOriginDevice}
+	for _, c := range list {
+		if c.KeyOrigin != want[c.Serial] {
+			t.Errorf("%s: key origin %q, want %q", c.Serial, c.KeyOrigin, want[c.Serial])
 		}
 	}
 }
