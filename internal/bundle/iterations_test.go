@@ -6,10 +6,11 @@ import (
 	"encoding/asn1"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/certportal/certportal/internal/testenv/p12tools"
 )
 
 // The PKCS#12 structures (RFC 7292) as far as the iteration counts; the rest
@@ -185,49 +186,6 @@ func TestIterations(t *testing.T) {
 	}
 }
 
-// tool is one program users open .p12 files with. run opens path with the
-// password in the environment variable P12PW (never on a command line) and
-// returns what it printed; an error means it refused the file.
-type tool struct {
-	name string
-	bin  string // must be installed (deploy/scripts/deps.sh installs it)
-	run  func(t *testing.T, bin, path, password string) ([]byte, error)
-}
-
-func runWithPassword(bin, password string, args ...string) ([]byte, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "P12PW="+password)
-	return cmd.CombinedOutput()
-}
-
-var p12Tools = []tool{
-	{"openssl", "openssl", func(t *testing.T, bin, path, pw string) ([]byte, error) {
-		// Without -legacy: OpenSSL 3's default provider must read both.
-		return runWithPassword(bin, pw, "pkcs12", "-in", path, "-info", "-noout", "-passin", "env:P12PW")
-	}},
-	{"nss", "pk12util", func(t *testing.T, bin, path, pw string) ([]byte, error) {
-		// pk12util reads the password from a file only; the file is
-		// the test's own and removed with its directory.
-		pwFile := filepath.Join(t.TempDir(), "pw")
-		if err := os.WriteFile(pwFile, []byte(pw), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return runWithPassword(bin, pw, "-l", path, "-w", pwFile, "-d", "sql:"+t.TempDir())
-	}},
-	{"keytool", "keytool", func(t *testing.T, bin, path, pw string) ([]byte, error) {
-		return runWithPassword(bin, pw, "-list", "-v", "-storetype", "pkcs12", "-keystore", path, "-storepass:env", "P12PW")
-	}},
-	{"python-cryptography", "/usr/bin/python3", func(t *testing.T, bin, path, pw string) ([]byte, error) {
-		// Debian's python3-cryptography, for Debian's interpreter.
-		const script = `import os, sys
-from cryptography.hazmat.primitives.serialization import pkcs12
-key, cert, chain = pkcs12.load_key_and_certificates(open(sys.argv[1], "rb").read(), os.environb[b"P12PW"])
-assert key is not None and len(chain) == 1
-print(cert.subject.rfc4514_string())`
-		return runWithPassword(bin, pw, "-c", script, path)
-	}},
-}
-
 // TestToolsOpen: OpenSSL 3 (without -legacy), NSS, Java's keytool and
 // Python's cryptography each open both profiles with the right password,
 // see the certificate, and refuse a wrong password.
@@ -235,13 +193,10 @@ func TestToolsOpen(t *testing.T) {
 	caKey, ca := mustCA(t)
 	key, leaf := mustLeaf(t, caKey, ca)
 	const pw = "correct horse battery"
-	for _, tl := range p12Tools {
-		bin, err := exec.LookPath(tl.bin)
-		if err != nil {
-			t.Fatalf("%s (%s) is not installed: run deploy/scripts/deps.sh", tl.name, tl.bin)
-		}
+	for _, tl := range p12tools.Tools {
+		bin := tl.Path(t)
 		for _, enc := range []Encryption{Modern, Compat} {
-			t.Run(tl.name+"/"+string(enc), func(t *testing.T) {
+			t.Run(tl.Name+"/"+string(enc), func(t *testing.T) {
 				pfx, err := Encode(key, leaf, []*x509.Certificate{ca}, pw, enc)
 				if err != nil {
 					t.Fatal(err)
@@ -250,14 +205,14 @@ func TestToolsOpen(t *testing.T) {
 				if err := os.WriteFile(path, pfx, 0o600); err != nil {
 					t.Fatal(err)
 				}
-				out, err := tl.run(t, bin, path, pw)
+				out, err := tl.Run(t, bin, path, pw)
 				if err != nil {
 					t.Fatalf("does not open with the right password: %v\n%s", err, out)
 				}
-				if tl.name != "openssl" && !strings.Contains(string(out), "alice@example.com") {
+				if tl.Name != "openssl" && !strings.Contains(string(out), "alice@example.com") {
 					t.Fatalf("output lacks the certificate's subject:\n%s", out)
 				}
-				if out, err := tl.run(t, bin, path, "wrong horse battery"); err == nil {
+				if out, err := tl.Run(t, bin, path, "wrong horse battery"); err == nil {
 					t.Fatalf("opened with a wrong password:\n%s", out)
 				}
 			})
