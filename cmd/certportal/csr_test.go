@@ -206,6 +206,19 @@ func TestDeviceKeyCSR(t *testing.T) {
 		IsCA bool `asn1:"optional"`
 	}
 	p256 := func() crypto.Signer { return mustECKey(t, elliptic.P256()) }
+	// alice's own address and a Windows UPN (otherName) for an admin: Go
+	// parses the first and silently drops the second.
+	upn, err := asn1.Marshal(struct {
+		ID    asn1.ObjectIdentifier
+		Value string `asn1:"utf8,explicit,tag:0"`
+	}{asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2, 3}, "administrator@corp.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	email, _ := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 1, Bytes: []byte("alice@example.com")})
+	otherName, _ := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: upn[2:]})
+	sans, _ := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: append(email, otherName...)})
+	good := csrPEM(t, p256(), &x509.CertificateRequest{Subject: pkix.Name{CommonName: "alice@example.com"}})
 	for _, tc := range []struct {
 		name   string
 		csr    string
@@ -229,6 +242,9 @@ func TestDeviceKeyCSR(t *testing.T) {
 		{"empty", "", 400, "error.csr_invalid", ""},
 		{"encryption not offered", csrPEM(t, p256(), &x509.CertificateRequest{}), 400, "error.encryption_invalid", "rc2"},
 		{"encryption 'device'", csrPEM(t, p256(), &x509.CertificateRequest{}), 400, "error.encryption_invalid", "device"},
+		{"email and an otherName SAN", csrPEM(t, p256(), &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{
+			{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: sans}}}), 400, "error.csr_sans", ""},
+		{"text before the PEM", "Subject: alice\n" + good, 400, "error.csr_invalid", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := certSet(t, v)

@@ -96,7 +96,13 @@ var (
 
 // parseCSR decodes exactly one PEM certificate request.
 func parseCSR(p string) (*x509.CertificateRequest, string, error) {
-	block, rest := pem.Decode([]byte(strings.TrimSpace(p)))
+	p = strings.TrimSpace(p)
+	if !strings.HasPrefix(p, "-----BEGIN ") {
+		// pem.Decode skips any text before the block: what was posted
+		// would not be what is checked.
+		return nil, "", errCSRNotOneRequest
+	}
+	block, rest := pem.Decode([]byte(p))
 	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {
 		return nil, "", errCSRNotOneRequest
 	}
@@ -136,7 +142,13 @@ func (s *Service) checkCSR(csr *x509.CertificateRequest, subject string) error {
 	for _, e := range csr.Extensions {
 		switch {
 		case e.Id.Equal(oidSubjectAltName):
-			// Only the user's own address, which the certificate carries anyway.
+			// Only the user's own address, which the certificate carries
+			// anyway. Go's parse keeps DNS, email, IP and URI names and
+			// drops the rest (otherName such as a Windows UPN,
+			// directoryName, ...): each name is looked at in the raw.
+			if err := onlyEmailSANs(e.Value); err != nil {
+				return &Error{Code: EInvalid, Field: "csr", Message: "error.csr_sans", Err: err}
+			}
 			if len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.URIs) > 0 {
 				return &Error{Code: EInvalid, Field: "csr", Message: "error.csr_sans", Err: errors.New("DNS, IP or URI SANs requested")}
 			}
@@ -172,6 +184,26 @@ func (s *Service) checkCSR(csr *x509.CertificateRequest, subject string) error {
 			}
 		default:
 			return &Error{Code: EInvalid, Field: "csr", Message: "error.csr_extension", Err: fmt.Errorf("extension %v", e.Id)}
+		}
+	}
+	return nil
+}
+
+// onlyEmailSANs refuses a subjectAltName extension holding any general
+// name but rfc822Name ([1] IA5String).
+func onlyEmailSANs(der []byte) error {
+	var seq asn1.RawValue
+	if rest, err := asn1.Unmarshal(der, &seq); err != nil || len(rest) != 0 || seq.Class != asn1.ClassUniversal || seq.Tag != asn1.TagSequence {
+		return fmt.Errorf("subject alternative names: not a sequence (%v)", err)
+	}
+	for b := seq.Bytes; len(b) > 0; {
+		var gn asn1.RawValue
+		var err error
+		if b, err = asn1.Unmarshal(b, &gn); err != nil {
+			return fmt.Errorf("subject alternative names: %w", err)
+		}
+		if gn.Class != asn1.ClassContextSpecific || gn.Tag != 1 {
+			return fmt.Errorf("SAN of type [%d]", gn.Tag)
 		}
 	}
 	return nil
