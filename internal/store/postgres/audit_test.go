@@ -168,6 +168,7 @@ var grants = []string{
 	`GRANT SELECT, UPDATE ON store_probe TO ` + restrictedRole,
 	`GRANT SELECT, INSERT, UPDATE, DELETE ON vault_certs, reconcile_runs, reconcile_results TO ` + restrictedRole,
 	`GRANT USAGE ON SEQUENCE reconcile_runs_id_seq TO ` + restrictedRole,
+	`GRANT SELECT, INSERT, UPDATE, DELETE ON certificate_days TO ` + restrictedRole,
 	`REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM ` + restrictedRole,
 }
 

@@ -18,6 +18,7 @@
 //	GRANT SELECT, UPDATE ON store_probe TO certportal;
 //	GRANT SELECT, INSERT, UPDATE, DELETE ON vault_certs, reconcile_runs, reconcile_results TO certportal;
 //	GRANT USAGE ON SEQUENCE reconcile_runs_id_seq TO certportal;
+//	GRANT SELECT, INSERT, UPDATE, DELETE ON certificate_days TO certportal;
 //	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
 //
 // (the REVOKE matters where broader grants such as GRANT ALL ON ALL TABLES
@@ -308,6 +309,54 @@ var migrations = []string{
 	// encryption was not recorded then, so it stays unknown).
 	`ALTER TABLE certificates ADD COLUMN key_origin text NOT NULL DEFAULT 'vault'`,
 	`UPDATE certificates SET key_origin = 'device' WHERE encryption = 'device'`,
+	// The inventory report's counts (issue 13): how many certificates,
+	// unrevoked and revoked, expire on each UTC day (day = not_after in
+	// whole days since 1970, rounded down). Kept by triggers in the same
+	// transaction as every write to certificates, whoever makes it (a
+	// replica of an older version during a rolling upgrade, a restore, psql
+	// by hand), so the counts are exact; a state at a moment is a sum over
+	// these rows plus one day's range of certificates_expiry
+	// (sqlstore/inventory.go). A write locks its day's row until it
+	// commits; every transaction writes one certificate, so two never wait
+	// on each other's rows in opposite orders.
+	`CREATE TABLE certificate_days (
+		day       bigint PRIMARY KEY,
+		unrevoked bigint NOT NULL DEFAULT 0,
+		revoked   bigint NOT NULL DEFAULT 0
+	)`,
+	`CREATE FUNCTION certificate_days_count() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF TG_OP = 'TRUNCATE' THEN
+			DELETE FROM certificate_days;
+			RETURN NULL;
+		END IF;
+		IF TG_OP IN ('UPDATE', 'DELETE') THEN
+			UPDATE certificate_days AS d SET unrevoked = d.unrevoked - (OLD.revoked_at IS NULL)::int,
+				revoked = d.revoked - (OLD.revoked_at IS NOT NULL)::int
+			WHERE d.day = floor(extract(epoch FROM OLD.not_after) / 86400)::bigint;
+		END IF;
+		IF TG_OP IN ('INSERT', 'UPDATE') THEN
+			INSERT INTO certificate_days AS d(day, unrevoked, revoked)
+			VALUES(floor(extract(epoch FROM NEW.not_after) / 86400)::bigint, (NEW.revoked_at IS NULL)::int, (NEW.revoked_at IS NOT NULL)::int)
+			ON CONFLICT(day) DO UPDATE SET unrevoked = d.unrevoked + excluded.unrevoked, revoked = d.revoked + excluded.revoked;
+		END IF;
+		RETURN NULL;
+	END $$`,
+	// CREATE TRIGGER locks certificates against writes until the migration
+	// commits, so no write falls between the triggers and the backfill.
+	`CREATE TRIGGER certificate_days_insert AFTER INSERT ON certificates
+		FOR EACH ROW EXECUTE FUNCTION certificate_days_count()`,
+	`CREATE TRIGGER certificate_days_update AFTER UPDATE OF not_after, revoked_at ON certificates
+		FOR EACH ROW WHEN (OLD.not_after IS DISTINCT FROM NEW.not_after OR (OLD.revoked_at IS NULL) <> (NEW.revoked_at IS NULL))
+		EXECUTE FUNCTION certificate_days_count()`,
+	`CREATE TRIGGER certificate_days_delete AFTER DELETE ON certificates
+		FOR EACH ROW EXECUTE FUNCTION certificate_days_count()`,
+	`CREATE TRIGGER certificate_days_truncate AFTER TRUNCATE ON certificates
+		FOR EACH STATEMENT EXECUTE FUNCTION certificate_days_count()`,
+	`INSERT INTO certificate_days(day, unrevoked, revoked)
+		SELECT floor(extract(epoch FROM not_after) / 86400)::bigint,
+			COUNT(*) FILTER (WHERE revoked_at IS NULL), COUNT(*) FILTER (WHERE revoked_at IS NOT NULL)
+		FROM certificates GROUP BY 1`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

@@ -9,28 +9,23 @@ import (
 	"github.com/certportal/certportal/internal/store"
 )
 
-// ExpiryStats is a handful of counts, each answered from an index: active
-// and the next expiry from the unrevoked rows of certificates_expiry (range
-// scans on not_after), revoked from the partial index certificates_revoked,
-// expired as what is left of the total (SQLite counts a table from its
-// b-tree pages, a tenth of the time a range scan over the expired rows
-// takes, and those grow without bound), and the expiring windows from one
+// ExpiryStats is a handful of counts, each answered from an index or the
+// day counts: active, expired and revoked as the inventory report counts
+// them (certificate_days, inventory.go), the next expiry from the
+// unrevoked rows of certificates_expiry, and the expiring windows from one
 // range of certificates_expiry, each row's renewal check a probe of
 // certificates_active. The inventory never leaves the database.
 func (s *Store) ExpiryStats(ctx context.Context, at time.Time, within []time.Duration) (store.ExpiryStats, error) {
 	st := store.ExpiryStats{Expiring: make([]int, len(within))}
-	var total int
+	var unrevoked int
 	// One statement, so one snapshot: the counts add up.
-	err := s.conn().queryRow(ctx, `SELECT
-		(SELECT COUNT(*) FROM certificates),
-		(SELECT COUNT(*) FROM certificates`+s.d.IndexHint("certificates_expiry")+` WHERE revoked_at IS NULL AND not_after > ?1),
-		(SELECT COUNT(*) FROM certificates`+s.d.IndexHint("certificates_revoked")+` WHERE revoked_at IS NOT NULL),
+	err := s.conn().queryRow(ctx, `SELECT `+dayTotals+`, `+s.expiredBy(2)+`,
 		(SELECT MIN(not_after) FROM certificates`+s.d.IndexHint("certificates_expiry")+` WHERE revoked_at IS NULL AND not_after > ?1)`,
-		s.d.Time(at)).Scan(&total, &st.Active, &st.Revoked, timeCol{&st.NextExpiry})
+		append([]any{s.d.Time(at)}, s.expiredByArgs(at)...)...).Scan(&unrevoked, &st.Revoked, &st.Expired, timeCol{&st.NextExpiry})
 	if err != nil {
 		return st, fmt.Errorf("expiry stats: %w", err)
 	}
-	st.Expired = total - st.Active - st.Revoked
+	st.Active = unrevoked - st.Expired
 	if len(within) == 0 {
 		return st, nil
 	}

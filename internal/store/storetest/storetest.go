@@ -26,6 +26,8 @@ func Run(t *testing.T, open Open) {
 	t.Run("user search by prefix", func(t *testing.T) { testSearchUsersPrefix(t, open(t)) })
 	t.Run("concurrent inserts", func(t *testing.T) { testConcurrentInserts(t, open(t)) })
 	t.Run("inventory report", func(t *testing.T) { testInventory(t, open(t)) })
+	t.Run("inventory counts equal a direct count", func(t *testing.T) { testInventoryCountsExact(t, open(t)) })
+	t.Run("inventory counts with concurrent writers", func(t *testing.T) { testInventoryCountsConcurrent(t, open(t)) })
 	t.Run("certificates by serial, keyset", func(t *testing.T) { testCertificateScan(t, open(t)) })
 	t.Run("issuance reservations", func(t *testing.T) { testReservations(t, open(t)) })
 	t.Run("concurrent reservations", func(t *testing.T) { testConcurrentReservations(t, open(t)) })
