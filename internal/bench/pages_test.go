@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"testing"
 	"time"
 
@@ -54,6 +57,7 @@ func BenchmarkPages(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	checkInventoryPage(b, c, p.URL, path)
 	rssBefore := processPeakRSS(b, p.Pid)
 	b.ResetTimer()
 	for _, pg := range pages {
@@ -72,4 +76,59 @@ func BenchmarkPages(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(rssBefore, "portal_peak_rss_warm_MiB")
 	b.ReportMetric(processPeakRSS(b, p.Pid), "portal_peak_rss_MiB")
+}
+
+// checkInventoryPage: the five counts /audit/inventory shows equal a direct
+// count of the rows by each state's condition at the page's moment.
+func checkInventoryPage(b *testing.B, c *http.Client, base, path string) {
+	b.Helper()
+	resp, err := c.Get(base + "/audit/inventory")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("inventory page: %d %v", resp.StatusCode, err)
+	}
+	m := regexp.MustCompile(`state=active&amp;at=(\d+)" id="count-active">(\d+)<`).FindSubmatch(body)
+	if m == nil {
+		b.Fatalf("no active count on the page:\n%s", body)
+	}
+	at, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	raw, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	// The links give the page's moment to the second only, so it lies in
+	// [at, at+1s): count at both ends; the shown number must lie between
+	// (here certificates expire about 34 s apart, so mostly both agree).
+	for _, f := range []struct{ id, cond string }{
+		{"count-active", "revoked_at IS NULL AND not_after > ?1"},
+		{"count-exp7", "revoked_at IS NULL AND not_after > ?1 AND not_after <= ?1 + 7 * 86400000"},
+		{"count-exp30", "revoked_at IS NULL AND not_after > ?1 AND not_after <= ?1 + 30 * 86400000"},
+		{"count-expired", "revoked_at IS NULL AND not_after <= ?1"},
+		{"count-revoked", "revoked_at IS NOT NULL"},
+	} {
+		sm := regexp.MustCompile(`id="` + f.id + `">(\d+)<`).FindSubmatch(body)
+		if sm == nil {
+			b.Fatalf("no %s on the page", f.id)
+		}
+		shown, _ := strconv.Atoi(string(sm[1]))
+		var lo, hi int
+		for i, ms := range []int64{at * 1000, at*1000 + 999} {
+			var n int
+			if err := raw.QueryRow(`SELECT COUNT(*) FROM certificates WHERE `+f.cond, ms).Scan(&n); err != nil {
+				b.Fatal(err)
+			}
+			if i == 0 {
+				lo, hi = n, n
+			}
+			lo, hi = min(lo, n), max(hi, n)
+		}
+		if shown < lo || shown > hi {
+			b.Errorf("%s: the page shows %d, a direct count %d..%d", f.id, shown, lo, hi)
+		}
+	}
 }

@@ -316,9 +316,13 @@ var migrations = []string{
 	// replica of an older version during a rolling upgrade, a restore, psql
 	// by hand), so the counts are exact; a state at a moment is a sum over
 	// these rows plus one day's range of certificates_expiry
-	// (sqlstore/inventory.go). A write locks its day's row until it
-	// commits; every transaction writes one certificate, so two never wait
-	// on each other's rows in opposite orders.
+	// (sqlstore/inventory.go). The triggers are per statement, over its
+	// transition tables: a statement changing many rows makes one update
+	// per day it touches, in day order, rather than one per row (a million
+	// updates of a few hundred rows in one transaction leave a million dead
+	// versions no HOT pruning can remove until it ends, and every count
+	// then reads them), and a revocation repeated changes nothing and
+	// takes no lock. A write holds its days' rows until it commits.
 	`CREATE TABLE certificate_days (
 		day       bigint PRIMARY KEY,
 		unrevoked bigint NOT NULL DEFAULT 0,
@@ -328,16 +332,27 @@ var migrations = []string{
 	BEGIN
 		IF TG_OP = 'TRUNCATE' THEN
 			DELETE FROM certificate_days;
-			RETURN NULL;
-		END IF;
-		IF TG_OP IN ('UPDATE', 'DELETE') THEN
-			UPDATE certificate_days AS d SET unrevoked = d.unrevoked - (OLD.revoked_at IS NULL)::int,
-				revoked = d.revoked - (OLD.revoked_at IS NOT NULL)::int
-			WHERE d.day = floor(extract(epoch FROM OLD.not_after) / 86400)::bigint;
-		END IF;
-		IF TG_OP IN ('INSERT', 'UPDATE') THEN
+		ELSIF TG_OP = 'INSERT' THEN
 			INSERT INTO certificate_days AS d(day, unrevoked, revoked)
-			VALUES(floor(extract(epoch FROM NEW.not_after) / 86400)::bigint, (NEW.revoked_at IS NULL)::int, (NEW.revoked_at IS NOT NULL)::int)
+			SELECT floor(extract(epoch FROM not_after) / 86400)::bigint,
+				COUNT(*) FILTER (WHERE revoked_at IS NULL), COUNT(*) FILTER (WHERE revoked_at IS NOT NULL)
+			FROM new_rows GROUP BY 1 ORDER BY 1
+			ON CONFLICT(day) DO UPDATE SET unrevoked = d.unrevoked + excluded.unrevoked, revoked = d.revoked + excluded.revoked;
+		ELSIF TG_OP = 'DELETE' THEN
+			INSERT INTO certificate_days AS d(day, unrevoked, revoked)
+			SELECT floor(extract(epoch FROM not_after) / 86400)::bigint,
+				-COUNT(*) FILTER (WHERE revoked_at IS NULL), -COUNT(*) FILTER (WHERE revoked_at IS NOT NULL)
+			FROM old_rows GROUP BY 1 ORDER BY 1
+			ON CONFLICT(day) DO UPDATE SET unrevoked = d.unrevoked + excluded.unrevoked, revoked = d.revoked + excluded.revoked;
+		ELSE
+			INSERT INTO certificate_days AS d(day, unrevoked, revoked)
+			SELECT day, SUM(u), SUM(r) FROM (
+				SELECT floor(extract(epoch FROM not_after) / 86400)::bigint AS day,
+					-(revoked_at IS NULL)::int AS u, -(revoked_at IS NOT NULL)::int AS r FROM old_rows
+				UNION ALL
+				SELECT floor(extract(epoch FROM not_after) / 86400)::bigint,
+					(revoked_at IS NULL)::int, (revoked_at IS NOT NULL)::int FROM new_rows
+			) AS c GROUP BY day HAVING SUM(u) <> 0 OR SUM(r) <> 0 ORDER BY day
 			ON CONFLICT(day) DO UPDATE SET unrevoked = d.unrevoked + excluded.unrevoked, revoked = d.revoked + excluded.revoked;
 		END IF;
 		RETURN NULL;
@@ -345,12 +360,11 @@ var migrations = []string{
 	// CREATE TRIGGER locks certificates against writes until the migration
 	// commits, so no write falls between the triggers and the backfill.
 	`CREATE TRIGGER certificate_days_insert AFTER INSERT ON certificates
-		FOR EACH ROW EXECUTE FUNCTION certificate_days_count()`,
-	`CREATE TRIGGER certificate_days_update AFTER UPDATE OF not_after, revoked_at ON certificates
-		FOR EACH ROW WHEN (OLD.not_after IS DISTINCT FROM NEW.not_after OR (OLD.revoked_at IS NULL) <> (NEW.revoked_at IS NULL))
-		EXECUTE FUNCTION certificate_days_count()`,
+		REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION certificate_days_count()`,
+	`CREATE TRIGGER certificate_days_update AFTER UPDATE ON certificates
+		REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION certificate_days_count()`,
 	`CREATE TRIGGER certificate_days_delete AFTER DELETE ON certificates
-		FOR EACH ROW EXECUTE FUNCTION certificate_days_count()`,
+		REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION certificate_days_count()`,
 	`CREATE TRIGGER certificate_days_truncate AFTER TRUNCATE ON certificates
 		FOR EACH STATEMENT EXECUTE FUNCTION certificate_days_count()`,
 	`INSERT INTO certificate_days(day, unrevoked, revoked)
