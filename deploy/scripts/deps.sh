@@ -2,7 +2,8 @@
 # Installs the Debian packages certportal's tests run against, when missing:
 # nginx (mTLS end to end), chromium (browser test), postgresql (multi-replica
 # store), and the programs users open .p12 files with, which internal/bundle's
-# tests run: openssl, NSS's pk12util (libnss3-tools), Java's keytool
+# tests run: openssl, NSS's pk12util (libnss3-tools, with certutil and tstclnt, which
+# TestBrowserDeviceKey imports into and reaches nginx with), Java's keytool
 # (default-jre-headless), systemd-analyze (systemd) and Debian's Python with python3-cryptography.
 # fonts-noto-cjk: Korean text in the browser tests' screenshots.
 # prometheus: promtool checks and unit-tests deploy/prometheus's alert rules,
@@ -19,6 +20,7 @@ have promtool || need+=(prometheus)
 # systemd-analyze checks deploy/systemd's units.
 have systemd-analyze || need+=(systemd)
 have pk12util || need+=(libnss3-tools)
+have tstclnt  || [[ " ${need[*]} " == *" libnss3-tools "* ]] || need+=(libnss3-tools)
 have keytool  || need+=(default-jre-headless)
 /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
