@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"html"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -462,7 +463,7 @@ func TestMFAHelpdeskOnlyPortalUsers(t *testing.T) {
 	for _, u := range []string{"vera", "dave", "erin"} {
 		secrets[u] = adminEnrol(t, v, u, method)
 	}
-	p := startPortal(t, v, nil)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_PUBLIC_URL": "https://certs.example.com"})
 	db := openSQLite(t, p.DB)
 	helen := newBrowser(t, p.URL)
 	helen.passwordStep("helen", v.Password(t, "helen"))
@@ -509,8 +510,31 @@ func TestMFAHelpdeskOnlyPortalUsers(t *testing.T) {
 	gina.passwordStep("gina", pw)
 	mustLanded(t, gina.codeStep(code(t, ginaSecret, time.Now())), "gina's login")
 	makeEnrolLink(t, helen, "gina", true)
-	// An employee is the helpdesk's to reset, as before.
-	link := makeEnrolLink(t, helen, "erin", true)
+	// An employee is the helpdesk's to reset, as before; the link leads to
+	// the portal's configured address whatever Host the request named.
+	req, _ := http.NewRequest(http.MethodPost, p.URL+"/helpdesk/users/erin/mfa", strings.NewReader(url.Values{"ticket": {"INC-8"}, "reset": {"1"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Host = "evil.example"
+	base, _ := url.Parse(p.URL)
+	for _, c := range helen.c.Jar.Cookies(base) {
+		req.AddCookie(c)
+	}
+	resp, err := (&http.Client{}).Do(req) // helen's cookies, sent whatever the Host
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	r := &response{Response: resp, Body: body}
+	m := enrolLinkRe.FindSubmatch(r.Body)
+	if r.StatusCode != http.StatusOK || m == nil || !strings.HasPrefix(html.UnescapeString(string(m[1])), "https://certs.example.com/enrol?token=") {
+		t.Fatalf("erin's link with Host evil.example: status %d, link %q\n%s", r.StatusCode, m, r.Body)
+	}
+	u, err := url.Parse(html.UnescapeString(string(m[1])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := u.RequestURI()
 	if err := vaultMFALogin(t, v, "erin", pw, method, secrets["erin"]); err == nil {
 		t.Error("erin's old secret still works after the helpdesk's reset")
 	}

@@ -113,7 +113,7 @@ func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Optio
 	}
 	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m,
 		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes, SessionRecheck: cfg.SessionRecheck,
-		WhoamiURL: cfg.ServiceURL, AccountName: cfg.AccountName,
+		WhoamiURL: cfg.ServiceURL, AccountName: cfg.AccountName, PublicURL: cfg.PublicURL,
 		Reminders: s, Now: o.Now, VaultClock: vc})
 	if err != nil {
 		st.Close()

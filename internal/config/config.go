@@ -651,10 +651,10 @@ func (c Config) validateNotify() error {
 			return errors.New("CERTPORTAL_NOTIFY_WEBHOOK: want an http(s) URL")
 		}
 	}
-	if c.NotifyEnabled() {
+	if c.NotifyEnabled() || c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return fmt.Errorf("public-url %q: reminders link to the renew page, so set CERTPORTAL_PUBLIC_URL to the portal's address, e.g. https://certs.example.com", c.PublicURL)
+			return fmt.Errorf("public-url %q: reminders and enrolment links are built from it, so set CERTPORTAL_PUBLIC_URL to the portal's address, e.g. https://certs.example.com", c.PublicURL)
 		}
 	}
 	return nil

@@ -33,11 +33,18 @@ func (s *Server) helpdeskEnrol(w http.ResponseWriter, r *http.Request) {
 	}
 	p := s.newPage(r, "enrol.link_title")
 	p.Target = link.Username
-	scheme := "http"
-	if s.Secure || r.TLS != nil {
-		scheme = "https"
+	// The portal's configured address when there is one: the Host header
+	// is the client's to choose, and a link the agent passes on must not
+	// lead anywhere else.
+	base := strings.TrimRight(s.PublicURL, "/")
+	if base == "" {
+		scheme := "http"
+		if s.Secure || r.TLS != nil {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
 	}
-	p.EnrolURL = scheme + "://" + r.Host + "/enrol?token=" + url.QueryEscape(link.Token)
+	p.EnrolURL = base + "/enrol?token=" + url.QueryEscape(link.Token)
 	p.EnrolExpires = link.ExpiresAt
 	w.Header().Set("Cache-Control", "no-store")
 	s.render(w, r, http.StatusOK, "enrol_link", p)

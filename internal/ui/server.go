@@ -55,6 +55,10 @@ type Deps struct {
 	// AccountName is what employees call the account they log in with
 	// (CERTPORTAL_ACCOUNT_NAME); empty: the catalog's "your company account".
 	AccountName string
+	// PublicURL is the portal's address as users reach it
+	// (CERTPORTAL_PUBLIC_URL): enrolment links are built from it rather
+	// than from the request's Host header, which the client chooses.
+	PublicURL string
 	// Reminders records users' languages and lists the expiry reminders
 	// sent to them; nil: neither.
 	Reminders Reminders
