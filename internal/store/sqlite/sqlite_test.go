@@ -227,3 +227,68 @@ func TestRebuildDailyAgrees(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsyncedWrites: a place under the cap (reservation, release) commits
+// at synchronous=NORMAL on the writer's connection, without an fsync of its
+// own; every other write, and any group that holds one, commits at FULL.
+// An unsynced reservation counts at once for the next one.
+func TestUnsyncedWrites(t *testing.T) {
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	level := func(dst *int) func(tx *wtx) error {
+		return func(tx *wtx) error { return tx.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(dst) }
+	}
+	const normal, full = 1, 2
+	for i, c := range []struct {
+		write func(func(*wtx) error) error
+		want  int
+	}{{db.writeUnsynced, normal}, {db.write, full}, {db.writeUnsynced, normal}, {db.writeDeferred, full}, {db.write, full}} {
+		var got int
+		if err := c.write(level(&got)); err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("write %d ran at synchronous %d; want %d", i, got, c.want)
+		}
+	}
+
+	// A group with an unsynced and a synced request commits at FULL. The
+	// writer is idle (every request above was answered), so the group
+	// runs here as the writer would run it.
+	var a, b int
+	ra, rb := make(chan error, 1), make(chan error, 1)
+	db.commitGroup([]writeReq{{fn: level(&a), res: ra, unsynced: true}, {fn: level(&b), res: rb}})
+	if err := errors.Join(<-ra, <-rb); err != nil {
+		t.Fatal(err)
+	}
+	if a != full || b != full {
+		t.Errorf("mixed group ran at synchronous %d/%d; want %d", a, b, full)
+	}
+
+	now := time.Now()
+	r := store.Reservation{Username: "alice", Max: 1, At: now, Expires: now.Add(time.Minute)}
+	commits, unsynced := db.w.commits.Load(), db.w.unsynced.Load()
+	id, err := db.ReserveIssuance(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ReserveIssuance(ctx, r); !errors.Is(err, store.ErrCapReached) {
+		t.Fatalf("second reservation with one place: %v; want ErrCapReached", err)
+	}
+	c := &store.Certificate{Serial: "03:01", Username: "alice", Subject: "alice@example.com", KeyType: "ec-256",
+		Encryption: "modern", IssuedBy: "alice", IssuedAt: now, NotAfter: now.Add(time.Hour)}
+	e := &audit.Event{Time: now, Actor: "alice", Action: audit.ActionIssue, Outcome: audit.OutcomeSuccess, Serial: c.Serial, Details: "{}"}
+	if err := db.RecordIssuance(ctx, id, c, e); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ReleaseReservation(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if n, u := db.w.commits.Load()-commits, db.w.unsynced.Load()-unsynced; n != 4 || u != 3 {
+		t.Errorf("reserve, refused reserve, record, release: %d commits, %d unsynced; want 4 and 3 (the record synced)", n, u)
+	}
+}

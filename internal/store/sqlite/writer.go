@@ -3,8 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +26,21 @@ import (
 // finished download) may wait up to deferWindow for an urgent one to share
 // its commit, so it rarely costs an fsync of its own. Its caller still waits
 // for the commit and learns its outcome.
+//
+// An unsynced request (an issuance's place under the cap: its reservation
+// and release) is committed — visible to every connection at once, so the
+// cap holds — without an fsync of its own: a group of only such requests
+// commits with synchronous=NORMAL. In WAL mode that differs from FULL only
+// in the sync after the commit; the WAL is written in order, so the next
+// FULL commit (the issuance's record, which nothing is handed out before)
+// makes it durable too, and recovery never keeps a later commit without an
+// earlier one. Lost to a power cut before that, a reservation is a place
+// that frees itself (reservationTTL); the issuance it belonged to died with
+// the machine and handed nothing out.
+//
+// The writer keeps one connection of its own, since synchronous is a
+// setting of the connection, and runs BEGIN IMMEDIATE and COMMIT on it
+// itself with statements prepared on it once.
 type writer struct {
 	reqs chan writeReq
 	done chan struct{}
@@ -31,31 +48,35 @@ type writer struct {
 	mu     sync.RWMutex // held for reading while sending; Close takes it to close reqs
 	closed bool
 
-	commits atomic.Int64 // commits attempted, for the benchmark
+	commits  atomic.Int64 // commits attempted, for the benchmark
+	unsynced atomic.Int64 // of which with synchronous=NORMAL, for the tests
 
-	// stmts holds the writer's prepared statements by query text; only the
-	// writer goroutine touches it. The same few statements run on every
-	// append, and parsing them each time cost a fifth of the writer's CPU.
+	// conn is the writer's connection, nil until the first group (and
+	// after one that found it broken); only the writer goroutine touches
+	// it, its stmts and sync.
+	conn *sql.Conn
+	// stmts holds the writer's prepared statements by query text. The
+	// same few statements run on every append, and parsing them each time
+	// cost a fifth of the writer's CPU.
 	stmts map[string]*sql.Stmt
+	// synced is whether conn is at synchronous=FULL (false: NORMAL).
+	synced bool
 }
 
-// wtx is a write transaction whose statements are prepared once and reused.
-type wtx struct {
-	*sql.Tx
-	w  *writer
-	db *sql.DB
-}
+// wtx is the writer's open transaction: the statements of the requests
+// of one group, on the writer's connection.
+type wtx struct{ w *writer }
 
 func (t *wtx) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	st, ok := t.w.stmts[q]
 	if !ok {
 		var err error
-		if st, err = t.db.PrepareContext(ctx, q); err != nil {
+		if st, err = t.w.conn.PrepareContext(ctx, q); err != nil {
 			return nil, err
 		}
 		t.w.stmts[q] = st
 	}
-	return t.Tx.StmtContext(ctx, st), nil
+	return st, nil
 }
 
 func (t *wtx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
@@ -79,7 +100,7 @@ func (t *wtx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.R
 	if err != nil {
 		// A *sql.Row cannot be built with an error outside database/sql;
 		// the unprepared query reports the same error from Scan.
-		return t.Tx.QueryRowContext(ctx, q, args...)
+		return t.w.conn.QueryRowContext(ctx, q, args...)
 	}
 	return st.QueryRowContext(ctx, args...)
 }
@@ -88,6 +109,7 @@ type writeReq struct {
 	fn       func(tx *wtx) error
 	res      chan error
 	deferred bool
+	unsynced bool // needs no fsync of its own (see writer)
 }
 
 const (
@@ -105,11 +127,7 @@ func (s *DB) startWriter() {
 
 func (s *DB) runWriter() {
 	defer close(s.w.done)
-	defer func() {
-		for _, st := range s.w.stmts {
-			st.Close()
-		}
-	}()
+	defer s.w.dropConn()
 	open := true
 	for open {
 		first, ok := <-s.w.reqs
@@ -155,6 +173,52 @@ func (s *DB) runWriter() {
 	}
 }
 
+// dropConn closes the writer's statements and gives its connection back
+// (closed, so a broken one is not reused).
+func (w *writer) dropConn() {
+	for q, st := range w.stmts {
+		st.Close()
+		delete(w.stmts, q)
+	}
+	if w.conn != nil {
+		_ = w.conn.Raw(func(any) error { return driver.ErrBadConn }) // discard, never pool, the connection
+		w.conn.Close()
+		w.conn = nil
+	}
+}
+
+// begin opens the group's transaction on the writer's connection, at
+// synchronous=FULL when synced, NORMAL otherwise.
+func (s *DB) begin(ctx context.Context, synced bool) error {
+	w := s.w
+	if w.conn == nil {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		w.conn, w.synced = c, true // the DSN's synchronous(FULL)
+	}
+	if w.synced != synced {
+		level := "FULL"
+		if !synced {
+			level = "NORMAL"
+		}
+		if _, err := w.conn.ExecContext(ctx, `PRAGMA synchronous = `+level); err != nil {
+			w.dropConn() // its level is unknown now
+			return fmt.Errorf("synchronous %s: %w", level, err)
+		}
+		w.synced = synced
+	}
+	tx := &wtx{w: w}
+	if _, err := tx.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
+			w.dropConn()
+		}
+		return err
+	}
+	return nil
+}
+
 func (s *DB) commitGroup(group []writeReq) {
 	// The requests' contexts are not used: a write a caller gave up on must
 	// still end in a known state, and the caller waits for it anyway.
@@ -165,34 +229,51 @@ func (s *DB) commitGroup(group []writeReq) {
 			r.res <- err
 		}
 	}
-	sqltx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
+	synced := false
+	for _, r := range group {
+		synced = synced || !r.unsynced
+	}
+	if err := s.begin(ctx, synced); err != nil {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
-	tx := &wtx{Tx: sqltx, w: s.w, db: s.db}
+	tx := &wtx{w: s.w}
+	rollback := func() {
+		if _, err := tx.ExecContext(ctx, `ROLLBACK`); err != nil {
+			// A transaction SQLite has already rolled back (an I/O error
+			// at COMMIT) says so; anything else leaves the connection in
+			// a state nobody knows: the next group takes a new one.
+			if !strings.Contains(err.Error(), "no transaction is active") {
+				s.w.dropConn()
+			}
+		}
+	}
 	for i, r := range group {
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT req`); err != nil {
-			tx.Rollback()
+			rollback()
 			fail(fmt.Errorf("savepoint: %w", err))
 			return
 		}
 		if err := r.fn(tx); err != nil {
 			results[i] = err
 			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO req`); rerr != nil {
-				tx.Rollback()
+				rollback()
 				fail(fmt.Errorf("rollback to savepoint: %w (after %v)", rerr, err))
 				return
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `RELEASE req`); err != nil {
-			tx.Rollback()
+			rollback()
 			fail(fmt.Errorf("release savepoint: %w", err))
 			return
 		}
 	}
 	s.w.commits.Add(1)
-	if err := tx.Commit(); err != nil {
+	if !synced {
+		s.w.unsynced.Add(1)
+	}
+	if _, err := tx.ExecContext(ctx, `COMMIT`); err != nil {
+		rollback()
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
@@ -202,20 +283,29 @@ func (s *DB) commitGroup(group []writeReq) {
 }
 
 // write runs fn in the next group commit and returns its outcome.
-func (s *DB) write(fn func(tx *wtx) error) error { return s.submit(fn, false) }
+func (s *DB) write(fn func(tx *wtx) error) error { return s.submit(writeReq{fn: fn}) }
 
 // writeDeferred is write for records of things already done: the commit may
 // wait up to deferWindow to share an fsync with other writes.
-func (s *DB) writeDeferred(fn func(tx *wtx) error) error { return s.submit(fn, true) }
+func (s *DB) writeDeferred(fn func(tx *wtx) error) error {
+	return s.submit(writeReq{fn: fn, deferred: true})
+}
 
-func (s *DB) submit(fn func(tx *wtx) error, deferred bool) error {
+// writeUnsynced is write for what needs no fsync of its own (see writer):
+// it is committed, and durable with the next synchronous commit.
+func (s *DB) writeUnsynced(fn func(tx *wtx) error) error {
+	return s.submit(writeReq{fn: fn, unsynced: true})
+}
+
+func (s *DB) submit(r writeReq) error {
 	res := make(chan error, 1)
+	r.res = res
 	s.w.mu.RLock()
 	if s.w.closed {
 		s.w.mu.RUnlock()
 		return errors.New("sqlite store closed")
 	}
-	s.w.reqs <- writeReq{fn: fn, res: res, deferred: deferred}
+	s.w.reqs <- r
 	s.w.mu.RUnlock()
 	return <-res
 }
@@ -229,6 +319,10 @@ func (w sqliteWriter) Write(_ context.Context, fn func(sqlstore.Querier) error) 
 
 func (w sqliteWriter) WriteDeferred(_ context.Context, fn func(sqlstore.Querier) error) error {
 	return w.s.writeDeferred(func(tx *wtx) error { return fn(tx) })
+}
+
+func (w sqliteWriter) WriteUnsynced(_ context.Context, fn func(sqlstore.Querier) error) error {
+	return w.s.writeUnsynced(func(tx *wtx) error { return fn(tx) })
 }
 
 // stopWriter lets queued writes finish, then stops the writer.

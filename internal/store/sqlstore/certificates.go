@@ -116,7 +116,9 @@ const placesTaken = `SELECT
 // the insert.
 func (s *Store) ReserveIssuance(ctx context.Context, r store.Reservation) (string, error) {
 	id := rand.Text()
-	err := s.write(ctx, func(x q) error {
+	// Unsynced: the issuance's record, which must be on disk before
+	// anything is handed out, is synced after it (store.Writer).
+	err := s.writeUnsynced(ctx, func(x q) error {
 		if s.d.LockUser != "" {
 			if _, err := x.exec(ctx, s.d.LockUser, r.Username); err != nil {
 				return fmt.Errorf("reserve issuance: lock: %w", err)
@@ -146,7 +148,7 @@ func (s *Store) ReserveIssuance(ctx context.Context, r store.Reservation) (strin
 }
 
 func (s *Store) ReleaseReservation(ctx context.Context, id string) error {
-	return s.write(ctx, func(x q) error { return releaseReservation(ctx, x, id) })
+	return s.writeUnsynced(ctx, func(x q) error { return releaseReservation(ctx, x, id) })
 }
 
 func releaseReservation(ctx context.Context, x q, id string) error {

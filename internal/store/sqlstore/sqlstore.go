@@ -96,6 +96,13 @@ type Writer interface {
 	// WriteDeferred is Write for records of something already done: the
 	// commit may be held briefly to share it with other writes.
 	WriteDeferred(ctx context.Context, fn func(Querier) error) error
+	// WriteUnsynced is Write for what needs no flush of its own: it
+	// returns once committed and visible to every connection, and is
+	// durable once a later Write has returned (SQLite commits it without
+	// an fsync; the next synchronous commit syncs the WAL, in order). Only
+	// for rows whose loss in a crash of the machine is harmless: an
+	// issuance's place under the cap, which frees itself by expiring.
+	WriteUnsynced(ctx context.Context, fn func(Querier) error) error
 }
 
 // Store implements store.Store but for Locker and Close, which the
@@ -190,6 +197,10 @@ func (s *Store) writeDeferred(ctx context.Context, fn func(q) error) error {
 	return s.w.WriteDeferred(ctx, func(x Querier) error { return fn(q{x, s}) })
 }
 
+func (s *Store) writeUnsynced(ctx context.Context, fn func(q) error) error {
+	return s.w.WriteUnsynced(ctx, func(x Querier) error { return fn(q{x, s}) })
+}
+
 // inTx runs fn in a database/sql transaction of its own, outside any Writer.
 func (s *Store) inTx(ctx context.Context, fn func(q) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -216,6 +227,13 @@ func (w txWriter) Write(ctx context.Context, fn func(Querier) error) error {
 }
 
 func (w txWriter) WriteDeferred(ctx context.Context, fn func(Querier) error) error {
+	return w.Write(ctx, fn)
+}
+
+// WriteUnsynced is a durable Write: PostgreSQL's replicas do not die with
+// the database server, so a reservation lost in its crash could let an
+// issuance under way pass the cap.
+func (w txWriter) WriteUnsynced(ctx context.Context, fn func(Querier) error) error {
 	return w.Write(ctx, fn)
 }
 
