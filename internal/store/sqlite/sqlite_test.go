@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/store/sqlstore"
 	"github.com/certportal/certportal/internal/store/storetest"
 )
 
@@ -290,5 +292,48 @@ func TestUnsyncedWrites(t *testing.T) {
 	}
 	if n, u := db.w.commits.Load()-commits, db.w.unsynced.Load()-unsynced; n != 4 || u != 3 {
 		t.Errorf("reserve, refused reserve, record, release: %d commits, %d unsynced; want 4 and 3 (the record synced)", n, u)
+	}
+}
+
+// TestReservationCountPlan: the reservation's count looks the certificates
+// it replaces up by serial. Left to SQLite's planner, it walked every active
+// certificate of the user and read each row for its serial, the writer's
+// costliest statement per issuance once a user holds a few hundred.
+func TestReservationCountPlan(t *testing.T) {
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.db.Query(`EXPLAIN QUERY PLAN `+sqlstore.PlacesTaken(&dialect), "alice", 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var covering, bySerial int
+	for _, d := range plan {
+		switch {
+		case strings.Contains(d, "certificates USING COVERING INDEX certificates_active"):
+			covering++
+		case strings.Contains(d, "certificates USING INDEX sqlite_autoindex_certificates_1 (serial=?)"):
+			bySerial++
+		case strings.Contains(d, "SEARCH certificates") || strings.Contains(d, "SCAN certificates"):
+			t.Errorf("certificates read neither from the covering index nor by serial: %q", d)
+		}
+	}
+	if covering != 1 || bySerial != 1 {
+		t.Errorf("plan:\n%s\nwant the active count from the covering index and the replaced ones by serial", strings.Join(plan, "\n"))
 	}
 }

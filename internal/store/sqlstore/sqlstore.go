@@ -112,6 +112,8 @@ type Store struct {
 	d  *Dialect
 	w  Writer
 
+	placesTaken string // the reservation's count, for the dialect
+
 	rebound  sync.Map // query text -> its $N form (PostgreSQL)
 	prepared sync.Map // query text -> *sql.Stmt (PrepareReads)
 }
@@ -119,7 +121,7 @@ type Store struct {
 // New returns the shared implementation on db. w nil: each write is a
 // transaction of its own.
 func New(db *sql.DB, d *Dialect, w Writer) *Store {
-	s := &Store{db: db, d: d, w: w}
+	s := &Store{db: db, d: d, w: w, placesTaken: PlacesTaken(d)}
 	if w == nil {
 		s.w = txWriter{s}
 	}
