@@ -248,6 +248,18 @@ func (s *DB) commitGroup(group []writeReq) {
 			}
 		}
 	}
+	if len(group) == 1 {
+		// Alone in its group, a request needs no savepoint: if it fails,
+		// the whole transaction is its own and is rolled back.
+		r := group[0]
+		if err := r.fn(tx); err != nil {
+			rollback()
+			r.res <- err
+			return
+		}
+		s.commit(ctx, tx, group, results, synced, rollback, fail)
+		return
+	}
 	for i, r := range group {
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT req`); err != nil {
 			rollback()
@@ -268,6 +280,11 @@ func (s *DB) commitGroup(group []writeReq) {
 			return
 		}
 	}
+	s.commit(ctx, tx, group, results, synced, rollback, fail)
+}
+
+// commit commits the group's transaction and answers its requests.
+func (s *DB) commit(ctx context.Context, tx *wtx, group []writeReq, results []error, synced bool, rollback func(), fail func(error)) {
 	s.w.commits.Add(1)
 	if !synced {
 		s.w.unsynced.Add(1)
