@@ -195,7 +195,7 @@ func TestOffboardHoldToldToHelpdeskOnce(t *testing.T) {
 		return storeInt(t, dsn, `SELECT COUNT(*) FROM audit_events WHERE action = 'offboard.resumed'`) == 1
 	})
 	for _, p := range []*runningPortal{a, b} {
-		waitUntil(t, "certportal_offboard_held back to 0", 90*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "0" })
+		waitUntil(t, "certportal_offboard_held back to 0", 60*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "0" })
 	}
 
 	// The same two go again: a new hold, told again; still one resumption.

@@ -19,7 +19,7 @@ func newOffboardMetrics(reg *prometheus.Registry) offboardMetrics {
 	o := offboardMetrics{
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_offboard_held",
-			Help: "1 while this replica's last offboarding sweep held back (empty or unreadable user list, or more revocations than the limits allow) until an operator confirms; 0 otherwise.",
+			Help: "1 while an offboarding hold is in force (empty or unreadable user list, or more revocations than the limits allow) until a sweep completes unheld or an operator confirms; 0 otherwise. Every replica reports the hold, whichever of them or of the cron runs swept: alert on max().",
 		}),
 		lastRun: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_offboard_last_sweep_timestamp_seconds",
@@ -38,8 +38,9 @@ func newOffboardMetrics(reg *prometheus.Registry) offboardMetrics {
 }
 
 // OffboardSweep records how a sweep ended; result is ok, held, failed or
-// skipped. A held sweep raises certportal_offboard_held, any other
-// completed one lowers it.
+// skipped. A held sweep raises certportal_offboard_held, an ok one lowers
+// it; after a skipped or failed one the caller says with OffboardHeld
+// what the trail shows.
 func (m *Metrics) OffboardSweep(result string, at time.Time) {
 	if m == nil {
 		return
@@ -54,4 +55,20 @@ func (m *Metrics) OffboardSweep(result string, at time.Time) {
 	if result == "ok" || result == "held" {
 		m.offboard.lastRun.Set(float64(at.Unix()))
 	}
+}
+
+// OffboardHeld sets certportal_offboard_held from the shared state (the
+// trail's current hold) when this replica's own sweep did not decide it:
+// another replica or a cron run held the lock, or the sweep failed after
+// ending a hold. Otherwise a replica that keeps losing the lock would
+// report a hold that another one ended, and the alert would not clear.
+func (m *Metrics) OffboardHeld(held bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if held {
+		v = 1
+	}
+	m.offboard.held.Set(v)
 }

@@ -106,6 +106,7 @@ func (s *Service) Offboard(ctx context.Context, mode OffboardMode, confirmedBy s
 	}
 	if !ok {
 		s.opts.Metrics.OffboardSweep("skipped", s.now())
+		s.offboardHeldFromTrail(ctx)
 		return &OffboardResult{Skipped: true}, nil
 	}
 	defer unlock()
@@ -315,6 +316,22 @@ func (s *Service) offboardHold(ctx context.Context, mode OffboardMode, res *Offb
 	return s.record(ctx, e)
 }
 
+// offboardHeldFromTrail sets certportal_offboard_held from the trail, the
+// state every replica and cron run shares, when this replica's own sweep
+// did not decide it (it lost the lock, or failed): each replica's gauge
+// then says whether a hold is in force, not what it last saw itself.
+func (s *Service) offboardHeldFromTrail(ctx context.Context) {
+	if s.opts.Metrics == nil {
+		return
+	}
+	held, err := s.currentHold(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "offboard: cannot read the trail; certportal_offboard_held unchanged", "err", err)
+		return
+	}
+	s.opts.Metrics.OffboardHeld(held != nil)
+}
+
 // currentHold is the last offboard.held event when no confirmation or
 // resumption came after it: the hold still in force; nil when there is none.
 func (s *Service) currentHold(ctx context.Context) (*audit.Event, error) {
@@ -413,11 +430,12 @@ func (s *Service) offboardDone(ctx context.Context, mode OffboardMode, res *Offb
 			res.Revoked++
 		}
 	}
-	result := "ok"
 	if res.Failed > 0 {
-		result = "failed"
+		s.opts.Metrics.OffboardSweep("failed", s.now())
+		s.offboardHeldFromTrail(ctx) // a hold this sweep ended (offboard.resumed) is over
+	} else {
+		s.opts.Metrics.OffboardSweep("ok", s.now())
 	}
-	s.opts.Metrics.OffboardSweep(result, s.now())
 	if len(res.Users) > 0 || mode == OffboardConfirm {
 		if err := s.record(ctx, s.newEvent(ctx, OffboardActor, "", audit.ActionOffboardSweep, outcomeOf(res), "", map[string]string{
 			"listed_users": itoa(res.Listed), "active_users": itoa(res.ActiveUsers), "offboarded_users": itoa(len(res.Users)),
