@@ -196,7 +196,7 @@ func TestBrowserMFAJourney(t *testing.T) {
 
 	for _, tc := range []struct{ lang, user string }{{"en", "alice"}, {"ko", "bob"}} {
 		t.Run(tc.lang, func(t *testing.T) {
-			ctx := newWalkChrome(t, 6*time.Minute)
+			ctx := newChromeWithin(t, 6*time.Minute)
 			dlDir := t.TempDir()
 			done := downloadsTo(t, ctx, dlDir)
 			password := v.Password(t, tc.user)

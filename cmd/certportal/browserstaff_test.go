@@ -75,7 +75,7 @@ func TestBrowserHelpdeskWalk(t *testing.T) {
 	for _, lang := range []string{"en", "ko"} {
 		t.Run(lang, func(t *testing.T) {
 			s1, s2 := alice.issue("modern"), alice.issue("compat")
-			ctx := newWalkChrome(t, 4*time.Minute)
+			ctx := newChromeWithin(t, 4*time.Minute)
 			browserLogin(t, ctx, p.URL, lang, "helen", v.Password(t, "helen"))
 			if got := currentPath(t, ctx); got != "/helpdesk" {
 				t.Errorf("helpdesk staff landed on %q", got)
@@ -146,7 +146,7 @@ func TestBrowserAuditorWalk(t *testing.T) {
 	}
 	for _, lang := range []string{"en", "ko"} {
 		t.Run(lang, func(t *testing.T) {
-			ctx := newWalkChrome(t, 4*time.Minute)
+			ctx := newChromeWithin(t, 4*time.Minute)
 			browserLogin(t, ctx, p.URL, lang, "audrey", v.Password(t, "audrey"))
 			if got := currentPath(t, ctx); got != "/audit" {
 				t.Errorf("auditor landed on %q", got)

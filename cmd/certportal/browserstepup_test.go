@@ -82,7 +82,7 @@ func loginUntilStepUpDue(t *testing.T, ctx context.Context, url, password string
 	); err != nil {
 		t.Fatalf("browser login: %v", err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(45 * time.Second)
 	for {
 		var due bool
 		if err := chromedp.Run(ctx, chromedp.Evaluate(`fetch('/').then(r => r.text()).then(t => t.includes('name="stepup_password"'))`, &due,

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
@@ -28,39 +27,6 @@ import (
 // walkWidths are the viewport widths every walk checks: a common phone
 // (390 px CSS width) and a laptop window.
 var walkWidths = []int{390, 1280}
-
-// newWalkChrome is newChrome with a longer deadline: a walk visits many
-// pages at several widths.
-func newWalkChrome(t *testing.T, timeout time.Duration) context.Context {
-	t.Helper()
-	// Not t.TempDir: Chromium may still be writing its profile for a moment
-	// after it was told to stop, and TempDir's cleanup fails the test then.
-	profile, err := os.MkdirTemp("", "certportal-walk-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath(t)),
-		chromedp.UserDataDir(profile),
-		chromedp.NoSandbox, // tests run as root in CI
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
-	t.Cleanup(func() {
-		cancelTimeout()
-		cancelCtx()
-		cancelAlloc()
-		for i := 0; i < 50 && os.RemoveAll(profile) != nil; i++ {
-			time.Sleep(100 * time.Millisecond) // the profile is test scratch space; retry until Chromium let go
-		}
-	})
-	return ctx
-}
 
 // emulatedWidths remembers the width setViewport gave each browser tab:
 // a phone-emulating Chromium zooms out to show a page wider than the screen,
