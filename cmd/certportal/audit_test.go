@@ -224,7 +224,7 @@ func openSQLite(t *testing.T, path string) *sql.DB {
 
 func waitForEvents(t *testing.T, db *sql.DB, action string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var n int
 		if err := db.QueryRow(`SELECT count(*) FROM audit_events WHERE action = ?`, action).Scan(&n); err != nil {
@@ -234,7 +234,7 @@ func waitForEvents(t *testing.T, db *sql.DB, action string, want int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d %s events after 5s, want %d", n, action, want)
+			t.Fatalf("%d %s events after 30s, want %d", n, action, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -83,10 +83,10 @@ func TestAbortedLoginsAreCounted(t *testing.T) {
 		}
 	}
 	db := openSQLite(t, p.DB)
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for loginEvents(t, db, ip, "failure") < len(users) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d aborted logins recorded in the trail after 20s", loginEvents(t, db, ip, "failure"), len(users))
+			t.Fatalf("%d of %d aborted logins recorded in the trail after 60s", loginEvents(t, db, ip, "failure"), len(users))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

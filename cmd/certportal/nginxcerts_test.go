@@ -208,14 +208,14 @@ func TestNginxCertsCommand(t *testing.T) {
 			done <- run(ctx, []string{"nginx-certs", "--out-dir", wdir, "--server-name", "localhost", "--watch", "--crl-interval", "1s"},
 				func(k string) string { return env[k] }, &stdout, &stderr)
 		}()
-		deadline := time.Now().Add(20 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			if _, err := os.Stat(filepath.Join(wdir, nginxcerts.CRLFile)); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
 				cancel()
-				t.Fatalf("no files after 20s:\n%s", stderr.String())
+				t.Fatalf("no files after 60s:\n%s", stderr.String())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

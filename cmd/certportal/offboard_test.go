@@ -158,7 +158,7 @@ func pauseSweeps(t *testing.T, dsn string) func() {
 		t.Fatal(err)
 	}
 	var unlock func()
-	waitUntil(t, "the sweep's lock free", 10*time.Second, func() bool {
+	waitUntil(t, "the sweep's lock free", 30*time.Second, func() bool {
 		u, ok, err := st.TryLock(context.Background(), "offboard")
 		if err != nil {
 			t.Fatal(err)
@@ -380,7 +380,7 @@ func TestOffboardEmptyOrUnreadableList(t *testing.T) {
 	}
 	resume()
 	waitUntil(t, "certportal_offboard_held = 1", 60*time.Second, func() bool { return metricValue(t, p, "certportal_offboard_held") == "1" })
-	waitUntil(t, "an offboard.held event for the empty list", 10*time.Second, func() bool {
+	waitUntil(t, "an offboard.held event for the empty list", 30*time.Second, func() bool {
 		return storeInt(t, p.DB, `SELECT COUNT(*) FROM audit_events WHERE action = 'offboard.held' AND details LIKE '%is empty while 2 users hold active certificates%'`) == 1
 	})
 	for _, s := range serials {
@@ -416,7 +416,7 @@ func TestOffboardOneRunnerPostgres(t *testing.T) {
 	defer st.Close()
 	// The replicas sweep every 200ms: take the lock between two sweeps.
 	var unlock func()
-	waitUntil(t, "the sweep's lock free", 10*time.Second, func() bool {
+	waitUntil(t, "the sweep's lock free", 30*time.Second, func() bool {
 		u, ok, err := st.TryLock(context.Background(), "offboard")
 		if err != nil {
 			t.Fatal(err)
@@ -439,7 +439,7 @@ func TestOffboardOneRunnerPostgres(t *testing.T) {
 	skippedA := metricValue(t, a, `certportal_offboard_sweeps_total{result="skipped"}`)
 	skippedB := metricValue(t, b, `certportal_offboard_sweeps_total{result="skipped"}`)
 	if skippedA == "0" && skippedB == "0" {
-		waitUntil(t, "a replica skipping a sweep", 10*time.Second, func() bool {
+		waitUntil(t, "a replica skipping a sweep", 30*time.Second, func() bool {
 			return metricValue(t, a, `certportal_offboard_sweeps_total{result="skipped"}`) != "0"
 		})
 	}
@@ -451,7 +451,7 @@ func TestOffboardOneRunnerPostgres(t *testing.T) {
 	// More sweeps on both replicas, then count.
 	for _, p := range []*runningPortal{a, b} {
 		before := metricValue(t, p, `certportal_offboard_sweeps_total{result="ok"}`)
-		waitUntil(t, "another sweep", 10*time.Second, func() bool { return metricValue(t, p, `certportal_offboard_sweeps_total{result="ok"}`) != before })
+		waitUntil(t, "another sweep", 30*time.Second, func() bool { return metricValue(t, p, `certportal_offboard_sweeps_total{result="ok"}`) != before })
 	}
 	for _, u := range []string{"carol", "dave", "erin"} {
 		s := serials[u]

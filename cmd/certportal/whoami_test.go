@@ -143,7 +143,7 @@ func TestWhoamiRoundTrip(t *testing.T) {
 	if out, err := exec.Command(n.Bin, n.Args("-s", "reload")...).CombinedOutput(); err != nil {
 		t.Fatalf("nginx -s reload: %v %s", err, out)
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		status, body = n.Get(t, roots, "localhost", "/secure/whoami", &cert, nil)
 		if status == http.StatusBadRequest {
