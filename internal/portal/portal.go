@@ -334,6 +334,19 @@ func (s *Service) login(ctx context.Context, username, password, device string, 
 	switch {
 	case errors.Is(err, vault.ErrInvalidCredentials):
 		return nil, nil, recordFailure("invalid credentials", err)
+	case errors.Is(err, vault.ErrNoAnswer):
+		// Sent, but answered too late (or not at all): Vault may have
+		// checked the password and counted it towards its lockout, so the
+		// name's and the device's counts keep it, or a stranger keeping
+		// Vault slow could go past the per-name limit and lock the user in
+		// Vault. Only the address's count (the portal's own) is refunded.
+		s.throttle.refund(ip, s.now())
+		s.log.WarnContext(ctx, "login: Vault did not answer in time; the attempt counts", "user", s.recordedName(bg, username), "client_ip", ip)
+		if rerr := s.record(bg, s.newEvent(ctx, "", s.recordedName(bg, username), audit.ActionLogin, audit.OutcomeFailure, "",
+			deviceDetail(deviceKey, map[string]string{"reason": "no answer from vault in time (counted)"}))); rerr != nil {
+			return nil, nil, rerr
+		}
+		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
 	case err != nil:
 		// Not a wrong password: neither limit counts it.
 		s.throttle.refund(ip, s.now())

@@ -76,8 +76,13 @@ func (s *Service) StepUp(ctx context.Context, id *Identity, password, code, devi
 	}
 	unavailable := func(err error) error {
 		s.throttle.refund(ip, s.now())
-		s.refundUserAttempt(bg, userKey)
-		s.refundUserAttempt(bg, deviceKey)
+		if !errors.Is(err, vault.ErrNoAnswer) {
+			// Never checked by Vault. One it answered too late may have
+			// been (and counted towards its lockout): that stays counted,
+			// as at the login.
+			s.refundUserAttempt(bg, userKey)
+			s.refundUserAttempt(bg, deviceKey)
+		}
 		return &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
 	}
 	l, err := s.vault.LoginUserpass(bg, s.opts.UserpassMount, id.Username, password)

@@ -32,6 +32,10 @@ var (
 	ErrRefused            = errors.New("vault: request refused")
 	ErrUnavailable        = errors.New("vault: unavailable")
 	ErrNotFound           = errors.New("vault: not found")
+	// ErrNoAnswer (always with ErrUnavailable): the request timed out, so
+	// Vault may well have acted on it — a login it checked and counted
+	// towards its lockout. Callers must not treat it as never sent.
+	ErrNoAnswer = errors.New("vault: no answer in time")
 	// ErrMFAExpired: Vault no longer knows the pending login (its window,
 	// 300 s, passed, or the login was completed): the login starts over.
 	ErrMFAExpired = errors.New("vault: mfa request unknown or expired")
@@ -633,6 +637,9 @@ func classify(op string, err error, refusal error) error {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, context.DeadlineExceeded) || ne.Timeout() {
+			return fmt.Errorf("%s: %v: %w: %w", op, ne, ErrNoAnswer, ErrUnavailable)
+		}
 		return fmt.Errorf("%s: %v: %w", op, ne, ErrUnavailable)
 	}
 	// Connection refused and friends arrive as *url.Error wrapping *net.OpError.
