@@ -108,6 +108,11 @@ func (b *client) passwordStep(user, password string) {
 	if pg.StatusCode != http.StatusOK || !strings.Contains(string(pg.Body), `action="/login/mfa"`) || !strings.Contains(string(pg.Body), `name="code"`) {
 		b.t.Fatalf("code page: status %d\n%s", pg.StatusCode, pg.Body)
 	}
+	// Someone with no code (a lost phone, a QR page closed before it was
+	// scanned) is told who can help.
+	if !strings.Contains(string(pg.Body), `id="mfa-no-code"`) {
+		b.t.Errorf("code page says nothing to a user without a code:\n%s", pg.Body)
+	}
 }
 
 func (b *client) codeStep(c string) *response {
@@ -305,6 +310,10 @@ func makeEnrolLink(t *testing.T, b *client, user string, reset bool) string {
 	if r.StatusCode != http.StatusOK || m == nil || r.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("enrolment link for %s: status %d\n%s", user, r.StatusCode, r.Body)
 	}
+	// Shown once: no language link may load another page in its place.
+	if strings.Contains(string(r.Body), "hreflang=") {
+		t.Errorf("the one-time enrolment link page offers a language switch, which would lose the link:\n%s", r.Body)
+	}
 	u, err := url.Parse(html.UnescapeString(string(m[1])))
 	if err != nil {
 		t.Fatal(err)
@@ -329,6 +338,11 @@ func enrolThroughLink(t *testing.T, p *runningPortal, link, user, password strin
 	}
 	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'self' data:") || strings.Contains(csp, "script-src") {
 		t.Errorf("scan page CSP %q", csp)
+	}
+	// Shown once: a language switch would load the login page in its
+	// place and the secret, already made in Vault, would be lost.
+	if strings.Contains(string(r.Body), "hreflang=") {
+		t.Errorf("the one-time scan page offers a language switch:\n%s", r.Body)
 	}
 	// Shown in groups of four for typing in.
 	secret := strings.ReplaceAll(string(m[1]), " ", "")

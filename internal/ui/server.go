@@ -168,6 +168,10 @@ type page struct {
 	TOTPSecret   string
 	ScanIntro    string // catalog key: the scan page after a link, or at a first login (trust on first use)
 	MFAEnrol     bool   // the helpdesk user page offers enrolment
+	// OneTime marks a page that cannot be shown again (the QR code and
+	// key, the enrolment link): the header offers no language switch,
+	// whose link would load another page and lose it for good.
+	OneTime bool
 	// Step-up: StepUpDue puts password (and, with StepUpCode, code)
 	// fields into every gated form; the step-up page repeats a gated form
 	// (StepUpAction) with its non-secret fields kept (StepUpKeep) and its
@@ -388,6 +392,9 @@ func landing(id *portal.Identity) string {
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
 	t := s.pages[name]
 	p.Page = name
+	if name == "enrol_scan" || name == "enrol_link" {
+		p.OneTime = true
+	}
 	// Render to a buffer first, so a template failure becomes a clean 500
 	// rather than half a page with a 200.
 	var buf bytes.Buffer
