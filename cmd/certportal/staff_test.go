@@ -193,10 +193,11 @@ func TestErrorPagesAndRedirects(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path string
 		status             int
+		heading            string // what happened, not "Something went wrong" for all
 	}{
-		{"404", "GET", "/no-such-page", http.StatusNotFound},
-		{"405", "POST", "/helpdesk", http.StatusMethodNotAllowed},
-		{"403", "GET", "/audit", http.StatusForbidden},
+		{"404", "GET", "/no-such-page", http.StatusNotFound, "<h1>Page not found</h1>"},
+		{"405", "POST", "/helpdesk", http.StatusMethodNotAllowed, "<h1>Something went wrong</h1>"},
+		{"403", "GET", "/audit", http.StatusForbidden, "<h1>Not allowed</h1>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var r *response
@@ -207,6 +208,9 @@ func TestErrorPagesAndRedirects(t *testing.T) {
 			}
 			if r.StatusCode != tc.status || !strings.Contains(string(r.Body), "Signed in as helen") || !strings.Contains(string(r.Body), `id="nav-helpdesk"`) {
 				t.Fatalf("status %d, want %d with the signed-in header:\n%s", r.StatusCode, tc.status, r.Body)
+			}
+			if !strings.Contains(string(r.Body), tc.heading) || !strings.Contains(string(r.Body), `id="back">Go to the start page<`) {
+				t.Errorf("%s page: want %s and a link to the start page:\n%s", tc.name, tc.heading, r.Body)
 			}
 			if sw := helen.get(langHref(t, r.Body, "ko")); sw.StatusCode == http.StatusMethodNotAllowed {
 				t.Errorf("language switch on the %s page: 405", tc.name)

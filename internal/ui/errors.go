@@ -43,7 +43,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		s.Logger.InfoContext(r.Context(), "request refused", "code", string(code), "err", err)
 	}
 	setRetryAfter(w, pe)
-	p := s.newPage(r, "error.title")
+	p := s.newPage(r, errorTitle(status))
 	p.Error = portal.ErrorMessage(err)
 	if code == portal.EInternal {
 		p.Error = "error.internal"
@@ -56,9 +56,27 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // failStatus renders a plain status page with a catalog message.
 func (s *Server) failStatus(w http.ResponseWriter, r *http.Request, status int, key string) {
-	p := s.newPage(r, "error.title")
+	p := s.newPage(r, errorTitle(status))
 	p.Error = key
 	s.render(w, r, status, "error", p)
+}
+
+// errorTitle is the error page's heading (and the tab's title) for status:
+// what happened in a few words, so "Page not found" is not announced as
+// "Something went wrong" with the reason below it.
+func errorTitle(status int) string {
+	switch status {
+	case http.StatusForbidden:
+		return "error.title_forbidden"
+	case http.StatusNotFound:
+		return "error.title_not_found"
+	case http.StatusTooManyRequests:
+		return "error.title_too_many"
+	case http.StatusServiceUnavailable:
+		return "error.title_unavailable"
+	default:
+		return "error.title"
+	}
 }
 
 // setRetryAfter tells the client when to try again, in whole seconds
