@@ -64,6 +64,11 @@ func TestRevokeOwnAndOthers(t *testing.T) {
 	}
 	if r := alice.get("/certificates/" + mine + "/revoke"); r.StatusCode != http.StatusOK || !strings.Contains(string(r.Body), `id="revoke-form"`) {
 		t.Fatalf("confirm page: %d", r.StatusCode)
+	} else if b := string(r.Body); !strings.Contains(extract(r.Body, `id="revoke-cert">`, "</dl>"), "alice@example.com") ||
+		!strings.Contains(b, `id="revoke-submit" class="danger"`) || !strings.Contains(b, `id="revoke-cancel"`) {
+		// What is revoked, in facts a person reads (name, identity, serial,
+		// expiry), and a red button beside a way out.
+		t.Errorf("confirm page lacks the certificate's facts, the danger button or Cancel:\n%s", b)
 	}
 	// Someone else's serial: 403 on the confirm page and the post, nothing revoked.
 	if r := alice.get("/certificates/" + bobs + "/revoke"); r.StatusCode != http.StatusForbidden {
