@@ -339,6 +339,10 @@ func TestReconcile(t *testing.T) {
 	if !strings.Contains(vaultOnly, around) || !strings.Contains(vaultOnly, "mallory@example.com") {
 		t.Errorf("certificate issued around the portal not listed:\n%s", body)
 	}
+	// On a phone the rows stack as cards: each cell says what it is.
+	if !strings.Contains(vaultOnly, `data-label="Subject"`) || !strings.Contains(body, `<a href="/audit/inventory">`) {
+		t.Errorf("reconciliation rows without labels, or no way to the inventory report:\n%s", vaultOnly)
+	}
 	if strings.Contains(vaultOnly, mine) || strings.Contains(vaultOnly, "Issuing CA") {
 		t.Errorf("portal certificate or CA listed as issued around the portal:\n%s", vaultOnly)
 	}
