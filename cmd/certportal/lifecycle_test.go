@@ -62,6 +62,12 @@ func TestRevokeOwnAndOthers(t *testing.T) {
 	if !strings.Contains(string(home.Body), `data-serial="`+mine+`"`) || strings.Contains(string(home.Body), bobs) {
 		t.Fatal("dashboard does not list exactly alice's certificate")
 	}
+	// Screen readers read each field's hint with the field.
+	for _, want := range []string{`aria-describedby="password-hint"`, `id="password-hint"`, `aria-describedby="label-hint"`, `id="label-hint"`, `id="enc-hint"`} {
+		if !strings.Contains(string(home.Body), want) {
+			t.Errorf("issue form: no %s", want)
+		}
+	}
 	if r := alice.get("/certificates/" + mine + "/revoke"); r.StatusCode != http.StatusOK || !strings.Contains(string(r.Body), `id="revoke-form"`) {
 		t.Fatalf("confirm page: %d", r.StatusCode)
 	} else if b := string(r.Body); !strings.Contains(extract(r.Body, `id="revoke-cert">`, "</dl>"), "alice@example.com") ||

@@ -58,7 +58,7 @@ var catalog = map[Lang]map[string]string{
 		"install.title":                      "Install the file",
 		"install.intro":                      "Open the downloaded .p12 file on the device where you will use it. You will be asked for the file password you chose on this page.",
 		"install.yours":                      "(this device)",
-		"install.avoid":                      "Avoid:",
+		"install.avoid":                      "Watch out:",
 		"install.check":                      "Then check that it works:",
 		"install.check_link":                 "open the test page of the protected site",
 		"install.check_none":                 "Then open the protected site you need: your browser asks which certificate to use; choose the one with your name.",
