@@ -502,6 +502,10 @@ type ReconcileRun struct {
 	Listed                int    // serials in Vault's list
 	ToRead, Read          int    // serials new to the cache, and how many of them are read so far
 	VaultReads            int    // certificates read from Vault in this run (new ones and confirmations)
+	// ResultsRun is the run whose entries this one shows, 0 for its own: a
+	// run that found nothing changed since the last one keeps its results
+	// (ReconcileResults and PruneReconcileRuns follow it).
+	ResultsRun int64
 	ReconcileCounts
 }
 
@@ -536,6 +540,12 @@ type Reconciliations interface {
 	// still marked running was cut off: it is marked failed
 	// (RunInterrupted).
 	StartReconcileRun(ctx context.Context, r *ReconcileRun) (int64, error)
+	// ClaimInventoryChanges reports whether the inventory changed (any
+	// insert, update or delete of a certificate row, by the portal or
+	// directly in the database) since the last claim, and clears the mark;
+	// a change committed after the claim marks it again. The caller holds
+	// the reconcile lock.
+	ClaimInventoryChanges(ctx context.Context) (changed bool, err error)
 	// UpdateReconcileRun writes r's progress, state and counts.
 	UpdateReconcileRun(ctx context.Context, r *ReconcileRun) error
 	// ReconcileRuns returns the newest run whatever its state and the
@@ -552,9 +562,10 @@ type Reconciliations interface {
 	MismatchCandidates(ctx context.Context, after string, limit int) ([]*Certificate, error)
 	// AddReconcileResults stores entries of one group of a run.
 	AddReconcileResults(ctx context.Context, runID int64, group string, entries []ReconcileEntry) error
-	// ReconcileResults pages through one group of a run in serial order.
+	// ReconcileResults pages through one group of a run in serial order
+	// (the entries of the run it shows, see ResultsRun).
 	ReconcileResults(ctx context.Context, runID int64, group, after string, limit int) ([]ReconcileEntry, error)
-	// PruneReconcileRuns deletes the results of every run but keep, and
-	// runs older than it.
+	// PruneReconcileRuns deletes the results of every run but keep (those
+	// it shows, see ResultsRun), and runs older than it.
 	PruneReconcileRuns(ctx context.Context, keep int64) error
 }

@@ -169,6 +169,7 @@ var grants = []string{
 	`GRANT SELECT, INSERT, UPDATE, DELETE ON vault_certs, reconcile_runs, reconcile_results TO ` + restrictedRole,
 	`GRANT USAGE ON SEQUENCE reconcile_runs_id_seq TO ` + restrictedRole,
 	`GRANT SELECT, INSERT, UPDATE, DELETE ON certificate_days TO ` + restrictedRole,
+	`GRANT SELECT, UPDATE ON reconcile_state TO ` + restrictedRole,
 	`REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM ` + restrictedRole,
 }
 

@@ -30,6 +30,9 @@ var dialect = sqlstore.Dialect{
 	// is committed. The append takes it last, after any inventory row
 	// lock, so a holder never waits for anything else: no deadlock.
 	LockAudit: `SELECT pg_advisory_xact_lock(7162256626579498100)`,
+	// SHARE conflicts with the ROW EXCLUSIVE lock every INSERT, UPDATE and
+	// DELETE on certificates holds until its transaction ends.
+	LockInventory: `LOCK TABLE certificates IN SHARE MODE`,
 	// Reservations for one user run one after another on every replica.
 	// Class "caps" with hashtext(username): two-key locks never collide
 	// with the one-key audit and migration locks; two users whose names

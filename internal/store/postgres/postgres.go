@@ -19,6 +19,7 @@
 //	GRANT SELECT, INSERT, UPDATE, DELETE ON vault_certs, reconcile_runs, reconcile_results TO certportal;
 //	GRANT USAGE ON SEQUENCE reconcile_runs_id_seq TO certportal;
 //	GRANT SELECT, INSERT, UPDATE, DELETE ON certificate_days TO certportal;
+//	GRANT SELECT, UPDATE ON reconcile_state TO certportal;
 //	REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM certportal;
 //
 // (the REVOKE matters where broader grants such as GRANT ALL ON ALL TABLES
@@ -371,6 +372,27 @@ var migrations = []string{
 		SELECT floor(extract(epoch FROM not_after) / 86400)::bigint,
 			COUNT(*) FILTER (WHERE revoked_at IS NULL), COUNT(*) FILTER (WHERE revoked_at IS NOT NULL)
 		FROM certificates GROUP BY 1`,
+	// Whether the inventory changed since a reconciliation last looked
+	// (the trigger sees every change, the portal's or anyone's with the
+	// grants): a repeat run that finds Vault as the cache has it and this
+	// flag clear keeps the last run's results instead of computing them
+	// again (results_run: the run whose entries it shows; 0: its own). The
+	// flag's row is written only by the first change after a run cleared
+	// it, so issuances do not queue on it.
+	`CREATE TABLE reconcile_state (
+		id                integer PRIMARY KEY CHECK (id = 1),
+		inventory_changed boolean NOT NULL
+	)`,
+	`INSERT INTO reconcile_state(id, inventory_changed) VALUES(1, true)`,
+	`CREATE FUNCTION certificates_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		UPDATE reconcile_state SET inventory_changed = true WHERE id = 1 AND NOT inventory_changed;
+		RETURN NULL;
+	END
+	$$`,
+	`CREATE TRIGGER certificates_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON certificates
+		FOR EACH STATEMENT EXECUTE FUNCTION certificates_changed()`,
+	`ALTER TABLE reconcile_runs ADD COLUMN results_run bigint NOT NULL DEFAULT 0`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

@@ -190,3 +190,68 @@ func TestUnavailableServer(t *testing.T) {
 		})
 	}
 }
+
+// TestInventoryClaimWaitsForWriters: a reconciliation's claim of the
+// inventory's change flag waits for a transaction that changed the
+// inventory but has not committed, so the run's results (computed after
+// the claim) include that change. Without the wait the claim would clear a
+// flag the writer had found set already, and the change, committed after
+// the run computed its groups, would be seen by no run until something
+// else changed.
+func TestInventoryClaimWaitsForWriters(t *testing.T) {
+	db := MustOpen(t, pgtest.NewDatabase(t, pgtest.Start(t)))
+	ctx := context.Background()
+	// The flag is set (a fresh schema starts so); the writer finds it set.
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO certificates(serial, username, subject, key_type, encryption, issued_by, issued_at, not_after)
+		VALUES('0a:01', 'alice', 'alice@example.com', 'ec-256', 'modern', 'alice', now(), now() + interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
+	type claim struct {
+		changed bool
+		err     error
+	}
+	done := make(chan claim, 1)
+	go func() {
+		changed, err := db.ClaimInventoryChanges(ctx)
+		done <- claim{changed, err}
+	}()
+	// The claim waits on the writer's lock (pg_locks shows it not granted).
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var waiting int
+		if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'certificates'::regclass`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case c := <-done:
+			t.Fatalf("claim returned (%v, %v) while a writer had not committed", c.changed, c.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the claim never waited for the writer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := <-done
+	if c.err != nil || !c.changed {
+		t.Fatalf("claim: %v %v, want changed", c.changed, c.err)
+	}
+	// What the run computes now sees the row.
+	if _, err := db.GetCertificate(ctx, "0a:01"); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := db.ClaimInventoryChanges(ctx); err != nil || changed {
+		t.Fatalf("second claim: %v %v", changed, err)
+	}
+}

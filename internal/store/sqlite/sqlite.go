@@ -313,6 +313,26 @@ var migrations = []string{
 	`INSERT INTO certificate_days(day, unrevoked, revoked)
 		SELECT ` + sqliteDay("not_after") + `, SUM(revoked_at IS NULL), SUM(revoked_at IS NOT NULL)
 		FROM certificates GROUP BY 1`,
+	// Whether the inventory changed since a reconciliation last looked
+	// (the triggers see every change, the portal's or anyone's with the
+	// file): a repeat run that finds Vault as the cache has it and this
+	// flag clear keeps the last run's results instead of computing them
+	// again (results_run: the run whose entries it shows; 0: its own).
+	`CREATE TABLE reconcile_state (
+		id                INTEGER PRIMARY KEY CHECK (id = 1),
+		inventory_changed INTEGER NOT NULL
+	)`,
+	`INSERT INTO reconcile_state(id, inventory_changed) VALUES(1, 1)`,
+	`CREATE TRIGGER certificates_changed_insert AFTER INSERT ON certificates
+		WHEN NOT (SELECT inventory_changed FROM reconcile_state WHERE id = 1)
+		BEGIN UPDATE reconcile_state SET inventory_changed = 1 WHERE id = 1; END`,
+	`CREATE TRIGGER certificates_changed_update AFTER UPDATE ON certificates
+		WHEN NOT (SELECT inventory_changed FROM reconcile_state WHERE id = 1)
+		BEGIN UPDATE reconcile_state SET inventory_changed = 1 WHERE id = 1; END`,
+	`CREATE TRIGGER certificates_changed_delete AFTER DELETE ON certificates
+		WHEN NOT (SELECT inventory_changed FROM reconcile_state WHERE id = 1)
+		BEGIN UPDATE reconcile_state SET inventory_changed = 1 WHERE id = 1; END`,
+	`ALTER TABLE reconcile_runs ADD COLUMN results_run INTEGER NOT NULL DEFAULT 0`,
 }
 
 // sqliteDay is the UTC day of a millisecond time column, rounded down as

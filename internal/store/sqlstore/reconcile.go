@@ -79,7 +79,7 @@ func (s *Store) eachSerialBatch(ctx context.Context, serials []string, op string
 }
 
 const runColumns = `id, by_user, state, started_at, finished_at, error, listed, to_read, done_read, vault_reads,
-	vault_total, inventory_total, vault_only, inventory_only, state_mismatch, known`
+	vault_total, inventory_total, vault_only, inventory_only, state_mismatch, known, results_run`
 
 func (s *Store) StartReconcileRun(ctx context.Context, r *store.ReconcileRun) (int64, error) {
 	r.State = store.RunRunning
@@ -103,9 +103,9 @@ func (s *Store) StartReconcileRun(ctx context.Context, r *store.ReconcileRun) (i
 func (s *Store) UpdateReconcileRun(ctx context.Context, r *store.ReconcileRun) error {
 	err := s.write(ctx, func(x q) error {
 		_, err := x.exec(ctx, `UPDATE reconcile_runs SET state = ?, finished_at = ?, error = ?, listed = ?, to_read = ?, done_read = ?,
-			vault_reads = ?, vault_total = ?, inventory_total = ?, vault_only = ?, inventory_only = ?, state_mismatch = ?, known = ?
-			WHERE id = ?`, r.State, s.nullTime(r.FinishedAt), cleanText(r.Error), r.Listed, r.ToRead, r.Read, r.VaultReads,
-			r.VaultTotal, r.InventoryTotal, r.VaultOnly, r.InventoryOnly, r.StateMismatch, r.Known, r.ID)
+			vault_reads = ?, vault_total = ?, inventory_total = ?, vault_only = ?, inventory_only = ?, state_mismatch = ?, known = ?,
+			results_run = ? WHERE id = ?`, r.State, s.nullTime(r.FinishedAt), cleanText(r.Error), r.Listed, r.ToRead, r.Read, r.VaultReads,
+			r.VaultTotal, r.InventoryTotal, r.VaultOnly, r.InventoryOnly, r.StateMismatch, r.Known, r.ResultsRun, r.ID)
 		return err
 	})
 	if err != nil {
@@ -114,10 +114,37 @@ func (s *Store) UpdateReconcileRun(ctx context.Context, r *store.ReconcileRun) e
 	return nil
 }
 
+func (s *Store) ClaimInventoryChanges(ctx context.Context) (bool, error) {
+	var changed bool
+	err := s.write(ctx, func(x q) error {
+		if s.d.LockInventory != "" {
+			if _, err := x.exec(ctx, s.d.LockInventory); err != nil {
+				return err
+			}
+		}
+		if err := x.queryRow(ctx, `SELECT inventory_changed FROM reconcile_state WHERE id = 1`).Scan(&changed); err != nil {
+			return err
+		}
+		if !changed {
+			return nil
+		}
+		_, err := x.exec(ctx, `UPDATE reconcile_state SET inventory_changed = ? WHERE id = 1`, false)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim inventory changes: %w", err)
+	}
+	return changed, nil
+}
+
+// resultsOf is the run whose entries run ? shows (its own unless it kept
+// an earlier run's); NULL for no such run.
+const resultsOf = `(SELECT CASE WHEN results_run <> 0 THEN results_run ELSE id END FROM reconcile_runs WHERE id = ?)`
+
 func scanRun(r scanner) (*store.ReconcileRun, error) {
 	var x store.ReconcileRun
 	err := r.Scan(&x.ID, &x.By, &x.State, timeCol{&x.StartedAt}, timeCol{&x.FinishedAt}, &x.Error, &x.Listed, &x.ToRead, &x.Read,
-		&x.VaultReads, &x.VaultTotal, &x.InventoryTotal, &x.VaultOnly, &x.InventoryOnly, &x.StateMismatch, &x.Known)
+		&x.VaultReads, &x.VaultTotal, &x.InventoryTotal, &x.VaultOnly, &x.InventoryOnly, &x.StateMismatch, &x.Known, &x.ResultsRun)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +248,7 @@ func (s *Store) AddReconcileResults(ctx context.Context, runID int64, group stri
 
 func (s *Store) ReconcileResults(ctx context.Context, runID int64, group, after string, limit int) ([]store.ReconcileEntry, error) {
 	rows, err := s.conn().query(ctx, `SELECT serial, subject, not_after, revoked FROM reconcile_results
-		WHERE run_id = ? AND grp = ? AND serial > ? ORDER BY serial LIMIT ?`, runID, group, after, limit)
+		WHERE run_id = `+resultsOf+` AND grp = ? AND serial > ? ORDER BY serial LIMIT ?`, runID, group, after, limit)
 	out, err := collect(rows, err, func(r scanner) (store.ReconcileEntry, error) {
 		var e store.ReconcileEntry
 		err := r.Scan(&e.Serial, &e.Subject, timeCol{&e.NotAfter}, &e.Revoked)
@@ -235,7 +262,8 @@ func (s *Store) ReconcileResults(ctx context.Context, runID int64, group, after 
 
 func (s *Store) PruneReconcileRuns(ctx context.Context, keep int64) error {
 	err := s.write(ctx, func(x q) error {
-		if _, err := x.exec(ctx, `DELETE FROM reconcile_results WHERE run_id <> ?`, keep); err != nil {
+		// A keep that is not a run deletes no results (run_id <> NULL).
+		if _, err := x.exec(ctx, `DELETE FROM reconcile_results WHERE run_id <> `+resultsOf, keep); err != nil {
 			return err
 		}
 		_, err := x.exec(ctx, `DELETE FROM reconcile_runs WHERE id < ?`, keep)

@@ -59,6 +59,13 @@ type Dialect struct {
 	// transaction-scoped lock that orders appends across processes. SQLite
 	// leaves it empty: its single writer (BEGIN IMMEDIATE) orders them.
 	LockAudit string
+	// LockInventory, when set, waits for every transaction that changed
+	// the inventory to end (and holds off new ones until this transaction
+	// ends): a reconciliation claiming the inventory's change flag then
+	// knows each change before the claim is committed, so its results will
+	// show it. SQLite leaves it empty: its single writer already orders
+	// the claim after every earlier write.
+	LockInventory string
 	// LockUser, when set, takes a transaction-scoped lock on one user (one
 	// parameter: the name) before a reservation counts their places.
 	LockUser string

@@ -179,4 +179,65 @@ func testReconcile(t *testing.T, s store.Store) {
 	if got, err := s.ReconcileResults(ctx, run.ID, store.ReconcileVaultOnly, "", 10); err != nil || len(got) != 10 {
 		t.Fatalf("results of the kept run: %d %v", len(got), err)
 	}
+
+	// A run that keeps an earlier run's results shows that run's entries,
+	// and pruning with it keeps them.
+	third := &store.ReconcileRun{By: "scheduler", StartedAt: now.Add(3 * time.Minute)}
+	if third.ID, err = s.StartReconcileRun(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	third.State, third.FinishedAt, third.ReconcileCounts, third.ResultsRun = store.RunDone, now.Add(4*time.Minute), counts, run.ID
+	if err := s.UpdateReconcileRun(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	if latest, done, err = s.ReconcileRuns(ctx); err != nil || latest.ID != third.ID || done.ResultsRun != run.ID || done.VaultOnly != 1198 {
+		t.Fatalf("run keeping results: %+v %+v %v", latest, done, err)
+	}
+	if err := s.PruneReconcileRuns(ctx, third.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReconcileResults(ctx, third.ID, store.ReconcileVaultOnly, "", 10); err != nil || len(got) != 10 || got[0].Serial != "0a:0000" {
+		t.Fatalf("results a run kept, after pruning: %d %v", len(got), err)
+	}
+	if got, err := s.ReconcileResults(ctx, third.ID, store.ReconcileStateMismatch, "", 10); err != nil || len(got) != 1 || got[0].Serial != "0d:02" {
+		t.Fatalf("mismatches a run kept: %+v %v", got, err)
+	}
+	if got, err := s.ReconcileResults(ctx, 1<<40, store.ReconcileVaultOnly, "", 10); err != nil || len(got) != 0 {
+		t.Fatalf("results of no run: %d %v", len(got), err)
+	}
+
+	// The inventory's change flag: set by any insert or update of a row
+	// (the rows above set it), cleared by a claim, set again by the next
+	// change, whichever way it is made.
+	if changed, err := s.ClaimInventoryChanges(ctx); err != nil || !changed {
+		t.Fatalf("first claim after inserts: %v %v", changed, err)
+	}
+	if changed, err := s.ClaimInventoryChanges(ctx); err != nil || changed {
+		t.Fatalf("claim with nothing changed: %v %v", changed, err)
+	}
+	// Writes elsewhere do not set it.
+	if err := s.PutVaultCerts(ctx, []store.VaultCert{vc("0f:01", store.VaultKindClient, false)}); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.ClaimInventoryChanges(ctx); err != nil || changed {
+		t.Fatalf("claim after a cache write: %v %v", changed, err)
+	}
+	if err := s.MarkRevoked(ctx, "0e:01", store.Revocation{At: now, Reason: "lost", By: "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.ClaimInventoryChanges(ctx); err != nil || !changed {
+		t.Fatalf("claim after a revocation: %v %v", changed, err)
+	}
+	if err := s.InsertCertificate(ctx, cert("0e:02", "carol", now, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertCertificate(ctx, cert("0e:03", "carol", now, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.ClaimInventoryChanges(ctx); err != nil || !changed {
+		t.Fatalf("claim after two inserts: %v %v", changed, err)
+	}
+	if changed, err := s.ClaimInventoryChanges(ctx); err != nil || changed {
+		t.Fatalf("second claim after two inserts: %v %v", changed, err)
+	}
 }
