@@ -262,11 +262,22 @@ func (s *Store) ReconcileResults(ctx context.Context, runID int64, group, after 
 
 func (s *Store) PruneReconcileRuns(ctx context.Context, keep int64) error {
 	err := s.write(ctx, func(x q) error {
-		// A keep that is not a run deletes no results (run_id <> NULL).
-		if _, err := x.exec(ctx, `DELETE FROM reconcile_results WHERE run_id <> `+resultsOf, keep); err != nil {
+		// Two ranges, not run_id <> ?, which neither database answers from
+		// the primary key: with a kept run's results the table holds
+		// entries a repeat run must not scan. A keep that is not a run
+		// deletes no results.
+		var results int64
+		err := x.queryRow(ctx, `SELECT CASE WHEN results_run <> 0 THEN results_run ELSE id END FROM reconcile_runs WHERE id = ?`, keep).Scan(&results)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
 			return err
+		default:
+			if _, err := x.exec(ctx, `DELETE FROM reconcile_results WHERE run_id < ? OR run_id > ?`, results, results); err != nil {
+				return err
+			}
 		}
-		_, err := x.exec(ctx, `DELETE FROM reconcile_runs WHERE id < ?`, keep)
+		_, err = x.exec(ctx, `DELETE FROM reconcile_runs WHERE id < ?`, keep)
 		return err
 	})
 	if err != nil {
