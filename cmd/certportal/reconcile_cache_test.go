@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,14 @@ type readCountingVault struct {
 	mu         sync.Mutex
 	hold       chan struct{} // non-nil: LIST pki/certs waits for it to close
 	listArrive chan struct{} // told when a held LIST arrives
+	perSerial  map[string]int
+}
+
+// readsOf is how many times serial (aa:bb:… or aa-bb-…) was read.
+func (cv *readCountingVault) readsOf(serial string) int {
+	cv.mu.Lock()
+	defer cv.mu.Unlock()
+	return cv.perSerial[strings.ReplaceAll(strings.ToLower(serial), "-", ":")]
 }
 
 func startReadCountingVault(t *testing.T, v *testenv.Vault) *readCountingVault {
@@ -37,12 +46,15 @@ func startReadCountingVault(t *testing.T, v *testenv.Vault) *readCountingVault {
 		t.Fatal(err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	cv := &readCountingVault{}
+	cv := &readCountingVault{perSerial: map[string]int{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		switch {
 		case r.Method == http.MethodGet && strings.HasPrefix(p, "/v1/pki/cert/"):
 			cv.reads.Add(1)
+			cv.mu.Lock()
+			cv.perSerial[strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(p, "/v1/pki/cert/")), "-", ":")]++
+			cv.mu.Unlock()
 		case (r.Method == "LIST" || r.URL.Query().Get("list") == "true") && strings.TrimSuffix(p, "/") == "/v1/pki/certs":
 			cv.lists.Add(1)
 			cv.mu.Lock()
@@ -61,18 +73,20 @@ func startReadCountingVault(t *testing.T, v *testenv.Vault) *readCountingVault {
 }
 
 // TestReconcileRepeatReadsOnlyNew: the first run reads every certificate
-// once; a repeat run reads only the serials issued since, yet sees a
-// revocation done in Vault after the first run (from Vault's revoked list,
-// without reading the certificate again), and a run with nothing new reads
-// nothing but the one standing mismatch it confirms. The page shows the
-// last run at once, without asking Vault.
+// the portal did not issue once, and none it issued (those are known from
+// the inventory); a repeat run reads only the serials issued since, yet
+// sees a revocation done in Vault after the first run (from Vault's
+// revoked list, without reading the certificate again); a run with nothing
+// changed reads nothing and keeps the last results, standing mismatch
+// included; a change made straight in the database is seen by the next
+// run. The page shows the last run at once, without asking Vault.
 func TestReconcileRepeatReadsOnlyNew(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	cv := startReadCountingVault(t, v)
 	p := startPortal(t, v, map[string]string{"VAULT_ADDR": cv.URL, "CERTPORTAL_RECONCILE_CONCURRENCY": "3"})
 	alice := newBrowser(t, p.URL)
 	alice.mustLogin("alice", v.Password(t, "alice"))
-	mine := alice.issue("modern")
+	mine, newerMine := alice.issue("modern"), alice.issue("modern")
 	var around []string
 	for range 5 {
 		around = append(around, nginxCertsUserSerial(t, v, "alice"))
@@ -87,14 +101,26 @@ func TestReconcileRepeatReadsOnlyNew(t *testing.T) {
 	reads := cv.reads.Load()
 	rec := reconcileJSON(t, audrey)
 	first := cv.reads.Load() - reads
-	// Every certificate in the mount once: alice's six and whatever setup
-	// issued; never one twice.
-	if first < 6 {
-		t.Fatalf("first run read %d certificates, want at least 6", first)
+	// Every certificate in the mount the portal did not issue, once: the
+	// five issued around it and whatever setup issued; never one twice,
+	// and not the portal's own, whose row says what a read would.
+	if first < 5 {
+		t.Fatalf("first run read %d certificates, want at least 5", first)
 	}
 	for _, s := range around {
 		if e := findEntry(rec["vault_only"], s); e == nil || e.Revoked {
 			t.Fatalf("first run: %s is %+v in vault_only", s, e)
+		}
+		if n := cv.readsOf(s); n != 1 {
+			t.Errorf("first run read %s %d times, want 1", s, n)
+		}
+	}
+	for _, s := range []string{mine, newerMine} {
+		if n := cv.readsOf(s); n != 0 {
+			t.Errorf("first run read the portal's own certificate %s %d times, want 0", s, n)
+		}
+		if g := groupsOf(rec, s); len(g) != 0 {
+			t.Errorf("the portal's own certificate %s is in %v", s, g)
 		}
 	}
 
@@ -107,7 +133,8 @@ func TestReconcileRepeatReadsOnlyNew(t *testing.T) {
 		}
 	}
 	reads = cv.reads.Load()
-	rec = reconcileJSON(t, audrey)
+	second := runReconcile(t, audrey)
+	rec = parseReconcileJSON(t, second)
 	// The two new ones, and the mismatch confirmed once from Vault.
 	if n := cv.reads.Load() - reads; n != 3 {
 		t.Errorf("repeat run read %d certificates, want 3 (2 new + 1 mismatch confirmation)", n)
@@ -125,12 +152,36 @@ func TestReconcileRepeatReadsOnlyNew(t *testing.T) {
 	}
 
 	reads = cv.reads.Load()
-	rec = reconcileJSON(t, audrey)
-	if n := cv.reads.Load() - reads; n != 1 {
-		t.Errorf("run with nothing new read %d certificates, want 1 (the standing mismatch)", n)
+	kept := runReconcile(t, audrey)
+	rec = parseReconcileJSON(t, kept)
+	if n := cv.reads.Load() - reads; n != 0 {
+		t.Errorf("run with nothing changed read %d certificates, want 0", n)
 	}
 	if len(rec["vault_only"]) != 7 {
 		t.Errorf("vault_only has %d entries, want 7", len(rec["vault_only"]))
+	}
+	if e := findEntry(rec["state_mismatch"], mine); e == nil || !e.Revoked || len(rec["state_mismatch"]) != 1 {
+		t.Errorf("kept results lost the standing mismatch: %+v", rec["state_mismatch"])
+	}
+	db := openSQLite(t, p.DB)
+	var keptOf int64
+	if err := db.QueryRow(`SELECT results_run FROM reconcile_runs WHERE id = ?`, kept.Header.Get("X-Reconcile-Run")).Scan(&keptOf); err != nil ||
+		strconv.FormatInt(keptOf, 10) != second.Header.Get("X-Reconcile-Run") {
+		t.Errorf("run with nothing changed shows the results of run %d (%v), want %s's", keptOf, err, second.Header.Get("X-Reconcile-Run"))
+	}
+
+	// A change made straight in the database, not through the portal: the
+	// next run sees it (the inventory's triggers mark it) and computes the
+	// groups again.
+	if _, err := db.Exec(`UPDATE certificates SET revoked_at = 1, revoke_reason = 'lost', revoked_by = 'x' WHERE serial = ?`, newerMine); err != nil {
+		t.Fatal(err)
+	}
+	rec = reconcileJSON(t, audrey)
+	if e := findEntry(rec["state_mismatch"], newerMine); e == nil || e.Revoked {
+		t.Errorf("row revoked in the database only, after a run that kept results: %+v", rec["state_mismatch"])
+	}
+	if e := findEntry(rec["state_mismatch"], mine); e == nil {
+		t.Errorf("standing mismatch lost on recomputing: %+v", rec["state_mismatch"])
 	}
 
 	// The page: the last run's time and counts, no Vault call.

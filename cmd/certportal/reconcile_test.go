@@ -151,7 +151,8 @@ func issueServerCert(t *testing.T, v *testenv.Vault) string {
 // TestReconcileStates: a certificate alice issues straight from Vault with
 // her own token is vault_only; a certificate revoked in Vault behind the
 // portal's back, or marked revoked in the inventory but live in Vault, is a
-// state_mismatch; the portal's own Nginx server certificate is known; the
+// state_mismatch (found by the first run too, which learns the portal's
+// own certificates from the inventory without reading them); the portal's own Nginx server certificate is known; the
 // portal's own consistent certificates and the CA appear nowhere. The HTML
 // page shows the same four groups and links vault_only rows to helpdesk.
 func TestReconcileStates(t *testing.T) {
@@ -248,6 +249,13 @@ func TestReconcileStates(t *testing.T) {
 			t.Fatalf("service policy has no pki/certs/revoked path:\n%s", pol)
 		}
 		if err := v.Admin.Sys().PutPolicy("certportal-service", old); err != nil {
+			t.Fatal(err)
+		}
+		check(t)
+		// And as a first run: without the revoked list the portal's own
+		// certificates are read too (the inventory does not say whether
+		// Vault revoked them), so the mismatches are still found.
+		if _, err := db.Exec(`DELETE FROM vault_certs`); err != nil {
 			t.Fatal(err)
 		}
 		check(t)

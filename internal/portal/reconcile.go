@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/store"
@@ -141,12 +142,17 @@ func (s *Service) ReconcileNow(ctx context.Context, by string) (*store.Reconcile
 // ReconcileResults). record: put the finished run in the trail
 // (audit.reconcile).
 func (s *Service) reconcileLocked(ctx context.Context, av AuditorVault, by string, record bool) (*store.ReconcileRun, error) {
-	var err error
+	// The run before this one (read before this one is recorded): its
+	// results are kept when nothing changed since it started.
+	prev, _, err := s.store.ReconcileRuns(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
+	}
 	run := &store.ReconcileRun{By: by, State: store.RunRunning, StartedAt: s.now()}
 	if run.ID, err = s.store.StartReconcileRun(ctx, run); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
-	runErr := s.reconcile(ctx, av, run)
+	runErr := s.reconcile(ctx, av, run, prev)
 	// The outcome is written even when ctx ended (shutdown): a run left
 	// "running" would be shown as such.
 	fin := context.WithoutCancel(ctx)
@@ -171,7 +177,8 @@ func (s *Service) reconcileLocked(ctx context.Context, av AuditorVault, by strin
 	}
 	s.log.InfoContext(ctx, "reconciliation done", "by", by, "vault_total", run.VaultTotal, "inventory_total", run.InventoryTotal,
 		"new_serials", run.ToRead, "vault_reads", run.VaultReads, "vault_only", run.VaultOnly, "inventory_only", run.InventoryOnly,
-		"state_mismatch", run.StateMismatch, "known", run.Known, "took", run.FinishedAt.Sub(run.StartedAt).String())
+		"state_mismatch", run.StateMismatch, "known", run.Known, "kept_results_of", run.ResultsRun,
+		"took", run.FinishedAt.Sub(run.StartedAt).String())
 	if !record {
 		return run, nil
 	}
@@ -198,10 +205,39 @@ func (s *Service) reconcileConcurrency() int {
 }
 
 // reconcile is one run: bring the cache up to date with Vault, then let
-// the database compute the groups.
-func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.ReconcileRun) error {
+// the database compute the groups, or keep prev's when nothing changed.
+//
+// Nothing changed means: prev (the run just before this one) finished;
+// the inventory's change flag, claimed before anything else is looked at,
+// was clear (no row inserted, updated or deleted since prev claimed it,
+// which was before prev computed its groups); and Vault's list and
+// revoked list match the cache exactly (no new serial, none gone, no new
+// revocation). The groups are a function of the cache and the inventory
+// alone, and prev confirmed its mismatches against a Vault and an
+// inventory that are still the same, so computing them again would give
+// prev's results; the run records prev's counts and points at its entries.
+func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.ReconcileRun, prev *store.ReconcileRun) error {
 	vaultErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err} }
 	storeErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err} }
+	// Where the run's time goes (a wall clock for the log, not the
+	// injected Now: durations, as the metrics measure them).
+	var ph struct{ claim, list, revoked, merge, learn, read, fill, confirm time.Duration }
+	mark := time.Now()
+	lap := func(d *time.Duration) {
+		t := time.Now()
+		*d += t.Sub(mark)
+		mark = t
+	}
+	defer func() {
+		s.log.DebugContext(ctx, "reconciliation phases", "run", run.ID, "claim", ph.claim, "list", ph.list, "list_revoked", ph.revoked,
+			"merge", ph.merge, "learn_from_inventory", ph.learn, "read_and_store", ph.read, "fill", ph.fill, "confirm", ph.confirm,
+			"kept_results_of", run.ResultsRun)
+	}()
+	inventoryChanged, err := s.store.ClaimInventoryChanges(ctx)
+	if err != nil {
+		return storeErr(err)
+	}
+	lap(&ph.claim)
 	mount := s.opts.PKIMount
 	raw, err := av.ListCertificates(ctx, mount)
 	if err != nil {
@@ -215,10 +251,12 @@ func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.Rec
 	slices.Sort(listed)
 	listed = slices.Compact(listed)
 	run.Listed = len(listed)
+	lap(&ph.list)
 	revoked, err := s.vaultRevoked(ctx, av)
 	if err != nil {
 		return err
 	}
+	lap(&ph.revoked)
 
 	// One sorted merge of Vault's list with the cache (both in serial
 	// order, the cache read a page at a time): serials only in the list are
@@ -257,6 +295,16 @@ func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.Rec
 	}
 	toRead = append(toRead, listed[i:]...)
 	listed = nil
+	lap(&ph.merge)
+	if prev != nil && prev.State == store.RunDone && !inventoryChanged && revoked != nil &&
+		len(toRead) == 0 && len(gone) == 0 && len(nowRevoked) == 0 {
+		run.ResultsRun = prev.ID
+		if prev.ResultsRun != 0 {
+			run.ResultsRun = prev.ResultsRun
+		}
+		run.ReconcileCounts = prev.ReconcileCounts
+		return nil
+	}
 	if err := s.store.DeleteVaultCerts(ctx, gone); err != nil {
 		return storeErr(err)
 	}
@@ -285,33 +333,76 @@ func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.Rec
 	if err := s.store.UpdateReconcileRun(ctx, run); err != nil {
 		return storeErr(err)
 	}
+	lap(&ph.merge) // and the cache's updates
 	for len(toRead) > 0 {
 		chunk := toRead[:min(len(toRead), reconcileChunk)]
 		toRead = toRead[len(chunk):]
-		certs, err := s.readVaultCerts(ctx, av, chunk, run)
+		certs, unknown, err := s.learnFromInventory(ctx, chunk, revoked)
+		if err != nil {
+			return storeErr(err)
+		}
+		lap(&ph.learn)
+		read, err := s.readVaultCerts(ctx, av, unknown, run)
 		if err != nil {
 			return vaultErr(err)
 		}
-		if err := s.store.PutVaultCerts(ctx, certs); err != nil {
+		if err := s.store.PutVaultCerts(ctx, append(certs, read...)); err != nil {
 			return storeErr(err)
 		}
 		run.Read += len(chunk)
 		if err := s.store.UpdateReconcileRun(ctx, run); err != nil {
 			return storeErr(err)
 		}
+		lap(&ph.read)
 	}
 
 	counts, err := s.store.FillReconcileResults(ctx, run.ID)
 	if err != nil {
 		return storeErr(err)
 	}
+	lap(&ph.fill)
 	run.ReconcileCounts = counts
 	n, err := s.confirmMismatches(ctx, av, run)
 	if err != nil {
 		return err
 	}
+	lap(&ph.confirm)
 	run.StateMismatch = n
 	return nil
+}
+
+// learnFromInventory splits new serials into what the portal issued itself
+// and the rest. A serial the inventory holds came from Vault's own answer
+// to the portal's pki/issue or pki/sign (RecordIssuance writes it in the
+// same transaction as the audit event), so its subject and expiry are
+// taken from the row and its kind is client (the portal's roles issue
+// nothing else); its revocation comes from Vault's revoked list, never
+// from the inventory, so a revocation recorded but not done in Vault is
+// still a state_mismatch. Only the rest (unknown: issued around the portal)
+// is read from Vault. Without the revoked list (revoked nil) every serial
+// is read, as revocation then comes from the certificate itself.
+func (s *Service) learnFromInventory(ctx context.Context, serials []string, revoked map[string]struct{}) (known []store.VaultCert, unknown []string, err error) {
+	if revoked == nil {
+		return nil, serials, nil
+	}
+	rows, err := s.store.CertificatesBySerials(ctx, serials)
+	if err != nil {
+		return nil, nil, err
+	}
+	inInventory := make(map[string]*store.Certificate, len(rows))
+	for _, c := range rows {
+		inInventory[c.Serial] = c
+	}
+	for _, serial := range serials {
+		c, ok := inInventory[serial]
+		if !ok {
+			unknown = append(unknown, serial)
+			continue
+		}
+		_, r := revoked[serial]
+		known = append(known, store.VaultCert{Serial: serial, Subject: c.Subject, NotAfter: c.NotAfter, Revoked: r, Kind: store.VaultKindClient})
+	}
+	return known, unknown, nil
 }
 
 // readVaultCerts reads serials from Vault, at most the configured number at
