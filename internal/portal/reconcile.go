@@ -30,9 +30,12 @@ const DefaultReconcileConcurrency = 8
 
 const (
 	reconcileLock = "reconcile"
-	// reconcileChunk new serials are read, stored and counted as progress
-	// at a time.
-	reconcileChunk = 500
+	// reconcileChunk new serials are read from Vault, stored and counted
+	// as progress at a time; reconcileLearnChunk are looked up in the
+	// inventory at a time (most are the portal's own: one lookup and one
+	// commit for thousands of them).
+	reconcileChunk      = 500
+	reconcileLearnChunk = 5000
 	// reconcileCachePage cache rows (and mismatch candidates) are read at a
 	// time.
 	reconcileCachePage = 1000
@@ -335,21 +338,32 @@ func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.Rec
 	}
 	lap(&ph.merge) // and the cache's updates
 	for len(toRead) > 0 {
-		chunk := toRead[:min(len(toRead), reconcileChunk)]
+		chunk := toRead[:min(len(toRead), reconcileLearnChunk)]
 		toRead = toRead[len(chunk):]
-		certs, unknown, err := s.learnFromInventory(ctx, chunk, revoked)
+		known, unknown, err := s.learnFromInventory(ctx, chunk, revoked)
 		if err != nil {
 			return storeErr(err)
 		}
+		if err := s.store.PutVaultCerts(ctx, known); err != nil {
+			return storeErr(err)
+		}
+		run.Read += len(known)
 		lap(&ph.learn)
-		read, err := s.readVaultCerts(ctx, av, unknown, run)
-		if err != nil {
-			return vaultErr(err)
+		for len(unknown) > 0 {
+			part := unknown[:min(len(unknown), reconcileChunk)]
+			unknown = unknown[len(part):]
+			read, err := s.readVaultCerts(ctx, av, part, run)
+			if err != nil {
+				return vaultErr(err)
+			}
+			if err := s.store.PutVaultCerts(ctx, read); err != nil {
+				return storeErr(err)
+			}
+			run.Read += len(part)
+			if err := s.store.UpdateReconcileRun(ctx, run); err != nil {
+				return storeErr(err)
+			}
 		}
-		if err := s.store.PutVaultCerts(ctx, append(certs, read...)); err != nil {
-			return storeErr(err)
-		}
-		run.Read += len(chunk)
 		if err := s.store.UpdateReconcileRun(ctx, run); err != nil {
 			return storeErr(err)
 		}

@@ -28,27 +28,36 @@ func (s *Store) VaultCerts(ctx context.Context, after string, limit int) ([]stor
 	return out, nil
 }
 
+// PutVaultCerts writes all of certs in one transaction (one commit: a
+// first run puts 100,000 rows), reconcileBatch rows a statement.
 func (s *Store) PutVaultCerts(ctx context.Context, certs []store.VaultCert) error {
-	for len(certs) > 0 {
-		batch := certs[:min(len(certs), reconcileBatch)]
-		certs = certs[len(batch):]
-		query := `INSERT INTO vault_certs(serial, subject, not_after, revoked, kind) VALUES`
-		args := make([]any, 0, 5*len(batch))
-		for i, c := range batch {
-			if i > 0 {
-				query += ","
+	if len(certs) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(x q) error {
+		for rest := certs; len(rest) > 0; {
+			batch := rest[:min(len(rest), reconcileBatch)]
+			rest = rest[len(batch):]
+			var query strings.Builder
+			query.WriteString(`INSERT INTO vault_certs(serial, subject, not_after, revoked, kind) VALUES`)
+			args := make([]any, 0, 5*len(batch))
+			for i, c := range batch {
+				if i > 0 {
+					query.WriteString(",")
+				}
+				query.WriteString("(?,?,?,?,?)")
+				args = append(args, c.Serial, cleanText(c.Subject), s.d.Time(c.NotAfter), c.Revoked, c.Kind)
 			}
-			query += "(?,?,?,?,?)"
-			args = append(args, c.Serial, cleanText(c.Subject), s.d.Time(c.NotAfter), c.Revoked, c.Kind)
+			query.WriteString(` ON CONFLICT(serial) DO UPDATE SET subject = excluded.subject, not_after = excluded.not_after,
+				revoked = excluded.revoked, kind = excluded.kind`)
+			if _, err := x.exec(ctx, query.String(), args...); err != nil {
+				return err
+			}
 		}
-		query += ` ON CONFLICT(serial) DO UPDATE SET subject = excluded.subject, not_after = excluded.not_after,
-			revoked = excluded.revoked, kind = excluded.kind`
-		if err := s.write(ctx, func(x q) error {
-			_, err := x.exec(ctx, query, args...)
-			return err
-		}); err != nil {
-			return fmt.Errorf("put vault certs: %w", err)
-		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("put vault certs: %w", err)
 	}
 	return nil
 }
