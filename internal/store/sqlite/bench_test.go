@@ -14,8 +14,8 @@ import (
 	"github.com/certportal/certportal/internal/store"
 )
 
-// BenchmarkIssuanceWrites replays the writes of one portal issuance from 8
-// concurrent requests: the place under the cap (reservation, unsynced), the
+// BenchmarkIssuanceWrites replays the writes of one portal issuance from 1
+// and from 8 concurrent clients: the place under the cap (reservation, unsynced), the
 // inventory row with its issue event (waited for), then the download event
 // (deferred). It reports the process CPU and the commits each issuance
 // costs (and of those the unsynced ones), the things that decide how much
@@ -23,6 +23,12 @@ import (
 // certificate, as in BenchmarkIssuanceCPU (internal/bench), so the cap's
 // count runs over a few hundred active certificates.
 func BenchmarkIssuanceWrites(b *testing.B) {
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchIssuanceWrites(b, clients) })
+	}
+}
+
+func benchIssuanceWrites(b *testing.B, clients int) {
 	db, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
 	if err != nil {
 		b.Fatal(err)
@@ -61,8 +67,8 @@ func BenchmarkIssuanceWrites(b *testing.B) {
 	cpu0 := cpuTime()
 	b.ResetTimer()
 	var wg sync.WaitGroup
-	per := b.N/8 + 1
-	for w := 0; w < 8; w++ {
+	per := b.N/clients + 1
+	for w := 0; w < clients; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -77,7 +83,7 @@ func BenchmarkIssuanceWrites(b *testing.B) {
 	wg.Wait()
 	downloads.Wait()
 	b.StopTimer()
-	n := float64(8 * per)
+	n := float64(clients * per)
 	b.ReportMetric(float64(cpuTime()-cpu0)/n/1e3, "cpu-µs/issuance")
 	b.ReportMetric(float64(db.w.commits.Load()-commits0)/n, "commits/issuance")
 	b.ReportMetric(float64(db.w.unsynced.Load()-unsynced0)/n, "unsynced_commits/issuance")
