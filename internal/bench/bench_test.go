@@ -106,18 +106,29 @@ func (e *env) login(b *testing.B, user string) *http.Client {
 // loginAt logs user in to the portal at base and returns its browser.
 func (e *env) loginAt(b *testing.B, base, user string) *http.Client {
 	b.Helper()
+	c, err := loginClient(base, user)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// loginClient is loginAt for goroutines, which must not call b.Fatal: it
+// returns what went wrong instead.
+func loginClient(base, user string) (*http.Client, error) {
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Transport: &http.Transport{MaxIdleConnsPerHost: 4},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.PostForm(base+"/login", url.Values{"username": {user}, "password": {user + "-password"}})
 	if err != nil {
-		b.Fatal(err)
+		return nil, fmt.Errorf("login %s: %w", user, err)
 	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSeeOther {
-		b.Fatalf("login %s: %d", user, resp.StatusCode)
+		return nil, fmt.Errorf("login %s: status %d: %.200q", user, resp.StatusCode, body)
 	}
-	return c
+	return c, nil
 }
 
 func issueViaPortal(c *http.Client, base string) error {

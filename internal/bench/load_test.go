@@ -2,6 +2,7 @@ package bench
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -66,20 +67,23 @@ func runLoad(b *testing.B, dsn string) {
 	// sets the bound above its clients, as here.
 	p := startPortalProc(b, v, db, 1_000_000, fmt.Sprintf("CERTPORTAL_BENCH_VAULT_MAX_INFLIGHT=%d", 2*loadClients))
 	vaultBefore := listSerials(b, v)
-	e := &env{v: v}
 	clients := make([]*http.Client, loadClients)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16) // each login is a bcrypt in Vault
+	loginErrs := make([]error, len(users))
 	for i, u := range users {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			clients[i] = e.loginAt(b, p.URL, u)
+			clients[i], loginErrs[i] = loginClient(p.URL, u)
 		}()
 	}
 	wg.Wait()
+	if err := errors.Join(loginErrs...); err != nil {
+		b.Fatalf("logins before the load: %v\n%s", err, firstLine(p.Logs.String(), "level=ERROR"))
+	}
 	// One issuance each first, so pools and caches are in the baseline.
 	if err := issueAll(clients, p.URL); err != nil {
 		b.Fatalf("%v\n%s", err, firstLine(p.Logs.String(), "level=ERROR"))
