@@ -160,6 +160,11 @@ func TestInventoryReportDrillDown(t *testing.T) {
 	if active.StatusCode != http.StatusOK || !strings.Contains(body, `data-serial="`+a1+`"`) || !strings.Contains(body, `data-serial="`+a2+`"`) || strings.Contains(body, `data-serial="`+b1+`"`) {
 		t.Fatalf("active drill-down: %d\n%s", active.StatusCode, body)
 	}
+	// The first column holds the certificate's name above its serial, and
+	// says so; the as-of time is a machine-readable <time> as on the report.
+	if !strings.Contains(body, `<td data-label="Certificate">`) || !regexp.MustCompile(`id="as-of">As of <time data-seconds datetime="\d{4}-\d\d-\d\dT`).MatchString(body) {
+		t.Errorf("drill-down's first column or as-of time:\n%s", body)
+	}
 	revokedHref := regexp.MustCompile(`<a href="([^"]*)" id="count-revoked">`).FindSubmatch(rep.Body)
 	if revoked := string(audrey.get(strings.ReplaceAll(string(revokedHref[1]), "&amp;", "&")).Body); !strings.Contains(revoked, `data-serial="`+b1+`"`) || strings.Contains(revoked, a1) {
 		t.Errorf("revoked drill-down:\n%s", revoked)
