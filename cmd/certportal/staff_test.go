@@ -242,4 +242,9 @@ func TestErrorPagesAndRedirects(t *testing.T) {
 	if r := helen.post("/logout", url.Values{}); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("POST /logout: %d", r.StatusCode)
 	}
+	// The login page tells someone who cannot log in where to turn: the
+	// portal resets no password.
+	if r := helen.get("/login"); !strings.Contains(string(r.Body), `id="login-help"`) {
+		t.Errorf("login page without help for a forgotten password:\n%s", r.Body)
+	}
 }
