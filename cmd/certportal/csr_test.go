@@ -16,10 +16,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/certportal/certportal/internal/store"
 	"github.com/certportal/certportal/internal/store/sqlite"
@@ -349,5 +352,81 @@ func TestDeviceKeysSetting(t *testing.T) {
 	}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "device-keys") {
 		t.Fatalf("CERTPORTAL_DEVICE_KEYS=sometimes: %v", err)
+	}
+}
+
+// TestDeviceKeysSettingAtVault: `certportal setup` run with
+// CERTPORTAL_DEVICE_KEYS=required (as serve reads it) takes pki/issue off the
+// user, helpdesk and auditor policies, so a user's own token — one from
+// before the run too — gets 403 from Vault for a Vault-made key, while
+// pki/sign and the portal's device path keep working; setup with
+// -device-keys offered gives issue back. A value setup does not know, or
+// required with issuing on behalf, stops setup before Vault is touched.
+func TestDeviceKeysSettingAtVault(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	pw := map[string]string{}
+	for _, u := range []string{"alice", "helen", "audrey"} {
+		pw[u] = v.Password(t, u)
+	}
+	issue := func(c *vaultapi.Client, user string) error {
+		_, err := c.Logical().Write("pki/issue/user-auth", map[string]any{"common_name": user + "@example.com", "ttl": "2592000s"})
+		return err
+	}
+	denied := func(err error) bool {
+		var re *vaultapi.ResponseError
+		return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
+	}
+	early := userToken(t, v, "alice", pw["alice"])
+	if err := issue(early, "alice"); err != nil {
+		t.Fatalf("issue with device keys offered: %v", err)
+	}
+
+	required := map[string]string{"CERTPORTAL_DEVICE_KEYS": "required"}
+	if out, err := runSetupCmdEnv(v, required); err != nil {
+		t.Fatalf("setup with device keys required: %v\n%s", err, out)
+	}
+	for _, u := range []string{"alice", "helen", "audrey"} {
+		if err := issue(userToken(t, v, u, pw[u]), u); !denied(err) {
+			t.Errorf("%s: pki/issue after setup with device keys required: %v, want 403 from Vault", u, err)
+		}
+	}
+	if err := issue(early, "alice"); !denied(err) {
+		t.Errorf("token from before the run: pki/issue: %v, want 403", err)
+	}
+	csr := func() string { return csrPEM(t, mustECKey(t, elliptic.P256()), &x509.CertificateRequest{}) }
+	if _, err := early.Logical().Write("pki/sign/user-auth", map[string]any{"common_name": "alice@example.com", "ttl": "2592000s", "csr": csr()}); err != nil {
+		t.Errorf("pki/sign with the user's token: %v", err)
+	}
+	p := startPortal(t, v, required)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", pw["alice"])
+	if r := alice.post("/certificates/csr", csrForm(csr(), "", "")); r.StatusCode != http.StatusOK {
+		t.Fatalf("device path through the portal: %d\n%s", r.StatusCode, r.Body)
+	}
+
+	// Nothing changes on a run setup refuses.
+	for _, bad := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"CERTPORTAL_DEVICE_KEYS": "sometimes"}, nil, "device-keys"},
+		{nil, []string{"-device-keys", "offered", "-device-keys", "always"}, "device-keys"},
+		{required, []string{"--helpdesk-issue-on-behalf"}, "on behalf"},
+	} {
+		if out, err := runSetupCmdEnv(v, bad.env, bad.args...); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("setup %v %v: %v, want an error naming %q\n%s", bad.env, bad.args, err, bad.want, out)
+		}
+	}
+	if err := issue(early, "alice"); !denied(err) {
+		t.Errorf("pki/issue after refused runs: %v, want 403 still", err)
+	}
+
+	// The flag wins over the environment, as for serve.
+	if out, err := runSetupCmdEnv(v, required, "-device-keys", "offered"); err != nil {
+		t.Fatalf("setup -device-keys offered: %v\n%s", err, out)
+	}
+	if err := issue(early, "alice"); err != nil {
+		t.Errorf("pki/issue after setup with device keys offered: %v", err)
 	}
 }

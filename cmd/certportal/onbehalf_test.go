@@ -164,7 +164,15 @@ func setupVault(t *testing.T, v *testenv.Vault, args ...string) {
 // runSetupCmd runs `certportal setup args...` against v with an admin token
 // and returns everything it printed.
 func runSetupCmd(v *testenv.Vault, args ...string) (string, error) {
+	return runSetupCmdEnv(v, nil, args...)
+}
+
+// runSetupCmdEnv is runSetupCmd with more environment variables.
+func runSetupCmdEnv(v *testenv.Vault, extra map[string]string, args ...string) (string, error) {
 	env := map[string]string{"VAULT_ADDR": v.Addr, "VAULT_TOKEN": v.Admin.Token()}
+	for k, x := range extra {
+		env[k] = x
+	}
 	var out, errb bytes.Buffer
 	err := run(context.Background(), append([]string{"setup"}, args...), func(k string) string { return env[k] }, &out, &errb)
 	return out.String() + errb.String(), err

@@ -80,6 +80,11 @@ func runSetup(ctx context.Context, args []string, getenv func(string) string, st
 		o.SessionAbsolute = d
 	}
 	fs.DurationVar(&o.SessionAbsolute, "session-absolute", o.SessionAbsolute, "the portal's absolute session timeout (as for serve, CERTPORTAL_SESSION_ABSOLUTE): the userpass mount's token max TTL is set to it; 0 leaves it alone")
+	// As serve reads it: the environment, then the flag.
+	if v := getenv("CERTPORTAL_DEVICE_KEYS"); v != "" {
+		o.DeviceKeys = v
+	}
+	fs.StringVar(&o.DeviceKeys, "device-keys", o.DeviceKeys, "the portal's device-key mode (as for serve, CERTPORTAL_DEVICE_KEYS): required takes pki/issue off the user, helpdesk and auditor policies (pki/sign only); off or offered grant both")
 	approleOut := fs.String("approle-out", "", "generate a secret id for the portal's AppRole and write role-id and secret-id files (0600) into this directory")
 	vaultAddr := fs.String("vault-addr", getenv("VAULT_ADDR"), "Vault address (VAULT_ADDR)")
 	vaultCA := fs.String("vault-cacert", getenv("VAULT_CACERT"), "CA file for Vault's TLS certificate (VAULT_CACERT)")
@@ -260,6 +265,7 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		"login_user_max_failures":   fmt.Sprint(o.LoginUserMaxFailures),
 		"login_user_window":         o.LoginUserWindow.String(),
 		"session_absolute":          o.SessionAbsolute.String(),
+		"device_keys":               o.DeviceKeys,
 	}
 	outcome := audit.OutcomeSuccess
 	if runErr != nil {

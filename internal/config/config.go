@@ -521,10 +521,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s %q: want letters, digits, '-', '_' or '/'", name, v)
 		}
 	}
-	switch c.DeviceKeys {
-	case "off", "offered", "required":
-	default:
-		return fmt.Errorf("device-keys %q: want off, offered or required", c.DeviceKeys)
+	if err := CheckDeviceKeys(c.DeviceKeys); err != nil {
+		return err
 	}
 	if c.HelpdeskIssueOnBehalf && c.OnBehalfRole == c.Role {
 		return errors.New("onbehalf-role: must differ from role (the users' templated role)")
@@ -785,4 +783,14 @@ func FormatNetworkLimits(ls []NetworkLimit) string {
 		parts[i] = fmt.Sprintf("%s/%d=%d", fam, l.Bits, l.Max)
 	}
 	return strings.Join(parts, ",")
+}
+
+// CheckDeviceKeys accepts the device-key modes (CERTPORTAL_DEVICE_KEYS) serve
+// and setup both read.
+func CheckDeviceKeys(mode string) error {
+	switch mode {
+	case "off", "offered", "required":
+		return nil
+	}
+	return fmt.Errorf("device-keys %q: want off, offered or required", mode)
 }

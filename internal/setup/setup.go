@@ -87,6 +87,13 @@ type Options struct {
 	HelpdeskOnBehalf bool
 	OnBehalfRole     string
 
+	// DeviceKeys is the portal's CERTPORTAL_DEVICE_KEYS (off, offered or
+	// required). Required takes pki/issue off the user, helpdesk and
+	// auditor policies, so that no user's own token gets a key made by
+	// Vault, in the portal or around it; they keep pki/sign. Off and
+	// offered grant both.
+	DeviceKeys string
+
 	// The portal's per-username login limit (serve's
 	// CERTPORTAL_LOGIN_USER_MAX_FAILURES and _WINDOW): the userpass mount's
 	// lockout is tuned to sit above it (see userLockout). 0: left alone.
@@ -141,6 +148,7 @@ func Defaults() Options {
 		ServerRole:     DefaultServerRole,
 		ServerMount:    DefaultServerMount,
 		OnBehalfRole:   "user-auth-onbehalf",
+		DeviceKeys:     config.Default().DeviceKeys,
 		ServerNames:    []string{DefaultServerNames},
 		TTLs:           config.Default().TTLs,
 		// A month: the portal re-reads the secret id file at every login, so
@@ -160,6 +168,9 @@ func Defaults() Options {
 	}
 }
 
+// deviceKeysRequired is CERTPORTAL_DEVICE_KEYS=required (portal.DeviceKeysRequired).
+const deviceKeysRequired = "required"
+
 // DefaultSecretIDTTL is how long an AppRole secret id lives unless setup is
 // told otherwise.
 const DefaultSecretIDTTL = 720 * time.Hour
@@ -177,6 +188,12 @@ func (o Options) Validate() error {
 	}
 	if o.OnBehalfRole == "" || o.OnBehalfRole == o.Role || o.OnBehalfRole == o.ServerRole {
 		return fmt.Errorf("on-behalf role %q: must be set and differ from the user and server roles", o.OnBehalfRole)
+	}
+	if err := config.CheckDeviceKeys(o.DeviceKeys); err != nil {
+		return err
+	}
+	if o.HelpdeskOnBehalf && o.DeviceKeys == deviceKeysRequired {
+		return errors.New("helpdesk issue on behalf: a key made by Vault, which device-keys required refuses (serve refuses issuing on behalf with it); drop one of them")
 	}
 	if o.LoginUserMaxFailures < 0 || (o.LoginUserMaxFailures > 0 && o.LoginUserWindow < 2*time.Second) {
 		return fmt.Errorf("login user limit %d per %s: want a count of 0 or more and a window of at least 2s", o.LoginUserMaxFailures, o.LoginUserWindow)
@@ -768,7 +785,8 @@ func toStrings(v any) []string {
 }
 
 // Policies returns the HCL of each policy setup writes. The user policy can
-// issue from the user-auth role and nothing else; Vault's templated role then
+// issue from the user-auth role (with DeviceKeys required only sign) and
+// nothing else; Vault's templated role then
 // limits which name the token may ask for, and the policy which parameters:
 // only what the portal sends, so a user calling Vault directly with their own
 // token gets nothing the portal would not hand out.
@@ -776,8 +794,15 @@ func Policies(o Options) map[string]string {
 	// pki/sign takes the same parameters plus the CSR: the role (with
 	// use_csr_common_name and use_csr_sans off) takes the name from
 	// common_name, so the CSR contributes only its public key.
-	issue := "# Written by certportal setup.\n" + issueStanza(o.PKIMount+"/issue/"+o.Role, ttlValues(o.TTLs), nil) +
-		issueStanza(o.PKIMount+"/sign/"+o.Role, ttlValues(o.TTLs), map[string][]string{"csr": nil})
+	// With device keys required the users' tokens may only sign: a key
+	// made by Vault is refused by Vault itself, not only by the portal.
+	issue := "# Written by certportal setup.\n"
+	if o.DeviceKeys == deviceKeysRequired {
+		issue += "# Device keys required (CERTPORTAL_DEVICE_KEYS): no " + o.PKIMount + "/issue/" + o.Role + ".\n"
+	} else {
+		issue += issueStanza(o.PKIMount+"/issue/"+o.Role, ttlValues(o.TTLs), nil)
+	}
+	issue += issueStanza(o.PKIMount+"/sign/"+o.Role, ttlValues(o.TTLs), map[string][]string{"csr": nil})
 	onBehalf := ""
 	if o.HelpdeskOnBehalf {
 		onBehalf = "# Issuing on behalf of users (setup --helpdesk-issue-on-behalf).\n" +
