@@ -36,6 +36,10 @@ func (s *Server) routes() *chi.Mux {
 	}
 	// The device-key module, by content-hashed name, cached for a year.
 	r.Get("/static/wasm/{name}", s.serveDeviceAsset)
+	// The page script too, by its hashed name (the unhashed one is
+	// served below, never cached without asking again).
+	r.Get(s.script.url(), s.serveScript)
+	r.Head(s.script.url(), s.serveScript)
 	static, _ := fs.Sub(web.Static, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", s.files(static)))
 
@@ -106,6 +110,11 @@ func (s *Server) files(fsys fs.FS) http.Handler {
 		if fi, err := fs.Stat(fsys, name); err != nil || fi.IsDir() || strings.HasSuffix(r.URL.Path, "/") {
 			s.failStatus(w, r, http.StatusNotFound, "error.not_found")
 			return
+		}
+		if name == pageScriptFile {
+			// A page from before this build may still ask for it by this
+			// name (a rolling upgrade): serve it, but never from a cache.
+			w.Header().Set("Cache-Control", "no-cache")
 		}
 		fileServer.ServeHTTP(w, r)
 	})

@@ -86,6 +86,9 @@ type Server struct {
 	// device is the device-key module, nil when this binary has none or
 	// device keys are off.
 	device *deviceAssets
+	// script is the page script, web/static/portal.js, served by its
+	// content-hashed name.
+	script *pageScript
 	// lastProxyWarning (unix seconds) rate-limits the warning about
 	// X-Forwarded-For from a peer that is not a trusted proxy.
 	lastProxyWarning atomic.Int64
@@ -108,7 +111,11 @@ func New(d Deps) (http.Handler, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &Server{Deps: d, pages: map[string]*template.Template{}}
+	script, err := loadPageScript()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Deps: d, pages: map[string]*template.Template{}, script: script}
 	// The session manager ends sessions the UI wrote; the UI knows where
 	// their Vault token is.
 	d.Sessions.OnEnd(s.sessionEnded)
@@ -127,6 +134,8 @@ func New(d Deps) (http.Handler, error) {
 		// stepup gives the step-up partial its page and a prefix for the
 		// ids of its fields (two gated forms may share a page).
 		"stepup": func(p *page, prefix string) stepUpFields { return stepUpFields{p, prefix} },
+		// script is the page script's URL, its content hash in the name.
+		"script": func() string { return script.url() },
 	}
 	for _, name := range pageNames {
 		t, err := template.New(name).Funcs(funcs).ParseFS(web.Templates, "templates/layout.html", "templates/partials.html", "templates/reminders.html", "templates/"+name+".html")

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"strconv"
@@ -81,6 +82,38 @@ func (s *Server) serveDeviceAsset(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
+	}
+}
+
+// pageScriptFile is the page script in web/static.
+const pageScriptFile = "portal.js"
+
+// pageScript is web/static/portal.js, served as portal.<hash>.js with a
+// year's cache: a page always loads the script of its own build, never a
+// copy an older build left in the browser's cache.
+type pageScript struct {
+	body []byte
+	name string
+}
+
+func loadPageScript() (*pageScript, error) {
+	b, err := fs.ReadFile(web.Static, "static/"+pageScriptFile)
+	if err != nil {
+		return nil, fmt.Errorf("ui: page script: %w", err)
+	}
+	return &pageScript{body: b, name: "portal." + contentHash(b) + ".js"}, nil
+}
+
+func (p *pageScript) url() string { return "/static/" + p.name }
+
+func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/javascript; charset=utf-8")
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	h.Set("Content-Length", strconv.Itoa(len(s.script.body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(s.script.body)
 	}
 }
 
