@@ -35,7 +35,7 @@ import (
 // 99% of them also in the inventory (what the portal issued) and 1% issued
 // around it, with CERTPORTAL_BENCH_RECONCILE_INVENTORY inventory rows in
 // all (default 1,000,000: the rest expired and gone from Vault, so
-// inventory_only): the first run (only the serials the inventory does not
+// counted as expired_tidied, not listed): the first run (only the serials the inventory does not
 // know read from Vault, 8 in flight), a repeat run with nothing changed (no
 // certificate read, the last results kept), a run after one inventory row
 // was added (the groups computed again, no certificate read), and a run
@@ -163,9 +163,9 @@ func BenchmarkReconcile(b *testing.B) {
 		if err != nil {
 			b.Fatalf("%s: %v", what, err)
 		}
-		b.Logf("%s: %s (CPU: portal %s, Vault %s), %d Vault reads (%d new serials), peak RSS %.1f MiB (%.1f before); vault_total %d, inventory %d, vault_only %d, inventory_only %d, state_mismatch %d, known %d, kept results of run %d; load %s",
+		b.Logf("%s: %s (CPU: portal %s, Vault %s), %d Vault reads (%d new serials), peak RSS %.1f MiB (%.1f before); vault_total %d, inventory %d, vault_only %d, inventory_only %d, expired_tidied %d, state_mismatch %d, known %d, kept results of run %d; load %s",
 			what, d.Round(time.Millisecond), ownCPU, vaultCPU, run.VaultReads, run.ToRead, peakRSS(), before, run.VaultTotal, run.InventoryTotal,
-			run.VaultOnly, run.InventoryOnly, run.StateMismatch, run.Known, run.ResultsRun, loadAvg())
+			run.VaultOnly, run.InventoryOnly, run.ExpiredTidied, run.StateMismatch, run.Known, run.ResultsRun, loadAvg())
 		for _, l := range strings.Split(logs.String()[logged:], "\n") {
 			if strings.Contains(l, "reconciliation phases") {
 				b.Logf("  %s", l[strings.Index(l, "run="):])
@@ -175,9 +175,9 @@ func BenchmarkReconcile(b *testing.B) {
 		return run
 	}
 	first := measure("first run")
-	if first.VaultOnly != n/100 || first.InventoryOnly != expired || first.VaultReads > n/100+10 {
-		b.Fatalf("first run: vault_only %d, want %d; inventory_only %d, want %d; %d Vault reads", first.VaultOnly, n/100,
-			first.InventoryOnly, expired, first.VaultReads)
+	if first.VaultOnly != n/100 || first.InventoryOnly != 0 || first.ExpiredTidied != expired || first.VaultReads > n/100+10 {
+		b.Fatalf("first run: vault_only %d, want %d; inventory_only %d, want 0; expired_tidied %d, want %d; %d Vault reads", first.VaultOnly, n/100,
+			first.InventoryOnly, first.ExpiredTidied, expired, first.VaultReads)
 	}
 	repeat := measure("repeat run")
 	if repeat.VaultReads != 0 || repeat.ResultsRun != first.ID {
@@ -188,8 +188,9 @@ func BenchmarkReconcile(b *testing.B) {
 		b.Fatal(err)
 	}
 	recomputed := measure("after one inventory row added")
-	if recomputed.VaultReads != 0 || recomputed.ResultsRun != 0 || recomputed.InventoryOnly != expired+1 {
-		b.Fatalf("after an inventory change: %d reads, kept results of %d, inventory_only %d", recomputed.VaultReads, recomputed.ResultsRun, recomputed.InventoryOnly)
+	if recomputed.VaultReads != 0 || recomputed.ResultsRun != 0 || recomputed.InventoryOnly != 1 || recomputed.ExpiredTidied != expired {
+		b.Fatalf("after an inventory change: %d reads, kept results of %d, inventory_only %d (want 1), expired_tidied %d", recomputed.VaultReads,
+			recomputed.ResultsRun, recomputed.InventoryOnly, recomputed.ExpiredTidied)
 	}
 	issue(n, n+100)
 	for _, s := range serials[:100] {

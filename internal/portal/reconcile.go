@@ -180,7 +180,7 @@ func (s *Service) reconcileLocked(ctx context.Context, av AuditorVault, by strin
 	}
 	s.log.InfoContext(ctx, "reconciliation done", "by", by, "vault_total", run.VaultTotal, "inventory_total", run.InventoryTotal,
 		"new_serials", run.ToRead, "vault_reads", run.VaultReads, "vault_only", run.VaultOnly, "inventory_only", run.InventoryOnly,
-		"state_mismatch", run.StateMismatch, "known", run.Known, "kept_results_of", run.ResultsRun,
+		"expired_tidied", run.ExpiredTidied, "state_mismatch", run.StateMismatch, "known", run.Known, "kept_results_of", run.ResultsRun,
 		"took", run.FinishedAt.Sub(run.StartedAt).String())
 	if !record {
 		return run, nil
@@ -194,7 +194,7 @@ func (s *Service) reconcileLocked(ctx context.Context, av AuditorVault, by strin
 // runCounts are a run's counts as the trail records them.
 func runCounts(run *store.ReconcileRun) map[string]string {
 	return map[string]string{
-		"vault_only": itoa(run.VaultOnly), "inventory_only": itoa(run.InventoryOnly),
+		"vault_only": itoa(run.VaultOnly), "inventory_only": itoa(run.InventoryOnly), "expired_tidied": itoa(run.ExpiredTidied),
 		"state_mismatch": itoa(run.StateMismatch), "known": itoa(run.Known),
 		"vault_total": itoa(run.VaultTotal), "inventory_total": itoa(run.InventoryTotal),
 		"vault_reads": itoa(run.VaultReads)}
@@ -370,7 +370,9 @@ func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.Rec
 		lap(&ph.read)
 	}
 
-	counts, err := s.store.FillReconcileResults(ctx, run.ID)
+	// Expired as of now: Vault's tidy has removed (or will remove) those,
+	// so the inventory rows it no longer holds are counted, not listed.
+	counts, err := s.store.FillReconcileResults(ctx, run.ID, s.now())
 	if err != nil {
 		return storeErr(err)
 	}

@@ -513,6 +513,11 @@ type ReconcileRun struct {
 type ReconcileCounts struct {
 	VaultTotal, InventoryTotal                     int
 	VaultOnly, InventoryOnly, StateMismatch, Known int
+	// ExpiredTidied counts the inventory rows Vault does not hold that had
+	// expired when the run computed its groups: Vault's tidy removes
+	// expired certificates, so these are normal and not listed (no
+	// entries); InventoryOnly holds only the unexpired ones.
+	ExpiredTidied int
 }
 
 // ReconcileEntry is one certificate of a reconciliation group.
@@ -555,8 +560,10 @@ type Reconciliations interface {
 	// inventory_only entries, computed in the database from the cache and
 	// the inventory (nothing passes through memory), and returns the counts
 	// (StateMismatch left zero: its entries are confirmed one by one and
-	// added with AddReconcileResults).
-	FillReconcileResults(ctx context.Context, runID int64) (ReconcileCounts, error)
+	// added with AddReconcileResults). An inventory row Vault does not hold
+	// is an inventory_only entry if it has not expired at at (not_after >
+	// at), else only counted (ExpiredTidied).
+	FillReconcileResults(ctx context.Context, runID int64, at time.Time) (ReconcileCounts, error)
 	// MismatchCandidates pages, in serial order after after, through the
 	// inventory rows whose revocation differs from the cache's.
 	MismatchCandidates(ctx context.Context, after string, limit int) ([]*Certificate, error)

@@ -333,6 +333,9 @@ var migrations = []string{
 		WHEN NOT (SELECT inventory_changed FROM reconcile_state WHERE id = 1)
 		BEGIN UPDATE reconcile_state SET inventory_changed = 1 WHERE id = 1; END`,
 	`ALTER TABLE reconcile_runs ADD COLUMN results_run INTEGER NOT NULL DEFAULT 0`,
+	// Inventory rows Vault does not hold that had expired (tidied away):
+	// counted with the run, not listed as inventory_only entries.
+	`ALTER TABLE reconcile_runs ADD COLUMN expired_tidied INTEGER NOT NULL DEFAULT 0`,
 }
 
 // sqliteDay is the UTC day of a millisecond time column, rounded down as

@@ -100,7 +100,7 @@ func testReconcile(t *testing.T, s store.Store) {
 		t.Fatalf("running run: %+v %+v %v", latest, done, err)
 	}
 
-	counts, err := s.FillReconcileResults(ctx, run.ID)
+	counts, err := s.FillReconcileResults(ctx, run.ID, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func testReconcile(t *testing.T, s store.Store) {
 	if err != nil || latest.ID != second.ID || done == nil || done.ID != run.ID || done.VaultOnly != 1198 || !done.FinishedAt.Equal(now.Add(time.Second)) {
 		t.Fatalf("runs while the second runs: %+v %+v %v", latest, done, err)
 	}
-	if _, err := s.FillReconcileResults(ctx, second.ID); err != nil {
+	if _, err := s.FillReconcileResults(ctx, second.ID, now); err != nil {
 		t.Fatal(err)
 	}
 	second.State, second.FinishedAt = store.RunFailed, now.Add(2*time.Minute)
@@ -239,5 +239,78 @@ func testReconcile(t *testing.T, s store.Store) {
 	}
 	if changed, err := s.ClaimInventoryChanges(ctx); err != nil || changed {
 		t.Fatalf("second claim after two inserts: %v %v", changed, err)
+	}
+}
+
+// testReconcileExpired: an inventory row Vault does not hold is an
+// inventory_only entry while it has not expired at the run's moment, and
+// only counted (ExpiredTidied, kept with the run) once it has, revoked or
+// not (Vault's tidy removes expired certificates); an expired row Vault
+// still holds is matched as before, and a CA of the same serial does not
+// count as holding it.
+func testReconcileExpired(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	vc := func(serial, kind string) store.VaultCert {
+		return store.VaultCert{Serial: serial, Subject: "cn-" + serial, NotAfter: at.Add(-time.Hour), Kind: kind}
+	}
+	if err := s.PutVaultCerts(ctx, []store.VaultCert{vc("1a:01", store.VaultKindClient), vc("1a:02", store.VaultKindCA)}); err != nil {
+		t.Fatal(err)
+	}
+	issued := at.Add(-48 * time.Hour)
+	rows := []*store.Certificate{
+		cert("1a:01", "alice", issued, 47*time.Hour),                  // expired, still in Vault: matched
+		cert("1a:02", "alice", issued, 47*time.Hour),                  // expired, only a CA of that serial in Vault: tidied
+		cert("1b:01", "bob", issued, 47*time.Hour),                    // expired an hour ago: tidied
+		cert("1b:02", "bob", issued, 48*time.Hour),                    // expires at the run's moment: tidied
+		cert("1b:03", "bob", issued, 47*time.Hour),                    // expired and revoked: tidied
+		cert("1c:01", "carol", issued, 48*time.Hour+time.Millisecond), // live by a millisecond: listed
+		cert("1c:02", "carol", issued, 72*time.Hour),                  // live, revoked: listed
+	}
+	for _, c := range rows {
+		if c.Serial == "1b:03" || c.Serial == "1c:02" {
+			c.RevokedAt, c.RevokeReason, c.RevokedBy = issued.Add(time.Hour), "lost", c.Username
+		}
+		if err := s.InsertCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := &store.ReconcileRun{By: "audrey", StartedAt: at}
+	var err error
+	if run.ID, err = s.StartReconcileRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	counts, err := s.FillReconcileResults(ctx, run.ID, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.ReconcileCounts{VaultTotal: 1, InventoryTotal: 7, InventoryOnly: 2, ExpiredTidied: 4}
+	if counts != want {
+		t.Fatalf("counts %+v, want %+v", counts, want)
+	}
+	got, err := s.ReconcileResults(ctx, run.ID, store.ReconcileInventoryOnly, "", 10)
+	if err != nil || len(got) != 2 || got[0].Serial != "1c:01" || got[0].Revoked || got[1].Serial != "1c:02" || !got[1].Revoked {
+		t.Fatalf("inventory_only: %+v %v, want 1c:01 and 1c:02 (revoked)", got, err)
+	}
+	for _, g := range []string{store.ReconcileVaultOnly, store.ReconcileKnown, store.ReconcileStateMismatch} {
+		if got, err := s.ReconcileResults(ctx, run.ID, g, "", 10); err != nil || len(got) != 0 {
+			t.Fatalf("%s: %+v %v", g, got, err)
+		}
+	}
+	// The count is kept with the run.
+	run.State, run.FinishedAt, run.ReconcileCounts = store.RunDone, at.Add(time.Second), counts
+	if err := s.UpdateReconcileRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if _, done, err := s.ReconcileRuns(ctx); err != nil || done == nil || done.ExpiredTidied != 4 || done.InventoryOnly != 2 {
+		t.Fatalf("run record: %+v %v", done, err)
+	}
+	// A day later the live ones have expired too.
+	later := &store.ReconcileRun{By: "audrey", StartedAt: at.Add(24 * time.Hour)}
+	if later.ID, err = s.StartReconcileRun(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.FillReconcileResults(ctx, later.ID, at.Add(48*time.Hour)); err != nil || c.InventoryOnly != 0 || c.ExpiredTidied != 6 {
+		t.Fatalf("a day later: %+v %v", c, err)
 	}
 }
