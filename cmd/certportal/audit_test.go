@@ -305,8 +305,9 @@ func TestAuditFailClosed(t *testing.T) {
 }
 
 // TestReconcile: a certificate issued straight from Vault with an admin token
-// shows up as issued around the portal; an inventory row Vault does not know
-// shows up too.
+// shows up as issued around the portal; an unexpired inventory row Vault does
+// not know shows up too, and an expired one (what Vault's tidy removes) is
+// counted, not listed.
 func TestReconcile(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	p := startPortal(t, v, nil)
@@ -323,12 +324,17 @@ func TestReconcile(t *testing.T) {
 	around := sec.Data["serial_number"].(string)
 	db := openSQLite(t, p.DB)
 	if _, err := db.Exec(`INSERT INTO certificates(serial, username, subject, key_type, encryption, issued_by, issued_at, not_after)
-		VALUES('0f:0f:0f', 'ghost', 'ghost@example.com', 'ec-256', 'modern', 'ghost', 0, 9999999999999)`); err != nil {
+		VALUES('0f:0f:0f', 'ghost', 'ghost@example.com', 'ec-256', 'modern', 'ghost', 0, 9999999999999),
+		('0e:0e:0e', 'ghost', 'ghost@example.com', 'ec-256', 'modern', 'ghost', 0, 86400000)`); err != nil {
 		t.Fatal(err)
 	}
 	audrey := newBrowser(t, p.URL)
 	audrey.mustLogin("audrey", v.Password(t, "audrey"))
-	runReconcile(t, audrey)
+	js := runReconcile(t, audrey)
+	rec := parseReconcileJSON(t, js)
+	if n := reconcileTidied(t, js); n != 1 || findEntry(rec["inventory_only"], "0e:0e:0e") != nil || findEntry(rec["inventory_only"], "0f:0f:0f") == nil {
+		t.Errorf("json: expired_tidied %d (want 1), inventory_only %v (want 0f:0f:0f, not the expired 0e:0e:0e)", n, rec["inventory_only"])
+	}
 	r := audrey.get("/audit/reconcile")
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("reconcile: %d", r.StatusCode)
@@ -348,6 +354,9 @@ func TestReconcile(t *testing.T) {
 	}
 	if !strings.Contains(invOnly, "0f:0f:0f") {
 		t.Errorf("inventory row unknown to Vault not listed:\n%s", invOnly)
+	}
+	if strings.Contains(invOnly, "0e:0e:0e") || extract(r.Body, `id="expired-tidied"><small>`, "<") != "Expired and removed from Vault by tidy: 1 — normal, not listed." {
+		t.Errorf("expired inventory row listed, or its count not shown: %q\n%s", extract(r.Body, `id="expired-tidied">`, "</p>"), invOnly)
 	}
 	inv := audrey.get("/audit/inventory")
 	if inv.StatusCode != http.StatusOK || extract(inv.Body, `id="count-active">`, "<") != "2" {

@@ -73,7 +73,7 @@ func parseReconcileJSON(t *testing.T, r *response) map[string][]reconcileEntry {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	want := append([]string(nil), reconcileGroups...)
+	want := append([]string{"expired_tidied"}, reconcileGroups...)
 	sort.Strings(want)
 	if strings.Join(keys, ",") != strings.Join(want, ",") {
 		t.Fatalf("reconcile json keys %v, want %v", keys, want)
@@ -85,6 +85,9 @@ func parseReconcileJSON(t *testing.T, r *response) map[string][]reconcileEntry {
 		Subject  *string `json:"subject"`
 		NotAfter *string `json:"not_after"`
 		Revoked  *bool   `json:"revoked"`
+	}
+	if n := reconcileTidied(t, r); n < 0 {
+		t.Fatalf("expired_tidied %d", n)
 	}
 	out := map[string][]reconcileEntry{}
 	for _, g := range reconcileGroups {
@@ -110,6 +113,19 @@ func parseReconcileJSON(t *testing.T, r *response) map[string][]reconcileEntry {
 		out[g] = list
 	}
 	return out
+}
+
+// reconcileTidied is the expired_tidied count of a JSON answer: expired
+// inventory rows Vault no longer holds, counted, not listed.
+func reconcileTidied(t *testing.T, r *response) int {
+	t.Helper()
+	var v struct {
+		N *int `json:"expired_tidied"`
+	}
+	if err := json.Unmarshal(r.Body, &v); err != nil || v.N == nil {
+		t.Fatalf("reconcile json: expired_tidied missing or not an integer: %v\n%.300s", err, r.Body)
+	}
+	return *v.N
 }
 
 func findEntry(list []reconcileEntry, serial string) *reconcileEntry {

@@ -447,8 +447,10 @@ var reconcileGroupIDs = []struct{ group, id, title, hint string }{
 // auditReconcile shows the last finished reconciliation at once (and
 // whether a newer one is running), or with ?format=json streams it for
 // scripts: {"vault_only": [...], "inventory_only": [...],
-// "state_mismatch": [...], "known": [...]}, each entry
-// {serial, subject, not_after (RFC 3339), revoked}. The run it comes from
+// "state_mismatch": [...], "known": [...], "expired_tidied": N}, each
+// entry {serial, subject, not_after (RFC 3339), revoked}; expired_tidied
+// counts the expired inventory rows Vault no longer holds, which are not
+// listed (0 before the first run). The run it comes from
 // is in the headers: X-Reconcile-Run (id, 0 before the first),
 // X-Reconcile-Finished (RFC 3339) and X-Reconcile-State of the newest run
 // (running, done, failed). POST /audit/reconcile starts a new run.
@@ -489,6 +491,9 @@ func (s *Server) auditReconcile(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			rg.Hidden = max(0, rg.Total-len(rg.Entries))
+			if g.group == store.ReconcileInventoryOnly {
+				rg.ShowTidied, rg.Tidied = true, run.ExpiredTidied
+			}
 		}
 		p.ReconcileGroups = append(p.ReconcileGroups, rg)
 	}
@@ -511,8 +516,12 @@ type reconcileGroup struct {
 	ID, Title, Hint string
 	Entries         []portal.ReconcileEntry
 	Total, Hidden   int
-	RevokeLinks     bool // rows link to the helpdesk page that revokes them
-	Mismatch        bool // rows say which side holds which state
+	// Tidied (shown with inventory_only): the inventory rows Vault does
+	// not hold that had expired, counted but not listed.
+	ShowTidied  bool
+	Tidied      int
+	RevokeLinks bool // rows link to the helpdesk page that revokes them
+	Mismatch    bool // rows say which side holds which state
 }
 
 type jsonReconcileEntry struct {
@@ -522,8 +531,8 @@ type jsonReconcileEntry struct {
 	Revoked  bool   `json:"revoked"`
 }
 
-// reconcileJSON streams the four lists of run (empty lists before the
-// first run) from the store, a page at a time, so memory stays flat
+// reconcileJSON streams the four lists of run and its expired_tidied
+// count (empty lists and 0 before the first run) from the store, a page at a time, so memory stays flat
 // however long they are.
 func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, user *portal.Identity, run *store.ReconcileRun) {
 	h := w.Header()
@@ -582,7 +591,11 @@ func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, user *por
 			}
 			bw.WriteString("]")
 		}
-		bw.WriteString("\n}\n")
+		tidied := 0
+		if run != nil {
+			tidied = run.ExpiredTidied
+		}
+		bw.WriteString(",\n\"expired_tidied\":" + strconv.Itoa(tidied) + "\n}\n")
 		return bw.Flush()
 	}()
 	if err != nil {
