@@ -92,7 +92,10 @@ func TestStepUpMFA(t *testing.T) {
 	alicePass, helenPass := v.Password(t, "alice"), v.Password(t, "helen")
 	// Each code works once: the test walks the 30-second steps Vault's
 	// skew of one accepts, and logs in with the previous step's codes.
-	now := time.Now()
+	// Those are valid only while Vault's clock is still in now's step, so
+	// now is taken early in a step (a login that crossed into the next
+	// step got 401 under load).
+	now := earlyInStep()
 	alice := newBrowser(t, p.URL)
 	alice.passwordStep("alice", alicePass)
 	mustLanded(t, alice.codeStep(code(t, aliceSecret, now.Add(-30*time.Second))), "alice's login")
@@ -441,5 +444,18 @@ func TestEnrolLinkAlreadyEnrolledRecorded(t *testing.T) {
 	}
 	if refused != 1 {
 		t.Errorf("%d mfa.enrol failures for bob's spent link, want 1: %+v", refused, sessionEvents(t, db, "mfa.enrol", "bob"))
+	}
+}
+
+// earlyInStep returns the current time once at least 20 s of its 30-second
+// TOTP step remain, waiting for the next step if need be (at most 10 s).
+func earlyInStep() time.Time {
+	for {
+		now := time.Now()
+		into := time.Duration(now.UnixNano() % int64(30*time.Second))
+		if into <= 10*time.Second {
+			return now
+		}
+		time.Sleep(30*time.Second - into)
 	}
 }
