@@ -318,6 +318,11 @@ func TestHelpdeskRevokesVaultOnly(t *testing.T) {
 	if form.StatusCode != http.StatusOK || !strings.Contains(string(form.Body), "alice@example.com") || !strings.Contains(string(form.Body), `name="ticket"`) {
 		t.Fatalf("helpdesk form: %d\n%s", form.StatusCode, form.Body)
 	}
+	// The facts as one list (a table of one-row cards on a phone before),
+	// and a red button beside a way out, as on the other revoke pages.
+	if b := string(form.Body); !strings.Contains(b, `<dl class="kv card" id="vault-certificate">`) || !strings.Contains(b, `id="vault-revoke-submit" class="danger"`) {
+		t.Errorf("helpdesk form layout:\n%s", b)
+	}
 	bad := []struct {
 		name   string
 		path   string
