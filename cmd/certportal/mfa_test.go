@@ -368,6 +368,9 @@ func TestMFAEnrolment(t *testing.T) {
 	if r := helen.post("/helpdesk/users/alice/mfa", url.Values{"ticket": {""}}); r.StatusCode != http.StatusBadRequest {
 		t.Errorf("enrolment without a ticket: status %d, want 400", r.StatusCode)
 	}
+	if page := string(helen.get("/helpdesk/users/alice").Body); !strings.Contains(page, `id="mfa-enrol"`) || strings.Contains(page, `id="mfa-off"`) {
+		t.Error("helpdesk user page with MFA on has no enrolment form")
+	}
 	link := makeEnrolLink(t, helen, "alice", false)
 	bobLink := makeEnrolLink(t, helen, "bob", false)
 

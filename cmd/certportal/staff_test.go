@@ -35,6 +35,10 @@ func TestHelpdeskRevokeConfirm(t *testing.T) {
 	helen.mustLogin("helen", v.Password(t, "helen"))
 
 	user := string(helen.get("/helpdesk/users/alice").Body)
+	// MFA is off on this Vault: no enrolment form that can only fail, a note instead.
+	if strings.Contains(user, `id="mfa-enrol"`) || !strings.Contains(user, `id="mfa-off"`) {
+		t.Error("helpdesk user page with MFA off offers enrolment instead of saying MFA is off")
+	}
 	confirmURL := "/helpdesk/certificates/" + s1 + "/revoke"
 	if !strings.Contains(user, `href="`+confirmURL+`"`) || !strings.Contains(user, `class="button danger"`) {
 		t.Fatalf("user page has no revoke link to the confirmation page:\n%s", user)

@@ -50,12 +50,23 @@ func (s *Service) enforcement(ctx context.Context) (*vault.MFAEnforcement, error
 	}
 	e, err := s.mfaVault.ReadMFAEnforcement(ctx, s.opts.MFAEnforcement)
 	switch {
-	case errors.Is(err, vault.ErrNotFound):
+	case errors.Is(err, vault.ErrNotFound), errors.Is(err, vault.ErrPermissionDenied):
+		// Denied: setup grants the portal this read only with --mfa totp.
 		return nil, &Error{Code: EInvalid, Message: "error.mfa_off", Err: err}
 	case err != nil:
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
 	}
 	return e, nil
+}
+
+// MFAEnrolmentOn reports whether helpdesk enrolment can work: the portal's
+// identity can enrol and Vault holds the login enforcement that makes a
+// login two-step. Vault unreachable counts as on: the form stays, and
+// sending it reports the outage.
+func (s *Service) MFAEnrolmentOn(ctx context.Context) bool {
+	_, err := s.enforcement(ctx)
+	var pe *Error
+	return !(errors.As(err, &pe) && pe.Code == EInvalid)
 }
 
 // StartEnrolment lets helpdesk staff enrol username in TOTP: with reset,

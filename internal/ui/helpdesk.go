@@ -50,6 +50,7 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 		return
 	}
 	p.Target, p.TargetUnknown, p.Certs, p.CertActions = username, !known, certs, true
+	p.MFAEnrol = s.Service.MFAEnrolmentOn(r.Context())
 	s.sentReminders(r, p, username)
 	if p.Offboarded, err = s.Service.OffboardRevocations(r.Context(), p.User, username); err != nil {
 		s.fail(w, r, err)
