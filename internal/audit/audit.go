@@ -57,6 +57,9 @@ const (
 	// The background reconciliation held back its automatic revocations:
 	// more certificates issued around the portal than its limit.
 	ActionReconcileHeld = "reconcile.held"
+	// A background reconciliation ran unheld after a hold: the hold is
+	// over (revoked by hand, or the limit raised).
+	ActionReconcileResumed = "reconcile.resumed"
 )
 
 // Chart series: the actions each daily count adds up. On-behalf issuance is

@@ -24,7 +24,7 @@ func newReconcileMetrics(reg *prometheus.Registry) reconcileMetrics {
 		}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_reconcile_held",
-			Help: "1 while this replica's last background reconciliation held back its automatic revocations (more than CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX); 0 otherwise.",
+			Help: "1 while a background reconciliation's hold of its automatic revocations (more than CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX) is in force, on every replica (read from the trail when this replica's own run lost the lock or failed); 0 otherwise.",
 		}),
 		lastRun: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_reconcile_last_run_timestamp_seconds",
@@ -59,5 +59,18 @@ func (m *Metrics) ReconcileRun(result string, vaultOnly int, at time.Time) {
 	if result == "ok" || result == "held" {
 		m.reconcile.vaultOnly.Set(float64(vaultOnly))
 		m.reconcile.lastRun.Set(float64(at.Unix()))
+	}
+}
+
+// ReconcileHeld sets certportal_reconcile_held from the shared state (the
+// trail) when this replica's own run did not decide it.
+func (m *Metrics) ReconcileHeld(held bool) {
+	if m == nil {
+		return
+	}
+	if held {
+		m.reconcile.held.Set(1)
+	} else {
+		m.reconcile.held.Set(0)
 	}
 }

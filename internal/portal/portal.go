@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -198,12 +197,6 @@ type Service struct {
 	// rotator is sv when it can rotate its own secret id (rotate.go).
 	rotator  SecretRotator
 	rotation rotationState
-	// reconcileHeld remembers the background reconciliation's last hold
-	// (reconcile_job.go).
-	reconcileHeld struct {
-		mu   sync.Mutex
-		last string
-	}
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's

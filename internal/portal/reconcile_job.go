@@ -76,6 +76,7 @@ func (s *Service) ReconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	}
 	if !ok {
 		s.opts.Metrics.ReconcileRun("skipped", 0, s.now())
+		s.reconcileHeldFromTrail(ctx)
 		return &ReconcileJobResult{Skipped: true}, nil
 	}
 	defer unlock()
@@ -83,10 +84,12 @@ func (s *Service) ReconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	switch {
 	case err != nil:
 		s.opts.Metrics.ReconcileRun("failed", 0, s.now())
+		s.reconcileHeldFromTrail(ctx)
 	case res.Held:
 		s.opts.Metrics.ReconcileRun("held", res.VaultOnly, s.now())
 	case res.Failed > 0:
 		s.opts.Metrics.ReconcileRun("failed", res.VaultOnly, s.now())
+		s.reconcileHeldFromTrail(ctx) // a hold this run ended (reconcile.resumed) is over
 	default:
 		s.opts.Metrics.ReconcileRun("ok", res.VaultOnly, s.now())
 	}
@@ -141,8 +144,7 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 			"to_revoke", len(todo), "auto_revoke_after", grace)
 	}
 	if len(todo) == 0 {
-		s.noteHeld("")
-		return res, nil
+		return res, s.reconcileResumed(ctx, res)
 	}
 	if len(todo) > s.autoRevokeMax() {
 		res.Held = true
@@ -153,14 +155,25 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		for i, c := range todo {
 			serials[i] = c.serial
 		}
-		if s.noteHeld(fmt.Sprint(serials)) {
-			return res, nil // recorded already, for the same list
-		}
-		return res, s.record(ctx, s.newEvent(ctx, ReconcileActor, "", audit.ActionReconcileHeld, audit.OutcomeDenied, "", map[string]string{
+		details := map[string]string{
 			"why": res.HeldWhy, "serials": sample(serials, 20), "max": itoa(s.autoRevokeMax()), "auto_revoke_after": grace.String(),
-		}))
+		}
+		// Recorded once per hold and list, whichever replica finds it:
+		// the trail is the state they share.
+		hold, err := s.currentReconcileHold(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if hold != nil {
+			if was := decodeDetails(hold.Details); was["why"] == details["why"] && was["serials"] == details["serials"] && was["max"] == details["max"] {
+				return res, nil // recorded already, for the same list
+			}
+		}
+		return res, s.record(ctx, s.newEvent(ctx, ReconcileActor, "", audit.ActionReconcileHeld, audit.OutcomeDenied, "", details))
 	}
-	s.noteHeld("")
+	if err := s.reconcileResumed(ctx, res); err != nil {
+		return nil, err
+	}
 	var firstErr error
 	for _, c := range todo {
 		if err := s.autoRevoke(ctx, c, grace); err != nil {
@@ -186,15 +199,60 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	return res, nil
 }
 
-// noteHeld remembers the last held list (key; "" when not held) and
-// reports whether it is the same as before, so that a hold is recorded
-// once, not every interval.
-func (s *Service) noteHeld(key string) bool {
-	s.reconcileHeld.mu.Lock()
-	defer s.reconcileHeld.mu.Unlock()
-	same := key != "" && s.reconcileHeld.last == key
-	s.reconcileHeld.last = key
-	return same
+// currentReconcileHold is the last reconcile.held event when no
+// reconcile.resumed came after it: the hold in force; nil when there is
+// none.
+func (s *Service) currentReconcileHold(ctx context.Context) (*audit.Event, error) {
+	last := func(action, outcome string) (*audit.Event, error) {
+		evs, err := s.store.QueryAudit(ctx, store.AuditFilter{Action: action, Outcome: outcome, Limit: 1})
+		if err != nil {
+			return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: fmt.Errorf("reconcile: read the trail: %w", err)}
+		}
+		if len(evs) == 0 {
+			return nil, nil
+		}
+		return evs[0], nil
+	}
+	held, err := last(audit.ActionReconcileHeld, audit.OutcomeDenied)
+	if err != nil || held == nil {
+		return nil, err
+	}
+	resumed, err := last(audit.ActionReconcileResumed, audit.OutcomeSuccess)
+	if err != nil {
+		return nil, err
+	}
+	if resumed != nil && resumed.ID > held.ID {
+		return nil, nil
+	}
+	return held, nil
+}
+
+// reconcileResumed records the end of a hold in force, once: this run is
+// not held.
+func (s *Service) reconcileResumed(ctx context.Context, res *ReconcileJobResult) error {
+	hold, err := s.currentReconcileHold(ctx)
+	if err != nil || hold == nil {
+		return err
+	}
+	return s.record(ctx, s.newEvent(ctx, ReconcileActor, "", audit.ActionReconcileResumed, audit.OutcomeSuccess, "", map[string]string{
+		"held_since": fmtTime(hold.Time), "vault_only": itoa(res.VaultOnly), "max": itoa(s.autoRevokeMax()),
+	}))
+}
+
+// reconcileHeldFromTrail sets certportal_reconcile_held from the trail,
+// the state every replica shares, when this replica's own run did not
+// decide it (it lost the lock, or failed): each replica's gauge then says
+// whether a hold is in force, not what it last saw itself.
+func (s *Service) reconcileHeldFromTrail(ctx context.Context) {
+	if s.opts.Metrics == nil {
+		return
+	}
+	hold, err := s.currentReconcileHold(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "reconcile: cannot read the trail; certportal_reconcile_held unchanged", "err", err)
+		return
+	}
+	s.opts.Metrics.ReconcileHeld(hold != nil)
 }
 
 // attributable reads a vault_only certificate and returns it as a

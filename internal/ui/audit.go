@@ -30,7 +30,7 @@ var (
 		audit.ActionReissue, audit.ActionAccessDenied, audit.ActionPortalStart, audit.ActionConfigSetup, audit.ActionAuditExport, audit.ActionReconcile,
 		audit.ActionSessionEnded, audit.ActionSessionRoles, audit.ActionStepUp,
 		audit.ActionLoginMFARequired, audit.ActionLoginMFAFailure, audit.ActionMFAEnrolLink, audit.ActionMFAReset, audit.ActionMFAEnrol,
-		audit.ActionNotify, audit.ActionOffboardSweep, audit.ActionOffboardHeld, audit.ActionOffboardConfirm, audit.ActionOffboardResumed, audit.ActionSecretIDRotate, audit.ActionReconcileHeld}
+		audit.ActionNotify, audit.ActionOffboardSweep, audit.ActionOffboardHeld, audit.ActionOffboardConfirm, audit.ActionOffboardResumed, audit.ActionSecretIDRotate, audit.ActionReconcileHeld, audit.ActionReconcileResumed}
 	auditOutcomes = []string{audit.OutcomeSuccess, audit.OutcomeFailure, audit.OutcomeDenied, audit.OutcomeIntent, audit.OutcomeNotDelivered}
 )
 

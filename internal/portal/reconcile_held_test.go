@@ -1,0 +1,164 @@
+package portal
+
+import (
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log/slog"
+	"math/big"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/metrics"
+	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/store/sqlite"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// issuedAround is the part of Vault a background reconciliation reads:
+// certificates the users' role issued that the inventory does not know,
+// which the test revokes as the helpdesk would.
+type issuedAround struct {
+	userList
+	mu    sync.Mutex
+	certs map[string]*vault.StoredCertificate
+}
+
+func (v *issuedAround) ListCertificates(context.Context, string) ([]string, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []string
+	for s := range v.certs {
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (v *issuedAround) ListRevokedCertificates(context.Context, string) ([]string, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []string
+	for s, c := range v.certs {
+		if !c.RevokedAt.IsZero() {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (v *issuedAround) ReadCertificate(_ context.Context, _, serial string) (*vault.StoredCertificate, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c, ok := v.certs[serial]
+	if !ok {
+		return nil, vault.ErrNotFound
+	}
+	cp := *c
+	return &cp, nil
+}
+
+func (v *issuedAround) revokeAll(at time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, c := range v.certs {
+		c.RevokedAt = at
+	}
+}
+
+// TestReconcileHeldGaugeAcrossReplicas: two replicas on one store. Each
+// one's certportal_reconcile_held says whether a hold is in force — the
+// trail's state, shared by all — also on the replica whose runs lose the
+// lock to the other; the hold is recorded once, not once per replica, and
+// its end is recorded (reconcile.resumed).
+func TestReconcileHeldGaugeAcrossReplicas(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	now := time.Now()
+	vlt := &issuedAround{certs: map[string]*vault.StoredCertificate{}}
+	for i, u := range []string{"alice", "bob", "carol"} {
+		cn := u + "@example.com"
+		vlt.certs[vaultSerial("1a-0"+string(rune('0'+i)))] = &vault.StoredCertificate{Certificate: &x509.Certificate{
+			SerialNumber: big.NewInt(int64(i + 1)), Subject: pkix.Name{CommonName: cn}, EmailAddresses: []string{cn},
+			NotBefore: now.Add(-3 * time.Hour), NotAfter: now.Add(24 * time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+		}}
+	}
+	replica := func() (*Service, *metrics.Metrics) {
+		st, err := sqlite.Open(ctx, dir+"/p.db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		m := metrics.New()
+		s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
+			EmailDomain: "example.com", Metrics: m,
+			Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokeMax: 2}},
+			slog.New(slog.NewTextHandler(io.Discard, nil)))
+		return s, m
+	}
+	a, am := replica()
+	b, bm := replica()
+	run := func(s *Service, wantSkipped bool) {
+		t.Helper()
+		res, err := s.ReconcileJob(ctx)
+		if err != nil {
+			t.Fatalf("reconcile job: %v", err)
+		}
+		if res.Skipped != wantSkipped {
+			t.Fatalf("reconcile job: %+v, want skipped %v", res, wantSkipped)
+		}
+	}
+	whileBusy := func(f func()) {
+		t.Helper()
+		unlock, ok, err := b.store.TryLock(ctx, reconcileLock)
+		if err != nil || !ok {
+			t.Fatalf("take the reconciliation's lock: %v %v", ok, err)
+		}
+		defer unlock()
+		f()
+	}
+	held := func(what string, m *metrics.Metrics, want string) {
+		t.Helper()
+		if got := gauge(t, m, "certportal_reconcile_held"); got != want {
+			t.Errorf("%s: certportal_reconcile_held %s, want %s", what, got, want)
+		}
+	}
+	events := func(action string) int {
+		t.Helper()
+		evs, err := a.store.QueryAudit(ctx, store.AuditFilter{Action: action, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+
+	// Three issued around the portal, more than the limit of two: a hold.
+	run(a, false)
+	held("a held", am, "1")
+	whileBusy(func() { run(b, true) })
+	held("b skipped during the hold", bm, "1")
+	// b runs too and finds the same hold: recorded once, not per replica.
+	run(b, false)
+	held("b held", bm, "1")
+	if n := events(audit.ActionReconcileHeld); n != 1 {
+		t.Errorf("%d reconcile.held events for one hold seen by two replicas, want 1", n)
+	}
+
+	// The helpdesk revokes them: b's run ends the hold, a's runs lose the
+	// lock to b's.
+	vlt.revokeAll(now)
+	run(b, false)
+	held("b after the hold ended", bm, "0")
+	if n := events(audit.ActionReconcileResumed); n != 1 {
+		t.Errorf("%d reconcile.resumed events after the hold ended, want 1", n)
+	}
+	whileBusy(func() { run(a, true) })
+	held("a skipped after b ended the hold", am, "0")
+	run(a, false)
+	if n := events(audit.ActionReconcileResumed); n != 1 {
+		t.Errorf("%d reconcile.resumed events after a second unheld run, want still 1", n)
+	}
+}
