@@ -115,8 +115,17 @@ func TestRevokeOwnAndOthers(t *testing.T) {
 	if !slices.Contains(crl(t, v), mine) {
 		t.Fatal("revoked certificate is not on Vault's CRL")
 	}
-	if home := alice.get("/?notice=revoked"); !strings.Contains(string(home.Body), `class="badge revoked"`) || !strings.Contains(string(home.Body), `id="notice"`) {
+	home = alice.get(r.Header.Get("Location"))
+	if !strings.Contains(string(home.Body), `class="badge revoked"`) || !strings.Contains(string(home.Body), `id="notice"`) {
 		t.Fatal("inventory does not show the revocation")
+	}
+	// The notice names the certificate (it has no label here: its serial).
+	if !strings.Contains(string(home.Body), "The certificate "+mine[:8]) {
+		t.Errorf("revocation notice does not name the certificate %s", mine)
+	}
+	// A serial in the link that is not one of alice's is not shown.
+	if home := alice.get("/?notice=revoked&serial=%3Cb%3Eforged"); !strings.Contains(string(home.Body), `id="notice">The certificate was revoked.</p>`) {
+		t.Error("revocation notice shows a serial that is not the user's")
 	}
 	if r := alice.post("/certificates/"+mine+"/revoke", url.Values{"reason": {"lost"}}); r.StatusCode != http.StatusBadRequest {
 		t.Fatalf("revoking twice: %d", r.StatusCode)

@@ -3,6 +3,7 @@ package ui
 import (
 	"errors"
 	"net/http"
+	"net/url"
 
 	"github.com/go-chi/chi/v5"
 
@@ -42,7 +43,9 @@ func (s *Server) certificateRevoke(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/?notice=revoked", http.StatusSeeOther)
+	// The serial names the certificate in the notice; the dashboard shows
+	// it only when it is one of the user's own (never text from the link).
+	http.Redirect(w, r, "/?notice=revoked&serial="+url.QueryEscape(chi.URLParam(r, "serial")), http.StatusSeeOther)
 }
 
 // certificateRenewForm shows the issue form bound to an existing certificate.

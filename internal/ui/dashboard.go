@@ -71,6 +71,18 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 			return
 		}
 		p.Certs, p.CertActions = certs, true
+		if p.Notice == "notice.revoked" {
+			if q := r.URL.Query().Get("serial"); q != "" {
+				for _, c := range certs {
+					if c.Serial == q {
+						p.Notice, p.NoticeArg = "notice.revoked_named", shortSerial(c.Serial)
+						if c.Label != "" {
+							p.NoticeArg = c.Label + " (" + shortSerial(c.Serial) + ")"
+						}
+					}
+				}
+			}
+		}
 		active := 0
 		for i, c := range certs {
 			if c.Status != portal.StatusActive && c.Status != portal.StatusExpiring {
