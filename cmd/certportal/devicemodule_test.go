@@ -148,3 +148,25 @@ func TestPageScriptHashed(t *testing.T) {
 		t.Errorf("script under another hash: %d", r.StatusCode)
 	}
 }
+
+// TestIssueFormKeepsKeyOrigin: a form sent with "let the server create it"
+// and refused (passwords differ) comes back with that choice, not the
+// device default; an untouched form still defaults to the device.
+func TestIssueFormKeepsKeyOrigin(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	if home := string(alice.get("/").Body); !strings.Contains(home, `id="key-device" checked`) || strings.Contains(home, `id="key-server" checked`) {
+		t.Fatalf("fresh form does not default to the device:\n%s", home)
+	}
+	form := issueForm("correct horse battery", "other horse battery", "", "modern")
+	form.Set("key_origin", "server")
+	r := alice.post("/certificates", form)
+	if r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("mismatched passwords: status %d", r.StatusCode)
+	}
+	if body := string(r.Body); !strings.Contains(body, `id="key-server" checked`) || strings.Contains(body, `id="key-device" checked`) {
+		t.Errorf("refused form forgot the server key choice:\n%s", body)
+	}
+}

@@ -31,6 +31,7 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 	if s.device != nil {
 		p.DeviceWasm, p.DeviceExec = s.device.wasmURL(), s.device.execURL()
 		p.DeviceRequired = s.Service.DeviceKeys() == portal.DeviceKeysRequired
+		p.KeyServer = !p.DeviceRequired && r.PostFormValue("key_origin") == "server"
 	}
 	selected := opts.DefaultTTL
 	if d, perr := time.ParseDuration(r.PostFormValue("ttl")); perr == nil {

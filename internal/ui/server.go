@@ -224,6 +224,9 @@ type page struct {
 	// URLs (empty: not offered) and whether it is the only way.
 	DeviceWasm, DeviceExec string
 	DeviceRequired         bool
+	// KeyServer: the form was sent with "let the server create it"
+	// chosen, and comes back (a refused form) with that choice kept.
+	KeyServer bool
 	TTLs                   []ttlOption
 	Encryption             string
 	WhoamiURL              string

@@ -137,6 +137,7 @@
     var keep = {};
     ['label', 'ttl'].forEach(function (n) { var el = form.querySelector('[name=' + n + ']'); if (el) keep[n] = el.value; });
     var enc = form.querySelector('input[name=encryption]:checked');
+    var origin = form.querySelector('input[name=key_origin]:checked');
     return fetch(window.location.pathname + window.location.search, { credentials: 'same-origin' }).then(function (r) { return r.text(); }).then(function (html) {
       var main = replaceMain(html);
       if (!main) return;
@@ -144,6 +145,7 @@
       if (!fresh) return;
       Object.keys(keep).forEach(function (n) { var el = fresh.querySelector('[name=' + n + ']'); if (el) el.value = keep[n]; });
       if (enc) { var e = fresh.querySelector('input[name=encryption][value=' + enc.value + ']'); if (e) e.checked = true; }
+      if (origin) { var o = fresh.querySelector('input[name=key_origin][value=' + origin.value + ']'); if (o) o.checked = true; }
       focusFirst(main, ['[name=stepup_password]']);
     });
   }
