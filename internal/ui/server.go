@@ -226,11 +226,11 @@ type page struct {
 	DeviceRequired         bool
 	// KeyServer: the form was sent with "let the server create it"
 	// chosen, and comes back (a refused form) with that choice kept.
-	KeyServer bool
-	TTLs                   []ttlOption
-	Encryption             string
-	WhoamiURL              string
-	MaxActive              int
+	KeyServer  bool
+	TTLs       []ttlOption
+	Encryption string
+	WhoamiURL  string
+	MaxActive  int
 	// certificate tables
 	Certs       []portal.CertificateView
 	Reminders   []reminderView // expiry reminders sent (dashboard, helpdesk user page)
