@@ -322,6 +322,11 @@ func TestDeviceKeysSetting(t *testing.T) {
 	req := startPortal(t, v, map[string]string{"CERTPORTAL_DEVICE_KEYS": "required"})
 	alice := newBrowser(t, req.URL)
 	alice.mustLogin("alice", alicePW)
+	// The one choice there is reads as a requirement, not a recommendation.
+	if home := string(alice.get("/").Body); !strings.Contains(home, "your company requires it") || strings.Contains(home, "(recommended)") ||
+		strings.Contains(home, `id="key-server"`) {
+		t.Errorf("issue form with device keys required: want the required wording and no server choice\n%s", home)
+	}
 	before := certSet(t, v)
 	r := alice.post("/certificates", issueForm(p12Password, p12Password, "720h0m0s", "modern"))
 	if r.StatusCode != http.StatusForbidden || r.Header.Get("Content-Type") == "application/x-pkcs12" ||
