@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,13 +18,16 @@ import (
 func TestLoginThrottle(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	p := startPortal(t, v, map[string]string{"CERTPORTAL_LOGIN_MAX_FAILURES": "3", "CERTPORTAL_LOGIN_FAILURE_WINDOW": "10m"})
+	var lastBody string
 	login := func(c *http.Client, user, password string) *http.Response {
 		t.Helper()
 		resp, err := c.PostForm(p.URL+"/login", url.Values{"username": {user}, "password": {password}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		lastBody = string(body)
 		return resp
 	}
 	attacker := clientFrom("127.0.0.3")
@@ -40,6 +45,9 @@ func TestLoginThrottle(t *testing.T) {
 	}
 	if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || s < 1 || s > 600 {
 		t.Errorf("Retry-After %q", r.Header.Get("Retry-After"))
+	} else if want := fmt.Sprintf("Try again in %d min.", (s+59)/60); !strings.Contains(lastBody, want) {
+		// The page says the wait the header gives, in minutes rounded up.
+		t.Errorf("lockout page does not say %q:\n%s", want, lastBody)
 	}
 	if len(accessors(t, v)) != tokens {
 		t.Error("a throttled login reached Vault and got a token")

@@ -79,6 +79,14 @@ func errorTitle(status int) string {
 	}
 }
 
+// waitMinutes is pe's wait in whole minutes rounded up (0: none known).
+func waitMinutes(pe *portal.Error) int {
+	if pe == nil || pe.RetryAfter <= 0 {
+		return 0
+	}
+	return int((pe.RetryAfter + time.Minute - 1) / time.Minute)
+}
+
 // setRetryAfter tells the client when to try again, in whole seconds
 // rounded up, for errors that carry a wait.
 func setRetryAfter(w http.ResponseWriter, pe *portal.Error) {

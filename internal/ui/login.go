@@ -40,6 +40,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			setRetryAfter(w, pe)
 			p := s.newPage(r, "login.title")
 			p.Error = pe.Message
+			if p.ErrorWait = waitMinutes(pe); p.ErrorWait > 0 && pe.Code == portal.ETooMany {
+				p.Error += "_wait"
+			} else {
+				p.ErrorWait = 0
+			}
 			p.Username = username
 			p.AccountName = s.accountName(p)
 			// The username was most likely right: the cursor goes where

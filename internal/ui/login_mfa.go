@@ -117,6 +117,11 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 		setRetryAfter(w, pe)
 		pg := s.newPage(r, "login.mfa_title")
 		pg.Error = pe.Message
+		if pg.ErrorWait = waitMinutes(pe); pg.ErrorWait > 0 && pe.Code == portal.ETooMany {
+			pg.Error += "_wait"
+		} else {
+			pg.ErrorWait = 0
+		}
 		pg.Username = p.Username
 		s.render(w, r, statusFor(pe.Code), "login_mfa", pg)
 		return

@@ -206,6 +206,7 @@ type page struct {
 	Notice    string // catalog keys
 	NoticeArg string // the notice's one argument, for notices that name someone
 	Error     string
+	ErrorWait int // minutes to wait, rounded up: the Error's "_wait" form says them
 	Field     string
 	// Self is the GET page this page stands for, without ?lang=: the
 	// language switch links to it, so switching never repeats a POST.
