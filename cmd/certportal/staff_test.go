@@ -35,6 +35,10 @@ func TestHelpdeskRevokeConfirm(t *testing.T) {
 	helen.mustLogin("helen", v.Password(t, "helen"))
 
 	user := string(helen.get("/helpdesk/users/alice").Body)
+	// A serial breaks only at its colons: <wbr> after each, not break-all.
+	if !strings.Contains(user, `<code class="serial">`+strings.ReplaceAll(s1, ":", ":<wbr>")+`</code>`) {
+		t.Error("helpdesk user page's serial has no break points at its colons")
+	}
 	// MFA is off on this Vault: no enrolment form that can only fail, a note instead.
 	if strings.Contains(user, `id="mfa-enrol"`) || !strings.Contains(user, `id="mfa-off"`) {
 		t.Error("helpdesk user page with MFA off offers enrolment instead of saying MFA is off")
