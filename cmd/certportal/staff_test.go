@@ -39,6 +39,10 @@ func TestHelpdeskRevokeConfirm(t *testing.T) {
 	if !strings.Contains(user, `">`+strings.ReplaceAll(s1, ":", ":<wbr>")+`</code>`) {
 		t.Error("helpdesk user page's serial has no break points at its colons")
 	}
+	// The header skips to the content and marks the current section.
+	if !strings.Contains(user, `<a class="skip" href="#main">`) || !strings.Contains(user, `<main id="main"`) || !strings.Contains(user, `id="nav-helpdesk" aria-current="page"`) {
+		t.Error("helpdesk user page has no skip link or no aria-current on the helpdesk link")
+	}
 	// MFA is off on this Vault: no enrolment form that can only fail, a note instead.
 	if strings.Contains(user, `id="mfa-enrol"`) || !strings.Contains(user, `id="mfa-off"`) {
 		t.Error("helpdesk user page with MFA off offers enrolment instead of saying MFA is off")

@@ -378,6 +378,17 @@ func (p *page) LangHref(l i18n.Lang) string {
 
 // Home is where "Back" leads: the page's own choice, else the start page
 // of the signed-in user's role.
+// Section is the header link of the section the page belongs to
+// ("helpdesk", "audit", or ""), marked aria-current.
+func (p *page) Section() string {
+	for _, s := range []string{"helpdesk", "audit"} {
+		if p.Self == "/"+s || strings.HasPrefix(p.Self, "/"+s+"/") || strings.HasPrefix(p.Self, "/"+s+"?") {
+			return s
+		}
+	}
+	return ""
+}
+
 func (p *page) Home() string {
 	switch {
 	case p.Back != "":
