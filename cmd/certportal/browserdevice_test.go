@@ -217,28 +217,8 @@ func (n *nssClient) get(t *testing.T, addr, path, nickname string) (status, body
 // client must trust.
 func startSecureNginx(t *testing.T, v *testenv.Vault, portalURL string) (*nginxtest.Nginx, []*x509.Certificate) {
 	t.Helper()
-	ctx := context.Background()
-	o := setup.Defaults()
-	o.ServerIPSANs = []string{"127.0.0.1"}
-	if _, err := setup.EnsureServerRole(ctx, v.Admin, o, setup.DefaultServerRole, []string{"localhost"}); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := v.Admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{setup.NginxPolicyName}, TTL: "1h"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nginxVault, err := v.Admin.Clone()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nginxVault.SetToken(tok.Auth.ClientToken)
-	certDir := t.TempDir()
-	cfg := nginxcerts.Config{Dir: certDir, ServerName: "localhost", IPSANs: []string{"127.0.0.1"},
-		PKIMount: nginxcerts.DefaultPKIMount, RootMount: nginxcerts.DefaultRootMount, ServerMount: nginxcerts.DefaultServerMount,
-		Role: nginxcerts.DefaultRole}
-	if _, err := nginxcerts.Sync(ctx, nginxVault, cfg, time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	_, cfg := syncNginxCerts(t, v)
+	certDir := cfg.Dir
 	params := nginxconf.Params{ServerName: "localhost", Listen: nginxtest.FreeAddr(t), PortalURL: portalURL + "/",
 		ServerCert: filepath.Join(certDir, nginxcerts.ServerCertFile), ServerKey: filepath.Join(certDir, nginxcerts.ServerKeyFile),
 		ClientCA: filepath.Join(certDir, nginxcerts.ClientCAFile), CRL: filepath.Join(certDir, nginxcerts.CRLFile)}
@@ -442,4 +422,34 @@ func TestBrowserDeviceKey(t *testing.T) {
 		}
 	}
 	assertNoSecrets(t, p.Logs.String(), p12Password)
+}
+
+// syncNginxCerts gives Nginx its server certificate, client CA and CRL from
+// Vault as nginx-certs does, with a token of the Nginx policy: the loopback
+// server certificate for localhost and 127.0.0.1. It returns that client
+// (for later syncs) and the configuration, whose Dir holds the files.
+func syncNginxCerts(t *testing.T, v *testenv.Vault) (*vaultapi.Client, nginxcerts.Config) {
+	t.Helper()
+	ctx := context.Background()
+	o := setup.Defaults()
+	o.ServerIPSANs = []string{"127.0.0.1"} // the loopback server certificate carries it
+	if _, err := setup.EnsureServerRole(ctx, v.Admin, o, setup.DefaultServerRole, []string{"localhost"}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := v.Admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{setup.NginxPolicyName}, TTL: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nginxVault, err := v.Admin.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nginxVault.SetToken(tok.Auth.ClientToken)
+	cfg := nginxcerts.Config{Dir: t.TempDir(), ServerName: "localhost", IPSANs: []string{"127.0.0.1"},
+		PKIMount: nginxcerts.DefaultPKIMount, RootMount: nginxcerts.DefaultRootMount, ServerMount: nginxcerts.DefaultServerMount,
+		Role: nginxcerts.DefaultRole}
+	if _, err := nginxcerts.Sync(ctx, nginxVault, cfg, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return nginxVault, cfg
 }

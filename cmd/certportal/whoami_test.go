@@ -16,12 +16,10 @@ import (
 	"testing"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/certportal/certportal/internal/nginxcerts"
 	"github.com/certportal/certportal/internal/nginxconf"
-	"github.com/certportal/certportal/internal/setup"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/testenv/nginxtest"
 )
@@ -35,27 +33,8 @@ import (
 func TestWhoamiRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	v := testenv.StartConfiguredVault(t)
-	o := setup.Defaults()
-	o.ServerIPSANs = []string{"127.0.0.1"} // the loopback server certificate carries it
-	if _, err := setup.EnsureServerRole(ctx, v.Admin, o, setup.DefaultServerRole, []string{"localhost"}); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := v.Admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{setup.NginxPolicyName}, TTL: "1h"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nginxVault, err := v.Admin.Clone()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nginxVault.SetToken(tok.Auth.ClientToken)
-	certDir := t.TempDir()
-	cfg := nginxcerts.Config{Dir: certDir, ServerName: "localhost", IPSANs: []string{"127.0.0.1"},
-		PKIMount: nginxcerts.DefaultPKIMount, RootMount: nginxcerts.DefaultRootMount, ServerMount: nginxcerts.DefaultServerMount,
-		Role: nginxcerts.DefaultRole}
-	if _, err := nginxcerts.Sync(ctx, nginxVault, cfg, time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	nginxVault, cfg := syncNginxCerts(t, v)
+	certDir := cfg.Dir
 
 	p := startPortal(t, v, map[string]string{"CERTPORTAL_SERVICE_URL": "https://localhost/"})
 	alice := newBrowser(t, p.URL)
