@@ -122,7 +122,7 @@ func TestPageScriptHashed(t *testing.T) {
 	if string(m[2]) != hex.EncodeToString(sum[:8]) {
 		t.Errorf("script name %s, want the hash of web/static/portal.js %x", m[1], sum[:8])
 	}
-	if csp := login.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self' 'wasm-unsafe-eval';") {
+	if csp := login.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self';") {
 		t.Errorf("CSP %q", csp)
 	}
 	alice.mustLogin("alice", v.Password(t, "alice"))
@@ -169,4 +169,52 @@ func TestIssueFormKeepsKeyOrigin(t *testing.T) {
 	if body := string(r.Body); !strings.Contains(body, `id="key-server" checked`) || strings.Contains(body, `id="key-device" checked`) {
 		t.Errorf("refused form forgot the server key choice:\n%s", body)
 	}
+}
+
+// TestCSPWasmOnlyWhereOffered: only a page whose issue form offers "create
+// the key on this device" (the dashboard, the renew form) may compile
+// WebAssembly; every other page, the error pages, the helpdesk's on-behalf
+// form (the key is made on the server), static files and a portal with
+// device keys off get the CSP without 'wasm-unsafe-eval'.
+func TestCSPWasmOnlyWhereOffered(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(testenv.RepoRoot(t), "web", "wasm", "devicekey.wasm")); err != nil {
+		t.Fatalf("no device-key module in web/wasm (run make build, which runs make wasm): %v", err)
+	}
+	const wasm = "'wasm-unsafe-eval'"
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	check := func(who, path string, r *response, want bool) {
+		t.Helper()
+		csp := r.Header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("%s %s: CSP %q lost its base", who, path, csp)
+		}
+		if got := strings.Contains(csp, wasm); got != want {
+			t.Errorf("%s %s (status %d): CSP %q, want wasm-unsafe-eval %v", who, path, r.StatusCode, csp, want)
+		}
+		if want && !deviceWasmRe.Match(r.Body) {
+			t.Errorf("%s %s: CSP allows WebAssembly but the page loads no module", who, path)
+		}
+	}
+	anon := newBrowser(t, p.URL)
+	for _, path := range []string{"/login", "/no-such-page", "/ca.pem", "/static/style.css", "/healthz"} {
+		check("anonymous", path, anon.get(path), false)
+	}
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	check("alice", "/", alice.get("/"), true)
+	serial := alice.issue("modern")
+	check("alice", "renew", alice.get("/certificates/"+serial+"/renew"), true)
+	check("alice", "revoke form", alice.get("/certificates/"+serial+"/revoke"), false)
+	check("alice", "/helpdesk (403)", alice.get("/helpdesk"), false)
+	check("alice", "/logout form", alice.get("/logout"), false)
+
+	helen := newBrowser(t, p.URL)
+	helen.mustLogin("helen", v.Password(t, "helen"))
+	check("helen", "/helpdesk/users/alice", helen.get("/helpdesk/users/alice"), false)
+
+	off := startPortal(t, v, map[string]string{"CERTPORTAL_DEVICE_KEYS": "off"})
+	bob := newBrowser(t, off.URL)
+	bob.mustLogin("bob", v.Password(t, "bob"))
+	check("bob, device keys off", "/", bob.get("/"), false)
 }

@@ -130,13 +130,22 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 	})
 }
 
-// secureHeaders sets the headers every response carries. The pages work
-// without script; the one they load (web/static/portal.js) is same-origin,
-// and fetches only from this origin, so the CSP allows exactly that.
+// The Content-Security-Policy of every response, and of the pages that
+// offer "create the key on this device": those alone may compile
+// WebAssembly (the device-key module). The pages work without script; the
+// one they load (web/static/portal.js) is same-origin, and fetches only
+// from this origin, so the CSP allows exactly that.
+const (
+	cspBase       = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	cspDeviceKeys = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+// secureHeaders sets the headers every response carries; render widens
+// the CSP to cspDeviceKeys for a page that loads the device-key module.
 func (s *Server) secureHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("Content-Security-Policy", cspBase)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Frame-Options", "DENY")

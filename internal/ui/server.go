@@ -435,8 +435,22 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	out := audit.CleanDisplay(buf.String())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if p.OffersDeviceKey() {
+		w.Header().Set("Content-Security-Policy", cspDeviceKeys)
+	}
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, out)
+}
+
+// OffersDeviceKey: the page's issue form offers "create the key on this
+// device", so the page loads the device-key module and its CSP must let
+// it compile WebAssembly. The issue form shows the choice on exactly this
+// condition (web/templates/partials.html), so the CSP and the page cannot
+// disagree: not on the helpdesk's on-behalf form (the key is made on the
+// server), not at the cap (no form), not with device keys off or without
+// a module in the binary (no URLs).
+func (p *page) OffersDeviceKey() bool {
+	return p.DeviceWasm != "" && !p.OnBehalf && !p.AtCap
 }
 
 // ttlOption is one choice of validity in the form.
