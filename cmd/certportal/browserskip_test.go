@@ -22,7 +22,7 @@ func TestBrowserSkipLink(t *testing.T) {
 	ctx := newChrome(t)
 	type state struct {
 		Class, Text, Active, Hash string
-		Left, Width              float64
+		Left, Width               float64
 	}
 	read := func(s *state) chromedp.Action {
 		return chromedp.Evaluate(`(() => { const a = document.activeElement; const r = a.getBoundingClientRect();
