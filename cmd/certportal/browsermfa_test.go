@@ -219,14 +219,27 @@ func TestBrowserMFAJourney(t *testing.T) {
 			}
 			checkAtWidths(t, ctx, "mfa-enrol-link", tc.lang, tc.user)
 			link = strings.TrimSpace(link)
-			if !strings.HasPrefix(link, p.URL+"/enrol?token=") {
-				t.Fatalf("enrolment link %q", link)
+			if !strings.HasPrefix(link, p.URL+"/enrol#token=") {
+				t.Fatalf("enrolment link %q: want the token in the fragment", link)
 			}
 			browserLogout(t, ctx)
 
 			// The user opens the link and logs in with the password.
 			if err := chromedp.Run(ctx, chromedp.Navigate(link), chromedp.WaitVisible(`#enrol-submit`, chromedp.ByID)); err != nil {
 				t.Fatalf("open the link: %v", err)
+			}
+			// The page script took the token from the fragment into the
+			// form and out of the address bar.
+			var href string
+			var codeHidden bool
+			var filled bool
+			if err := chromedp.Run(ctx, chromedp.Location(&href),
+				chromedp.Evaluate(`document.getElementById('enrol-code').hidden`, &codeHidden),
+				chromedp.Evaluate(`document.getElementById('enrol-token').value.length > 20`, &filled)); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(href, "#") || strings.Contains(href, "token") || !codeHidden || !filled {
+				t.Errorf("after opening the link: address %q, code field hidden %v, filled %v", href, codeHidden, filled)
 			}
 			checkAtWidths(t, ctx, "mfa-enrol", tc.lang)
 			if err := chromedp.Run(ctx,

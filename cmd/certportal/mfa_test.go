@@ -318,7 +318,19 @@ func makeEnrolLink(t *testing.T, b *client, user string, reset bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return u.RequestURI()
+	// The token is in the fragment only, which no browser sends: never in
+	// the path or the query, where a proxy's access log would keep it.
+	tok := strings.TrimPrefix(u.Fragment, "token=")
+	if u.Path != "/enrol" || u.RawQuery != "" || tok == "" || tok == u.Fragment || strings.Contains(u.RequestURI(), tok) {
+		t.Fatalf("enrolment link %q: want /enrol#token=<token> with nothing in the query", m[1])
+	}
+	return u.RequestURI() + "#" + u.Fragment
+}
+
+// enrolToken is the token of an enrolment link made by makeEnrolLink.
+func enrolToken(link string) string {
+	_, frag, _ := strings.Cut(link, "#token=")
+	return frag
 }
 
 // enrolThroughLink opens link as user, logs in, reads the secret from the
@@ -330,8 +342,10 @@ func enrolThroughLink(t *testing.T, p *runningPortal, link, user, password strin
 	if form.StatusCode != http.StatusOK || !strings.Contains(string(form.Body), `action="/enrol"`) {
 		t.Fatalf("enrolment form: status %d\n%s", form.StatusCode, form.Body)
 	}
-	token, _ := url.ParseQuery(strings.SplitN(link, "?", 2)[1])
-	r := b.post("/enrol", url.Values{"token": {token.Get("token")}, "username": {user}, "password": {password}})
+	if !strings.Contains(string(form.Body), `id="enrol-token"`) {
+		t.Fatalf("enrolment form without a field for the link's code (the fragment never reaches the server):\n%s", form.Body)
+	}
+	r := b.post("/enrol", url.Values{"token": {enrolToken(link)}, "username": {user}, "password": {password}})
 	m := totpSecretRe.FindSubmatch(r.Body)
 	if r.StatusCode != http.StatusOK || m == nil || !strings.Contains(string(r.Body), `src="data:image/png;base64,`) {
 		t.Fatalf("enrolment scan page: status %d\n%s", r.StatusCode, r.Body)
@@ -376,7 +390,7 @@ func TestMFAEnrolment(t *testing.T) {
 
 	// A wrong password spends nothing; alice cannot use bob's link.
 	stranger := newBrowser(t, p.URL)
-	tok := func(l string) string { q, _ := url.ParseQuery(strings.SplitN(l, "?", 2)[1]); return q.Get("token") }
+	tok := enrolToken
 	if r := stranger.post("/enrol", url.Values{"token": {tok(link)}, "username": {"alice"}, "password": {"wrong-password"}}); r.StatusCode != http.StatusUnauthorized {
 		t.Errorf("enrolment with a wrong password: status %d", r.StatusCode)
 	}
@@ -544,14 +558,14 @@ func TestMFAHelpdeskOnlyPortalUsers(t *testing.T) {
 	resp.Body.Close()
 	r := &response{Response: resp, Body: body}
 	m := enrolLinkRe.FindSubmatch(r.Body)
-	if r.StatusCode != http.StatusOK || m == nil || !strings.HasPrefix(html.UnescapeString(string(m[1])), "https://certs.example.com/enrol?token=") {
+	if r.StatusCode != http.StatusOK || m == nil || !strings.HasPrefix(html.UnescapeString(string(m[1])), "https://certs.example.com/enrol#token=") {
 		t.Fatalf("erin's link with Host evil.example: status %d, link %q\n%s", r.StatusCode, m, r.Body)
 	}
 	u, err := url.Parse(html.UnescapeString(string(m[1])))
 	if err != nil {
 		t.Fatal(err)
 	}
-	link := u.RequestURI()
+	link := u.RequestURI() + "#" + u.Fragment
 	if err := vaultMFALogin(t, v, "erin", pw, method, secrets["erin"]); err == nil {
 		t.Error("erin's old secret still works after the helpdesk's reset")
 	}

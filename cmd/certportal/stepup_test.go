@@ -432,8 +432,7 @@ func TestEnrolLinkAlreadyEnrolledRecorded(t *testing.T) {
 	helen.passwordStep("helen", v.Password(t, "helen"))
 	mustLanded(t, helen.codeStep(code(t, helenSecret, time.Now())), "helen's login")
 	link := makeEnrolLink(t, helen, "bob", false)
-	token, _ := url.ParseQuery(strings.SplitN(link, "?", 2)[1])
-	if r := newBrowser(t, p.URL).post("/enrol", url.Values{"token": {token.Get("token")}, "username": {"bob"}, "password": {v.Password(t, "bob")}}); r.StatusCode != http.StatusBadRequest {
+	if r := newBrowser(t, p.URL).post("/enrol", url.Values{"token": {enrolToken(link)}, "username": {"bob"}, "password": {v.Password(t, "bob")}}); r.StatusCode != http.StatusBadRequest {
 		t.Fatalf("link for an enrolled user: status %d\n%s", r.StatusCode, r.Body)
 	}
 	var refused int

@@ -44,14 +44,19 @@ func (s *Server) helpdeskEnrol(w http.ResponseWriter, r *http.Request) {
 		}
 		base = scheme + "://" + r.Host
 	}
-	p.EnrolURL = base + "/enrol?token=" + url.QueryEscape(link.Token)
+	// The token rides in the fragment, which browsers never send: no
+	// reverse proxy or access log in front of the portal sees it. The
+	// page script moves it into the form (web/static/portal.js); without
+	// script the user pastes it into the form's field.
+	p.EnrolURL = base + "/enrol#token=" + url.QueryEscape(link.Token)
 	p.EnrolExpires = link.ExpiresAt
 	w.Header().Set("Cache-Control", "no-store")
 	s.render(w, r, http.StatusOK, "enrol_link", p)
 }
 
-// enrolForm is the page a link opens: the token rides in the query (the
-// request log records the path only) into a hidden field.
+// enrolForm is the page a link opens. The token is in the link's
+// fragment, which the page script puts into the form; a link from before
+// that change still carries it in the query, which fills the field here.
 func (s *Server) enrolForm(w http.ResponseWriter, r *http.Request) {
 	p := s.newPage(r, "enrol.title")
 	p.EnrolToken = r.URL.Query().Get("token")

@@ -247,10 +247,24 @@
     if (box && window.WebAssembly && window.fetch && window.URLSearchParams) box.hidden = false;
   }
 
+  // An enrolment link carries its token in the fragment (#token=...),
+  // which browsers never send, so no proxy or server log in front of the
+  // portal sees it. Move it into the form's field, hide the field, and take
+  // it out of the address bar and the history entry.
+  function enrolToken() {
+    var field = document.getElementById('enrol-token');
+    var m = /^#token=([A-Za-z0-9_%-]+)$/.exec(window.location.hash);
+    if (!field || !m) return;
+    try { field.value = decodeURIComponent(m[1]); } catch (e) { return; }
+    var box = document.getElementById('enrol-code');
+    if (box) box.hidden = true;
+    if (window.history && history.replaceState) history.replaceState(null, '', window.location.pathname);
+  }
+
+  function ready() { localTimes(document); showKeyOrigin(); enrolToken(); }
   if (document.readyState === 'loading') {
-    document.addEventListener('DOMContentLoaded', function () { localTimes(document); showKeyOrigin(); });
+    document.addEventListener('DOMContentLoaded', ready);
   } else {
-    localTimes(document);
-    showKeyOrigin();
+    ready();
   }
 })();
