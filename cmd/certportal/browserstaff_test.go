@@ -2,15 +2,20 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/testenv"
 )
 
@@ -153,6 +158,7 @@ func TestBrowserAuditorWalk(t *testing.T) {
 				_ = chromedp.Run(ctx, chromedp.Navigate(p.URL+"/audit"))
 			}
 			checkAtWidths(t, ctx, "audit", lang)
+			assertChartScaleInView(t, ctx, lang)
 			// The page script shows times in the reader's zone, still to the second.
 			var shown string
 			if err := chromedp.Run(ctx, chromedp.Text(`#events time`, &shown, chromedp.ByQuery)); err != nil {
@@ -188,5 +194,66 @@ func TestBrowserAuditorWalk(t *testing.T) {
 			visitAndCheck(t, ctx, p.URL, "/audit/reconcile", `#vault-only`, "reconcile", lang)
 			visitAndCheck(t, ctx, p.URL, "/helpdesk", `#error-message`, "error-403", lang)
 		})
+	}
+}
+
+// chartScaleJS finds the element whose text is the chart's "highest" line
+// (the pattern %s, SVG text included) and says why it cannot be read at the
+// width given (%d): missing, not shown, past the window's edges, or covered
+// (clipped by the chart's scroll box). "" when it reads. It checks twice:
+// as the page opens (the chart box scrolled to today's end) and with the
+// box scrolled to its other end.
+const chartScaleJS = `(() => {
+  const re = new RegExp(%q), w = %d;
+  const el = [...document.querySelectorAll('main *')].find(e => re.test(e.textContent.trim()) && e.children.length === 0);
+  if (!el) return 'no element reads ' + re;
+  const box = el.closest('figure') && el.closest('figure').querySelector('.chart-box, .chart');
+  const check = when => {
+    // Down to it, never sideways (scrollIntoView would scroll the
+    // chart's own box too).
+    window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 200);
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) return when + ': not shown';
+    if (r.left < 0 || r.right > w) return when + ': at ' + Math.round(r.left) + '..' + Math.round(r.right) + ' px of a ' + w + ' px window';
+    const hit = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+    if (!hit || !(hit === el || el.contains(hit))) return when + ': covered by ' + (hit ? hit.tagName : 'nothing');
+    const size = parseFloat(getComputedStyle(el).fontSize) * (el instanceof SVGElement ? r.height / el.getBBox().height : 1);
+    if (size < 11) return when + ': ' + size.toFixed(1) + ' px text';
+    return '';
+  };
+  const first = check('as opened');
+  if (first || !box) return first;
+  box.scrollLeft = -box.scrollWidth; // rtl: to the first day's end
+  const second = check('scrolled to the first day');
+  box.scrollLeft = 0;
+  return second;
+})()`
+
+// assertChartScaleInView: on a phone (390 px) the audit chart's "highest"
+// line reads without scrolling sideways, whichever end of the chart the
+// reader scrolled to; the chart is screenshotted at both ends.
+func assertChartScaleInView(t *testing.T, ctx context.Context, lang string) {
+	t.Helper()
+	const width = 390
+	if err := chromedp.Run(ctx, setViewport(width)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 987654
+	pattern := "^" + strings.ReplaceAll(regexp.QuoteMeta(i18n.T(i18n.Lang(lang), "audit.chart_max", n)), strconv.Itoa(n), `\d+`) + "$"
+	var why string
+	if err := chromedp.Run(ctx, chromedp.Evaluate(fmt.Sprintf(chartScaleJS, pattern, width), &why)); err != nil {
+		t.Fatalf("chart scale: %v", err)
+	}
+	if why != "" {
+		t.Errorf("audit chart [%s, %d px]: the \"highest\" line does not read: %s", lang, width, why)
+	}
+	var shot []byte
+	if err := chromedp.Run(ctx, chromedp.Screenshot(`figure.chart`, &shot, chromedp.ByQuery)); err != nil {
+		t.Errorf("chart screenshot: %v", err)
+		return
+	}
+	dir := screenshotDir()
+	if err := os.MkdirAll(dir, 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("audit-chart-%s-%d.png", lang, width)), shot, 0o644)
 	}
 }

@@ -116,7 +116,7 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	p.Chart = activityChart(days, p.Lang)
+	p.Chart, p.ChartMax = activityChart(days, p.Lang)
 	f, form, keep, err := parseAuditFilter(r.URL.Query())
 	p.Filter = form
 	if err != nil {

@@ -256,6 +256,7 @@ type page struct {
 	Ticket      string // kept when the on-behalf form comes back with an error
 	// audit
 	Chart       template.HTML
+	ChartMax    int // what the top of the chart's scale stands for, a day
 	Filter      auditForm
 	FilterQuery template.URL // the filter, encoded, for links
 	Actions     []string
