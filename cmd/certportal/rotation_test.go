@@ -183,7 +183,20 @@ func TestSecretIDRotation(t *testing.T) {
 	const ttl = 30 * time.Second
 	file, firstExpiry := shortLivedSecretID(t, v, ttl)
 	first := readTrimmed(t, file)
+	// What a rotation killed between write and rename leaves: the new
+	// secret id in a temporary file beside the file. Start-up removes it.
+	stale := filepath.Join(filepath.Dir(file), ".certportal-secret-id-12345")
+	if err := os.WriteFile(stale, []byte(first+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
 	p := startPortal(t, v, map[string]string{"CERTPORTAL_APPROLE_SECRET_ID": "", "CERTPORTAL_APPROLE_SECRET_ID_FILE": file})
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the temporary secret file a crash left is still there after start-up (%v)", err)
+	}
 	db := openSQLite(t, p.DB)
 	pw := v.Password(t, "alice")
 

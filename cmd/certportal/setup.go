@@ -20,6 +20,7 @@ import (
 	"github.com/certportal/certportal/internal/config"
 	"github.com/certportal/certportal/internal/setup"
 	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/vault"
 )
 
 func runSetup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -320,7 +321,7 @@ func joinDurations(ds []time.Duration) string {
 
 // writeSecretFile writes a 0600 file atomically: a reader never sees half a secret.
 func writeSecretFile(path, value string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), vault.SecretTempPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

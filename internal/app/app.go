@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -78,6 +79,11 @@ func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Optio
 	if err != nil {
 		st.Close()
 		return nil, nil, err
+	}
+	if cfg.AppRoleSecretIDFile != "" {
+		// A rotation killed between writing and renaming left the new
+		// secret id in a temporary file beside it.
+		vault.RemoveStaleSecretTemps(filepath.Dir(cfg.AppRoleSecretIDFile), o.Now(), log)
 	}
 	m := metrics.New()
 	m.VaultClockSkew(vc.ClockSkew)

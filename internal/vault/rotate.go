@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -122,7 +124,8 @@ func (s *Service) RotateSecretID(ctx context.Context, metadata string) (*SecretI
 	if file == "" {
 		return nil, fmt.Errorf("rotate secret id: it is set inline (CERTPORTAL_APPROLE_SECRET_ID): %w", ErrSecretIDNotWritable)
 	}
-	probe, err := os.CreateTemp(filepath.Dir(file), ".certportal-secret-id-*")
+	RemoveStaleSecretTemps(filepath.Dir(file), s.now(), s.log)
+	probe, err := os.CreateTemp(filepath.Dir(file), SecretTempPrefix+"id-*")
 	if err != nil {
 		return nil, fmt.Errorf("rotate secret id: %w: %v", ErrSecretIDNotWritable, err)
 	}
@@ -191,4 +194,45 @@ func seconds(v any) time.Duration {
 		return 0
 	}
 	return time.Duration(n) * time.Second
+}
+
+// SecretTempPrefix starts the name of every temporary file a secret is
+// written to before it is renamed into place (a rotation's secret id,
+// setup's and rotate-secret-id's files): the file holds the live secret.
+const SecretTempPrefix = ".certportal-secret-"
+
+// staleSecretTemp is how old such a file must be before it counts as left
+// by a crash: a write takes seconds, and another replica sharing the
+// directory may be in the middle of one.
+const staleSecretTemp = 10 * time.Minute
+
+// RemoveStaleSecretTemps deletes the temporary secret files (SecretTempPrefix)
+// in dir that a process killed between writing and renaming one left behind,
+// each holding a valid secret. Only regular files of this process's user,
+// older than staleSecretTemp, are taken; a symlink or anything else of that
+// name is left alone. It logs each removal by name, never the content.
+// Called before every write of the secret id and at start-up.
+func RemoveStaleSecretTemps(dir string, now time.Time, log *slog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return // the write that follows reports an unusable directory
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), SecretTempPrefix) || !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		fi, err := os.Lstat(path)
+		if err != nil || !fi.Mode().IsRegular() || now.Sub(fi.ModTime()) < staleSecretTemp {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+			continue
+		}
+		if err := os.Remove(path); err != nil {
+			log.Warn("service identity: a leftover temporary secret file could not be removed", "file", path, "err", err)
+			continue
+		}
+		log.Warn("service identity: removed a temporary secret file left by an interrupted write", "file", path, "modified", fi.ModTime().UTC())
+	}
 }

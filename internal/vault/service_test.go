@@ -98,3 +98,52 @@ func TestServiceIdentity(t *testing.T) {
 		}
 	})
 }
+
+// TestRemoveStaleSecretTemps: a temporary secret file older than a write
+// can take is removed; a fresh one (a write under way, perhaps by another
+// replica), other names, a symlink and a directory with the prefix stay,
+// and so does a symlink's target.
+func TestRemoveStaleSecretTemps(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	old := now.Add(-time.Hour)
+	write := func(name string, at time.Time) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("s.secret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stale := write(".certportal-secret-id-111", old)
+	staleSetup := write(".certportal-secret-222", old)
+	fresh := write(".certportal-secret-id-333", now)
+	other := write("approle-secret-id", old)
+	lookalike := write(".certportal-secretary", old)
+	target := write("elsewhere", old)
+	link := filepath.Join(dir, ".certportal-secret-id-link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, ".certportal-secret-id-dir")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(sub, old, old); err != nil {
+		t.Fatal(err)
+	}
+	vault.RemoveStaleSecretTemps(dir, now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for _, p := range []string{stale, staleSetup} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s: still there (%v)", filepath.Base(p), err)
+		}
+	}
+	for _, p := range []string{fresh, other, lookalike, target, link, sub} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s: removed (%v)", filepath.Base(p), err)
+		}
+	}
+}
