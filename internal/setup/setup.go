@@ -268,8 +268,8 @@ type Result struct {
 	// The portal's AppRole; ServiceSecretID only with NewServiceSecret.
 	ServiceRoleID   string
 	ServiceSecretID string
-	// MFAMethodID is the portal's TOTP method (with MFA totp): serve needs
-	// it as CERTPORTAL_MFA_METHOD_ID to enrol users.
+	// MFAMethodID is the portal's TOTP method (with MFA totp), printed for
+	// the operator; serve reads it from the login enforcement itself.
 	MFAMethodID string
 }
 
