@@ -2,11 +2,15 @@ package notify_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -327,15 +331,15 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 // a valid HMAC-SHA256 signature of the body, and the Slack and Teams shapes.
 func TestWebhookPayloads(t *testing.T) {
 	type got struct {
-		body []byte
-		sig  string
+		body           []byte
+		sig, ts, sigV2 string
 	}
 	var mu sync.Mutex
 	var received []got
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
-		received = append(received, got{b, r.Header.Get(notify.SignatureHeader)})
+		received = append(received, got{b, r.Header.Get(notify.SignatureHeader), r.Header.Get(notify.TimestampHeader), r.Header.Get(notify.SignatureV2Header)})
 		mu.Unlock()
 		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
 			w.WriteHeader(http.StatusBadRequest)
@@ -354,7 +358,7 @@ func TestWebhookPayloads(t *testing.T) {
 			if err := st.SetUserLanguage(context.Background(), "hana", "en", t0); err != nil {
 				t.Fatal(err)
 			}
-			wh := &notify.Webhook{URL: hook.URL + "/hook/T0K3N", Format: format, Secret: secret}
+			wh := &notify.Webhook{URL: hook.URL + "/hook/T0K3N", Format: format, Secret: secret, Now: clk.Now}
 			r := newRunner(t, st, clk, notify.Options{Webhook: wh})
 			clk.Set(c.NotAfter.Add(-6 * 24 * time.Hour))
 			if res := runOnce(t, r); res.Sent != 1 {
@@ -369,6 +373,28 @@ func TestWebhookPayloads(t *testing.T) {
 			p := received[0]
 			if p.sig != notify.Sign(secret, p.body) {
 				t.Fatalf("signature %q does not match the body", p.sig)
+			}
+			// The replay-safe signature, checked as docs/notifications.md
+			// tells a receiver to: HMAC-SHA256 of "<timestamp>.<body>",
+			// the timestamp the sender's clock (within 5 minutes of ours).
+			sent := c.NotAfter.Add(-6 * 24 * time.Hour)
+			if p.ts != strconv.FormatInt(sent.Unix(), 10) {
+				t.Fatalf("timestamp %q, want the send time %d", p.ts, sent.Unix())
+			}
+			verify := func(ts string, body []byte) bool {
+				mac := hmac.New(sha256.New, secret)
+				mac.Write([]byte(ts + "." + string(body)))
+				want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+				sec, err := strconv.ParseInt(ts, 10, 64)
+				return err == nil && hmac.Equal([]byte(p.sigV2), []byte(want)) && sent.Sub(time.Unix(sec, 0)).Abs() <= 5*time.Minute
+			}
+			if !verify(p.ts, p.body) {
+				t.Fatalf("%s %q does not verify over %q and the body", notify.SignatureV2Header, p.sigV2, p.ts)
+			}
+			tampered := append([]byte(nil), p.body...)
+			tampered[len(tampered)/2] ^= 1
+			if verify(p.ts, tampered) || verify(strconv.FormatInt(sent.Unix()+1, 10), p.body) {
+				t.Fatal("the V2 signature verifies a changed body or timestamp")
 			}
 			renew := publicURL + "/certificates/11:01/renew"
 			switch format {

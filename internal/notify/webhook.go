@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,16 @@ const (
 // secret is set).
 const SignatureHeader = "X-Certportal-Signature"
 
+// TimestampHeader and SignatureV2Header make a delivery replay-safe: the
+// time it was sent (Unix seconds) and "sha256=" with the hex HMAC-SHA256 of
+// "<timestamp>.<body>" under the same secret, so a receiver that rejects
+// old timestamps cannot be fed a captured delivery again. SignatureHeader
+// stays as it was for receivers that check it.
+const (
+	TimestampHeader   = "X-Certportal-Timestamp"
+	SignatureV2Header = "X-Certportal-Signature-V2"
+)
+
 // Webhook posts a JSON payload. The URL is treated as a secret (Slack's and
 // Teams' URLs are credentials): no error or log line carries it.
 type Webhook struct {
@@ -37,6 +48,7 @@ type Webhook struct {
 	Format string
 	Secret []byte
 	Client *http.Client
+	Now    func() time.Time // the timestamp's clock; nil: time.Now
 }
 
 // GenericPayload is the generic format's body.
@@ -128,6 +140,16 @@ func Sign(secret, body []byte) string {
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
+// SignV2 is SignatureV2Header's value for body sent at timestamp (Unix
+// seconds, as in TimestampHeader).
+func SignV2(secret []byte, timestamp string, body []byte) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(timestamp))
+	mac.Write([]byte{'.'})
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
 func (w *Webhook) Send(ctx context.Context, m *Message) error {
 	body, err := json.Marshal(w.payload(m))
 	if err != nil {
@@ -141,6 +163,13 @@ func (w *Webhook) Send(ctx context.Context, m *Message) error {
 	req.Header.Set("User-Agent", "certportal")
 	if len(w.Secret) > 0 {
 		req.Header.Set(SignatureHeader, Sign(w.Secret, body))
+		now := time.Now
+		if w.Now != nil {
+			now = w.Now
+		}
+		ts := strconv.FormatInt(now().Unix(), 10)
+		req.Header.Set(TimestampHeader, ts)
+		req.Header.Set(SignatureV2Header, SignV2(w.Secret, ts, body))
 	}
 	client := w.Client
 	if client == nil {
