@@ -60,7 +60,7 @@ func buildNotifier(cfg config.Config, st store.Store, ident EntityReader, m *met
 		o.Addresses = &entityAddresses{v: ident, mount: cfg.UserpassMount, key: cfg.NotifyEmailMetadata}
 	}
 	if cfg.NotifyWebhook != "" {
-		o.Webhook = &notify.Webhook{URL: cfg.NotifyWebhook, Format: cfg.NotifyWebhookFormat, Secret: cfg.NotifyWebhookSecret, Now: now}
+		o.Webhook = &notify.Webhook{URL: cfg.NotifyWebhook, Format: cfg.NotifyWebhookFormat, Secret: cfg.NotifyWebhookSecret}
 	}
 	r, err := notify.New(st, o)
 	if err != nil {

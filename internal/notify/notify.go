@@ -157,6 +157,13 @@ func New(st store.Store, o Options) (*Runner, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if wh, ok := o.Webhook.(*Webhook); ok && wh.Now == nil {
+		// The signature's timestamp is the runner's time, as every other
+		// time of a pass is (a copy: the caller's Webhook stays as given).
+		c := *wh
+		c.Now = o.Now
+		o.Webhook = &c
+	}
 	if o.Lease <= 0 {
 		o.Lease = 10 * time.Minute
 	}

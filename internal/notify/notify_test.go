@@ -358,7 +358,7 @@ func TestWebhookPayloads(t *testing.T) {
 			if err := st.SetUserLanguage(context.Background(), "hana", "en", t0); err != nil {
 				t.Fatal(err)
 			}
-			wh := &notify.Webhook{URL: hook.URL + "/hook/T0K3N", Format: format, Secret: secret, Now: clk.Now}
+			wh := &notify.Webhook{URL: hook.URL + "/hook/T0K3N", Format: format, Secret: secret}
 			r := newRunner(t, st, clk, notify.Options{Webhook: wh})
 			clk.Set(c.NotAfter.Add(-6 * 24 * time.Hour))
 			if res := runOnce(t, r); res.Sent != 1 {

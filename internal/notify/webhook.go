@@ -48,7 +48,7 @@ type Webhook struct {
 	Format string
 	Secret []byte
 	Client *http.Client
-	Now    func() time.Time // the timestamp's clock; nil: time.Now
+	Now    func() time.Time // the timestamp's clock; notify.New sets the runner's
 }
 
 // GenericPayload is the generic format's body.
@@ -135,18 +135,21 @@ func teamsBody(title, text string) []any {
 
 // Sign is the signature header's value for body.
 func Sign(secret, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	return signature(secret, body)
 }
 
 // SignV2 is SignatureV2Header's value for body sent at timestamp (Unix
 // seconds, as in TimestampHeader).
 func SignV2(secret []byte, timestamp string, body []byte) string {
+	return signature(secret, []byte(timestamp), []byte{'.'}, body)
+}
+
+// signature is "sha256=" and the hex HMAC-SHA256 of parts, in order.
+func signature(secret []byte, parts ...[]byte) string {
 	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(timestamp))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
+	for _, p := range parts {
+		mac.Write(p)
+	}
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
@@ -163,9 +166,9 @@ func (w *Webhook) Send(ctx context.Context, m *Message) error {
 	req.Header.Set("User-Agent", "certportal")
 	if len(w.Secret) > 0 {
 		req.Header.Set(SignatureHeader, Sign(w.Secret, body))
-		now := time.Now
-		if w.Now != nil {
-			now = w.Now
+		now := w.Now
+		if now == nil { // a Webhook used without a Runner
+			now = time.Now
 		}
 		ts := strconv.FormatInt(now().Unix(), 10)
 		req.Header.Set(TimestampHeader, ts)
