@@ -136,8 +136,10 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 // one they load (web/static/portal.js) is same-origin, and fetches only
 // from this origin, so the CSP allows exactly that.
 const (
-	cspBase       = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-	cspDeviceKeys = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	cspScript     = "default-src 'none'; script-src 'self'"
+	cspRest       = "; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	cspBase       = cspScript + cspRest
+	cspDeviceKeys = cspScript + " 'wasm-unsafe-eval'" + cspRest
 )
 
 // secureHeaders sets the headers every response carries; render widens
