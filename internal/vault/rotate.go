@@ -218,14 +218,14 @@ func RemoveStaleSecretTemps(dir string, now time.Time, log *slog.Logger) {
 		return // the write that follows reports an unusable directory
 	}
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), SecretTempPrefix) || !e.Type().IsRegular() {
+		if !strings.HasPrefix(e.Name(), SecretTempPrefix) {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		fi, err := os.Lstat(path)
+		fi, err := e.Info() // lstat: a symlink is not a regular file
 		if err != nil || !fi.Mode().IsRegular() || now.Sub(fi.ModTime()) < staleSecretTemp {
 			continue
 		}
+		path := filepath.Join(dir, e.Name())
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
 			continue
 		}
