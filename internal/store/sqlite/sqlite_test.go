@@ -191,6 +191,60 @@ func TestDeferredWrites(t *testing.T) {
 	}
 }
 
+// TestOverlappedWrites: an overlapped write (an issuance's record, whose
+// caller derives the .p12's keys meanwhile) holds its group for later
+// writes to share the commit, up to overlapHold; a plain urgent write ends
+// the hold at once and is never held itself.
+func TestOverlappedWrites(t *testing.T) {
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	defer func(d time.Duration) { overlapHold = d }(overlapHold)
+	// Sent on the writer's channel directly: each send returns once the
+	// writer has taken the request, so the order is known without sleeps.
+	send := func(r writeReq) chan error {
+		r.res = make(chan error, 1)
+		r.fn = func(*wtx) error { return nil }
+		db.w.reqs <- r
+		return r.res
+	}
+
+	// A held group takes every write that comes while it waits (the hour
+	// is never reached: the plain write ends it).
+	overlapHold = time.Hour
+	commits := db.w.commits.Load()
+	a := send(writeReq{overlapped: true})
+	b := send(writeReq{overlapped: true})
+	d := send(writeReq{deferred: true})
+	c := send(writeReq{})
+	for _, res := range []chan error{a, b, d, c} {
+		if err := <-res; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := db.w.commits.Load() - commits; n != 1 {
+		t.Errorf("two overlapped, one deferred and one plain write took %d commits; want 1", n)
+	}
+
+	// Alone, an overlapped write commits once overlapHold has passed.
+	overlapHold = 20 * time.Millisecond
+	start := time.Now()
+	if err := <-send(writeReq{overlapped: true}); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el < overlapHold {
+		t.Errorf("lone overlapped write committed after %v; want at least overlapHold (%v)", el, overlapHold)
+	}
+
+	// A plain write is never held, whatever overlapHold says.
+	overlapHold = time.Hour
+	if err := <-send(writeReq{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRebuildDailyAgrees: the counters kept with each append and the ones
 // rebuilt from the trail (after a bulk load) count the same actions.
 func TestRebuildDailyAgrees(t *testing.T) {

@@ -103,6 +103,10 @@ type Writer interface {
 	// WriteDeferred is Write for records of something already done: the
 	// commit may be held briefly to share it with other writes.
 	WriteDeferred(ctx context.Context, fn func(Querier) error) error
+	// WriteOverlapped is Write for a caller that does other work while it
+	// waits (an issuance derives its .p12's keys): the commit may be held
+	// for a fraction of a millisecond to share it with other writes.
+	WriteOverlapped(ctx context.Context, fn func(Querier) error) error
 	// WriteUnsynced is Write for what needs no flush of its own: it
 	// returns once committed and visible to every connection, and is
 	// durable once a later Write has returned (SQLite commits it without
@@ -206,6 +210,10 @@ func (s *Store) writeDeferred(ctx context.Context, fn func(q) error) error {
 	return s.w.WriteDeferred(ctx, func(x Querier) error { return fn(q{x, s}) })
 }
 
+func (s *Store) writeOverlapped(ctx context.Context, fn func(q) error) error {
+	return s.w.WriteOverlapped(ctx, func(x Querier) error { return fn(q{x, s}) })
+}
+
 func (s *Store) writeUnsynced(ctx context.Context, fn func(q) error) error {
 	return s.w.WriteUnsynced(ctx, func(x Querier) error { return fn(q{x, s}) })
 }
@@ -236,6 +244,10 @@ func (w txWriter) Write(ctx context.Context, fn func(Querier) error) error {
 }
 
 func (w txWriter) WriteDeferred(ctx context.Context, fn func(Querier) error) error {
+	return w.Write(ctx, fn)
+}
+
+func (w txWriter) WriteOverlapped(ctx context.Context, fn func(Querier) error) error {
 	return w.Write(ctx, fn)
 }
 
