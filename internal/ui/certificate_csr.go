@@ -28,6 +28,8 @@ type csrError struct {
 	Field  string `json:"field,omitempty"`
 	StepUp bool   `json:"stepup,omitempty"`
 	MFA    bool   `json:"mfa,omitempty"`
+	// Reference is the request's id on a 5xx answer (X-Request-Id).
+	Reference string `json:"reference,omitempty"`
 }
 
 // certificateCSR signs a CSR made in the browser (POST /certificates/csr).
@@ -60,16 +62,23 @@ func (s *Server) failJSON(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusFor(code)
 	var pe *portal.Error
 	if status >= 500 || !errors.As(err, &pe) {
-		s.Logger.ErrorContext(r.Context(), "request failed", "code", string(code), "err", err)
+		s.Logger.ErrorContext(r.Context(), "request failed", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
 	} else {
-		s.Logger.InfoContext(r.Context(), "request refused", "code", string(code), "err", err)
+		s.Logger.InfoContext(r.Context(), "request refused", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
 	}
 	setRetryAfter(w, pe)
 	key := portal.ErrorMessage(err)
 	if code == portal.EInternal {
 		key = "error.internal"
 	}
-	e := csrError{Error: i18n.T(i18n.FromRequest(r), key), Code: key}
+	lang := i18n.FromRequest(r)
+	e := csrError{Error: i18n.T(lang, key), Code: key}
+	if status >= 500 {
+		// The page shows Error as it is: the reference the message asks
+		// the user to quote goes with it, as on the HTML error page.
+		e.Reference = RequestID(r.Context())
+		e.Error += " " + i18n.T(lang, "error.reference", e.Reference)
+	}
 	if pe != nil && code == portal.EInvalid {
 		e.Field = pe.Field
 	}

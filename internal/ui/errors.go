@@ -38,9 +38,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusFor(code)
 	var pe *portal.Error
 	if status >= 500 || !errors.As(err, &pe) {
-		s.Logger.ErrorContext(r.Context(), "request failed", "code", string(code), "err", err)
+		s.Logger.ErrorContext(r.Context(), "request failed", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
 	} else {
-		s.Logger.InfoContext(r.Context(), "request refused", "code", string(code), "err", err)
+		s.Logger.InfoContext(r.Context(), "request refused", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
 	}
 	setRetryAfter(w, pe)
 	p := s.newPage(r, errorTitle(status))

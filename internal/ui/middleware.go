@@ -56,7 +56,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.Logger.ErrorContext(r.Context(), "panic", "panic", v, "stack", string(debug.Stack()))
+				s.Logger.ErrorContext(r.Context(), "panic", "request_id", RequestID(r.Context()), "panic", v, "stack", string(debug.Stack()))
 				s.failStatus(w, r, http.StatusInternalServerError, "error.internal")
 			}
 		}()

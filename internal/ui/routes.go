@@ -15,7 +15,9 @@ import (
 // routes reads top to bottom: every group shows its middleware stack.
 func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
-	r.Use(s.recoverer, s.requestID, s.logRequests, s.secureHeaders, s.limitBody, s.language)
+	// requestID comes before recoverer so that a panic's log line and
+	// error page carry the id sent as X-Request-Id.
+	r.Use(s.requestID, s.recoverer, s.logRequests, s.secureHeaders, s.limitBody, s.language)
 	// Error pages load the session too, so a signed-in user keeps the
 	// header (who they are, their links, log out) on a 404 or 405.
 	r.NotFound(s.loadSession(http.HandlerFunc(s.notFound)).ServeHTTP)

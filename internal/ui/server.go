@@ -99,6 +99,15 @@ var pageNames = []string{"login", "login_mfa", "login_enrol_needed", "logout", "
 // New parses every template (a broken or missing template fails here, at
 // start-up, not on a user's request) and returns the routed handler.
 func New(d Deps) (http.Handler, error) {
+	s, err := newServer(d)
+	if err != nil {
+		return nil, err
+	}
+	return s.mux, nil
+}
+
+// newServer is New's server, for the package's tests to reach inside.
+func newServer(d Deps) (*Server, error) {
 	if d.Service == nil || d.Sessions == nil || d.Store == nil || d.Logger == nil {
 		return nil, errors.New("ui: missing dependency")
 	}
@@ -162,7 +171,7 @@ func New(d Deps) (http.Handler, error) {
 		return nil, fmt.Errorf("ui: static assets: %w", err)
 	}
 	s.mux = s.routes()
-	return s.mux, nil
+	return s, nil
 }
 
 // page is the data every template gets.
@@ -207,6 +216,9 @@ type page struct {
 	NoticeArg string // the notice's one argument, for notices that name someone
 	Error     string
 	ErrorWait int // minutes to wait, rounded up: the Error's "_wait" form says them
+	// Reference is the request's id on a 5xx page ("Reference: …"), for
+	// the user to quote to the helpdesk; empty on other pages.
+	Reference string
 	Field     string
 	// Self is the GET page this page stands for, without ?lang=: the
 	// language switch links to it, so switching never repeats a POST.
@@ -420,12 +432,17 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	if name == "enrol_scan" || name == "enrol_link" {
 		p.OneTime = true
 	}
+	if status >= 500 {
+		// The user quotes it to the helpdesk; operators find the request
+		// by it in the log (every log line of a failed request names it).
+		p.Reference = RequestID(r.Context())
+	}
 	// Render to a buffer first, so a template failure becomes a clean 500
 	// rather than half a page with a 200.
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
-		s.Logger.ErrorContext(r.Context(), "render template", "template", name, "err", err)
-		http.Error(w, i18n.T(p.Lang, "error.internal"), http.StatusInternalServerError)
+		s.Logger.ErrorContext(r.Context(), "render template", "template", name, "request_id", RequestID(r.Context()), "err", err)
+		s.renderFailed(w, r, name, p.Lang)
 		return
 	}
 	// html/template escapes markup, not invisible characters: a bidi
@@ -441,6 +458,23 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	}
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, out)
+}
+
+// renderFailed answers for a page (name) whose template failed: the error
+// page, a 500, as for any internal error. Nothing of the failed page was
+// written (render buffers). When the error page is what failed, plain text
+// says the same, so a broken error template cannot recurse.
+func (s *Server) renderFailed(w http.ResponseWriter, r *http.Request, name string, lang i18n.Lang) {
+	// A wait the failed page announced does not apply to a 500.
+	w.Header().Del("Retry-After")
+	if name != "error" {
+		p := s.newPage(r, errorTitle(http.StatusInternalServerError))
+		p.Error = "error.internal"
+		s.render(w, r, http.StatusInternalServerError, "error", p)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, i18n.T(lang, "error.internal")+"\n"+i18n.T(lang, "error.reference", RequestID(r.Context())), http.StatusInternalServerError)
 }
 
 // OffersDeviceKey: the page's issue form offers "create the key on this
