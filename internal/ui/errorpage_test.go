@@ -212,6 +212,66 @@ func TestClientErrorPageHasNoReference(t *testing.T) {
 	}
 }
 
+// TestPanicAfterResponseBegan: a panic before anything was sent replaces
+// the answer with the error page, without the headers of the download the
+// handler was preparing; a panic once the answer has begun (bytes written,
+// or headers flushed) cuts the connection instead of appending an error
+// page that the client would take for the end of the download.
+func TestPanicAfterResponseBegan(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handler func(w http.ResponseWriter)
+		abort   bool
+	}{
+		{"headers only", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Disposition", `attachment; filename="alice.p12"`)
+			w.Header().Set("Content-Length", "4096")
+		}, false},
+		{"body begun", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Disposition", `attachment; filename="audit.csv"`)
+			_, _ = w.Write([]byte("id,time\n"))
+		}, true},
+		{"status sent", func(w http.ResponseWriter) { w.WriteHeader(http.StatusOK) }, true},
+		{"headers flushed", func(w http.ResponseWriter) { _ = http.NewResponseController(w).Flush() }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := mustErrorServer(t, panickingStore{})
+			h := s.requestID(s.recoverer(s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tc.handler(w)
+				panic("after the handler began")
+			}))))
+			rec := httptest.NewRecorder()
+			aborted := func() (aborted bool) {
+				defer func() {
+					if v := recover(); v != nil {
+						if v != http.ErrAbortHandler {
+							t.Fatalf("panic %v reached the server", v)
+						}
+						aborted = true
+					}
+				}()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+				return false
+			}()
+			if aborted != tc.abort {
+				t.Fatalf("aborted %v, want %v (status %d)\n%s", aborted, tc.abort, rec.Code, rec.Body)
+			}
+			if tc.abort {
+				if strings.Contains(rec.Body.String(), "<!doctype html>") {
+					t.Errorf("error page appended to a begun answer\n%s", rec.Body)
+				}
+				return
+			}
+			checkStyled500(t, rec, i18n.English)
+			for _, h := range []string{"Content-Disposition", "Content-Length"} {
+				if v := rec.Header().Get(h); v != "" {
+					t.Errorf("error page sent with the handler's %s: %q", h, v)
+				}
+			}
+		})
+	}
+}
+
 // TestCSRInternalErrorReference: the device-key endpoint's JSON refusal of
 // a 5xx carries the reference too, in the message the page shows.
 func TestCSRInternalErrorReference(t *testing.T) {

@@ -51,18 +51,61 @@ func RequestID(ctx context.Context) string {
 
 func (s *Server) recoverer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &startedWriter{ResponseWriter: w}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
 				s.Logger.ErrorContext(r.Context(), "panic", "request_id", RequestID(r.Context()), "panic", v, "stack", string(debug.Stack()))
+				if sw.started {
+					// Part of the answer is out (a download, an export):
+					// an error page after it would be taken for its end.
+					// Cutting the connection tells the client it is broken.
+					panic(http.ErrAbortHandler)
+				}
+				// The headers the handler meant for its own answer must
+				// not describe the error page: it is no attachment.
+				for _, h := range []string{"Content-Disposition", "Content-Length", "Content-Encoding", "ETag", "Last-Modified"} {
+					w.Header().Del(h)
+				}
 				s.failStatus(w, r, http.StatusInternalServerError, "error.internal")
 			}
 		}()
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(sw, r)
 	})
 }
+
+// startedWriter records whether the response has begun (its status or a
+// byte of its body was sent), so the recoverer knows whether an error page
+// can still replace it.
+type startedWriter struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (w *startedWriter) WriteHeader(code int) {
+	if code >= 200 { // 1xx are interim: the answer is still to come
+		w.started = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *startedWriter) Write(b []byte) (int, error) {
+	w.started = true
+	return w.ResponseWriter.Write(b)
+}
+
+// FlushError sends the headers if nothing else has (http.ResponseController
+// finds it before Unwrap): the answer has begun.
+func (w *startedWriter) FlushError() error {
+	w.started = true
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection's other
+// controls (deadlines).
+func (w *startedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
