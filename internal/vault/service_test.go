@@ -2,10 +2,12 @@ package vault_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +147,58 @@ func TestRemoveStaleSecretTemps(t *testing.T) {
 		if _, err := os.Lstat(p); err != nil {
 			t.Errorf("%s: removed (%v)", filepath.Base(p), err)
 		}
+	}
+}
+
+// TestServiceLists: the service's LIST calls (decoded from the body as it
+// arrives, not through the API client's generic secret) return exactly the
+// keys Vault's own client sees, an empty list for a path with none (Vault's
+// 404), and a refusal for a path the portal's policy does not grant.
+func TestServiceLists(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	ctx := context.Background()
+	if _, err := v.Admin.Logical().Write("pki/roles/list-test", map[string]any{"allow_any_name": true, "key_type": "ec", "key_bits": 256}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := v.Admin.Logical().Write("pki/issue/list-test", map[string]any{"common_name": "list" + string(rune('a'+i)) + "@example.com"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := vault.New(vault.Config{Addr: v.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := c.NewService(vault.AppRole{RoleID: v.Setup.ServiceRoleID, SecretID: v.Setup.ServiceSecretID},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(path string) []string {
+		sec, err := v.Admin.Logical().List(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		if sec != nil {
+			for _, k := range sec.Data["keys"].([]any) {
+				keys = append(keys, k.(string))
+			}
+		}
+		return keys
+	}
+	got, err := svc.ListCertificates(ctx, "pki")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := want("pki/certs"); len(got) < 3 || strings.Join(got, ",") != strings.Join(w, ",") {
+		t.Errorf("ListCertificates = %v; want Vault's %v (at least the 3 issued)", got, w)
+	}
+	revoked, err := svc.ListRevokedCertificates(ctx, "pki")
+	if err != nil || len(revoked) != 0 {
+		t.Errorf("ListRevokedCertificates with none revoked = %v, %v; want none, no error", revoked, err)
+	}
+	if _, err := svc.ListCertificates(ctx, "sys/policies/acl"); !errors.Is(err, vault.ErrPermissionDenied) {
+		t.Errorf("LIST of a path outside the portal's policy: %v; want ErrPermissionDenied", err)
 	}
 }
