@@ -397,6 +397,15 @@ var migrations = []string{
 	// counted with the run, not listed as inventory_only entries. A column
 	// of a table the portal role already writes: no new grant.
 	`ALTER TABLE reconcile_runs ADD COLUMN expired_tidied integer NOT NULL DEFAULT 0`,
+	// A repeat run's mismatch candidates (sqlstore.MismatchCandidates)
+	// from the revoked side of each table rather than a walk of the whole
+	// cache: the cache's revoked certificates looked up among the active
+	// inventory, and the inventory's revoked ones (certificates_revoked)
+	// looked up among the cache's unrevoked ones. The kind literal is
+	// store.VaultKindCA; a query must spell it the same way for a planner
+	// to see that the index covers it.
+	`CREATE INDEX vault_certs_revoked ON vault_certs(serial) WHERE revoked AND kind <> 'ca'`,
+	`CREATE INDEX vault_certs_unrevoked ON vault_certs(serial) WHERE NOT revoked AND kind <> 'ca'`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

@@ -239,10 +239,50 @@ func (s *Store) FillReconcileResults(ctx context.Context, runID int64, at time.T
 	return c, nil
 }
 
+// mismatchCandidatesSQL is MismatchCandidates' query. One join filtered on
+// v.revoked <> (c.revoked_at IS NOT NULL) walked every cached serial to
+// find none (100,000 on a repeat run); this walks the two ways revocation
+// can differ from the revoked side of each, in serial order (?1 the serial
+// to start after), and merges them, so that a walk costs a lookup per
+// revoked certificate:
+//   - Vault revoked, the inventory not: vault_certs_revoked, each looked
+//     up among the inventory's rows;
+//   - the inventory revoked, Vault not: certificates_revoked, each looked
+//     up in vault_certs_unrevoked.
+//
+// The halves are disjoint (the inventory row active in one, revoked in the
+// other), so UNION ALL gives exactly the join's rows. In the second half
+// the lookup is a correlated scalar subquery, which PostgreSQL keeps a
+// lookup per row (a join it hashes, scanning the whole cache, once it
+// expects a few thousand revoked rows), and the row is read in full (c)
+// only when found: r is then read from its index alone. Each part spells
+// its index's predicate out, the CA kind as a literal: a planner uses a
+// partial index only where it sees the query implies its WHERE. SQLite,
+// without statistics here, is told the index (IndexHint) and the join
+// order (CROSS JOIN). ORDER BY 1, and each half's first column the serial
+// of its driving index (equal to c.serial): SQLite orders a compound
+// SELECT by result column only, and then merges the halves in index
+// order instead of sorting them.
+func (s *Store) mismatchCandidatesSQL() string {
+	ca := `'` + store.VaultKindCA + `'`
+	rest, ok := strings.CutPrefix(certColumns, "serial,")
+	if !ok {
+		panic("sqlstore: certColumns must start with serial")
+	}
+	rest = prefixed("c.", rest)
+	return `SELECT v.serial, ` + rest + ` FROM vault_certs v` + s.d.IndexHint("vault_certs_revoked") + ` CROSS JOIN certificates c
+	WHERE v.revoked AND v.kind <> ` + ca + ` AND v.serial > ?1 AND c.serial = v.serial AND c.revoked_at IS NULL
+	UNION ALL
+	SELECT r.serial, ` + rest + ` FROM certificates r` + s.d.IndexHint("certificates_revoked") + ` CROSS JOIN certificates c
+	WHERE r.revoked_at IS NOT NULL AND r.serial > ?1
+		AND (SELECT 1 FROM vault_certs v` + s.d.IndexHint("vault_certs_unrevoked") + `
+			WHERE v.serial = r.serial AND NOT v.revoked AND v.kind <> ` + ca + `) = 1
+		AND c.serial = r.serial
+	ORDER BY 1 LIMIT ?2`
+}
+
 func (s *Store) MismatchCandidates(ctx context.Context, after string, limit int) ([]*store.Certificate, error) {
-	rows, err := s.conn().query(ctx, `SELECT `+prefixed("c.", certColumns)+` FROM vault_certs v JOIN certificates c ON c.serial = v.serial
-		WHERE v.serial > ? AND v.kind <> ? AND v.revoked <> (c.revoked_at IS NOT NULL) ORDER BY v.serial LIMIT ?`,
-		after, store.VaultKindCA, limit)
+	rows, err := s.conn().query(ctx, s.mismatchCandidatesSQL(), after, limit)
 	out, err := collect(rows, err, scanCert)
 	if err != nil {
 		return nil, fmt.Errorf("mismatch candidates: %w", err)

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -313,4 +314,196 @@ func testReconcileExpired(t *testing.T, s store.Store) {
 	if c, err := s.FillReconcileResults(ctx, later.ID, at.Add(48*time.Hour)); err != nil || c.InventoryOnly != 0 || c.ExpiredTidied != 6 {
 		t.Fatalf("a day later: %+v %v", c, err)
 	}
+}
+
+// testMismatchCandidates: the candidates are exactly the inventory rows
+// whose revocation differs from a non-CA cache row of the same serial
+// (what one join on v.revoked <> (c.revoked_at IS NOT NULL) gave), either
+// way round, merged in serial order whatever the page size, including
+// pages that end where one way gives way to the other; and they follow
+// later changes to either side (the partial indexes behind them are kept
+// up to date).
+func testMismatchCandidates(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	type vaultRow struct {
+		revoked bool
+		kind    string
+	}
+	vault := map[string]vaultRow{}
+	inventory := map[string]bool{} // serial -> revoked
+	kinds := []string{store.VaultKindClient, store.VaultKindServer, store.VaultKindCA}
+	// Every combination of Vault's state, the inventory's state, held or
+	// not by the inventory, and kind, twice, in an order that interleaves
+	// the two ways of differing.
+	var certs []store.VaultCert
+	for i := range 192 {
+		serial := fmt.Sprintf("2a:%03d", i)
+		v := vaultRow{revoked: i&1 != 0, kind: kinds[(i>>3)%3]}
+		vault[serial] = v
+		certs = append(certs, store.VaultCert{Serial: serial, Subject: "cn-" + serial, NotAfter: t0.Add(time.Hour), Revoked: v.revoked, Kind: v.kind})
+		if i&4 != 0 {
+			continue // Vault only
+		}
+		inventory[serial] = i&2 != 0
+	}
+	// The inventory's own: revoked and not, Vault holding neither.
+	for i := range 8 {
+		inventory[fmt.Sprintf("2b:%02d", i)] = i%2 == 0
+	}
+	if err := s.PutVaultCerts(ctx, certs); err != nil {
+		t.Fatal(err)
+	}
+	for serial, revoked := range inventory {
+		c := cert(serial, "user-"+serial, t0, 30*24*time.Hour)
+		if revoked {
+			c.RevokedAt, c.RevokeReason, c.RevokedBy, c.Ticket = t0.Add(time.Minute), "lost", "helpdesk", "T-1"
+		}
+		c.Label = "label " + serial
+		if err := s.InsertCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// want is the old join's answer, from the model; vaultRevoked tells
+	// the halves apart.
+	want := func() (list []string, vaultRevoked map[string]bool) {
+		vaultRevoked = map[string]bool{}
+		for serial, v := range vault {
+			if inv, ok := inventory[serial]; ok && v.kind != store.VaultKindCA && v.revoked != inv {
+				list = append(list, serial)
+				vaultRevoked[serial] = v.revoked
+			}
+		}
+		sort.Strings(list)
+		return list, vaultRevoked
+	}
+	walk := func(limit int) []*store.Certificate {
+		t.Helper()
+		var out []*store.Certificate
+		for after, pages := "", 0; ; pages++ {
+			if pages > 1000 {
+				t.Fatalf("limit %d: no end after %d pages", limit, pages)
+			}
+			page, err := s.MismatchCandidates(ctx, after, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) > limit {
+				t.Fatalf("limit %d: a page of %d", limit, len(page))
+			}
+			out = append(out, page...)
+			if len(page) < limit {
+				return out
+			}
+			after = page[len(page)-1].Serial
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		list, vaultRevoked := want()
+		// The data set must exercise both halves and their meeting.
+		var halves [2]int
+		switches := 0
+		for i, serial := range list {
+			if vaultRevoked[serial] {
+				halves[0]++
+			} else {
+				halves[1]++
+			}
+			if i > 0 && vaultRevoked[serial] != vaultRevoked[list[i-1]] {
+				switches++
+			}
+		}
+		if halves[0] == 0 || halves[1] == 0 || switches == 0 {
+			t.Fatalf("%s: the data set has %d Vault-revoked and %d inventory-revoked candidates, %d switches between them",
+				when, halves[0], halves[1], switches)
+		}
+		wantList := strings.Join(list, ",")
+		for _, limit := range []int{1, 2, 3, 5, len(list) - 1, len(list), 1000} {
+			got := walk(limit)
+			if g := strings.Join(serials(got), ","); g != wantList {
+				t.Fatalf("%s, pages of %d:\n got %s\nwant %s", when, limit, g, wantList)
+			}
+			for _, c := range got {
+				if c.Revoked() != inventory[c.Serial] || c.Username != "user-"+c.Serial || c.Subject != c.Username+"@example.com" ||
+					c.Label != "label "+c.Serial || !c.NotAfter.Equal(t0.Add(30*24*time.Hour)) {
+					t.Fatalf("%s: candidate %+v is not its inventory row", when, c)
+				}
+			}
+		}
+		// Starting after each candidate (one of either half) gives the
+		// next, whichever half it is from; after the last, none.
+		for i, serial := range list {
+			page, err := s.MismatchCandidates(ctx, serial, 1)
+			next := ""
+			if i+1 < len(list) {
+				next = list[i+1]
+			}
+			if err != nil || strings.Join(serials(page), ",") != next {
+				t.Fatalf("%s: after %s: %v %v, want %q", when, serial, serials(page), err, next)
+			}
+		}
+	}
+	check("as written")
+
+	// Changes on both sides: Vault revokes or un-revokes (the cache set
+	// from its list), the inventory records revocations, a cached row
+	// changes kind or goes.
+	var vaultRevokes, vaultUnrevokes []string
+	for serial, v := range vault {
+		inv, held := inventory[serial]
+		switch {
+		case held && !v.revoked && !inv && len(vaultRevokes) < 5:
+			vaultRevokes = append(vaultRevokes, serial)
+		case held && v.revoked && inv && len(vaultUnrevokes) < 5:
+			vaultUnrevokes = append(vaultUnrevokes, serial)
+		}
+	}
+	if err := s.SetVaultCertsRevoked(ctx, vaultRevokes, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetVaultCertsRevoked(ctx, vaultUnrevokes, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, serial := range vaultRevokes {
+		vault[serial] = vaultRow{revoked: true, kind: vault[serial].kind}
+	}
+	for _, serial := range vaultUnrevokes {
+		vault[serial] = vaultRow{revoked: false, kind: vault[serial].kind}
+	}
+	marked := 0
+	for serial, inv := range inventory {
+		if inv || marked == 6 {
+			continue
+		}
+		if err := s.MarkRevoked(ctx, serial, store.Revocation{At: t0.Add(2 * time.Minute), Reason: "lost", By: "helpdesk"}); err != nil {
+			t.Fatal(err)
+		}
+		inventory[serial] = true
+		marked++
+	}
+	list, _ := want()
+	toCA, gone := list[0], list[len(list)-1]
+	var fromCA string
+	for serial, v := range vault {
+		if inv, ok := inventory[serial]; ok && v.kind == store.VaultKindCA && v.revoked != inv {
+			fromCA = serial
+			break
+		}
+	}
+	if fromCA == "" {
+		t.Fatal("no CA row that would be a candidate as a client certificate")
+	}
+	if err := s.PutVaultCerts(ctx, []store.VaultCert{
+		{Serial: toCA, Subject: "cn-" + toCA, NotAfter: t0.Add(time.Hour), Revoked: vault[toCA].revoked, Kind: store.VaultKindCA},
+		{Serial: fromCA, Subject: "cn-" + fromCA, NotAfter: t0.Add(time.Hour), Revoked: vault[fromCA].revoked, Kind: store.VaultKindClient},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	vault[toCA] = vaultRow{revoked: vault[toCA].revoked, kind: store.VaultKindCA}
+	vault[fromCA] = vaultRow{revoked: vault[fromCA].revoked, kind: store.VaultKindClient}
+	if err := s.DeleteVaultCerts(ctx, []string{gone}); err != nil {
+		t.Fatal(err)
+	}
+	delete(vault, gone)
+	check("after changes on both sides")
 }

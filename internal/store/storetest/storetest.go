@@ -49,6 +49,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("ping writes", func(t *testing.T) { testPing(t, open(t)) })
 	t.Run("reconciliation cache and runs", func(t *testing.T) { testReconcile(t, open(t)) })
 	t.Run("reconciliation counts expired inventory rows, lists live ones", func(t *testing.T) { testReconcileExpired(t, open(t)) })
+	t.Run("reconciliation mismatch candidates, both ways", func(t *testing.T) { testMismatchCandidates(t, open(t)) })
 }
 
 // testPing: Ping commits its probe again and again (the readiness check
