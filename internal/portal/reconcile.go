@@ -268,7 +268,7 @@ func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.Rec
 	var toRead, gone, nowRevoked, recheck []string
 	i := 0
 	for after := ""; ; {
-		page, err := s.store.VaultCerts(ctx, after, reconcileCachePage)
+		page, err := s.store.VaultCertStates(ctx, after, reconcileCachePage)
 		if err != nil {
 			return storeErr(err)
 		}

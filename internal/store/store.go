@@ -473,6 +473,14 @@ type VaultCert struct {
 	Kind     string // VaultKind*
 }
 
+// VaultCertState is a cached certificate as a run's merge with Vault's
+// list sees it.
+type VaultCertState struct {
+	Serial  string
+	Revoked bool
+	Kind    string
+}
+
 // Reconciliation groups, as the JSON form names them.
 const (
 	ReconcileVaultOnly     = "vault_only"
@@ -533,6 +541,9 @@ type ReconcileEntry struct {
 type Reconciliations interface {
 	// VaultCerts pages through the cache in serial order after after.
 	VaultCerts(ctx context.Context, after string, limit int) ([]VaultCert, error)
+	// VaultCertStates is VaultCerts with only what a run's merge with
+	// Vault's list needs: serial, revocation and kind.
+	VaultCertStates(ctx context.Context, after string, limit int) ([]VaultCertState, error)
 	// PutVaultCerts adds (or replaces) certificates learned from Vault.
 	PutVaultCerts(ctx context.Context, certs []VaultCert) error
 	// DeleteVaultCerts forgets serials Vault no longer lists.

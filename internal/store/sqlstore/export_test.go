@@ -9,3 +9,6 @@ func MismatchCandidatesSQL(s *Store) string { return s.mismatchCandidatesSQL() }
 // compare it with and the benchmark measures against.
 var OldMismatchCandidatesSQL = `SELECT ` + prefixed("c.", certColumns) + ` FROM vault_certs v JOIN certificates c ON c.serial = v.serial
 	WHERE v.serial > ? AND v.kind <> 'ca' AND v.revoked <> (c.revoked_at IS NOT NULL) ORDER BY v.serial LIMIT ?`
+
+// VaultCertStatesSQL is the merge's cache query, for the plan test.
+const VaultCertStatesSQL = vaultCertStatesSQL

@@ -29,6 +29,22 @@ func (s *Store) VaultCerts(ctx context.Context, after string, limit int) ([]stor
 	return out, nil
 }
 
+func (s *Store) VaultCertStates(ctx context.Context, after string, limit int) ([]store.VaultCertState, error) {
+	rows, err := s.conn().query(ctx, vaultCertStatesSQL, after, limit)
+	out, err := collect(rows, err, func(r scanner) (store.VaultCertState, error) {
+		var c store.VaultCertState
+		err := r.Scan(&c.Serial, &c.Revoked, &c.Kind)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vault cert states: %w", err)
+	}
+	return out, nil
+}
+
+// vaultCertStatesSQL reads the covering index vault_certs_states alone.
+const vaultCertStatesSQL = `SELECT serial, revoked, kind FROM vault_certs WHERE serial > ? ORDER BY serial LIMIT ?`
+
 // PutVaultCerts writes all of certs in one transaction (one commit: a
 // first run puts 100,000 rows), reconcileBatch rows a statement.
 func (s *Store) PutVaultCerts(ctx context.Context, certs []store.VaultCert) error {

@@ -62,6 +62,28 @@ func testReconcile(t *testing.T, s store.Store) {
 	if all[0].Subject != "nul\uFFFDhere" || !all[1].Revoked || !all[0].NotAfter.Equal(na) || all[1202].Kind != store.VaultKindClient {
 		t.Fatalf("cache rows: %+v %+v %+v", all[0], all[1], all[1202])
 	}
+	// The merge's view: the same rows, in the same order, with their
+	// revocation and kind, a page at a time.
+	var states []store.VaultCertState
+	for after := ""; ; {
+		page, err := s.VaultCertStates(ctx, after, 333)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = append(states, page...)
+		if len(page) < 333 {
+			break
+		}
+		after = page[len(page)-1].Serial
+	}
+	if len(states) != len(all) {
+		t.Fatalf("VaultCertStates: %d rows; VaultCerts: %d", len(states), len(all))
+	}
+	for i, c := range all {
+		if st := states[i]; st != (store.VaultCertState{Serial: c.Serial, Revoked: c.Revoked, Kind: c.Kind}) {
+			t.Fatalf("VaultCertStates row %d = %+v; VaultCerts has %+v", i, st, c)
+		}
+	}
 	if err := s.DeleteVaultCerts(ctx, []string{"0a:0002", "0a:0003"}); err != nil {
 		t.Fatal(err)
 	}
