@@ -585,7 +585,8 @@ func (s *Service) detach(ctx context.Context) (context.Context, context.CancelFu
 }
 
 // reservationTTL bounds how long a place taken for an issuance that never
-// finished (the process died between the reservation and the record) stays
+// finished (the process died between the reservation and the record, or
+// Vault gave no answer and may have issued: vaultMayHaveIssued) stays
 // taken. It must outlast the Vault call (CERTPORTAL_VAULT_TIMEOUT, at most 50 s) plus the inventory
 // write, or a slow issuance would lose its place to another request.
 const reservationTTL = 2 * time.Minute
@@ -610,12 +611,23 @@ func (s *Service) reserve(ctx context.Context, username, replaces, capMessage st
 }
 
 // release gives back the place of an issuance that failed before it was
-// recorded. Failing to is not the user's problem: the place frees itself
-// after reservationTTL.
+// recorded and that certainly left no certificate in Vault
+// (vaultMayHaveIssued). Failing to is not the user's problem: the place
+// frees itself after reservationTTL.
 func (s *Service) release(ctx context.Context, reservation string) {
 	if err := s.store.ReleaseReservation(context.WithoutCancel(ctx), reservation); err != nil {
 		s.log.WarnContext(ctx, "issuance reservation not released; it expires by itself", "expires_in", reservationTTL, "err", err)
 	}
+}
+
+// vaultMayHaveIssued says whether a failed pki/issue or pki/sign call may
+// still have left a certificate in Vault. Only a definite refusal (permission
+// denied, another 4xx) or a request Vault certainly never acted on (never
+// sent, sealed) says no: after a timeout, a dropped connection, a 5xx or an
+// answer the portal could not read, Vault may have signed one whose answer
+// never arrived.
+func vaultMayHaveIssued(err error) bool {
+	return !errors.Is(err, vault.ErrPermissionDenied) && !errors.Is(err, vault.ErrRefused) && !errors.Is(err, vault.ErrNotActed)
 }
 
 // issuance is one certificate to issue, record and pack.
@@ -653,7 +665,16 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	}
 	s.opts.Metrics.VaultIssue(time.Since(began))
 	if err != nil {
-		s.release(ctx, in.reservation)
+		if vaultMayHaveIssued(err) {
+			// The place stays taken until the reservation expires: the
+			// certificate, if Vault made one, is vault_only to
+			// reconciliation (and revoked after its grace), and the user
+			// must not get one more past the cap meanwhile.
+			s.log.WarnContext(ctx, "issuance: Vault may have issued without answering; its place under the cap stays taken until the reservation expires",
+				"user", in.username, "expires_in", reservationTTL, "err", err)
+		} else {
+			s.release(ctx, in.reservation)
+		}
 	}
 	switch {
 	case errors.Is(err, vault.ErrPermissionDenied):
@@ -661,8 +682,10 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 		return nil, &Error{Code: EForbidden, Message: "error.vault_denied", Err: err}
 	case errors.Is(err, vault.ErrRefused):
 		return nil, &Error{Code: EForbidden, Message: "error.vault_refused", Err: err}
-	case err != nil:
+	case errors.Is(err, vault.ErrNotActed):
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	case err != nil:
+		return nil, &Error{Code: EUnavailable, Message: "error.vault_no_answer_issue", Err: err}
 	}
 	row := &store.Certificate{
 		Serial: issued.Serial, Username: in.username, Subject: subject, KeyType: keyType(issued),

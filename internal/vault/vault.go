@@ -36,6 +36,12 @@ var (
 	// Vault may well have acted on it — a login it checked and counted
 	// towards its lockout. Callers must not treat it as never sent.
 	ErrNoAnswer = errors.New("vault: no answer in time")
+	// ErrNotActed (always with ErrUnavailable): Vault certainly did nothing
+	// with the request — the portal never sent it (no place among the calls
+	// under way, no connection to Vault) or Vault turned it away before any
+	// work (sealed). Any other failure, a timeout above all, may come after
+	// Vault acted: a certificate it signed whose answer never arrived.
+	ErrNotActed = errors.New("vault: request not acted on")
 	// ErrMFAExpired: Vault no longer knows the pending login (its window,
 	// 300 s, passed, or the login was completed): the login starts over.
 	ErrMFAExpired = errors.New("vault: mfa request unknown or expired")
@@ -161,9 +167,9 @@ func (c *Client) acquire(ctx context.Context, op string) error {
 	case c.slots <- struct{}{}:
 		return nil
 	case <-t.C:
-		return fmt.Errorf("%s: %d Vault calls already under way: %w", op, cap(c.slots), ErrUnavailable)
+		return fmt.Errorf("%s: %d Vault calls already under way: %w: %w", op, cap(c.slots), ErrNotActed, ErrUnavailable)
 	case <-ctx.Done():
-		return fmt.Errorf("%s: %v: %w", op, ctx.Err(), ErrUnavailable)
+		return fmt.Errorf("%s: %v: %w: %w", op, ctx.Err(), ErrNotActed, ErrUnavailable)
 	}
 }
 
@@ -621,12 +627,20 @@ func (c *Client) Health(ctx context.Context) error {
 	return nil
 }
 
+// sealedMessage is the error a sealed Vault answers every request with
+// (consts.ErrSealed).
+const sealedMessage = "Vault is sealed"
+
 // classify maps an error from vault/api onto the package's sentinel errors.
 // refusal is what a 4xx means for this call.
 func classify(op string, err error, refusal error) error {
 	var re *vaultapi.ResponseError
 	if errors.As(err, &re) {
 		switch {
+		case re.StatusCode == http.StatusServiceUnavailable && slices.Contains(re.Errors, sealedMessage):
+			// A sealed Vault answers before routing the request anywhere;
+			// sealing waits for the requests under way to finish.
+			return fmt.Errorf("%s: status %d, sealed: %w: %w", op, re.StatusCode, ErrNotActed, ErrUnavailable)
 		case re.StatusCode == http.StatusForbidden && refusal != ErrInvalidCredentials:
 			return fmt.Errorf("%s: status %d: %w", op, re.StatusCode, ErrPermissionDenied)
 		case re.StatusCode >= 400 && re.StatusCode < 500 && re.StatusCode != http.StatusTooManyRequests:
@@ -634,6 +648,11 @@ func classify(op string, err error, refusal error) error {
 		default:
 			return fmt.Errorf("%s: status %d: %w", op, re.StatusCode, ErrUnavailable)
 		}
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		// No connection, so nothing was sent, whether refused or timed out.
+		return fmt.Errorf("%s: %v: %w: %w", op, oe, ErrNotActed, ErrUnavailable)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
