@@ -24,7 +24,7 @@ func newReconcileMetrics(reg *prometheus.Registry) reconcileMetrics {
 		}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_reconcile_held",
-			Help: "1 while a background reconciliation's hold of its automatic revocations (more than CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX) is in force, on every replica (read from the trail when this replica's own run lost the lock or failed); 0 otherwise.",
+			Help: "1 while a background reconciliation's hold of automatic revocations (an employee with more than CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX certificates issued around the portal, or more employees than that: then all) is in force, on every replica (read from the trail when this replica's own run lost the lock or failed); 0 otherwise.",
 		}),
 		lastRun: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_reconcile_last_run_timestamp_seconds",

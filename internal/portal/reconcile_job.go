@@ -22,9 +22,12 @@ type ReconcileOptions struct {
 	// (IssueTimeout) plus Vault's backdating of not_before (30 s as setup
 	// writes the role): config checks it.
 	AutoRevokeAfter time.Duration
-	// AutoRevokeMax: a run that would revoke more certificates than this
-	// holds instead and revokes none, as a restored or wrong database would
-	// make every certificate look vault_only. 0 means 20.
+	// AutoRevokeMax bounds automatic revocation twice (planAutoRevoke): an
+	// employee with more certificates to revoke than this has theirs held
+	// while others' are revoked, and a run with more employees than this
+	// to revoke for holds everything and revokes none, as a restored or
+	// wrong database would make every certificate look vault_only. 0
+	// means 20.
 	AutoRevokeMax int
 }
 
@@ -42,9 +45,23 @@ type ReconcileJobResult struct {
 	Eligible  int // of those, the portal's users' certificates past the grace
 	Revoked   int
 	Failed    int // revocations that failed (tried again next run)
+	// Held: a hold is in force after this run. HeldAll: nothing was
+	// revoked (more than AutoRevokeMax employees had certificates to
+	// revoke); otherwise HeldUsers lists the employees with more than
+	// AutoRevokeMax certificates to revoke, whose certificates were left
+	// alone while everyone else's were revoked.
 	Held      bool
+	HeldAll   bool
+	HeldUsers []HeldUser
 	HeldWhy   string
 	Skipped   bool // another replica was reconciling
+}
+
+// HeldUser is an employee whose certificates issued around the portal a
+// reconciliation holds, with how many it holds.
+type HeldUser struct {
+	Username     string
+	Certificates int
 }
 
 // candidate is a vault_only certificate the job may revoke, with what
@@ -146,33 +163,31 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	if len(todo) == 0 {
 		return res, s.reconcileResumed(ctx, res)
 	}
-	if len(todo) > s.autoRevokeMax() {
-		res.Held = true
-		res.HeldWhy = fmt.Sprintf("%d certificates issued around the portal are past the grace, more than the limit of %d: is this the right database?", len(todo), s.autoRevokeMax())
+	plan := planAutoRevoke(todo, s.autoRevokeMax())
+	if plan.all {
+		res.Held, res.HeldAll = true, true
+		res.HeldWhy = fmt.Sprintf("certificates of %d employees issued around the portal are past the grace, more than the limit of %d employees: is this the right database?",
+			plan.revocableUsers, s.autoRevokeMax())
 		s.log.ErrorContext(ctx, "reconciliation held: nothing revoked automatically; check the database, then revoke from the helpdesk's vault-only view or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX",
 			"why", res.HeldWhy)
-		serials := make([]string, len(todo))
-		for i, c := range todo {
-			serials[i] = c.serial
-		}
-		details := map[string]string{
-			"why": res.HeldWhy, "serials": sample(serials, 20), "max": itoa(s.autoRevokeMax()), "auto_revoke_after": grace.String(),
-		}
-		// Recorded once per hold and list, whichever replica finds it:
-		// the trail is the state they share.
-		hold, err := s.currentReconcileHold(ctx)
-		if err != nil {
+		return res, s.recordReconcileHeld(ctx, res, "all", todo, nil, grace)
+	}
+	if len(plan.held) > 0 {
+		res.Held = true
+		res.HeldUsers = plan.heldUsers
+		res.HeldWhy = fmt.Sprintf("%s: more certificates issued around the portal past the grace than the limit of %d per employee; theirs are held, other employees' are revoked",
+			heldList(plan.heldUsers), s.autoRevokeMax())
+		s.log.ErrorContext(ctx, "reconciliation held for some employees: their certificates issued around the portal are not revoked automatically; revoke them from the helpdesk's vault-only view, or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX",
+			"why", res.HeldWhy, "held_employees", heldNames(plan.heldUsers), "held_certificates", len(plan.held), "revoking", len(plan.revoke))
+		if err := s.recordReconcileHeld(ctx, res, "employees", plan.held, plan.heldUsers, grace); err != nil {
 			return nil, err
 		}
-		if hold != nil {
-			if was := decodeDetails(hold.Details); was["why"] == details["why"] && was["serials"] == details["serials"] && was["max"] == details["max"] {
-				return res, nil // recorded already, for the same list
-			}
-		}
-		return res, s.record(ctx, s.newEvent(ctx, ReconcileActor, "", audit.ActionReconcileHeld, audit.OutcomeDenied, "", details))
-	}
-	if err := s.reconcileResumed(ctx, res); err != nil {
+	} else if err := s.reconcileResumed(ctx, res); err != nil {
 		return nil, err
+	}
+	todo = plan.revoke
+	if len(todo) == 0 {
+		return res, nil // held, nothing else to revoke: nothing more to record
 	}
 	var firstErr error
 	for _, c := range todo {
@@ -186,6 +201,9 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	}
 	details := runCounts(run)
 	details["auto_revoked"], details["failed"], details["auto_revoke_after"] = itoa(res.Revoked), itoa(res.Failed), grace.String()
+	if len(res.HeldUsers) > 0 {
+		details["held_employees"] = heldList(res.HeldUsers)
+	}
 	outcome := audit.OutcomeSuccess
 	if res.Failed > 0 {
 		outcome = audit.OutcomeFailure
@@ -197,6 +215,96 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		return res, fmt.Errorf("reconcile job: %d automatic revocations failed: %w", res.Failed, firstErr)
 	}
 	return res, nil
+}
+
+// autoRevokePlan is what one run does with its candidates.
+type autoRevokePlan struct {
+	revoke         []candidate // the certificates of employees within the bound
+	held           []candidate // those of employees over it
+	heldUsers      []HeldUser  // by name
+	revocableUsers int         // employees in revoke
+	all            bool        // hold everything: too many employees in revoke
+}
+
+// planAutoRevoke applies the two bounds of automatic revocation, both
+// limit (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX):
+//   - per employee: an employee with more than limit certificates to revoke
+//     has them all held (an employee minting certificates straight from
+//     Vault in bulk, or automation under their name: an operator decides),
+//     while other employees' are revoked. No employee's certificates can
+//     hold anyone else's.
+//   - across employees: when the employees within that bound number more
+//     than limit, nothing is revoked. A restored or wrong database makes many
+//     employees' certificates look vault_only at once; so a run never
+//     revokes the certificates of more than limit employees. Held employees
+//     do not count, so one employee cannot make this bound either.
+func planAutoRevoke(todo []candidate, limit int) autoRevokePlan {
+	byUser := map[string][]candidate{}
+	var users []string
+	for _, c := range todo {
+		if byUser[c.user] == nil {
+			users = append(users, c.user)
+		}
+		byUser[c.user] = append(byUser[c.user], c)
+	}
+	slices.Sort(users)
+	var p autoRevokePlan
+	for _, u := range users {
+		cs := byUser[u]
+		if len(cs) > limit {
+			p.held = append(p.held, cs...)
+			p.heldUsers = append(p.heldUsers, HeldUser{Username: u, Certificates: len(cs)})
+			continue
+		}
+		p.revoke = append(p.revoke, cs...)
+		p.revocableUsers++
+	}
+	p.all = p.revocableUsers > limit
+	return p
+}
+
+// heldList is the held employees as the trail and logs show them:
+// "alice (25) bob (22)", at most 20 named.
+func heldList(us []HeldUser) string {
+	names := make([]string, len(us))
+	for i, u := range us {
+		names[i] = fmt.Sprintf("%s (%d)", u.Username, u.Certificates)
+	}
+	return sample(names, 20)
+}
+
+func heldNames(us []HeldUser) []string {
+	names := make([]string, len(us))
+	for i, u := range us {
+		names[i] = u.Username
+	}
+	return names
+}
+
+// recordReconcileHeld records a hold: scope "all" (nothing revoked) or
+// "employees" (the held employees' certificates only), once per hold and
+// list, whichever replica finds it: the trail is the state they share.
+func (s *Service) recordReconcileHeld(ctx context.Context, res *ReconcileJobResult, scope string, held []candidate, users []HeldUser, grace time.Duration) error {
+	serials := make([]string, len(held))
+	for i, c := range held {
+		serials[i] = c.serial
+	}
+	details := map[string]string{
+		"why": res.HeldWhy, "scope": scope, "serials": sample(serials, 20), "max": itoa(s.autoRevokeMax()), "auto_revoke_after": grace.String(),
+	}
+	if len(users) > 0 {
+		details["held_employees"] = heldList(users)
+	}
+	hold, err := s.currentReconcileHold(ctx)
+	if err != nil {
+		return err
+	}
+	if hold != nil {
+		if was := decodeDetails(hold.Details); was["why"] == details["why"] && was["serials"] == details["serials"] && was["max"] == details["max"] {
+			return nil // recorded already, for the same list
+		}
+	}
+	return s.record(ctx, s.newEvent(ctx, ReconcileActor, "", audit.ActionReconcileHeld, audit.OutcomeDenied, "", details))
 }
 
 // currentReconcileHold is the last reconcile.held event when no
