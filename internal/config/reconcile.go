@@ -14,7 +14,7 @@ func (c *Config) reconcileFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&c.ReconcileAutoRevokeAfter, "reconcile-auto-revoke-after", envDuration(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER", c.ReconcileAutoRevokeAfter),
 		"revoke a user certificate Vault issued that the inventory does not know once it is older than this; 0: never (CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER)")
 	fs.IntVar(&c.ReconcileAutoRevokeMax, "reconcile-auto-revoke-max", envInt(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX", c.ReconcileAutoRevokeMax),
-		"a reconciliation that would revoke more certificates than this holds instead (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
+		"an employee with more certificates to revoke automatically than this has theirs held, and a reconciliation with more employees to revoke for than this holds everything (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
 }
 
 // MinAutoRevokeAfter is the shortest grace the automatic revocation may
