@@ -226,6 +226,7 @@ func TestPanicAfterResponseBegan(t *testing.T) {
 		{"headers only", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Disposition", `attachment; filename="alice.p12"`)
 			w.Header().Set("Content-Length", "4096")
+			w.Header().Set("Retry-After", "30")
 		}, false},
 		{"body begun", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Disposition", `attachment; filename="audit.csv"`)
@@ -263,7 +264,7 @@ func TestPanicAfterResponseBegan(t *testing.T) {
 				return
 			}
 			checkStyled500(t, rec, i18n.English)
-			for _, h := range []string{"Content-Disposition", "Content-Length"} {
+			for _, h := range []string{"Content-Disposition", "Content-Length", "Retry-After"} {
 				if v := rec.Header().Get(h); v != "" {
 					t.Errorf("error page sent with the handler's %s: %q", h, v)
 				}

@@ -65,8 +65,9 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 					panic(http.ErrAbortHandler)
 				}
 				// The headers the handler meant for its own answer must
-				// not describe the error page: it is no attachment.
-				for _, h := range []string{"Content-Disposition", "Content-Length", "Content-Encoding", "ETag", "Last-Modified"} {
+				// not describe the error page: it is no attachment, and
+				// nothing says when to come back (as renderFailed).
+				for _, h := range []string{"Content-Disposition", "Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Retry-After"} {
 					w.Header().Del(h)
 				}
 				s.failStatus(w, r, http.StatusInternalServerError, "error.internal")
