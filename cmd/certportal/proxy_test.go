@@ -27,6 +27,7 @@ func TestBehindProxy(t *testing.T) {
     listen %s;
     location / {
         proxy_pass http://%s;
+        proxy_http_version 1.1;
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }
