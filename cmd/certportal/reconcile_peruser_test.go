@@ -32,10 +32,11 @@ func mintDirect(t *testing.T, v *testenv.Vault, user string) string {
 }
 
 // TestReconcileHoldsOnlyTheEmployeeOverTheLimitVault: against the real
-// Vault, with CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX=2, alice issues three
+// Vault, with CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX=2, alice issues three
 // certificates straight from Vault with her own token and bob one. Once
 // past the grace (the portal's clock ahead), the background reconciliation
-// revokes bob's in Vault and holds alice's, naming her in reconcile.held.
+// revokes bob's in Vault and holds alice's, naming her in reconcile.held;
+// the alert's gauge says the hold's scope is employees, not all.
 func TestReconcileHoldsOnlyTheEmployeeOverTheLimitVault(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	var alices []string
@@ -47,9 +48,9 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimitVault(t *testing.T) {
 	// The portal's clock is past the grace already; Vault's is not.
 	now := func() time.Time { return time.Now().Add(grace + time.Minute) }
 	p := startPortalWith(t, v, map[string]string{
-		"CERTPORTAL_RECONCILE_INTERVAL":          "1s",
-		"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER": grace.String(),
-		"CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX":   "2",
+		"CERTPORTAL_RECONCILE_INTERVAL":                 "1s",
+		"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER":        grace.String(),
+		"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "2",
 	}, app.Options{Now: now})
 	st, err := sqlite.Open(context.Background(), p.DB)
 	if err != nil {
@@ -89,5 +90,10 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimitVault(t *testing.T) {
 	}
 	if got := metricValue(t, p, "certportal_reconcile_held"); got != "1" {
 		t.Errorf("certportal_reconcile_held %s, want 1", got)
+	}
+	for scope, want := range map[string]string{"employees": "1", "all": "0"} {
+		if got := metricValue(t, p, `certportal_reconcile_held_scope{scope="`+scope+`"}`); got != want {
+			t.Errorf("certportal_reconcile_held_scope{scope=%q} %s, want %s", scope, got, want)
+		}
 	}
 }

@@ -107,7 +107,7 @@ func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Optio
 		"helpdesk_issue_on_behalf": fmt.Sprint(cfg.HelpdeskIssueOnBehalf), "clock_skew_warn": cfg.ClockSkewWarn.String(),
 		"offboard_interval": cfg.OffboardInterval.String(), "offboard_max_share": fmt.Sprintf("%g%%", cfg.OffboardMaxShare*100), "offboard_max_count": fmt.Sprint(cfg.OffboardMaxCount),
 		"reconcile_interval": cfg.ReconcileInterval.String(), "reconcile_auto_revoke_after": cfg.ReconcileAutoRevokeAfter.String(),
-		"reconcile_auto_revoke_max": fmt.Sprint(cfg.ReconcileAutoRevokeMax),
+		"reconcile_auto_revoke_max": fmt.Sprint(cfg.ReconcileAutoRevokeMax), "reconcile_auto_revoke_per_user_max": fmt.Sprint(cfg.ReconcileAutoRevokePerUserMax),
 	}
 	for k, v := range notifySettings(cfg) {
 		settings[k] = v
@@ -240,7 +240,8 @@ func PortalOptions(cfg config.Config) portal.Options {
 		LoginDeviceMaxFailures: cfg.LoginDeviceMaxFailures, DeviceTTL: cfg.LoginDeviceTTL, DeviceKey: deviceKey(cfg.SessionKey),
 		Offboard: portal.OffboardOptions{MaxShare: cfg.OffboardMaxShare, MaxCount: cfg.OffboardMaxCount,
 			NotifyChannels: OffboardNotifyChannels(cfg)},
-		Reconcile:            portal.ReconcileOptions{AutoRevokeAfter: cfg.ReconcileAutoRevokeAfter, AutoRevokeMax: cfg.ReconcileAutoRevokeMax},
+		Reconcile: portal.ReconcileOptions{AutoRevokeAfter: cfg.ReconcileAutoRevokeAfter,
+			AutoRevokePerUserMax: cfg.ReconcileAutoRevokePerUserMax, AutoRevokeMax: cfg.ReconcileAutoRevokeMax},
 		ReconcileConcurrency: cfg.ReconcileConcurrency,
 	}
 }

@@ -144,7 +144,10 @@ type Config struct {
 	// certificate issued around the portal is revoked automatically.
 	ReconcileInterval        time.Duration // CERTPORTAL_RECONCILE_INTERVAL; 0: no reconciliation inside serve
 	ReconcileAutoRevokeAfter time.Duration // CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER; 0: never revoke automatically
-	ReconcileAutoRevokeMax   int           // CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX
+	ReconcileAutoRevokeMax   int           // CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX: certificates one run revokes
+	// ReconcileAutoRevokePerUserMax: CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX,
+	// certificates of one employee a run revokes (more: theirs held).
+	ReconcileAutoRevokePerUserMax int
 	// ReconcileConcurrency: certificate reads a reconciliation keeps in
 	// flight towards Vault (CERTPORTAL_RECONCILE_CONCURRENCY).
 	ReconcileConcurrency int
@@ -216,6 +219,9 @@ func Default() Config {
 		VaultTimeout:             10 * time.Second,
 		VaultMaxInFlight:         64,
 		ClockSkewWarn:            30 * time.Second,
+
+		// Below ReconcileAutoRevokeMax, as validateReconcile requires.
+		ReconcileAutoRevokePerUserMax: 5,
 	}
 }
 

@@ -95,8 +95,10 @@ func TestLoadReconcileSettings(t *testing.T) {
 		return Load(nil, func(k string) string { return env[k] }, io.Discard)
 	}
 	c, err := load(nil)
-	if err != nil || c.ReconcileInterval.String() != "15m0s" || c.ReconcileAutoRevokeAfter.String() != "1h0m0s" || c.ReconcileAutoRevokeMax != 20 {
-		t.Fatalf("defaults: %v interval %s after %s max %d", err, c.ReconcileInterval, c.ReconcileAutoRevokeAfter, c.ReconcileAutoRevokeMax)
+	if err != nil || c.ReconcileInterval.String() != "15m0s" || c.ReconcileAutoRevokeAfter.String() != "1h0m0s" || c.ReconcileAutoRevokeMax != 20 ||
+		c.ReconcileAutoRevokePerUserMax != 5 {
+		t.Fatalf("defaults: %v interval %s after %s max %d per user %d", err, c.ReconcileInterval, c.ReconcileAutoRevokeAfter,
+			c.ReconcileAutoRevokeMax, c.ReconcileAutoRevokePerUserMax)
 	}
 	if got := MinAutoRevokeAfter(10 * time.Second).String(); got != "2m0s" {
 		t.Errorf("shortest grace with the default Vault timeout: %s, want 2m0s", got)
@@ -114,6 +116,12 @@ func TestLoadReconcileSettings(t *testing.T) {
 		{"unparsable grace", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER": "soon"}, false},
 		{"interval under a second", map[string]string{"CERTPORTAL_RECONCILE_INTERVAL": "500ms"}, false},
 		{"no limit", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "0"}, false},
+		{"per-employee bound just below the run's", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "19"}, true},
+		{"smallest bounds", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "1", "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "2"}, true},
+		{"no per-employee bound", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "0"}, false},
+		{"per-employee bound equal to the run's", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "20"}, false},
+		{"per-employee bound above the run's", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "3", "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "2"}, false},
+		{"run's bound of one leaves no per-employee bound", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "1", "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "1"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(tc.env)
@@ -122,6 +130,14 @@ func TestLoadReconcileSettings(t *testing.T) {
 			}
 			if err != nil && !strings.Contains(err.Error(), "reconcile") && !strings.Contains(err.Error(), "vault-timeout") {
 				t.Errorf("error does not name the setting: %v", err)
+			}
+			// The two bounds are refused together: the error names both.
+			if _, perUser := tc.env["CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX"]; err != nil && perUser {
+				for _, name := range []string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX", "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX"} {
+					if !strings.Contains(err.Error(), name) {
+						t.Errorf("error does not name %s: %v", name, err)
+					}
+				}
 			}
 		})
 	}

@@ -14,7 +14,9 @@ func (c *Config) reconcileFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&c.ReconcileAutoRevokeAfter, "reconcile-auto-revoke-after", envDuration(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER", c.ReconcileAutoRevokeAfter),
 		"revoke a user certificate Vault issued that the inventory does not know once it is older than this; 0: never (CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER)")
 	fs.IntVar(&c.ReconcileAutoRevokeMax, "reconcile-auto-revoke-max", envInt(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX", c.ReconcileAutoRevokeMax),
-		"an employee with more certificates to revoke automatically than this has theirs held, and a reconciliation with more employees to revoke for than this holds everything (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
+		"a reconciliation that would revoke more certificates automatically than this (employees held alone not counted) holds everything and revokes none: a restored or wrong database looks like that (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
+	fs.IntVar(&c.ReconcileAutoRevokePerUserMax, "reconcile-auto-revoke-per-user-max", envInt(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX", c.ReconcileAutoRevokePerUserMax),
+		"an employee with more certificates to revoke automatically than this has theirs held and named, while other employees' are revoked; below CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX)")
 }
 
 // MinAutoRevokeAfter is the shortest grace the automatic revocation may
@@ -38,6 +40,12 @@ func (c Config) validateReconcile() error {
 	}
 	if c.ReconcileAutoRevokeMax < 1 {
 		return errors.New("reconcile-auto-revoke-max: want 1 or more (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
+	}
+	// Below the run's bound, so that one employee alone is held alone and
+	// never holds everyone else's revocations.
+	if c.ReconcileAutoRevokePerUserMax < 1 || c.ReconcileAutoRevokePerUserMax >= c.ReconcileAutoRevokeMax {
+		return fmt.Errorf("reconcile-auto-revoke-per-user-max: want at least 1 and less than reconcile-auto-revoke-max (%d), got %d, so that one employee's certificates cannot hold everyone's (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX, CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)",
+			c.ReconcileAutoRevokeMax, c.ReconcileAutoRevokePerUserMax)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 type reconcileMetrics struct {
 	vaultOnly prometheus.Gauge
 	held      prometheus.Gauge
+	heldScope *prometheus.GaugeVec
 	lastRun   prometheus.Gauge
 	runs      *prometheus.CounterVec
 }
@@ -24,8 +25,12 @@ func newReconcileMetrics(reg *prometheus.Registry) reconcileMetrics {
 		}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_reconcile_held",
-			Help: "1 while a background reconciliation's hold of automatic revocations (an employee with more than CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX certificates issued around the portal, or more employees than that: then all) is in force, on every replica (read from the trail when this replica's own run lost the lock or failed); 0 otherwise.",
+			Help: "1 while a background reconciliation's hold of automatic revocations (of either scope: see certportal_reconcile_held_scope) is in force, on every replica (read from the trail when this replica's own run lost the lock or failed); 0 otherwise.",
 		}),
+		heldScope: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certportal_reconcile_held_scope",
+			Help: "1 for the scope of the hold in force, 0 for the other: employees (employees with more than CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX certificates issued around the portal are held and named, everyone else's are revoked) or all (the others' came to more than CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX: nothing revoked, check the database). Both 0 while no hold is in force.",
+		}, []string{"scope"}),
 		lastRun: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_reconcile_last_run_timestamp_seconds",
 			Help: "When this replica last completed a background reconciliation (held or not), as a Unix time; 0 before the first.",
@@ -38,39 +43,45 @@ func newReconcileMetrics(reg *prometheus.Registry) reconcileMetrics {
 	for _, res := range []string{"ok", "held", "failed", "skipped"} {
 		r.runs.WithLabelValues(res)
 	}
-	reg.MustRegister(r.vaultOnly, r.held, r.lastRun, r.runs)
+	for _, s := range holdScopes {
+		r.heldScope.WithLabelValues(s)
+	}
+	reg.MustRegister(r.vaultOnly, r.held, r.heldScope, r.lastRun, r.runs)
 	return r
 }
 
+// holdScopes are the values of certportal_reconcile_held_scope's label, as
+// the reconcile.held event's scope names them.
+var holdScopes = []string{"employees", "all"}
+
 // ReconcileRun records how a background reconciliation ended (ok, held,
 // failed or skipped) and, for a completed one, how many vault_only
-// certificates it saw.
+// certificates it saw. Whether a hold is in force is ReconcileHeld's.
 func (m *Metrics) ReconcileRun(result string, vaultOnly int, at time.Time) {
 	if m == nil {
 		return
 	}
 	m.reconcile.runs.WithLabelValues(result).Inc()
-	switch result {
-	case "held":
-		m.reconcile.held.Set(1)
-	case "ok":
-		m.reconcile.held.Set(0)
-	}
 	if result == "ok" || result == "held" {
 		m.reconcile.vaultOnly.Set(float64(vaultOnly))
 		m.reconcile.lastRun.Set(float64(at.Unix()))
 	}
 }
 
-// ReconcileHeld sets certportal_reconcile_held from the shared state (the
-// trail) when this replica's own run did not decide it.
-func (m *Metrics) ReconcileHeld(held bool) {
+// ReconcileHeld sets certportal_reconcile_held and
+// certportal_reconcile_held_scope to the hold in force: scope "employees"
+// or "all", "" for none.
+func (m *Metrics) ReconcileHeld(scope string) {
 	if m == nil {
 		return
 	}
-	if held {
-		m.reconcile.held.Set(1)
-	} else {
-		m.reconcile.held.Set(0)
+	held := 0.0
+	for _, s := range holdScopes {
+		v := 0.0
+		if s == scope {
+			v, held = 1, 1
+		}
+		m.reconcile.heldScope.WithLabelValues(s).Set(v)
 	}
+	m.reconcile.held.Set(held)
 }

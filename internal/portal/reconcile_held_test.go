@@ -95,7 +95,7 @@ func TestReconcileHeldGaugeAcrossReplicas(t *testing.T) {
 		m := metrics.New()
 		s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
 			EmailDomain: "example.com", Metrics: m,
-			Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokeMax: 2}},
+			Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 1, AutoRevokeMax: 2}},
 			slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return s, m
 	}
@@ -140,6 +140,14 @@ func TestReconcileHeldGaugeAcrossReplicas(t *testing.T) {
 	held("a held", am, "1")
 	whileBusy(func() { run(b, true) })
 	held("b skipped during the hold", bm, "1")
+	// Its scope too, from the trail: three employees' certificates, more
+	// than the run's limit of two: all.
+	if got := heldScope(t, bm, HoldScopeAll); got != "1" {
+		t.Errorf("b skipped during the hold: certportal_reconcile_held_scope{scope=\"all\"} %s, want 1", got)
+	}
+	if got := heldScope(t, bm, HoldScopeEmployees); got != "0" {
+		t.Errorf("b skipped during the hold: certportal_reconcile_held_scope{scope=\"employees\"} %s, want 0", got)
+	}
 	// b runs too and finds the same hold: recorded once, not per replica.
 	run(b, false)
 	held("b held", bm, "1")

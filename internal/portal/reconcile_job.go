@@ -22,14 +22,24 @@ type ReconcileOptions struct {
 	// (IssueTimeout) plus Vault's backdating of not_before (30 s as setup
 	// writes the role): config checks it.
 	AutoRevokeAfter time.Duration
-	// AutoRevokeMax bounds automatic revocation twice (planAutoRevoke): an
-	// employee with more certificates to revoke than this has theirs held
-	// while others' are revoked, and a run with more employees than this
-	// to revoke for holds everything and revokes none, as a restored or
-	// wrong database would make every certificate look vault_only. 0
-	// means 20.
+	// AutoRevokePerUserMax: an employee with more certificates to revoke
+	// than this has theirs held, and is named, while others' are revoked
+	// (planAutoRevoke). 0 means 5. Config keeps it below AutoRevokeMax, so
+	// one employee alone can never hold everyone.
+	AutoRevokePerUserMax int
+	// AutoRevokeMax bounds the certificates one run revokes, counted over
+	// the employees not held alone: more, and the run holds everything and
+	// revokes none, as a restored or wrong database makes every
+	// certificate issued since look vault_only. 0 means 20.
 	AutoRevokeMax int
 }
+
+// The scopes of a hold, as reconcile.held's "scope" and the
+// certportal_reconcile_held_scope label name them.
+const (
+	HoldScopeEmployees = "employees" // some employees' certificates held, others' revoked
+	HoldScopeAll       = "all"       // nothing revoked
+)
 
 // ReconcileActor is who the trail names for what the background
 // reconciliation does.
@@ -46,15 +56,27 @@ type ReconcileJobResult struct {
 	Revoked   int
 	Failed    int // revocations that failed (tried again next run)
 	// Held: a hold is in force after this run. HeldAll: nothing was
-	// revoked (more than AutoRevokeMax employees had certificates to
-	// revoke); otherwise HeldUsers lists the employees with more than
-	// AutoRevokeMax certificates to revoke, whose certificates were left
-	// alone while everyone else's were revoked.
+	// revoked (the employees not held alone had more than AutoRevokeMax
+	// certificates to revoke); otherwise HeldUsers lists the employees
+	// with more than AutoRevokePerUserMax certificates to revoke, whose
+	// certificates were left alone while everyone else's were revoked.
 	Held      bool
 	HeldAll   bool
 	HeldUsers []HeldUser
 	HeldWhy   string
 	Skipped   bool // another replica was reconciling
+}
+
+// HoldScope is the scope of the hold this run left in force:
+// HoldScopeAll, HoldScopeEmployees, or "" for none.
+func (r *ReconcileJobResult) HoldScope() string {
+	switch {
+	case r.HeldAll:
+		return HoldScopeAll
+	case r.Held:
+		return HoldScopeEmployees
+	}
+	return ""
 }
 
 // HeldUser is an employee whose certificates issued around the portal a
@@ -75,6 +97,13 @@ func (s *Service) autoRevokeMax() int {
 		return 20
 	}
 	return s.opts.Reconcile.AutoRevokeMax
+}
+
+func (s *Service) autoRevokePerUserMax() int {
+	if s.opts.Reconcile.AutoRevokePerUserMax <= 0 {
+		return 5
+	}
+	return s.opts.Reconcile.AutoRevokePerUserMax
 }
 
 // ReconcileJob runs one background reconciliation: it compares Vault with
@@ -98,17 +127,26 @@ func (s *Service) ReconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	}
 	defer unlock()
 	res, err := s.reconcileJob(ctx)
+	result, vaultOnly := "ok", 0
+	if res != nil {
+		vaultOnly = res.VaultOnly
+	}
+	// Failed before held: while one employee is held, a run that failed to
+	// revoke other employees' certificates (Failed > 0 always comes with
+	// an error) is a failure, and counts as one.
 	switch {
-	case err != nil:
-		s.opts.Metrics.ReconcileRun("failed", 0, s.now())
-		s.reconcileHeldFromTrail(ctx)
+	case err != nil || res.Failed > 0:
+		result = "failed"
 	case res.Held:
-		s.opts.Metrics.ReconcileRun("held", res.VaultOnly, s.now())
-	case res.Failed > 0:
-		s.opts.Metrics.ReconcileRun("failed", res.VaultOnly, s.now())
-		s.reconcileHeldFromTrail(ctx) // a hold this run ended (reconcile.resumed) is over
-	default:
-		s.opts.Metrics.ReconcileRun("ok", res.VaultOnly, s.now())
+		result = "held"
+	}
+	s.opts.Metrics.ReconcileRun(result, vaultOnly, s.now())
+	if err != nil {
+		// The run may have stopped before it recorded the hold it found,
+		// or its end: the trail says what is in force.
+		s.reconcileHeldFromTrail(ctx)
+	} else {
+		s.opts.Metrics.ReconcileHeld(res.HoldScope())
 	}
 	return res, err
 }
@@ -163,23 +201,23 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	if len(todo) == 0 {
 		return res, s.reconcileResumed(ctx, res)
 	}
-	plan := planAutoRevoke(todo, s.autoRevokeMax())
+	plan := planAutoRevoke(todo, s.autoRevokePerUserMax(), s.autoRevokeMax())
 	if plan.all {
 		res.Held, res.HeldAll = true, true
-		res.HeldWhy = fmt.Sprintf("certificates of %d employees issued around the portal are past the grace, more than the limit of %d employees: is this the right database?",
-			plan.revocableUsers, s.autoRevokeMax())
+		res.HeldWhy = fmt.Sprintf("%d certificates of %d employees issued around the portal are past the grace, more than the limit of %d a run revokes: is this the right database?",
+			len(plan.revoke), plan.revocableUsers, s.autoRevokeMax())
 		s.log.ErrorContext(ctx, "reconciliation held: nothing revoked automatically; check the database, then revoke from the helpdesk's vault-only view or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX",
 			"why", res.HeldWhy)
-		return res, s.recordReconcileHeld(ctx, res, "all", todo, nil, grace)
+		return res, s.recordReconcileHeld(ctx, res, HoldScopeAll, todo, nil, grace)
 	}
 	if len(plan.held) > 0 {
 		res.Held = true
 		res.HeldUsers = plan.heldUsers
 		res.HeldWhy = fmt.Sprintf("%s: more certificates issued around the portal past the grace than the limit of %d per employee; theirs are held, other employees' are revoked",
-			heldList(plan.heldUsers), s.autoRevokeMax())
-		s.log.ErrorContext(ctx, "reconciliation held for some employees: their certificates issued around the portal are not revoked automatically; revoke them from the helpdesk's vault-only view, or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX",
+			heldList(plan.heldUsers), s.autoRevokePerUserMax())
+		s.log.ErrorContext(ctx, "reconciliation held for some employees: their certificates issued around the portal are not revoked automatically; revoke them from the helpdesk's vault-only view, or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX",
 			"why", res.HeldWhy, "held_employees", heldNames(plan.heldUsers), "held_certificates", len(plan.held), "revoking", len(plan.revoke))
-		if err := s.recordReconcileHeld(ctx, res, "employees", plan.held, plan.heldUsers, grace); err != nil {
+		if err := s.recordReconcileHeld(ctx, res, HoldScopeEmployees, plan.held, plan.heldUsers, grace); err != nil {
 			return nil, err
 		}
 	} else if err := s.reconcileResumed(ctx, res); err != nil {
@@ -219,26 +257,29 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 
 // autoRevokePlan is what one run does with its candidates.
 type autoRevokePlan struct {
-	revoke         []candidate // the certificates of employees within the bound
+	revoke         []candidate // the certificates of employees within the per-employee bound
 	held           []candidate // those of employees over it
 	heldUsers      []HeldUser  // by name
 	revocableUsers int         // employees in revoke
-	all            bool        // hold everything: too many employees in revoke
+	all            bool        // hold everything: revoke holds more than the run's bound
 }
 
-// planAutoRevoke applies the two bounds of automatic revocation, both
-// limit (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX):
-//   - per employee: an employee with more than limit certificates to revoke
-//     has them all held (an employee minting certificates straight from
-//     Vault in bulk, or automation under their name: an operator decides),
-//     while other employees' are revoked. No employee's certificates can
-//     hold anyone else's.
-//   - across employees: when the employees within that bound number more
-//     than limit, nothing is revoked. A restored or wrong database makes many
-//     employees' certificates look vault_only at once; so a run never
-//     revokes the certificates of more than limit employees. Held employees
-//     do not count, so one employee cannot make this bound either.
-func planAutoRevoke(todo []candidate, limit int) autoRevokePlan {
+// planAutoRevoke applies the two bounds of automatic revocation:
+//   - per employee (perUser, CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX):
+//     an employee with more than perUser certificates to revoke has them
+//     all held and is named (an employee minting certificates straight
+//     from Vault in bulk, or automation under their name: an operator
+//     decides), while other employees' are revoked. No employee's
+//     certificates can hold anyone else's.
+//   - per run (limit, CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX): when the
+//     certificates of the employees within that bound number more than
+//     limit, nothing is revoked. A restored or wrong database makes every
+//     certificate issued since look vault_only at once, a few for each of
+//     many employees; so a run never revokes more than limit certificates,
+//     however few employees there are. Held employees do not count, and
+//     config keeps perUser below limit, so one employee cannot make this
+//     bound either.
+func planAutoRevoke(todo []candidate, perUser, limit int) autoRevokePlan {
 	byUser := map[string][]candidate{}
 	var users []string
 	for _, c := range todo {
@@ -251,7 +292,7 @@ func planAutoRevoke(todo []candidate, limit int) autoRevokePlan {
 	var p autoRevokePlan
 	for _, u := range users {
 		cs := byUser[u]
-		if len(cs) > limit {
+		if len(cs) > perUser {
 			p.held = append(p.held, cs...)
 			p.heldUsers = append(p.heldUsers, HeldUser{Username: u, Certificates: len(cs)})
 			continue
@@ -259,7 +300,7 @@ func planAutoRevoke(todo []candidate, limit int) autoRevokePlan {
 		p.revoke = append(p.revoke, cs...)
 		p.revocableUsers++
 	}
-	p.all = p.revocableUsers > limit
+	p.all = len(p.revoke) > limit
 	return p
 }
 
@@ -281,16 +322,18 @@ func heldNames(us []HeldUser) []string {
 	return names
 }
 
-// recordReconcileHeld records a hold: scope "all" (nothing revoked) or
-// "employees" (the held employees' certificates only), once per hold and
-// list, whichever replica finds it: the trail is the state they share.
+// recordReconcileHeld records a hold: scope HoldScopeAll (nothing
+// revoked) or HoldScopeEmployees (the held employees' certificates only),
+// once per hold and list, whichever replica finds it: the trail is the
+// state they share.
 func (s *Service) recordReconcileHeld(ctx context.Context, res *ReconcileJobResult, scope string, held []candidate, users []HeldUser, grace time.Duration) error {
 	serials := make([]string, len(held))
 	for i, c := range held {
 		serials[i] = c.serial
 	}
 	details := map[string]string{
-		"why": res.HeldWhy, "scope": scope, "serials": sample(serials, 20), "max": itoa(s.autoRevokeMax()), "auto_revoke_after": grace.String(),
+		"why": res.HeldWhy, "scope": scope, "serials": sample(serials, 20), "max": itoa(s.autoRevokeMax()),
+		"per_user_max": itoa(s.autoRevokePerUserMax()), "auto_revoke_after": grace.String(),
 	}
 	if len(users) > 0 {
 		details["held_employees"] = heldList(users)
@@ -300,7 +343,8 @@ func (s *Service) recordReconcileHeld(ctx context.Context, res *ReconcileJobResu
 		return err
 	}
 	if hold != nil {
-		if was := decodeDetails(hold.Details); was["why"] == details["why"] && was["serials"] == details["serials"] && was["max"] == details["max"] {
+		if was := decodeDetails(hold.Details); was["why"] == details["why"] && was["serials"] == details["serials"] &&
+			was["max"] == details["max"] && was["per_user_max"] == details["per_user_max"] {
 			return nil // recorded already, for the same list
 		}
 	}
@@ -347,20 +391,28 @@ func (s *Service) reconcileResumed(ctx context.Context, res *ReconcileJobResult)
 	}))
 }
 
-// reconcileHeldFromTrail sets certportal_reconcile_held from the trail,
-// the state every replica shares, when this replica's own run did not
-// decide it (it lost the lock, or failed): each replica's gauge then says
-// whether a hold is in force, not what it last saw itself.
+// reconcileHeldFromTrail sets certportal_reconcile_held and its scope
+// from the trail, the state every replica shares, when this replica's own
+// run did not decide it (it lost the lock, or failed): each replica's
+// gauges then say whether, and which, hold is in force, not what it last
+// saw itself.
 func (s *Service) reconcileHeldFromTrail(ctx context.Context) {
 	if s.opts.Metrics == nil {
 		return
 	}
 	hold, err := s.currentReconcileHold(ctx)
 	if err != nil {
-		s.log.WarnContext(ctx, "reconcile: cannot read the trail; certportal_reconcile_held unchanged", "err", err)
+		s.log.WarnContext(ctx, "reconcile: cannot read the trail; certportal_reconcile_held and its scope unchanged", "err", err)
 		return
 	}
-	s.opts.Metrics.ReconcileHeld(hold != nil)
+	scope := ""
+	if hold != nil {
+		// A hold recorded without a scope predates scopes; it held everything.
+		if scope = decodeDetails(hold.Details)["scope"]; scope != HoldScopeEmployees {
+			scope = HoldScopeAll
+		}
+	}
+	s.opts.Metrics.ReconcileHeld(scope)
 }
 
 // attributable reads a vault_only certificate and returns it as a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -21,14 +22,22 @@ import (
 )
 
 // revokingVault is issuedAround whose revocations take effect, as Vault's
-// do, and are counted per serial.
+// do, and are counted per serial; a serial in fail is refused, as Vault
+// refuses when it is down.
 type revokingVault struct {
 	*issuedAround
 	rmu     sync.Mutex
 	revoked []string
+	fail    map[string]bool
 }
 
 func (v *revokingVault) Revoke(_ context.Context, _, serial string) error {
+	v.rmu.Lock()
+	refuse := v.fail[serial]
+	v.rmu.Unlock()
+	if refuse {
+		return errors.New("vault: 503 Service Unavailable")
+	}
 	v.mu.Lock()
 	if c, ok := v.certs[serial]; ok {
 		c.RevokedAt = time.Now()
@@ -46,14 +55,36 @@ func (v *revokingVault) revokedSerials() []string {
 	return slices.Clone(v.revoked)
 }
 
+// heldScope reads certportal_reconcile_held_scope{scope} from m's /metrics.
+func heldScope(t *testing.T, m *metrics.Metrics, scope string) string {
+	t.Helper()
+	return gauge(t, m, `certportal_reconcile_held_scope{scope="`+scope+`"}`)
+}
+
+// mintAround puts a client certificate for user@example.com, issued
+// straight from Vault three hours ago, into v; it returns the serial.
+func mintAround(v *revokingVault, user string, n int, now time.Time) string {
+	serial := vaultSerial(fmt.Sprintf("2b-%02x", n))
+	cn := user + "@example.com"
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.certs[serial] = &vault.StoredCertificate{Certificate: &x509.Certificate{
+		SerialNumber: big.NewInt(int64(n)), Subject: pkix.Name{CommonName: cn}, EmailAddresses: []string{cn},
+		NotBefore: now.Add(-3 * time.Hour), NotAfter: now.Add(24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}}
+	return serial
+}
+
 // TestReconcileHoldsOnlyTheEmployeeOverTheLimit: with
-// CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX at 2, alice has 3 certificates
+// CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX at 2 (and
+// CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX at 3), alice has 3 certificates
 // issued straight from Vault and bob 1, all past the grace. bob's is
 // revoked; alice's are held, named in the trail (reconcile.held with the
-// employee and her serials) and alerted (certportal_reconcile_held). The
-// global bound still holds everything when more than 2 employees have
-// certificates to revoke, and the hold ends (reconcile.resumed) once
-// alice's are revoked by hand.
+// employee and her serials) and alerted (certportal_reconcile_held, scope
+// employees). The run's bound still holds everything when the others'
+// certificates come to more than 3, and the hold ends
+// (reconcile.resumed) once they and alice's are revoked by hand.
 func TestReconcileHoldsOnlyTheEmployeeOverTheLimit(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
@@ -61,16 +92,7 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimit(t *testing.T) {
 	n := 0
 	mint := func(user string) string {
 		n++
-		serial := vaultSerial(fmt.Sprintf("2b-%02x", n))
-		cn := user + "@example.com"
-		vlt.mu.Lock()
-		vlt.certs[serial] = &vault.StoredCertificate{Certificate: &x509.Certificate{
-			SerialNumber: big.NewInt(int64(n)), Subject: pkix.Name{CommonName: cn}, EmailAddresses: []string{cn},
-			NotBefore: now.Add(-3 * time.Hour), NotAfter: now.Add(24 * time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-		}}
-		vlt.mu.Unlock()
-		return serial
+		return mintAround(vlt, user, n, now)
 	}
 	var alices []string
 	for range 3 {
@@ -86,7 +108,7 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimit(t *testing.T) {
 	m := metrics.New()
 	s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
 		EmailDomain: "example.com", Metrics: m,
-		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokeMax: 2}},
+		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2, AutoRevokeMax: 3}},
 		slog.New(slog.DiscardHandler))
 	events := func(action, outcome string) []*audit.Event {
 		t.Helper()
@@ -96,7 +118,7 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimit(t *testing.T) {
 		}
 		return evs
 	}
-	run := func(what string, wantRevoked int) *ReconcileJobResult {
+	run := func(what string, wantRevoked int, scope string) *ReconcileJobResult {
 		t.Helper()
 		res, err := s.ReconcileJob(ctx)
 		if err != nil {
@@ -108,11 +130,20 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimit(t *testing.T) {
 		if got := gauge(t, m, "certportal_reconcile_held"); got != "1" {
 			t.Errorf("%s: certportal_reconcile_held %s, want 1", what, got)
 		}
+		for _, sc := range []string{HoldScopeEmployees, HoldScopeAll} {
+			want := "0"
+			if sc == scope {
+				want = "1"
+			}
+			if got := heldScope(t, m, sc); got != want {
+				t.Errorf("%s: certportal_reconcile_held_scope{scope=%q} %s, want %s", what, sc, got, want)
+			}
+		}
 		return res
 	}
 
 	// bob's is revoked, alice's are held.
-	if res := run("alice over the limit, bob within it", 1); res.HeldAll || !slices.Equal(res.HeldUsers, []HeldUser{{"alice", 3}}) {
+	if res := run("alice over the limit, bob within it", 1, HoldScopeEmployees); res.HeldAll || !slices.Equal(res.HeldUsers, []HeldUser{{"alice", 3}}) {
 		t.Errorf("held %+v (all %v), want alice's 3 only", res.HeldUsers, res.HeldAll)
 	}
 	if got := vlt.revokedSerials(); !slices.Equal(got, []string{bobs}) {
@@ -142,17 +173,18 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimit(t *testing.T) {
 	}
 
 	// The same again: nothing more revoked, the hold not recorded twice.
-	run("the same hold", 0)
+	run("the same hold", 0, HoldScopeEmployees)
 	if n := len(events(audit.ActionReconcileHeld, "")); n != 1 {
 		t.Errorf("%d reconcile.held events for one unchanged hold, want 1", n)
 	}
 
-	// A mass event: three more employees with one each, more employees
-	// than the limit: nothing is revoked, whoever they are.
+	// A mass event: four more employees with one each, more certificates
+	// than the run's limit: nothing is revoked, whoever they are.
 	mint("carol")
 	mint("dave")
 	mint("erin")
-	run("three more employees", 0)
+	mint("frank")
+	run("four more employees", 0, HoldScopeAll)
 	if got := vlt.revokedSerials(); len(got) != 1 {
 		t.Fatalf("revoked %v during a hold of everything", got)
 	}
@@ -170,7 +202,56 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimit(t *testing.T) {
 	if got := gauge(t, m, "certportal_reconcile_held"); got != "0" {
 		t.Errorf("certportal_reconcile_held %s after the hold ended, want 0", got)
 	}
+	for _, sc := range []string{HoldScopeEmployees, HoldScopeAll} {
+		if got := heldScope(t, m, sc); got != "0" {
+			t.Errorf("certportal_reconcile_held_scope{scope=%q} %s after the hold ended, want 0", sc, got)
+		}
+	}
 	if n := len(events(audit.ActionReconcileResumed, "")); n != 1 {
 		t.Errorf("%d reconcile.resumed events, want 1", n)
+	}
+}
+
+// TestReconcileFailedWhileAnEmployeeIsHeld: alice is held (3 certificates,
+// per-employee limit 2) and Vault refuses to revoke bob's. The run counts
+// as failed (certportal_reconcile_runs_total{result="failed"}), not held:
+// a hold in force must not hide that other employees' certificates stay
+// valid. The hold is still alerted, with its scope: employees.
+func TestReconcileFailedWhileAnEmployeeIsHeld(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	vlt := &revokingVault{issuedAround: &issuedAround{certs: map[string]*vault.StoredCertificate{}}, fail: map[string]bool{}}
+	for i := range 3 {
+		mintAround(vlt, "alice", i+1, now)
+	}
+	bobs := mintAround(vlt, "bob", 4, now)
+	vlt.fail[bobs] = true
+	st, err := sqlite.Open(ctx, t.TempDir()+"/p.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m := metrics.New()
+	s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
+		EmailDomain: "example.com", Metrics: m,
+		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2, AutoRevokeMax: 3}},
+		slog.New(slog.DiscardHandler))
+	res, err := s.ReconcileJob(ctx)
+	if err == nil || res == nil || res.Failed != 1 || !res.Held || res.HeldAll {
+		t.Fatalf("reconcile job: %+v %v, want bob's revocation failed and alice held", res, err)
+	}
+	for result, want := range map[string]string{"failed": "1", "held": "0", "ok": "0"} {
+		if got := gauge(t, m, `certportal_reconcile_runs_total{result="`+result+`"}`); got != want {
+			t.Errorf("certportal_reconcile_runs_total{result=%q} %s, want %s", result, got, want)
+		}
+	}
+	if got := gauge(t, m, "certportal_reconcile_held"); got != "1" {
+		t.Errorf("certportal_reconcile_held %s, want 1", got)
+	}
+	if got := heldScope(t, m, HoldScopeEmployees); got != "1" {
+		t.Errorf("certportal_reconcile_held_scope{scope=\"employees\"} %s, want 1", got)
+	}
+	if got := heldScope(t, m, HoldScopeAll); got != "0" {
+		t.Errorf("certportal_reconcile_held_scope{scope=\"all\"} %s, want 0", got)
 	}
 }

@@ -1,0 +1,111 @@
+package portal
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// employees makes n candidates for each of the named employees.
+func employees(counts map[string]int) []candidate {
+	var todo []candidate
+	names := make([]string, 0, len(counts))
+	for u := range counts {
+		names = append(names, u)
+	}
+	slices.Sort(names)
+	for _, u := range names {
+		for c := range counts[u] {
+			todo = append(todo, candidate{serial: fmt.Sprintf("%s-%02x", u, c), user: u})
+		}
+	}
+	return todo
+}
+
+// uniform is n employees with per certificates each.
+func uniform(n, per int) map[string]int {
+	m := map[string]int{}
+	for u := range n {
+		m[fmt.Sprintf("user%03d", u)] = per
+	}
+	return m
+}
+
+// TestPlanAutoRevokeBounds: the two bounds of automatic revocation with the
+// defaults (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX 5,
+// CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX 20). An employee over the
+// per-employee bound is held alone and named; the certificates of the
+// employees left number at most MAX, or nothing is revoked. So a run never
+// revokes more than MAX certificates (the review's finding: it could revoke
+// MAX×MAX, and a restored or wrong database in a company of 20 certificate
+// holders, 3 each, revoked 60 valid certificates at once), and no one
+// employee can hold anyone else's.
+func TestPlanAutoRevokeBounds(t *testing.T) {
+	const perUser, limit = 5, 20
+	withOne := func(extra map[string]int, name string, n int) map[string]int {
+		extra[name] = n
+		return extra
+	}
+	for _, tc := range []struct {
+		name       string
+		counts     map[string]int
+		wantAll    bool
+		wantHeld   []HeldUser // held alone, by name
+		wantRevoke int
+	}{
+		{name: "the review's case: 400 over 20 employees at 20 each: each held alone, none revoked",
+			counts: uniform(20, 20), wantHeld: heldEach(uniform(20, 20))},
+		{name: "400 over 100 employees at 4 each: hold all", counts: uniform(100, 4), wantAll: true},
+		{name: "restored database: 60 over 20 employees at 3 each: hold all", counts: uniform(20, 3), wantAll: true},
+		{name: "one employee with 6, another with 1: the 6 held and named, the 1 revoked",
+			counts: map[string]int{"alice": 6, "bob": 1}, wantHeld: []HeldUser{{"alice", 6}}, wantRevoke: 1},
+		{name: "5 employees at 5 each, 25 over 20: hold all", counts: uniform(5, 5), wantAll: true},
+		{name: "4 employees at 5 each, 20: all revoked", counts: uniform(4, 5), wantRevoke: 20},
+		{name: "one employee with 100 alone: held alone, never the hold of everything",
+			counts: map[string]int{"alice": 100}, wantHeld: []HeldUser{{"alice", 100}}},
+		{name: "the held employee does not count towards the total: 20 others revoked",
+			counts: withOne(uniform(20, 1), "alice", 6), wantHeld: []HeldUser{{"alice", 6}}, wantRevoke: 20},
+		{name: "21 others: hold all, the held employee's too",
+			counts: withOne(uniform(21, 1), "alice", 6), wantAll: true},
+		{name: "at the per-employee bound: revoked", counts: map[string]int{"alice": 5}, wantRevoke: 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			todo := employees(tc.counts)
+			p := planAutoRevoke(todo, perUser, limit)
+			t.Logf("%d candidates: revoke %d, held alone %d (%d employees), all %v", len(todo), len(p.revoke), len(p.held), len(p.heldUsers), p.all)
+			if p.all != tc.wantAll {
+				t.Errorf("hold all %v, want %v", p.all, tc.wantAll)
+			}
+			if !p.all { // a hold of everything revokes none, whatever else the plan says
+				if len(p.revoke) != tc.wantRevoke {
+					t.Errorf("revokes %d, want %d", len(p.revoke), tc.wantRevoke)
+				}
+				if len(p.revoke) > limit {
+					t.Errorf("revokes %d certificates in one run, more than the limit of %d", len(p.revoke), limit)
+				}
+				if !slices.Equal(p.heldUsers, tc.wantHeld) {
+					t.Errorf("held alone %v, want %v", p.heldUsers, tc.wantHeld)
+				}
+			}
+			if len(p.revoke)+len(p.held) != len(todo) {
+				t.Errorf("revoke %d + held %d != %d candidates", len(p.revoke), len(p.held), len(todo))
+			}
+			for _, c := range p.revoke {
+				if slices.ContainsFunc(p.heldUsers, func(h HeldUser) bool { return h.Username == c.user }) {
+					t.Errorf("%s of held %s is to be revoked", c.serial, c.user)
+				}
+			}
+		})
+	}
+}
+
+// heldEach is every employee of counts held alone, in name order.
+func heldEach(counts map[string]int) []HeldUser {
+	var out []HeldUser
+	for u, n := range counts {
+		out = append(out, HeldUser{Username: u, Certificates: n})
+	}
+	slices.SortFunc(out, func(a, b HeldUser) int { return strings.Compare(a.Username, b.Username) })
+	return out
+}
