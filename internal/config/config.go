@@ -220,8 +220,8 @@ func Default() Config {
 		VaultMaxInFlight:         64,
 		ClockSkewWarn:            30 * time.Second,
 
-		// Below ReconcileAutoRevokeMax, as validateReconcile requires.
-		ReconcileAutoRevokePerUserMax: 5,
+		// Unset, ReconcileAutoRevokePerUserMax follows ReconcileAutoRevokeMax
+		// (derivePerUserMax).
 	}
 }
 
@@ -327,6 +327,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
+	c.derivePerUserMax(fs, getenv)
 	if c.OffboardMaxShare, err = ParseShare(*offboardShare); err != nil {
 		return Config{}, fmt.Errorf("offboard-max-share: %w", err)
 	}

@@ -103,6 +103,20 @@ func TestLoadReconcileSettings(t *testing.T) {
 	if got := MinAutoRevokeAfter(10 * time.Second).String(); got != "2m0s" {
 		t.Errorf("shortest grace with the default Vault timeout: %s, want 2m0s", got)
 	}
+	// Unset, the per-employee bound stays below a run's bound lowered
+	// before it existed, so such a configuration still starts.
+	for max, want := range map[string]int{"20": 5, "6": 5, "5": 4, "2": 1, "1": 1} {
+		c, err := load(map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": max})
+		if err != nil || c.ReconcileAutoRevokePerUserMax != want {
+			t.Errorf("run's bound %s, per-employee unset: %v, per-employee %d; want %d", max, err, c.ReconcileAutoRevokePerUserMax, want)
+		}
+	}
+	if c, err := Load([]string{"-reconcile-auto-revoke-per-user-max", "3", "-reconcile-auto-revoke-max", "4"},
+		func(k string) string {
+			return map[string]string{"CERTPORTAL_APPROLE_ROLE_ID": "r", "CERTPORTAL_APPROLE_SECRET_ID": "s"}[k]
+		}, io.Discard); err != nil || c.ReconcileAutoRevokePerUserMax != 3 {
+		t.Errorf("per-employee bound set by flag: %v, %d; want 3", err, c.ReconcileAutoRevokePerUserMax)
+	}
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -121,7 +135,8 @@ func TestLoadReconcileSettings(t *testing.T) {
 		{"no per-employee bound", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "0"}, false},
 		{"per-employee bound equal to the run's", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "20"}, false},
 		{"per-employee bound above the run's", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "3", "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "2"}, false},
-		{"run's bound of one leaves no per-employee bound", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "1", "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "1"}, false},
+		{"run's bound of one: the per-employee bound equals it", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "1", "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "1"}, true},
+		{"run's bound of one and two per employee", map[string]string{"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "2", "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX": "1"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(tc.env)

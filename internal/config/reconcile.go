@@ -16,7 +16,22 @@ func (c *Config) reconcileFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.IntVar(&c.ReconcileAutoRevokeMax, "reconcile-auto-revoke-max", envInt(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX", c.ReconcileAutoRevokeMax),
 		"a reconciliation that would revoke more certificates automatically than this (employees held alone not counted) holds everything and revokes none: a restored or wrong database looks like that (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
 	fs.IntVar(&c.ReconcileAutoRevokePerUserMax, "reconcile-auto-revoke-per-user-max", envInt(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX", c.ReconcileAutoRevokePerUserMax),
-		"an employee with more certificates to revoke automatically than this has theirs held and named, while other employees' are revoked; below CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX)")
+		"an employee with more certificates to revoke automatically than this has theirs held and named, while other employees' are revoked; below CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX; unset: 5, or one less than that bound when it is 5 or less (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX)")
+}
+
+// defaultPerUserMax is the per-employee bound when none is set.
+const defaultPerUserMax = 5
+
+// derivePerUserMax gives an unset per-employee bound its default, kept
+// below the run's bound (which an operator may have lowered to 5 or less
+// before this setting existed: their configuration still starts). With a
+// run's bound of 1 there is no smaller one, and the two are equal.
+func (c *Config) derivePerUserMax(fs *flag.FlagSet, getenv func(string) string) {
+	set := getenv("CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX") != ""
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "reconcile-auto-revoke-per-user-max" })
+	if !set {
+		c.ReconcileAutoRevokePerUserMax = max(1, min(defaultPerUserMax, c.ReconcileAutoRevokeMax-1))
+	}
 }
 
 // MinAutoRevokeAfter is the shortest grace the automatic revocation may
@@ -42,8 +57,10 @@ func (c Config) validateReconcile() error {
 		return errors.New("reconcile-auto-revoke-max: want 1 or more (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
 	}
 	// Below the run's bound, so that one employee alone is held alone and
-	// never holds everyone else's revocations.
-	if c.ReconcileAutoRevokePerUserMax < 1 || c.ReconcileAutoRevokePerUserMax >= c.ReconcileAutoRevokeMax {
+	// never holds everyone else's revocations (a bound of 1 has nothing
+	// below it: there the two are equal).
+	if c.ReconcileAutoRevokePerUserMax < 1 || c.ReconcileAutoRevokePerUserMax > c.ReconcileAutoRevokeMax ||
+		(c.ReconcileAutoRevokePerUserMax == c.ReconcileAutoRevokeMax && c.ReconcileAutoRevokeMax > 1) {
 		return fmt.Errorf("reconcile-auto-revoke-per-user-max: want at least 1 and less than reconcile-auto-revoke-max (%d), got %d, so that one employee's certificates cannot hold everyone's (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX, CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)",
 			c.ReconcileAutoRevokeMax, c.ReconcileAutoRevokePerUserMax)
 	}
