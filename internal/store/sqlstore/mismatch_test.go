@@ -148,22 +148,7 @@ func TestMismatchCandidatesPlans(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) {
 		db, raw := openSQLite(t)
 		f.fill(t, raw, false)
-		rows, err := raw.Query(`EXPLAIN QUERY PLAN `+sqlstore.MismatchCandidatesSQL(db.Store), "", 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
+		plan := sqlitePlan(t, raw, sqlstore.MismatchCandidatesSQL(db.Store), "", 1000)
 		text := strings.Join(plan, "\n")
 		t.Logf("plan:\n%s", text)
 		for _, line := range plan {
@@ -366,11 +351,22 @@ func TestVaultCertStatesPlan(t *testing.T) {
 	f := fixture{vault: 20_000, held: 19_800, inventory: 100_000, mixed: true}
 	_, raw := openSQLite(t)
 	f.fill(t, raw, false)
-	var plan []string
-	rows, err := raw.Query(`EXPLAIN QUERY PLAN `+sqlstore.VaultCertStatesSQL, "", 1000)
+	plan := sqlitePlan(t, raw, sqlstore.VaultCertStatesSQL, "", 1000)
+	if len(plan) != 1 || !strings.Contains(plan[0], "USING COVERING INDEX vault_certs_states") {
+		t.Errorf("plan %q; want one search of the covering index vault_certs_states", plan)
+	}
+}
+
+// sqlitePlan is SQLite's EXPLAIN QUERY PLAN of query with args: one detail
+// line per step.
+func sqlitePlan(t *testing.T, raw *sql.DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := raw.Query(`EXPLAIN QUERY PLAN `+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer rows.Close()
+	var plan []string
 	for rows.Next() {
 		var id, parent, unused int
 		var detail string
@@ -382,7 +378,5 @@ func TestVaultCertStatesPlan(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if len(plan) != 1 || !strings.Contains(plan[0], "USING COVERING INDEX vault_certs_states") {
-		t.Errorf("plan %q; want one search of the covering index vault_certs_states", plan)
-	}
+	return plan
 }
