@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +31,7 @@ func newReconcileMetrics(reg *prometheus.Registry) reconcileMetrics {
 		}),
 		heldScope: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "certportal_reconcile_held_scope",
-			Help: "1 for the scope of the hold in force, 0 for the other: employees (employees with more than CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX certificates issued around the portal are held and named, everyone else's are revoked) or all (the others' came to more than CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX: nothing revoked, check the database). Both 0 while no hold is in force.",
+			Help: "1 for each scope of the hold in force, 0 for the others: employees (employees with more than CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX certificates issued around the portal are held and named, everyone else's are revoked), unattributed (client certificates for addresses in the users' domain that name no employee are held, never revoked automatically; may be 1 with employees) or all (the others' came to more than CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX: nothing revoked, check the database). All 0 while no hold is in force.",
 		}, []string{"scope"}),
 		lastRun: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "certportal_reconcile_last_run_timestamp_seconds",
@@ -52,7 +54,7 @@ func newReconcileMetrics(reg *prometheus.Registry) reconcileMetrics {
 
 // holdScopes are the values of certportal_reconcile_held_scope's label, as
 // the reconcile.held event's scope names them.
-var holdScopes = []string{"employees", "all"}
+var holdScopes = []string{"employees", "unattributed", "all"}
 
 // ReconcileRun records how a background reconciliation ended (ok, held,
 // failed or skipped) and, for a completed one, how many vault_only
@@ -69,16 +71,17 @@ func (m *Metrics) ReconcileRun(result string, vaultOnly int, at time.Time) {
 }
 
 // ReconcileHeld sets certportal_reconcile_held and
-// certportal_reconcile_held_scope to the hold in force: scope "employees"
-// or "all", "" for none.
+// certportal_reconcile_held_scope to the hold in force: scope "employees",
+// "unattributed", both joined by "+", or "all"; "" for none.
 func (m *Metrics) ReconcileHeld(scope string) {
 	if m == nil {
 		return
 	}
+	parts := strings.Split(scope, "+")
 	held := 0.0
 	for _, s := range holdScopes {
 		v := 0.0
-		if s == scope {
+		if slices.Contains(parts, s) {
 			v, held = 1, 1
 		}
 		m.reconcile.heldScope.WithLabelValues(s).Set(v)

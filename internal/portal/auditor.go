@@ -414,12 +414,9 @@ func (s *Service) RevokeVaultOnly(ctx context.Context, actor *Identity, serial, 
 	return vc, nil
 }
 
-// userOf is the portal user a certificate's CN names (<user>@<domain>),
-// for the trail's subject column; "" when it names none.
+// userOf is the portal user a certificate's CN names (<user>@<domain>,
+// matched case-insensitively as Vault matches it: userOfAddress), for the
+// trail's subject column and automatic revocation; "" when it names none.
 func (s *Service) userOf(cn string) string {
-	user, ok := strings.CutSuffix(cn, "@"+s.opts.EmailDomain)
-	if !ok || !usernamePattern.MatchString(user) {
-		return ""
-	}
-	return user
+	return userOfAddress(cn, s.opts.EmailDomain)
 }

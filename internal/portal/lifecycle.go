@@ -248,11 +248,15 @@ func (s *Service) SearchUsers(ctx context.Context, actor *Identity, q string) ([
 		return nil, err
 	}
 	q = strings.ToLower(strings.TrimSpace(q))
-	if local, domain, ok := strings.Cut(q, "@"); ok {
+	if strings.Contains(q, "@") {
 		if len(q) > 254 {
 			return nil, Invalid("q", "error.search_invalid")
 		}
-		if domain != strings.ToLower(s.opts.EmailDomain) || !usernamePattern.MatchString(local) {
+		// The user an address names as Vault matches names (a
+		// vault_only certificate's CN such as "Alice@EXAMPLE.com"
+		// pasted here finds alice, whose it is): userOfAddress.
+		local := userOfAddress(q, s.opts.EmailDomain)
+		if local == "" {
 			return nil, nil // not an address of this portal's users
 		}
 		found, err := s.searchNames(ctx, local)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/certportal/certportal/internal/audit"
@@ -39,6 +40,11 @@ type ReconcileOptions struct {
 const (
 	HoldScopeEmployees = "employees" // some employees' certificates held, others' revoked
 	HoldScopeAll       = "all"       // nothing revoked
+	// HoldScopeUnattributed: client certificates for addresses in the
+	// users' domain that name no employee are held (never revoked
+	// automatically); with HoldScopeEmployees too, the scope is
+	// "employees+unattributed".
+	HoldScopeUnattributed = "unattributed"
 )
 
 // ReconcileActor is who the trail names for what the background
@@ -53,13 +59,19 @@ const ReasonIssuedAroundPortal = "issued_around_portal"
 type ReconcileJobResult struct {
 	VaultOnly int // unrevoked vault_only certificates seen
 	Eligible  int // of those, the portal's users' certificates past the grace
-	Revoked   int
-	Failed    int // revocations that failed (tried again next run)
+	// Unattributed: of those, client certificates past the grace in the
+	// users' roles' shape, for an address in the users' domain, that
+	// name no portal user: held (HeldWhy says so), never revoked
+	// automatically.
+	Unattributed int
+	Revoked      int
+	Failed       int // revocations that failed (tried again next run)
 	// Held: a hold is in force after this run. HeldAll: nothing was
 	// revoked (the employees not held alone had more than AutoRevokeMax
 	// certificates to revoke); otherwise HeldUsers lists the employees
 	// with more than AutoRevokePerUserMax certificates to revoke, whose
-	// certificates were left alone while everyone else's were revoked.
+	// certificates were left alone while everyone else's were revoked,
+	// and Unattributed > 0 holds too.
 	Held      bool
 	HeldAll   bool
 	HeldUsers []HeldUser
@@ -68,15 +80,23 @@ type ReconcileJobResult struct {
 }
 
 // HoldScope is the scope of the hold this run left in force:
-// HoldScopeAll, HoldScopeEmployees, or "" for none.
+// HoldScopeAll, HoldScopeEmployees, HoldScopeUnattributed, both of the
+// last two joined by "+", or "" for none.
 func (r *ReconcileJobResult) HoldScope() string {
 	switch {
 	case r.HeldAll:
 		return HoldScopeAll
-	case r.Held:
-		return HoldScopeEmployees
+	case !r.Held:
+		return ""
 	}
-	return ""
+	var parts []string
+	if len(r.HeldUsers) > 0 {
+		parts = append(parts, HoldScopeEmployees)
+	}
+	if r.Unattributed > 0 {
+		parts = append(parts, HoldScopeUnattributed)
+	}
+	return strings.Join(parts, "+")
 }
 
 // HeldUser is an employee whose certificates issued around the portal a
@@ -87,7 +107,9 @@ type HeldUser struct {
 }
 
 // candidate is a vault_only certificate the job may revoke, with what
-// showed it to be the portal's to revoke.
+// showed it to be the portal's to revoke. user "" is a certificate in the
+// users' roles' shape whose names attribute it to no portal user
+// (attributable): held, never revoked automatically.
 type candidate struct {
 	serial, user, subject, evidence string
 }
@@ -166,7 +188,7 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	res := &ReconcileJobResult{}
 	grace := s.opts.Reconcile.AutoRevokeAfter
 	now := s.now()
-	var todo []candidate
+	var todo, unattributed []candidate
 	for after := ""; ; {
 		page, err := s.store.ReconcileResults(ctx, run.ID, store.ReconcileVaultOnly, after, reconcileCachePage)
 		if err != nil {
@@ -184,7 +206,11 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 			if err != nil {
 				return nil, err
 			}
-			if c != nil {
+			switch {
+			case c == nil:
+			case c.user == "":
+				unattributed = append(unattributed, *c)
+			default:
 				todo = append(todo, *c)
 			}
 		}
@@ -193,31 +219,66 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		}
 		after = page[len(page)-1].Serial
 	}
-	res.Eligible = len(todo)
+	res.Eligible, res.Unattributed = len(todo), len(unattributed)
 	if res.VaultOnly > 0 {
 		s.log.WarnContext(ctx, "reconciliation: certificates issued around the portal", "vault_only", res.VaultOnly,
-			"to_revoke", len(todo), "auto_revoke_after", grace)
+			"to_revoke", len(todo), "unattributed", len(unattributed), "auto_revoke_after", grace)
 	}
-	if len(todo) == 0 {
+	if len(todo) == 0 && len(unattributed) == 0 {
 		return res, s.reconcileResumed(ctx, res)
+	}
+	// A client certificate for an address in the users' domain that
+	// names no portal user is held, never revoked: the per-employee bound
+	// cannot count it against anyone, whoever issued it (another role,
+	// an admin token) may have meant it, and revoking what the portal
+	// cannot attribute is the guess automatic revocation must not make.
+	// Skipping it silently is worse: whatever trusts the CA would admit
+	// it, and a relying application that folds case (or Unicode) may take
+	// it for a user. So it holds the run, as an employee over the bound
+	// does: reconcile.held names its serials, certportal_reconcile_held
+	// alerts, and an operator finds who issued it (Vault's audit log) and
+	// revokes it from the helpdesk's vault-only view; the hold ends when
+	// none is left.
+	unattributedWhy := ""
+	if len(unattributed) > 0 {
+		unattributedWhy = fmt.Sprintf("%d client certificates issued around the portal for addresses in %s that name no portal user: not revoked automatically; find out who issued them, then revoke them from the helpdesk's vault-only view",
+			len(unattributed), s.opts.EmailDomain)
 	}
 	plan := planAutoRevoke(todo, s.autoRevokePerUserMax(), s.autoRevokeMax())
 	if plan.all {
 		res.Held, res.HeldAll = true, true
 		res.HeldWhy = fmt.Sprintf("%d certificates of %d employees issued around the portal are past the grace, more than the limit of %d a run revokes: is this the right database?",
 			len(plan.revoke), plan.revocableUsers, s.autoRevokeMax())
+		if unattributedWhy != "" {
+			res.HeldWhy += "; " + unattributedWhy
+		}
 		s.log.ErrorContext(ctx, "reconciliation held: nothing revoked automatically; check the database, then revoke from the helpdesk's vault-only view or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX",
 			"why", res.HeldWhy)
-		return res, s.recordReconcileHeld(ctx, res, HoldScopeAll, todo, nil, grace)
+		return res, s.recordReconcileHeld(ctx, res, HoldScopeAll, slices.Concat(todo, unattributed), nil, grace)
 	}
+	var scope, why []string
 	if len(plan.held) > 0 {
-		res.Held = true
 		res.HeldUsers = plan.heldUsers
-		res.HeldWhy = fmt.Sprintf("%s: more certificates issued around the portal past the grace than the limit of %d per employee; theirs are held, other employees' are revoked",
-			heldList(plan.heldUsers), s.autoRevokePerUserMax())
+		scope = append(scope, HoldScopeEmployees)
+		why = append(why, fmt.Sprintf("%s: more certificates issued around the portal past the grace than the limit of %d per employee; theirs are held, other employees' are revoked",
+			heldList(plan.heldUsers), s.autoRevokePerUserMax()))
 		s.log.ErrorContext(ctx, "reconciliation held for some employees: their certificates issued around the portal are not revoked automatically; revoke them from the helpdesk's vault-only view, or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX",
-			"why", res.HeldWhy, "held_employees", heldNames(plan.heldUsers), "held_certificates", len(plan.held), "revoking", len(plan.revoke))
-		if err := s.recordReconcileHeld(ctx, res, HoldScopeEmployees, plan.held, plan.heldUsers, grace); err != nil {
+			"why", why[0], "held_employees", heldNames(plan.heldUsers), "held_certificates", len(plan.held), "revoking", len(plan.revoke))
+	}
+	if len(unattributed) > 0 {
+		scope = append(scope, HoldScopeUnattributed)
+		why = append(why, unattributedWhy)
+		subjects := make([]string, len(unattributed))
+		for i, c := range unattributed {
+			subjects[i] = c.subject
+		}
+		s.log.ErrorContext(ctx, "reconciliation held certificates that name no portal user: not revoked automatically; find out who issued them and revoke them from the helpdesk's vault-only view",
+			"why", unattributedWhy, "unattributed", len(unattributed), "subjects", sample(subjects, 20))
+	}
+	if len(scope) > 0 {
+		res.Held = true
+		res.HeldWhy = strings.Join(why, "; ")
+		if err := s.recordReconcileHeld(ctx, res, strings.Join(scope, "+"), slices.Concat(plan.held, unattributed), plan.heldUsers, grace); err != nil {
 			return nil, err
 		}
 	} else if err := s.reconcileResumed(ctx, res); err != nil {
@@ -323,7 +384,9 @@ func heldNames(us []HeldUser) []string {
 }
 
 // recordReconcileHeld records a hold: scope HoldScopeAll (nothing
-// revoked) or HoldScopeEmployees (the held employees' certificates only),
+// revoked), HoldScopeEmployees (the held employees' certificates only),
+// HoldScopeUnattributed (certificates that name no portal user) or both
+// of the last two joined by "+",
 // once per hold and list, whichever replica finds it: the trail is the
 // state they share.
 func (s *Service) recordReconcileHeld(ctx context.Context, res *ReconcileJobResult, scope string, held []candidate, users []HeldUser, grace time.Duration) error {
@@ -337,6 +400,9 @@ func (s *Service) recordReconcileHeld(ctx context.Context, res *ReconcileJobResu
 	}
 	if len(users) > 0 {
 		details["held_employees"] = heldList(users)
+	}
+	if res.Unattributed > 0 {
+		details["unattributed"] = itoa(res.Unattributed)
 	}
 	hold, err := s.currentReconcileHold(ctx)
 	if err != nil {
@@ -407,9 +473,14 @@ func (s *Service) reconcileHeldFromTrail(ctx context.Context) {
 	}
 	scope := ""
 	if hold != nil {
-		// A hold recorded without a scope predates scopes; it held everything.
-		if scope = decodeDetails(hold.Details)["scope"]; scope != HoldScopeEmployees {
-			scope = HoldScopeAll
+		// A hold recorded without a scope predates scopes; it held
+		// everything, as does one this version does not know.
+		scope = decodeDetails(hold.Details)["scope"]
+		for _, part := range strings.Split(scope, "+") {
+			if part != HoldScopeEmployees && part != HoldScopeUnattributed {
+				scope = HoldScopeAll
+				break
+			}
 		}
 	}
 	s.opts.Metrics.ReconcileHeld(scope)
@@ -417,20 +488,29 @@ func (s *Service) reconcileHeldFromTrail(ctx context.Context) {
 
 // attributable reads a vault_only certificate and returns it as a
 // candidate when it is unmistakably one the users' role issued for a
-// portal user and it is older than the grace; nil otherwise. Never
+// portal user and it is older than the grace; nil otherwise. The user is
+// the one its CN names as Vault matches names, case-insensitively
+// (userOfAddress), and every email SAN must name the same user. Never
 // revoked automatically, whatever reconciliation says:
 //   - a CA certificate (revoking one ends every certificate under it);
 //   - a certificate for a server (serverAuth, e.g. Nginx's): the
 //     protected site would go down;
-//   - anything whose subject is not <user>@<email domain> with a user name
-//     the portal accepts, or with more names than that (DNS, IP, URI SANs,
-//     another email): another role or an operator issued it for something
-//     the portal does not know;
+//   - anything whose subject is not an address in the email domain, or
+//     with more names than that (DNS, IP, URI SANs, an email in another
+//     domain): another role or an operator issued it for something the
+//     portal does not know;
 //   - a certificate whose key usage is not exactly client authentication;
 //   - one younger than the grace: its issuance may still be recording (on
 //     this or another replica), or Vault answered a request the portal had
 //     already given up on;
 //   - one already revoked or expired.
+//
+// A certificate in the users' roles' shape (all of the above passed: a
+// client certificate whose CN and email SANs are addresses in the email
+// domain) whose names attribute it to no portal user — a local part that
+// is no user name even folded, or names that fold to different users — is
+// returned with user "": the job holds it (reconcileJob), never skips it
+// silently and never revokes it.
 func (s *Service) attributable(ctx context.Context, serial string, now time.Time, grace time.Duration) (*candidate, error) {
 	av, err := s.auditorVault()
 	if err != nil {
@@ -450,21 +530,29 @@ func (s *Service) attributable(ctx context.Context, serial string, now time.Time
 		return nil, nil
 	}
 	cn := cert.Subject.CommonName
-	user := s.userOf(cn)
-	if user == "" || len(cert.DNSNames) > 0 || len(cert.IPAddresses) > 0 || len(cert.URIs) > 0 {
+	if !inDomain(cn, s.opts.EmailDomain) || len(cert.DNSNames) > 0 || len(cert.IPAddresses) > 0 || len(cert.URIs) > 0 {
 		return nil, nil
-	}
-	for _, e := range cert.EmailAddresses {
-		if e != cn {
-			return nil, nil
-		}
 	}
 	if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) || len(cert.UnknownExtKeyUsage) > 0 {
 		return nil, nil
 	}
+	user := s.userOf(cn)
+	for _, e := range cert.EmailAddresses {
+		if !inDomain(e, s.opts.EmailDomain) {
+			return nil, nil
+		}
+		if userOfAddress(e, s.opts.EmailDomain) != user {
+			user = "" // names more than one user, or one and a stranger
+		}
+	}
+	if user == "" {
+		return &candidate{serial: serial, subject: cn, evidence: fmt.Sprintf(
+			"in Vault mount %s, not in the inventory: a client certificate for %s, an address in %s that names no portal user, valid from %s, older than the %s grace",
+			s.opts.PKIMount, cn, s.opts.EmailDomain, fmtTime(cert.NotBefore), grace)}, nil
+	}
 	return &candidate{serial: serial, user: user, subject: cn, evidence: fmt.Sprintf(
-		"in Vault mount %s, not in the inventory: a client certificate for %s, valid from %s, older than the %s grace",
-		s.opts.PKIMount, cn, fmtTime(cert.NotBefore), grace)}, nil
+		"in Vault mount %s, not in the inventory: a client certificate for %s (user %s), valid from %s, older than the %s grace",
+		s.opts.PKIMount, cn, user, fmtTime(cert.NotBefore), grace)}, nil
 }
 
 // autoRevoke revokes one candidate with the portal's identity, on the

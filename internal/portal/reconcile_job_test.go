@@ -38,9 +38,13 @@ func (v certVault) ReadCertificate(_ context.Context, _, serial string) (*vault.
 }
 
 // TestAttributable: only a certificate that is unmistakably the users'
-// role's, for a portal user, past the grace, unrevoked and unexpired, is a
-// candidate for automatic revocation; each other kind is left alone.
+// role's, for a portal user (its names matched case-insensitively, as
+// Vault matches them), past the grace, unrevoked and unexpired, is a
+// candidate for automatic revocation; one in that shape for an address in
+// the users' domain that names no portal user is a candidate to hold
+// (user ""); each other kind is left alone.
 func TestAttributable(t *testing.T) {
+	const none, hold = "(none)", ""
 	now := time.Now()
 	grace := time.Hour
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -60,32 +64,60 @@ func TestAttributable(t *testing.T) {
 		name    string
 		change  func(*x509.Certificate)
 		revoked bool
-		want    bool
+		want    string // the user, hold (attributed to nobody) or none
 	}{
-		{"a user certificate past the grace", func(*x509.Certificate) {}, false, true},
-		{"without the email SAN", func(c *x509.Certificate) { c.EmailAddresses = nil }, false, true},
-		{"younger than the grace", func(c *x509.Certificate) { c.NotBefore = now.Add(-grace + time.Minute) }, false, false},
-		{"revoked already", func(*x509.Certificate) {}, true, false},
-		{"expired", func(c *x509.Certificate) { c.NotAfter = now.Add(-time.Minute) }, false, false},
-		{"a CA", func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true }, false, false},
+		{"a user certificate past the grace", func(*x509.Certificate) {}, false, "alice"},
+		{"without the email SAN", func(c *x509.Certificate) { c.EmailAddresses = nil }, false, "alice"},
+		{"upper-case CN", func(c *x509.Certificate) {
+			c.Subject.CommonName, c.EmailAddresses = "ALICE@example.com", []string{"ALICE@example.com"}
+		}, false, "alice"},
+		{"mixed-case domain", func(c *x509.Certificate) {
+			c.Subject.CommonName, c.EmailAddresses = "alice@Example.COM", []string{"alice@Example.COM"}
+		}, false, "alice"},
+		{"kelvin sign, CN only", func(c *x509.Certificate) {
+			c.Subject.CommonName, c.EmailAddresses = "\u212Aate@example.com", nil
+		}, false, "kate"},
+		{"email SAN in another case", func(c *x509.Certificate) { c.EmailAddresses = []string{"Alice@example.com"} }, false, "alice"},
+		{"an address that names no user", func(c *x509.Certificate) {
+			c.Subject.CommonName, c.EmailAddresses = "ops+alerts@example.com", []string{"ops+alerts@example.com"}
+		}, false, hold},
+		{"non-foldable non-ASCII", func(c *x509.Certificate) {
+			c.Subject.CommonName, c.EmailAddresses = "\u1D00lice@example.com", nil
+		}, false, hold},
+		{"an email SAN of another user", func(c *x509.Certificate) {
+			c.EmailAddresses = append(c.EmailAddresses, "bob@example.com")
+		}, false, hold},
+		{"younger than the grace", func(c *x509.Certificate) { c.NotBefore = now.Add(-grace + time.Minute) }, false, none},
+		{"unattributed, younger than the grace", func(c *x509.Certificate) {
+			c.Subject.CommonName, c.EmailAddresses = "ops+alerts@example.com", nil
+			c.NotBefore = now.Add(-grace + time.Minute)
+		}, false, none},
+		{"revoked already", func(*x509.Certificate) {}, true, none},
+		{"expired", func(c *x509.Certificate) { c.NotAfter = now.Add(-time.Minute) }, false, none},
+		{"a CA", func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true }, false, none},
 		{"a server certificate", func(c *x509.Certificate) {
 			c.Subject.CommonName, c.EmailAddresses, c.DNSNames = "localhost", nil, []string{"localhost"}
 			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		}, false, false},
+		}, false, none},
 		{"client and server", func(c *x509.Certificate) {
 			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
-		}, false, false},
-		{"any key usage", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny} }, false, false},
+		}, false, none},
+		{"any key usage", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny} }, false, none},
 		{"another domain", func(c *x509.Certificate) {
 			c.Subject.CommonName, c.EmailAddresses = "alice@example.org", []string{"alice@example.org"}
-		}, false, false},
-		{"not a user name", func(c *x509.Certificate) { c.Subject.CommonName, c.EmailAddresses = "build-bot", nil }, false, false},
-		{"another email too", func(c *x509.Certificate) { c.EmailAddresses = append(c.EmailAddresses, "bob@example.com") }, false, false},
-		{"a DNS name too", func(c *x509.Certificate) { c.DNSNames = []string{"alice.example.com"} }, false, false},
-		{"an IP address too", func(c *x509.Certificate) { c.IPAddresses = []net.IP{net.ParseIP("192.0.2.1")} }, false, false},
+		}, false, none},
+		{"not an address", func(c *x509.Certificate) { c.Subject.CommonName, c.EmailAddresses = "build-bot", nil }, false, none},
+		{"an email in another domain too", func(c *x509.Certificate) {
+			c.EmailAddresses = append(c.EmailAddresses, "alice@example.org")
+		}, false, none},
+		{"a DNS name too", func(c *x509.Certificate) { c.DNSNames = []string{"alice.example.com"} }, false, none},
+		{"an IP address too", func(c *x509.Certificate) { c.IPAddresses = []net.IP{net.ParseIP("192.0.2.1")} }, false, none},
 		{"a URI too", func(c *x509.Certificate) {
 			c.URIs = []*url.URL{{Scheme: "spiffe", Host: "example.com", Path: "/alice"}}
-		}, false, false},
+		}, false, none},
+		{"unattributed with a DNS name", func(c *x509.Certificate) {
+			c.Subject.CommonName, c.EmailAddresses, c.DNSNames = "ops+alerts@example.com", nil, []string{"ops.example.com"}
+		}, false, none},
 	}
 	certs := map[string]*vault.StoredCertificate{}
 	for i, tc := range cases {
@@ -113,10 +145,14 @@ func TestAttributable(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c != nil; got != tc.want {
-				t.Fatalf("candidate %v, want %v", got, tc.want)
+			got := none
+			if c != nil {
+				got = c.user
 			}
-			if c != nil && (c.user != "alice" || c.subject != "alice@example.com" || c.evidence == "") {
+			if got != tc.want {
+				t.Fatalf("candidate for %q, want %q (%+v)", got, tc.want, c)
+			}
+			if c != nil && (c.serial != tc.name || c.subject == "" || c.evidence == "") {
 				t.Errorf("candidate %+v", c)
 			}
 		})

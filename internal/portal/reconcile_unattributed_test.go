@@ -1,0 +1,140 @@
+package portal
+
+import (
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/metrics"
+	"github.com/certportal/certportal/internal/store"
+	"github.com/certportal/certportal/internal/store/sqlite"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// TestReconcileCaseVariantsAndUnattributed: certificates issued straight
+// from Vault under case variants of an employee's address ("ALICE@…",
+// "alice@EXAMPLE.com", KELVIN SIGN for kate) count as that employee's:
+// revoked within the per-employee bound, held and named over it. One for
+// an address in the users' domain that names no portal user is held and
+// reported (scope "unattributed"), never skipped and never revoked; the
+// hold ends once it is revoked by hand.
+func TestReconcileCaseVariantsAndUnattributed(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	vlt := &revokingVault{issuedAround: &issuedAround{certs: map[string]*vault.StoredCertificate{}}}
+	n := 0
+	mint := func(cn string) string {
+		n++
+		serial := vaultSerial(fmt.Sprintf("3c-%02x", n))
+		vlt.mu.Lock()
+		vlt.certs[serial] = &vault.StoredCertificate{Certificate: &x509.Certificate{
+			SerialNumber: big.NewInt(int64(n)), Subject: pkix.Name{CommonName: cn}, EmailAddresses: []string{cn},
+			NotBefore: now.Add(-3 * time.Hour), NotAfter: now.Add(24 * time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+		}}
+		vlt.mu.Unlock()
+		return serial
+	}
+	alice := mint("ALICE@example.com")
+	kate := mint("\u212Aate@Example.com")
+	stranger := mint("ops+alerts@example.com")
+
+	st, err := sqlite.Open(ctx, t.TempDir()+"/p.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m := metrics.New()
+	s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
+		EmailDomain: "example.com", Metrics: m,
+		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokeMax: 2}},
+		slog.New(slog.DiscardHandler))
+	events := func(action, outcome string) []*audit.Event {
+		t.Helper()
+		evs, err := st.QueryAudit(ctx, store.AuditFilter{Action: action, Outcome: outcome, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs
+	}
+	run := func(what string) *ReconcileJobResult {
+		t.Helper()
+		res, err := s.ReconcileJob(ctx)
+		if err != nil {
+			t.Fatalf("%s: reconcile job: %v", what, err)
+		}
+		return res
+	}
+
+	res := run("case variants and a stranger")
+	if res.Revoked != 2 || !res.Held || res.HeldAll || res.Unattributed != 1 || len(res.HeldUsers) != 0 {
+		t.Fatalf("%+v: want alice's and kate's revoked, the stranger's held", res)
+	}
+	if got := vlt.revokedSerials(); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values([]string{alice, kate}))) {
+		t.Fatalf("revoked %v, want alice's %s and kate's %s", got, alice, kate)
+	}
+	subjects := map[string]string{}
+	for _, e := range events(audit.ActionRevoke, audit.OutcomeSuccess) {
+		subjects[e.Serial] = e.Subject
+	}
+	if subjects[alice] != "alice" || subjects[kate] != "kate" || len(subjects) != 2 {
+		t.Errorf("revocations name %v, want alice and kate", subjects)
+	}
+	held := events(audit.ActionReconcileHeld, audit.OutcomeDenied)
+	if len(held) != 1 {
+		t.Fatalf("%d reconcile.held events, want 1", len(held))
+	}
+	d := decodeDetails(held[0].Details)
+	if d["scope"] != "unattributed" || d["serials"] != stranger || d["unattributed"] != "1" || d["held_employees"] != "" ||
+		!strings.Contains(d["why"], "name no portal user") {
+		t.Errorf("reconcile.held details %v: want the stranger's %s, scope unattributed", d, stranger)
+	}
+	if got := gauge(t, m, "certportal_reconcile_held"); got != "1" {
+		t.Errorf("certportal_reconcile_held %s, want 1", got)
+	}
+
+	// Unchanged: nothing revoked, the hold not recorded twice.
+	if res := run("the same hold"); res.Revoked != 0 || !res.Held {
+		t.Fatalf("%+v: want the hold, nothing revoked", res)
+	}
+	if n := len(events(audit.ActionReconcileHeld, "")); n != 1 {
+		t.Errorf("%d reconcile.held events for one unchanged hold, want 1", n)
+	}
+
+	// alice mints three more under other cases: over the bound of 2,
+	// hers are held and named beside the stranger's.
+	a2, a3, a4 := mint("Alice@example.com"), mint("alice@EXAMPLE.COM"), mint("alice@example.com")
+	if res := run("alice over the bound"); res.Revoked != 0 || !res.Held || !slices.Equal(res.HeldUsers, []HeldUser{{"alice", 3}}) {
+		t.Fatalf("%+v: want alice (3) held and the stranger's", res)
+	}
+	held = events(audit.ActionReconcileHeld, audit.OutcomeDenied)
+	d = decodeDetails(held[0].Details)
+	if len(held) != 2 || d["scope"] != "employees+unattributed" || d["held_employees"] != "alice (3)" {
+		t.Fatalf("reconcile.held %v: want scope employees+unattributed naming alice (3)", d)
+	}
+	for _, serial := range []string{a2, a3, a4, stranger} {
+		if !strings.Contains(d["serials"], serial) {
+			t.Errorf("reconcile.held serials %q lack %s", d["serials"], serial)
+		}
+	}
+
+	// The helpdesk revokes them by hand: the hold ends.
+	vlt.revokeAll(now)
+	if res := run("after the helpdesk revoked them"); res.Held || res.Revoked != 0 {
+		t.Fatalf("%+v: want no hold", res)
+	}
+	if got := gauge(t, m, "certportal_reconcile_held"); got != "0" {
+		t.Errorf("certportal_reconcile_held %s after the hold ended, want 0", got)
+	}
+	if n := len(events(audit.ActionReconcileResumed, "")); n != 1 {
+		t.Errorf("%d reconcile.resumed events, want 1", n)
+	}
+}
