@@ -49,7 +49,7 @@ func mintDirectAs(t *testing.T, v *testenv.Vault, user, password, role, cn strin
 // "alice@example.com". The helpdesk's on-behalf role (glob
 // "*@example.com") issues an address that names no portal user: that one
 // is held and named in reconcile.held and alerted
-// (certportal_reconcile_held), not skipped.
+// (certportal_reconcile_held_scope{scope="unattributed"}), not skipped.
 func TestReconcileRevokesCaseVariantCNsVault(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	o := setup.Defaults()
@@ -125,6 +125,9 @@ func TestReconcileRevokesCaseVariantCNsVault(t *testing.T) {
 	}
 	if got := metricValue(t, p, "certportal_reconcile_held"); got != "1" {
 		t.Errorf("certportal_reconcile_held %s, want 1", got)
+	}
+	if got := metricValue(t, p, `certportal_reconcile_held_scope{scope="unattributed"}`); got != "1" {
+		t.Errorf(`certportal_reconcile_held_scope{scope="unattributed"} %s, want 1`, got)
 	}
 	// The trail names the employee each case variant belongs to.
 	revs, err := st.QueryAudit(context.Background(), store.AuditFilter{Actor: "certportal", Action: audit.ActionRevoke, Outcome: audit.OutcomeSuccess, Limit: 10})

@@ -55,7 +55,7 @@ func TestReconcileCaseVariantsAndUnattributed(t *testing.T) {
 	m := metrics.New()
 	s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
 		EmailDomain: "example.com", Metrics: m,
-		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokeMax: 2}},
+		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2}},
 		slog.New(slog.DiscardHandler))
 	events := func(action, outcome string) []*audit.Event {
 		t.Helper()
@@ -100,6 +100,15 @@ func TestReconcileCaseVariantsAndUnattributed(t *testing.T) {
 	if got := gauge(t, m, "certportal_reconcile_held"); got != "1" {
 		t.Errorf("certportal_reconcile_held %s, want 1", got)
 	}
+	scopes := func(what string, want map[string]string) {
+		t.Helper()
+		for scope, v := range want {
+			if got := heldScope(t, m, scope); got != v {
+				t.Errorf("%s: certportal_reconcile_held_scope{scope=%q} %s, want %s", what, scope, got, v)
+			}
+		}
+	}
+	scopes("the stranger held", map[string]string{"unattributed": "1", "employees": "0", "all": "0"})
 
 	// Unchanged: nothing revoked, the hold not recorded twice.
 	if res := run("the same hold"); res.Revoked != 0 || !res.Held {
@@ -125,6 +134,17 @@ func TestReconcileCaseVariantsAndUnattributed(t *testing.T) {
 			t.Errorf("reconcile.held serials %q lack %s", d["serials"], serial)
 		}
 	}
+	scopes("alice and the stranger held", map[string]string{"unattributed": "1", "employees": "1", "all": "0"})
+	// A replica that lost the lock reads both from the trail.
+	other := metrics.New()
+	s2 := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", EmailDomain: "example.com", Metrics: other},
+		slog.New(slog.DiscardHandler))
+	s2.reconcileHeldFromTrail(ctx)
+	for scope, want := range map[string]string{"unattributed": "1", "employees": "1", "all": "0"} {
+		if got := heldScope(t, other, scope); got != want {
+			t.Errorf("from the trail: certportal_reconcile_held_scope{scope=%q} %s, want %s", scope, got, want)
+		}
+	}
 
 	// The helpdesk revokes them by hand: the hold ends.
 	vlt.revokeAll(now)
@@ -134,6 +154,7 @@ func TestReconcileCaseVariantsAndUnattributed(t *testing.T) {
 	if got := gauge(t, m, "certportal_reconcile_held"); got != "0" {
 		t.Errorf("certportal_reconcile_held %s after the hold ended, want 0", got)
 	}
+	scopes("after the hold", map[string]string{"unattributed": "0", "employees": "0", "all": "0"})
 	if n := len(events(audit.ActionReconcileResumed, "")); n != 1 {
 		t.Errorf("%d reconcile.resumed events, want 1", n)
 	}
