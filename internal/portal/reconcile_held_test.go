@@ -170,3 +170,28 @@ func TestReconcileHeldGaugeAcrossReplicas(t *testing.T) {
 		t.Errorf("%d reconcile.resumed events after a second unheld run, want still 1", n)
 	}
 }
+
+// newReconcileService is a Service over vlt and a fresh SQLite store, with
+// the users' domain example.com and the reconciliation options ro, its
+// metrics, and a reader of its trail by action and outcome.
+func newReconcileService(t *testing.T, vlt ServiceVault, ro ReconcileOptions) (*Service, *sqlite.DB, *metrics.Metrics, func(action, outcome string) []*audit.Event) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, t.TempDir()+"/p.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m := metrics.New()
+	s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
+		EmailDomain: "example.com", Metrics: m, Reconcile: ro}, slog.New(slog.DiscardHandler))
+	events := func(action, outcome string) []*audit.Event {
+		t.Helper()
+		evs, err := st.QueryAudit(ctx, store.AuditFilter{Action: action, Outcome: outcome, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs
+	}
+	return s, st, m, events
+}

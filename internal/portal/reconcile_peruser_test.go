@@ -6,7 +6,6 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"slices"
 	"strings"
@@ -16,8 +15,6 @@ import (
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/metrics"
-	"github.com/certportal/certportal/internal/store"
-	"github.com/certportal/certportal/internal/store/sqlite"
 	"github.com/certportal/certportal/internal/vault"
 )
 
@@ -100,24 +97,7 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimit(t *testing.T) {
 	}
 	bobs := mint("bob")
 
-	st, err := sqlite.Open(ctx, t.TempDir()+"/p.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	m := metrics.New()
-	s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
-		EmailDomain: "example.com", Metrics: m,
-		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2, AutoRevokeMax: 3}},
-		slog.New(slog.DiscardHandler))
-	events := func(action, outcome string) []*audit.Event {
-		t.Helper()
-		evs, err := st.QueryAudit(ctx, store.AuditFilter{Action: action, Outcome: outcome, Limit: 100})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return evs
-	}
+	s, _, m, events := newReconcileService(t, vlt, ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2, AutoRevokeMax: 3})
 	run := func(what string, wantRevoked int, scope string) *ReconcileJobResult {
 		t.Helper()
 		res, err := s.ReconcileJob(ctx)
@@ -226,16 +206,7 @@ func TestReconcileFailedWhileAnEmployeeIsHeld(t *testing.T) {
 	}
 	bobs := mintAround(vlt, "bob", 4, now)
 	vlt.fail[bobs] = true
-	st, err := sqlite.Open(ctx, t.TempDir()+"/p.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	m := metrics.New()
-	s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
-		EmailDomain: "example.com", Metrics: m,
-		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2, AutoRevokeMax: 3}},
-		slog.New(slog.DiscardHandler))
+	s, _, m, _ := newReconcileService(t, vlt, ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2, AutoRevokeMax: 3})
 	res, err := s.ReconcileJob(ctx)
 	if err == nil || res == nil || res.Failed != 1 || !res.Held || res.HeldAll {
 		t.Fatalf("reconcile job: %+v %v, want bob's revocation failed and alice held", res, err)

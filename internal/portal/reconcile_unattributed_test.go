@@ -14,8 +14,6 @@ import (
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/metrics"
-	"github.com/certportal/certportal/internal/store"
-	"github.com/certportal/certportal/internal/store/sqlite"
 	"github.com/certportal/certportal/internal/vault"
 )
 
@@ -47,24 +45,7 @@ func TestReconcileCaseVariantsAndUnattributed(t *testing.T) {
 	kate := mint("\u212Aate@Example.com")
 	stranger := mint("ops+alerts@example.com")
 
-	st, err := sqlite.Open(ctx, t.TempDir()+"/p.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	m := metrics.New()
-	s := NewService(nil, vlt, st, Options{UserpassMount: "userpass", PKIMount: "pki", UserPolicy: "certportal-user",
-		EmailDomain: "example.com", Metrics: m,
-		Reconcile: ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2}},
-		slog.New(slog.DiscardHandler))
-	events := func(action, outcome string) []*audit.Event {
-		t.Helper()
-		evs, err := st.QueryAudit(ctx, store.AuditFilter{Action: action, Outcome: outcome, Limit: 100})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return evs
-	}
+	s, st, m, events := newReconcileService(t, vlt, ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2})
 	run := func(what string) *ReconcileJobResult {
 		t.Helper()
 		res, err := s.ReconcileJob(ctx)
