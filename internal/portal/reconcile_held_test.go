@@ -195,3 +195,60 @@ func newReconcileService(t *testing.T, vlt ServiceVault, ro ReconcileOptions) (*
 	}
 	return s, st, m, events
 }
+
+// TestReconcileHoldForThePage: the hold the reconciliation page shows is
+// the one the job recorded, read from the trail as the gauges read it
+// (scope, held employees, its event and time), to auditors only, and none
+// once the job records reconcile.resumed.
+func TestReconcileHoldForThePage(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	vlt := &issuedAround{certs: map[string]*vault.StoredCertificate{}}
+	for i := range 2 {
+		cn := "alice@example.com"
+		vlt.certs[vaultSerial("2b-0"+string(rune('0'+i)))] = &vault.StoredCertificate{Certificate: &x509.Certificate{
+			SerialNumber: big.NewInt(int64(i + 1)), Subject: pkix.Name{CommonName: cn}, EmailAddresses: []string{cn},
+			NotBefore: now.Add(-3 * time.Hour), NotAfter: now.Add(24 * time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+		}}
+	}
+	s, _, _, events := newReconcileService(t, vlt, ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 1, AutoRevokeMax: 5})
+	audrey := &Identity{Username: "audrey", Roles: []Role{RoleAuditor}}
+	if h, err := s.ReconcileHold(ctx, audrey); err != nil || h != nil {
+		t.Fatalf("before any run: hold %+v, %v; want none", h, err)
+	}
+	if _, err := s.ReconcileJob(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held := events(audit.ActionReconcileHeld, audit.OutcomeDenied)
+	if len(held) != 1 {
+		t.Fatalf("%d reconcile.held events, want 1", len(held))
+	}
+	h, err := s.ReconcileHold(ctx, audrey)
+	if err != nil || h == nil {
+		t.Fatalf("hold %+v, %v", h, err)
+	}
+	if h.EventID != held[0].ID || !h.Since.Equal(held[0].Time) || h.Scope != HoldScopeEmployees || !h.Employees() || h.HoldsUnattributed() || h.All() ||
+		h.HeldEmployees != "alice (2)" || h.Unattributed != 0 {
+		t.Errorf("hold %+v, want event %d at %s, scope employees, alice (2)", h, held[0].ID, held[0].Time)
+	}
+	if _, err := s.ReconcileHold(ctx, &Identity{Username: "helen", Roles: []Role{RoleHelpdesk}}); ErrorCode(err) != EForbidden {
+		t.Errorf("helpdesk reads the hold: %v, want forbidden", err)
+	}
+	vlt.revokeAll(now)
+	if _, err := s.ReconcileJob(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.ReconcileHold(ctx, audrey); err != nil || h != nil {
+		t.Errorf("after reconcile.resumed: hold %+v, %v; want none", h, err)
+	}
+}
+
+func TestTrailHoldScope(t *testing.T) {
+	for in, want := range map[string]string{"employees": "employees", "unattributed": "unattributed", "employees+unattributed": "employees+unattributed",
+		"all": "all", "": "all", "everything": "all", "employees+all": "all"} {
+		if got := trailHoldScope(in); got != want {
+			t.Errorf("trailHoldScope(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -473,17 +474,68 @@ func (s *Service) reconcileHeldFromTrail(ctx context.Context) {
 	}
 	scope := ""
 	if hold != nil {
-		// A hold recorded without a scope predates scopes; it held
-		// everything, as does one this version does not know.
-		scope = decodeDetails(hold.Details)["scope"]
-		for _, part := range strings.Split(scope, "+") {
-			if part != HoldScopeEmployees && part != HoldScopeUnattributed {
-				scope = HoldScopeAll
-				break
-			}
-		}
+		scope = trailHoldScope(decodeDetails(hold.Details)["scope"])
 	}
 	s.opts.Metrics.ReconcileHeld(scope)
+}
+
+// trailHoldScope is the scope of a reconcile.held event as recorded, read
+// as the gauges and the reconciliation page read it: a hold recorded
+// without a scope predates scopes and held everything, as does one this
+// version does not know.
+func trailHoldScope(scope string) string {
+	for _, part := range strings.Split(scope, "+") {
+		if part != HoldScopeEmployees && part != HoldScopeUnattributed {
+			return HoldScopeAll
+		}
+	}
+	return scope
+}
+
+// ReconcileHold is the hold of automatic revocation in force, as the
+// trail records it (currentReconcileHold), for the reconciliation page:
+// the vault_only certificates it holds stay valid until someone revokes
+// them by hand.
+type ReconcileHold struct {
+	EventID int64     // the reconcile.held event
+	Since   time.Time // when it was recorded
+	// Scope is HoldScopeAll, HoldScopeEmployees, HoldScopeUnattributed or
+	// the last two joined by "+" (trailHoldScope).
+	Scope string
+	// HeldEmployees as the event records them: "alice (25) bob (22)", at
+	// most 20 named. Names come from certificate subjects: shown escaped.
+	HeldEmployees string
+	Unattributed  int // certificates that name no employee
+}
+
+// All reports whether nothing is revoked automatically.
+func (h *ReconcileHold) All() bool { return h.Scope == HoldScopeAll }
+
+// Employees reports whether some employees' certificates are held.
+func (h *ReconcileHold) Employees() bool { return h.has(HoldScopeEmployees) }
+
+// HoldsUnattributed reports whether certificates that name no employee
+// are held.
+func (h *ReconcileHold) HoldsUnattributed() bool { return h.has(HoldScopeUnattributed) }
+
+func (h *ReconcileHold) has(part string) bool {
+	return slices.Contains(strings.Split(h.Scope, "+"), part)
+}
+
+// ReconcileHold returns the hold of automatic revocation in force, read
+// from the trail as every replica reads it, or nil when none is.
+func (s *Service) ReconcileHold(ctx context.Context, id *Identity) (*ReconcileHold, error) {
+	if err := s.requireAuditor(id); err != nil {
+		return nil, err
+	}
+	ev, err := s.currentReconcileHold(ctx)
+	if err != nil || ev == nil {
+		return nil, err
+	}
+	d := decodeDetails(ev.Details)
+	h := &ReconcileHold{EventID: ev.ID, Since: ev.Time, Scope: trailHoldScope(d["scope"]), HeldEmployees: d["held_employees"]}
+	h.Unattributed, _ = strconv.Atoi(d["unattributed"]) // absent: none
+	return h, nil
 }
 
 // attributable reads a vault_only certificate and returns it as a

@@ -481,6 +481,18 @@ func (s *Server) auditReconcile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.ReconcileStatus = st
+	// A hold stands until a run records reconcile.resumed: the vault_only
+	// rows it holds are not revoked automatically, whatever the grace
+	// says, and the page must say so.
+	if p.ReconcileHold, err = s.Service.ReconcileHold(r.Context(), p.User); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if h := p.ReconcileHold; h != nil {
+		// The trail pages newest first from before (exclusive): the hold's
+		// event heads the page.
+		p.ReconcileHoldTrail = "/audit?" + url.Values{"action": {audit.ActionReconcileHeld}, "before": {strconv.FormatInt(h.EventID+1, 10)}}.Encode()
+	}
 	for _, g := range reconcileGroupIDs {
 		rg := reconcileGroup{ID: g.id, Title: g.title, Hint: g.hint, RevokeLinks: g.group == store.ReconcileVaultOnly, Mismatch: g.group == store.ReconcileStateMismatch}
 		if run := st.LastDone; run != nil {

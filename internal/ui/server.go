@@ -282,6 +282,10 @@ type page struct {
 	InvNext         string // serial the next page starts after; "" on the last
 	InvAt           time.Time
 	ReconcileStatus *portal.ReconcileStatus
+	// ReconcileHold: automatic revocation held (nil: not), and the trail
+	// page that shows its reconcile.held event first.
+	ReconcileHold      *portal.ReconcileHold
+	ReconcileHoldTrail string
 	// reconciliation page groups, and the helpdesk page that revokes a
 	// certificate the portal never issued
 	ReconcileGroups []reconcileGroup
