@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -336,4 +337,42 @@ func certSet(t *testing.T, v *testenv.Vault) map[string]bool {
 		}
 	}
 	return out
+}
+
+// TestRenewRefusedKeepsRevokeOld: a renewal refused for a form error (the
+// passwords differ) comes back with "revoke the old one" as the user left
+// it. Re-ticked, the next submit would revoke a certificate the user chose
+// to keep.
+func TestRenewRefusedKeepsRevokeOld(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	b := newBrowser(t, p.URL)
+	b.mustLogin("alice", v.Password(t, "alice"))
+	serial := b.issue("modern")
+	for _, tc := range []struct {
+		name, revokeOld string
+		checked         bool
+	}{
+		{"unticked stays unticked", "", false},
+		{"ticked stays ticked", "1", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			form := issueForm(p12Password, p12Password+"x", "720h0m0s", "modern")
+			form.Set("renew_serial", serial)
+			if tc.revokeOld != "" {
+				form.Set("revoke_old", tc.revokeOld)
+			}
+			r := b.post("/certificates", form)
+			if r.StatusCode != http.StatusBadRequest {
+				t.Fatalf("mismatched passwords: %d\n%s", r.StatusCode, r.Body)
+			}
+			m := regexp.MustCompile(`<input type="checkbox" name="revoke_old"[^>]*>`).Find(r.Body)
+			if m == nil {
+				t.Fatalf("refused renewal has no revoke_old checkbox:\n%s", r.Body)
+			}
+			if got := strings.Contains(string(m), " checked"); got != tc.checked {
+				t.Errorf("revoke_old checked = %v, want %v: %s", got, tc.checked, m)
+			}
+		})
+	}
 }

@@ -61,6 +61,9 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 	p.WhoamiURL = s.WhoamiURL
 	p.MaxActive = s.Service.MaxActive()
 	p.Renew = renew
+	// A refused renewal comes back as it was sent: re-ticking "revoke the
+	// old one" would revoke a certificate the user chose to keep.
+	p.KeepOld = renew != nil && r.Method == http.MethodPost && r.PostFormValue("revoke_old") != "1"
 	p.Notice = notices[r.URL.Query().Get("notice")]
 	if err != nil {
 		p.Error, p.Field = err.Message, err.Field

@@ -297,6 +297,7 @@ type page struct {
 	FocusPass   bool                    // login: a failed attempt puts the cursor in the password field
 	EncReason   string                  // catalog key: why this encryption is preselected
 	Label       string                  // the label field's value
+	KeepOld     bool                    // renew: the refused form had "revoke the old one" unticked
 	Install     []installPlatform       // install steps, the visitor's platform first
 	AtCap       bool                    // no more certificates: the form gives way to renew or revoke
 	Recent      *portal.CertificateView // issued in the last few minutes: "it worked", install it now
