@@ -158,6 +158,7 @@ func TestBrowserAuditorWalk(t *testing.T) {
 				_ = chromedp.Run(ctx, chromedp.Navigate(p.URL+"/audit"))
 			}
 			checkAtWidths(t, ctx, "audit", lang)
+			assertEventWordsWhole(t, ctx, "audit", lang)
 			assertChartScaleInView(t, ctx, lang)
 			// The page script shows times in the reader's zone, still to the second.
 			var shown string
@@ -171,6 +172,7 @@ func TestBrowserAuditorWalk(t *testing.T) {
 			clickAndWait(t, ctx, `a.older`, `a.newer`)
 			waitForQuery(t, ctx, "before=")
 			checkAtWidths(t, ctx, "audit-older", lang)
+			assertEventWordsWhole(t, ctx, "audit-older", lang)
 			clickAndWait(t, ctx, `a.newer`, `#events`)
 			waitForQuery(t, ctx, "after=")
 
@@ -194,6 +196,36 @@ func TestBrowserAuditorWalk(t *testing.T) {
 			visitAndCheck(t, ctx, p.URL, "/audit/reconcile", `#vault-only`, "reconcile", lang)
 			visitAndCheck(t, ctx, p.URL, "/helpdesk", `#error-message`, "error-403", lang)
 		})
+	}
+}
+
+// eventWordsBrokenJS lists the event table's short one-word cells (number,
+// actor, subject) that the table broke over two lines or more.
+const eventWordsBrokenJS = `(() => {
+  const out = [];
+  for (const td of document.querySelectorAll('#events tbody td:nth-child(1), #events tbody td:nth-child(3), #events tbody td:nth-child(4)')) {
+    const text = td.textContent.trim();
+    if (!text || /\s/.test(text) || text.length > 24) continue;
+    const range = document.createRange();
+    range.selectNodeContents(td);
+    const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+    if (tops.size > 1) out.push(text);
+  }
+  return out;
+})()`
+
+// assertEventWordsWhole fails when the event table, at the width the browser
+// has now (a desktop window, after checkAtWidths), breaks a number or a
+// username inside itself ("5" / "8", "audr" / "ey") to give another column
+// room.
+func assertEventWordsWhole(t *testing.T, ctx context.Context, name, lang string) {
+	t.Helper()
+	var broken []string
+	if err := chromedp.Run(ctx, chromedp.Evaluate(eventWordsBrokenJS, &broken)); err != nil {
+		t.Fatalf("%s [%s]: measure event cells: %v", name, lang, err)
+	}
+	if len(broken) > 0 {
+		t.Errorf("%s [%s]: event table breaks these inside a word: %v", name, lang, broken)
 	}
 }
 
