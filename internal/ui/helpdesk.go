@@ -111,7 +111,7 @@ func (s *Server) renderHelpdeskRevoke(w http.ResponseWriter, r *http.Request, st
 // helpdeskRevoke revokes any user's certificate with a reason and a ticket.
 // The re-enrol action is the same revocation, recorded as superseded (so it
 // asks for no reason), after which the user enrols again with their own
-// login: the portal never holds a user's key, so it cannot "reissue" one.
+// login: the portal keeps no user's key, so it cannot "reissue" one.
 func (s *Server) helpdeskRevoke(reenrol bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.parseForm(w, r) {
