@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"html"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/vault"
 )
@@ -90,6 +92,11 @@ func TestIssueOnBehalf(t *testing.T) {
 		t.Fatalf("certificate names %s %v", cert.Subject.CommonName, cert.EmailAddresses)
 	}
 	serial := vault.FormatSerial(cert.SerialNumber.Bytes())
+	// Re-enrolling bob now says the helpdesk may issue his new one.
+	if page, want := string(helen.get("/helpdesk/certificates/"+serial+"/reissue").Body),
+		html.EscapeString(i18n.T(i18n.English, "helpdesk.reenrol_explain_onbehalf", "bob")); !strings.Contains(page, want) {
+		t.Errorf("re-enrol page with on-behalf issuance lacks %q\n%s", want, page)
+	}
 	bob := newBrowser(t, p.URL)
 	bob.mustLogin("bob", v.Password(t, "bob"))
 	if page := string(bob.get("/").Body); !strings.Contains(page, serial) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"html"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/testenv"
 )
 
@@ -113,6 +115,10 @@ func TestHelpdeskReenrol(t *testing.T) {
 	body := string(form.Body)
 	if form.StatusCode != http.StatusOK || !strings.Contains(body, "Revoke so the user enrols again") || strings.Contains(body, `name="reason"`) {
 		t.Fatalf("re-enrol confirmation: %d\n%s", form.StatusCode, body)
+	}
+	// Without on-behalf issuance the user is the only way to a new one.
+	if want := html.EscapeString(i18n.T(i18n.English, "helpdesk.reenrol_explain", "alice")); !strings.Contains(body, want) {
+		t.Errorf("re-enrol page without on-behalf issuance lacks %q", want)
 	}
 	r := helen.post("/helpdesk/certificates/"+s1+"/reissue", url.Values{"ticket": {"INC-8"}})
 	if r.StatusCode != http.StatusSeeOther {

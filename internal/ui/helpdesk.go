@@ -98,6 +98,10 @@ func (s *Server) renderHelpdeskRevoke(w http.ResponseWriter, r *http.Request, st
 	p.Self = "/helpdesk/certificates/" + c.Serial + "/" + action
 	p.Back = "/helpdesk/users/" + url.PathEscape(c.Username)
 	p.Renew, p.Reasons, p.ReenrolMode, p.Target = &c, portal.HelpdeskReasons, reenrol, c.Username
+	p.ReenrolExplain = "helpdesk.reenrol_explain"
+	if s.Service.OnBehalfEnabled() {
+		p.ReenrolExplain = "helpdesk.reenrol_explain_onbehalf"
+	}
 	if r.Method == http.MethodPost {
 		p.Ticket = r.PostFormValue("ticket")
 		p.Reason = r.PostFormValue("reason")

@@ -264,8 +264,11 @@ type page struct {
 	// ReenrolMode: the helpdesk confirmation page is for "revoke so the
 	// user enrols again", not a plain revocation.
 	ReenrolMode bool
-	OnBehalf    bool   // the issue form on a user's page issues for them
-	Ticket      string // kept when the on-behalf form comes back with an error
+	// ReenrolExplain is the re-enrol page's catalog key: what happens
+	// next depends on whether the helpdesk may issue on the user's behalf.
+	ReenrolExplain string
+	OnBehalf       bool   // the issue form on a user's page issues for them
+	Ticket         string // kept when the on-behalf form comes back with an error
 	// audit
 	Chart       template.HTML
 	ChartMax    int // what the top of the chart's scale stands for, a day
