@@ -154,3 +154,27 @@ func verbless(msg string) string {
 	}
 	return after
 }
+
+// TestReconcilePageBeforeAnyRun: before the first reconciliation the page
+// says none has run and shows no result tables, whose "(0)" and "Nothing
+// found" would read as a check that came back clean; after one, they are
+// there.
+func TestReconcilePageBeforeAnyRun(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_RECONCILE_INTERVAL": "0"})
+	audrey := newBrowser(t, p.URL)
+	audrey.mustLogin("audrey", v.Password(t, "audrey"))
+	for _, lang := range []i18n.Lang{i18n.English, i18n.Korean} {
+		page := string(audrey.get("/audit/reconcile?lang=" + string(lang)).Body)
+		if !strings.Contains(page, html.EscapeString(i18n.T(lang, "audit.reconcile_never"))) {
+			t.Errorf("%s: page before any run does not say so\n%s", lang, page)
+		}
+		if strings.Contains(page, `id="vault-only"`) || strings.Contains(page, html.EscapeString(i18n.T(lang, "audit.none"))) {
+			t.Errorf("%s: result tables before any run\n%s", lang, page)
+		}
+	}
+	reconcileJSON(t, audrey)
+	if page := string(audrey.get("/audit/reconcile").Body); !strings.Contains(page, `id="vault-only"`) {
+		t.Errorf("no result tables after a run\n%s", page)
+	}
+}
