@@ -2,7 +2,6 @@ package ui
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/certportal/certportal/internal/i18n"
@@ -58,15 +57,7 @@ func (s *Server) certificateCSR(w http.ResponseWriter, r *http.Request) {
 // failJSON is fail for the JSON endpoint: the same status and message,
 // Vault's and the database's text never shown.
 func (s *Server) failJSON(w http.ResponseWriter, r *http.Request, err error) {
-	code := portal.ErrorCode(err)
-	status := statusFor(code)
-	var pe *portal.Error
-	if status >= 500 || !errors.As(err, &pe) {
-		s.Logger.ErrorContext(r.Context(), "request failed", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
-	} else {
-		s.Logger.InfoContext(r.Context(), "request refused", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
-	}
-	setRetryAfter(w, pe)
+	code, status, pe := s.logFailure(w, r, err)
 	key := portal.ErrorMessage(err)
 	if code == portal.EInternal {
 		key = "error.internal"

@@ -31,18 +31,27 @@ func statusFor(code portal.Code) int {
 	}
 }
 
-// fail renders err as the error page. Internal errors are logged with their
-// cause and shown to the user only as "Internal error".
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := portal.ErrorCode(err)
-	status := statusFor(code)
-	var pe *portal.Error
+// logFailure is what fail and failJSON share: err's code and status, the
+// log line (an error with its cause for a 5xx or an unexpected error, a
+// refusal otherwise; both name the request id the page quotes), and the
+// Retry-After its portal.Error asks for. pe is err's *portal.Error for a
+// refusal (a 4xx), nil for a 5xx or an error that is not one.
+func (s *Server) logFailure(w http.ResponseWriter, r *http.Request, err error) (code portal.Code, status int, pe *portal.Error) {
+	code = portal.ErrorCode(err)
+	status = statusFor(code)
 	if status >= 500 || !errors.As(err, &pe) {
 		s.Logger.ErrorContext(r.Context(), "request failed", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
 	} else {
 		s.Logger.InfoContext(r.Context(), "request refused", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
 	}
 	setRetryAfter(w, pe)
+	return code, status, pe
+}
+
+// fail renders err as the error page. Internal errors are logged with their
+// cause and shown to the user only as "Internal error".
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code, status, pe := s.logFailure(w, r, err)
 	p := s.newPage(r, errorTitle(status))
 	p.Error = portal.ErrorMessage(err)
 	if code == portal.EInternal {
