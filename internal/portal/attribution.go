@@ -24,10 +24,10 @@ import (
 // is the one user whose identity Vault matched; a rune whose orbit has no
 // ASCII rune is kept, and fails usernamePattern: no user.
 func userOfAddress(addr, domain string) string {
-	local, dom, ok := strings.Cut(addr, "@")
-	if !ok || strings.Contains(dom, "@") || !strings.EqualFold(dom, domain) {
+	if !inDomain(addr, domain) {
 		return ""
 	}
+	local, _, _ := strings.Cut(addr, "@")
 	user := strings.Map(foldASCII, local)
 	if !usernamePattern.MatchString(user) {
 		return ""
