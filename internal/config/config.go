@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/certportal/certportal/internal/portal"
 )
 
 // Config is everything `certportal serve` needs. Build it with Load; a
@@ -208,7 +210,7 @@ func Default() Config {
 		OffboardMaxCount:         50,
 		ReconcileInterval:        15 * time.Minute,
 		ReconcileAutoRevokeAfter: time.Hour,
-		ReconcileAutoRevokeMax:   20,
+		ReconcileAutoRevokeMax:   portal.DefaultAutoRevokeMax,
 		ReconcileConcurrency:     8,
 		MaxBodyBytes:             64 << 10,
 		NotifyThresholds:         []time.Duration{720 * time.Hour, 168 * time.Hour, 72 * time.Hour},

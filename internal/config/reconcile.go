@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"time"
+
+	"github.com/certportal/certportal/internal/portal"
 )
 
 // reconcileFlags declares the background reconciliation's settings.
@@ -19,18 +21,13 @@ func (c *Config) reconcileFlags(fs *flag.FlagSet, getenv func(string) string) {
 		"an employee with more certificates to revoke automatically than this has theirs held and named, while other employees' are revoked; below CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX; unset: 5, or one less than that bound when it is 5 or less (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX)")
 }
 
-// defaultPerUserMax is the per-employee bound when none is set.
-const defaultPerUserMax = 5
-
-// derivePerUserMax gives an unset per-employee bound its default, kept
-// below the run's bound (which an operator may have lowered to 5 or less
-// before this setting existed: their configuration still starts). With a
-// run's bound of 1 there is no smaller one, and the two are equal.
+// derivePerUserMax gives an unset per-employee bound its default
+// (portal.DefaultAutoRevokePerUserMax), from the run's bound as set.
 func (c *Config) derivePerUserMax(fs *flag.FlagSet, getenv func(string) string) {
 	set := getenv("CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX") != ""
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "reconcile-auto-revoke-per-user-max" })
 	if !set {
-		c.ReconcileAutoRevokePerUserMax = max(1, min(defaultPerUserMax, c.ReconcileAutoRevokeMax-1))
+		c.ReconcileAutoRevokePerUserMax = portal.DefaultAutoRevokePerUserMax(c.ReconcileAutoRevokeMax)
 	}
 }
 

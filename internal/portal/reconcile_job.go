@@ -115,16 +115,30 @@ type candidate struct {
 	serial, user, subject, evidence string
 }
 
+// DefaultAutoRevokeMax is the run's bound on automatic revocations when
+// none is set.
+const DefaultAutoRevokeMax = 20
+
+// DefaultAutoRevokePerUserMax is the per-employee bound when none is set:
+// 5, kept below the run's bound runMax (which an operator may have lowered
+// to 5 or less before the per-employee bound existed: their configuration
+// still starts). With a run's bound of 1 there is no smaller one, and the
+// two are equal. config derives the setting from it; Options left at 0
+// (tests) get the same.
+func DefaultAutoRevokePerUserMax(runMax int) int {
+	return max(1, min(5, runMax-1))
+}
+
 func (s *Service) autoRevokeMax() int {
 	if s.opts.Reconcile.AutoRevokeMax <= 0 {
-		return 20
+		return DefaultAutoRevokeMax
 	}
 	return s.opts.Reconcile.AutoRevokeMax
 }
 
 func (s *Service) autoRevokePerUserMax() int {
 	if s.opts.Reconcile.AutoRevokePerUserMax <= 0 {
-		return 5
+		return DefaultAutoRevokePerUserMax(s.autoRevokeMax())
 	}
 	return s.opts.Reconcile.AutoRevokePerUserMax
 }
