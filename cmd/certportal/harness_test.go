@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -10,38 +9,20 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/certportal/certportal/internal/app"
 	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 )
-
-// lockedBuffer collects a process's log output for secret scanning.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // portal is a `certportal serve` running in-process through run(), exactly
 // as the binary's main would call it.
 type runningPortal struct {
 	URL  string
 	DB   string // its CERTPORTAL_DB: a fresh SQLite file unless env chose one
-	Logs *lockedBuffer
+	Logs *syncbuf.Buffer
 }
 
 func startPortal(t *testing.T, v *testenv.Vault, env map[string]string) *runningPortal {
@@ -62,7 +43,7 @@ func startPortalWith(t *testing.T, v *testenv.Vault, env map[string]string, o ap
 	getenv := func(k string) string { return full[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		err := runServeWith(ctx, nil, getenv, pw, io.MultiWriter(logs, testLogWriter{t}), o)

@@ -22,6 +22,7 @@ import (
 	"github.com/certportal/certportal/internal/nginxcerts"
 	"github.com/certportal/certportal/internal/setup"
 	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 )
 
 func TestNginxCertsBadInput(t *testing.T) {
@@ -203,7 +204,7 @@ func TestNginxCertsCommand(t *testing.T) {
 		wdir := t.TempDir()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		var stdout, stderr lockedBuffer
+		var stdout, stderr syncbuf.Buffer
 		go func() {
 			done <- run(ctx, []string{"nginx-certs", "--out-dir", wdir, "--server-name", "localhost", "--watch", "--crl-interval", "1s"},
 				func(k string) string { return env[k] }, &stdout, &stderr)
@@ -236,7 +237,7 @@ func TestNginxCertsCommand(t *testing.T) {
 		wdir := t.TempDir()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		var stdout, stderr lockedBuffer
+		var stdout, stderr syncbuf.Buffer
 		go func() {
 			done <- run(ctx, []string{"nginx-certs", "--out-dir", wdir, "--server-name", "localhost", "--watch", "--crl-interval", "1s"},
 				func(k string) string {

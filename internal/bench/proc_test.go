@@ -21,6 +21,7 @@ import (
 	"github.com/certportal/certportal/internal/app"
 	"github.com/certportal/certportal/internal/config"
 	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 )
 
 // childEnv makes the test binary run a portal instead of the benchmarks:
@@ -123,24 +124,7 @@ type portalProc struct {
 	Pid int
 	ctl string
 	// Logs is the child's stderr, kept to look for errors afterwards.
-	Logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	Logs *syncbuf.Buffer
 }
 
 // startPortalProc starts this test binary as a portal (runChildPortal) on
@@ -156,7 +140,7 @@ func startPortalProc(b *testing.B, v *testenv.Vault, db string, maxActive int, e
 		"CERTPORTAL_APPROLE_ROLE_ID="+v.Setup.ServiceRoleID, "CERTPORTAL_APPROLE_SECRET_ID="+v.Setup.ServiceSecretID,
 		"CERTPORTAL_DB="+db, "CERTPORTAL_BENCH_MAX_ACTIVE="+strconv.Itoa(maxActive))
 	cmd.Env = append(cmd.Env, extraEnv...)
-	p := &portalProc{Logs: &syncBuffer{}}
+	p := &portalProc{Logs: &syncbuf.Buffer{}}
 	cmd.Stderr = p.Logs
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/certportal/certportal/internal/store"
 	"github.com/certportal/certportal/internal/store/sqlite"
 	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 )
 
 // BenchmarkReconcile: reconciliation against a real Vault (devvault) that
@@ -132,7 +133,7 @@ func BenchmarkReconcile(b *testing.B) {
 		b.Fatal(err)
 	}
 	// The service's debug log, for its "reconciliation phases" lines.
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := portal.NewService(nil, ident, st, app.PortalOptions(cfg), log)
 	b.ResetTimer()

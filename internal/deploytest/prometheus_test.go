@@ -28,6 +28,7 @@ import (
 	"github.com/certportal/certportal/internal/setup"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/testenv/nginxtest"
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 	"github.com/certportal/certportal/internal/vault"
 )
 
@@ -139,7 +140,7 @@ func ruleTestCases(t *testing.T, path string) (fires, quiet map[string]bool) {
 type promServer struct {
 	t    *testing.T
 	base string
-	logs *nginxtest.SyncBuffer
+	logs *syncbuf.Buffer
 }
 
 // startPrometheus runs Debian's prometheus on a loopback port with its
@@ -167,7 +168,7 @@ func startPrometheus(t *testing.T, rules string, targets map[string]string) *pro
 		t.Fatal(err)
 	}
 	addr := nginxtest.FreeAddr(t)
-	p := &promServer{t: t, base: "http://" + addr, logs: &nginxtest.SyncBuffer{}}
+	p := &promServer{t: t, base: "http://" + addr, logs: &syncbuf.Buffer{}}
 	cmd := exec.Command(bin, "--config.file="+conf, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
@@ -502,7 +503,7 @@ func startNginxCerts(t *testing.T, bin string, v *testenv.Vault) string {
 		t.Fatal(err)
 	}
 	addr := nginxtest.FreeAddr(t)
-	logs := &nginxtest.SyncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd := exec.Command(bin, "nginx-certs", "--out-dir", t.TempDir(), "--server-name", "localhost", "--watch", "--crl-interval", "5s")
 	cmd.Env = []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + tok.Auth.ClientToken, "CERTPORTAL_NGINX_METRICS_LISTEN=" + addr}
 	cmd.Stdout, cmd.Stderr = logs, logs

@@ -22,6 +22,7 @@ import (
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/testenv/nginxtest"
 	"github.com/certportal/certportal/internal/testenv/pgtest"
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 	"github.com/certportal/certportal/internal/vault"
 )
 
@@ -31,13 +32,13 @@ type replica struct {
 	name   string
 	addr   string
 	cmd    *exec.Cmd
-	logs   *nginxtest.SyncBuffer
+	logs   *syncbuf.Buffer
 	exited chan struct{}
 }
 
 func startReplica(t *testing.T, bin, name string, env map[string]string) *replica {
 	t.Helper()
-	r := &replica{name: name, addr: nginxtest.FreeAddr(t), logs: &nginxtest.SyncBuffer{}, exited: make(chan struct{})}
+	r := &replica{name: name, addr: nginxtest.FreeAddr(t), logs: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	r.cmd = exec.Command(bin, "serve")
 	r.cmd.Env = []string{"CERTPORTAL_LISTEN=" + r.addr}
 	for k, v := range env {

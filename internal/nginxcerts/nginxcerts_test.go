@@ -21,7 +21,7 @@ import (
 
 	"github.com/certportal/certportal/internal/nginxcerts"
 	"github.com/certportal/certportal/internal/setup"
-	"github.com/certportal/certportal/internal/testenv/nginxtest"
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -411,7 +411,7 @@ func TestWatch(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs nginxtest.SyncBuffer
+	var logs syncbuf.Buffer
 	go func() {
 		done <- nginxcerts.Watch(ctx, v.nginx, cfg, nginxcerts.WatchOptions{
 			CRLInterval: 200 * time.Millisecond, Reload: reload,
@@ -482,7 +482,7 @@ func TestWatchRenewsToken(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs nginxtest.SyncBuffer
+	var logs syncbuf.Buffer
 	go func() {
 		done <- nginxcerts.Watch(ctx, c, testConfig(t.TempDir()), nginxcerts.WatchOptions{
 			CRLInterval: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil)),

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/session"
 	"github.com/certportal/certportal/internal/store/sqlite"
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 )
 
 // panickingStore is the store as /readyz sees it, failing the way a bug
@@ -32,27 +32,9 @@ type upVault struct{ portal.Vault }
 
 func (upVault) Health(context.Context) error { return nil }
 
-// syncBuffer is the server's log, read by the test after the request.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // mustErrorServer is the real server with its real middleware stack, on a
 // fresh SQLite store, with pinger as the store /readyz pings.
-func mustErrorServer(tb testing.TB, pinger Pinger) (*Server, *syncBuffer) {
+func mustErrorServer(tb testing.TB, pinger Pinger) (*Server, *syncbuf.Buffer) {
 	tb.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, tb.TempDir()+"/certportal.db")
@@ -60,7 +42,7 @@ func mustErrorServer(tb testing.TB, pinger Pinger) (*Server, *syncBuffer) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	sessions, err := session.New(st, session.Options{Key: bytes.Repeat([]byte{7}, 32), Idle: time.Hour, Absolute: 8 * time.Hour})
 	if err != nil {

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -10,24 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestClockSkewFromDate: the skew comes from the Date header of Vault's
 // answers through the client's own transport, whichever call made them;
@@ -45,7 +29,7 @@ func TestClockSkewFromDate(t *testing.T) {
 		_, _ = w.Write([]byte(`{"initialized":true,"sealed":false,"standby":false}`))
 	}))
 	defer srv.Close()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	var clockMu sync.Mutex
 	var portalOffset time.Duration // the portal's clock minus the real one
 	now := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return time.Now().Add(portalOffset) }

@@ -5,7 +5,6 @@
 package nginxtest
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -16,10 +15,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certportal/certportal/internal/testenv/syncbuf"
 )
 
 // Binary finds Debian's nginx. The tests that use it are the proof the
@@ -82,31 +82,13 @@ func FreeAddr(tb testing.TB) string {
 	return l.Addr().String()
 }
 
-// SyncBuffer is a bytes.Buffer safe for a process's output and a test reading it.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Nginx is a master process run by a test.
 type Nginx struct {
 	Bin  string
 	Addr string
 	Dir  string
 	Conf string
-	Log  *SyncBuffer // stdout and stderr (error_log is stderr)
+	Log  *syncbuf.Buffer // stdout and stderr (error_log is stderr)
 	cmd  *exec.Cmd
 }
 
@@ -118,7 +100,7 @@ func (n *Nginx) Args(extra ...string) []string { return Args(n.Dir, n.Conf, extr
 func Start(tb testing.TB, addr string, server []byte) *Nginx {
 	tb.Helper()
 	dir := tb.TempDir()
-	n := &Nginx{Bin: Binary(tb), Addr: addr, Dir: dir, Log: &SyncBuffer{}}
+	n := &Nginx{Bin: Binary(tb), Addr: addr, Dir: dir, Log: &syncbuf.Buffer{}}
 	n.Conf = MainConfig(tb, dir, server)
 	if out, err := exec.Command(n.Bin, n.Args("-t")...).CombinedOutput(); err != nil {
 		tb.Fatalf("nginx -t: %v\n%s\n%s", err, out, server)
