@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +96,114 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimitVault(t *testing.T) {
 	for scope, want := range map[string]string{"employees": "1", "all": "0"} {
 		if got := metricValue(t, p, `certportal_reconcile_held_scope{scope="`+scope+`"}`); got != want {
 			t.Errorf("certportal_reconcile_held_scope{scope=%q} %s, want %s", scope, got, want)
+		}
+	}
+}
+
+// TestReconcileRevokesPastTheCapVault: against the real Vault, with
+// CERTPORTAL_MAX_ACTIVE=2 and CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX=2,
+// alice issues five certificates straight from Vault with her own token.
+// The portal never gives an employee more than two valid certificates, so
+// at least three of the five are not its own, whatever its database says:
+// the background reconciliation revokes her three oldest in Vault, each
+// with the cap in its evidence, and holds the two newest, naming her
+// (review F3: over the per-employee bound she used to keep all five until
+// an operator acted).
+func TestReconcileRevokesPastTheCapVault(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	var alices []string
+	for range 5 {
+		alices = append(alices, mintDirect(t, v, "alice"))
+	}
+	const grace = 2 * time.Minute
+	now := func() time.Time { return time.Now().Add(grace + time.Minute) }
+	p := startPortalWith(t, v, map[string]string{
+		"CERTPORTAL_MAX_ACTIVE":                         "2",
+		"CERTPORTAL_RECONCILE_INTERVAL":                 "1s",
+		"CERTPORTAL_RECONCILE_AUTO_REVOKE_AFTER":        grace.String(),
+		"CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX": "2",
+	}, app.Options{Now: now})
+	st, err := sqlite.Open(context.Background(), p.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var held, revokes []*audit.Event
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		held, err = st.QueryAudit(context.Background(), store.AuditFilter{Action: audit.ActionReconcileHeld, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		revokes, err = st.QueryAudit(context.Background(), store.AuditFilter{Action: audit.ActionRevoke, Outcome: audit.OutcomeSuccess, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(held) > 0 && len(revokes) >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within 60 s: %d reconcile.held events, %d revocations", len(held), len(revokes))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	notBefore := func(serial string) time.Time {
+		t.Helper()
+		s, err := v.Admin.Logical().Read("pki/cert/" + serial)
+		if err != nil || s == nil {
+			t.Fatalf("read pki/cert/%s: %v", serial, err)
+		}
+		blk, _ := pem.Decode([]byte(s.Data["certificate"].(string)))
+		if blk == nil {
+			t.Fatalf("pki/cert/%s: no PEM", serial)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.NotBefore
+	}
+	var revoked, kept []string
+	for _, s := range alices {
+		if revocationTime(t, v, s) != 0 {
+			revoked = append(revoked, s)
+		} else {
+			kept = append(kept, s)
+		}
+	}
+	if len(revoked) != 3 || len(revokes) != 3 {
+		t.Fatalf("revoked in Vault %v, %d revocation events; want alice's 3 oldest of 5", revoked, len(revokes))
+	}
+	for _, r := range revoked {
+		for _, k := range kept {
+			if notBefore(r).After(notBefore(k)) {
+				t.Errorf("revoked %s is newer than %s, which was kept", r, k)
+			}
+		}
+	}
+	for _, e := range revokes {
+		var d map[string]string
+		if err := json.Unmarshal([]byte(e.Details), &d); err != nil {
+			t.Fatal(err)
+		}
+		if e.Subject != "alice" || e.Actor != "certportal" || !strings.Contains(d["evidence"], "the 2 valid ones the portal ever gives an employee") {
+			t.Errorf("revocation %s by %s of %s: evidence %q, want the cap of 2 named", e.Serial, e.Actor, e.Subject, d["evidence"])
+		}
+	}
+	var d map[string]string
+	if err := json.Unmarshal([]byte(held[0].Details), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d["held_employees"] != "alice (2)" || d["scope"] != "employees" {
+		t.Errorf("reconcile.held details %v: want alice (2), scope employees", d)
+	}
+	for _, s := range kept {
+		if !strings.Contains(d["serials"], s) {
+			t.Errorf("reconcile.held serials %q lack alice's kept %s", d["serials"], s)
+		}
+	}
+	for _, s := range revoked {
+		if strings.Contains(d["serials"], s) {
+			t.Errorf("reconcile.held serials %q name %s, which was revoked", d["serials"], s)
 		}
 	}
 }

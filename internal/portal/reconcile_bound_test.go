@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // employees makes n candidates for each of the named employees.
@@ -17,7 +18,10 @@ func employees(counts map[string]int) []candidate {
 	slices.Sort(names)
 	for _, u := range names {
 		for c := range counts[u] {
-			todo = append(todo, candidate{serial: fmt.Sprintf("%s-%02x", u, c), user: u})
+			// Issued in reverse serial order, a day apart: the oldest has
+			// the highest serial, so an order by serial would not pass.
+			nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, counts[u]-c)
+			todo = append(todo, candidate{serial: fmt.Sprintf("%s-%02x", u, c), user: u, notBefore: nb})
 		}
 	}
 	return todo
@@ -72,7 +76,7 @@ func TestPlanAutoRevokeBounds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			todo := employees(tc.counts)
-			p := planAutoRevoke(todo, perUser, limit)
+			p := planAutoRevoke(todo, perUser, limit, len(todo)) // no cap to pass: TestPlanAutoRevokeOverCap
 			t.Logf("%d candidates: revoke %d, held alone %d (%d employees), all %v", len(todo), len(p.revoke), len(p.held), len(p.heldUsers), p.all)
 			if p.all != tc.wantAll {
 				t.Errorf("hold all %v, want %v", p.all, tc.wantAll)
@@ -108,4 +112,84 @@ func heldEach(counts map[string]int) []HeldUser {
 	}
 	slices.SortFunc(out, func(a, b HeldUser) int { return strings.Compare(a.Username, b.Username) })
 	return out
+}
+
+// TestPlanAutoRevokeOverCap: an employee held alone keeps at most the cap
+// (CERTPORTAL_MAX_ACTIVE, 3 here) of their certificates issued around the
+// portal, the newest; the older ones cannot be ones the portal handed out
+// and are revoked, within what the run's bound leaves after the others'
+// (review F3: minting past the per-employee bound kept every certificate
+// until an operator acted). A hold of everything still revokes none.
+func TestPlanAutoRevokeOverCap(t *testing.T) {
+	const perUser, limit, maxActive = 5, 20, 3
+	withOne := func(extra map[string]int, name string, n int) map[string]int {
+		extra[name] = n
+		return extra
+	}
+	for _, tc := range []struct {
+		name        string
+		counts      map[string]int
+		wantOverCap map[string]int // revoked for being past the cap, per employee
+		wantHeld    []HeldUser     // left held
+		wantRevoke  int            // within the per-employee bound
+		wantAll     bool
+	}{
+		{name: "alice with 6, bob with 1: alice's 3 oldest revoked, 3 held; bob's revoked",
+			counts: map[string]int{"alice": 6, "bob": 1}, wantOverCap: map[string]int{"alice": 3},
+			wantHeld: []HeldUser{{"alice", 3}}, wantRevoke: 1},
+		{name: "alice with 100 alone: 20 a run, 80 left for the next runs",
+			counts: map[string]int{"alice": 100}, wantOverCap: map[string]int{"alice": 20}, wantHeld: []HeldUser{{"alice", 80}}},
+		{name: "alice with 23 alone: 20 revoked, the 3 newest held",
+			counts: map[string]int{"alice": 23}, wantOverCap: map[string]int{"alice": 20}, wantHeld: []HeldUser{{"alice", 3}}},
+		{name: "others take the run's bound first: 20 others revoked, alice's 6 all held",
+			counts: withOne(uniform(20, 1), "alice", 6), wantHeld: []HeldUser{{"alice", 6}}, wantRevoke: 20},
+		{name: "18 others: 2 of alice's oldest revoked",
+			counts: withOne(uniform(18, 1), "alice", 6), wantOverCap: map[string]int{"alice": 2},
+			wantHeld: []HeldUser{{"alice", 4}}, wantRevoke: 18},
+		{name: "two held employees share what is left, in name order",
+			counts: map[string]int{"alice": 15, "bob": 15}, wantOverCap: map[string]int{"alice": 12, "bob": 8},
+			wantHeld: []HeldUser{{"alice", 3}, {"bob", 7}}},
+		{name: "hold of everything: nothing revoked, not even past the cap",
+			counts: withOne(uniform(21, 1), "alice", 6), wantAll: true, wantHeld: []HeldUser{{"alice", 6}}, wantRevoke: 21},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			todo := employees(tc.counts)
+			p := planAutoRevoke(todo, perUser, limit, maxActive)
+			if p.all != tc.wantAll {
+				t.Errorf("hold all %v, want %v", p.all, tc.wantAll)
+			}
+			got := map[string]int{}
+			for _, c := range p.overCap {
+				got[c.user]++
+			}
+			if fmt.Sprint(got) != fmt.Sprint(orEmpty(tc.wantOverCap)) {
+				t.Errorf("revoked past the cap %v, want %v", got, tc.wantOverCap)
+			}
+			if !slices.Equal(p.heldUsers, tc.wantHeld) || len(p.revoke) != tc.wantRevoke {
+				t.Errorf("held %v, revoke %d; want %v, %d", p.heldUsers, len(p.revoke), tc.wantHeld, tc.wantRevoke)
+			}
+			if !p.all && len(p.revoke)+len(p.overCap) > limit {
+				t.Errorf("a run revokes %d, more than the limit of %d", len(p.revoke)+len(p.overCap), limit)
+			}
+			if len(p.revoke)+len(p.overCap)+len(p.held) != len(todo) {
+				t.Errorf("revoke %d + over the cap %d + held %d != %d candidates", len(p.revoke), len(p.overCap), len(p.held), len(todo))
+			}
+			// Those revoked past the cap are each employee's oldest: every
+			// one is older than every certificate of theirs left held.
+			for _, o := range p.overCap {
+				for _, h := range p.held {
+					if h.user == o.user && !o.notBefore.Before(h.notBefore) {
+						t.Errorf("%s (from %s) revoked past the cap, but %s (from %s) is older and held", o.serial, o.notBefore, h.serial, h.notBefore)
+					}
+				}
+			}
+		})
+	}
+}
+
+func orEmpty(m map[string]int) map[string]int {
+	if m == nil {
+		return map[string]int{}
+	}
+	return m
 }

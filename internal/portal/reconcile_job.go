@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -71,12 +72,14 @@ type ReconcileJobResult struct {
 	// revoked (the employees not held alone had more than AutoRevokeMax
 	// certificates to revoke); otherwise HeldUsers lists the employees
 	// with more than AutoRevokePerUserMax certificates to revoke, whose
-	// certificates were left alone while everyone else's were revoked,
-	// and Unattributed > 0 holds too.
+	// certificates were left alone while everyone else's were revoked
+	// (but for the oldest of each past MaxActive: OverCap, revoked and
+	// counted in Revoked), and Unattributed > 0 holds too.
 	Held      bool
 	HeldAll   bool
 	HeldUsers []HeldUser
 	HeldWhy   string
+	OverCap   int  // held employees' certificates revoked for being past MaxActive
 	Skipped   bool // another replica was reconciling
 }
 
@@ -113,6 +116,7 @@ type HeldUser struct {
 // (attributable): held, never revoked automatically.
 type candidate struct {
 	serial, user, subject, evidence string
+	notBefore                       time.Time
 }
 
 // DefaultAutoRevokeMax is the run's bound on automatic revocations when
@@ -259,7 +263,7 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		unattributedWhy = fmt.Sprintf("%d client certificates issued around the portal for addresses in %s that name no portal user: not revoked automatically; find out who issued them, then revoke them from the helpdesk's vault-only view",
 			len(unattributed), s.opts.EmailDomain)
 	}
-	plan := planAutoRevoke(todo, s.autoRevokePerUserMax(), s.autoRevokeMax())
+	plan := planAutoRevoke(todo, s.autoRevokePerUserMax(), s.autoRevokeMax(), s.opts.MaxActive)
 	if plan.all {
 		res.Held, res.HeldAll = true, true
 		res.HeldWhy = fmt.Sprintf("%d certificates of %d employees issued around the portal are past the grace, more than the limit of %d a run revokes: is this the right database?",
@@ -277,8 +281,12 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		scope = append(scope, HoldScopeEmployees)
 		why = append(why, fmt.Sprintf("%s: more certificates issued around the portal past the grace than the limit of %d per employee; theirs are held, other employees' are revoked",
 			heldList(plan.heldUsers), s.autoRevokePerUserMax()))
+		if len(plan.overCap) > 0 {
+			why[0] += fmt.Sprintf("; %d of theirs, the oldest past the %d valid certificates the portal ever gives an employee, are revoked (at most %d a run), so each keeps at most %d held",
+				len(plan.overCap), s.opts.MaxActive, s.autoRevokeMax(), s.opts.MaxActive)
+		}
 		s.log.ErrorContext(ctx, "reconciliation held for some employees: their certificates issued around the portal are not revoked automatically; revoke them from the helpdesk's vault-only view, or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX",
-			"why", why[0], "held_employees", heldNames(plan.heldUsers), "held_certificates", len(plan.held), "revoking", len(plan.revoke))
+			"why", why[0], "held_employees", heldNames(plan.heldUsers), "held_certificates", len(plan.held), "revoking", len(plan.revoke), "revoking_over_cap", len(plan.overCap))
 	}
 	if len(unattributed) > 0 {
 		scope = append(scope, HoldScopeUnattributed)
@@ -300,6 +308,12 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		return nil, err
 	}
 	todo = plan.revoke
+	for _, c := range plan.overCap {
+		c.evidence += fmt.Sprintf("; %s holds more certificates issued around the portal than the %d valid ones the portal ever gives an employee, so the oldest of them cannot be the portal's",
+			c.user, s.opts.MaxActive)
+		todo = append(todo, c)
+	}
+	res.OverCap = len(plan.overCap)
 	if len(todo) == 0 {
 		return res, nil // held, nothing else to revoke: nothing more to record
 	}
@@ -315,6 +329,9 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	}
 	details := runCounts(run)
 	details["auto_revoked"], details["failed"], details["auto_revoke_after"] = itoa(res.Revoked), itoa(res.Failed), grace.String()
+	if res.OverCap > 0 {
+		details["over_cap"] = itoa(res.OverCap)
+	}
 	if len(res.HeldUsers) > 0 {
 		details["held_employees"] = heldList(res.HeldUsers)
 	}
@@ -334,8 +351,9 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 // autoRevokePlan is what one run does with its candidates.
 type autoRevokePlan struct {
 	revoke         []candidate // the certificates of employees within the per-employee bound
-	held           []candidate // those of employees over it
-	heldUsers      []HeldUser  // by name
+	overCap        []candidate // held employees' oldest, past what the portal could have given them: revoked
+	held           []candidate // the rest of those of employees over it
+	heldUsers      []HeldUser  // by name, with the certificates left held
 	revocableUsers int         // employees in revoke
 	all            bool        // hold everything: revoke holds more than the run's bound
 }
@@ -343,10 +361,10 @@ type autoRevokePlan struct {
 // planAutoRevoke applies the two bounds of automatic revocation:
 //   - per employee (perUser, CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX):
 //     an employee with more than perUser certificates to revoke has them
-//     all held and is named (an employee minting certificates straight
-//     from Vault in bulk, or automation under their name: an operator
-//     decides), while other employees' are revoked. No employee's
-//     certificates can hold anyone else's.
+//     held and is named (an employee minting certificates straight from
+//     Vault in bulk, or automation under their name: an operator decides),
+//     while other employees' are revoked. No employee's certificates can
+//     hold anyone else's.
 //   - per run (limit, CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX): when the
 //     certificates of the employees within that bound number more than
 //     limit, nothing is revoked. A restored or wrong database makes every
@@ -355,7 +373,17 @@ type autoRevokePlan struct {
 //     however few employees there are. Held employees do not count, and
 //     config keeps perUser below limit, so one employee cannot make this
 //     bound either.
-func planAutoRevoke(todo []candidate, perUser, limit int) autoRevokePlan {
+//
+// A held employee keeps at most maxActive of theirs (CERTPORTAL_MAX_ACTIVE,
+// the newest): the portal never lets an employee hold more than maxActive
+// valid certificates at once (every issuance path takes a place under that
+// cap first), so of more than that issued around it at least the excess
+// cannot be ones it handed out, restored database or not. The oldest of
+// those go in overCap and are revoked, within what is left of the run's
+// bound after the others' (the rest in the next runs), so that minting past the per-employee bound does not buy
+// unlimited certificates until an operator acts: only maxActive, still held
+// and alerted. Not under a hold of everything, which revokes nothing.
+func planAutoRevoke(todo []candidate, perUser, limit, maxActive int) autoRevokePlan {
 	byUser := map[string][]candidate{}
 	var users []string
 	for _, c := range todo {
@@ -366,17 +394,31 @@ func planAutoRevoke(todo []candidate, perUser, limit int) autoRevokePlan {
 	}
 	slices.Sort(users)
 	var p autoRevokePlan
+	var over []string // held employees
 	for _, u := range users {
-		cs := byUser[u]
-		if len(cs) > perUser {
-			p.held = append(p.held, cs...)
-			p.heldUsers = append(p.heldUsers, HeldUser{Username: u, Certificates: len(cs)})
-			continue
+		if cs := byUser[u]; len(cs) <= perUser {
+			p.revoke = append(p.revoke, cs...)
+			p.revocableUsers++
+		} else {
+			over = append(over, u)
 		}
-		p.revoke = append(p.revoke, cs...)
-		p.revocableUsers++
 	}
 	p.all = len(p.revoke) > limit
+	budget := 0 // what is left of the run's bound
+	if !p.all {
+		budget = limit - len(p.revoke)
+	}
+	for _, u := range over {
+		cs := byUser[u]
+		slices.SortFunc(cs, func(a, b candidate) int {
+			return cmp.Or(a.notBefore.Compare(b.notBefore), strings.Compare(a.serial, b.serial))
+		})
+		n := min(max(0, len(cs)-maxActive), budget)
+		budget -= n
+		p.overCap = append(p.overCap, cs[:n]...)
+		p.held = append(p.held, cs[n:]...)
+		p.heldUsers = append(p.heldUsers, HeldUser{Username: u, Certificates: len(cs) - n})
+	}
 	return p
 }
 
@@ -612,11 +654,11 @@ func (s *Service) attributable(ctx context.Context, serial string, now time.Time
 		}
 	}
 	if user == "" {
-		return &candidate{serial: serial, subject: cn, evidence: fmt.Sprintf(
+		return &candidate{serial: serial, subject: cn, notBefore: cert.NotBefore, evidence: fmt.Sprintf(
 			"in Vault mount %s, not in the inventory: a client certificate for %s, an address in %s that names no portal user, valid from %s, older than the %s grace",
 			s.opts.PKIMount, cn, s.opts.EmailDomain, fmtTime(cert.NotBefore), grace)}, nil
 	}
-	return &candidate{serial: serial, user: user, subject: cn, evidence: fmt.Sprintf(
+	return &candidate{serial: serial, user: user, subject: cn, notBefore: cert.NotBefore, evidence: fmt.Sprintf(
 		"in Vault mount %s, not in the inventory: a client certificate for %s (user %s), valid from %s, older than the %s grace",
 		s.opts.PKIMount, cn, user, fmtTime(cert.NotBefore), grace)}, nil
 }
