@@ -76,7 +76,7 @@ func TestPlanAutoRevokeBounds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			todo := employees(tc.counts)
-			p := planAutoRevoke(todo, perUser, limit, len(todo)) // no cap to pass: TestPlanAutoRevokeOverCap
+			p := planAutoRevoke(todo, nil, perUser, limit, len(todo)) // no cap to pass: TestPlanAutoRevokeOverCap
 			t.Logf("%d candidates: revoke %d, held alone %d (%d employees), all %v", len(todo), len(p.revoke), len(p.held), len(p.heldUsers), p.all)
 			if p.all != tc.wantAll {
 				t.Errorf("hold all %v, want %v", p.all, tc.wantAll)
@@ -154,7 +154,7 @@ func TestPlanAutoRevokeOverCap(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			todo := employees(tc.counts)
-			p := planAutoRevoke(todo, perUser, limit, maxActive)
+			p := planAutoRevoke(todo, nil, perUser, limit, maxActive)
 			if p.all != tc.wantAll {
 				t.Errorf("hold all %v, want %v", p.all, tc.wantAll)
 			}
@@ -192,4 +192,48 @@ func orEmpty(m map[string]int) map[string]int {
 		return map[string]int{}
 	}
 	return m
+}
+
+// TestPlanAutoRevokeStrangers: certificates naming no user of Vault's
+// userpass mount count towards neither bound (made-up names cannot hold
+// everyone's revocations) and are revoked, oldest first, with what the
+// run's bound leaves after the employees' and those past the cap.
+func TestPlanAutoRevokeStrangers(t *testing.T) {
+	const perUser, limit, maxActive = 5, 20, 3
+	for _, tc := range []struct {
+		name                 string
+		employees, strangers map[string]int
+		wantRevoke, wantOver int
+		wantStrangers        int
+		wantAll              bool
+	}{
+		{name: "25 made-up names, bob with 1: bob's and 19 of them", employees: map[string]int{"bob": 1},
+			strangers: uniform(25, 1), wantRevoke: 1, wantStrangers: 19},
+		{name: "20 employees take the bound: no stranger this run, no hold", employees: uniform(20, 1),
+			strangers: map[string]int{"ghost": 3}, wantRevoke: 20},
+		{name: "past the cap goes first: alice's 3 oldest, then 16 strangers", employees: map[string]int{"alice": 6, "bob": 1},
+			strangers: uniform(30, 1), wantRevoke: 1, wantOver: 3, wantStrangers: 16},
+		{name: "one made-up name with 40: 20 a run, no per-employee hold", strangers: map[string]int{"ghost": 40}, wantStrangers: 20},
+		{name: "hold of everything: no stranger either", employees: uniform(21, 1), strangers: map[string]int{"ghost": 1},
+			wantRevoke: 21, wantAll: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			strangers := employees(tc.strangers)
+			p := planAutoRevoke(employees(orEmpty(tc.employees)), strangers, perUser, limit, maxActive)
+			if p.all != tc.wantAll || len(p.revoke) != tc.wantRevoke || len(p.overCap) != tc.wantOver || len(p.strangers) != tc.wantStrangers {
+				t.Errorf("all %v, revoke %d, past the cap %d, strangers %d; want %v, %d, %d, %d",
+					p.all, len(p.revoke), len(p.overCap), len(p.strangers), tc.wantAll, tc.wantRevoke, tc.wantOver, tc.wantStrangers)
+			}
+			if !p.all && len(p.revoke)+len(p.overCap)+len(p.strangers) > limit {
+				t.Errorf("a run revokes %d, more than the limit of %d", len(p.revoke)+len(p.overCap)+len(p.strangers), limit)
+			}
+			for _, c := range p.strangers {
+				for _, o := range strangers {
+					if o.notBefore.Before(c.notBefore) && !slices.ContainsFunc(p.strangers, func(x candidate) bool { return x.serial == o.serial }) {
+						t.Errorf("stranger %s revoked while the older %s waits", c.serial, o.serial)
+					}
+				}
+			}
+		})
+	}
 }

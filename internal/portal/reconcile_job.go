@@ -79,7 +79,11 @@ type ReconcileJobResult struct {
 	HeldAll   bool
 	HeldUsers []HeldUser
 	HeldWhy   string
-	OverCap   int  // held employees' certificates revoked for being past MaxActive
+	OverCap   int // held employees' certificates revoked for being past MaxActive
+	// Strangers: of Eligible, those naming a user Vault's userpass mount
+	// does not list (a leaver, a made-up name): revoked within what the
+	// run's bound leaves, never counted towards a hold.
+	Strangers int
 	Skipped   bool // another replica was reconciling
 }
 
@@ -246,6 +250,11 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	if len(todo) == 0 && len(unattributed) == 0 {
 		return res, s.reconcileResumed(ctx, res)
 	}
+	todo, strangers, err := s.splitStrangers(ctx, todo)
+	if err != nil {
+		return nil, err
+	}
+	res.Strangers = len(strangers)
 	// A client certificate for an address in the users' domain that
 	// names no portal user is held, never revoked: the per-employee bound
 	// cannot count it against anyone, whoever issued it (another role,
@@ -263,7 +272,7 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		unattributedWhy = fmt.Sprintf("%d client certificates issued around the portal for addresses in %s that name no portal user: not revoked automatically; find out who issued them, then revoke them from the helpdesk's vault-only view",
 			len(unattributed), s.opts.EmailDomain)
 	}
-	plan := planAutoRevoke(todo, s.autoRevokePerUserMax(), s.autoRevokeMax(), s.opts.MaxActive)
+	plan := planAutoRevoke(todo, strangers, s.autoRevokePerUserMax(), s.autoRevokeMax(), s.opts.MaxActive)
 	if plan.all {
 		res.Held, res.HeldAll = true, true
 		res.HeldWhy = fmt.Sprintf("%d certificates of %d employees issued around the portal are past the grace, more than the limit of %d a run revokes: is this the right database?",
@@ -273,7 +282,7 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		}
 		s.log.ErrorContext(ctx, "reconciliation held: nothing revoked automatically; check the database, then revoke from the helpdesk's vault-only view or raise CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX",
 			"why", res.HeldWhy)
-		return res, s.recordReconcileHeld(ctx, res, HoldScopeAll, slices.Concat(todo, unattributed), nil, grace)
+		return res, s.recordReconcileHeld(ctx, res, HoldScopeAll, slices.Concat(todo, strangers, unattributed), nil, grace)
 	}
 	var scope, why []string
 	if len(plan.held) > 0 {
@@ -314,6 +323,11 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 		todo = append(todo, c)
 	}
 	res.OverCap = len(plan.overCap)
+	todo = append(todo, plan.strangers...)
+	if left := len(strangers) - len(plan.strangers); left > 0 {
+		s.log.WarnContext(ctx, "reconciliation: certificates naming no Vault user left for the next runs (the run's bound)",
+			"left", left, "revoking", len(plan.strangers), "max", s.autoRevokeMax())
+	}
 	if len(todo) == 0 {
 		return res, nil // held, nothing else to revoke: nothing more to record
 	}
@@ -331,6 +345,9 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	details["auto_revoked"], details["failed"], details["auto_revoke_after"] = itoa(res.Revoked), itoa(res.Failed), grace.String()
 	if res.OverCap > 0 {
 		details["over_cap"] = itoa(res.OverCap)
+	}
+	if len(plan.strangers) > 0 {
+		details["no_vault_user"] = itoa(len(plan.strangers))
 	}
 	if len(res.HeldUsers) > 0 {
 		details["held_employees"] = heldList(res.HeldUsers)
@@ -352,6 +369,7 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 type autoRevokePlan struct {
 	revoke         []candidate // the certificates of employees within the per-employee bound
 	overCap        []candidate // held employees' oldest, past what the portal could have given them: revoked
+	strangers      []candidate // of those naming no Vault user, the ones this run revokes
 	held           []candidate // the rest of those of employees over it
 	heldUsers      []HeldUser  // by name, with the certificates left held
 	revocableUsers int         // employees in revoke
@@ -383,7 +401,14 @@ type autoRevokePlan struct {
 // bound after the others' (the rest in the next runs), so that minting past the per-employee bound does not buy
 // unlimited certificates until an operator acts: only maxActive, still held
 // and alerted. Not under a hold of everything, which revokes nothing.
-func planAutoRevoke(todo []candidate, perUser, limit, maxActive int) autoRevokePlan {
+//
+// Certificates naming no user of Vault's userpass mount (strangers: a
+// leaver's, or made-up names, say a helpdesk member's through the
+// on-behalf role straight from Vault) are no employee's to protect:
+// they are revoked, oldest first, with what the bound leaves after
+// overCap, the rest in the next runs. They count towards neither bound,
+// so made-up names cannot hold everyone's revocations.
+func planAutoRevoke(todo, strangers []candidate, perUser, limit, maxActive int) autoRevokePlan {
 	byUser := map[string][]candidate{}
 	var users []string
 	for _, c := range todo {
@@ -410,16 +435,52 @@ func planAutoRevoke(todo []candidate, perUser, limit, maxActive int) autoRevokeP
 	}
 	for _, u := range over {
 		cs := byUser[u]
-		slices.SortFunc(cs, func(a, b candidate) int {
-			return cmp.Or(a.notBefore.Compare(b.notBefore), strings.Compare(a.serial, b.serial))
-		})
+		slices.SortFunc(cs, oldestFirst)
 		n := min(max(0, len(cs)-maxActive), budget)
 		budget -= n
 		p.overCap = append(p.overCap, cs[:n]...)
 		p.held = append(p.held, cs[n:]...)
 		p.heldUsers = append(p.heldUsers, HeldUser{Username: u, Certificates: len(cs) - n})
 	}
+	strangers = slices.Clone(strangers)
+	slices.SortFunc(strangers, oldestFirst)
+	p.strangers = strangers[:min(len(strangers), budget)]
 	return p
+}
+
+func oldestFirst(a, b candidate) int {
+	return cmp.Or(a.notBefore.Compare(b.notBefore), strings.Compare(a.serial, b.serial))
+}
+
+// splitStrangers takes out of todo the certificates whose user Vault's
+// userpass mount does not list (planAutoRevoke). A mount that lists no
+// user at all makes nobody a stranger: that is the wrong mount, or an
+// answer that cannot be right, not a company of leavers.
+func (s *Service) splitStrangers(ctx context.Context, todo []candidate) (employees, strangers []candidate, err error) {
+	if len(todo) == 0 {
+		return nil, nil, nil
+	}
+	users, err := s.service.ListUsers(ctx, s.opts.UserpassMount)
+	if err != nil {
+		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: fmt.Errorf("reconcile job: list users: %w", err)}
+	}
+	if len(users) == 0 {
+		s.log.WarnContext(ctx, "reconciliation: Vault's userpass mount lists no users; every certificate is counted as an employee's", "mount", s.opts.UserpassMount)
+		return todo, nil, nil
+	}
+	known := make(map[string]bool, len(users))
+	for _, u := range users {
+		known[strings.ToLower(u)] = true
+	}
+	for _, c := range todo {
+		if known[c.user] {
+			employees = append(employees, c)
+			continue
+		}
+		c.evidence += fmt.Sprintf("; %s is not a user of Vault's %s mount (a leaver, or a made-up name)", c.user, s.opts.UserpassMount)
+		strangers = append(strangers, c)
+	}
+	return employees, strangers, nil
 }
 
 // heldList is the held employees as the trail and logs show them:

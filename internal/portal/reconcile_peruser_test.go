@@ -226,3 +226,53 @@ func TestReconcileFailedWhileAnEmployeeIsHeld(t *testing.T) {
 		t.Errorf("certportal_reconcile_held_scope{scope=\"all\"} %s, want 0", got)
 	}
 }
+
+// TestReconcileStrangersFromTheUserList: with CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX
+// at 3, bob (a Vault user) and four names Vault's userpass mount does not
+// list each have one certificate issued around the portal. Counted as
+// employees the five would hold everything; as strangers they are revoked
+// within the bound, bob's first, the reason in their evidence, no hold.
+// A mount that lists nobody makes nobody a stranger (the wrong mount, not
+// a company of leavers): then the old hold of everything stands.
+func TestReconcileStrangersFromTheUserList(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	vlt := &revokingVault{issuedAround: &issuedAround{certs: map[string]*vault.StoredCertificate{}}}
+	vlt.set("alice", "bob")
+	n := 0
+	bobs := mintAround(vlt, "bob", n, now)
+	for _, g := range []string{"ghost1", "ghost2", "ghost3", "ghost4"} {
+		n++
+		mintAround(vlt, g, n, now)
+	}
+	s, _, _, events := newReconcileService(t, vlt, ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2, AutoRevokeMax: 3})
+	res, err := s.ReconcileJob(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Held || res.Revoked != 3 || res.Strangers != 4 {
+		t.Fatalf("first run %+v: want 3 revoked (bob's and two strangers'), 4 strangers, no hold", res)
+	}
+	if got := vlt.revokedSerials(); !slices.Contains(got, bobs) {
+		t.Errorf("revoked %v, want bob's %s among them", got, bobs)
+	}
+	for _, e := range events(audit.ActionRevoke, audit.OutcomeSuccess) {
+		stranger := strings.Contains(decodeDetails(e.Details)["evidence"], "is not a user of Vault's userpass mount")
+		if stranger != (e.Subject != "bob") {
+			t.Errorf("revocation of %s (%s): evidence %q", e.Serial, e.Subject, decodeDetails(e.Details)["evidence"])
+		}
+	}
+	if res, err := s.ReconcileJob(ctx); err != nil || res.Revoked != 2 || res.Held {
+		t.Fatalf("second run %+v %v: want the last two strangers revoked", res, err)
+	}
+
+	// Nobody listed: every name counts as an employee's again.
+	vlt2 := &revokingVault{issuedAround: &issuedAround{certs: map[string]*vault.StoredCertificate{}}}
+	for i, g := range []string{"bob", "ghost1", "ghost2", "ghost3", "ghost4"} {
+		mintAround(vlt2, g, i, now)
+	}
+	s2, _, _, _ := newReconcileService(t, vlt2, ReconcileOptions{AutoRevokeAfter: time.Hour, AutoRevokePerUserMax: 2, AutoRevokeMax: 3})
+	if res, err := s2.ReconcileJob(ctx); err != nil || !res.HeldAll || res.Revoked != 0 || res.Strangers != 0 {
+		t.Fatalf("with an empty user list %+v %v: want the hold of everything, nothing revoked", res, err)
+	}
+}
