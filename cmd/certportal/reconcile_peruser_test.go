@@ -78,18 +78,7 @@ func TestReconcileHoldsOnlyTheEmployeeOverTheLimitVault(t *testing.T) {
 			t.Errorf("alice's %s, over the limit, was revoked", s)
 		}
 	}
-	var d map[string]string
-	if err := json.Unmarshal([]byte(held[0].Details), &d); err != nil {
-		t.Fatal(err)
-	}
-	if d["held_employees"] != "alice (3)" || d["scope"] != "employees" {
-		t.Errorf("reconcile.held details %v: want alice (3), scope employees", d)
-	}
-	for _, s := range alices {
-		if !strings.Contains(d["serials"], s) {
-			t.Errorf("reconcile.held serials %q lack alice's %s", d["serials"], s)
-		}
-	}
+	checkHeldEmployees(t, held[0], "alice (3)", alices)
 	if got := metricValue(t, p, "certportal_reconcile_held"); got != "1" {
 		t.Errorf("certportal_reconcile_held %s, want 1", got)
 	}
@@ -189,21 +178,30 @@ func TestReconcileRevokesPastTheCapVault(t *testing.T) {
 			t.Errorf("revocation %s by %s of %s: evidence %q, want the cap of 2 named", e.Serial, e.Actor, e.Subject, d["evidence"])
 		}
 	}
-	var d map[string]string
-	if err := json.Unmarshal([]byte(held[0].Details), &d); err != nil {
-		t.Fatal(err)
-	}
-	if d["held_employees"] != "alice (2)" || d["scope"] != "employees" {
-		t.Errorf("reconcile.held details %v: want alice (2), scope employees", d)
-	}
-	for _, s := range kept {
-		if !strings.Contains(d["serials"], s) {
-			t.Errorf("reconcile.held serials %q lack alice's kept %s", d["serials"], s)
-		}
-	}
+	d := checkHeldEmployees(t, held[0], "alice (2)", kept)
 	for _, s := range revoked {
 		if strings.Contains(d["serials"], s) {
 			t.Errorf("reconcile.held serials %q name %s, which was revoked", d["serials"], s)
 		}
 	}
+}
+
+// checkHeldEmployees checks a reconcile.held event of scope employees that
+// names employees (as "alice (3)") and lists every one of serials; it
+// returns the event's details.
+func checkHeldEmployees(t *testing.T, held *audit.Event, employees string, serials []string) map[string]string {
+	t.Helper()
+	var d map[string]string
+	if err := json.Unmarshal([]byte(held.Details), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d["held_employees"] != employees || d["scope"] != "employees" {
+		t.Errorf("reconcile.held details %v: want %s, scope employees", d, employees)
+	}
+	for _, s := range serials {
+		if !strings.Contains(d["serials"], s) {
+			t.Errorf("reconcile.held serials %q lack %s", d["serials"], s)
+		}
+	}
+	return d
 }

@@ -27,6 +27,12 @@ func employees(counts map[string]int) []candidate {
 	return todo
 }
 
+// withOne is extra with name's n certificates added.
+func withOne(extra map[string]int, name string, n int) map[string]int {
+	extra[name] = n
+	return extra
+}
+
 // uniform is n employees with per certificates each.
 func uniform(n, per int) map[string]int {
 	m := map[string]int{}
@@ -47,10 +53,6 @@ func uniform(n, per int) map[string]int {
 // employee can hold anyone else's.
 func TestPlanAutoRevokeBounds(t *testing.T) {
 	const perUser, limit = 5, 20
-	withOne := func(extra map[string]int, name string, n int) map[string]int {
-		extra[name] = n
-		return extra
-	}
 	for _, tc := range []struct {
 		name       string
 		counts     map[string]int
@@ -122,10 +124,6 @@ func heldEach(counts map[string]int) []HeldUser {
 // until an operator acted). A hold of everything still revokes none.
 func TestPlanAutoRevokeOverCap(t *testing.T) {
 	const perUser, limit, maxActive = 5, 20, 3
-	withOne := func(extra map[string]int, name string, n int) map[string]int {
-		extra[name] = n
-		return extra
-	}
 	for _, tc := range []struct {
 		name        string
 		counts      map[string]int
