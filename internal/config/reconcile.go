@@ -18,7 +18,7 @@ func (c *Config) reconcileFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.IntVar(&c.ReconcileAutoRevokeMax, "reconcile-auto-revoke-max", envInt(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX", c.ReconcileAutoRevokeMax),
 		"a reconciliation that would revoke more certificates automatically than this (employees held alone not counted) holds everything and revokes none: a restored or wrong database looks like that (CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX)")
 	fs.IntVar(&c.ReconcileAutoRevokePerUserMax, "reconcile-auto-revoke-per-user-max", envInt(getenv, "CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX", c.ReconcileAutoRevokePerUserMax),
-		"an employee with more certificates to revoke automatically than this has theirs held and named, while other employees' are revoked; below CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX; unset: 5, or one less than that bound when it is 5 or less (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX)")
+		"an employee with more certificates to revoke automatically than this has theirs held and named (all but the newest CERTPORTAL_MAX_ACTIVE are still revoked: the portal never gave more), while other employees' are revoked; below CERTPORTAL_RECONCILE_AUTO_REVOKE_MAX; unset: 5, or one less than that bound when it is 5 or less (CERTPORTAL_RECONCILE_AUTO_REVOKE_PER_USER_MAX)")
 }
 
 // derivePerUserMax gives an unset per-employee bound its default
