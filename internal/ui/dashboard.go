@@ -8,10 +8,10 @@ import (
 )
 
 // recentWindow is how long after an issuance the dashboard leads with "your
-// certificate is ready, install it": the page a browser without JavaScript
-// shows after the download (the POST's answer is the file, so the page it
-// came from stays), and the page anyone who reloads sees. It is read from
-// the inventory, so any replica shows it.
+// certificate is ready, install it": the page the page script shows after
+// its download, and the page anyone who reloads sees (a browser without
+// the script gets it with the file as the answer to its form: savePage).
+// It is read from the inventory, so any replica shows it.
 const recentWindow = 15 * time.Minute
 
 func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
@@ -22,6 +22,15 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
 // page), with a failed request's error and its non-secret choices kept.
 // Passwords are never echoed back.
 func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status int, name string, err *portal.Error, prevEnc string, renew *portal.CertificateView) {
+	if p, ok := s.issueFormPage(w, r, name, err, prevEnc, renew); ok {
+		s.render(w, r, status, name, p)
+	}
+}
+
+// issueFormPage is renderIssueForm's page, for the caller to render; when
+// the user's certificates cannot be listed it has answered with the error
+// page instead (ok false).
+func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name string, err *portal.Error, prevEnc string, renew *portal.CertificateView) (*page, bool) {
 	opts := s.Service.Options()
 	p := s.newPage(r, "dash.title")
 	if name == "renew" {
@@ -72,7 +81,7 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 		certs, cerr := s.Service.Certificates(r.Context(), p.User.Username)
 		if cerr != nil {
 			s.fail(w, r, cerr)
-			return
+			return nil, false
 		}
 		p.Certs, p.CertActions = certs, true
 		if p.Notice == "notice.revoked" {
@@ -101,5 +110,5 @@ func (s *Server) renderIssueForm(w http.ResponseWriter, r *http.Request, status 
 		p.AtCap = active >= p.MaxActive
 		s.sentReminders(r, p, p.User.Username)
 	}
-	s.render(w, r, status, name, p)
+	return p, true
 }

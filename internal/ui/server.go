@@ -304,6 +304,15 @@ type page struct {
 	Install     []installPlatform       // install steps, the visitor's platform first
 	AtCap       bool                    // no more certificates: the form gives way to renew or revoke
 	Recent      *portal.CertificateView // issued in the last few minutes: "it worked", install it now
+	// Save is the new .p12 itself, on the page a browser without the page
+	// script gets as the answer to its form (savePage); nil elsewhere.
+	Save *savedFile
+}
+
+// savedFile is a .p12 offered as a save link: <a download=Name Href>.
+type savedFile struct {
+	Name string            // the name Content-Disposition gives the download
+	Href template.HTMLAttr // href="data:application/x-pkcs12;base64,…"
 }
 
 // stepUpFields is the "stepup" partial's data.
@@ -435,15 +444,27 @@ func landing(id *portal.Identity) string {
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
-	t := s.pages[name]
-	p.Page = name
-	if name == "enrol_scan" || name == "enrol_link" {
-		p.OneTime = true
-	}
 	if status >= 500 {
 		// The user quotes it to the helpdesk; operators find the request
 		// by it in the log (every log line of a failed request names it).
 		p.Reference = RequestID(r.Context())
+	}
+	out, ok := s.execute(w, r, name, p)
+	if !ok {
+		return
+	}
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, out)
+}
+
+// execute renders page name and sets the headers every page carries, for
+// the caller to write; when the template fails it has answered with the
+// error page instead (ok false).
+func (s *Server) execute(w http.ResponseWriter, r *http.Request, name string, p *page) (out string, ok bool) {
+	t := s.pages[name]
+	p.Page = name
+	if name == "enrol_scan" || name == "enrol_link" {
+		p.OneTime = true
 	}
 	// Render to a buffer first, so a template failure becomes a clean 500
 	// rather than half a page with a 200.
@@ -451,21 +472,20 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
 		s.Logger.ErrorContext(r.Context(), "render template", "template", name, "request_id", RequestID(r.Context()), "err", err)
 		s.renderFailed(w, r, name, p.Lang)
-		return
+		return "", false
 	}
 	// html/template escapes markup, not invisible characters: a bidi
 	// override in a ticket or an old trail row would reorder the page
 	// around it. The templates themselves hold none, so escaping every
 	// control and formatting character in the finished page makes every
 	// page safe at once, whatever value a future template shows.
-	out := audit.CleanDisplay(buf.String())
+	out = audit.CleanDisplay(buf.String())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if p.OffersDeviceKey() {
 		w.Header().Set("Content-Security-Policy", cspDeviceKeys)
 	}
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, out)
+	return out, true
 }
 
 // renderFailed answers for a page (name) whose template failed: the error
