@@ -26,7 +26,7 @@ import (
 // how the client vanishes. rcvbuf > 0 sets the client's receive buffer
 // before connecting, so that the portal's bytes stay unacknowledged until
 // the client reads them.
-func rawIssue(t *testing.T, b *client, rcvbuf int, hangUp func(net.Conn)) {
+func rawIssue(t *testing.T, b *client, rcvbuf int, hangUp func(net.Conn), headers ...string) {
 	t.Helper()
 	u, err := url.Parse(b.base)
 	if err != nil {
@@ -53,8 +53,12 @@ func rawIssue(t *testing.T, b *client, rcvbuf int, hangUp func(net.Conn)) {
 		t.Fatal(err)
 	}
 	body := issueForm(p12Password, p12Password, "720h0m0s", "modern").Encode()
-	req := fmt.Sprintf("POST /certificates HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s",
-		u.Host, strings.Join(cookies, "; "), len(body), body)
+	extra := ""
+	for i := 0; i+1 < len(headers); i += 2 {
+		extra += headers[i] + ": " + headers[i+1] + "\r\n"
+	}
+	req := fmt.Sprintf("POST /certificates HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n%s\r\n%s",
+		u.Host, strings.Join(cookies, "; "), len(body), extra, body)
 	if _, err := io.WriteString(conn, req); err != nil {
 		t.Fatal(err)
 	}
@@ -185,28 +189,33 @@ func TestClientVanishes(t *testing.T) {
 	alice.mustLogin("alice", v.Password(t, "alice"))
 	db := openSQLite(t, p.DB)
 
+	midBody := func(c net.Conn) {
+		// The status line arrived, so the portal is writing the file;
+		// the rest stays unread in the tiny buffer and the close resets
+		// the connection.
+		_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		line, err := bufio.NewReaderSize(c, 16).ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+			t.Errorf("first line of the answer: %q %v", line, err)
+		}
+		c.Close()
+	}
 	cases := []struct {
-		name   string
-		rcvbuf int
-		hangUp func(net.Conn)
+		name    string
+		rcvbuf  int
+		hangUp  func(net.Conn)
+		headers []string
 	}{
-		{"closes right after the request", 0, func(c net.Conn) { c.Close() }},
-		{"closes mid-body", 1024, func(c net.Conn) {
-			// The status line arrived, so the portal is writing the file;
-			// the rest stays unread in the tiny buffer and the close resets
-			// the connection.
-			_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
-			line, err := bufio.NewReaderSize(c, 16).ReadString('\n')
-			if err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
-				t.Errorf("first line of the answer: %q %v", line, err)
-			}
-			c.Close()
-		}},
+		{"closes right after the request", 0, func(c net.Conn) { c.Close() }, nil},
+		{"closes mid-body", 1024, midBody, nil},
+		// A browser's own form post gets the page with the file (savePage):
+		// its trail is the download's.
+		{"closes mid-page", 1024, midBody, navigation},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := serialsOf(t, db, "alice")
-			rawIssue(t, alice, tc.rcvbuf, tc.hangUp)
+			rawIssue(t, alice, tc.rcvbuf, tc.hangUp, tc.headers...)
 			serial := waitNewSerial(t, db, "alice", before)
 			var issued int
 			if err := db.QueryRow(`SELECT count(*) FROM audit_events WHERE action = ? AND outcome = ? AND serial = ?`,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
@@ -366,29 +367,103 @@ func TestEmployeeJourneyCap(t *testing.T) {
 	tb.fits("dashboard")
 }
 
-// TestEmployeeJourneyNoScript: with JavaScript off the form still downloads
-// a valid .p12, and the dashboard then leads with the new certificate and
-// the install steps for the platform.
+// TestEmployeeJourneyNoScript: with JavaScript off a refused form shows
+// its error; the form then answers with the page the page script shows
+// after its download — the new certificate in the list, the platform's
+// install steps, the earlier error gone, no language switch — with the
+// file as a save link. Clicking it saves a .p12 that opens with the
+// password typed and holds the listed certificate; the page came with
+// no-store. A renewal answers the same way.
 func TestEmployeeJourneyNoScript(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	p := startPortal(t, v, map[string]string{"CERTPORTAL_SERVICE_URL": journeyServiceURL, "CERTPORTAL_ACCOUNT_NAME": journeyAccount})
-	tb := newTab(t, uaMac, 1280, false, "employee-noscript")
+	tb := newTab(t, uaMac, 390, false, "employee-noscript")
 	tb.login(p.URL, "alice", v.Password(t, "alice"))
+	tb.run(chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#password_confirm`, p12Password+"x", chromedp.ByID),
+		chromedp.Click(`#issue-submit`, chromedp.ByID),
+		chromedp.WaitVisible(`#form-error`, chromedp.ByID))
+
+	// The answers to the form from here on: their headers.
+	answers := make(chan network.Headers, 4)
+	chromedp.ListenTarget(tb.ctx, func(ev any) {
+		if e, ok := ev.(*network.EventResponseReceived); ok && e.Type == network.ResourceTypeDocument && strings.HasSuffix(e.Response.URL, "/certificates") {
+			select {
+			case answers <- e.Response.Headers:
+			default:
+			}
+		}
+	})
+	save := func(what string) (*x509.Certificate, string) {
+		t.Helper()
+		tb.waitVisibleWithin(`#save-link`, time.Minute, what+": no save page after the form")
+		select {
+		case h := <-answers:
+			if cc, _ := h["Cache-Control"].(string); cc != "no-store" {
+				t.Errorf("%s: the save page came with Cache-Control %q, want no-store", what, cc)
+			}
+		case <-tb.ctx.Done():
+			t.Fatalf("%s: no response event for the form's answer", what)
+		}
+		var errs, langLinks int
+		var link string
+		tb.eval(`document.querySelectorAll('#form-error, .error').length`, &errs)
+		tb.eval(`document.querySelectorAll('header .langs a').length`, &langLinks)
+		tb.run(chromedp.AttributeValue(`#save-link`, "download", &link, nil, chromedp.ByID))
+		if errs != 0 {
+			t.Errorf("%s: an earlier error is still on the save page", what)
+		}
+		if langLinks != 0 {
+			t.Errorf("%s: the save page offers a language switch, which would reload it without the file", what)
+		}
+		tb.fits(what)
+		tb.run(chromedp.Click(`#save-link`, chromedp.ByID))
+		data, name := tb.waitDownload()
+		if name != link {
+			t.Errorf("%s: saved as %q, the link says %q", what, name, link)
+		}
+		cert := checkP12(t, data)
+		serial := vaultSerial(cert)
+		var row string
+		var open bool
+		tb.run(chromedp.Text(`#certificates tr[data-serial="`+serial+`"]`, &row, chromedp.ByQuery),
+			chromedp.Evaluate(`document.querySelector('#install-macos').open`, &open),
+			chromedp.WaitVisible(`#install-macos li`, chromedp.ByQuery))
+		if !open || !strings.Contains(row, "no script") {
+			t.Errorf("%s: macOS steps open=%v, row of the saved certificate %q", what, open, row)
+		}
+		return cert, name
+	}
+
 	tb.issue("no script")
-	data, name := tb.waitDownload()
-	cert := checkP12(t, data)
+	cert, name := save("save-page")
 	if !strings.Contains(name, "-no-script-") {
 		t.Errorf("saved as %q", name)
 	}
-	var open bool
-	var row string
-	tb.run(chromedp.Navigate(p.URL+"/"), chromedp.WaitVisible(`#issued`, chromedp.ByID),
-		chromedp.Evaluate(`document.querySelector('#install-macos').open`, &open),
-		chromedp.Text(`#certificates tr[data-serial="`+vaultSerial(cert)+`"]`, &row, chromedp.ByQuery))
-	if !open || !strings.Contains(row, "no script") {
-		t.Errorf("dashboard after a download without script: macOS steps open=%v, row %q", open, row)
+	serial := vaultSerial(cert)
+
+	tb.run(chromedp.Navigate(p.URL+"/certificates/"+serial+"/renew"), chromedp.WaitVisible(`#issue-form`, chromedp.ByID),
+		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
+		chromedp.Click(`#issue-submit`, chromedp.ByID))
+	renewed, _ := save("renew-save-page")
+	var oldRow int
+	tb.eval(`document.querySelectorAll('#certificates tr.status-revoked[data-serial="`+serial+`"]').length`, &oldRow)
+	if vaultSerial(renewed) == serial || oldRow != 1 {
+		t.Errorf("renewal: new serial %s (old %s), old one shown revoked: %v", vaultSerial(renewed), serial, oldRow == 1)
 	}
-	tb.fits("after-download")
+}
+
+// waitVisibleWithin waits up to within for sel, failing with msg.
+func (tb *tab) waitVisibleWithin(sel string, within time.Duration, msg string) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, within)
+	defer cancel()
+	if err := chromedp.Run(ctx, chromedp.WaitVisible(sel, chromedp.ByQuery)); err != nil {
+		var body string
+		_ = chromedp.Run(tb.ctx, chromedp.Text(`main`, &body, chromedp.ByQuery))
+		tb.t.Fatalf("%s: %v\npage: %s", msg, err, body)
+	}
 }
 
 // englishOnlyWords are the words of the catalog's English side that the

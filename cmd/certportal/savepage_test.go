@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/base64"
+	"html"
+	"mime"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/testenv"
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// navigation is what a browser sends with a form it posts itself (no page
+// script): a top-level navigation from the portal's own page.
+var navigation = []string{"Sec-Fetch-Mode", "navigate", "Sec-Fetch-Site", "same-origin", "Sec-Fetch-Dest", "document"}
+
+var saveLink = regexp.MustCompile(`<a class="button" id="save-link" download="([^"]*)" href="data:application/x-pkcs12;base64,([A-Za-z0-9+/=]+)"`)
+
+// savedFromPage returns the file name and the .p12 a save page offers.
+func savedFromPage(t *testing.T, body []byte) (string, []byte) {
+	t.Helper()
+	m := saveLink.FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("no save link with a data: URL on the page:\n%s", body)
+	}
+	data, err := base64.StdEncoding.DecodeString(string(m[2]))
+	if err != nil {
+		t.Fatalf("save link's data: %v", err)
+	}
+	return html.UnescapeString(string(m[1])), data
+}
+
+// dispositionName is the name a browser saves a download under
+// (filename*, else filename).
+func dispositionName(t *testing.T, h string) string {
+	t.Helper()
+	_, params, err := mime.ParseMediaType(h)
+	if err != nil {
+		t.Fatalf("Content-Disposition %q: %v", h, err)
+	}
+	return params["filename"]
+}
+
+// TestIssueSavePage: a form the browser posts itself (Sec-Fetch-Mode:
+// navigate, no page script) gets the page the script shows after its
+// download — the new certificate, install steps, the file as a data: save
+// link under the download's own name, no-store — and the trail records
+// the page's delivery as the download's. Without the header (curl, a
+// script, the page script's fetch) the answer is still the file itself.
+// Refused forms come back as before, and a renewal answers the same way.
+func TestIssueSavePage(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "10"})
+	db := openSQLite(t, p.DB)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	const label = "업무용 노트북"
+
+	form := issueForm(p12Password, p12Password, "720h0m0s", "modern")
+	form.Set("label", label)
+	raw := alice.post("/certificates", form)
+	if ct := raw.Header.Get("Content-Type"); raw.StatusCode != http.StatusOK || ct != "application/x-pkcs12" {
+		t.Fatalf("POST without Sec-Fetch-Mode: %d %s, want the .p12 itself", raw.StatusCode, ct)
+	}
+	if _, _, _, err := pkcs12.DecodeChain(raw.Body, p12Password); err != nil {
+		t.Fatalf("POST without Sec-Fetch-Mode: not a .p12: %v", err)
+	}
+	rawName := dispositionName(t, raw.Header.Get("Content-Disposition"))
+
+	// A refused form is the form again with its error, as before.
+	bad := issueForm(p12Password, p12Password+"x", "720h0m0s", "modern")
+	r := alice.post("/certificates", bad, navigation...)
+	if r.StatusCode < 400 || !strings.Contains(string(r.Body), `id="form-error"`) || saveLink.Match(r.Body) {
+		t.Fatalf("refused form posted by the browser: %d, want the form with its error and no file\n%s", r.StatusCode, r.Body)
+	}
+
+	r = alice.post("/certificates", form, navigation...)
+	if ct := r.Header.Get("Content-Type"); r.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("POST as a navigation: %d %s, want the save page\n%s", r.StatusCode, ct, p.Logs.String())
+	}
+	if cc, pragma := r.Header.Get("Cache-Control"), r.Header.Get("Pragma"); cc != "no-store" || pragma != "no-cache" {
+		t.Errorf("save page: Cache-Control %q Pragma %q, want no-store and no-cache: it holds the key", cc, pragma)
+	}
+	if r.Header.Get("Content-Disposition") != "" {
+		t.Errorf("save page sent as an attachment: %q", r.Header.Get("Content-Disposition"))
+	}
+	if n, err := strconv.Atoi(r.Header.Get("Content-Length")); err != nil || n != len(r.Body) {
+		t.Errorf("save page Content-Length %q, body %d bytes", r.Header.Get("Content-Length"), len(r.Body))
+	}
+	name, data := savedFromPage(t, r.Body)
+	if name != rawName || !strings.Contains(name, "업무용-노트북") {
+		t.Errorf("save link names the file %q, the download %q", name, rawName)
+	}
+	_, cert, _, err := pkcs12.DecodeChain(data, p12Password)
+	if err != nil {
+		t.Fatalf("save link's file is not a .p12 for the password typed: %v", err)
+	}
+	serial := vault.FormatSerial(cert.SerialNumber.Bytes())
+	body := string(r.Body)
+	for _, want := range []string{`id="issued"`, `id="install"`, `id="save-warning"`, `data-serial="` + serial + `"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("save page lacks %s", want)
+		}
+	}
+	if strings.Contains(body, `id="form-error"`) {
+		t.Error("the earlier try's error is still on the page after the certificate was issued")
+	}
+	if strings.Contains(body, `hreflang=`) {
+		t.Error("save page offers a language switch, which would reload it without the file")
+	}
+	if got := r.Header.Get("X-Certificate-Serial"); got != serial {
+		t.Errorf("X-Certificate-Serial %q, want %s", got, serial)
+	}
+	if outcome, d := downloadEvent(t, db, serial); outcome != audit.OutcomeSuccess || d["bytes"] != strconv.Itoa(len(data)) {
+		t.Errorf("download event of the save page: %s %v, want success with the file's %d bytes", outcome, d, len(data))
+	}
+
+	// Renewal: the same page, for the new certificate; the old one revoked.
+	renew := issueForm(p12Password, p12Password, "720h0m0s", "modern")
+	renew.Set("renew_serial", serial)
+	renew.Set("revoke_old", "1")
+	r = alice.post("/certificates", renew, navigation...)
+	if ct := r.Header.Get("Content-Type"); r.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/html") || r.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("renewal as a navigation: %d %s %q, want the save page", r.StatusCode, ct, r.Header.Get("Cache-Control"))
+	}
+	_, data = savedFromPage(t, r.Body)
+	_, renewed, _, err := pkcs12.DecodeChain(data, p12Password)
+	if err != nil {
+		t.Fatalf("renewal's save link: %v", err)
+	}
+	newSerial := vault.FormatSerial(renewed.SerialNumber.Bytes())
+	if newSerial == serial || !strings.Contains(string(r.Body), `id="cert-`+newSerial+`"`) {
+		t.Errorf("renewal's page: new serial %s (old %s) not in the list", newSerial, serial)
+	}
+	if !strings.Contains(string(r.Body), `class="status-revoked" data-serial="`+serial+`"`) {
+		t.Errorf("renewal's page: the old certificate %s is not shown revoked", serial)
+	}
+	if outcome, _ := downloadEvent(t, db, newSerial); outcome != audit.OutcomeSuccess {
+		t.Errorf("download event of the renewal's save page: %s", outcome)
+	}
+}
