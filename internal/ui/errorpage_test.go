@@ -282,3 +282,37 @@ func TestCSRInternalErrorReference(t *testing.T) {
 		}
 	}
 }
+
+// TestFailRetryAfter: a portal.Error that says when to come back carries
+// Retry-After (whole seconds, rounded up) on the error page and the JSON
+// refusal alike, on a 5xx as on a 429; an error without a wait, or one
+// that is no portal.Error, carries none.
+func TestFailRetryAfter(t *testing.T) {
+	s, _ := mustErrorServer(t, panickingStore{})
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+		want   string
+	}{
+		{"5xx with a wait", &portal.Error{Code: portal.EUnavailable, Message: "error.vault_unavailable", Err: errors.New("sealed"), RetryAfter: 89500 * time.Millisecond},
+			http.StatusServiceUnavailable, "90"},
+		{"429 with a wait", &portal.Error{Code: portal.ETooMany, Message: "error.login_throttled", RetryAfter: time.Minute}, http.StatusTooManyRequests, "60"},
+		{"5xx without a wait", portal.Errorf(portal.EUnavailable, "error.vault_unavailable", "vault: %w", errors.New("sealed")), http.StatusServiceUnavailable, ""},
+		{"not a portal.Error", errors.New("sign: connection reset"), http.StatusInternalServerError, ""},
+	} {
+		for _, form := range []struct {
+			name string
+			fail func(http.ResponseWriter, *http.Request, error)
+		}{{"page", s.fail}, {"json", s.failJSON}} {
+			t.Run(tc.name+" "+form.name, func(t *testing.T) {
+				rec := httptest.NewRecorder()
+				s.requestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { form.fail(w, r, tc.err) })).
+					ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+				if got := rec.Header().Get("Retry-After"); rec.Code != tc.status || got != tc.want {
+					t.Errorf("status %d, Retry-After %q; want %d, %q", rec.Code, got, tc.status, tc.want)
+				}
+			})
+		}
+	}
+}

@@ -34,12 +34,14 @@ func statusFor(code portal.Code) int {
 // logFailure is what fail and failJSON share: err's code and status, the
 // log line (an error with its cause for a 5xx or an unexpected error, a
 // refusal otherwise; both name the request id the page quotes), and the
-// Retry-After its portal.Error asks for. pe is err's *portal.Error for a
-// refusal (a 4xx), nil for a 5xx or an error that is not one.
+// Retry-After its portal.Error asks for, on a 5xx as on a 4xx. pe is err's
+// *portal.Error, nil for an error that is not one.
 func (s *Server) logFailure(w http.ResponseWriter, r *http.Request, err error) (code portal.Code, status int, pe *portal.Error) {
 	code = portal.ErrorCode(err)
 	status = statusFor(code)
-	if status >= 500 || !errors.As(err, &pe) {
+	// errors.As first: pe must be found whatever the status, or a 5xx's
+	// wait is lost.
+	if !errors.As(err, &pe) || status >= 500 {
 		s.Logger.ErrorContext(r.Context(), "request failed", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
 	} else {
 		s.Logger.InfoContext(r.Context(), "request refused", "request_id", RequestID(r.Context()), "code", string(code), "err", err)
@@ -97,7 +99,11 @@ func waitMinutes(pe *portal.Error) int {
 }
 
 // setRetryAfter tells the client when to try again, in whole seconds
-// rounded up, for errors that carry a wait.
+// rounded up, for errors that carry a wait. Vault or the store being
+// unavailable carries none on purpose: the portal cannot know when an
+// operator unseals Vault or the database is back, and a guessed number
+// would be a promise it cannot keep (scripts poll /readyz instead; the
+// page says "try again in a few minutes").
 func setRetryAfter(w http.ResponseWriter, pe *portal.Error) {
 	if pe != nil && pe.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((pe.RetryAfter+time.Second-1)/time.Second)))

@@ -33,28 +33,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	username := r.PostFormValue("username")
 	id, pending, err := s.Service.LoginDevice(r.Context(), username, r.PostFormValue("password"), s.deviceToken(r))
 	if err != nil {
-		var pe *portal.Error
-		if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany) {
-			// No log line here: the username as typed may be a password.
-			// The service logs failures under the name it records.
-			setRetryAfter(w, pe)
-			p := s.newPage(r, "login.title")
-			p.Error = pe.Message
-			if p.ErrorWait = waitMinutes(pe); p.ErrorWait > 0 && pe.Code == portal.ETooMany {
-				p.Error += "_wait"
-			} else {
-				p.ErrorWait = 0
-			}
-			p.Username = username
-			p.AccountName = s.accountName(p)
-			// The username was most likely right: the cursor goes where
-			// the retyping starts.
-			p.FocusPass = username != ""
-			p.Next = safeNext(r.PostFormValue("next"))
-			s.render(w, r, statusFor(pe.Code), "login", p)
-			return
-		}
-		s.fail(w, r, err)
+		s.loginAgain(w, r, username, err)
 		return
 	}
 	if pending != nil && pending.NewKey != nil {
@@ -73,6 +52,48 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.startSession(w, r, id)
+}
+
+// loginAgain answers a failed password step with the login form again,
+// the username kept (never the password), for the failures the user
+// retries from it: refused credentials (401), too many attempts (429), and
+// Vault or the store unavailable (503, with the reference the 5xx pages
+// quote), where retyping the name after an outage would be the user's
+// chore for the portal's fault. Anything else is the error page.
+func (s *Server) loginAgain(w http.ResponseWriter, r *http.Request, username string, err error) {
+	var pe *portal.Error
+	if !errors.As(err, &pe) {
+		s.fail(w, r, err)
+		return
+	}
+	switch pe.Code {
+	case portal.EUnauthorized, portal.ETooMany:
+		// No log line here: the username as typed may be a password.
+		// The service logs failures under the name it records.
+		setRetryAfter(w, pe)
+	case portal.EUnavailable:
+		// The cause is the outage's (Vault's or the store's, classified:
+		// no request data in it), logged with the request id the page
+		// quotes, as the error page would.
+		s.logFailure(w, r, err)
+	default:
+		s.fail(w, r, err)
+		return
+	}
+	p := s.newPage(r, "login.title")
+	p.Error = pe.Message
+	if p.ErrorWait = waitMinutes(pe); p.ErrorWait > 0 && pe.Code == portal.ETooMany {
+		p.Error += "_wait"
+	} else {
+		p.ErrorWait = 0
+	}
+	p.Username = username
+	p.AccountName = s.accountName(p)
+	// The username was most likely right: the cursor goes where
+	// the retyping starts.
+	p.FocusPass = username != ""
+	p.Next = safeNext(r.PostFormValue("next"))
+	s.render(w, r, statusFor(pe.Code), "login", p)
 }
 
 // startSession makes the request's session the logged-in session of id

@@ -112,9 +112,15 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 	s.Logger.InfoContext(r.Context(), "login code refused", "user", p.Username, "code", string(pe.Code), "reason", pe.Message,
 		"client_ip", portal.RequestInfoFrom(r.Context()).ClientIP)
 	switch {
-	case pe.Code == portal.ETooMany || pe.Message == "error.mfa_code_rejected":
-		// Vault keeps the pending login: the user may try again.
-		setRetryAfter(w, pe)
+	case pe.Code == portal.ETooMany || pe.Message == "error.mfa_code_rejected" || pe.Code == portal.EUnavailable:
+		// Vault keeps the pending login: the user may try again, from
+		// the code form (after an outage too: the 503 form quotes the
+		// reference, and its cause is logged as on the error page).
+		if pe.Code == portal.EUnavailable {
+			s.logFailure(w, r, err)
+		} else {
+			setRetryAfter(w, pe)
+		}
 		pg := s.newPage(r, "login.mfa_title")
 		pg.Error = pe.Message
 		if pg.ErrorWait = waitMinutes(pe); pg.ErrorWait > 0 && pe.Code == portal.ETooMany {
@@ -124,9 +130,6 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 		}
 		pg.Username = p.Username
 		s.render(w, r, statusFor(pe.Code), "login_mfa", pg)
-		return
-	case pe.Code == portal.EUnavailable:
-		s.fail(w, r, err) // the pending login stays: try again when Vault is back
 		return
 	}
 	// Expired, not enrolled, no portal access: the login starts over.
