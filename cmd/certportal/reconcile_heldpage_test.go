@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"html"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,9 +22,10 @@ import (
 // /audit/reconcile says so above the results, in EN and KO: what is held
 // in plain words, who (the held employees, escaped: their names come from
 // certificate subjects), how many name no employee, since when, what to do
-// for each scope, and a link to the event in the trail. Once the hold is
-// resumed the notice is gone. The events are appended to the trail as a
-// replica's run records them.
+// for each scope, and a link to the event in the trail; the JSON form
+// (?format=json) carries the same facts as its hold object. Once the hold
+// is resumed the notice is gone and the JSON hold is null. The events are
+// appended to the trail as a replica's run records them.
 func TestReconcilePageShowsHold(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	p := startPortal(t, v, nil)
@@ -60,8 +62,27 @@ func TestReconcilePageShowsHold(t *testing.T) {
 		}
 		return extract(r.Body, `<section class="held" id="reconcile-held"`, "</section>")
 	}
+	// jsonHold is the hold in the page's JSON form (nil for null).
+	jsonHold := func(t *testing.T) *reconcileHold {
+		t.Helper()
+		r := audrey.get("/audit/reconcile?format=json")
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("reconcile json: %d\n%.300s", r.StatusCode, r.Body)
+		}
+		parseReconcileJSON(t, r) // the answer's shape, hold included
+		var body struct {
+			Hold json.RawMessage `json:"hold"`
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		return decodeReconcileHold(t, body.Hold)
+	}
 	if n := notice(t, i18n.English); n != "" {
 		t.Fatalf("notice without a hold:\n%s", n)
+	}
+	if h := jsonHold(t); h != nil {
+		t.Fatalf("JSON hold without a hold: %+v", h)
 	}
 
 	const evil = `<script>alert(1)</script>`
@@ -74,23 +95,32 @@ func TestReconcilePageShowsHold(t *testing.T) {
 		texts  map[string][]any
 		absent []string
 		names  bool // held_employees shown
+		// The JSON form's hold: scope, employees, unattributed.
+		scope        string
+		employees    []reconcileHeldUser
+		unattributed int
 	}{
 		{"employees", map[string]string{"scope": "employees", "held_employees": "alice (25) " + evil + " (6)", "serials": "01:02 03:04", "max": "20", "per_user_max": "5"},
 			"audit.held_title_employees", map[string][]any{"audit.held_employees": nil, "audit.held_do_employees": nil},
-			[]string{"audit.held_do_unattributed", "audit.held_do_all", "audit.held_all"}, true},
+			[]string{"audit.held_do_unattributed", "audit.held_do_all", "audit.held_all"}, true,
+			"employees", []reconcileHeldUser{{"alice", 25}, {evil, 6}}, 0},
 		{"unattributed", map[string]string{"scope": "unattributed", "unattributed": "3", "serials": "05:06", "max": "20", "per_user_max": "5"},
 			"audit.held_title_unattributed", map[string][]any{"audit.held_unattributed": {3}, "audit.held_do_unattributed": nil},
-			[]string{"audit.held_employees", "audit.held_do_employees", "audit.held_do_all"}, false},
+			[]string{"audit.held_employees", "audit.held_do_employees", "audit.held_do_all"}, false,
+			"unattributed", []reconcileHeldUser{}, 3},
 		{"employees and unattributed", map[string]string{"scope": "employees+unattributed", "held_employees": "alice (25) " + evil + " (6)", "unattributed": "2", "serials": "01:02", "max": "20", "per_user_max": "5"},
 			"audit.held_title_both", map[string][]any{"audit.held_employees": nil, "audit.held_do_employees": nil, "audit.held_unattributed": {2}, "audit.held_do_unattributed": nil},
-			[]string{"audit.held_do_all", "audit.held_all"}, true},
+			[]string{"audit.held_do_all", "audit.held_all"}, true,
+			"employees+unattributed", []reconcileHeldUser{{"alice", 25}, {evil, 6}}, 2},
 		{"all", map[string]string{"scope": "all", "unattributed": "4", "serials": "01:02 (and 40 more)", "max": "20", "per_user_max": "5"},
 			"audit.held_title_all", map[string][]any{"audit.held_all": nil, "audit.held_all_unattributed": {4}, "audit.held_do_all": nil},
-			[]string{"audit.held_employees", "audit.held_do_employees", "audit.held_do_unattributed"}, false},
+			[]string{"audit.held_employees", "audit.held_do_employees", "audit.held_do_unattributed"}, false,
+			"all", []reconcileHeldUser{}, 4},
 		// A hold recorded before scopes held everything (as the gauges read it).
 		{"without a scope", map[string]string{"serials": "01:02", "max": "20"},
 			"audit.held_title_all", map[string][]any{"audit.held_all": nil, "audit.held_do_all": nil},
-			[]string{"audit.held_all_unattributed", "audit.held_employees", "audit.held_do_unattributed"}, false},
+			[]string{"audit.held_all_unattributed", "audit.held_employees", "audit.held_do_unattributed"}, false,
+			"all", []reconcileHeldUser{}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,6 +159,15 @@ func TestReconcilePageShowsHold(t *testing.T) {
 					t.Errorf("%s: a name from a certificate reached the page as markup:\n%s", lang, raw)
 				}
 			}
+			// The JSON form carries the same facts, from the same hold.
+			trailLink := "/audit?action=reconcile.held&before=" + strconv.FormatInt(id+1, 10)
+			if h := jsonHold(t); h == nil {
+				t.Errorf("JSON hold null while %s is held", tt.scope)
+			} else if h.Scope != tt.scope || h.Since != "2026-12-01T09:30:15Z" || h.EventID != id || h.Trail != trailLink ||
+				!slices.Equal(h.Employees, tt.employees) || h.EmployeesUnnamed != 0 || h.Unattributed != tt.unattributed {
+				t.Errorf("JSON hold %+v, want scope %q since 2026-12-01T09:30:15Z, event %d, trail %s, employees %v, unattributed %d",
+					*h, tt.scope, id, trailLink, tt.employees, tt.unattributed)
+			}
 			// The link leads to the hold's event, first on the trail page.
 			trail := audrey.get("/audit?action=reconcile.held&before=" + strconv.FormatInt(id+1, 10))
 			if first := extract(trail.Body, `<tbody><tr class="outcome-denied" data-id="`, `"`); first != strconv.FormatInt(id, 10) {
@@ -140,6 +179,9 @@ func TestReconcilePageShowsHold(t *testing.T) {
 				if n := notice(t, lang); n != "" {
 					t.Errorf("%s: notice after reconcile.resumed:\n%s", lang, n)
 				}
+			}
+			if h := jsonHold(t); h != nil {
+				t.Errorf("JSON hold after reconcile.resumed: %+v", *h)
 			}
 		})
 	}

@@ -73,7 +73,7 @@ func parseReconcileJSON(t *testing.T, r *response) map[string][]reconcileEntry {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	want := append([]string{"expired_tidied"}, reconcileGroups...)
+	want := append([]string{"expired_tidied", "hold"}, reconcileGroups...)
 	sort.Strings(want)
 	if strings.Join(keys, ",") != strings.Join(want, ",") {
 		t.Fatalf("reconcile json keys %v, want %v", keys, want)
@@ -89,6 +89,7 @@ func parseReconcileJSON(t *testing.T, r *response) map[string][]reconcileEntry {
 	if n := reconcileTidied(t, r); n < 0 {
 		t.Fatalf("expired_tidied %d", n)
 	}
+	decodeReconcileHold(t, raw["hold"])
 	out := map[string][]reconcileEntry{}
 	for _, g := range reconcileGroups {
 		if string(raw[g]) == "null" {
@@ -113,6 +114,54 @@ func parseReconcileJSON(t *testing.T, r *response) map[string][]reconcileEntry {
 		out[g] = list
 	}
 	return out
+}
+
+// reconcileHold is the hold object of GET /audit/reconcile?format=json.
+type reconcileHold struct {
+	Scope            string              `json:"scope"`
+	Since            string              `json:"since"`
+	EventID          int64               `json:"event_id"`
+	Trail            string              `json:"trail"`
+	Employees        []reconcileHeldUser `json:"employees"`
+	EmployeesUnnamed int                 `json:"employees_unnamed"`
+	Unattributed     int                 `json:"unattributed"`
+}
+
+type reconcileHeldUser struct {
+	Username     string `json:"username"`
+	Certificates int    `json:"certificates"`
+}
+
+// decodeReconcileHold reads a JSON answer's hold: nil for null, otherwise
+// an object with exactly reconcileHold's fields, every one present, since
+// in RFC 3339 and employees a list (empty, never null, without any).
+func decodeReconcileHold(t *testing.T, raw json.RawMessage) *reconcileHold {
+	t.Helper()
+	if string(raw) == "null" {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		t.Fatalf("hold: %v\n%s", err, raw)
+	}
+	for _, k := range []string{"scope", "since", "event_id", "trail", "employees", "employees_unnamed", "unattributed"} {
+		if _, ok := fields[k]; !ok {
+			t.Errorf("hold without %s: %s", k, raw)
+		}
+	}
+	if string(fields["employees"]) == "null" {
+		t.Errorf("hold's employees is null, want a list: %s", raw)
+	}
+	var h reconcileHold
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil {
+		t.Fatalf("hold: %v\n%s", err, raw)
+	}
+	if _, err := time.Parse(time.RFC3339, h.Since); err != nil {
+		t.Errorf("hold's since %q is not RFC 3339: %v", h.Since, err)
+	}
+	return &h
 }
 
 // reconcileTidied is the expired_tidied count of a JSON answer: expired

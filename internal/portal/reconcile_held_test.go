@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -250,5 +252,40 @@ func TestTrailHoldScope(t *testing.T) {
 		if got := trailHoldScope(in); got != want {
 			t.Errorf("trailHoldScope(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestParseHeldList: the JSON form's employees are the trail's
+// held_employees read back: every list heldList writes (20 named at most,
+// "(and N more)" after) reads as the users it was written from.
+func TestParseHeldList(t *testing.T) {
+	many := make([]HeldUser, 23)
+	for i := range many {
+		many[i] = HeldUser{Username: fmt.Sprintf("user%02d", i), Certificates: 6 + i}
+	}
+	for _, tc := range []struct {
+		name    string
+		users   []HeldUser
+		named   int
+		unnamed int
+	}{
+		{"none", nil, 0, 0},
+		{"one", []HeldUser{{"alice", 25}}, 1, 0},
+		{"two", []HeldUser{{"alice", 25}, {"bob.smith-2", 22}}, 2, 0},
+		{"twenty", many[:20], 20, 0},
+		{"more than twenty", many, 20, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			list := heldList(tc.users)
+			users, unnamed := parseHeldList(list)
+			if !slices.Equal(users, tc.users[:tc.named]) || unnamed != tc.unnamed {
+				t.Errorf("parseHeldList(%q) = %v, %d; want %v, %d", list, users, unnamed, tc.users[:tc.named], tc.unnamed)
+			}
+		})
+	}
+	// Written by hand (or by an older version): a name without a count
+	// counts 0 rather than swallowing the next name.
+	if users, unnamed := parseHeldList("alice bob (3)"); !slices.Equal(users, []HeldUser{{"alice", 0}, {"bob", 3}}) || unnamed != 0 {
+		t.Errorf("parseHeldList without a count: %v, %d", users, unnamed)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -493,6 +494,41 @@ func heldList(us []HeldUser) string {
 	return sample(names, 20)
 }
 
+// heldMore is the tail sample puts on a list it cut short.
+var heldMore = regexp.MustCompile(` ?\(and ([0-9]+) more\)$`)
+
+// parseHeldList reads heldList's form back: the employees it names, each
+// with its count, and how many more it left unnamed. A name without a
+// count after it (an event written by hand) counts 0; names never hold a
+// space (usernamePattern), so the list splits at spaces.
+func parseHeldList(list string) (users []HeldUser, unnamed int) {
+	if m := heldMore.FindStringSubmatchIndex(list); m != nil {
+		unnamed, _ = strconv.Atoi(list[m[2]:m[3]])
+		list = list[:m[0]]
+	}
+	fields := strings.Fields(list)
+	for i := 0; i < len(fields); i++ {
+		u := HeldUser{Username: fields[i]}
+		if i+1 < len(fields) {
+			if n, ok := heldCount(fields[i+1]); ok {
+				u.Certificates = n
+				i++
+			}
+		}
+		users = append(users, u)
+	}
+	return users, unnamed
+}
+
+// heldCount reads heldList's "(25)".
+func heldCount(f string) (int, bool) {
+	if len(f) < 3 || f[0] != '(' || f[len(f)-1] != ')' {
+		return 0, false
+	}
+	n, err := strconv.Atoi(f[1 : len(f)-1])
+	return n, err == nil && n >= 0
+}
+
 func heldNames(us []HeldUser) []string {
 	names := make([]string, len(us))
 	for i, u := range us {
@@ -622,7 +658,12 @@ type ReconcileHold struct {
 	// HeldEmployees as the event records them: "alice (25) bob (22)", at
 	// most 20 named. Names come from certificate subjects: shown escaped.
 	HeldEmployees string
-	Unattributed  int // certificates that name no employee
+	// HeldUsers is HeldEmployees read back (parseHeldList), for the
+	// reconciliation's JSON form; HeldUnnamed counts the employees past
+	// the 20 it names ("(and 3 more)").
+	HeldUsers    []HeldUser
+	HeldUnnamed  int
+	Unattributed int // certificates that name no employee
 }
 
 // All reports whether nothing is revoked automatically.
@@ -651,6 +692,7 @@ func (s *Service) ReconcileHold(ctx context.Context, id *Identity) (*ReconcileHo
 	}
 	d := decodeDetails(ev.Details)
 	h := &ReconcileHold{EventID: ev.ID, Since: ev.Time, Scope: trailHoldScope(d["scope"]), HeldEmployees: d["held_employees"]}
+	h.HeldUsers, h.HeldUnnamed = parseHeldList(h.HeldEmployees)
 	h.Unattributed, _ = strconv.Atoi(d["unattributed"]) // absent: none
 	return h, nil
 }

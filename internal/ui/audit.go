@@ -446,9 +446,11 @@ var reconcileGroupIDs = []struct{ group, id, title, hint string }{
 
 // auditReconcile shows the last finished reconciliation at once (and
 // whether a newer one is running), or with ?format=json streams it for
-// scripts: {"vault_only": [...], "inventory_only": [...],
+// scripts: {"hold": {...} or null, "vault_only": [...], "inventory_only": [...],
 // "state_mismatch": [...], "known": [...], "expired_tidied": N}, each
-// entry {serial, subject, not_after (RFC 3339), revoked}; expired_tidied
+// entry {serial, subject, not_after (RFC 3339), revoked}; hold is the
+// hold of automatic revocation in force, as the page's notice shows it
+// (jsonReconcileHold); expired_tidied
 // counts the expired inventory rows Vault no longer holds, which are not
 // listed (0 before the first run). The run it comes from
 // is in the headers: X-Reconcile-Run (id, 0 before the first),
@@ -476,22 +478,21 @@ func (s *Server) auditReconcile(w http.ResponseWriter, r *http.Request) {
 	if st.Latest != nil {
 		h.Set("X-Reconcile-State", st.Latest.State)
 	}
-	if format == "json" {
-		s.reconcileJSON(w, r, p.User, st.LastDone)
-		return
-	}
-	p.ReconcileStatus = st
 	// A hold stands until a run records reconcile.resumed: the vault_only
 	// rows it holds are not revoked automatically, whatever the grace
-	// says, and the page must say so.
-	if p.ReconcileHold, err = s.Service.ReconcileHold(r.Context(), p.User); err != nil {
+	// says, and the page and its JSON form must say so.
+	hold, err := s.Service.ReconcileHold(r.Context(), p.User)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if h := p.ReconcileHold; h != nil {
-		// The trail pages newest first from before (exclusive): the hold's
-		// event heads the page.
-		p.ReconcileHoldTrail = "/audit?" + url.Values{"action": {audit.ActionReconcileHeld}, "before": {strconv.FormatInt(h.EventID+1, 10)}}.Encode()
+	if format == "json" {
+		s.reconcileJSON(w, r, p.User, st.LastDone, hold)
+		return
+	}
+	p.ReconcileStatus = st
+	if p.ReconcileHold = hold; hold != nil {
+		p.ReconcileHoldTrail = holdTrail(hold)
 	}
 	for _, g := range reconcileGroupIDs {
 		rg := reconcileGroup{ID: g.id, Title: g.title, Hint: g.hint, RevokeLinks: g.group == store.ReconcileVaultOnly, Mismatch: g.group == store.ReconcileStateMismatch}
@@ -510,6 +511,12 @@ func (s *Server) auditReconcile(w http.ResponseWriter, r *http.Request) {
 		p.ReconcileGroups = append(p.ReconcileGroups, rg)
 	}
 	s.render(w, r, http.StatusOK, "audit_reconcile", p)
+}
+
+// holdTrail is the trail page that opens with h's event: it pages newest
+// first from before (exclusive).
+func holdTrail(h *portal.ReconcileHold) string {
+	return "/audit?" + url.Values{"action": {audit.ActionReconcileHeld}, "before": {strconv.FormatInt(h.EventID+1, 10)}}.Encode()
 }
 
 // auditReconcileStart starts a reconciliation in the background and goes
@@ -543,10 +550,48 @@ type jsonReconcileEntry struct {
 	Revoked  bool   `json:"revoked"`
 }
 
-// reconcileJSON streams the four lists of run and its expired_tidied
-// count (empty lists and 0 before the first run) from the store, a page at a time, so memory stays flat
-// however long they are.
-func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, user *portal.Identity, run *store.ReconcileRun) {
+// jsonReconcileHold is the hold in force in the JSON form: the facts of
+// the page's notice (portal.ReconcileHold), null when none is.
+type jsonReconcileHold struct {
+	Scope   string `json:"scope"` // all, employees, unattributed, employees+unattributed
+	Since   string `json:"since"` // RFC 3339
+	EventID int64  `json:"event_id"`
+	Trail   string `json:"trail"` // the trail page that opens with the event
+	// Employees: the held employees the event names (at most 20), each with
+	// how many of their certificates it holds; EmployeesUnnamed: how many
+	// more it does not name.
+	Employees        []jsonHeldEmployee `json:"employees"`
+	EmployeesUnnamed int                `json:"employees_unnamed"`
+	Unattributed     int                `json:"unattributed"` // held certificates that name no employee
+}
+
+type jsonHeldEmployee struct {
+	Username     string `json:"username"`
+	Certificates int    `json:"certificates"`
+}
+
+func newJSONReconcileHold(h *portal.ReconcileHold) *jsonReconcileHold {
+	if h == nil {
+		return nil
+	}
+	j := &jsonReconcileHold{Scope: h.Scope, Since: h.Since.UTC().Format(time.RFC3339), EventID: h.EventID, Trail: holdTrail(h),
+		Employees: make([]jsonHeldEmployee, len(h.HeldUsers)), EmployeesUnnamed: h.HeldUnnamed, Unattributed: h.Unattributed}
+	for i, u := range h.HeldUsers {
+		j.Employees[i] = jsonHeldEmployee{Username: u.Username, Certificates: u.Certificates}
+	}
+	return j
+}
+
+// reconcileJSON streams the hold in force (null for none), the four lists
+// of run and its expired_tidied count (empty lists and 0 before the first
+// run) from the store, a page at a time, so memory stays flat however long
+// they are.
+func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, user *portal.Identity, run *store.ReconcileRun, hold *portal.ReconcileHold) {
+	holdJSON, err := json.Marshal(newJSONReconcileHold(hold))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
@@ -558,11 +603,13 @@ func (s *Server) reconcileJSON(w http.ResponseWriter, r *http.Request, user *por
 	begin := func() {
 		if !started {
 			w.WriteHeader(http.StatusOK)
-			bw.WriteString("{")
+			bw.WriteString("{\n\"hold\":")
+			bw.Write(holdJSON)
+			bw.WriteString(",")
 			started = true
 		}
 	}
-	err := func() error {
+	err = func() error {
 		for i, g := range groups {
 			n := 0
 			open := func() {
