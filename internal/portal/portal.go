@@ -328,15 +328,15 @@ func (s *Service) login(ctx context.Context, username, password, device string, 
 	case errors.Is(err, vault.ErrInvalidCredentials):
 		return nil, nil, recordFailure("invalid credentials", err)
 	case errors.Is(err, vault.ErrNoAnswer):
-		// Sent, but answered too late (or not at all): Vault may have
+		// Sent, but answered too late or not at all: Vault may have
 		// checked the password and counted it towards its lockout, so the
 		// name's and the device's counts keep it, or a stranger keeping
 		// Vault slow could go past the per-name limit and lock the user in
 		// Vault. Only the address's count (the portal's own) is refunded.
 		s.throttle.refund(ip, s.now())
-		s.log.WarnContext(ctx, "login: Vault did not answer in time; the attempt counts", "user", s.recordedName(bg, username), "client_ip", ip)
+		s.log.WarnContext(ctx, "login: no answer from Vault; the attempt counts", "user", s.recordedName(bg, username), "client_ip", ip)
 		if rerr := s.record(bg, s.newEvent(ctx, "", s.recordedName(bg, username), audit.ActionLogin, audit.OutcomeFailure, "",
-			deviceDetail(deviceKey, map[string]string{"reason": "no answer from vault in time (counted)"}))); rerr != nil {
+			deviceDetail(deviceKey, map[string]string{"reason": "no answer from vault (counted)"}))); rerr != nil {
 			return nil, nil, rerr
 		}
 		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}

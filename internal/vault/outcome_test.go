@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,7 +58,7 @@ func TestIssueFailureOutcome(t *testing.T) {
 			if err == nil {
 				c.Close()
 			}
-		}, false, []error{ErrUnavailable}, false},
+		}, false, []error{ErrUnavailable, ErrNoAnswer}, false},
 		{"connection refused", nil, false, []error{ErrUnavailable}, true},
 		{"no place among the calls under way", answer(http.StatusOK, `{}`), true, []error{ErrUnavailable}, true},
 	}
@@ -85,6 +86,47 @@ func TestIssueFailureOutcome(t *testing.T) {
 			}
 			if got := errors.Is(err, ErrNotActed); got != tc.notActed {
 				t.Errorf("error %v: ErrNotActed %v, want %v", err, got, tc.notActed)
+			}
+		})
+	}
+}
+
+// TestLoginTransportFailure: a login whose connection breaks after it was
+// sent is ErrNoAnswer (Vault may have checked, and counted, the password),
+// and its error — which the portal logs — does not carry the request's
+// URL: its path is the username as typed, which may be a password typed
+// into the wrong field. A refused connection is ErrNotActed, also without
+// the name.
+func TestLoginTransportFailure(t *testing.T) {
+	const typed = "hunter2summer99"
+	dropped := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.Close()
+		}
+	}))
+	t.Cleanup(dropped.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct {
+		name, addr string
+		want       error
+	}{{"connection dropped", dropped.URL, ErrNoAnswer}, {"connection refused", refused, ErrNotActed}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(Config{Addr: tc.addr, Timeout: 2 * time.Second, MaxInFlight: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.LoginUserpass(context.Background(), "userpass", typed, "a password")
+			if !errors.Is(err, tc.want) || !errors.Is(err, ErrUnavailable) {
+				t.Errorf("error %v: want %v and ErrUnavailable", err, tc.want)
+			}
+			if err != nil && (strings.Contains(err.Error(), typed) || strings.Contains(err.Error(), "/v1/")) {
+				t.Errorf("error names the request's URL: %v", err)
 			}
 		})
 	}

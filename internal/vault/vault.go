@@ -32,9 +32,11 @@ var (
 	ErrRefused            = errors.New("vault: request refused")
 	ErrUnavailable        = errors.New("vault: unavailable")
 	ErrNotFound           = errors.New("vault: not found")
-	// ErrNoAnswer (always with ErrUnavailable): the request timed out, so
-	// Vault may well have acted on it — a login it checked and counted
-	// towards its lockout. Callers must not treat it as never sent.
+	// ErrNoAnswer (always with ErrUnavailable): the request went to Vault
+	// and no answer came back — it timed out, or the connection was reset
+	// or closed — so Vault may well have acted on it: a login it checked
+	// and counted towards its lockout. Callers must not treat it as never
+	// sent.
 	ErrNoAnswer = errors.New("vault: no answer in time")
 	// ErrNotActed (always with ErrUnavailable): Vault certainly did nothing
 	// with the request — the portal never sent it (no place among the calls
@@ -649,19 +651,24 @@ func classify(op string, err error, refusal error) error {
 			return fmt.Errorf("%s: status %d: %w", op, re.StatusCode, ErrUnavailable)
 		}
 	}
+	// A transport failure arrives as *url.Error, whose text names the
+	// request's URL: for a login, the username as typed, which may be a
+	// password typed into the wrong field. Only its cause is kept.
+	var ue *url.Error
+	transport := errors.As(err, &ue)
+	if transport {
+		err = ue.Err
+	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
 		// No connection, so nothing was sent, whether refused or timed out.
-		return fmt.Errorf("%s: %v: %w: %w", op, oe, ErrNotActed, ErrUnavailable)
+		return fmt.Errorf("%s: %s: %w: %w", op, scrub(oe.Error()), ErrNotActed, ErrUnavailable)
 	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
-		if errors.Is(err, context.DeadlineExceeded) || ne.Timeout() {
-			return fmt.Errorf("%s: %v: %w: %w", op, ne, ErrNoAnswer, ErrUnavailable)
-		}
-		return fmt.Errorf("%s: %v: %w", op, ne, ErrUnavailable)
+	if transport || errors.Is(err, context.DeadlineExceeded) {
+		// Connected, then no answer: timed out, reset, or closed. The
+		// request may have reached Vault and been acted on.
+		return fmt.Errorf("%s: %s: %w: %w", op, scrub(err.Error()), ErrNoAnswer, ErrUnavailable)
 	}
-	// Connection refused and friends arrive as *url.Error wrapping *net.OpError.
 	return fmt.Errorf("%s: %w", op, errors.Join(ErrUnavailable, errors.New(scrub(err.Error()))))
 }
 
