@@ -137,6 +137,20 @@ func (tb *tab) fits(name string) {
 		if scroll > inner {
 			tb.t.Errorf("%s at %d px: page is %d px wide", name, w, scroll)
 		}
+		// What must stay on one line (a key type such as "ec-256", a
+		// row's "Renew · Revoke") does, at a desktop's width: an inline
+		// box broken over lines has one client rectangle per line.
+		var broken []string
+		if w == 1280 {
+			tb.run(chromedp.Evaluate(`(() => {
+				const lines = e => { const r = document.createRange(); r.selectNodeContents(e);
+					return new Set(Array.from(r.getClientRects()).filter(b => b.width > 0).map(b => Math.round(b.top))).size; };
+				return Array.from(document.querySelectorAll('table.certs .nowrap, table.certs td.actions'))
+					.filter(e => e.textContent.trim() !== '' && lines(e) > 1).map(e => e.textContent.trim()); })()`, &broken))
+		}
+		if len(broken) > 0 {
+			tb.t.Errorf("%s at %d px: broken over lines: %q", name, w, broken)
+		}
 		dir := screenshotDir()
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			tb.t.Fatal(err)
@@ -441,6 +455,24 @@ func TestEmployeeJourneyNoScript(t *testing.T) {
 		t.Errorf("saved as %q", name)
 	}
 	serial := vaultSerial(cert)
+
+	// Reloading the save page sends the form again: no second
+	// certificate, the dashboard says which one the form issued.
+	ctx, cancel := context.WithTimeout(tb.ctx, time.Minute)
+	if err := chromedp.Run(ctx, chromedp.Reload(), chromedp.WaitVisible(`#notice`, chromedp.ByID)); err != nil {
+		t.Fatalf("reload of the save page: %v", err)
+	}
+	cancel()
+	<-answers
+	var notice string
+	var links, rows int
+	tb.run(chromedp.Text(`#notice`, &notice, chromedp.ByID))
+	tb.eval(`document.querySelectorAll('#save-link').length`, &links)
+	tb.eval(`document.querySelectorAll('#certificates tbody tr').length`, &rows)
+	if links != 0 || rows != 1 || !strings.Contains(notice, "already sent") || !strings.Contains(notice, "no script") {
+		t.Errorf("reloaded save page: %d save links, %d certificates listed, notice %q; want none, one, and the notice naming it", links, rows, notice)
+	}
+	tb.fits("save-page-reloaded")
 
 	tb.run(chromedp.Navigate(p.URL+"/certificates/"+serial+"/renew"), chromedp.WaitVisible(`#issue-form`, chromedp.ByID),
 		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),

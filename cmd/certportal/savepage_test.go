@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"encoding/base64"
 	"html"
 	"mime"
@@ -145,4 +146,100 @@ func TestIssueSavePage(t *testing.T) {
 	if outcome, _ := downloadEvent(t, db, newSerial); outcome != audit.OutcomeSuccess {
 		t.Errorf("download event of the renewal's save page: %s", outcome)
 	}
+}
+
+var formIDField = regexp.MustCompile(`<input type="hidden" name="form_id" value="([A-Z2-7]+)">`)
+
+// formIDOn returns the certificate form's id on a page.
+func formIDOn(t *testing.T, body []byte) string {
+	t.Helper()
+	m := formIDField.FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("no form_id in the certificate form:\n%s", body)
+	}
+	return string(m[1])
+}
+
+// TestIssueSavePageSentAgain: reloading the save page makes the browser
+// send the same form again. It must not issue a second certificate: the
+// answer is 409 with the dashboard, a notice naming the certificate the
+// form issued, no file, and a fresh form; Vault issued one certificate
+// and the trail holds one issuance. A fresh form issues again, and so
+// does a script (not a navigation).
+func TestIssueSavePageSentAgain(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "10"})
+	db := openSQLite(t, p.DB)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+
+	dash := alice.get("/")
+	form := issueForm(p12Password, p12Password, "720h0m0s", "modern")
+	form.Set("label", "laptop")
+	form.Set("form_id", formIDOn(t, dash.Body))
+	first := alice.post("/certificates", form, navigation...)
+	if first.StatusCode != http.StatusOK {
+		t.Fatalf("first POST: %d\n%s", first.StatusCode, first.Body)
+	}
+	_, data := savedFromPage(t, first.Body)
+	_, cert, _, err := pkcs12.DecodeChain(data, p12Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := vault.FormatSerial(cert.SerialNumber.Bytes())
+	again := formIDOn(t, first.Body)
+	if again == form.Get("form_id") {
+		t.Fatal("the save page's form has the id of the form that was just sent")
+	}
+
+	// The reload: the same form, the same cookie.
+	r := alice.post("/certificates", form, navigation...)
+	body := string(r.Body)
+	if r.StatusCode != http.StatusConflict || saveLink.Match(r.Body) || r.Header.Get("X-Certificate-Serial") != "" {
+		t.Fatalf("the same form again: %d, serial %q, want 409 and no file\n%s", r.StatusCode, r.Header.Get("X-Certificate-Serial"), body)
+	}
+	if !strings.Contains(body, `id="notice"`) || !strings.Contains(body, "laptop (") || !strings.Contains(body, `id="issue-form"`) {
+		t.Errorf("the same form again: no notice naming the certificate, or no fresh form\n%s", body)
+	}
+	if n := countRows(t, db, `SELECT count(*) FROM certificates WHERE username = 'alice'`); n != 1 {
+		t.Errorf("%d certificates for alice after the form was sent twice, want 1", n)
+	}
+	if n := countRows(t, db, `SELECT count(*) FROM audit_events WHERE action = 'certificate.issue'`); n != 1 {
+		t.Errorf("%d issuance events after the form was sent twice, want 1", n)
+	}
+	before := certSet(t, v)
+	if !before[serial] {
+		t.Fatalf("Vault does not list %s", serial)
+	}
+
+	// In Korean too.
+	r = alice.post("/certificates?lang=ko", form, append(navigation, "Accept-Language", "ko")...)
+	if r.StatusCode != http.StatusConflict || !strings.Contains(string(r.Body), "이미 제출") {
+		t.Errorf("the same form again in Korean: %d\n%s", r.StatusCode, r.Body)
+	}
+
+	// The save page's own form is a new one: it issues.
+	form.Set("form_id", again)
+	if r = alice.post("/certificates", form, navigation...); r.StatusCode != http.StatusOK || !saveLink.Match(r.Body) {
+		t.Fatalf("the save page's fresh form: %d, want another save page", r.StatusCode)
+	}
+	// A script (not a navigation) sending an id that was used still gets its file.
+	if r = alice.post("/certificates", form); r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "application/x-pkcs12" {
+		t.Errorf("a script's POST with a used form id: %d %s, want the .p12", r.StatusCode, r.Header.Get("Content-Type"))
+	}
+	if got := len(certSet(t, v)); got != len(before)+2 {
+		t.Errorf("Vault holds %d certificates, want %d: one per form, none for the repeats", got, len(before)+2)
+	}
+	if n := countRows(t, db, `SELECT count(*) FROM certificates WHERE username = 'alice' AND serial = '`+serial+`'`); n != 1 {
+		t.Errorf("the first certificate is recorded %d times", n)
+	}
+}
+
+func countRows(t *testing.T, db *sql.DB, query string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(query).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
 }

@@ -25,6 +25,16 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 		RevokeOld:       r.PostFormValue("revoke_old") == "1",
 		Label:           r.PostFormValue("label"),
 	}
+	// A browser sending a form that already issued (a reload of the save
+	// page): no second certificate (certificate_sent.go).
+	form := ""
+	if navigated(r) {
+		form = formID(r)
+		if serial, sent := sentForm(r, form); sent {
+			s.formAlreadySent(w, r, serial)
+			return
+		}
+	}
 	dl, err := s.Service.Issue(r.Context(), identityFrom(r.Context()), req)
 	if err != nil {
 		var pe *portal.Error
@@ -43,6 +53,7 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if navigated(r) {
+		s.rememberSentForm(r, form, dl.Serial)
 		s.savePage(w, r, dl)
 		return
 	}

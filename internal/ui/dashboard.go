@@ -67,6 +67,7 @@ func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name stri
 	if renew != nil && r.Method == http.MethodGet {
 		p.Label = renew.Label
 	}
+	p.FormID = newFormID()
 	p.WhoamiURL = s.WhoamiURL
 	p.MaxActive = s.Service.MaxActive()
 	p.Renew = renew

@@ -307,6 +307,9 @@ type page struct {
 	// Save is the new .p12 itself, on the page a browser without the page
 	// script gets as the answer to its form (savePage); nil elsewhere.
 	Save *savedFile
+	// FormID is the certificate form's own id (certificate_sent.go): a
+	// form sent again by the browser does not issue twice.
+	FormID string
 }
 
 // savedFile is a .p12 offered as a save link: <a download=Name Href>.

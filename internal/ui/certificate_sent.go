@@ -1,0 +1,102 @@
+package ui
+
+import (
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/certportal/certportal/internal/store"
+)
+
+// A browser without the page script posts the certificate form itself and
+// gets the save page as the answer (savePage). Reloading that page, or
+// going back and forward to it, makes the browser send the same form
+// again: another certificate, another key, while the user only wanted to
+// see the page again. Each certificate form therefore carries an id of
+// its own (fieldFormID, new with every page); the session remembers the
+// ids of the last forms that issued a certificate as navigations, and a
+// form sent again is answered with the dashboard and what it issued
+// (formAlreadySent), not with a second certificate.
+//
+// It guards against a browser repeating a form, not against the user:
+// a fresh page has a fresh form, and the cap on active certificates is
+// the bound. Scripts and the page script's fetch (not navigations) are
+// not affected.
+const (
+	fieldFormID  = "form_id"
+	valSentForms = "sent_forms" // "form-id serial" of the latest forms that issued
+	sentFormsMax = 8
+	formIDMax    = 64
+)
+
+// newFormID is the id a certificate form is shown with.
+func newFormID() string { return rand.Text() }
+
+// formID is the form id r carries, or "" when it carries none the
+// portal could have made.
+func formID(r *http.Request) string {
+	id := r.PostFormValue(fieldFormID)
+	if id == "" || len(id) > formIDMax || strings.ContainsFunc(id, func(c rune) bool {
+		return !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7')
+	}) {
+		return ""
+	}
+	return id
+}
+
+// sentForm returns the serial the session's form id issued, if it did.
+func sentForm(r *http.Request, id string) (string, bool) {
+	sess := sessionFrom(r.Context())
+	if id == "" || sess == nil {
+		return "", false
+	}
+	sent, _ := sess.Values[valSentForms].([]string)
+	for _, e := range sent {
+		if fid, serial, ok := strings.Cut(e, " "); ok && fid == id {
+			return serial, true
+		}
+	}
+	return "", false
+}
+
+// rememberSentForm records in the session that form id issued serial. A
+// failure to save it is logged, not the user's problem: the certificate
+// is issued and its page goes out; only a repeat of the form would then
+// issue again (within the cap, and recorded).
+func (s *Server) rememberSentForm(r *http.Request, id, serial string) {
+	sess := sessionFrom(r.Context())
+	if id == "" || sess == nil {
+		return
+	}
+	sent, _ := sess.Values[valSentForms].([]string)
+	sent = append(sent, id+" "+serial)
+	if len(sent) > sentFormsMax {
+		sent = sent[len(sent)-sentFormsMax:]
+	}
+	sess.Values[valSentForms] = sent
+	if err := s.Sessions.Update(r.Context(), sess); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.Logger.WarnContext(r.Context(), "sent form not saved in the session", "serial", serial, "err", err)
+	}
+}
+
+// formAlreadySent answers a certificate form the browser sent again with
+// the dashboard (a fresh form on it) and a notice naming the certificate
+// the form issued the first time: 409, nothing issued.
+func (s *Server) formAlreadySent(w http.ResponseWriter, r *http.Request, serial string) {
+	s.Logger.InfoContext(r.Context(), "certificate form sent again: not issued twice", "serial", serial)
+	get := r.Clone(r.Context())
+	get.Method, get.URL, get.Form, get.PostForm = http.MethodGet, &url.URL{Path: "/"}, url.Values{}, url.Values{}
+	p, ok := s.issueFormPage(w, get, "dashboard", nil, "", nil)
+	if !ok {
+		return
+	}
+	p.Notice, p.NoticeArg = "notice.form_sent", shortSerial(serial)
+	for _, c := range p.Certs {
+		if c.Serial == serial && c.Label != "" {
+			p.NoticeArg = c.Label + " (" + shortSerial(serial) + ")"
+		}
+	}
+	s.render(w, r, http.StatusConflict, "dashboard", p)
+}
