@@ -266,3 +266,29 @@ func TestErrorPagesAndRedirects(t *testing.T) {
 		t.Errorf("login page without help for a forgotten password:\n%s", r.Body)
 	}
 }
+
+// TestStaffReachOwnCertificates: helpdesk staff and auditors who are
+// employees too start on their own section, and the header links them to
+// their own certificates ("My certificates", marked current on the
+// dashboard); an employee, whose start page that is, gets no such link.
+func TestStaffReachOwnCertificates(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	for _, tc := range []struct{ user, home string }{{"helen", "/helpdesk"}, {"audrey", "/audit"}} {
+		b := newBrowser(t, p.URL)
+		b.mustLogin(tc.user, v.Password(t, tc.user))
+		home := string(b.get(tc.home).Body)
+		if !strings.Contains(home, `<a href="/" id="nav-mine">My certificates</a>`) {
+			t.Errorf("%s's %s: no header link to their own certificates", tc.user, tc.home)
+		}
+		dash := b.get("/?lang=ko")
+		if dash.StatusCode != http.StatusOK || !strings.Contains(string(dash.Body), `id="nav-mine" aria-current="page">내 인증서</a>`) || !strings.Contains(string(dash.Body), `id="issue-form"`) {
+			t.Errorf("%s's dashboard: %d, want the form and the current, translated link", tc.user, dash.StatusCode)
+		}
+	}
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	if strings.Contains(string(alice.get("/").Body), `id="nav-mine"`) {
+		t.Error("an employee's own start page links to itself in the header")
+	}
+}

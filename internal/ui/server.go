@@ -412,14 +412,23 @@ func (p *page) LangHref(l i18n.Lang) string {
 // Home is where "Back" leads: the page's own choice, else the start page
 // of the signed-in user's role.
 // Section is the header link of the section the page belongs to
-// ("helpdesk", "audit", or ""), marked aria-current.
+// ("mine", "helpdesk", "audit", or ""), marked aria-current.
 func (p *page) Section() string {
+	if p.Self == "/" || strings.HasPrefix(p.Self, "/?") || strings.HasPrefix(p.Self, "/certificates/") {
+		return "mine"
+	}
 	for _, s := range []string{"helpdesk", "audit"} {
 		if p.Self == "/"+s || strings.HasPrefix(p.Self, "/"+s+"/") || strings.HasPrefix(p.Self, "/"+s+"?") {
 			return s
 		}
 	}
 	return ""
+}
+
+// MineLink says whether the header links to the user's own certificates:
+// for staff who are employees too, whose start page is their own section.
+func (p *page) MineLink() bool {
+	return p.User != nil && p.User.Has(portal.RoleEmployee) && landing(p.User) != "/"
 }
 
 func (p *page) Home() string {
