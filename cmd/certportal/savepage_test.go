@@ -49,6 +49,18 @@ func dispositionName(t *testing.T, h string) string {
 	return params["filename"]
 }
 
+// savePagePortal is a portal on a real Vault with room for several
+// certificates each, its database, and alice logged in.
+func savePagePortal(t *testing.T) (*testenv.Vault, *runningPortal, *sql.DB, *client) {
+	t.Helper()
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "10"})
+	db := openSQLite(t, p.DB)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	return v, p, db, alice
+}
+
 // TestIssueSavePage: a form the browser posts itself (Sec-Fetch-Mode:
 // navigate, no page script) gets the page the script shows after its
 // download — the new certificate, install steps, the file as a data: save
@@ -57,11 +69,7 @@ func dispositionName(t *testing.T, h string) string {
 // script, the page script's fetch) the answer is still the file itself.
 // Refused forms come back as before, and a renewal answers the same way.
 func TestIssueSavePage(t *testing.T) {
-	v := testenv.StartConfiguredVault(t)
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "10"})
-	db := openSQLite(t, p.DB)
-	alice := newBrowser(t, p.URL)
-	alice.mustLogin("alice", v.Password(t, "alice"))
+	_, p, db, alice := savePagePortal(t)
 	const label = "업무용 노트북"
 
 	form := issueForm(p12Password, p12Password, "720h0m0s", "modern")
@@ -167,11 +175,7 @@ func formIDOn(t *testing.T, body []byte) string {
 // and the trail holds one issuance. A fresh form issues again, and so
 // does a script (not a navigation).
 func TestIssueSavePageSentAgain(t *testing.T) {
-	v := testenv.StartConfiguredVault(t)
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "10"})
-	db := openSQLite(t, p.DB)
-	alice := newBrowser(t, p.URL)
-	alice.mustLogin("alice", v.Password(t, "alice"))
+	v, _, db, alice := savePagePortal(t)
 
 	dash := alice.get("/")
 	form := issueForm(p12Password, p12Password, "720h0m0s", "modern")

@@ -41,10 +41,7 @@ func (s *Server) savePage(w http.ResponseWriter, r *http.Request, dl *portal.Dow
 	if s.clientGone(r, dl) {
 		return
 	}
-	// The page as the script gets it, a GET of "/": nothing of the posted
-	// form (its label, validity, errors) carried into the next form.
-	get := r.Clone(r.Context())
-	get.Method, get.URL, get.Form, get.PostForm = http.MethodGet, &url.URL{Path: "/"}, url.Values{}, url.Values{}
+	get := dashboardRequest(r)
 	p, ok := s.issueFormPage(w, get, "dashboard", nil, "", nil)
 	if !ok {
 		s.notDelivered(r, dl, "the page with the file could not be made")
@@ -87,6 +84,15 @@ func (s *Server) savePage(w http.ResponseWriter, r *http.Request, dl *portal.Dow
 	h.Set("X-Certificate-Serial", dl.Serial)
 	w.WriteHeader(http.StatusOK)
 	s.deliver(w, r, dl, []byte(out), "page with the file", func(n int) int { return fileBytesIn(n, at, len(dl.Data)) })
+}
+
+// dashboardRequest is r as the dashboard's own GET of "/" (the page the
+// page script shows after its download): nothing of the posted form (its
+// label, validity, errors) carried into the next form.
+func dashboardRequest(r *http.Request) *http.Request {
+	get := r.Clone(r.Context())
+	get.Method, get.URL, get.Form, get.PostForm = http.MethodGet, &url.URL{Path: "/"}, url.Values{}, url.Values{}
+	return get
 }
 
 // fileBytesIn is how many bytes of a size-byte file, base64 from offset at

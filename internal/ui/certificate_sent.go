@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/certportal/certportal/internal/store"
@@ -86,17 +85,13 @@ func (s *Server) rememberSentForm(r *http.Request, id, serial string) {
 // the form issued the first time: 409, nothing issued.
 func (s *Server) formAlreadySent(w http.ResponseWriter, r *http.Request, serial string) {
 	s.Logger.InfoContext(r.Context(), "certificate form sent again: not issued twice", "serial", serial)
-	get := r.Clone(r.Context())
-	get.Method, get.URL, get.Form, get.PostForm = http.MethodGet, &url.URL{Path: "/"}, url.Values{}, url.Values{}
-	p, ok := s.issueFormPage(w, get, "dashboard", nil, "", nil)
+	p, ok := s.issueFormPage(w, dashboardRequest(r), "dashboard", nil, "", nil)
 	if !ok {
 		return
 	}
-	p.Notice, p.NoticeArg = "notice.form_sent", shortSerial(serial)
-	for _, c := range p.Certs {
-		if c.Serial == serial && c.Label != "" {
-			p.NoticeArg = c.Label + " (" + shortSerial(serial) + ")"
-		}
+	p.Notice = "notice.form_sent"
+	if p.NoticeArg, ok = certName(p.Certs, serial); !ok {
+		p.NoticeArg = shortSerial(serial) // not in the list this replica read
 	}
 	s.render(w, r, http.StatusConflict, "dashboard", p)
 }

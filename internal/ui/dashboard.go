@@ -86,15 +86,8 @@ func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name stri
 		}
 		p.Certs, p.CertActions = certs, true
 		if p.Notice == "notice.revoked" {
-			if q := r.URL.Query().Get("serial"); q != "" {
-				for _, c := range certs {
-					if c.Serial == q {
-						p.Notice, p.NoticeArg = "notice.revoked_named", shortSerial(c.Serial)
-						if c.Label != "" {
-							p.NoticeArg = c.Label + " (" + shortSerial(c.Serial) + ")"
-						}
-					}
-				}
+			if name, ok := certName(certs, r.URL.Query().Get("serial")); ok {
+				p.Notice, p.NoticeArg = "notice.revoked_named", name
 			}
 		}
 		active := 0
@@ -112,4 +105,19 @@ func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name stri
 		s.sentReminders(r, p, p.User.Username)
 	}
 	return p, true
+}
+
+// certName is how a notice names the listed certificate serial: its label
+// and short serial, or the short serial alone; ok false when it is not
+// listed.
+func certName(certs []portal.CertificateView, serial string) (string, bool) {
+	for _, c := range certs {
+		if serial != "" && c.Serial == serial {
+			if c.Label != "" {
+				return c.Label + " (" + shortSerial(c.Serial) + ")", true
+			}
+			return shortSerial(c.Serial), true
+		}
+	}
+	return "", false
 }

@@ -409,8 +409,6 @@ func (p *page) LangHref(l i18n.Lang) string {
 	return self + sep + "lang=" + url.QueryEscape(string(l))
 }
 
-// Home is where "Back" leads: the page's own choice, else the start page
-// of the signed-in user's role.
 // Section is the header link of the section the page belongs to
 // ("mine", "helpdesk", "audit", or ""), marked aria-current.
 func (p *page) Section() string {
@@ -431,6 +429,8 @@ func (p *page) MineLink() bool {
 	return p.User != nil && p.User.Has(portal.RoleEmployee) && landing(p.User) != "/"
 }
 
+// Home is where "Back" leads: the page's own choice, else the start page
+// of the signed-in user's role.
 func (p *page) Home() string {
 	switch {
 	case p.Back != "":
