@@ -141,11 +141,18 @@ func slashRedirect(path, rawPath, rawQuery string, has func(string) bool) (strin
 	// Location unreadable (found by FuzzSlashRedirect).
 	canonical = (&url.URL{Path: canonical}).EscapedPath()
 	if rawQuery != "" {
-		canonical += "?" + rawQuery
+		// A request line may carry a raw '#' in its query; in a Location
+		// it would start a fragment ("/0?#%" does not even parse, found by
+		// FuzzSlashRedirect), so it is escaped like the browser would.
+		canonical += "?" + strings.ReplaceAll(rawQuery, "#", "%23")
 	}
 	// The query is checked too: FuzzSlashRedirect found a control byte in
-	// it, which makes the Location unreadable.
+	// it, which makes the Location unreadable. The whole target must parse
+	// as a path on this site.
 	if !isLocalPath(canonical) {
+		return "", false
+	}
+	if u, err := url.Parse(canonical); err != nil || u.Scheme != "" || u.Host != "" {
 		return "", false
 	}
 	return canonical, true
