@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test test-short lint bench deps clean image fuzz
+.PHONY: all build run test test-short lint staticcheck bench deps clean image fuzz
 
 all: build
 
@@ -60,7 +60,7 @@ run: build
 deps:
 	./deploy/scripts/deps.sh
 
-test: deps build
+test: deps build staticcheck
 	$(GO) test -race -count=1 -timeout 60m ./...
 	@# The Helm chart's test is its own module (Helm and k8s.io/api stay out
 	@# of the portal's build): a few minutes on the first build, seconds after.
@@ -83,10 +83,13 @@ fuzz:
 		echo "== $$fn ($$pkg, $(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg; done
 
-lint:
+# vet, gofmt and staticcheck: part of `make test`, so CI keeps them clean.
+staticcheck:
 	$(GO) vet ./...
 	@out=$$(gofmt -l cmd internal web deploy); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+lint: staticcheck
 	@# govulncheck needs vuln.go.dev, which this build network does not reach.
 	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 ./... || echo "lint: govulncheck could not run (no vulnerability database reachable)"
 

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -101,7 +102,10 @@ func secretForms(t *testing.T, key *ecdsa.PrivateKey, password string) map[strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := key.D.FillBytes(make([]byte, 32))
+	d, err := key.Bytes() // the raw 32-byte scalar
+	if err != nil {
+		t.Fatal(err)
+	}
 	forms := map[string][]byte{
 		"password":             []byte(password),
 		"password, form-coded": []byte(url.QueryEscape(password)),
@@ -110,7 +114,7 @@ func secretForms(t *testing.T, key *ecdsa.PrivateKey, password string) map[strin
 		"D, hex":               []byte(hex.EncodeToString(d)),
 		"D, base64":            []byte(base64.RawStdEncoding.EncodeToString(d)),
 		"D, base64url":         []byte(base64.RawURLEncoding.EncodeToString(d)),
-		"D, decimal":           []byte(key.D.String()),
+		"D, decimal":           []byte(new(big.Int).SetBytes(d).String()),
 	}
 	for name, der := range map[string][]byte{"PKCS#8": pkcs8, "SEC1": sec1} {
 		forms[name+" DER"] = der

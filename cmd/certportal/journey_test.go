@@ -48,7 +48,7 @@ type tab struct {
 	prefix string // screenshot file prefix
 }
 
-type download struct{ guid, name string }
+type download struct{ guid string }
 
 func newTab(t *testing.T, ua string, width int, js bool, prefix string) *tab {
 	t.Helper()

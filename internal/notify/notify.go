@@ -83,14 +83,14 @@ type Message struct {
 	RenewURL    string
 }
 
-// Sender delivers a message on one channel. An error wrapping Permanent is
+// Sender delivers a message on one channel. An error wrapping ErrPermanent is
 // not retried.
 type Sender interface {
 	Send(ctx context.Context, m *Message) error
 }
 
-// Permanent marks an error no retry can cure (a refused recipient, a 4xx).
-var Permanent = errors.New("permanent failure")
+// ErrPermanent marks an error no retry can cure (a refused recipient, a 4xx).
+var ErrPermanent = errors.New("permanent failure")
 
 // AddressBook finds an owner's own address (e.g. in their Vault entity's
 // metadata). "" and no error: none recorded, so <user>@<email domain>. An
@@ -440,7 +440,7 @@ func (r *Runner) renewed(ctx context.Context, c *store.Certificate, now time.Tim
 func (r *Runner) retry(ctx context.Context, n *store.Notification, cause error, res *Result) error {
 	msg := audit.Cut(cause.Error(), 300)
 	n.LastError = msg
-	if errors.Is(cause, Permanent) || n.Attempts >= r.opts.MaxAttempts {
+	if errors.Is(cause, ErrPermanent) || n.Attempts >= r.opts.MaxAttempts {
 		n.State = store.NotifyFailed
 		res.Failed++
 		r.opts.Metrics.Notification(n.Channel, "failed")

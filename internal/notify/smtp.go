@@ -137,7 +137,7 @@ type SMTP struct {
 func (s *SMTP) Send(ctx context.Context, m *Message) error {
 	to, err := mailAddress(m.To)
 	if err != nil {
-		return fmt.Errorf("recipient: %w: %w", err, Permanent)
+		return fmt.Errorf("recipient: %w: %w", err, ErrPermanent)
 	}
 	c := s.Cfg
 	addr := net.JoinHostPort(c.Host, c.Port)
@@ -213,7 +213,7 @@ func (s *SMTP) Send(ctx context.Context, m *Message) error {
 func smtpErr(step string, err error) error {
 	var te *textproto.Error
 	if errors.As(err, &te) && te.Code >= 500 {
-		return fmt.Errorf("smtp %s: %w: %w", step, err, Permanent)
+		return fmt.Errorf("smtp %s: %w: %w", step, err, ErrPermanent)
 	}
 	return fmt.Errorf("smtp %s: %w", step, err)
 }

@@ -156,11 +156,11 @@ func signature(secret []byte, parts ...[]byte) string {
 func (w *Webhook) Send(ctx context.Context, m *Message) error {
 	body, err := json.Marshal(w.payload(m))
 	if err != nil {
-		return fmt.Errorf("webhook: %w: %w", err, Permanent)
+		return fmt.Errorf("webhook: %w: %w", err, ErrPermanent)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("webhook: bad URL: %w", Permanent)
+		return fmt.Errorf("webhook: bad URL: %w", ErrPermanent)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "certportal")
@@ -195,6 +195,6 @@ func (w *Webhook) Send(ctx context.Context, m *Message) error {
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout:
 		return fmt.Errorf("webhook: answered %s", resp.Status)
 	default:
-		return fmt.Errorf("webhook: answered %s: %w", resp.Status, Permanent)
+		return fmt.Errorf("webhook: answered %s: %w", resp.Status, ErrPermanent)
 	}
 }

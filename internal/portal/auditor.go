@@ -151,9 +151,6 @@ type InventoryReport struct {
 	NextUser string
 }
 
-// maxReportRows bounds the inventory read for reconciliation.
-const maxReportRows = 200000
-
 // ReportUsers is how many users one page of the report lists.
 const ReportUsers = 100
 
