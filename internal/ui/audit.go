@@ -238,6 +238,14 @@ var detailTexts = map[string]string{
 	"notify_quiet_hours=off":                                           "detailtext.off",
 }
 
+// clientText are the details whose value someone outside the portal chose
+// (a label, a ticket, a path, a certificate's subject): shown exactly as recorded,
+// never read as a time, a duration or a fixed text, so a label "true" or
+// "2160h0m0s" is not passed off as the portal's own words.
+var clientText = map[string]bool{
+	"label": true, "ticket": true, "last_path": true, "path": true, "subject": true, "evidence": true,
+}
+
 // detailPrefixes are fixed texts with a variable end (a time, an error),
 // shown as their catalog text with the end in place of its %s.
 var detailPrefixes = []struct{ key, prefix, text string }{
@@ -254,6 +262,9 @@ var goDuration = regexp.MustCompile(`^([0-9]+h)?([0-9]+m)?([0-9]+(\.[0-9]+)?s)?$
 // them) in days, hours, minutes and seconds, true and false as yes and no.
 // Anything else is val itself.
 func detailValue(l i18n.Lang, key, val string) string {
+	if clientText[key] {
+		return val
+	}
 	if key == "reason" && i18n.Has(i18n.English, "reason."+val) {
 		return i18n.T(l, "reason."+val)
 	}

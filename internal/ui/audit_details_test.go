@@ -389,3 +389,19 @@ func TestDetailTextsInCatalog(t *testing.T) {
 		t.Errorf("throttled until: %+v, want %q", got, want)
 	}
 }
+
+// TestDetailClientTextAsRecorded: a value chosen outside the portal (a
+// label, a ticket) is shown as recorded even when it reads like a
+// duration, a time, a boolean or one of the portal's fixed texts.
+func TestDetailClientTextAsRecorded(t *testing.T) {
+	for _, v := range []string{"2160h0m0s", "true", "2026-06-02T05:06:07Z", "lost", "revoked"} {
+		for _, k := range []string{"label", "ticket"} {
+			if got := detailValue(i18n.Korean, k, v); got != v {
+				t.Errorf("%s=%q shown as %q", k, v, got)
+			}
+		}
+	}
+	if got := detailValue(i18n.Korean, "ttl", "2160h0m0s"); got == "2160h0m0s" {
+		t.Errorf("ttl not read as a duration: %q", got)
+	}
+}
