@@ -17,6 +17,7 @@ import (
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/portal"
+	"github.com/certportal/certportal/internal/session"
 	"github.com/certportal/certportal/internal/store"
 )
 
@@ -140,12 +141,15 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) {
 type detail struct {
 	Key   string
 	Label string // catalog text for known keys; empty: show Key as it is
-	Value string
+	Value string // as the reader reads it
+	Raw   string // the value as recorded, when Value shows it otherwise
 }
 
 // eventDetails turns an event's details (a JSON object of strings) into
 // sorted key–value pairs an auditor can read; anything that is not such an
-// object is shown whole, as one value.
+// object is shown whole, as one value. Known values are shown in the
+// reader's language (detailValue); the trail and its exports keep what was
+// recorded, and the page keeps it in Raw.
 func eventDetails(l i18n.Lang, raw string) []detail {
 	var m map[string]any
 	if err := json.Unmarshal([]byte(raw), &m); err != nil {
@@ -168,10 +172,179 @@ func eventDetails(l i18n.Lang, raw string) []detail {
 		if key := "detail." + k; i18n.Has(i18n.English, key) {
 			d.Label = i18n.T(l, key)
 		}
+		if shown := detailValue(l, k, val); shown != val {
+			d.Value, d.Raw = shown, val
+		}
 		out = append(out, d)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
+}
+
+// detailTexts are the fixed values the portal writes into details, in
+// English or as a code, by "key=value", with their catalog text.
+var detailTexts = map[string]string{
+	"note=further refusals of this user in the window after the first, recorded once": "detailtext.denied_counted",
+	"reason=malformed":                                        "detailtext.login_malformed",
+	"reason=invalid credentials":                              "detailtext.invalid_credentials",
+	"reason=no answer from vault (counted)":                   "detailtext.no_answer_counted",
+	"reason=no portal policy":                                 "detailtext.no_portal_policy",
+	"reason=" + portal.EndNoPolicy:                            "detailtext.no_portal_policy_left",
+	"reason=code missing":                                     "detailtext.code_missing",
+	"reason=malformed code":                                   "detailtext.malformed_code",
+	"reason=code not accepted":                                "detailtext.code_not_accepted",
+	"reason=not enrolled":                                     "detailtext.not_enrolled",
+	"reason=pending login expired":                            "detailtext.pending_expired",
+	"reason=pending login unknown to vault":                   "detailtext.pending_unknown",
+	"reason=the portal's identity cannot read userpass users": "detailtext.cannot_read_users",
+	"reason=no such userpass user":                            "detailtext.no_such_user",
+	"reason=holds Vault policies beyond the portal's":         "detailtext.extra_policies",
+	"reason=link unknown, used, expired or another user's":    "detailtext.link_invalid",
+	"reason=already enrolled; link spent":                     "detailtext.link_spent",
+	"reason=too many failed logins from this address or network; further attempts in this window are refused unrecorded": "detailtext.address_throttled",
+	"reason=" + session.EndIdle:                                        "detailtext.end_idle",
+	"reason=" + session.EndAbsolute:                                    "detailtext.end_absolute",
+	"reason=" + session.EndReplaced:                                    "detailtext.end_replaced",
+	"reason=" + session.EndShutdown:                                    "detailtext.end_shutdown",
+	"reason=" + portal.EndTokenInvalid:                                 "detailtext.end_token_invalid",
+	"reason=the client closed the connection before the file was sent": "detailtext.client_closed",
+	"reason=the page with the file could not be made":                  "detailtext.page_failed",
+	"reason=" + portal.ReasonIssuedAroundPortal:                        "detailtext.issued_around_portal",
+	"token=revoked":                                                    "detailtext.token_revoked",
+	"token=already invalid":                                            "detailtext.token_was_invalid",
+	"token=not revoked: vault unavailable":                             "detailtext.token_kept",
+	"via=first login (trust on first use)":                             "detailtext.first_login",
+	"inventory=none":                                                   "detailtext.inventory_none",
+	"auto_revoke=reconcile":                                            "detailtext.auto_revoke_reconcile",
+	"offboard=sweep":                                                   "detailtext.offboard_sweep",
+	"offboard=confirmed":                                               "detailtext.offboard_confirmed",
+	"device=known":                                                     "detailtext.device_known",
+	"scope=employees":                                                  "detailtext.scope_employees",
+	"scope=unattributed":                                               "detailtext.scope_unattributed",
+	"scope=employees+unattributed":                                     "detailtext.scope_both",
+	"scope=all":                                                        "detailtext.scope_all",
+	"old_expires=unknown to Vault":                                     "detailtext.unknown_to_vault",
+	"old_expires=never":                                                "detailtext.never",
+	"new_expires=never":                                                "detailtext.never",
+	"threshold=expired":                                                "detailtext.threshold_expired",
+	"threshold=offboard-held":                                          "detailtext.threshold_offboard_held",
+	"key_origin=vault":                                                 "detailtext.key_origin_vault",
+	"key_origin=device":                                                "detailtext.key_origin_device",
+	"method=totp":                                                      "detailtext.method_totp",
+	"mfa=totp":                                                         "detailtext.method_totp",
+	"mfa=password":                                                     "detailtext.mfa_password",
+	"notify=on":                                                        "detailtext.on",
+	"notify=off":                                                       "detailtext.off",
+	"notify_quiet_hours=off":                                           "detailtext.off",
+}
+
+// clientText are the details whose value someone outside the portal chose
+// (a label, a ticket, a path, a certificate's subject): shown exactly as recorded,
+// never read as a time, a duration or a fixed text, so a label "true" or
+// "2160h0m0s" is not passed off as the portal's own words.
+var clientText = map[string]bool{
+	"label": true, "ticket": true, "last_path": true, "path": true, "subject": true, "evidence": true,
+}
+
+// detailPrefixes are fixed texts with a variable end (a time, an error),
+// shown as their catalog text with the end in place of its %s.
+var detailPrefixes = []struct{ key, prefix, text string }{
+	{"reason", "too many failed logins for this username; further attempts are refused unrecorded until ", "detailtext.user_throttled_until"},
+	{"reason", "the connection broke before the client received the whole ", "detailtext.connection_broke"},
+}
+
+// goDuration is a Go duration as time.Duration.String writes it.
+var goDuration = regexp.MustCompile(`^([0-9]+h)?([0-9]+m)?([0-9]+(\.[0-9]+)?s)?$`)
+
+// detailValue is val as an auditor reads it in l: a revocation reason
+// through the "reason.*" catalog, a fixed text through detailTexts, an
+// RFC 3339 time as the page's other times, a Go duration (or a list of
+// them) in days, hours, minutes and seconds, true and false as yes and no.
+// Anything else is val itself.
+func detailValue(l i18n.Lang, key, val string) string {
+	if clientText[key] {
+		return val
+	}
+	if key == "reason" && i18n.Has(i18n.English, "reason."+val) {
+		return i18n.T(l, "reason."+val)
+	}
+	if k, ok := detailTexts[key+"="+val]; ok {
+		return i18n.T(l, k)
+	}
+	for _, p := range detailPrefixes {
+		if key == p.key && strings.HasPrefix(val, p.prefix) && len(val) > len(p.prefix) {
+			return i18n.T(l, p.text, detailValue(l, "", val[len(p.prefix):]))
+		}
+	}
+	switch val {
+	case "true", "false":
+		return i18n.T(l, "detailtext."+val)
+	}
+	if t, err := time.Parse(time.RFC3339, val); err == nil {
+		return auditTime(t)
+	}
+	if d, ok := durationText(l, val); ok {
+		return d
+	}
+	// A list of durations: fmt.Sprint of a slice ("[24h0m0s 720h0m0s]"),
+	// or joined with commas.
+	list := strings.Fields(strings.Trim(val, "[]"))
+	if !strings.HasPrefix(val, "[") {
+		list = strings.Split(val, ",")
+	}
+	if len(list) > 1 {
+		shown := make([]string, len(list))
+		for i, v := range list {
+			d, ok := durationText(l, v)
+			if !ok {
+				return val
+			}
+			shown[i] = d
+		}
+		return strings.Join(shown, ", ")
+	}
+	return val
+}
+
+// auditTime is an event's time as the audit page shows it (the datetime
+// template function).
+func auditTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
+
+// durationText reads a Go duration string as days, hours, minutes and
+// seconds ("1 day 12 hours", "90일"); false when v is not one, or is finer
+// than a second.
+func durationText(l i18n.Lang, v string) (string, bool) {
+	if v == "" || !goDuration.MatchString(v) {
+		return "", false
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d%time.Second != 0 {
+		return "", false
+	}
+	if d == 0 {
+		return i18n.T(l, "duration.seconds", 0), true
+	}
+	units := []struct {
+		size       time.Duration
+		one, other string
+	}{
+		{24 * time.Hour, "ttl.day", "ttl.days"},
+		{time.Hour, "duration.hour", "ttl.hours"},
+		{time.Minute, "duration.minute", "duration.minutes"},
+		{time.Second, "duration.second", "duration.seconds"},
+	}
+	var parts []string
+	for _, u := range units {
+		n := int(d / u.size)
+		d -= time.Duration(n) * u.size
+		switch {
+		case n == 1:
+			parts = append(parts, i18n.T(l, u.one))
+		case n > 1:
+			parts = append(parts, i18n.T(l, u.other, n))
+		}
+	}
+	return strings.Join(parts, " "), true
 }
 
 // csvSafe defuses spreadsheet formulas: a user agent or username is chosen by

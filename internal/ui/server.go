@@ -132,7 +132,7 @@ func newServer(d Deps) (*Server, error) {
 		"t":    func(l i18n.Lang, key string, args ...any) string { return i18n.T(l, key, args...) },
 		"date": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 		// seconds: audit times are compared with logs and other systems
-		"datetime": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+		"datetime": auditTime,
 		"details":  eventDetails,
 		// rfc3339 feeds <time datetime>, which the page script shows in
 		// the reader's own time zone.
