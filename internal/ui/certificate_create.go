@@ -52,8 +52,9 @@ func (s *Server) certificateCreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// This session just issued it: its dashboard says "ready" (dashboard.go).
+	s.rememberIssued(r, form, dl.Serial)
 	if navigated(r) {
-		s.rememberSentForm(r, form, dl.Serial)
 		s.savePage(w, r, dl)
 		return
 	}

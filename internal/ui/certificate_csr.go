@@ -49,6 +49,7 @@ func (s *Server) certificateCSR(w http.ResponseWriter, r *http.Request) {
 		s.failJSON(w, r, err)
 		return
 	}
+	s.rememberIssued(r, "", signed.Serial)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, csrResponse{Certificate: string(signed.Certificate), CAChain: string(signed.Chain),
 		Serial: signed.Serial, Filename: signed.Filename})

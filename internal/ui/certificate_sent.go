@@ -26,6 +26,7 @@ import (
 const (
 	fieldFormID  = "form_id"
 	valSentForms = "sent_forms" // "form-id serial" of the latest forms that issued
+	valIssued    = "issued"     // the serial this session issued last (the dashboard's "ready")
 	sentFormsMax = 8
 	formIDMax    = 64
 )
@@ -60,24 +61,56 @@ func sentForm(r *http.Request, id string) (string, bool) {
 	return "", false
 }
 
-// rememberSentForm records in the session that form id issued serial. A
-// failure to save it is logged, not the user's problem: the certificate
-// is issued and its page goes out; only a repeat of the form would then
-// issue again (within the cap, and recorded).
-func (s *Server) rememberSentForm(r *http.Request, id, serial string) {
+// rememberIssued records in the session that it just issued serial (the
+// dashboard's "your certificate is ready": justIssued) and, when form id
+// is not "", that form id issued it (sentForm). A failure to save it is
+// logged, not the user's problem: the certificate is issued and its file
+// or page goes out; only the dashboard's "ready" box would then be
+// missing, or a repeat of the form issue again (within the cap, and
+// recorded).
+func (s *Server) rememberIssued(r *http.Request, id, serial string) {
 	sess := sessionFrom(r.Context())
-	if id == "" || sess == nil {
+	if sess == nil {
 		return
 	}
-	sent, _ := sess.Values[valSentForms].([]string)
-	sent = append(sent, id+" "+serial)
-	if len(sent) > sentFormsMax {
-		sent = sent[len(sent)-sentFormsMax:]
+	sess.Values[valIssued] = serial
+	if id != "" {
+		sent, _ := sess.Values[valSentForms].([]string)
+		sent = append(sent, id+" "+serial)
+		if len(sent) > sentFormsMax {
+			sent = sent[len(sent)-sentFormsMax:]
+		}
+		sess.Values[valSentForms] = sent
 	}
-	sess.Values[valSentForms] = sent
 	if err := s.Sessions.Update(r.Context(), sess); err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.Logger.WarnContext(r.Context(), "sent form not saved in the session", "serial", serial, "err", err)
+		s.Logger.WarnContext(r.Context(), "issued certificate not noted in the session", "serial", serial, "err", err)
 	}
+}
+
+// forgetIssued ends the session's "your certificate is ready" (a
+// revocation came after it: the page is about that now).
+func (s *Server) forgetIssued(r *http.Request) {
+	sess := sessionFrom(r.Context())
+	if sess == nil || sess.Values[valIssued] == nil {
+		return
+	}
+	delete(sess.Values, valIssued)
+	if err := s.Sessions.Update(r.Context(), sess); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.Logger.WarnContext(r.Context(), "issued certificate not forgotten in the session", "err", err)
+	}
+}
+
+// justIssued is the serial this browser session issued last, "" when it
+// issued none: another session's certificate, a script's with another
+// cookie, or one from before this login (a login starts a fresh
+// session) is not "just issued" here.
+func justIssued(r *http.Request) string {
+	sess := sessionFrom(r.Context())
+	if sess == nil {
+		return ""
+	}
+	serial, _ := sess.Values[valIssued].(string)
+	return serial
 }
 
 // formAlreadySent answers a certificate form the browser sent again with

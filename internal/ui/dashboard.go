@@ -8,10 +8,16 @@ import (
 )
 
 // recentWindow is how long after an issuance the dashboard leads with "your
-// certificate is ready, install it": the page the page script shows after
-// its download, and the page anyone who reloads sees (a browser without
-// the script gets it with the file as the answer to its form: savePage).
-// It is read from the inventory, so any replica shows it.
+// certificate is ready, install it" (the password you just chose): the
+// page the page script shows after its download, and that page reloaded
+// (a browser without the script gets it with the file as the answer to
+// its form: savePage). Only the browser session that issued it sees it
+// (the session notes the serial: rememberIssued), and only while that
+// certificate is still active: not after a fresh login, on another
+// device, once it was revoked, or after this session revoked any
+// certificate (forgetIssued).
+// The certificate is read from the inventory and the session from the
+// store, so any replica shows it.
 const recentWindow = 15 * time.Minute
 
 func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
@@ -90,14 +96,15 @@ func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name stri
 				p.Notice, p.NoticeArg = "notice.revoked_named", name
 			}
 		}
-		active := 0
+		active, issued := 0, justIssued(r)
 		for i, c := range certs {
 			if c.Status != portal.StatusActive && c.Status != portal.StatusExpiring {
 				continue
 			}
 			active++
-			// Newest first: the first active one is the latest issuance.
-			if active == 1 && s.Service.Now().Sub(c.IssuedAt) < recentWindow && err == nil {
+			// Not next to a notice (a revocation's): that is what the
+			// page is about then.
+			if issued != "" && c.Serial == issued && s.Service.Now().Sub(c.IssuedAt) < recentWindow && err == nil && p.Notice == "" {
 				p.Recent = &certs[i]
 			}
 		}
@@ -111,13 +118,23 @@ func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name stri
 // and short serial, or the short serial alone; ok false when it is not
 // listed.
 func certName(certs []portal.CertificateView, serial string) (string, bool) {
+	c, ok := listedCert(certs, serial)
+	if !ok {
+		return "", false
+	}
+	if c.Label != "" {
+		return c.Label + " (" + shortSerial(c.Serial) + ")", true
+	}
+	return shortSerial(c.Serial), true
+}
+
+// listedCert is the listed certificate serial; ok false when it is not
+// listed (or serial is "").
+func listedCert(certs []portal.CertificateView, serial string) (portal.CertificateView, bool) {
 	for _, c := range certs {
 		if serial != "" && c.Serial == serial {
-			if c.Label != "" {
-				return c.Label + " (" + shortSerial(c.Serial) + ")", true
-			}
-			return shortSerial(c.Serial), true
+			return c, true
 		}
 	}
-	return "", false
+	return portal.CertificateView{}, false
 }

@@ -50,6 +50,17 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 		return
 	}
 	p.Target, p.TargetUnknown, p.Certs, p.CertActions = username, !known, certs, true
+	// After a revocation the notice names the certificate, when the serial
+	// is one of this user's listed ones (never text from the link). The
+	// serial in full, as this page shows serials.
+	if named, ok := helpdeskNamed[p.Notice]; ok {
+		if c, ok := listedCert(certs, r.URL.Query().Get("serial")); ok {
+			p.Notice, p.NoticeCert = named, c.Serial
+			if c.Label != "" {
+				p.NoticeCert = c.Label + " (" + c.Serial + ")"
+			}
+		}
+	}
 	p.MFAEnrol = s.Service.MFAEnrolmentOn(r.Context())
 	s.sentReminders(r, p, username)
 	if p.Offboarded, err = s.Service.OffboardRevocations(r.Context(), p.User, username); err != nil {
@@ -69,6 +80,13 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 		p.Error, p.Field = formErr.Message, formErr.Field
 	}
 	s.render(w, r, status, "helpdesk", p)
+}
+
+// helpdeskNamed is the helpdesk notice that names the certificate, for
+// each notice that only names its owner.
+var helpdeskNamed = map[string]string{
+	"notice.hd_revoked": "notice.hd_revoked_named",
+	"notice.reissued":   "notice.reissued_named",
 }
 
 // helpdeskRevokeForm is the confirmation step before a helpdesk revocation:
@@ -139,7 +157,7 @@ func (s *Server) helpdeskRevoke(reenrol bool) http.HandlerFunc {
 		if reenrol {
 			notice = "reissued"
 		}
-		http.Redirect(w, r, "/helpdesk/users/"+url.PathEscape(c.Username)+"?notice="+notice, http.StatusSeeOther)
+		http.Redirect(w, r, "/helpdesk/users/"+url.PathEscape(c.Username)+"?notice="+notice+"&serial="+url.QueryEscape(c.Serial), http.StatusSeeOther)
 	}
 }
 

@@ -212,6 +212,10 @@ type page struct {
 	IsHelpdesk bool
 	IsAuditor  bool
 
+	// NoticeCert names the certificate a helpdesk notice is about (its
+	// label and serial): the notice's first argument, NoticeArg its second.
+	NoticeCert string
+
 	Notice    string // catalog keys
 	NoticeArg string // the notice's one argument, for notices that name someone
 	Error     string
