@@ -96,6 +96,15 @@ func checkPage(t *testing.T, ctx context.Context, name, lang string, width int, 
 	t.Helper()
 	label := fmt.Sprintf("%s [%s, %d px]", name, lang, width)
 	assertFitsViewport(t, ctx, label)
+	if width >= 1280 {
+		var broken []string
+		if err := chromedp.Run(ctx, chromedp.Evaluate(overLinesJS, &broken)); err != nil {
+			t.Fatalf("%s: measure lines: %v", label, err)
+		}
+		if len(broken) > 0 {
+			t.Errorf("%s: broken over lines: %q", label, broken)
+		}
+	}
 	if lang == string(i18n.Korean) {
 		assertNoEnglish(t, ctx, label, allow...)
 	}

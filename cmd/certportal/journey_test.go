@@ -137,16 +137,9 @@ func (tb *tab) fits(name string) {
 		if scroll > inner {
 			tb.t.Errorf("%s at %d px: page is %d px wide", name, w, scroll)
 		}
-		// What must stay on one line (a key type such as "ec-256", a
-		// row's "Renew · Revoke") does, at a desktop's width: an inline
-		// box broken over lines has one client rectangle per line.
 		var broken []string
 		if w == 1280 {
-			tb.run(chromedp.Evaluate(`(() => {
-				const lines = e => { const r = document.createRange(); r.selectNodeContents(e);
-					return new Set(Array.from(r.getClientRects()).filter(b => b.width > 0).map(b => Math.round(b.top))).size; };
-				return Array.from(document.querySelectorAll('table.certs .nowrap, table.certs td.actions'))
-					.filter(e => e.textContent.trim() !== '' && lines(e) > 1).map(e => e.textContent.trim()); })()`, &broken))
+			tb.run(chromedp.Evaluate(overLinesJS, &broken))
 		}
 		if len(broken) > 0 {
 			tb.t.Errorf("%s at %d px: broken over lines: %q", name, w, broken)
@@ -162,6 +155,20 @@ func (tb *tab) fits(name string) {
 	}
 	tb.run(chromedp.EmulateViewport(int64(tb.width), 900))
 }
+
+// overLinesJS lists what a table breaks over more lines than it may at a
+// desktop's width: a key type such as "ec-256", a row's "Renew · Revoke"
+// and a button's label ("Revoke so they enrol again") stay on one line, a
+// serial takes two at most (it breaks at its colons). An inline box broken
+// over lines has one client rectangle per line.
+const overLinesJS = `(() => {
+	const lines = e => { const r = document.createRange(); r.selectNodeContents(e);
+		return new Set(Array.from(r.getClientRects()).filter(b => b.width > 0).map(b => Math.round(b.top))).size; };
+	const over = (sel, most) => Array.from(document.querySelectorAll(sel))
+		.filter(e => e.textContent.trim() !== '' && lines(e) > most)
+		.map(e => e.textContent.trim().replace(/\s+/g, ' ') + ' (' + lines(e) + ' lines)');
+	return [...over('table.certs .nowrap, table.certs td.actions:not(:has(.hd-actions)), table.certs .button', 1),
+		...over('table.certs code.serial', 2)]; })()`
 
 // waitDownload returns the completed download's bytes and suggested name.
 func (tb *tab) waitDownload() ([]byte, string) {

@@ -43,7 +43,14 @@ func (s *Server) routes() *chi.Mux {
 	r.Get(s.script.url(), s.serveScript)
 	r.Head(s.script.url(), s.serveScript)
 	static, _ := fs.Sub(web.Static, "static")
-	r.Handle("/static/*", http.StripPrefix("/static/", s.files(static)))
+	files := s.files(static)
+	r.Handle("/static/*", http.StripPrefix("/static/", files))
+	// Every page links /static/favicon.svg, but browsers still ask for
+	// /favicon.ico (for ca.pem opened in a tab, say): the same icon, with
+	// the static files' headers, rather than a 404 in the log.
+	favicon := serveAs(files, faviconFile)
+	r.Get("/favicon.ico", favicon)
+	r.Head("/favicon.ico", favicon)
 
 	// Everything a browser posts to is behind cross-origin protection and
 	// loads the session.
@@ -120,4 +127,17 @@ func (s *Server) files(fsys fs.FS) http.Handler {
 		}
 		fileServer.ServeHTTP(w, r)
 	})
+}
+
+// faviconFile is the portal's icon in web/static.
+const faviconFile = "favicon.svg"
+
+// serveAs answers with h's answer for name (a path inside the static
+// files), whatever path was asked for.
+func serveAs(h http.Handler, name string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r2 := r.Clone(r.Context())
+		r2.URL.Path, r2.URL.RawPath = "/"+name, ""
+		h.ServeHTTP(w, r2)
+	}
 }
