@@ -90,7 +90,7 @@ func TestDashboardReadyOnlyRightAfterIssuing(t *testing.T) {
 
 	// Revoking an older certificate: the page is about that revocation,
 	// not "ready" for the one issued before it; nor is a reload after.
-	latest := alice.issueLabelled("new laptop")
+	alice.issueLabelled("new laptop")
 	r := alice.post("/certificates/"+older+"/revoke", url.Values{"reason": {"lost"}})
 	if r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("revoke: %d\n%s", r.StatusCode, r.Body)
@@ -104,7 +104,7 @@ func TestDashboardReadyOnlyRightAfterIssuing(t *testing.T) {
 	}
 
 	// The certificate just issued, revoked: never "ready".
-	latest = alice.issueLabelled("newer laptop")
+	latest := alice.issueLabelled("newer laptop")
 	phone.post("/certificates/"+latest+"/revoke", url.Values{"reason": {"lost"}}) // from the other session
 	if body := alice.get("/").Body; hasReady(body) {
 		t.Error("\"ready\" for a revoked certificate")
