@@ -173,16 +173,22 @@ const overLinesJS = `(() => {
 // waitDownload returns the completed download's bytes and suggested name.
 func (tb *tab) waitDownload() ([]byte, string) {
 	tb.t.Helper()
+	return tb.waitDownloadWithin(tb.ctx)
+}
+
+// waitDownloadWithin is waitDownload giving up when ctx ends.
+func (tb *tab) waitDownloadWithin(ctx context.Context) ([]byte, string) {
+	tb.t.Helper()
 	var d download
 	select {
 	case d = <-tb.done:
-	case <-tb.ctx.Done():
-		tb.t.Fatalf("download did not complete: %v", tb.ctx.Err())
+	case <-ctx.Done():
+		tb.t.Fatalf("download did not complete: %v", ctx.Err())
 	}
 	name := ""
 	select {
 	case name = <-tb.names:
-	case <-tb.ctx.Done():
+	case <-ctx.Done():
 	}
 	data, err := os.ReadFile(filepath.Join(tb.dlDir, d.guid))
 	if err != nil {
@@ -388,6 +394,116 @@ func TestEmployeeJourneyCap(t *testing.T) {
 	tb.fits("dashboard")
 }
 
+// fieldState is what the page shows about the password pair: the confirm
+// field's ARIA state, the focus, the message its aria-describedby points
+// at, and that message's colours next to the status line's (.busy) and
+// the server's error box (.error).
+type fieldState struct {
+	Invalid, DescribedBy, Focused, Text string
+	Visible, BusyShown                  bool
+	Color, Background                   string
+	BusyColor, BusyBackground           string
+	ErrorColor, ErrorBackground         string
+	FieldErrors                         int
+}
+
+const fieldStateJS = `(() => {
+	const f = document.getElementById('password_confirm');
+	const ids = (f.getAttribute('aria-describedby') || '').split(/\s+/).filter(Boolean);
+	const msg = ids.map(id => document.getElementById(id)).find(e => e && e.classList.contains('error'));
+	const busy = document.getElementById('issue-busy');
+	const box = document.createElement('p'); box.className = 'error'; document.querySelector('main').appendChild(box);
+	const cs = e => getComputedStyle(e);
+	const out = {
+		Invalid: f.getAttribute('aria-invalid') || '', DescribedBy: ids.join(' '),
+		Focused: document.activeElement ? document.activeElement.id : '',
+		Text: msg ? msg.textContent.trim() : '', Visible: !!msg && msg.offsetParent !== null && msg.getClientRects().length > 0,
+		BusyShown: !busy.hidden,
+		Color: msg ? cs(msg).color : '', Background: msg ? cs(msg).backgroundColor : '',
+		BusyColor: cs(busy).color, BusyBackground: cs(busy).backgroundColor,
+		ErrorColor: cs(box).color, ErrorBackground: cs(box).backgroundColor,
+		FieldErrors: document.querySelectorAll('#issue-form .field-error').length,
+	};
+	box.remove();
+	return out;
+})()`
+
+// TestEmployeeJourneyPasswordMismatch: with the page script, two file
+// passwords that differ are a field error, on both key paths (made by the
+// server, made on this device) and in both languages: "Password again" is
+// aria-invalid and described by a visible message from the catalog in the
+// look of the server's errors (not the grey status line under the
+// button), with the cursor in it; editing either password takes the error
+// away, and so does sending the form again with matching passwords, which
+// then issues.
+func TestEmployeeJourneyPasswordMismatch(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_ACCOUNT_NAME": journeyAccount, "CERTPORTAL_MAX_ACTIVE": "5"})
+	tb := newTab(t, uaWindows, 1280, true, "employee-mismatch")
+	tb.login(p.URL, "alice", v.Password(t, "alice"))
+	for _, lang := range []i18n.Lang{i18n.English, i18n.Korean} {
+		for _, origin := range []string{"server", "device"} {
+			what := string(lang) + "/" + origin
+			want := i18n.T(lang, "error.password_mismatch")
+			mismatch := func(edit string) {
+				t.Helper()
+				var cleared bool
+				tb.run(chromedp.Evaluate(`['password', 'password_confirm'].forEach(id => document.getElementById(id).value = ''), true`, &cleared),
+					chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+					chromedp.SendKeys(`#password_confirm`, p12Password+edit, chromedp.ByID),
+					chromedp.Click(`#issue-submit`, chromedp.ByID))
+				tb.waitVisibleWithin(`#password_confirm[aria-invalid="true"]`, 30*time.Second, what+": no field error on the confirm field")
+				var st fieldState
+				tb.eval(fieldStateJS, &st)
+				if st.Text != want || !st.Visible || st.Focused != "password_confirm" || st.FieldErrors != 1 {
+					t.Errorf("%s: the confirm field is described by %q (text %q, visible %v, %d field errors), focus on %q; want the visible message %q and the cursor in the field",
+						what, st.DescribedBy, st.Text, st.Visible, st.FieldErrors, st.Focused, want)
+				}
+				if st.BusyShown || st.Color == st.BusyColor || st.Background == st.BusyBackground {
+					t.Errorf("%s: the message looks like the status line (colour %s on %s, status line %s on %s, shown %v)",
+						what, st.Color, st.Background, st.BusyColor, st.BusyBackground, st.BusyShown)
+				}
+				if st.Color != st.ErrorColor || st.Background != st.ErrorBackground {
+					t.Errorf("%s: the message is %s on %s, the server's errors %s on %s", what, st.Color, st.Background, st.ErrorColor, st.ErrorBackground)
+				}
+			}
+			tb.run(chromedp.Navigate(p.URL+"/?lang="+string(lang)),
+				chromedp.WaitVisible(`#key-`+origin, chromedp.ByID), // the device choice: shown by the page script
+				chromedp.Click(`#key-`+origin, chromedp.ByID))
+			mismatch("x")
+			tb.fits("mismatch-" + string(lang) + "-" + origin)
+
+			// Editing either field takes the error away.
+			for _, field := range []string{"password", "password_confirm"} {
+				if field == "password_confirm" {
+					mismatch("y")
+				}
+				tb.run(chromedp.SendKeys(`#`+field, "z", chromedp.ByID))
+				var st fieldState
+				tb.eval(fieldStateJS, &st)
+				if st.Invalid != "" || st.DescribedBy != "" || st.FieldErrors != 0 {
+					t.Errorf("%s: after editing %s: aria-invalid %q, described by %q, %d field errors; want none", what, field, st.Invalid, st.DescribedBy, st.FieldErrors)
+				}
+			}
+
+			// Sent again with matching passwords (set without an edit, as
+			// a password manager may): no error while it issues, then the file.
+			mismatch("x")
+			var sent fieldState
+			tb.eval(`(() => { const f = document.getElementById('password_confirm'); f.value = document.getElementById('password').value;
+				document.getElementById('issue-form').requestSubmit(document.getElementById('issue-submit')); return `+fieldStateJS+`; })()`, &sent)
+			if sent.Invalid != "" || sent.FieldErrors != 0 || !sent.BusyShown {
+				t.Errorf("%s: sent again with matching passwords: aria-invalid %q, %d field errors, status line shown %v; want no error and the status line", what, sent.Invalid, sent.FieldErrors, sent.BusyShown)
+			}
+			ctx, cancel := context.WithTimeout(tb.ctx, time.Minute)
+			data, _ := tb.waitDownloadWithin(ctx)
+			cancel()
+			checkP12(t, data)
+			tb.run(chromedp.WaitVisible(`#issued`, chromedp.ByID))
+		}
+	}
+}
+
 // TestEmployeeJourneyNoScript: with JavaScript off a refused form shows
 // its error; the form then answers with the page the page script shows
 // after its download — the new certificate in the list, the platform's
@@ -404,6 +520,13 @@ func TestEmployeeJourneyNoScript(t *testing.T) {
 		chromedp.SendKeys(`#password_confirm`, p12Password+"x", chromedp.ByID),
 		chromedp.Click(`#issue-submit`, chromedp.ByID),
 		chromedp.WaitVisible(`#form-error`, chromedp.ByID))
+	// The server's field error: the field says so and points at the message.
+	var invalid, described string
+	tb.eval(`document.getElementById('password_confirm').getAttribute('aria-invalid') || ''`, &invalid)
+	tb.eval(`document.getElementById('password_confirm').getAttribute('aria-describedby') || ''`, &described)
+	if invalid != "true" || !strings.Contains(" "+described+" ", " form-error ") {
+		t.Errorf("refused form: confirm field aria-invalid %q, aria-describedby %q; want true and the error message", invalid, described)
+	}
 
 	// The answers to the form from here on: their headers.
 	answers := make(chan network.Headers, 4)
@@ -436,6 +559,36 @@ func TestEmployeeJourneyNoScript(t *testing.T) {
 		}
 		if langLinks != 0 {
 			t.Errorf("%s: the save page offers a language switch, which would reload it without the file", what)
+		}
+		// The save control comes first; the text that the file must be
+		// saved first comes before every control that leaves the page:
+		// the one under the link before the install steps' link, the
+		// other before another certificate's form, the cap's and the
+		// list's renew and revoke.
+		var order struct {
+			First, Leave string
+			Early, Late  []string
+			Controls     int
+		}
+		tb.eval(`(() => {
+			const main = document.querySelector('main');
+			const link = document.getElementById('save-link'), warn = document.getElementById('save-warning'), leave = document.getElementById('save-leave');
+			const after = (a, b) => !!a && !!(a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING);
+			const controls = [...main.querySelectorAll('a[href], button, input[type=submit], form')];
+			const name = e => e.id || e.getAttribute('href') || e.textContent.trim();
+			const others = controls.filter(e => e !== link);
+			return {
+				First: controls.length ? name(controls[0]) : '',
+				Leave: leave && leave.getClientRects().length > 0 ? leave.textContent.trim() : '',
+				Early: others.filter(e => !after(warn, e)).map(name),
+				Late: others.filter(e => !e.closest('#issued-area') && !after(leave, e)).map(name),
+				Controls: others.filter(e => !e.closest('#issued-area')).length,
+			};
+		})()`, &order)
+		wantLeave := i18n.T(i18n.English, "save.leave_first") + " " + i18n.T(i18n.English, "save.leave_why")
+		if order.First != "save-link" || order.Leave != wantLeave || len(order.Early) > 0 || len(order.Late) > 0 || order.Controls == 0 {
+			t.Errorf("%s: first control %q; before leaving: %q (want %q); controls before the warnings: %q, %q (of %d)",
+				what, order.First, order.Leave, wantLeave, order.Early, order.Late, order.Controls)
 		}
 		tb.fits(what)
 		tb.run(chromedp.Click(`#save-link`, chromedp.ByID))

@@ -14,6 +14,7 @@ import (
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/certportal/certportal/internal/audit"
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/vault"
 )
@@ -246,4 +247,41 @@ func countRows(t *testing.T, db *sql.DB, query string) int {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return n
+}
+
+// TestSavePageLeaveWarning: the save page says, in the page's language,
+// that the file must be saved before leaving, after the save link and
+// before every control that leaves it — here the cap's renew and revoke
+// links, the certificate this form issued being the last one allowed.
+func TestSavePageLeaveWarning(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "1"})
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	r := alice.post("/certificates?lang=ko", issueForm(p12Password, p12Password, "24h", "modern"), append(navigation, "Accept-Language", "ko")...)
+	if r.StatusCode != http.StatusOK || !saveLink.Match(r.Body) {
+		t.Fatalf("save page: %d\n%s", r.StatusCode, r.Body)
+	}
+	body := string(r.Body)
+	leave := strings.Index(body, html.EscapeString(i18n.T(i18n.Korean, "save.leave_first")))
+	link := strings.Index(body, `id="save-link"`)
+	capBox := strings.Index(body, `id="at-cap"`)
+	if leave < 0 || capBox < 0 || !strings.Contains(body, html.EscapeString(i18n.T(i18n.Korean, "save.leave_why"))) {
+		t.Fatalf("save page at the cap: leave warning at %d, cap box at %d\n%s", leave, capBox, body)
+	}
+	if link > leave {
+		t.Errorf("the warning (at %d) comes before the save link (at %d)", leave, link)
+	}
+	// Every link or button of the page's main after the save link's
+	// warning but the install steps' check link.
+	main := body[strings.Index(body, "<main"):]
+	for _, m := range regexp.MustCompile(`<(a|button)\b[^>]*>`).FindAllStringIndex(main, -1) {
+		tag, at := main[m[0]:m[1]], len(body)-len(main)+m[0]
+		if strings.Contains(tag, `id="save-link"`) || strings.Contains(tag, `id="check-link"`) {
+			continue
+		}
+		if at < leave {
+			t.Errorf("%s (at %d) comes before the warning to save the file first (at %d)", tag, at, leave)
+		}
+	}
 }

@@ -123,6 +123,52 @@
     return deviceModule;
   }
 
+  // A field error found on this page (the two passwords differ) looks
+  // like the server's: the red .error box, here right under the field,
+  // the field aria-invalid and described by it, the cursor in it. It goes
+  // when either password is edited or the form is sent again; the status
+  // line under the button (.busy) is for progress and lost connections.
+  var pairNames = ['password', 'password_confirm'];
+  function fieldError(form, field, text) {
+    clearFieldError(form);
+    var busy = form.querySelector('.busy');
+    var button = form.querySelector('button[type=submit]');
+    if (busy) busy.hidden = true;
+    if (button) button.disabled = false;
+    var p = document.createElement('p');
+    p.className = 'error field-error';
+    p.id = field.id + '-error';
+    p.setAttribute('role', 'alert');
+    p.textContent = text;
+    field.insertAdjacentElement('afterend', p);
+    field.setAttribute('aria-invalid', 'true');
+    describedBy(field, p.id, true);
+    field.focus();
+  }
+
+  function describedBy(field, id, add) {
+    var ids = (field.getAttribute('aria-describedby') || '').split(/\s+/).filter(function (x) { return x && x !== id; });
+    if (add) ids.push(id);
+    if (ids.length) field.setAttribute('aria-describedby', ids.join(' ')); else field.removeAttribute('aria-describedby');
+  }
+
+  // clearFieldError takes away the error on the password fields: this
+  // page's, and the server's (#form-error, when it named one of them).
+  function clearFieldError(form) {
+    form.querySelectorAll('.field-error').forEach(function (el) { el.remove(); });
+    pairNames.forEach(function (n) {
+      var el = form.querySelector('input[name=' + n + ']');
+      if (!el || el.getAttribute('aria-invalid') !== 'true') return;
+      el.removeAttribute('aria-invalid');
+      describedBy(el, el.id + '-error', false);
+      if ((el.getAttribute('aria-describedby') || '').split(/\s+/).indexOf('form-error') >= 0) {
+        describedBy(el, 'form-error', false);
+        var server = document.getElementById('form-error');
+        if (server) server.hidden = true;
+      }
+    });
+  }
+
   function deviceMessage(form, text) {
     var busy = form.querySelector('.busy');
     var button = form.querySelector('button[type=submit]');
@@ -154,8 +200,7 @@
     var button = form.querySelector('button[type=submit]');
     var busy = form.querySelector('.busy');
     var pw = form.querySelector('input[name=password]');
-    var pw2 = form.querySelector('input[name=password_confirm]');
-    if (!pw || !pw2 || pw.value !== pw2.value) { deviceMessage(form, box.getAttribute('data-mismatch')); if (pw2) pw2.focus(); return; }
+    if (!pw) { deviceMessage(form, box.getAttribute('data-failed')); return; }
     if (button) button.disabled = true;
     if (busy) { busy.textContent = busy.getAttribute('data-busy') || busy.textContent; busy.hidden = false; }
     var after = form.getAttribute('data-after') || '/';
@@ -235,6 +280,11 @@
     if (!form || form.id !== 'issue-form' || !window.fetch || !window.URLSearchParams || !window.DOMParser || !URL.createObjectURL) return;
     if (form.checkValidity && !form.checkValidity()) return;
     ev.preventDefault();
+    // Both key paths: two passwords that differ never leave the page.
+    var pw = form.querySelector('input[name=password]');
+    var pw2 = form.querySelector('input[name=password_confirm]');
+    if (pw && pw2 && pw.value !== pw2.value) { fieldError(form, pw2, pw2.getAttribute('data-mismatch') || ''); return; }
+    clearFieldError(form);
     var box = form.querySelector('#key-origin');
     var device = form.querySelector('input[name=key_origin][value=device]');
     if (box && device && device.checked) submitDevice(form, box); else submitIssue(form);
@@ -260,6 +310,13 @@
     if (box) box.hidden = true;
     if (window.history && history.replaceState) history.replaceState(null, '', window.location.pathname);
   }
+
+  // Editing either password takes their error away.
+  document.addEventListener('input', function (ev) {
+    var el = ev.target;
+    if (!el || !el.form || el.form.id !== 'issue-form' || pairNames.indexOf(el.name) < 0) return;
+    clearFieldError(el.form);
+  });
 
   function ready() { localTimes(document); showKeyOrigin(); enrolToken(); }
   if (document.readyState === 'loading') {
