@@ -738,3 +738,63 @@ func vaultSerial(c *x509.Certificate) string {
 
 var _ = url.Values{}
 var _ = tls.Certificate{}
+
+// TestBrowserDeviceKeyRefusedShown: when the portal refuses the device
+// path's request (here a name with a bidi override, which the form itself
+// lets through), the page shows the portal's reason as an error on the
+// field it names — the red box of the server's errors, announced, the
+// field aria-invalid and described by it — not as the grey status line,
+// and nothing is downloaded; editing the field takes it away.
+func TestBrowserDeviceKeyRefusedShown(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_ACCOUNT_NAME": journeyAccount})
+	tb := newTab(t, uaWindows, 1280, true, "employee-device-refused")
+	tb.login(p.URL, "alice", v.Password(t, "alice"))
+	for _, lang := range []i18n.Lang{i18n.English, i18n.Korean} {
+		want := i18n.T(lang, "error.text_invalid")
+		tb.run(chromedp.Navigate(p.URL+"/?lang="+string(lang)),
+			chromedp.WaitVisible(`#key-device`, chromedp.ByID),
+			chromedp.Click(`#key-device`, chromedp.ByID),
+			chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
+			chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID))
+		var ok bool
+		tb.eval(`(() => { document.getElementById('label').value = 'bad\u202elabel'; return true; })()`, &ok)
+		tb.run(chromedp.Click(`#issue-submit`, chromedp.ByID))
+		tb.waitVisibleWithin(`#label[aria-invalid="true"]`, time.Minute, string(lang)+": the refusal is not shown on the name field")
+		var st struct {
+			Text, Role, Color, Background, ErrorColor, ErrorBackground, Focused string
+			BusyShown, ButtonDisabled                                           bool
+		}
+		tb.eval(`(() => {
+			const f = document.getElementById('label');
+			const m = (f.getAttribute('aria-describedby') || '').split(/\s+/).map(id => document.getElementById(id)).find(e => e && e.classList.contains('error'));
+			const box = document.createElement('p'); box.className = 'error'; document.querySelector('main').appendChild(box);
+			const out = { Text: m ? m.textContent.trim() : '', Role: m ? m.getAttribute('role') || '' : '',
+				Color: m ? getComputedStyle(m).color : '', Background: m ? getComputedStyle(m).backgroundColor : '',
+				ErrorColor: getComputedStyle(box).color, ErrorBackground: getComputedStyle(box).backgroundColor,
+				Focused: document.activeElement ? document.activeElement.id : '',
+				BusyShown: !document.getElementById('issue-busy').hidden, ButtonDisabled: document.getElementById('issue-submit').disabled };
+			box.remove(); return out; })()`, &st)
+		if st.Text != want || st.Role != "alert" || st.BusyShown || st.ButtonDisabled || st.Focused != "label" ||
+			st.Color != st.ErrorColor || st.Background != st.ErrorBackground {
+			t.Errorf("%s: refusal shown as %q (role %q, %s on %s; errors are %s on %s), focus %q, status line shown %v, button disabled %v; want %q as an alert in the error box on the name field",
+				lang, st.Text, st.Role, st.Color, st.Background, st.ErrorColor, st.ErrorBackground, st.Focused, st.BusyShown, st.ButtonDisabled, want)
+		}
+		// Edited: the error goes; sent again: the file comes.
+		tb.run(chromedp.SendKeys(`#label`, "x", chromedp.ByID))
+		var left int
+		tb.eval(`document.querySelectorAll('#issue-form .field-error, #issue-form [aria-invalid="true"]').length`, &left)
+		if left != 0 {
+			t.Errorf("%s: the refusal stays after editing the name", lang)
+		}
+		tb.eval(`(() => { document.getElementById('label').value = 'laptop'; return true; })()`, &ok)
+		tb.run(chromedp.Click(`#issue-submit`, chromedp.ByID))
+		ctx, cancel := context.WithTimeout(tb.ctx, time.Minute)
+		data, _ := tb.waitDownloadWithin(ctx)
+		cancel()
+		if len(data) == 0 {
+			t.Fatalf("%s: no file after sending again", lang)
+		}
+		tb.run(chromedp.WaitVisible(`#issued`, chromedp.ByID))
+	}
+}

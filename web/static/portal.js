@@ -152,13 +152,11 @@
     if (ids.length) field.setAttribute('aria-describedby', ids.join(' ')); else field.removeAttribute('aria-describedby');
   }
 
-  // clearFieldError takes away the error on the password fields: this
+  // clearFieldError takes away the errors on this form's fields: this
   // page's, and the server's (#form-error, when it named one of them).
   function clearFieldError(form) {
     form.querySelectorAll('.field-error').forEach(function (el) { el.remove(); });
-    pairNames.forEach(function (n) {
-      var el = form.querySelector('input[name=' + n + ']');
-      if (!el || el.getAttribute('aria-invalid') !== 'true') return;
+    form.querySelectorAll('[aria-invalid="true"]').forEach(function (el) {
       el.removeAttribute('aria-invalid');
       describedBy(el, el.id + '-error', false);
       if ((el.getAttribute('aria-describedby') || '').split(/\s+/).indexOf('form-error') >= 0) {
@@ -169,11 +167,24 @@
     });
   }
 
-  function deviceMessage(form, text) {
+  // deviceMessage: the device path failed (the portal refused the request,
+  // the key or the file could not be made). The reason is an error, not
+  // progress: on the field the portal named (fieldError), or else the red
+  // .error box above the button, announced, in place of the status line;
+  // it goes like a field error when the form is sent again.
+  function deviceMessage(form, text, fieldName) {
+    var field = fieldName && form.querySelector('input[name=' + fieldName + ']:not([type=hidden])');
+    if (field) { fieldError(form, field, text); return; }
+    clearFieldError(form);
     var busy = form.querySelector('.busy');
     var button = form.querySelector('button[type=submit]');
+    if (busy) busy.hidden = true;
     if (button) button.disabled = false;
-    if (busy) { busy.textContent = text; busy.hidden = false; }
+    var p = document.createElement('p');
+    p.className = 'error field-error device-error';
+    p.setAttribute('role', 'alert');
+    p.textContent = text;
+    if (button) button.insertAdjacentElement('beforebegin', p); else form.appendChild(p);
   }
 
   // The step-up age passed while the form was open: show this page's form
@@ -226,7 +237,7 @@
       }).then(function (resp) {
         return resp.json().then(function (j) {
           if (j.stepup) { dk.forget(); return stepUpAgain(form); }
-          if (!resp.ok || !j.certificate) { dk.forget(); deviceMessage(form, j.error || box.getAttribute('data-failed')); return; }
+          if (!resp.ok || !j.certificate) { dk.forget(); deviceMessage(form, j.error || box.getAttribute('data-failed'), j.error && j.field); return; }
           var data = dk.p12(j.certificate, j.ca_chain, pw.value, enc);
           if (!data || data.error) { deviceMessage(form, box.getAttribute(data && data.error === 'password' ? 'data-password' : 'data-failed')); return; }
           var name = j.filename || 'certificate.p12';
@@ -311,10 +322,11 @@
     if (window.history && history.replaceState) history.replaceState(null, '', window.location.pathname);
   }
 
-  // Editing either password takes their error away.
+  // Editing either password, or a field marked invalid, takes the error away.
   document.addEventListener('input', function (ev) {
     var el = ev.target;
-    if (!el || !el.form || el.form.id !== 'issue-form' || pairNames.indexOf(el.name) < 0) return;
+    if (!el || !el.form || el.form.id !== 'issue-form') return;
+    if (pairNames.indexOf(el.name) < 0 && el.getAttribute('aria-invalid') !== 'true') return;
     clearFieldError(el.form);
   });
 
