@@ -77,11 +77,12 @@ func TestRevokeOwnAndOthers(t *testing.T) {
 		// expiry), and a red button beside a way out.
 		t.Errorf("confirm page lacks the certificate's facts, the danger button or Cancel:\n%s", b)
 	}
-	// Someone else's serial: 403 on the confirm page and the post, nothing revoked.
-	if r := alice.get("/certificates/" + bobs + "/revoke"); r.StatusCode != http.StatusForbidden {
+	// Someone else's serial: 404 on the confirm page and the post, as an
+	// unknown serial (TestOthersSerialLooksUnknown), nothing revoked.
+	if r := alice.get("/certificates/" + bobs + "/revoke"); r.StatusCode != http.StatusNotFound {
 		t.Fatalf("confirm page for bob's serial: %d", r.StatusCode)
 	}
-	if r := alice.post("/certificates/"+bobs+"/revoke", url.Values{"reason": {"lost"}}); r.StatusCode != http.StatusForbidden {
+	if r := alice.post("/certificates/"+bobs+"/revoke", url.Values{"reason": {"lost"}}); r.StatusCode != http.StatusNotFound {
 		t.Fatalf("alice revoking bob's: %d", r.StatusCode)
 	}
 	if slices.Contains(crl(t, v), bobs) {
@@ -96,8 +97,8 @@ func TestRevokeOwnAndOthers(t *testing.T) {
 		name, serial, reason string
 		status               int
 	}{
-		{"malformed serial", "zz:zz", "lost", 400},
-		{"overlong serial", strings.Repeat("aa:", 30) + "aa", "lost", 400},
+		{"malformed serial", "zz:zz", "lost", 404},
+		{"overlong serial", strings.Repeat("aa:", 30) + "aa", "lost", 404},
 		{"unknown serial", "01:02:03", "lost", 404},
 		{"missing reason", mine, "", 400},
 		{"reason not offered", mine, "left_company", 400},
@@ -164,11 +165,12 @@ func TestCapAndRenew(t *testing.T) {
 	if !slices.Contains(crl(t, v), serials[0]) {
 		t.Fatal("renewed certificate's predecessor not revoked")
 	}
-	// Renewing someone else's certificate is refused.
+	// Renewing someone else's certificate is refused, as one that does
+	// not exist is (404: TestOthersSerialLooksUnknown).
 	bob := newBrowser(t, p.URL)
 	bob.mustLogin("bob", v.Password(t, "bob"))
 	form.Set("renew_serial", serials[1])
-	if r := bob.post("/certificates", form); r.StatusCode != http.StatusForbidden {
+	if r := bob.post("/certificates", form); r.StatusCode != http.StatusNotFound {
 		t.Fatalf("bob renewing alice's: %d", r.StatusCode)
 	}
 	if slices.Contains(crl(t, v), serials[1]) {

@@ -382,7 +382,7 @@ func TestHelpdeskRevokesVaultOnly(t *testing.T) {
 		{"no ticket", path, url.Values{"reason": {"compromised"}}, 400, "Ticket reference"},
 		{"ticket with newline", path, url.Values{"reason": {"compromised"}, "ticket": {"A\nB"}}, 400, "Ticket reference"},
 		{"bad reason", path, url.Values{"reason": {"bored"}, "ticket": {"SEC-1"}}, 400, "Reason"},
-		{"bad serial", "/helpdesk/vault-certificates/zz-top/revoke", good, 400, ""},
+		{"bad serial", "/helpdesk/vault-certificates/zz-top/revoke", good, 404, ""},
 		{"unknown serial", "/helpdesk/vault-certificates/01:02:03/revoke", good, 404, ""},
 		{"in the inventory", "/helpdesk/vault-certificates/" + mine + "/revoke", good, 400, ""},
 		{"the CA", "/helpdesk/vault-certificates/" + caSerial + "/revoke", good, 400, ""},

@@ -69,11 +69,17 @@ func mustP12(t *testing.T, r *response, what string) string {
 	return r.Header.Get("X-Certificate-Serial")
 }
 
+// mustStepUpRefused: the refusal names what the page asked for, the
+// password and a code, or (MFA off) the password only.
 func mustStepUpRefused(t *testing.T, r *response, action string, code bool, what string) {
 	t.Helper()
 	stepUpPage(t, r, action, code, what)
-	if !strings.Contains(string(r.Body), "Password or code not accepted") {
-		t.Fatalf("%s: no refusal on the step-up page\n%s", what, r.Body)
+	want := "Password not accepted."
+	if code {
+		want = "Password or code not accepted."
+	}
+	if msg := extract(r.Body, `id="stepup-error">`, "</p>"); !strings.HasPrefix(msg, want) {
+		t.Fatalf("%s: step-up page says %q, want %q\n%s", what, msg, want, r.Body)
 	}
 }
 

@@ -320,7 +320,7 @@ func (s *Service) VaultOnlyCertificate(ctx context.Context, actor *Identity, ser
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
 	// Vault's own form (aa-bb-…) is accepted too: it is what Vault lists.
-	serial, err := NormalizeSerial(vaultSerial(serial))
+	serial, err := certificateSerial(vaultSerial(serial))
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +360,7 @@ func (s *Service) RevokeVaultOnly(ctx context.Context, actor *Identity, serial, 
 	if actor == nil || !actor.Has(RoleHelpdesk) {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
-	serial, err := NormalizeSerial(vaultSerial(serial))
+	serial, err := certificateSerial(vaultSerial(serial))
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ const (
 	EUnauthorized Code = "unauthorized" // not logged in, or bad credentials
 	EForbidden    Code = "forbidden"    // logged in, not allowed
 	ENotFound     Code = "not_found"
+	EConflict     Code = "conflict"    // the thing asked for is already under way (a reconciliation)
 	EUnavailable  Code = "unavailable" // Vault or the store is down; nothing was done
 	ETooMany      Code = "too_many"    // too many failed attempts; try again after RetryAfter
 	EInternal     Code = "internal"

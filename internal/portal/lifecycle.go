@@ -48,6 +48,20 @@ func NormalizeSerial(s string) (string, error) {
 	return strings.Join(pairs, ":"), nil
 }
 
+// certificateSerial is NormalizeSerial for the serial that names the
+// certificate a page or an action is about: the one in its address
+// (/certificates/{serial}/revoke) or the renew form's hidden field, never
+// one the user typed. Malformed, it is a page-level 404 ("this certificate
+// address is not valid"), not "check the field Serial" on a page without
+// one: the address names no certificate, as an unknown serial's does.
+func certificateSerial(s string) (string, error) {
+	serial, err := NormalizeSerial(s)
+	if err != nil {
+		return "", &Error{Code: ENotFound, Message: "error.certificate_address_invalid", Err: err}
+	}
+	return serial, nil
+}
+
 // Revocation reasons a user or the helpdesk may give (RFC 5280 names).
 var (
 	UserReasons     = []string{"lost", "compromised", "superseded"}
@@ -116,11 +130,14 @@ func (s *Service) Certificates(ctx context.Context, username string) ([]Certific
 func (s *Service) MaxActive() int { return s.opts.MaxActive }
 
 // ownCertificate loads serial and checks it belongs to id. Someone else's
-// serial is refused exactly like an unknown one would be for an attacker who
-// guesses: 403 if it exists, 404 if not — serials are 160-bit random, so the
-// difference reveals nothing useful.
+// serial is answered exactly as an unknown one is (ENotFound, the same
+// message): a 403 would tell an employee that the serial exists, and whose
+// it may be, from a leaked link or a guess. The attempt still goes to the
+// trail (access.denied). Staff who may see every user's certificates
+// (helpdesk, auditors) learn nothing from the difference, so they are told
+// plainly that it is not theirs; their own pages keep their access.
 func (s *Service) ownCertificate(ctx context.Context, id *Identity, serial string) (*store.Certificate, error) {
-	serial, err := NormalizeSerial(serial)
+	serial, err := certificateSerial(serial)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +150,11 @@ func (s *Service) ownCertificate(ctx context.Context, id *Identity, serial strin
 	}
 	if c.Username != id.Username {
 		s.RecordDenied(ctx, id, "certificate "+c.Serial+" of "+c.Username)
-		return nil, &Error{Code: EForbidden, Message: "error.not_your_certificate", Err: errors.New(id.Username + " asked for a certificate of " + c.Username)}
+		cause := errors.New(id.Username + " asked for a certificate of " + c.Username)
+		if id.Has(RoleHelpdesk) || id.Has(RoleAuditor) {
+			return nil, &Error{Code: EForbidden, Message: "error.not_your_certificate", Err: cause}
+		}
+		return nil, &Error{Code: ENotFound, Message: "error.certificate_not_found", Err: cause}
 	}
 	return c, nil
 }
@@ -371,7 +392,7 @@ func (s *Service) HelpdeskCertificate(ctx context.Context, actor *Identity, seri
 	if !actor.Has(RoleHelpdesk) {
 		return CertificateView{}, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
-	serial, err := NormalizeSerial(serial)
+	serial, err := certificateSerial(serial)
 	if err != nil {
 		return CertificateView{}, err
 	}
@@ -391,7 +412,7 @@ func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, r
 	if !actor.Has(RoleHelpdesk) {
 		return nil, &Error{Code: EForbidden, Message: "error.forbidden"}
 	}
-	serial, err := NormalizeSerial(serial)
+	serial, err := certificateSerial(serial)
 	if err != nil {
 		return nil, err
 	}

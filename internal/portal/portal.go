@@ -197,6 +197,10 @@ type Service struct {
 	// rotator is sv when it can rotate its own secret id (rotate.go).
 	rotator  SecretRotator
 	rotation rotationState
+	// reconcileQueued: a reconciliation is asked for on this replica and
+	// has not started yet (RequestReconcile sets it, the run's start
+	// clears it).
+	reconcileQueued atomic.Bool
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's

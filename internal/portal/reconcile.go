@@ -48,11 +48,25 @@ var ErrReconcileBusy = errors.New("reconcile: a run is in progress")
 // running) and the newest finished one, whose entries it lists.
 type ReconcileStatus struct {
 	Latest, LastDone *store.ReconcileRun
+	// Active: a run is asked for and about to start on this replica, or
+	// one is running (here or on another replica: it holds the lock). The
+	// page then says so instead of offering to start one.
+	Active bool
+	// Stale: the newest run says running but nothing holds the lock: its
+	// replica stopped. The next run records it as interrupted.
+	Stale bool
 }
 
 // Running reports whether the newest run has not finished.
 func (st *ReconcileStatus) Running() bool {
 	return st.Latest != nil && st.Latest.State == store.RunRunning
+}
+
+// Progress reports whether the running run knows how far it is: Vault's
+// list is read and there are new serials to look up ("3 of 10"). Before
+// that, or with nothing new, it has no count worth showing ("0 of 0").
+func (st *ReconcileStatus) Progress() bool {
+	return st.Running() && !st.Stale && st.Latest.ToRead > 0
 }
 
 // LastFailed is the newest run when it failed, for the page to say so.
@@ -72,7 +86,31 @@ func (s *Service) ReconcileStatus(ctx context.Context, id *Identity) (*Reconcile
 	if err != nil {
 		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
 	}
-	return &ReconcileStatus{Latest: latest, LastDone: done}, nil
+	st := &ReconcileStatus{Latest: latest, LastDone: done, Active: s.reconcileQueued.Load()}
+	if st.Running() {
+		held, err := s.reconcileLockHeld(ctx)
+		if err != nil {
+			return nil, err
+		}
+		st.Active = st.Active || held
+		st.Stale = !held
+	}
+	return st, nil
+}
+
+// reconcileLockHeld reports whether a run holds reconcileLock, here or on
+// another replica. It is asked only when the newest run says running: then
+// that run holds the lock (taking it fails, harmlessly) or it is stale, and
+// the lock, taken for a moment, stands in no live run's way.
+func (s *Service) reconcileLockHeld(ctx context.Context) (bool, error) {
+	unlock, ok, err := s.store.TryLock(ctx, reconcileLock)
+	if err != nil {
+		return false, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	if ok {
+		unlock()
+	}
+	return !ok, nil
 }
 
 // ReconcileEntries pages through one group of a finished run, in serial
@@ -89,16 +127,35 @@ func (s *Service) ReconcileEntries(ctx context.Context, id *Identity, runID int6
 }
 
 // RequestReconcile asks for a run in the background (RunReconciler runs
-// it). ok is false when one is already queued on this replica.
-func (s *Service) RequestReconcile(ctx context.Context, id *Identity) (ok bool, err error) {
+// it). A run already asked for or running, on this replica or another, is
+// refused (EConflict, error.reconcile_busy): a second click must not queue
+// a second full run behind the first, nor be dropped without a word.
+func (s *Service) RequestReconcile(ctx context.Context, id *Identity) error {
 	if err := s.requireAuditor(id); err != nil {
-		return false, err
+		return err
+	}
+	busy := &Error{Code: EConflict, Message: "error.reconcile_busy"}
+	if !s.reconcileQueued.CompareAndSwap(false, true) {
+		busy.Err = errors.New("a reconciliation is queued on this replica")
+		return busy
+	}
+	st, err := s.ReconcileStatus(ctx, id)
+	if err != nil {
+		s.reconcileQueued.Store(false)
+		return err
+	}
+	if st.Running() && !st.Stale {
+		s.reconcileQueued.Store(false)
+		busy.Err = fmt.Errorf("reconciliation %d is running", st.Latest.ID)
+		return busy
 	}
 	select {
 	case s.reconcileReq <- id.Username:
-		return true, nil
+		return nil
 	default:
-		return false, nil
+		s.reconcileQueued.Store(false)
+		busy.Err = errors.New("the reconciliation queue is full")
+		return busy
 	}
 }
 
@@ -110,7 +167,15 @@ func (s *Service) RunReconciler(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case by := <-s.reconcileReq:
-			switch _, err := s.ReconcileNow(ctx, by); {
+			run, err := s.ReconcileNow(ctx, by)
+			if run == nil {
+				// It never started (another run holds the lock, or Vault or
+				// the store failed first): nothing is asked for any more.
+				// A run that started cleared it then; a request made since
+				// is another one's.
+				s.reconcileQueued.Store(false)
+			}
+			switch {
 			case errors.Is(err, ErrReconcileBusy):
 				s.log.InfoContext(ctx, "reconciliation not started: another one is running (here or on another replica)", "by", by)
 			case err != nil:
@@ -155,6 +220,8 @@ func (s *Service) reconcileLocked(ctx context.Context, av AuditorVault, by strin
 	if run.ID, err = s.store.StartReconcileRun(ctx, run); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
+	// From here the page sees it running (its row, and the lock held).
+	s.reconcileQueued.Store(false)
 	runErr := s.reconcile(ctx, av, run, prev)
 	// The outcome is written even when ctx ended (shutdown): a run left
 	// "running" would be shown as such.

@@ -696,7 +696,8 @@ func holdTrail(h *portal.ReconcileHold) string {
 // back to the page, which shows its progress.
 func (s *Server) auditReconcileStart(w http.ResponseWriter, r *http.Request) {
 	p := s.newPage(r, "audit.reconcile")
-	if _, err := s.Service.RequestReconcile(r.Context(), p.User); err != nil {
+	// One already asked for or running is refused (409, error.reconcile_busy).
+	if err := s.Service.RequestReconcile(r.Context(), p.User); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -22,6 +22,8 @@ func statusFor(code portal.Code) int {
 		return http.StatusForbidden
 	case portal.ENotFound:
 		return http.StatusNotFound
+	case portal.EConflict:
+		return http.StatusConflict
 	case portal.EUnavailable:
 		return http.StatusServiceUnavailable
 	case portal.ETooMany:
@@ -59,8 +61,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if code == portal.EInternal {
 		p.Error = "error.internal"
 	}
-	if pe != nil && code == portal.EInvalid {
-		p.Field = pe.Field // "Check the field "ticket": ..."
+	if pe != nil && code == portal.EInvalid && pe.Field != "serial" {
+		// "Check the field "ticket": ...". Never the serial: it comes
+		// from the address or a hidden field, not one the user can check
+		// ("already revoked" is said on its own).
+		p.Field = pe.Field
 	}
 	s.render(w, r, status, "error", p)
 }

@@ -75,7 +75,17 @@ func (s *Server) stepUp(f stepUpForm) func(http.Handler) http.Handler {
 				var pe *portal.Error
 				if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany || pe.Code == portal.EForbidden) {
 					setRetryAfter(w, pe)
-					s.renderStepUp(w, r, f, statusFor(pe.Code), pe.Message, id.MFA || pe.Message == "error.stepup_code_needed")
+					// What the page asked for: a code when the session's
+					// login had one, or when the page had the field
+					// (Vault asked for one at the last try).
+					asked := id.MFA || r.PostForm.Has(fieldStepUpCode)
+					msg := pe.Message
+					if msg == "error.stepup_failed" && !asked {
+						// The refusal names what was asked: no code
+						// was, so it is the password.
+						msg = "error.stepup_password_failed"
+					}
+					s.renderStepUp(w, r, f, statusFor(pe.Code), msg, asked || pe.Message == "error.stepup_code_needed")
 					return
 				}
 				s.fail(w, r, err)
