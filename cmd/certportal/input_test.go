@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/testenv/pgtest"
 )
@@ -344,6 +345,60 @@ func TestBidiEscaped(t *testing.T) {
 	}
 	if body := audrey.get("/audit/export?format=csv").Body; !bytes.Contains(body, []byte(`\u202eevil`)) {
 		t.Error("the CSV export does not show the user agent escaped")
+	}
+}
+
+// TestDeniedPathNoForgedLine: an employee's refused request for a path
+// holding U+202E, a line break, a tab and U+200B is recorded with the path
+// escaped in the details themselves, not only in their JSON text: decoded
+// (from the store or from the JSON Lines export, as jq -r or a SIEM would),
+// the path holds none of them raw, so it cannot start a forged line or
+// reorder one. The trail still verifies.
+func TestDeniedPathNoForgedLine(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	if r := alice.get("/helpdesk/users/bob%E2%80%AE%0a%20--%20HELPDESK%20helen%20revoked%0d%09alice%E2%80%8B"); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("status %d, want 403", r.StatusCode)
+	}
+	noneRaw := func(where, v string) {
+		t.Helper()
+		if i := strings.IndexFunc(v, audit.Hidden); i >= 0 {
+			t.Errorf("%s decodes to %q: a raw %U", where, v, []rune(v[i:])[0])
+		}
+	}
+	var stored string
+	if err := openSQLite(t, p.DB).QueryRow(`SELECT details FROM audit_events WHERE action = 'access.denied' AND actor = 'alice'`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	var d map[string]string
+	if err := json.Unmarshal([]byte(stored), &d); err != nil {
+		t.Fatalf("details %q: %v", stored, err)
+	}
+	noneRaw("the stored path", d["path"])
+	if want := `GET /helpdesk/users/bob\u202e\u000a -- HELPDESK helen revoked\u000d\u0009alice\u200b`; d["path"] != want {
+		t.Errorf("stored path %q, want %q", d["path"], want)
+	}
+	audrey := newBrowser(t, p.URL)
+	audrey.mustLogin("audrey", v.Password(t, "audrey"))
+	export := audrey.get("/audit/export?format=jsonl&action=access.denied")
+	lines := strings.Split(strings.TrimSpace(string(export.Body)), "\n")
+	if export.StatusCode != http.StatusOK || len(lines) != 1 {
+		t.Fatalf("export: %d, %d lines\n%s", export.StatusCode, len(lines), export.Body)
+	}
+	var e struct {
+		Details map[string]string `json:"details"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &e); err != nil {
+		t.Fatalf("export line %q: %v", lines[0], err)
+	}
+	noneRaw("the exported path", e.Details["path"])
+	if e.Details["path"] != d["path"] {
+		t.Errorf("exported path %q, stored %q", e.Details["path"], d["path"])
+	}
+	if out, err := verifyChain(p.DB); err != nil {
+		t.Fatalf("audit verify: %v\n%s", err, out)
 	}
 }
 

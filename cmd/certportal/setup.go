@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -273,13 +272,12 @@ func recordSetup(ctx context.Context, trail store.Store, c *vaultapi.Client, o s
 		outcome = audit.OutcomeFailure
 		details["error"] = runErr.Error()
 	}
-	d, err := json.Marshal(details)
-	if err != nil {
-		return err
-	}
+	// Values (an error from Vault, names from the command line) are
+	// escaped as every event's are (audit.EncodeDetails); the operator ran
+	// this, so nothing is cut.
 	return trail.AppendAudit(context.WithoutCancel(ctx), &audit.Event{
-		Time: time.Now().UTC(), Actor: actor, Action: audit.ActionConfigSetup, Outcome: outcome,
-		UserAgent: "certportal setup " + version, Details: string(d),
+		Time: time.Now().UTC(), Actor: audit.Clean(actor, -1), Action: audit.ActionConfigSetup, Outcome: outcome,
+		UserAgent: audit.Clean("certportal setup "+version, -1), Details: audit.EncodeDetails(details, -1),
 	})
 }
 

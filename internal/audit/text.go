@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode"
@@ -125,4 +126,29 @@ func cleanUnicode(s string, keepSpace bool) bool {
 		}
 	}
 	return true
+}
+
+// EncodeDetails is how an event's details are recorded: each key and each
+// value is escaped and cut at max bytes with Clean (MaxField for anything a
+// client or another server chose; -1 leaves values whole) first, and only then
+// encoded as one JSON object, keys sorted, so the same details always hash
+// the same; "{}" when there are none. Cleaning before encoding is what
+// matters: JSON would write a raw U+202E or line break as \u202e or \n,
+// which every JSON reader (the JSON Lines export, jq -r, a SIEM) turns back
+// into the raw character. A Clean value holds none, so the decoded details
+// hold no control, bidi or other invisible character; what they hold is the
+// visible escape, e.g. the six characters \u202e.
+func EncodeDetails(details map[string]string, max int) string {
+	if len(details) == 0 {
+		return "{}"
+	}
+	clean := make(map[string]string, len(details))
+	for k, v := range details {
+		clean[Clean(k, max)] = Clean(v, max)
+	}
+	b, err := json.Marshal(clean)
+	if err != nil {
+		return "{}" // a map of strings always encodes
+	}
+	return string(b)
 }

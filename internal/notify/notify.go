@@ -477,7 +477,7 @@ func (r *Runner) finish(ctx context.Context, n *store.Notification, e *audit.Eve
 func (r *Runner) event(n *store.Notification, outcome, errText string) *audit.Event {
 	d := map[string]string{"channel": n.Channel, "threshold": thresholdName(n.Threshold), "attempts": fmt.Sprint(n.Attempts), "state": n.State}
 	if errText != "" {
-		d["error"] = audit.Cut(errText, audit.MaxField)
+		d["error"] = errText
 	}
 	serial := n.Serial
 	if id, ok := store.NoticeEvent(n.Serial); ok {
@@ -485,10 +485,11 @@ func (r *Runner) event(n *store.Notification, outcome, errText string) *audit.Ev
 		// certificates.
 		d["event"], serial = fmt.Sprint(id), ""
 	}
-	b, _ := json.Marshal(d)
+	// An SMTP server's or webhook's error text is chosen by that server:
+	// cleaned value by value before it is encoded (audit.EncodeDetails).
 	clean := func(v string) string { return audit.Clean(v, audit.MaxField) }
 	return &audit.Event{Time: r.opts.Now().UTC(), Actor: "certportal", Subject: clean(n.Username), Action: audit.ActionNotify,
-		Outcome: outcome, Serial: clean(serial), Details: audit.Clean(string(b), -1)}
+		Outcome: outcome, Serial: clean(serial), Details: audit.EncodeDetails(d, audit.MaxField)}
 }
 
 func thresholdName(t time.Duration) string {

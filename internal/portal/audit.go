@@ -35,21 +35,12 @@ func RequestInfoFrom(ctx context.Context) RequestInfo {
 // made: a path, a user agent or a ticket is chosen by whoever sends the
 // request, and must neither grow the trail without bound nor carry bidi or
 // control characters to the pages and files auditors read (audit.Clean).
-// Details are cut value by value, then encoded; the escapes that follow
-// are JSON escapes, so the details stay valid JSON that decodes to the
-// original (cut) text.
+// Details are escaped and cut value by value, then encoded
+// (audit.EncodeDetails), so that they decode to text without such
+// characters too.
 func (s *Service) newEvent(ctx context.Context, actor, subject, action, outcome, serial string, details map[string]string) *audit.Event {
 	ri := RequestInfoFrom(ctx)
-	d := "{}"
-	if len(details) > 0 {
-		cut := make(map[string]string, len(details))
-		for k, v := range details {
-			cut[k] = audit.Cut(v, audit.MaxField)
-		}
-		// encoding/json sorts map keys: the same details always hash the same.
-		b, _ := json.Marshal(cut)
-		d = audit.Clean(string(b), -1)
-	}
+	d := audit.EncodeDetails(details, audit.MaxField)
 	clean := func(v string) string { return audit.Clean(v, audit.MaxField) }
 	return &audit.Event{
 		Time: s.now().UTC(), Actor: clean(actor), Subject: clean(subject), Action: action, Outcome: outcome,

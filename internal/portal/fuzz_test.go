@@ -10,6 +10,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/bundle"
 	"github.com/certportal/certportal/internal/i18n"
@@ -94,7 +96,7 @@ func FuzzCheckText(f *testing.F) {
 
 func FuzzValidLabel(f *testing.F) {
 	for _, s := range []string{"work laptop", " padded ", "", "\u202ekrow", "a\u200bb", "업무 노트북", "\x00", "\xff",
-		strings.Repeat("é", 65), "a\u2028b"} {
+		strings.Repeat("é", 65), "a\u2028b", "x" + strings.Repeat("\u0336", 60), "a\u3164b", "Cafe\u0301", "e\u0323\u0302\u0301"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -103,12 +105,22 @@ func FuzzValidLabel(f *testing.F) {
 			invalidErr(t, err)
 			return
 		}
-		if out != strings.TrimSpace(out) || !utf8.ValidString(out) || utf8.RuneCountInString(out) > MaxLabelLen {
+		if out != strings.TrimSpace(out) || !utf8.ValidString(out) || utf8.RuneCountInString(out) > MaxLabelLen || !norm.NFC.IsNormalString(out) {
 			t.Fatalf("ValidLabel(%q) = %q", in, out)
 		}
+		// What is accepted is stable: the same label checked again.
+		if again, err := ValidLabel(out); err != nil || again != out {
+			t.Fatalf("ValidLabel(%q) = %q, but ValidLabel(%q) = %q, %v", in, out, out, again, err)
+		}
+		marks := 0
 		for _, r := range out {
-			if unicode.Is(unicode.Cc, r) || isBidiControl(r) || r == '\u200b' || r == '\ufeff' || r == '\u2028' || r == '\u2029' {
+			if unicode.Is(unicode.Cc, r) || isBidiControl(r) || audit.Hidden(r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) {
 				t.Fatalf("ValidLabel(%q) kept %U", in, r)
+			}
+			if !unicode.In(r, unicode.Mn, unicode.Me) {
+				marks = 0
+			} else if marks++; marks > MaxLabelMarks {
+				t.Fatalf("ValidLabel(%q) = %q: more than %d combining marks on one character", in, out, MaxLabelMarks)
 			}
 		}
 	})

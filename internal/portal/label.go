@@ -7,28 +7,69 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/certportal/certportal/internal/audit"
 )
 
 // MaxLabelLen bounds a certificate label, in characters: enough for
 // "work laptop (2nd floor)", short enough for a list cell and a file name.
 const MaxLabelLen = 64
 
+// MaxLabelMarks bounds the combining marks (accents, Unicode Mn and Me) on
+// one character of a label: enough for any accented letter of a living
+// language (Vietnamese "ệ" written decomposed is e and two marks), too few to
+// stack marks above and below the row, as "x" and sixty U+0336 would.
+const MaxLabelMarks = 2
+
 // ValidLabel checks a user's name for a certificate: optional, at most
 // MaxLabelLen characters of printable text. Control characters would break
 // lines in the audit trail and exports; bidirectional overrides could make a
 // label read differently from what it is (U+202E turns "work" into "krow").
+//
+// The label is normalised to NFC first and returned so: "Café" typed with a
+// precomposed é (U+00E9) and with e + U+0301 is the same label, one
+// character shorter, in the same file name. Then every invisible character
+// is refused — format characters (audit.Hidden: Unicode Cf, bidi controls,
+// zero-width characters, the BOM, line separators) and the fillers that
+// render as nothing (U+115F, U+1160, U+3164, U+FFA0 and the rest of
+// Unicode's Other_Default_Ignorable_Code_Point) — and so is a character
+// carrying more than MaxLabelMarks combining marks, which would spill over
+// the neighbouring rows of every page that lists labels.
 func ValidLabel(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return "", nil
 	}
-	if !utf8.ValidString(s) || utf8.RuneCountInString(s) > MaxLabelLen {
+	if !utf8.ValidString(s) {
 		return "", Invalid("label", "error.label_invalid")
 	}
+	// Bound the input before normalising it: NFC never lengthens a label
+	// by more than a few characters, so anything four times longer is
+	// refused without the work.
+	if utf8.RuneCountInString(s) > 4*MaxLabelLen {
+		return "", Invalid("label", "error.label_invalid")
+	}
+	s = norm.NFC.String(s)
+	if utf8.RuneCountInString(s) > MaxLabelLen {
+		return "", Invalid("label", "error.label_invalid")
+	}
+	marks := 0
 	for _, r := range s {
-		if unicode.Is(unicode.Cc, r) || isBidiControl(r) || r == '\uFEFF' || r == '\u200B' || r == '\u2028' || r == '\u2029' {
+		if unicode.Is(unicode.Cc, r) {
 			return "", Invalid("label", "error.label_invalid")
 		}
+		if audit.Hidden(r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) {
+			return "", Invalid("label", "error.label_invisible")
+		}
+		if unicode.In(r, unicode.Mn, unicode.Me) {
+			if marks++; marks > MaxLabelMarks {
+				return "", Invalid("label", "error.label_marks")
+			}
+			continue
+		}
+		marks = 0
 	}
 	return s, nil
 }

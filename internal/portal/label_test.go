@@ -48,6 +48,64 @@ func TestValidLabel(t *testing.T) {
 	}
 }
 
+// TestValidLabelInvisibleAndStacked: a label may not hide (fillers and
+// format characters render as nothing) nor stack combining marks over the
+// rows around it; Korean and accented labels are kept, and a decomposed é
+// is the same label as a precomposed one (NFC).
+func TestValidLabelInvisibleAndStacked(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"김철수 노트북", "김철수 노트북"},
+		{"Caf\u00e9 \u00e9", "Caf\u00e9 \u00e9"},       // NFC
+		{"Cafe\u0301 e\u0301", "Caf\u00e9 \u00e9"},     // NFD: composed
+		{"\u1100\u1175\u11ab", "\uae34"},               // 긴 as conjoining jamo: composed
+		{"x\u0336\u030d", "x\u0336\u030d"},             // two marks on a letter without a composed form
+		{"Vie\u0323\u0302t", "Vi\u1ec7t"},              // Vietnamese ệ, two marks, composed
+		{"\u2764\ufe0f laptop", "\u2764\ufe0f laptop"}, // an emoji's variation selector
+	} {
+		got, err := ValidLabel(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("ValidLabel(%+q) = %+q, %v; want %+q", tt.in, got, err, tt.want)
+		}
+	}
+	for _, tt := range []struct{ in, msg string }{
+		{"x" + strings.Repeat("\u0336\u030d", 30), "error.label_marks"},
+		{"x\u0336\u030d\u0336", "error.label_marks"},
+		{"a\u20dd\u20dd\u20dd", "error.label_marks"}, // enclosing marks (Me)
+		{"\u3164", "error.label_invisible"},
+		{"work\u3164laptop", "error.label_invisible"},
+		{"a\u115fb", "error.label_invisible"},
+		{"a\u1160b", "error.label_invisible"},
+		{"a\uffa0b", "error.label_invisible"},
+		{"soft\u00adhyphen", "error.label_invisible"},
+		{"word\u2060joiner", "error.label_invisible"},
+		{"a\u200db", "error.label_invisible"},
+		{"a\u034fb", "error.label_invisible"}, // combining grapheme joiner
+		{"tag\U000E0041", "error.label_invisible"},
+	} {
+		_, err := ValidLabel(tt.in)
+		if e, _ := err.(*Error); e == nil || e.Field != "label" || e.Message != tt.msg {
+			t.Errorf("ValidLabel(%+q): %v, want a label field error %s", tt.in, err, tt.msg)
+		}
+	}
+	// NFC is applied before the length bound: 64 decomposed é fit.
+	if got, err := ValidLabel(strings.Repeat("e\u0301", MaxLabelLen)); err != nil || got != strings.Repeat("\u00e9", MaxLabelLen) {
+		t.Errorf("64 decomposed é: %+q, %v", got, err)
+	}
+	name, _ := DownloadName("alice@example.com", mustLabel(t, "Cafe\u0301"), time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	if name != "alice@example.com-caf\u00e9-2026-12-01.p12" {
+		t.Errorf("file name of a decomposed label: %q", name)
+	}
+}
+
+func mustLabel(t *testing.T, s string) string {
+	t.Helper()
+	l, err := ValidLabel(s)
+	if err != nil {
+		t.Fatalf("ValidLabel(%+q): %v", s, err)
+	}
+	return l
+}
+
 func TestDownloadName(t *testing.T) {
 	day := time.Date(2026, 12, 1, 23, 30, 0, 0, time.FixedZone("KST", 9*3600)) // 14:30 UTC
 	for _, tt := range []struct{ label, name, ascii string }{

@@ -301,7 +301,7 @@ func (s *Service) offboardHold(ctx context.Context, mode OffboardMode, res *Offb
 	}
 	if last != nil {
 		d := decodeDetails(last.Details)
-		if d["why"] == details["why"] && d["users"] == details["users"] {
+		if recordedAs(d, details, "why", "users") {
 			return nil // the same hold, already recorded and told
 		}
 	}
@@ -544,4 +544,16 @@ func decodeDetails(raw string) map[string]string {
 	m := map[string]string{}
 	_ = json.Unmarshal([]byte(raw), &m)
 	return m
+}
+
+// recordedAs reports whether the details an event recorded (decoded) hold
+// what details would record under keys: a value is recorded escaped and cut
+// (audit.EncodeDetails), so it is compared in that form.
+func recordedAs(recorded, details map[string]string, keys ...string) bool {
+	for _, k := range keys {
+		if recorded[k] != audit.Clean(details[k], audit.MaxField) {
+			return false
+		}
+	}
+	return true
 }

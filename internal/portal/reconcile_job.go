@@ -563,8 +563,7 @@ func (s *Service) recordReconcileHeld(ctx context.Context, res *ReconcileJobResu
 		return err
 	}
 	if hold != nil {
-		if was := decodeDetails(hold.Details); was["why"] == details["why"] && was["serials"] == details["serials"] &&
-			was["max"] == details["max"] && was["per_user_max"] == details["per_user_max"] {
+		if recordedAs(decodeDetails(hold.Details), details, "why", "serials", "max", "per_user_max") {
 			return nil // recorded already, for the same list
 		}
 	}
