@@ -405,6 +405,47 @@ func TestDeniedPathNoForgedLine(t *testing.T) {
 // TestCrossSiteGETRefused: a cross-site navigation to a GET that does work
 // or writes events is refused and leaves no event; same-origin, typed URLs
 // and clients that send no Sec-Fetch-Site still work.
+// fetchHeaders are the Fetch metadata a browser sends with one kind of
+// request, for the tests of GETs that do work.
+type fetchHeaders struct{ name, site, mode, dest string }
+
+var (
+	// The user's own: a link or form on the portal, a typed URL or a
+	// bookmark, and a client that sends no Fetch metadata (curl, scripts).
+	ownNavigations = []fetchHeaders{
+		{"same-origin navigation", "same-origin", "navigate", "document"},
+		{"typed URL", "none", "navigate", "document"},
+		{"no fetch metadata", "", "", ""},
+	}
+	// Not the user's: SameSite=Lax sends the cookie on all of them.
+	foreignRequests = []fetchHeaders{
+		{"cross-site navigation", "cross-site", "navigate", "document"},
+		{"same-site navigation", "same-site", "navigate", "document"},
+		{"same-site image", "same-site", "no-cors", "image"},
+		{"same-site, no mode", "same-site", "", "image"},
+		{"same-origin image", "same-origin", "no-cors", "image"},
+		{"same-origin, no mode", "same-origin", "", ""},
+		{"typed URL, no mode", "none", "", ""},
+	}
+)
+
+func getWithFetch(b *client, path string, h fetchHeaders) *response {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, b.base+path, nil)
+	for k, v := range map[string]string{"Sec-Fetch-Site": h.site, "Sec-Fetch-Mode": h.mode, "Sec-Fetch-Dest": h.dest} {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	return b.do(req)
+}
+
+// TestCrossSiteGETRefused: a GET that does work or writes events is
+// refused, and leaves no event, unless it is the user's own navigation:
+// cross-site and same-site requests (a sibling subdomain's link or <img>)
+// are refused, and so is an <img> on the portal itself (no-cors) and a
+// fetch (the page script fetches none of these). Same-origin navigations,
+// typed URLs and clients that send no Fetch metadata still work.
 func TestCrossSiteGETRefused(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	p := startPortal(t, v, nil)
@@ -415,14 +456,8 @@ func TestCrossSiteGETRefused(t *testing.T) {
 	audrey.mustLogin("audrey", v.Password(t, "audrey"))
 	helen := newBrowser(t, p.URL)
 	helen.mustLogin("helen", v.Password(t, "helen"))
-	getWith := func(b *client, path, site string) *response {
-		req, _ := http.NewRequest(http.MethodGet, p.URL+path, nil)
-		if site != "" {
-			req.Header.Set("Sec-Fetch-Site", site)
-		}
-		return b.do(req)
-	}
 	events := func() int64 { return storeInt(t, p.DB, `SELECT count(*) FROM audit_events`) }
+	refused := append(foreignRequests, fetchHeaders{"same-origin fetch", "same-origin", "cors", "empty"})
 	for _, tc := range []struct {
 		b    *client
 		path string
@@ -440,20 +475,23 @@ func TestCrossSiteGETRefused(t *testing.T) {
 		// instead of a refusal: TestRenewLinkFromMail.
 	} {
 		t.Run(tc.path, func(t *testing.T) {
-			before := events()
-			r := getWith(tc.b, tc.path, "cross-site")
-			if r.StatusCode != http.StatusForbidden {
-				t.Fatalf("cross-site: status %d, want 403", r.StatusCode)
+			for _, h := range refused {
+				before := events()
+				r := getWithFetch(tc.b, tc.path, h)
+				if r.StatusCode != http.StatusForbidden {
+					t.Errorf("%s: status %d, want 403", h.name, r.StatusCode)
+					continue
+				}
+				if msg := extract(r.Body, `id="error-message">`, "<"); msg != "Cross-site request refused." {
+					t.Errorf("%s: message %q", h.name, msg)
+				}
+				if after := events(); after != before {
+					t.Fatalf("%s: %d audit events written", h.name, after-before)
+				}
 			}
-			if msg := extract(r.Body, `id="error-message">`, "<"); msg != "Cross-site request refused." {
-				t.Errorf("cross-site: message %q", msg)
-			}
-			if after := events(); after != before {
-				t.Fatalf("cross-site: %d audit events written", after-before)
-			}
-			for _, site := range []string{"same-origin", "none", ""} {
-				if r := getWith(tc.b, tc.path, site); r.StatusCode != http.StatusOK {
-					t.Errorf("Sec-Fetch-Site %q: status %d, want 200", site, r.StatusCode)
+			for _, h := range ownNavigations {
+				if r := getWithFetch(tc.b, tc.path, h); r.StatusCode != http.StatusOK {
+					t.Errorf("%s: status %d, want 200", h.name, r.StatusCode)
 				}
 			}
 		})

@@ -197,6 +197,34 @@ func TestSessionEndsWhenVaultRevokesToken(t *testing.T) {
 	assertNoSecrets(t, p.Logs.String())
 }
 
+// entityUser creates a userpass user with no portal policy of its own and
+// an entity that carries pols; the returned function sets the entity's
+// policies, the way an operator grants or takes a role in Vault.
+func entityUser(t *testing.T, v *testenv.Vault, name, pw string, pols ...string) func(pols ...string) {
+	t.Helper()
+	v.CreateUser(t, name, pw, nil)
+	auths, err := v.Admin.Sys().ListAuth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ent, err := v.Admin.Logical().Write("identity/entity", map[string]any{"name": name, "policies": pols})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entityID, _ := ent.Data["id"].(string)
+	if _, err := v.Admin.Logical().Write("identity/entity-alias", map[string]any{
+		"name": name, "canonical_id": entityID, "mount_accessor": auths["userpass/"].Accessor,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return func(pols ...string) {
+		t.Helper()
+		if _, err := v.Admin.Logical().Write("identity/entity/id/"+entityID, map[string]any{"policies": pols}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestSessionRolesFollowPolicies: roles come from the token's live policies
 // on every recheck. A user whose portal policies come from their Vault
 // identity (entity) loses the helpdesk role as soon as the entity loses
@@ -209,27 +237,7 @@ func TestSessionRolesFollowPolicies(t *testing.T) {
 
 	// hank's userpass user carries no portal policy; his entity does.
 	const pw = "hank-password-1234"
-	v.CreateUser(t, "hank", pw, nil)
-	auths, err := v.Admin.Sys().ListAuth()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ent, err := v.Admin.Logical().Write("identity/entity", map[string]any{"name": "hank", "policies": []string{"certportal-user", "certportal-helpdesk"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	entityID, _ := ent.Data["id"].(string)
-	if _, err := v.Admin.Logical().Write("identity/entity-alias", map[string]any{
-		"name": "hank", "canonical_id": entityID, "mount_accessor": auths["userpass/"].Accessor,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	setPolicies := func(pols ...string) {
-		t.Helper()
-		if _, err := v.Admin.Logical().Write("identity/entity/id/"+entityID, map[string]any{"policies": pols}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setPolicies := entityUser(t, v, "hank", pw, "certportal-user", "certportal-helpdesk")
 
 	before := accessors(t, v)
 	hank := newBrowser(t, p.URL)

@@ -305,6 +305,40 @@ func (m *Manager) Update(ctx context.Context, s *sessions.Session) error {
 	return m.store.UpdateSessionData(ctx, hashID(s.ID), []byte(data), m.now())
 }
 
+// Rotate gives the stored session s a new id, keeping its values (as they
+// are now) and its lifetime, and sets the cookie for the new id on w. The
+// old id is gone from the store at once: a copy of the old cookie names
+// nothing. Call it when a session gains privilege (a step-up, a new role),
+// so that a cookie copied before is not privileged after. A session
+// deleted meanwhile (a logout in another request) is not re-created:
+// store.ErrNotFound.
+func (m *Manager) Rotate(r *http.Request, w http.ResponseWriter, s *sessions.Session) error {
+	if s.ID == "" {
+		return store.ErrNotFound // never saved: nothing to rotate
+	}
+	id, err := newID()
+	if err != nil {
+		return err
+	}
+	data, err := m.data.Encode("session-data", s.Values)
+	if err != nil {
+		return fmt.Errorf("encode session: %w", err)
+	}
+	val, err := m.cookie.Encode(s.Name(), id)
+	if err != nil {
+		return fmt.Errorf("encode cookie: %w", err)
+	}
+	if err := m.store.RenameSession(r.Context(), hashID(s.ID), hashID(id), []byte(data), m.now()); err != nil {
+		return err
+	}
+	s.ID = id
+	if s.Options == nil {
+		s.Options = m.options()
+	}
+	http.SetCookie(w, sessions.NewCookie(s.Name(), val, s.Options))
+	return nil
+}
+
 // Drop deletes s, clears its cookie and leaves s a fresh, empty session for
 // the rest of the request. Its credential is the caller's business.
 func (m *Manager) Drop(r *http.Request, w http.ResponseWriter, s *sessions.Session) error {

@@ -44,6 +44,11 @@ type Sessions interface {
 	// time; ErrNotFound when it is gone. It never re-creates a session: one
 	// deleted meanwhile (logout, expiry) stays deleted.
 	UpdateSessionData(ctx context.Context, idHash string, data []byte, at time.Time) error
+	// RenameSession moves a stored session to a new id hash, with new data
+	// and last-seen time, keeping its creation and absolute expiry; the old
+	// id hash names nothing afterwards. ErrNotFound when the session is
+	// gone: like UpdateSessionData, it never re-creates one.
+	RenameSession(ctx context.Context, oldHash, newHash string, data []byte, at time.Time) error
 	DeleteSession(ctx context.Context, idHash string) error
 	// ExpiredSessions returns up to limit sessions past their absolute
 	// expiry (at or before now) or idle since before idleBefore, whose id

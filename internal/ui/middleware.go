@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -251,19 +252,36 @@ func (s *Server) crossOrigin(next http.Handler) http.Handler {
 
 func (s *Server) refuseCrossOrigin(w http.ResponseWriter, r *http.Request) {
 	s.Logger.WarnContext(r.Context(), "cross-origin request refused", "path", audit.Clean(r.URL.Path, audit.MaxField),
-		"origin", audit.Clean(r.Header.Get("Origin"), audit.MaxField), "sec_fetch_site", audit.Clean(r.Header.Get("Sec-Fetch-Site"), audit.MaxField))
+		"origin", audit.Clean(r.Header.Get("Origin"), audit.MaxField), "sec_fetch_site", audit.Clean(r.Header.Get("Sec-Fetch-Site"), audit.MaxField),
+		"sec_fetch_mode", audit.Clean(r.Header.Get("Sec-Fetch-Mode"), audit.MaxField))
 	s.failStatus(w, r, http.StatusForbidden, "error.cross_origin")
 }
 
+// ownRequest says whether a GET that does work comes from the user: a
+// browser request this origin made (Sec-Fetch-Site same-origin) or the user
+// typed or bookmarked (none), in one of modes — or one with no Fetch
+// metadata at all (curl, scripts; browsers send it on every request).
+// same-site is not the user's: SameSite=Lax sends the session cookie on a
+// sibling subdomain's requests too (its <img>, its links), and one with an
+// XSS or user content could make the portal work. Nor is a request of
+// another mode from this origin: an <img> the portal showed is no-cors.
+func ownRequest(r *http.Request, modes ...string) bool {
+	site, mode := r.Header.Get("Sec-Fetch-Site"), r.Header.Get("Sec-Fetch-Mode")
+	if site == "" && mode == "" {
+		return true
+	}
+	return (site == "same-origin" || site == "none") && slices.Contains(modes, mode)
+}
+
 // sameSiteGET refuses a GET that does work or writes events (an export,
-// a reconciliation, a form that looks up a certificate) when another site
-// navigated the browser to it: SameSite=Lax sends the session cookie on a
-// cross-site top-level navigation, and crossOrigin only guards unsafe
-// methods. same-origin, same-site, none (a typed URL or a bookmark) and no
-// header at all (curl, scripts) pass.
+// a reconciliation, a form that looks up a certificate) unless it is the
+// user's own navigation (ownRequest): SameSite=Lax sends the session
+// cookie on a cross-site top-level navigation and on same-site requests
+// of any kind, and crossOrigin only guards unsafe methods. The page script
+// fetches none of these pages, so navigate is the one mode.
 func (s *Server) sameSiteGET(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		if !ownRequest(r, "navigate") {
 			s.refuseCrossOrigin(w, r)
 			return
 		}
@@ -273,12 +291,15 @@ func (s *Server) sameSiteGET(next http.Handler) http.Handler {
 
 // continueSameSite is sameSiteGET for pages people reach from a link in a
 // mail (the renew page a reminder links to): a cross-site navigation, which
-// is what a click in webmail is, gets a page with one link to the same
-// address instead of the work. Following it is a same-origin navigation, so
-// nothing runs unless the user clicks on the portal's own page.
+// is what a click in webmail is, a same-site one and anything else not the
+// user's own get a page with one link to the same address instead of the
+// work. Following it is a same-origin navigation, so nothing runs unless
+// the user clicks on the portal's own page. The page script fetches the
+// renew page itself (cors mode: the form again when a step-up is due), so
+// that mode is the user's too.
 func (s *Server) continueSameSite(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		if !ownRequest(r, "navigate", "cors") {
 			p := s.newPage(r, "continue.title")
 			p.Continue = r.URL.RequestURI()
 			s.render(w, r, http.StatusOK, "continue", p)
@@ -350,11 +371,21 @@ func (s *Server) recheck(w http.ResponseWriter, r *http.Request, sess *sessions.
 	case err == nil:
 		setIdentity(sess, live)
 		sess.Values[valChecked] = at
-		if err := s.Sessions.Update(r.Context(), sess); errors.Is(err, store.ErrNotFound) {
-			return nil, true // deleted meanwhile: logged out in another request
-		} else if err != nil {
+		var saved error
+		if gainsRole(id, live) {
+			// More privilege: a new session id, so that a copy of the
+			// cookie taken before is not the one that gains it.
+			saved = s.rotateSession(w, r, sess, live)
+		} else {
+			saved = s.Sessions.Update(r.Context(), sess)
+		}
+		if errors.Is(saved, store.ErrNotFound) {
+			// Deleted meanwhile: logged out in another request (or moved
+			// to a new id by one that gained the same role first).
+			return nil, true
+		} else if saved != nil {
 			// Vault's answer stands for this request; the next one asks again.
-			s.Logger.WarnContext(r.Context(), "session recheck not saved", "user", id.Username, "err", err)
+			s.Logger.WarnContext(r.Context(), "session recheck not saved", "user", id.Username, "err", saved)
 		}
 		return live, true
 	case portal.ErrorCode(err) == portal.EUnauthorized:
@@ -370,6 +401,26 @@ func (s *Server) recheck(w http.ResponseWriter, r *http.Request, sess *sessions.
 		s.fail(w, r, err)
 		return nil, false
 	}
+}
+
+// gainsRole: live holds a role id did not.
+func gainsRole(id, live *portal.Identity) bool {
+	for _, role := range live.Roles {
+		if !id.Has(role) {
+			return true
+		}
+	}
+	return false
+}
+
+// rotateSession gives the request's session a new id, its values kept (see
+// session.Manager.Rotate), when it gains privilege: a step-up, a new role.
+// The new cookie, like the login's, lives no longer than id's token.
+func (s *Server) rotateSession(w http.ResponseWriter, r *http.Request, sess *sessions.Session, id *portal.Identity) error {
+	if until := id.ExpiresAt.Sub(s.Now()); sess.Options != nil && until > 0 && int(until/time.Second) < sess.Options.MaxAge {
+		sess.Options.MaxAge = int(until / time.Second)
+	}
+	return s.Sessions.Rotate(r, w, sess)
 }
 
 // setIdentity writes id into the session's values.

@@ -50,8 +50,8 @@ var (
 // when the session's last proof is older than CERTPORTAL_MFA_STEP_UP, the
 // request must carry the user's password (and code, when Vault asks for
 // one) in stepup_password and stepup_code. Vault checks them (a fresh
-// login, Service.StepUp); then the session's proof time is renewed and the
-// action runs in the same request. Without them, or when Vault refuses,
+// login, Service.StepUp); then the session's proof time is renewed, under
+// a new session id, and the action runs in the same request. Without them, or when Vault refuses,
 // the answer is the step-up page: the same form again, its choices kept,
 // that re-submits to the same action.
 func (s *Server) stepUp(f stepUpForm) func(http.Handler) http.Handler {
@@ -98,7 +98,11 @@ func (s *Server) stepUp(f stepUpForm) func(http.Handler) http.Handler {
 			} else {
 				delete(sess.Values, valMFA)
 			}
-			if err := s.Sessions.Update(r.Context(), sess); errors.Is(err, store.ErrNotFound) {
+			// A new session id with the proof: a copy of the cookie taken
+			// before is not stepped up (it names nothing any more). The new
+			// cookie comes with this answer, so the page script's next
+			// fetch (the page after a download) sends it.
+			if err := s.rotateSession(w, r, sess, live); errors.Is(err, store.ErrNotFound) {
 				s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired") // logged out meanwhile
 				return
 			} else if err != nil {

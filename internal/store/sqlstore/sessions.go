@@ -76,6 +76,21 @@ func (s *Store) UpdateSessionData(ctx context.Context, idHash string, data []byt
 	return nil
 }
 
+// RenameSession is one UPDATE of the row's key: no moment holds both ids
+// or neither, and a session deleted meanwhile stays deleted.
+func (s *Store) RenameSession(ctx context.Context, oldHash, newHash string, data []byte, at time.Time) error {
+	res, err := s.execWrite(ctx, `UPDATE sessions SET id_hash = ?, data = ?, last_seen = ? WHERE id_hash = ?`, newHash, data, s.d.Time(at), oldHash)
+	if err != nil {
+		return fmt.Errorf("rename session: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("rename session: %w", err)
+	} else if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
 func (s *Store) ExpiredSessions(ctx context.Context, now, idleBefore time.Time, after string, limit int) ([]*store.Session, error) {
 	rows, err := s.conn().query(ctx, `SELECT `+sessionColumns+` FROM sessions
 		WHERE (expires_at <= ? OR last_seen < ?) AND id_hash > ? ORDER BY id_hash LIMIT ?`,

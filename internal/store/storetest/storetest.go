@@ -416,6 +416,27 @@ func testSessions(t *testing.T, s store.Store) {
 	if _, err := s.GetSession(ctx, "e2"); err != nil {
 		t.Fatalf("live session deleted: %v", err)
 	}
+	// A rename (a new session id on a step-up) moves the row: new data and
+	// last seen, the same lifetime, and the old id names nothing.
+	if err := s.RenameSession(ctx, "e2", "r2", []byte("d4"), t0.Add(56*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSession(ctx, "e2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("old id after a rename: %v, want ErrNotFound", err)
+	}
+	if got, err := s.GetSession(ctx, "r2"); err != nil || string(got.Data) != "d4" || !got.LastSeen.Equal(t0.Add(56*time.Minute)) ||
+		!got.CreatedAt.Equal(t0) || !got.ExpiresAt.Equal(t0.Add(2*time.Hour)) {
+		t.Fatalf("after rename: %+v, %v", got, err)
+	}
+	if err := s.RenameSession(ctx, "e2", "r3", []byte("back"), t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("rename of a renamed-away id: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetSession(ctx, "r3"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("rename re-created a session: %v", err)
+	}
+	if err := s.RenameSession(ctx, "r2", "e2", []byte("d3"), t0.Add(55*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DeleteSession(ctx, "e2"); err != nil {
 		t.Fatal(err)
 	}
