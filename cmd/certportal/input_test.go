@@ -593,3 +593,20 @@ func TestPasswordCharsRefusedBeforeVault(t *testing.T) {
 		t.Fatalf("BMP password: %d", r.StatusCode)
 	}
 }
+
+// TestEnrolLinkFromMail: the helpdesk's enrolment link is sent by mail or
+// chat, so it is opened by a cross-site or same-site navigation; its page
+// is a form that does nothing until posted (the token travels in the
+// fragment and the form), so it opens, as it does typed or without Fetch
+// metadata. The post stays behind the cross-origin protection.
+func TestEnrolLinkFromMail(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	b := newBrowser(t, p.URL)
+	for _, h := range append([]fetchHeaders{foreignRequests[0], foreignRequests[1]}, ownNavigations...) {
+		r := getWithFetch(b, "/enrol", h)
+		if r.StatusCode != http.StatusOK || !strings.Contains(string(r.Body), `name="token"`) {
+			t.Errorf("%s: status %d, want 200 with the enrolment form\n%s", h.name, r.StatusCode, r.Body)
+		}
+	}
+}

@@ -239,11 +239,14 @@ var detailTexts = map[string]string{
 }
 
 // clientText are the details whose value someone outside the portal chose
-// (a label, a ticket, a path, a certificate's subject): shown exactly as recorded,
-// never read as a time, a duration or a fixed text, so a label "true" or
-// "2160h0m0s" is not passed off as the portal's own words.
+// (a label, a ticket, a path, a certificate's subject, the page a step-up
+// was for, an export's filter, a mail or webhook server's error, a host
+// name): shown exactly as recorded, never read as a time, a duration or a
+// fixed text, so a label "true" or "2160h0m0s" is not passed off as the
+// portal's own words.
 var clientText = map[string]bool{
 	"label": true, "ticket": true, "last_path": true, "path": true, "subject": true, "evidence": true,
+	"for": true, "filter": true, "error": true, "host": true,
 }
 
 // detailPrefixes are fixed texts with a variable end (a time, an error),

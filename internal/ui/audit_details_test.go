@@ -196,7 +196,7 @@ func TestDetailValues(t *testing.T) {
 		{"ttls", "[24h0m0s 720h0m0s]", "1 day, 30 days", "1일, 30일"},
 		{"ttls", "24h0m0s,2160h0m0s", "1 day, 90 days", "1일, 90일"},
 		{"count", "4", "4", "4"},
-		{"reason", "lost", "lost", "분실"},
+		{"reason", "lost", "Lost", "분실"},
 		{"reason", "no portal policy", "no portal policy", "포털 정책 없음"},
 		{"reason", "something new", "something new", "something new"},
 	} {
@@ -395,7 +395,7 @@ func TestDetailTextsInCatalog(t *testing.T) {
 // duration, a time, a boolean or one of the portal's fixed texts.
 func TestDetailClientTextAsRecorded(t *testing.T) {
 	for _, v := range []string{"2160h0m0s", "true", "2026-06-02T05:06:07Z", "lost", "revoked"} {
-		for _, k := range []string{"label", "ticket"} {
+		for _, k := range []string{"label", "ticket", "for", "filter", "error", "host"} {
 			if got := detailValue(i18n.Korean, k, v); got != v {
 				t.Errorf("%s=%q shown as %q", k, v, got)
 			}
