@@ -230,6 +230,11 @@ func TestClientVanishes(t *testing.T) {
 			if revokedInVault(t, v, serial) {
 				t.Errorf("%s is revoked in Vault; the issuance record stays and so does the certificate", serial)
 			}
+			// No file reached this session: its dashboard does not say
+			// "your certificate is ready, install it".
+			if hasReady(alice.get("/").Body) {
+				t.Errorf("after %s: the dashboard says the certificate is ready", tc.name)
+			}
 		})
 	}
 
@@ -237,6 +242,9 @@ func TestClientVanishes(t *testing.T) {
 		serial := alice.issue("modern")
 		if outcome, d := downloadEvent(t, db, serial); outcome != audit.OutcomeSuccess {
 			t.Errorf("download event of a file the client read: %s %v, want success", outcome, d)
+		}
+		if !hasReady(alice.get("/").Body) {
+			t.Error("a file the client read: no \"ready\" on the dashboard")
 		}
 	})
 

@@ -87,6 +87,7 @@ func (s *Server) clientGone(r *http.Request, dl *portal.Download) bool {
 	if r.Context().Err() == nil {
 		return false
 	}
+	s.forgetIssued(r, dl.Serial) // no file, nothing "ready"
 	go s.Service.RecordDownload(context.WithoutCancel(r.Context()), identityFrom(r.Context()), dl, 0, "the client closed the connection before the file was sent")
 	return true
 }
@@ -113,6 +114,7 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, dl *portal.Down
 	sent := fileBytes(n)
 	if err != nil && !errors.Is(err, errUnconfirmed) {
 		s.Logger.WarnContext(r.Context(), "download interrupted", "serial", dl.Serial, "sent_bytes", sent, "err", err)
+		s.forgetIssued(r, dl.Serial) // the dashboard must not say "ready, install it"
 		go s.Service.RecordDownload(ctx, id, dl, sent, "the connection broke before the client received the whole "+what+": "+err.Error())
 		return
 	}

@@ -45,7 +45,7 @@ func (s *Server) certificateRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	// The dashboard is about the revocation now, not "your certificate is
 	// ready" for one issued before it.
-	s.forgetIssued(r)
+	s.forgetIssued(r, "")
 	// The serial names the certificate in the notice; the dashboard shows
 	// it only when it is one of the user's own (never text from the link).
 	http.Redirect(w, r, "/?notice=revoked&serial="+url.QueryEscape(chi.URLParam(r, "serial")), http.StatusSeeOther)

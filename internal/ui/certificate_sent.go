@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"net/http"
@@ -87,15 +88,17 @@ func (s *Server) rememberIssued(r *http.Request, id, serial string) {
 	}
 }
 
-// forgetIssued ends the session's "your certificate is ready" (a
-// revocation came after it: the page is about that now).
-func (s *Server) forgetIssued(r *http.Request) {
+// forgetIssued ends the session's "your certificate is ready": a
+// revocation came after it (the page is about that now), or the file or
+// its page never reached the client (serial: only when it is the one
+// noted; "" for any). It works on a request whose client is gone.
+func (s *Server) forgetIssued(r *http.Request, serial string) {
 	sess := sessionFrom(r.Context())
-	if sess == nil || sess.Values[valIssued] == nil {
+	if sess == nil || sess.Values[valIssued] == nil || (serial != "" && sess.Values[valIssued] != serial) {
 		return
 	}
 	delete(sess.Values, valIssued)
-	if err := s.Sessions.Update(r.Context(), sess); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := s.Sessions.Update(context.WithoutCancel(r.Context()), sess); err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.Logger.WarnContext(r.Context(), "issued certificate not forgotten in the session", "err", err)
 	}
 }
