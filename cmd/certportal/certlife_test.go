@@ -140,12 +140,16 @@ func TestRevokedRowsDated(t *testing.T) {
 	if r := helen.post("/helpdesk/certificates/"+theirs+"/revoke", url.Values{"reason": {"left_company"}, "ticket": {"INC-7"}}); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("helpdesk revoke: %d", r.StatusCode)
 	}
+	audrey := newBrowser(t, p.URL)
+	audrey.mustLogin("audrey", v.Password(t, "audrey"))
 	for _, tc := range []struct {
 		who         *client
 		path, label string
 	}{
 		{alice, "/", "revoked"}, {alice, "/?lang=ko", "폐기"},
 		{helen, "/helpdesk/users/alice", "revoked"}, {helen, "/helpdesk/users/alice?lang=ko", "폐기"},
+		// The auditor's inventory drill-down lists revoked rows too.
+		{audrey, "/audit/inventory/certificates?state=revoked", "revoked"}, {audrey, "/audit/inventory/certificates?state=revoked&lang=ko", "폐기"},
 	} {
 		body := string(tc.who.get(tc.path).Body)
 		for _, serial := range []string{mine, theirs} {
