@@ -36,7 +36,8 @@ const MaxLabelMarks = 2
 // render as nothing (U+115F, U+1160, U+3164, U+FFA0 and the rest of
 // Unicode's Other_Default_Ignorable_Code_Point) — and so is a character
 // carrying more than MaxLabelMarks combining marks, which would spill over
-// the neighbouring rows of every page that lists labels.
+// the neighbouring rows of every page that lists labels, and a variation
+// selector anywhere but after a symbol or a digit (an emoji's or a keycap's).
 func ValidLabel(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -56,7 +57,19 @@ func ValidLabel(s string) (string, error) {
 		return "", Invalid("label", "error.label_invalid")
 	}
 	marks := 0
+	prev := rune(-1)
 	for _, r := range s {
+		// A variation selector picks the look of a symbol (an emoji, a
+		// keycap digit); on a letter, or first, it is invisible and makes
+		// two labels that look the same differ.
+		if unicode.Is(unicode.Variation_Selector, r) {
+			if prev < 0 || !(unicode.In(prev, unicode.So, unicode.Sm, unicode.Nd) || prev == '#' || prev == '*') {
+				return "", Invalid("label", "error.label_invisible")
+			}
+			prev = r
+			continue
+		}
+		prev = r
 		if unicode.Is(unicode.Cc, r) {
 			return "", Invalid("label", "error.label_invalid")
 		}

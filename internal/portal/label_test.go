@@ -61,6 +61,7 @@ func TestValidLabelInvisibleAndStacked(t *testing.T) {
 		{"x\u0336\u030d", "x\u0336\u030d"},             // two marks on a letter without a composed form
 		{"Vie\u0323\u0302t", "Vi\u1ec7t"},              // Vietnamese ệ, two marks, composed
 		{"\u2764\ufe0f laptop", "\u2764\ufe0f laptop"}, // an emoji's variation selector
+		{"1\ufe0f\u20e3 desk", "1\ufe0f\u20e3 desk"},     // a keycap: digit, VS16, enclosing keycap
 	} {
 		got, err := ValidLabel(tt.in)
 		if err != nil || got != tt.want {
@@ -81,6 +82,13 @@ func TestValidLabelInvisibleAndStacked(t *testing.T) {
 		{"a\u200db", "error.label_invisible"},
 		{"a\u034fb", "error.label_invisible"}, // combining grapheme joiner
 		{"tag\U000E0041", "error.label_invisible"},
+		// A variation selector on a letter changes nothing visible: two
+		// labels that look the same would differ.
+		{"laptop\ufe0f", "error.label_invisible"},
+		{"la\ufe00ptop", "error.label_invisible"},
+		{"a\U000E0100b", "error.label_invisible"},
+		{"a\u180bb", "error.label_invisible"}, // Mongolian free variation selector
+		{"\ufe0flaptop", "error.label_invisible"},
 	} {
 		_, err := ValidLabel(tt.in)
 		if e, _ := err.(*Error); e == nil || e.Field != "label" || e.Message != tt.msg {
