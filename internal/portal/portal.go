@@ -165,8 +165,9 @@ type Store interface {
 
 // Service is the portal's use cases.
 type Service struct {
-	// reconcileReq queues one background reconciliation (RunReconciler).
-	reconcileReq chan string
+	// reconcileReq queues one background reconciliation (RunReconciler),
+	// with the reconciliation's lock RequestReconcile took for it.
+	reconcileReq chan reconcileRequest
 	vault        Vault
 	service      ServiceVault
 	store        Store
@@ -197,10 +198,6 @@ type Service struct {
 	// rotator is sv when it can rotate its own secret id (rotate.go).
 	rotator  SecretRotator
 	rotation rotationState
-	// reconcileQueued: a reconciliation is asked for on this replica and
-	// has not started yet (RequestReconcile sets it, the run's start
-	// clears it).
-	reconcileQueued atomic.Bool
 }
 
 // NewService wires a Service. v acts with users' tokens; sv is the portal's
@@ -244,7 +241,7 @@ func NewService(v Vault, sv ServiceVault, st Store, o Options, log *slog.Logger)
 	s := &Service{vault: v, service: sv, store: st, opts: o, log: log, now: o.Now,
 		throttle: newLoginThrottle(o.LoginMaxFailures, o.LoginFailureWindow, o.LoginNetworkLimits),
 		denied:   &deniedLimiter{window: o.DeniedWindow, open: map[string]*deniedWindow{}},
-		outbox:   &revocationOutbox{}, reconcileReq: make(chan string, 1)}
+		outbox:   &revocationOutbox{}, reconcileReq: make(chan reconcileRequest, 1)}
 	s.sessionChecks.now = o.Now
 	// The portal's identity enrols users when it is the real one
 	// (*vault.Service); a narrower ServiceVault leaves enrolment off.

@@ -23,6 +23,16 @@ import (
 // serials. The groups are computed in the database and kept with the run,
 // so the page shows the last run at once while a new one runs in the
 // background, on one replica at a time (the store's TryLock).
+//
+// The lock is the one truth of "a reconciliation is asked for or in
+// progress", shared by every replica: RequestReconcile takes it when it
+// accepts a start and hands it to the runner with the request, the run
+// (or the scheduled job, through its revocations after the run is done)
+// releases it at its end. So a start is either refused at once (409
+// error.reconcile_busy: the lock is held, here or on another replica) or
+// run; it is never accepted and then dropped. Status reads only look at
+// the lock (LockHeld), never take it, so a page view cannot make a real
+// start, or the scheduler's, find it busy.
 
 // DefaultReconcileConcurrency is how many certificate reads a run keeps in
 // flight towards Vault unless told otherwise.
@@ -48,12 +58,14 @@ var ErrReconcileBusy = errors.New("reconcile: a run is in progress")
 // running) and the newest finished one, whose entries it lists.
 type ReconcileStatus struct {
 	Latest, LastDone *store.ReconcileRun
-	// Active: a run is asked for and about to start on this replica, or
-	// one is running (here or on another replica: it holds the lock). The
-	// page then says so instead of offering to start one.
+	// Active: the reconciliation's lock is held, here or on another
+	// replica: a run is asked for and about to start, is running, or the
+	// scheduled job is revoking what its run found. The page then says so
+	// instead of offering to start one (a start would be refused).
 	Active bool
-	// Stale: the newest run says running but nothing holds the lock: its
-	// replica stopped. The next run records it as interrupted.
+	// Stale: the newest run says running, has no FinishedAt, and nothing
+	// holds the lock: its replica stopped. The next run records it as
+	// interrupted.
 	Stale bool
 }
 
@@ -82,35 +94,42 @@ func (s *Service) ReconcileStatus(ctx context.Context, id *Identity) (*Reconcile
 	if err := s.requireAuditor(id); err != nil {
 		return nil, err
 	}
+	unavailable := func(err error) error {
+		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
 	latest, done, err := s.store.ReconcileRuns(ctx)
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, unavailable(err)
 	}
-	st := &ReconcileStatus{Latest: latest, LastDone: done, Active: s.reconcileQueued.Load()}
-	if st.Running() {
-		held, err := s.reconcileLockHeld(ctx)
-		if err != nil {
-			return nil, err
-		}
-		st.Active = st.Active || held
-		st.Stale = !held
+	held, err := s.store.LockHeld(ctx, reconcileLock)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	st := &ReconcileStatus{Latest: latest, LastDone: done, Active: held}
+	if held || !unfinished(latest) {
+		return st, nil
+	}
+	// The newest run said running and the lock is free: its replica
+	// stopped, or it finished (its end is written before the lock is
+	// released) between the two reads. Read the runs again to tell.
+	if st.Latest, st.LastDone, err = s.store.ReconcileRuns(ctx); err != nil {
+		return nil, unavailable(err)
+	}
+	switch {
+	case !unfinished(st.Latest):
+	case st.Latest.ID == latest.ID:
+		st.Stale = true
+	default:
+		// A newer run started since the lock was looked at: it holds it.
+		st.Active = true
 	}
 	return st, nil
 }
 
-// reconcileLockHeld reports whether a run holds reconcileLock, here or on
-// another replica. It is asked only when the newest run says running: then
-// that run holds the lock (taking it fails, harmlessly) or it is stale, and
-// the lock, taken for a moment, stands in no live run's way.
-func (s *Service) reconcileLockHeld(ctx context.Context) (bool, error) {
-	unlock, ok, err := s.store.TryLock(ctx, reconcileLock)
-	if err != nil {
-		return false, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
-	}
-	if ok {
-		unlock()
-	}
-	return !ok, nil
+// unfinished: run says running and has no end (a run whose FinishedAt is
+// set is never stale, whatever its state says).
+func unfinished(run *store.ReconcileRun) bool {
+	return run != nil && run.State == store.RunRunning && run.FinishedAt.IsZero()
 }
 
 // ReconcileEntries pages through one group of a finished run, in serial
@@ -126,63 +145,81 @@ func (s *Service) ReconcileEntries(ctx context.Context, id *Identity, runID int6
 	return out, nil
 }
 
+// reconcileRequest is a start RequestReconcile accepted: who asked, and
+// the reconciliation's lock, taken for the run.
+type reconcileRequest struct {
+	by     string
+	unlock func()
+}
+
 // RequestReconcile asks for a run in the background (RunReconciler runs
-// it). A run already asked for or running, on this replica or another, is
-// refused (EConflict, error.reconcile_busy): a second click must not queue
-// a second full run behind the first, nor be dropped without a word.
+// it). It takes the reconciliation's lock for the run there and then, so
+// every replica sees the run as asked for (ReconcileStatus.Active) until
+// it ends, and no other start, here or on another replica, can slip in
+// between. While the lock is held (a run asked for or running, or the
+// scheduled job still revoking after its run is done, on this replica or
+// another) a start is refused (EConflict, error.reconcile_busy): a second
+// click must not queue a second full run behind the first, nor be
+// accepted and then dropped without a word.
 func (s *Service) RequestReconcile(ctx context.Context, id *Identity) error {
 	if err := s.requireAuditor(id); err != nil {
 		return err
 	}
-	busy := &Error{Code: EConflict, Message: "error.reconcile_busy"}
-	if !s.reconcileQueued.CompareAndSwap(false, true) {
-		busy.Err = errors.New("a reconciliation is queued on this replica")
-		return busy
-	}
-	st, err := s.ReconcileStatus(ctx, id)
-	if err != nil {
-		s.reconcileQueued.Store(false)
+	if _, err := s.auditorVault(); err != nil {
 		return err
 	}
-	if st.Running() && !st.Stale {
-		s.reconcileQueued.Store(false)
-		busy.Err = fmt.Errorf("reconciliation %d is running", st.Latest.ID)
-		return busy
+	unlock, ok, err := s.store.TryLock(ctx, reconcileLock)
+	if err != nil {
+		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+	}
+	if !ok {
+		return &Error{Code: EConflict, Message: "error.reconcile_busy", Err: ErrReconcileBusy}
 	}
 	select {
-	case s.reconcileReq <- id.Username:
+	case s.reconcileReq <- reconcileRequest{by: id.Username, unlock: unlock}:
 		return nil
 	default:
-		s.reconcileQueued.Store(false)
-		busy.Err = errors.New("the reconciliation queue is full")
-		return busy
+		// Cannot be while the lock is ours (a request queued holds it),
+		// but a start is never dropped: refused, with a word.
+		unlock()
+		return &Error{Code: EConflict, Message: "error.reconcile_busy", Err: errors.New("the reconciliation queue is full")}
 	}
 }
 
 // RunReconciler runs the requested reconciliations one after another until
 // ctx ends; a run in progress is cancelled with it (and recorded failed).
+// A request still queued then is let go: its lock is released.
 func (s *Service) RunReconciler(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case by := <-s.reconcileReq:
-			run, err := s.ReconcileNow(ctx, by)
-			if run == nil {
-				// It never started (another run holds the lock, or Vault or
-				// the store failed first): nothing is asked for any more.
-				// A run that started cleared it then; a request made since
-				// is another one's.
-				s.reconcileQueued.Store(false)
+			for {
+				select {
+				case req := <-s.reconcileReq:
+					req.unlock()
+				default:
+					return
+				}
 			}
-			switch {
-			case errors.Is(err, ErrReconcileBusy):
-				s.log.InfoContext(ctx, "reconciliation not started: another one is running (here or on another replica)", "by", by)
-			case err != nil:
-				s.log.ErrorContext(ctx, "reconciliation failed", "by", by, "err", err)
-			}
+		case req := <-s.reconcileReq:
+			s.runRequested(ctx, req)
 		}
 	}
+}
+
+// runRequested runs one accepted start under the lock RequestReconcile
+// took for it, and releases the lock at its end.
+func (s *Service) runRequested(ctx context.Context, req reconcileRequest) (*store.ReconcileRun, error) {
+	defer req.unlock()
+	av, err := s.auditorVault()
+	var run *store.ReconcileRun
+	if err == nil {
+		run, err = s.reconcileLocked(ctx, av, req.by, true)
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "reconciliation failed", "by", req.by, "err", err)
+	}
+	return run, err
 }
 
 // ReconcileNow runs one reconciliation to its end and returns it; by names
@@ -221,7 +258,6 @@ func (s *Service) reconcileLocked(ctx context.Context, av AuditorVault, by strin
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	// From here the page sees it running (its row, and the lock held).
-	s.reconcileQueued.Store(false)
 	runErr := s.reconcile(ctx, av, run, prev)
 	// The outcome is written even when ctx ended (shutdown): a run left
 	// "running" would be shown as such.

@@ -232,9 +232,12 @@ type Certificates interface {
 // time. TryLock takes the named lock without waiting: ok is false while
 // another holder has it. PostgreSQL holds it as a session advisory lock, so
 // a replica that dies releases it with its connection; SQLite, which one
-// process serves, holds it in process.
+// process serves, holds it in process. LockHeld reports whether someone
+// (this process or another replica) holds the named lock, without taking
+// it: a status read must not stand in a holder's way for a moment.
 type Locker interface {
 	TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error)
+	LockHeld(ctx context.Context, name string) (bool, error)
 }
 
 // AuditFilter selects audit events; zero fields select everything.

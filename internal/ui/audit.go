@@ -651,8 +651,19 @@ func (s *Server) auditReconcile(w http.ResponseWriter, r *http.Request) {
 	} else {
 		h.Set("X-Reconcile-Run", "0")
 	}
+	// running also while the reconciliation's lock is held after the
+	// newest run's row says done (the run, or the scheduled job's
+	// revocations, finishing) or before an accepted start has begun: a
+	// start is refused (409) until the state is no longer running.
+	state := ""
 	if st.Latest != nil {
-		h.Set("X-Reconcile-State", st.Latest.State)
+		state = st.Latest.State
+	}
+	if st.Active {
+		state = store.RunRunning
+	}
+	if state != "" {
+		h.Set("X-Reconcile-State", state)
 	}
 	// A hold stands until a run records reconcile.resumed: the vault_only
 	// rows it holds are not revoked automatically, whatever the grace

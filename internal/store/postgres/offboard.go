@@ -35,3 +35,19 @@ func (s *DB) TryLock(ctx context.Context, name string) (func(), bool, error) {
 		conn.Release()
 	}, true, nil
 }
+
+// LockHeld reports whether any session holds the advisory lock TryLock
+// takes for name, from pg_locks: it takes nothing, so it never makes a
+// holder's TryLock fail. A bigint advisory key is in pg_locks as classid
+// (its high 32 bits), objid (its low 32 bits) and objsubid 1.
+func (s *DB) LockHeld(ctx context.Context, name string) (bool, error) {
+	var held bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l, (SELECT hashtextextended($1, 0) AS k) h
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND l.classid::bigint = (h.k >> 32) & 4294967295 AND l.objid::bigint = h.k & 4294967295)`, "certportal:"+name).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("lock %s: %w", name, err)
+	}
+	return held, nil
+}

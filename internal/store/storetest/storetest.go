@@ -1119,8 +1119,22 @@ func testOffboardScan(t *testing.T, s store.Store) {
 	if err != nil || !ok {
 		t.Fatalf("a lock of another name: %v %v", ok, err)
 	}
+	// LockHeld looks without taking: while it says held the lock stays
+	// the holder's, and it never makes a TryLock fail.
+	if held, err := s.LockHeld(ctx, "another"); err != nil || !held {
+		t.Fatalf("lock held while held: %v %v, want held", held, err)
+	}
 	other()
+	if held, err := s.LockHeld(ctx, "another"); err != nil || held {
+		t.Fatalf("lock held after unlock: %v %v, want free", held, err)
+	}
+	if held, err := s.LockHeld(ctx, "offboard"); err != nil || !held {
+		t.Fatalf("the other name's lock held: %v %v, want held", held, err)
+	}
 	unlock()
+	if held, err := s.LockHeld(ctx, "offboard"); err != nil || held {
+		t.Fatalf("lock held after unlock: %v %v, want free", held, err)
+	}
 	again, ok, err := s.TryLock(ctx, "offboard")
 	if err != nil || !ok {
 		t.Fatalf("lock after unlock: %v %v", ok, err)
