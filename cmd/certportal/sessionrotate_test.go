@@ -7,17 +7,21 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/certportal/certportal/internal/app"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/testenv/pgtest"
 )
 
 // A session gains privilege under a new id: a step-up and a role Vault
 // grants on a recheck each move the session to a fresh cookie, and the one
-// before names nothing. A cookie copied from the browser earlier (a shared
-// machine, a leaked HAR file) does not become stepped up or privileged
-// when the real user does.
+// before names nothing once session.MoveGrace is over (within it, it is
+// forwarded: see sessiongrace_test.go). A cookie copied from the browser
+// earlier (a shared machine, a leaked HAR file) does not become stepped up
+// or privileged when the real user does.
 
 const sessionCookie = "certportal_session" // plain HTTP in the tests
 
@@ -29,6 +33,19 @@ func copyCookies(t *testing.T, b *client) *client {
 	c.c.Jar.SetCookies(u, b.c.Jar.Cookies(u))
 	return c
 }
+
+// portalClock is a portal clock the test moves ahead of the real one, past
+// a session move's grace, without waiting for it.
+type portalClock struct{ ahead atomic.Int64 }
+
+func (c *portalClock) now() time.Time { return time.Now().Add(time.Duration(c.ahead.Load())) }
+
+// moveGrace is session.MoveGrace: how long the id a session moved away
+// from still names it.
+const moveGrace = 10 * time.Second
+
+// pastGrace moves the clock past the grace.
+func (c *portalClock) pastGrace() { c.ahead.Add(int64(moveGrace + time.Second)) }
 
 // mustSessionGone fails unless the copy's session is over: the login page
 // for a GET, 401 for the page script's JSON post.
@@ -44,7 +61,8 @@ func mustSessionGone(t *testing.T, copied *client, page, what string) {
 }
 
 // TestStepUpNewSessionID: a step-up (the form's, and the page script's
-// JSON one) gives the session a new id; the old cookie logs nobody in, the
+// JSON one) gives the session a new id; the old cookie logs nobody in
+// after the grace, the
 // new one is stepped up, and the page the script fetches next works with
 // the cookie the step-up's answer set. On SQLite and on PostgreSQL.
 func TestStepUpNewSessionID(t *testing.T) {
@@ -55,7 +73,8 @@ func TestStepUpNewSessionID(t *testing.T) {
 			if db == "postgres" {
 				env["CERTPORTAL_DB"] = pgtest.NewDatabase(t, pgtest.StartServer(t).DSN())
 			}
-			p := startPortal(t, v, env)
+			clock := &portalClock{}
+			p := startPortalWith(t, v, env, app.Options{Now: clock.now})
 			pass := v.Password(t, "alice")
 			alice := newBrowser(t, p.URL)
 			alice.mustLogin("alice", pass)
@@ -64,13 +83,14 @@ func TestStepUpNewSessionID(t *testing.T) {
 			copied := copyCookies(t, alice)
 			before := alice.cookieOf(sessionCookie)
 			mustP12(t, alice.post("/certificates", withStepUp(issueForm(mfaPassword, mfaPassword, "720h0m0s", "modern"), pass, "")), "download with the step-up")
-			mustSessionGone(t, copied, "/", "after the form's step-up")
 			if after := alice.cookieOf(sessionCookie); after == "" || after == before {
 				t.Fatal("the step-up's answer set no new session cookie")
 			}
 			if r := alice.get("/"); r.StatusCode != http.StatusOK || stepUpDue(r) {
 				t.Fatalf("the new cookie after the step-up: %d, step-up still due %v", r.StatusCode, stepUpDue(r))
 			}
+			clock.pastGrace()
+			mustSessionGone(t, copied, "/", "after the form's step-up")
 
 			// The device-key path: the step-up comes with the CSR post, and
 			// the script then fetches the page after it.
@@ -87,6 +107,7 @@ func TestStepUpNewSessionID(t *testing.T) {
 			if r := alice.get("/"); r.StatusCode != http.StatusOK || stepUpDue(r) || !strings.Contains(string(r.Body), `id="certificates"`) {
 				t.Fatalf("the page after the JSON step-up: %d, step-up still due %v", r.StatusCode, stepUpDue(r))
 			}
+			clock.pastGrace()
 			mustSessionGone(t, copied, "/", "after the JSON step-up")
 		})
 	}
@@ -94,11 +115,13 @@ func TestStepUpNewSessionID(t *testing.T) {
 
 // TestRoleGainNewSessionID: a role Vault grants (a policy added to the
 // user's entity) reaches the session on the next recheck under a new id:
-// the cookie from before is not the helpdesk's, nor anyone's. A role lost
+// the cookie from before is not the helpdesk's, nor anyone's (after the
+// grace). A role lost
 // keeps the id (nothing to gain by stealing less).
 func TestRoleGainNewSessionID(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_SESSION_RECHECK": "1s"})
+	clock := &portalClock{}
+	p := startPortalWith(t, v, map[string]string{"CERTPORTAL_SESSION_RECHECK": "1s"}, app.Options{Now: clock.now})
 	const pw = "hank-password-1234"
 	setPolicies := entityUser(t, v, "hank", pw, "certportal-user")
 	hank := newBrowser(t, p.URL)
@@ -111,6 +134,7 @@ func TestRoleGainNewSessionID(t *testing.T) {
 	before := hank.cookieOf(sessionCookie)
 	setPolicies("certportal-user", "certportal-helpdesk")
 	waitFor(t, hank, "/helpdesk", "hank after gaining certportal-helpdesk", func(r *response) bool { return r.StatusCode == http.StatusOK })
+	clock.pastGrace()
 	if r := copied.get("/helpdesk"); !isLoginRedirect(r) {
 		t.Fatalf("helpdesk page with the cookie from before the role: %d %q, want the login page", r.StatusCode, r.Header.Get("Location"))
 	}

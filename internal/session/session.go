@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -142,7 +143,7 @@ var errNotEnded = errors.New("session kept for the next sweep")
 // be given back by this process.
 func (m *Manager) expire(ctx context.Context, row *store.Session, now time.Time) (deleted bool, err error) {
 	var values map[any]any
-	if m.ending.Decode("session-data", string(row.Data), &values) == nil {
+	if row.MovedTo == nil && m.ending.Decode("session-data", string(row.Data), &values) == nil {
 		reason := EndIdle
 		if !now.Before(row.ExpiresAt) {
 			reason = EndAbsolute
@@ -208,14 +209,14 @@ func (m *Manager) New(r *http.Request, name string) (*sessions.Session, error) {
 		return s, nil
 	}
 	ctx := r.Context()
-	row, err := m.store.GetSession(ctx, hashID(id))
+	now := m.now()
+	id, row, err := m.follow(ctx, id, now)
 	if errors.Is(err, store.ErrNotFound) {
 		return s, nil
 	}
 	if err != nil {
 		return s, fmt.Errorf("load session: %w", err)
 	}
-	now := m.now()
 	if !now.Before(row.ExpiresAt) || now.Sub(row.LastSeen) > m.idle {
 		if _, err := m.expire(ctx, row, now); err != nil && !errors.Is(err, errNotEnded) {
 			return s, err
@@ -227,7 +228,7 @@ func (m *Manager) New(r *http.Request, name string) (*sessions.Session, error) {
 		// Data we cannot authenticate is dropped, not trusted.
 		return s, nil
 	}
-	s.ID = id
+	s.ID = id // the new id when the cookie's was moved away: see Reissue
 	s.IsNew = false
 	if now.Sub(row.LastSeen) >= touchEvery {
 		if err := m.store.TouchSession(ctx, row.IDHash, now); err != nil {
@@ -302,16 +303,124 @@ func (m *Manager) Update(ctx context.Context, s *sessions.Session) error {
 	if err != nil {
 		return fmt.Errorf("encode session: %w", err)
 	}
-	return m.store.UpdateSessionData(ctx, hashID(s.ID), []byte(data), m.now())
+	err = m.store.UpdateSessionData(ctx, hashID(s.ID), []byte(data), m.now())
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	// Moved to a new id by a request beside this one (a role gained):
+	// the write goes to the session where it went, and s takes its id
+	// (Reissue sets its cookie).
+	id, _, ferr := m.follow(ctx, s.ID, m.now())
+	if ferr != nil || id == s.ID {
+		return err
+	}
+	s.ID = id
+	return m.store.UpdateSessionData(ctx, hashID(id), []byte(data), m.now())
+}
+
+// MoveGrace is how long an id a session moved away from (Rotate) still
+// names it. A browser whose answer carrying the new cookie was lost (a
+// double-click on a form without script, a reload while Vault issues, an
+// aborted fetch) still sends the old one: within the grace that request is
+// served as the session, and Reissue sets the new cookie again. A second
+// request of the session rotating at the same moment (both saw the new
+// role) follows the move instead of ending logged out. Ten seconds covers
+// a lost answer and its retry; a cookie copied before the move, which the
+// move is there to devalue, is privileged for at most that long — and only
+// a copy sent within it.
+const MoveGrace = 10 * time.Second
+
+// moveHops bounds how many moves a cookie is followed through: two moves
+// within one grace (a step-up and a role gained) are two hops.
+const moveHops = 4
+
+// follow returns the live session the id names, directly or through the
+// forwarding rows Rotate leaves, with the id that names it now.
+// store.ErrNotFound when there is none: never was, deleted, or moved away
+// longer than MoveGrace ago (that forwarding row is deleted on the way).
+func (m *Manager) follow(ctx context.Context, id string, now time.Time) (string, *store.Session, error) {
+	for hop := 0; ; hop++ {
+		row, err := m.store.GetSession(ctx, hashID(id))
+		if err != nil {
+			return "", nil, err
+		}
+		if row.MovedTo == nil {
+			return id, row, nil
+		}
+		var next string
+		if hop == moveHops || !now.Before(row.ExpiresAt) ||
+			m.data.Decode(moveName(row.IDHash), string(row.MovedTo), &next) != nil || next == "" {
+			if !now.Before(row.ExpiresAt) {
+				if err := m.store.DeleteSession(ctx, row.IDHash); err != nil {
+					return "", nil, fmt.Errorf("delete moved session: %w", err)
+				}
+			}
+			return "", nil, store.ErrNotFound
+		}
+		id = next
+	}
+}
+
+// moveName binds a forwarding row's encrypted new id to the old id's hash:
+// one cannot be copied to another row.
+func moveName(oldHash string) string { return "session-moved-" + oldHash }
+
+// Moved says the request's cookie names another id than s's: it was moved
+// away (Rotate) and the request forwarded within MoveGrace, or a request
+// beside this one moved it (Update). False when w already sets s's cookie.
+func (m *Manager) Moved(r *http.Request, w http.ResponseWriter, s *sessions.Session) bool {
+	if s.ID == "" || s.IsNew {
+		return false
+	}
+	var id string
+	if c, err := r.Cookie(s.Name()); err == nil {
+		if m.cookie.Decode(s.Name(), c.Value, &id) != nil {
+			id = ""
+		}
+	}
+	if id == s.ID {
+		return false
+	}
+	for _, line := range w.Header().Values("Set-Cookie") {
+		if strings.HasPrefix(line, s.Name()+"=") {
+			return false
+		}
+	}
+	return true
+}
+
+// Reissue sets the cookie for s on w (after Moved).
+func (m *Manager) Reissue(w http.ResponseWriter, s *sessions.Session) error {
+	val, err := m.cookie.Encode(s.Name(), s.ID)
+	if err != nil {
+		return fmt.Errorf("encode cookie: %w", err)
+	}
+	if s.Options == nil {
+		s.Options = m.options()
+	}
+	http.SetCookie(w, sessions.NewCookie(s.Name(), val, s.Options))
+	return nil
 }
 
 // Rotate gives the stored session s a new id, keeping its values (as they
 // are now) and its lifetime, and sets the cookie for the new id on w. The
-// old id is gone from the store at once: a copy of the old cookie names
-// nothing. Call it when a session gains privilege (a step-up, a new role),
-// so that a cookie copied before is not privileged after. A session
-// deleted meanwhile (a logout in another request) is not re-created:
-// store.ErrNotFound.
+// old id names the session for MoveGrace more (see there), then nothing.
+// Call it when a session gains privilege (a step-up, a new role), so that a
+// cookie copied before is not privileged after. A session deleted
+// meanwhile (a logout in another request) is not re-created:
+// store.ErrNotFound. One moved meanwhile by a request beside this one is
+// followed: s's values are written there and s takes its id.
+//
+// The forwarding row left at the old id holds the new id encrypted and
+// authenticated with the session data key (bound to the old id's hash),
+// never in clear nor as a hash: a forwarded request must be able to set
+// the cookie for the session it is served as, and a hash cannot make one.
+// A copy of the database alone gives no usable cookie, as for the data;
+// whoever holds the session key can sign cookies anyway. The other way —
+// rotating the new session again on each forwarded request, so that the
+// row could hold a hash — would move the session away from the browser
+// whose answer did arrive (two tabs, the script's fetch after the form)
+// each time the slow one catches up, and chain moves without end.
 func (m *Manager) Rotate(r *http.Request, w http.ResponseWriter, s *sessions.Session) error {
 	if s.ID == "" {
 		return store.ErrNotFound // never saved: nothing to rotate
@@ -324,12 +433,29 @@ func (m *Manager) Rotate(r *http.Request, w http.ResponseWriter, s *sessions.Ses
 	if err != nil {
 		return fmt.Errorf("encode session: %w", err)
 	}
+	oldHash := hashID(s.ID)
+	moved, err := m.data.Encode(moveName(oldHash), id)
+	if err != nil {
+		return fmt.Errorf("encode session move: %w", err)
+	}
+	now := m.now()
+	err = m.store.RenameSession(r.Context(), oldHash, hashID(id), []byte(data), now, []byte(moved), now.Add(MoveGrace))
+	if errors.Is(err, store.ErrNotFound) {
+		// Moved already (or gone): follow it, or end as gone.
+		next, _, ferr := m.follow(r.Context(), s.ID, now)
+		if ferr != nil || next == s.ID {
+			return err
+		}
+		if err := m.store.UpdateSessionData(r.Context(), hashID(next), []byte(data), now); err != nil {
+			return err
+		}
+		id = next
+	} else if err != nil {
+		return err
+	}
 	val, err := m.cookie.Encode(s.Name(), id)
 	if err != nil {
 		return fmt.Errorf("encode cookie: %w", err)
-	}
-	if err := m.store.RenameSession(r.Context(), hashID(s.ID), hashID(id), []byte(data), m.now()); err != nil {
-		return err
 	}
 	s.ID = id
 	if s.Options == nil {

@@ -33,6 +33,11 @@ type Session struct {
 	CreatedAt time.Time
 	LastSeen  time.Time
 	ExpiresAt time.Time // absolute expiry
+	// MovedTo is set on a forwarding row, left at an id the session moved
+	// away from (RenameSession): the new id as the session layer encrypted
+	// it, never in clear. Data is then empty and ExpiresAt the end of the
+	// grace. Nil for a live session.
+	MovedTo []byte
 }
 
 // Sessions stores sessions.
@@ -45,10 +50,14 @@ type Sessions interface {
 	// deleted meanwhile (logout, expiry) stays deleted.
 	UpdateSessionData(ctx context.Context, idHash string, data []byte, at time.Time) error
 	// RenameSession moves a stored session to a new id hash, with new data
-	// and last-seen time, keeping its creation and absolute expiry; the old
-	// id hash names nothing afterwards. ErrNotFound when the session is
-	// gone: like UpdateSessionData, it never re-creates one.
-	RenameSession(ctx context.Context, oldHash, newHash string, data []byte, at time.Time) error
+	// and last-seen time, keeping its creation and absolute expiry, and in
+	// the same transaction leaves at the old id hash a forwarding row
+	// (MovedTo: movedTo, ExpiresAt: until, no data). ErrNotFound when the
+	// session is gone or already moved: like UpdateSessionData, it never
+	// re-creates one. Save, Touch, Update and Rename never write a
+	// forwarding row; GetSession returns it, DeleteSession and the sweep
+	// delete it.
+	RenameSession(ctx context.Context, oldHash, newHash string, data []byte, at time.Time, movedTo []byte, until time.Time) error
 	DeleteSession(ctx context.Context, idHash string) error
 	// ExpiredSessions returns up to limit sessions past their absolute
 	// expiry (at or before now) or idle since before idleBefore, whose id

@@ -345,6 +345,13 @@ func (s *Server) loadSession(next http.Handler) http.Handler {
 				if info, ok := ctx.Value(keyLogInfo).(*logInfo); ok {
 					info.user = id.Username
 				}
+				// A cookie of an id the session moved away from (its
+				// answer lost, or a request beside this one moved it):
+				// served as the session, and given its cookie again.
+				if err := s.reissueCookie(w, r, sess, id); err != nil {
+					s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "reissue session cookie: %w", err))
+					return
+				}
 			}
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
@@ -380,8 +387,9 @@ func (s *Server) recheck(w http.ResponseWriter, r *http.Request, sess *sessions.
 			saved = s.Sessions.Update(r.Context(), sess)
 		}
 		if errors.Is(saved, store.ErrNotFound) {
-			// Deleted meanwhile: logged out in another request (or moved
-			// to a new id by one that gained the same role first).
+			// Deleted meanwhile: logged out in another request. (One
+			// moved to a new id by a request beside this one is followed
+			// by Update and Rotate: see session.MoveGrace.)
 			return nil, true
 		} else if saved != nil {
 			// Vault's answer stands for this request; the next one asks again.
@@ -421,6 +429,19 @@ func (s *Server) rotateSession(w http.ResponseWriter, r *http.Request, sess *ses
 		sess.Options.MaxAge = int(until / time.Second)
 	}
 	return s.Sessions.Rotate(r, w, sess)
+}
+
+// reissueCookie sets the session's cookie again when the request came with
+// one of an id it moved away from (session.Manager.Moved), no longer lived
+// than id's token, like rotateSession's.
+func (s *Server) reissueCookie(w http.ResponseWriter, r *http.Request, sess *sessions.Session, id *portal.Identity) error {
+	if !s.Sessions.Moved(r, w, sess) {
+		return nil
+	}
+	if until := id.ExpiresAt.Sub(s.Now()); sess.Options != nil && until > 0 && int(until/time.Second) < sess.Options.MaxAge {
+		sess.Options.MaxAge = int(until / time.Second)
+	}
+	return s.Sessions.Reissue(w, sess)
 }
 
 // setIdentity writes id into the session's values.

@@ -99,7 +99,8 @@ func (s *Server) stepUp(f stepUpForm) func(http.Handler) http.Handler {
 				delete(sess.Values, valMFA)
 			}
 			// A new session id with the proof: a copy of the cookie taken
-			// before is not stepped up (it names nothing any more). The new
+			// before is not stepped up (it names nothing once session.MoveGrace is
+			// over; within it, it is forwarded to the new one). The new
 			// cookie comes with this answer, so the page script's next
 			// fetch (the page after a download) sends it.
 			if err := s.rotateSession(w, r, sess, live); errors.Is(err, store.ErrNotFound) {

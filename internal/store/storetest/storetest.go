@@ -417,24 +417,45 @@ func testSessions(t *testing.T, s store.Store) {
 		t.Fatalf("live session deleted: %v", err)
 	}
 	// A rename (a new session id on a step-up) moves the row: new data and
-	// last seen, the same lifetime, and the old id names nothing.
-	if err := s.RenameSession(ctx, "e2", "r2", []byte("d4"), t0.Add(56*time.Minute)); err != nil {
+	// last seen, the same lifetime, and the old id holds only a forwarding
+	// row (where it went, until the grace ends) that no write revives.
+	grace := t0.Add(56*time.Minute + 10*time.Second)
+	if err := s.RenameSession(ctx, "e2", "r2", []byte("d4"), t0.Add(56*time.Minute), []byte("to-r2"), grace); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GetSession(ctx, "e2"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("old id after a rename: %v, want ErrNotFound", err)
+	if got, err := s.GetSession(ctx, "e2"); err != nil || string(got.MovedTo) != "to-r2" || len(got.Data) != 0 || !got.ExpiresAt.Equal(grace) {
+		t.Fatalf("old id after a rename: %+v, %v, want a forwarding row", got, err)
 	}
 	if got, err := s.GetSession(ctx, "r2"); err != nil || string(got.Data) != "d4" || !got.LastSeen.Equal(t0.Add(56*time.Minute)) ||
-		!got.CreatedAt.Equal(t0) || !got.ExpiresAt.Equal(t0.Add(2*time.Hour)) {
+		!got.CreatedAt.Equal(t0) || !got.ExpiresAt.Equal(t0.Add(2*time.Hour)) || got.MovedTo != nil {
 		t.Fatalf("after rename: %+v, %v", got, err)
 	}
-	if err := s.RenameSession(ctx, "e2", "r3", []byte("back"), t0); !errors.Is(err, store.ErrNotFound) {
+	if err := s.RenameSession(ctx, "e2", "r3", []byte("back"), t0, []byte("to-r3"), grace); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("rename of a renamed-away id: %v, want ErrNotFound", err)
 	}
 	if _, err := s.GetSession(ctx, "r3"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("rename re-created a session: %v", err)
 	}
-	if err := s.RenameSession(ctx, "r2", "e2", []byte("d3"), t0.Add(55*time.Minute)); err != nil {
+	if err := s.UpdateSessionData(ctx, "e2", []byte("back"), t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update of a forwarding row: %v, want ErrNotFound", err)
+	}
+	if err := s.TouchSession(ctx, "e2", t0.Add(57*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveSession(ctx, &store.Session{IDHash: "e2", Data: []byte("back"), CreatedAt: t0, LastSeen: t0, ExpiresAt: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetSession(ctx, "e2"); err != nil || string(got.MovedTo) != "to-r2" || len(got.Data) != 0 || !got.LastSeen.Equal(t0.Add(56*time.Minute)) {
+		t.Fatalf("forwarding row after writes to it: %+v, %v", got, err)
+	}
+	// The sweep finds it once the grace is over.
+	if page, err := s.ExpiredSessions(ctx, grace, t0, "", 10); err != nil || len(page) != 1 || page[0].IDHash != "e2" {
+		t.Fatalf("expired at the grace's end: %+v, %v", page, err)
+	}
+	if err := s.DeleteSession(ctx, "e2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenameSession(ctx, "r2", "e2", []byte("d3"), t0.Add(55*time.Minute), []byte("to-e2"), grace); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteSession(ctx, "e2"); err != nil {
