@@ -61,7 +61,7 @@ func TestValidLabelInvisibleAndStacked(t *testing.T) {
 		{"x\u0336\u030d", "x\u0336\u030d"},             // two marks on a letter without a composed form
 		{"Vie\u0323\u0302t", "Vi\u1ec7t"},              // Vietnamese ệ, two marks, composed
 		{"\u2764\ufe0f laptop", "\u2764\ufe0f laptop"}, // an emoji's variation selector
-		{"1\ufe0f\u20e3 desk", "1\ufe0f\u20e3 desk"},     // a keycap: digit, VS16, enclosing keycap
+		{"1\ufe0f\u20e3 desk", "1\ufe0f\u20e3 desk"},   // a keycap: digit, VS16, enclosing keycap
 	} {
 		got, err := ValidLabel(tt.in)
 		if err != nil || got != tt.want {
