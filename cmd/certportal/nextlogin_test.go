@@ -89,3 +89,35 @@ func TestRenewLinkFromMail(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginNextToWorkGET: another site can link to the login form with a
+// destination that does work (an export, which writes an event); after the
+// login the browser's redirect would count as the portal's own navigation
+// and run it. So the login answers with a page holding one link there: the
+// export runs only when the user clicks it. A destination that only reads
+// is still a redirect.
+func TestLoginNextToWorkGET(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, nil)
+	exports := func() int64 {
+		return storeInt(t, p.DB, `SELECT count(*) FROM audit_events WHERE action = 'audit.export'`)
+	}
+	export := "/audit/export?format=csv"
+	b := newBrowser(t, p.URL)
+	r := b.post("/login", url.Values{"username": {"audrey"}, "password": {v.Password(t, "audrey")}, "next": {export}})
+	if r.StatusCode != http.StatusOK || !strings.Contains(string(r.Body), `id="continue"`) ||
+		!strings.Contains(string(r.Body), `href="/audit/export?format=csv"`) {
+		t.Fatalf("login with next=%s: %d (Location %q), want 200 with a link there\n%s", export, r.StatusCode, r.Header.Get("Location"), r.Body)
+	}
+	if n := exports(); n != 0 {
+		t.Fatalf("%d exports recorded before the click", n)
+	}
+	if r := b.get(export); r.StatusCode != http.StatusOK || exports() != 1 {
+		t.Errorf("the click: %d, %d exports recorded; want 200 and 1", r.StatusCode, exports())
+	}
+	b2 := newBrowser(t, p.URL)
+	r = b2.post("/login", url.Values{"username": {"audrey"}, "password": {v.Password(t, "audrey")}, "next": {"/audit/inventory"}})
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/audit/inventory" {
+		t.Errorf("login with next=/audit/inventory: %d to %q, want 303 there", r.StatusCode, r.Header.Get("Location"))
+	}
+}

@@ -143,6 +143,16 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal
 	// Reminders are sent in the language the user last used the portal in.
 	s.rememberLanguage(r, id.Username, i18n.FromRequest(r))
 	s.Logger.InfoContext(r.Context(), "login", "user", id.Username, "roles", roles, "client_ip", portal.RequestInfoFrom(r.Context()).ClientIP, "peer", r.RemoteAddr)
+	if s.needsOwnNavigation(dest) {
+		// The destination does work (an export, a look-up recorded as an
+		// event) and the login form may have come from another site's link
+		// (/login?next=/audit/export…); the redirect after the login would
+		// be the portal's own navigation. A click on this page is.
+		p := s.newPage(r, "continue.title")
+		p.Continue = dest
+		s.render(w, r, http.StatusOK, "continue", p)
+		return
+	}
 	http.Redirect(w, r, dest, http.StatusSeeOther)
 }
 

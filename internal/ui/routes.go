@@ -15,6 +15,7 @@ import (
 // routes reads top to bottom: every group shows its middleware stack.
 func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
+	s.ownGETs = chi.NewRouter()
 	// requestID comes before recoverer so that a panic's log line and
 	// error page carry the id sent as X-Request-Id.
 	r.Use(s.requestID, s.recoverer, s.logRequests, s.secureHeaders, s.limitBody, s.language)
@@ -75,8 +76,11 @@ func (s *Server) routes() *chi.Mux {
 			r.With(s.stepUp(stepUpIssue)).Post("/certificates", s.certificateCreate)
 			// The device-key path: a CSR in, the certificate out as JSON.
 			r.With(s.stepUp(stepUpJSON)).Post("/certificates/csr", s.certificateCSR)
-			r.With(s.sameSiteGET).Get("/certificates/{serial}/revoke", s.certificateRevokeForm)
+			s.ownGET(r, "/certificates/{serial}/revoke", s.certificateRevokeForm)
 			r.With(s.stepUp(stepUpPlain)).Post("/certificates/{serial}/revoke", s.certificateRevoke)
+			// The renew page a reminder links to: a link from another site gets a
+			// page with a same-origin link; after a login the redirect goes
+			// straight there (it only shows the user's own form).
 			r.With(s.continueSameSite).Get("/certificates/{serial}/renew", s.certificateRenewForm)
 			r.Get("/logout", s.logoutForm)
 			r.Post("/logout", s.logout)
@@ -85,26 +89,26 @@ func (s *Server) routes() *chi.Mux {
 				r.Use(s.requireRole(portal.RoleHelpdesk))
 				r.Get("/helpdesk", s.helpdeskSearch)
 				r.Get("/helpdesk/users/{username}", s.helpdeskUser)
-				r.With(s.sameSiteGET).Get("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevokeForm(false))
+				s.ownGET(r, "/helpdesk/certificates/{serial}/revoke", s.helpdeskRevokeForm(false))
 				r.With(s.stepUp(stepUpPlain)).Post("/helpdesk/certificates/{serial}/revoke", s.helpdeskRevoke(false))
-				r.With(s.sameSiteGET).Get("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevokeForm(true))
+				s.ownGET(r, "/helpdesk/certificates/{serial}/reissue", s.helpdeskRevokeForm(true))
 				r.With(s.stepUp(stepUpPlain)).Post("/helpdesk/certificates/{serial}/reissue", s.helpdeskRevoke(true))
 				r.With(s.stepUp(stepUpIssue)).Post("/helpdesk/users/{username}/certificates", s.helpdeskIssue)
 				r.With(s.stepUp(stepUpPlain)).Post("/helpdesk/users/{username}/mfa", s.helpdeskEnrol)
 				// Certificates Vault holds that the portal never issued
 				// (reconciliation's vault_only).
-				r.With(s.sameSiteGET).Get("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevokeForm)
+				s.ownGET(r, "/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevokeForm)
 				r.With(s.stepUp(stepUpPlain)).Post("/helpdesk/vault-certificates/{serial}/revoke", s.helpdeskVaultRevoke)
 			})
 
 			r.Group(func(r chi.Router) {
 				r.Use(s.requireRole(portal.RoleAuditor))
 				r.Get("/audit", s.auditPage)
-				r.With(s.sameSiteGET).Get("/audit/export", s.auditExport)
+				s.ownGET(r, "/audit/export", s.auditExport)
 				r.Get("/audit/inventory", s.auditInventory)
 				r.Get("/audit/inventory/certificates", s.auditInventoryCertificates)
-				r.With(s.sameSiteGET).Get("/audit/inventory/export", s.auditInventoryExport)
-				r.With(s.sameSiteGET).Get("/audit/reconcile", s.auditReconcile)
+				s.ownGET(r, "/audit/inventory/export", s.auditInventoryExport)
+				s.ownGET(r, "/audit/reconcile", s.auditReconcile)
 				r.Post("/audit/reconcile", s.auditReconcileStart)
 			})
 		})
@@ -142,4 +146,24 @@ func serveAs(h http.Handler, name string) http.HandlerFunc {
 		r2.URL.Path, r2.URL.RawPath = "/"+name, ""
 		h.ServeHTTP(w, r2)
 	}
+}
+
+// ownGET routes a GET that does work (an export, a look-up that records
+// an event) behind sameSiteGET, and notes its
+// pattern in ownGETs: after a login the way there is a click on the
+// portal's own page (startSession), not a redirect, because the login form
+// may have been reached from another site with that destination.
+func (s *Server) ownGET(r chi.Router, pattern string, h http.HandlerFunc) {
+	r.With(s.sameSiteGET).Get(pattern, h)
+	s.ownGETs.Get(pattern, func(http.ResponseWriter, *http.Request) {})
+}
+
+// needsOwnNavigation says whether target (a path with its query, from
+// safeNext) is one of the ownGET routes.
+func (s *Server) needsOwnNavigation(target string) bool {
+	if s.ownGETs == nil {
+		return false
+	}
+	path, _, _ := strings.Cut(target, "?")
+	return s.ownGETs.Match(chi.NewRouteContext(), http.MethodGet, path)
 }

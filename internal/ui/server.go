@@ -83,6 +83,9 @@ type Server struct {
 	// mux is the router, kept to ask which GET page a path has (for the
 	// language switch on POST results and trailing-slash redirects).
 	mux *chi.Mux
+	// ownGETs matches the GETs that do work and run only on the user's own
+	// navigation (ownGET): the login's redirect to one asks for a click.
+	ownGETs *chi.Mux
 	// device is the device-key module, nil when this binary has none or
 	// device keys are off.
 	device *deviceAssets
