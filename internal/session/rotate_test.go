@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/sessions"
+
 	"github.com/certportal/certportal/internal/session"
 	"github.com/certportal/certportal/internal/store"
 	"github.com/certportal/certportal/internal/store/postgres"
@@ -81,32 +83,8 @@ func withCookies(resp *httptest.ResponseRecorder, r *http.Request) *http.Request
 func TestRotateRace(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			sa, sb := rotateStores(t, db)
-			var clock atomic.Int64
-			clock.Store(time.Now().UnixNano())
-			now := func() time.Time { return time.Unix(0, clock.Load()) }
-			key := make([]byte, 32)
-			var ends atomic.Int64
-			mgr := func(st store.Sessions) *session.Manager {
-				m, err := session.New(st, session.Options{Key: key, Idle: time.Hour, Absolute: 2 * time.Hour, Now: now})
-				if err != nil {
-					t.Fatal(err)
-				}
-				m.OnEnd(func(context.Context, map[any]any, string, bool) error { ends.Add(1); return nil })
-				return m
-			}
-			ma, mb := mgr(sa), mgr(sb)
-			r0 := httptest.NewRequest("GET", "/", nil)
-			s, err := ma.New(r0, ma.Name())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.Values["user"] = "hank"
-			w0 := httptest.NewRecorder()
-			if err := ma.Save(r0, w0, s); err != nil {
-				t.Fatal(err)
-			}
-			old := withCookies(w0, r0)
+			rig := newRotateRig(t, db)
+			ma, mb, old := rig.a, rig.b, rig.old
 
 			// Both load the session before either rotates.
 			ra, rb := old.Clone(context.Background()), old.Clone(context.Background())
@@ -149,32 +127,10 @@ func TestRotateRace(t *testing.T) {
 func TestRotateGrace(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			sa, sb := rotateStores(t, db)
-			var clock atomic.Int64
-			clock.Store(time.Now().UnixNano())
-			now := func() time.Time { return time.Unix(0, clock.Load()) }
-			key := make([]byte, 32)
-			var ends atomic.Int64
-			mgr := func(st store.Sessions) *session.Manager {
-				m, err := session.New(st, session.Options{Key: key, Idle: time.Hour, Absolute: 2 * time.Hour, Now: now})
-				if err != nil {
-					t.Fatal(err)
-				}
-				m.OnEnd(func(context.Context, map[any]any, string, bool) error { ends.Add(1); return nil })
-				return m
-			}
-			ma, mb := mgr(sa), mgr(sb)
-			r0 := httptest.NewRequest("GET", "/", nil)
-			a, err := ma.New(r0, ma.Name())
-			if err != nil {
-				t.Fatal(err)
-			}
-			a.Values["user"] = "hank"
-			w0 := httptest.NewRecorder()
-			if err := ma.Save(r0, w0, a); err != nil {
-				t.Fatal(err)
-			}
-			old := withCookies(w0, r0)
+			rig := newRotateRig(t, db)
+			ma, mb, a, old := rig.a, rig.b, rig.saved, rig.old
+			clock, ends := &rig.clock, &rig.ends
+			var err error
 			ra := old.Clone(context.Background())
 			if a, err = ma.New(ra, ma.Name()); err != nil || a.IsNew {
 				t.Fatalf("load: %v", err)
@@ -229,9 +185,52 @@ func TestRotateGrace(t *testing.T) {
 			if got, err := mb.New(cur.Clone(context.Background()), mb.Name()); err != nil || !got.IsNew {
 				t.Fatalf("second old cookie after the grace: %v, new %v", err, got.IsNew)
 			}
-			if _, err := sa.GetSession(context.Background(), hash(prev)); !errors.Is(err, store.ErrNotFound) {
+			if _, err := rig.store.GetSession(context.Background(), hash(prev)); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("forwarding row after its use past the grace: %v, want it deleted", err)
 			}
 		})
 	}
+}
+
+// rotateRig is two replicas' session managers on one store (db), with a
+// clock the test moves and a count of EndFunc calls, and one session of
+// hank's saved by the first: saved, and old, a request carrying its cookie.
+type rotateRig struct {
+	a, b  *session.Manager
+	store store.Sessions // the first replica's handle
+	clock atomic.Int64
+	ends  atomic.Int64
+	saved *sessions.Session
+	old   *http.Request
+}
+
+func newRotateRig(t *testing.T, db string) *rotateRig {
+	t.Helper()
+	rig := &rotateRig{}
+	sa, sb := rotateStores(t, db)
+	rig.store = sa
+	rig.clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, rig.clock.Load()) }
+	key := make([]byte, 32)
+	mgr := func(st store.Sessions) *session.Manager {
+		m, err := session.New(st, session.Options{Key: key, Idle: time.Hour, Absolute: 2 * time.Hour, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.OnEnd(func(context.Context, map[any]any, string, bool) error { rig.ends.Add(1); return nil })
+		return m
+	}
+	rig.a, rig.b = mgr(sa), mgr(sb)
+	r0 := httptest.NewRequest("GET", "/", nil)
+	s, err := rig.a.New(r0, rig.a.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Values["user"] = "hank"
+	w0 := httptest.NewRecorder()
+	if err := rig.a.Save(r0, w0, s); err != nil {
+		t.Fatal(err)
+	}
+	rig.saved, rig.old = s, withCookies(w0, r0)
+	return rig
 }
