@@ -35,16 +35,7 @@ import (
 func TestSessionMoveGrace(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			v := testenv.StartConfiguredVault(t)
-			env := map[string]string{"CERTPORTAL_MFA_STEP_UP": testStepUp}
-			if db == "postgres" {
-				env["CERTPORTAL_DB"] = pgtest.NewDatabase(t, pgtest.StartServer(t).DSN())
-			}
-			clock := &portalClock{}
-			p := startPortalWith(t, v, env, app.Options{Now: clock.now})
-			pass := v.Password(t, "alice")
-			alice := newBrowser(t, p.URL)
-			alice.mustLogin("alice", pass)
+			clock, alice, pass := stepUpPortal(t, db)
 			clock.ahead.Add(int64(7 * time.Second)) // past the step-up age (testStepUp)
 			if r := alice.get("/"); !stepUpDue(r) {
 				t.Fatalf("step-up not due after its age: %d", r.StatusCode)

@@ -68,16 +68,7 @@ func mustSessionGone(t *testing.T, copied *client, page, what string) {
 func TestStepUpNewSessionID(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			v := testenv.StartConfiguredVault(t)
-			env := map[string]string{"CERTPORTAL_MFA_STEP_UP": testStepUp}
-			if db == "postgres" {
-				env["CERTPORTAL_DB"] = pgtest.NewDatabase(t, pgtest.StartServer(t).DSN())
-			}
-			clock := &portalClock{}
-			p := startPortalWith(t, v, env, app.Options{Now: clock.now})
-			pass := v.Password(t, "alice")
-			alice := newBrowser(t, p.URL)
-			alice.mustLogin("alice", pass)
+			clock, alice, pass := stepUpPortal(t, db)
 
 			waitFor(t, alice, "/", "step-up age passes", stepUpDue)
 			copied := copyCookies(t, alice)
@@ -153,4 +144,22 @@ func TestRoleGainNewSessionID(t *testing.T) {
 	if hank.cookieOf(sessionCookie) != kept {
 		t.Error("a lost role gave the session a new id")
 	}
+}
+
+// stepUpPortal is a portal on db ("sqlite" or "postgres") whose step-up
+// is due after testStepUp, on a clock the test moves, with alice logged in
+// (pass: her password).
+func stepUpPortal(t *testing.T, db string) (clock *portalClock, alice *client, pass string) {
+	t.Helper()
+	v := testenv.StartConfiguredVault(t)
+	env := map[string]string{"CERTPORTAL_MFA_STEP_UP": testStepUp}
+	if db == "postgres" {
+		env["CERTPORTAL_DB"] = pgtest.NewDatabase(t, pgtest.StartServer(t).DSN())
+	}
+	clock = &portalClock{}
+	p := startPortalWith(t, v, env, app.Options{Now: clock.now})
+	pass = v.Password(t, "alice")
+	alice = newBrowser(t, p.URL)
+	alice.mustLogin("alice", pass)
+	return clock, alice, pass
 }
