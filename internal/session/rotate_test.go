@@ -128,11 +128,11 @@ func TestRotateGrace(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
 			rig := newRotateRig(t, db)
-			ma, mb, a, old := rig.a, rig.b, rig.saved, rig.old
+			ma, mb, old := rig.a, rig.b, rig.old
 			clock, ends := &rig.clock, &rig.ends
-			var err error
 			ra := old.Clone(context.Background())
-			if a, err = ma.New(ra, ma.Name()); err != nil || a.IsNew {
+			a, err := ma.New(ra, ma.Name())
+			if err != nil || a.IsNew {
 				t.Fatalf("load: %v", err)
 			}
 			wa := httptest.NewRecorder()
