@@ -130,16 +130,8 @@
   // line under the button (.busy) is for progress and lost connections.
   var pairNames = ['password', 'password_confirm'];
   function fieldError(form, field, text) {
-    clearFieldError(form);
-    var busy = form.querySelector('.busy');
-    var button = form.querySelector('button[type=submit]');
-    if (busy) busy.hidden = true;
-    if (button) button.disabled = false;
-    var p = document.createElement('p');
-    p.className = 'error field-error';
+    var p = errorBox(form, text, 'field-error');
     p.id = field.id + '-error';
-    p.setAttribute('role', 'alert');
-    p.textContent = text;
     field.insertAdjacentElement('afterend', p);
     field.setAttribute('aria-invalid', 'true');
     describedBy(field, p.id, true);
@@ -175,16 +167,25 @@
   function deviceMessage(form, text, fieldName) {
     var field = fieldName && form.querySelector('input[name=' + fieldName + ']:not([type=hidden])');
     if (field) { fieldError(form, field, text); return; }
+    var p = errorBox(form, text, 'field-error device-error');
+    var button = form.querySelector('button[type=submit]');
+    if (button) button.insertAdjacentElement('beforebegin', p); else form.appendChild(p);
+  }
+
+  // errorBox ends the form's wait (status line hidden, button back) and
+  // its earlier errors, and makes the announced red box for text, for the
+  // caller to place.
+  function errorBox(form, text, classes) {
     clearFieldError(form);
     var busy = form.querySelector('.busy');
     var button = form.querySelector('button[type=submit]');
     if (busy) busy.hidden = true;
     if (button) button.disabled = false;
     var p = document.createElement('p');
-    p.className = 'error field-error device-error';
+    p.className = 'error ' + classes;
     p.setAttribute('role', 'alert');
     p.textContent = text;
-    if (button) button.insertAdjacentElement('beforebegin', p); else form.appendChild(p);
+    return p;
   }
 
   // The step-up age passed while the form was open: show this page's form
