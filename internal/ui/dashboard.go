@@ -122,10 +122,16 @@ func certName(certs []portal.CertificateView, serial string) (string, bool) {
 	if !ok {
 		return "", false
 	}
+	return labelled(c, shortSerial(c.Serial)), true
+}
+
+// labelled names c by its label and serial ("laptop (ab:cd…)"), or by the
+// serial alone; serial is c's serial as the page shows it.
+func labelled(c portal.CertificateView, serial string) string {
 	if c.Label != "" {
-		return c.Label + " (" + shortSerial(c.Serial) + ")", true
+		return c.Label + " (" + serial + ")"
 	}
-	return shortSerial(c.Serial), true
+	return serial
 }
 
 // listedCert is the listed certificate serial; ok false when it is not

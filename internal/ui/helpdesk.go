@@ -55,10 +55,7 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 	// serial in full, as this page shows serials.
 	if named, ok := helpdeskNamed[p.Notice]; ok {
 		if c, ok := listedCert(certs, r.URL.Query().Get("serial")); ok {
-			p.Notice, p.NoticeCert = named, c.Serial
-			if c.Label != "" {
-				p.NoticeCert = c.Label + " (" + c.Serial + ")"
-			}
+			p.Notice, p.NoticeCert = named, labelled(c, c.Serial)
 		}
 	}
 	p.MFAEnrol = s.Service.MFAEnrolmentOn(r.Context())

@@ -129,9 +129,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal
 	if id.MFA {
 		sess.Values[valMFA] = "totp" // the session keeps strings and times only
 	}
-	if until := id.ExpiresAt.Sub(s.Now()); until > 0 && int(until/time.Second) < sess.Options.MaxAge {
-		sess.Options.MaxAge = int(until / time.Second)
-	}
+	s.capCookieLife(sess, id)
 	if err := sess.Save(r, w); err != nil {
 		s.revokeQuietly(r, id)
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "save session: %w", err))
@@ -148,9 +146,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal
 		// event) and the login form may have come from another site's link
 		// (/login?next=/audit/export…); the redirect after the login would
 		// be the portal's own navigation. A click on this page is.
-		p := s.newPage(r, "continue.title")
-		p.Continue = dest
-		s.render(w, r, http.StatusOK, "continue", p)
+		s.continuePage(w, r, dest)
 		return
 	}
 	http.Redirect(w, r, dest, http.StatusSeeOther)

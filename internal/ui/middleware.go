@@ -300,9 +300,7 @@ func (s *Server) sameSiteGET(next http.Handler) http.Handler {
 func (s *Server) continueSameSite(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !ownRequest(r, "navigate", "cors") {
-			p := s.newPage(r, "continue.title")
-			p.Continue = r.URL.RequestURI()
-			s.render(w, r, http.StatusOK, "continue", p)
+			s.continuePage(w, r, r.URL.RequestURI())
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -425,10 +423,25 @@ func gainsRole(id, live *portal.Identity) bool {
 // session.Manager.Rotate), when it gains privilege: a step-up, a new role.
 // The new cookie, like the login's, lives no longer than id's token.
 func (s *Server) rotateSession(w http.ResponseWriter, r *http.Request, sess *sessions.Session, id *portal.Identity) error {
+	s.capCookieLife(sess, id)
+	return s.Sessions.Rotate(r, w, sess)
+}
+
+// capCookieLife makes the session's cookie live no longer than id's Vault
+// token: a login's, a rotated or a reissued cookie alike.
+func (s *Server) capCookieLife(sess *sessions.Session, id *portal.Identity) {
 	if until := id.ExpiresAt.Sub(s.Now()); sess.Options != nil && until > 0 && int(until/time.Second) < sess.Options.MaxAge {
 		sess.Options.MaxAge = int(until / time.Second)
 	}
-	return s.Sessions.Rotate(r, w, sess)
+}
+
+// continuePage answers with a page holding one link to target, on the
+// portal itself: following it is the user's own navigation
+// (continueSameSite, and a login whose destination does work).
+func (s *Server) continuePage(w http.ResponseWriter, r *http.Request, target string) {
+	p := s.newPage(r, "continue.title")
+	p.Continue = target
+	s.render(w, r, http.StatusOK, "continue", p)
 }
 
 // reissueCookie sets the session's cookie again when the request came with
@@ -438,9 +451,7 @@ func (s *Server) reissueCookie(w http.ResponseWriter, r *http.Request, sess *ses
 	if !s.Sessions.Moved(r, w, sess) {
 		return nil
 	}
-	if until := id.ExpiresAt.Sub(s.Now()); sess.Options != nil && until > 0 && int(until/time.Second) < sess.Options.MaxAge {
-		sess.Options.MaxAge = int(until / time.Second)
-	}
+	s.capCookieLife(sess, id)
 	return s.Sessions.Reissue(w, sess)
 }
 
