@@ -87,18 +87,6 @@ func ValidLabel(s string) (string, error) {
 	return s, nil
 }
 
-func isBidiControl(r rune) bool {
-	switch {
-	case r == '\u061C', r == '\u200E', r == '\u200F':
-		return true
-	case r >= '\u202A' && r <= '\u202E':
-		return true
-	case r >= '\u2066' && r <= '\u2069':
-		return true
-	}
-	return false
-}
-
 // slug turns a label into a file-name part: letters and digits of any
 // script, lowercased, everything else one '-'. "Work laptop (2)" becomes
 // "work-laptop-2"; "업무 노트북" stays Korean.

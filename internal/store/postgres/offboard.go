@@ -14,7 +14,7 @@ func (s *DB) TryLock(ctx context.Context, name string) (func(), bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("lock %s: %w", name, err)
 	}
-	key := "certportal:" + name
+	key := lockKey(name)
 	var ok bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&ok); err != nil {
 		conn.Release()
@@ -45,9 +45,13 @@ func (s *DB) LockHeld(ctx context.Context, name string) (bool, error) {
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l, (SELECT hashtextextended($1, 0) AS k) h
 		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
 		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		AND l.classid::bigint = (h.k >> 32) & 4294967295 AND l.objid::bigint = h.k & 4294967295)`, "certportal:"+name).Scan(&held)
+		AND l.classid::bigint = (h.k >> 32) & 4294967295 AND l.objid::bigint = h.k & 4294967295)`, lockKey(name)).Scan(&held)
 	if err != nil {
 		return false, fmt.Errorf("lock %s: %w", name, err)
 	}
 	return held, nil
 }
+
+// lockKey is the text whose hashtextextended is the advisory lock's key
+// for name: TryLock takes it, LockHeld looks for it.
+func lockKey(name string) string { return "certportal:" + name }
