@@ -257,6 +257,15 @@ func (s *Server) refuseCrossOrigin(w http.ResponseWriter, r *http.Request) {
 	s.failStatus(w, r, http.StatusForbidden, "error.cross_origin")
 }
 
+// refuseEmbedded answers a GET that does work when another page asked for
+// it (an image, a fetch) rather than the user opening it.
+func (s *Server) refuseEmbedded(w http.ResponseWriter, r *http.Request) {
+	s.Logger.WarnContext(r.Context(), "embedded request refused", "path", audit.Clean(r.URL.Path, audit.MaxField),
+		"sec_fetch_site", audit.Clean(r.Header.Get("Sec-Fetch-Site"), audit.MaxField),
+		"sec_fetch_mode", audit.Clean(r.Header.Get("Sec-Fetch-Mode"), audit.MaxField))
+	s.failStatus(w, r, http.StatusForbidden, "error.embedded")
+}
+
 // ownRequest says whether a GET that does work comes from the user: a
 // browser request this origin made (Sec-Fetch-Site same-origin) or the user
 // typed or bookmarked (none), in one of modes — or one with no Fetch
@@ -273,19 +282,25 @@ func ownRequest(r *http.Request, modes ...string) bool {
 	return (site == "same-origin" || site == "none") && slices.Contains(modes, mode)
 }
 
-// sameSiteGET refuses a GET that does work or writes events (an export,
-// a reconciliation, a form that looks up a certificate) unless it is the
-// user's own navigation (ownRequest): SameSite=Lax sends the session
+// sameSiteGET does the work of a GET that does work or writes events (an
+// export, a reconciliation, a form that looks up a certificate) only for
+// the user's own navigation (ownRequest): SameSite=Lax sends the session
 // cookie on a cross-site top-level navigation and on same-site requests
-// of any kind, and crossOrigin only guards unsafe methods. The page script
-// fetches none of these pages, so navigate is the one mode.
+// of any kind, and crossOrigin only guards unsafe methods. A navigation
+// from another site (a link in a ticket or a chat) gets the continue page:
+// one link to the same address, so the work runs only after a click on
+// the portal's own page. Anything else (an <img>, a fetch: the page script
+// fetches none of these pages) is refused.
 func (s *Server) sameSiteGET(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !ownRequest(r, "navigate") {
-			s.refuseCrossOrigin(w, r)
-			return
+		switch {
+		case ownRequest(r, "navigate"):
+			next.ServeHTTP(w, r)
+		case r.Header.Get("Sec-Fetch-Mode") == "navigate":
+			s.continuePage(w, r, r.URL.RequestURI())
+		default:
+			s.refuseEmbedded(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
 }
 
