@@ -124,7 +124,8 @@ func TestDashboardReadyOnlyRightAfterIssuing(t *testing.T) {
 
 // TestRevokedRowsDated: a revoked certificate's row says when it was
 // revoked, with the table's date format, next to reason, ticket and by
-// whom, on the dashboard and the helpdesk page, in English and Korean.
+// whom, on the dashboard, the helpdesk page and the auditor's inventory,
+// in English and Korean: one template for the three.
 func TestRevokedRowsDated(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
 	p := startPortal(t, v, nil)
@@ -156,6 +157,11 @@ func TestRevokedRowsDated(t *testing.T) {
 			if want := revokedCell(tc.label, revokedAt(t, db, serial)); !strings.Contains(body, want) {
 				t.Errorf("%s: the row of %s lacks %q", tc.path, serial, want)
 			}
+		}
+		// Ticket and revoker are names, not words: a page translator
+		// must leave them as recorded, on every page alike.
+		if want := ` · <span translate="no">INC-7</span> · <span translate="no">helen</span></small>`; !strings.Contains(body, want) {
+			t.Errorf("%s: the helpdesk revocation's line lacks %q", tc.path, want)
 		}
 	}
 }
