@@ -252,10 +252,11 @@ func countRows(t *testing.T, db *sql.DB, query string) int {
 // TestSavePageLeaveWarning: the save page says, in the page's language,
 // that the file must be saved before leaving, after the save link and
 // before every control that leaves it — here the cap's renew and revoke
-// links, the certificate this form issued being the last one allowed.
+// links, the certificate this form issued being the last one allowed —
+// and the install steps' check link above it opens a tab of its own.
 func TestSavePageLeaveWarning(t *testing.T) {
 	v := testenv.StartConfiguredVault(t)
-	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "1"})
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MAX_ACTIVE": "1", "CERTPORTAL_SERVICE_URL": "https://apps.example.test/secure/"})
 	alice := newBrowser(t, p.URL)
 	alice.mustLogin("alice", v.Password(t, "alice"))
 	r := alice.post("/certificates?lang=ko", issueForm(p12Password, p12Password, "24h", "modern"), append(navigation, "Accept-Language", "ko")...)
@@ -283,5 +284,19 @@ func TestSavePageLeaveWarning(t *testing.T) {
 		if at < leave {
 			t.Errorf("%s (at %d) comes before the warning to save the file first (at %d)", tag, at, leave)
 		}
+	}
+	// The install steps' check link comes before the warning, so it must
+	// not leave the page: it opens a tab of its own and says so. On the
+	// dashboard without a file it is an ordinary link.
+	checkLink := regexp.MustCompile(`<a id="check-link"[^>]*>`)
+	if tag := checkLink.FindString(body); !strings.Contains(tag, `target="_blank"`) || !strings.Contains(tag, `rel="noopener"`) {
+		t.Errorf("the save page's check link leaves the page: %q", tag)
+	}
+	if !strings.Contains(body, html.EscapeString(i18n.T(i18n.Korean, "install.check_new_tab"))) {
+		t.Error("the save page does not say that the check opens a new tab")
+	}
+	dash := string(alice.get("/?lang=ko").Body)
+	if tag := checkLink.FindString(dash); tag == "" || strings.Contains(tag, "target=") {
+		t.Errorf("the dashboard's check link: %q", tag)
 	}
 }
