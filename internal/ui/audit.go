@@ -274,6 +274,9 @@ func detailValue(l i18n.Lang, key, val string) string {
 	if k, ok := detailTexts[key+"="+val]; ok {
 		return i18n.T(l, k)
 	}
+	if key == "roles" || key == "was" {
+		return roleList(l, val)
+	}
 	for _, p := range detailPrefixes {
 		if key == p.key && strings.HasPrefix(val, p.prefix) && len(val) > len(p.prefix) {
 			return i18n.T(l, p.text, detailValue(l, "", val[len(p.prefix):]))
@@ -307,6 +310,24 @@ func detailValue(l i18n.Lang, key, val string) string {
 		return strings.Join(shown, ", ")
 	}
 	return val
+}
+
+// roleList reads a comma-joined list of portal roles (a login's, a
+// session's before and after) as words of l; val itself when one of them is
+// not a role the portal knows.
+func roleList(l i18n.Lang, val string) string {
+	if val == "" {
+		return val
+	}
+	names := strings.Split(val, ",")
+	for i, n := range names {
+		key := "detailtext.role_" + n
+		if !i18n.Has(i18n.English, key) {
+			return val
+		}
+		names[i] = i18n.T(l, key)
+	}
+	return strings.Join(names, ", ")
 }
 
 // auditTime is an event's time as the audit page shows it (the datetime

@@ -20,6 +20,7 @@ import (
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/i18n"
+	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/web"
 )
 
@@ -199,6 +200,11 @@ func TestDetailValues(t *testing.T) {
 		{"reason", "lost", "Lost", "분실"},
 		{"reason", "no portal policy", "no portal policy", "포털 정책 없음"},
 		{"reason", "something new", "something new", "something new"},
+		// A login's roles and a session's before and after.
+		{"roles", "employee,auditor", "employee, auditor", "직원, 감사자"},
+		{"was", "employee,helpdesk", "employee, helpdesk", "직원, 헬프데스크"},
+		{"roles", string(portal.RoleAuditor), "auditor", "감사자"},
+		{"roles", "employee,operator", "employee,operator", "employee,operator"},
 	} {
 		for _, l := range []struct {
 			lang i18n.Lang
