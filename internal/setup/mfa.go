@@ -55,18 +55,18 @@ func (r *run) mfa(ctx context.Context) error {
 			r.o.MFA = MFATOTP
 			r.o.MFAMethodID, r.o.MFAAccessor = firstString(enf.Data["mfa_method_ids"]), accessor
 			r.res.MFAMethodID = r.o.MFAMethodID
-			r.step("login MFA enforcement "+r.o.MFAEnforcement+" (left as it is)", false)
+			r.step(say("setupstep.mfa_kept", r.o.MFAEnforcement), false)
 		}
 		return nil
 	case MFAOff:
 		if enf == nil {
-			r.step("no login MFA enforcement "+r.o.MFAEnforcement, false)
+			r.step(say("setupstep.mfa_none", r.o.MFAEnforcement), false)
 			return nil
 		}
 		if _, err := r.c.Logical().DeleteWithContext(ctx, enfPath); err != nil {
 			return fmt.Errorf("delete %s: %w", enfPath, err)
 		}
-		r.step("login MFA enforcement "+r.o.MFAEnforcement+" removed", true)
+		r.step(say("setupstep.mfa_removed", r.o.MFAEnforcement), true)
 		return nil
 	}
 	health, err := r.c.Sys().HealthWithContext(ctx)
@@ -77,7 +77,7 @@ func (r *run) mfa(ctx context.Context) error {
 		return err
 	}
 	if older, _ := olderThan(health.Version, MFAMinVault); older {
-		r.step("login MFA on Vault "+health.Version+", older than "+MFAMinVault+" (--mfa-allow-old-vault)", false)
+		r.step(say("setupstep.mfa_old_vault", health.Version, MFAMinVault), false)
 	}
 	methodID, err := r.totpMethod(ctx)
 	if err != nil {
@@ -89,13 +89,13 @@ func (r *run) mfa(ctx context.Context) error {
 	if enf != nil && enf.Data != nil && sameStrings(enf.Data["mfa_method_ids"], want["mfa_method_ids"]) &&
 		sameStrings(enf.Data["auth_method_accessors"], want["auth_method_accessors"]) &&
 		emptyList(enf.Data["auth_method_types"]) && emptyList(enf.Data["identity_entity_ids"]) && emptyList(enf.Data["identity_group_ids"]) {
-		r.step("login MFA enforcement "+r.o.MFAEnforcement+" on "+r.o.UserpassMount, false)
+		r.step(say("setupstep.mfa_on", r.o.MFAEnforcement, r.o.UserpassMount), false)
 		return nil
 	}
 	if _, err := r.write(ctx, enfPath, want); err != nil {
 		return err
 	}
-	r.step("login MFA enforcement "+r.o.MFAEnforcement+" on "+r.o.UserpassMount, true)
+	r.step(say("setupstep.mfa_on", r.o.MFAEnforcement, r.o.UserpassMount), true)
 	return nil
 }
 
@@ -134,13 +134,13 @@ func (r *run) totpMethod(ctx context.Context) (string, error) {
 			}
 		}
 		if same {
-			r.step("TOTP method "+r.o.MFAMethodName, false)
+			r.step(say("setupstep.totp", r.o.MFAMethodName), false)
 			return id, nil
 		}
 		if _, err := r.write(ctx, "identity/mfa/method/totp/"+id, want); err != nil {
 			return "", err
 		}
-		r.step("TOTP method "+r.o.MFAMethodName, true)
+		r.step(say("setupstep.totp", r.o.MFAMethodName), true)
 		return id, nil
 	}
 	s, err := r.write(ctx, "identity/mfa/method/totp", want)
@@ -154,7 +154,7 @@ func (r *run) totpMethod(ctx context.Context) (string, error) {
 	if id == "" {
 		return "", fmt.Errorf("create TOTP method %s: no method_id in Vault's answer", r.o.MFAMethodName)
 	}
-	r.step("TOTP method "+r.o.MFAMethodName+" created", true)
+	r.step(say("setupstep.totp_created", r.o.MFAMethodName), true)
 	return id, nil
 }
 

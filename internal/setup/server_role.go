@@ -161,12 +161,12 @@ func EnsureServerRole(ctx context.Context, c *vaultapi.Client, o Options, name s
 		return r.res.Steps, err
 	}
 	if cur != nil && roleMatches(cur.Data, want) {
-		r.step("role "+path, false)
+		r.step(say("setupstep.role", path), false)
 	} else {
 		if _, err := r.write(ctx, path, want); err != nil {
 			return r.res.Steps, err
 		}
-		r.step("role "+path, true)
+		r.step(say("setupstep.role", path), true)
 	}
 	// The portal's AppRole can revoke anything in the issuing mount, so a
 	// server role there would keep Nginx's certificate in its reach.
@@ -177,7 +177,7 @@ func EnsureServerRole(ctx context.Context, c *vaultapi.Client, o Options, name s
 		if _, err := c.Logical().DeleteWithContext(ctx, old); err != nil {
 			return r.res.Steps, fmt.Errorf("delete %s: %w", old, err)
 		}
-		r.step("role "+old+" removed (server certificates now come from "+o.ServerMount+")", true)
+		r.step(say("setupstep.role_removed_server", old, o.ServerMount), true)
 	}
 
 	pol := NginxPolicy(o, name)
@@ -186,12 +186,12 @@ func EnsureServerRole(ctx context.Context, c *vaultapi.Client, o Options, name s
 		return r.res.Steps, fmt.Errorf("read policy %s: %w", NginxPolicyName, err)
 	}
 	if strings.TrimSpace(got) == strings.TrimSpace(pol) {
-		r.step("policy "+NginxPolicyName, false)
+		r.step(say("setupstep.policy", NginxPolicyName), false)
 		return r.res.Steps, nil
 	}
 	if err := c.Sys().PutPolicyWithContext(ctx, NginxPolicyName, pol); err != nil {
 		return r.res.Steps, fmt.Errorf("write policy %s: %w", NginxPolicyName, err)
 	}
-	r.step("policy "+NginxPolicyName, true)
+	r.step(say("setupstep.policy", NginxPolicyName), true)
 	return r.res.Steps, nil
 }

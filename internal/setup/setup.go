@@ -20,6 +20,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/certportal/certportal/internal/config"
+	"github.com/certportal/certportal/internal/i18n"
 )
 
 // Options say what to build.
@@ -314,6 +315,11 @@ func Run(ctx context.Context, c *vaultapi.Client, o Options) (*Result, error) {
 
 func (r *run) step(what string, changed bool) { r.res.Steps = append(r.res.Steps, Step{what, changed}) }
 
+// say is a step's text: the catalog's English "setupstep.*" message, which
+// setup prints and records in the trail as it is; the audit page reads it
+// back into the page's language by the same message (internal/ui).
+func say(key string, args ...any) string { return i18n.T(i18n.English, key, args...) }
+
 func (r *run) read(ctx context.Context, path string) (*vaultapi.Secret, error) {
 	s, err := r.c.Logical().ReadWithContext(ctx, path)
 	if err != nil {
@@ -382,13 +388,13 @@ func (r *run) rootCA(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.step("PKI mount "+r.o.RootMount, created)
+	r.step(say("setupstep.pki_mount", r.o.RootMount), created)
 	ca, err := r.caPEM(ctx, r.o.RootMount)
 	if err != nil {
 		return err
 	}
 	if ca != "" {
-		r.step("root CA in "+r.o.RootMount, false)
+		r.step(say("setupstep.root_ca", r.o.RootMount), false)
 		return nil
 	}
 	_, err = r.write(ctx, r.o.RootMount+"/root/generate/internal", map[string]any{
@@ -402,12 +408,12 @@ func (r *run) rootCA(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.step("root CA in "+r.o.RootMount, true)
+	r.step(say("setupstep.root_ca", r.o.RootMount), true)
 	return nil
 }
 
 func (r *run) issuingCA(ctx context.Context) error {
-	return r.intermediate(ctx, r.o.PKIMount, "issuing CA", r.o.Organization+" Issuing CA")
+	return r.intermediate(ctx, r.o.PKIMount, "issuing_ca", r.o.Organization+" Issuing CA")
 }
 
 // serverCA is the intermediate Nginx's server certificates come from.
@@ -415,22 +421,23 @@ func (r *run) serverCA(ctx context.Context) error {
 	if r.o.ServerRole == "" {
 		return nil
 	}
-	return r.intermediate(ctx, r.o.ServerMount, "server CA", r.o.Organization+" Server CA")
+	return r.intermediate(ctx, r.o.ServerMount, "server_ca", r.o.Organization+" Server CA")
 }
 
-// intermediate makes mount an intermediate CA signed by the root, once.
+// intermediate makes mount an intermediate CA signed by the root, once;
+// what names it in the steps (setupstep.issuing_ca, setupstep.server_ca).
 func (r *run) intermediate(ctx context.Context, mount, what, cn string) error {
 	created, err := r.ensureMount(ctx, mount, intermediateTTL)
 	if err != nil {
 		return err
 	}
-	r.step("PKI mount "+mount, created)
+	r.step(say("setupstep.pki_mount", mount), created)
 	ca, err := r.caPEM(ctx, mount)
 	if err != nil {
 		return err
 	}
 	if ca != "" {
-		r.step(what+" in "+mount, false)
+		r.step(say("setupstep."+what, mount), false)
 		return nil
 	}
 	csr, err := r.write(ctx, mount+"/intermediate/generate/internal", map[string]any{
@@ -463,7 +470,7 @@ func (r *run) intermediate(ctx context.Context, mount, what, cn string) error {
 	}); err != nil {
 		return err
 	}
-	r.step(what+" in "+mount+" signed by "+r.o.RootMount, true)
+	r.step(say("setupstep."+what+"_signed", mount, r.o.RootMount), true)
 	return nil
 }
 
@@ -484,13 +491,13 @@ func (r *run) urls(ctx context.Context) error {
 		}
 		if cur != nil && sameStrings(cur.Data["issuing_certificates"], want["issuing_certificates"]) &&
 			sameStrings(cur.Data["crl_distribution_points"], want["crl_distribution_points"]) {
-			r.step("issuing and CRL URLs on "+m, false)
+			r.step(say("setupstep.urls", m), false)
 			continue
 		}
 		if _, err := r.write(ctx, m+"/config/urls", want); err != nil {
 			return err
 		}
-		r.step("issuing and CRL URLs on "+m, true)
+		r.step(say("setupstep.urls", m), true)
 	}
 	return nil
 }
@@ -504,7 +511,7 @@ func (r *run) userpass(ctx context.Context) error {
 		if a.Type != "userpass" {
 			return fmt.Errorf("auth mount %s exists with type %s, want userpass", r.o.UserpassMount, a.Type)
 		}
-		r.step("userpass auth at "+r.o.UserpassMount, false)
+		r.step(say("setupstep.userpass", r.o.UserpassMount), false)
 		return nil
 	}
 	if err := r.c.Sys().EnableAuthWithOptionsWithContext(ctx, r.o.UserpassMount, &vaultapi.EnableAuthOptions{
@@ -512,7 +519,7 @@ func (r *run) userpass(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("enable userpass: %w", err)
 	}
-	r.step("userpass auth at "+r.o.UserpassMount, true)
+	r.step(say("setupstep.userpass", r.o.UserpassMount), true)
 	return nil
 }
 
@@ -541,11 +548,11 @@ func UserLockout(n int, window time.Duration) (threshold int, duration, counterR
 // session it served, whatever TTL an operator gave the user.
 func (r *run) userTokenMax(ctx context.Context) error {
 	if r.o.SessionAbsolute <= 0 {
-		r.step("token max TTL on "+r.o.UserpassMount+" left as it is", false)
+		r.step(say("setupstep.ttl_kept", r.o.UserpassMount), false)
 		return nil
 	}
 	max := r.o.SessionAbsolute.Truncate(time.Second)
-	what := fmt.Sprintf("token max TTL on %s: %s (the portal's absolute session timeout)", r.o.UserpassMount, max)
+	what := say("setupstep.ttl", r.o.UserpassMount, max)
 	path := "sys/auth/" + r.o.UserpassMount + "/tune"
 	cur, err := r.read(ctx, path)
 	if err != nil {
@@ -565,12 +572,11 @@ func (r *run) userTokenMax(ctx context.Context) error {
 // userLockout tunes the userpass mount's lockout to the portal's limit.
 func (r *run) userLockout(ctx context.Context) error {
 	if r.o.LoginUserMaxFailures <= 0 {
-		r.step("user lockout on "+r.o.UserpassMount+" left as it is (the portal's per-username limit is off)", false)
+		r.step(say("setupstep.lockout_kept", r.o.UserpassMount), false)
 		return nil
 	}
 	threshold, duration, reset := UserLockout(r.o.LoginUserMaxFailures, r.o.LoginUserWindow)
-	what := fmt.Sprintf("user lockout on %s: %d failures lock for %s, forgotten after %s (the portal refuses after %d)",
-		r.o.UserpassMount, threshold, duration, reset, r.o.LoginUserMaxFailures)
+	what := say("setupstep.lockout", r.o.UserpassMount, threshold, duration, reset, r.o.LoginUserMaxFailures)
 	path := "sys/auth/" + r.o.UserpassMount + "/tune"
 	cur, err := r.read(ctx, path)
 	if err != nil {
@@ -660,13 +666,13 @@ func (r *run) role(ctx context.Context) error {
 		return err
 	}
 	if cur != nil && roleMatches(cur.Data, want) {
-		r.step("role "+path, false)
+		r.step(say("setupstep.role", path), false)
 		return nil
 	}
 	if _, err := r.write(ctx, path, want); err != nil {
 		return err
 	}
-	r.step("role "+path, true)
+	r.step(say("setupstep.role", path), true)
 	return nil
 }
 
@@ -699,18 +705,18 @@ func (r *run) onBehalfRole(ctx context.Context) error {
 		if _, err := r.c.Logical().DeleteWithContext(ctx, path); err != nil {
 			return fmt.Errorf("delete %s: %w", path, err)
 		}
-		r.step("role "+path+" removed (issuing on behalf off)", true)
+		r.step(say("setupstep.role_removed_onbehalf", path), true)
 		return nil
 	}
 	want := OnBehalfRoleData(r.o)
 	if cur != nil && roleMatches(cur.Data, want) {
-		r.step("role "+path, false)
+		r.step(say("setupstep.role", path), false)
 		return nil
 	}
 	if _, err := r.write(ctx, path, want); err != nil {
 		return err
 	}
-	r.step("role "+path, true)
+	r.step(say("setupstep.role", path), true)
 	return nil
 }
 
@@ -993,13 +999,13 @@ func (r *run) policies(ctx context.Context) error {
 			return fmt.Errorf("read policy %s: %w", name, err)
 		}
 		if strings.TrimSpace(cur) == strings.TrimSpace(pols[name]) {
-			r.step("policy "+name, false)
+			r.step(say("setupstep.policy", name), false)
 			continue
 		}
 		if err := r.c.Sys().PutPolicyWithContext(ctx, name, pols[name]); err != nil {
 			return fmt.Errorf("write policy %s: %w", name, err)
 		}
-		r.step("policy "+name, true)
+		r.step(say("setupstep.policy", name), true)
 	}
 	return nil
 }
@@ -1015,14 +1021,14 @@ func (r *run) appRole(ctx context.Context) error {
 		if a.Type != "approle" {
 			return fmt.Errorf("auth mount %s exists with type %s, want approle", r.o.AppRoleMount, a.Type)
 		}
-		r.step("approle auth at "+r.o.AppRoleMount, false)
+		r.step(say("setupstep.approle_auth", r.o.AppRoleMount), false)
 	} else {
 		if err := r.c.Sys().EnableAuthWithOptionsWithContext(ctx, r.o.AppRoleMount, &vaultapi.EnableAuthOptions{
 			Type: "approle", Description: "certportal service identity",
 		}); err != nil {
 			return fmt.Errorf("enable approle: %w", err)
 		}
-		r.step("approle auth at "+r.o.AppRoleMount, true)
+		r.step(say("setupstep.approle_auth", r.o.AppRoleMount), true)
 	}
 	path := "auth/" + r.o.AppRoleMount + "/role/" + r.o.AppRoleName
 	want := map[string]any{
@@ -1048,12 +1054,12 @@ func (r *run) appRole(ctx context.Context) error {
 		sameCIDRs(cur.Data["secret_id_bound_cidrs"], r.o.SecretIDBoundCIDRs) && sameCIDRs(cur.Data["token_bound_cidrs"], r.o.AppRoleTokenBoundCIDRs) &&
 		sameDuration(cur.Data["token_ttl"], "3600s") && sameDuration(cur.Data["token_max_ttl"], "14400s") &&
 		sameDuration(cur.Data["secret_id_ttl"], want["secret_id_ttl"].(string)) {
-		r.step("approle "+r.o.AppRoleName, false)
+		r.step(say("setupstep.approle", r.o.AppRoleName), false)
 	} else {
 		if _, err := r.write(ctx, path, want); err != nil {
 			return err
 		}
-		r.step("approle "+r.o.AppRoleName, true)
+		r.step(say("setupstep.approle", r.o.AppRoleName), true)
 	}
 	id, err := r.read(ctx, path+"/role-id")
 	if err != nil || id == nil {
@@ -1066,7 +1072,7 @@ func (r *run) appRole(ctx context.Context) error {
 			return err
 		}
 		r.res.ServiceSecretID, _ = sec.Data["secret_id"].(string)
-		r.step("new secret id for approle "+r.o.AppRoleName, true)
+		r.step(say("setupstep.approle_secret", r.o.AppRoleName), true)
 	}
 	return nil
 }
@@ -1103,13 +1109,13 @@ func (r *run) demoUsers(ctx context.Context) error {
 			// Never reset an existing user's password: someone may rely on it.
 			// The CIDR binding is setup's to keep as asked.
 			if sameCIDRs(cur.Data["token_bound_cidrs"], cidrs) {
-				r.step("demo user "+u.Username+" (exists, password unchanged)", false)
+				r.step(say("setupstep.demo_user_exists", u.Username), false)
 				continue
 			}
 			if _, err := r.write(ctx, path, map[string]any{"token_bound_cidrs": cidrs}); err != nil {
 				return err
 			}
-			r.step("demo user "+u.Username+" token_bound_cidrs (password unchanged)", true)
+			r.step(say("setupstep.demo_user_cidrs", u.Username), true)
 			continue
 		}
 		pw, err := password()
@@ -1128,7 +1134,7 @@ func (r *run) demoUsers(ctx context.Context) error {
 		}
 		u.Password = pw
 		r.res.DemoUsers = append(r.res.DemoUsers, u)
-		r.step("demo user "+u.Username, true)
+		r.step(say("setupstep.demo_user", u.Username), true)
 	}
 	return nil
 }

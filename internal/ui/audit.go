@@ -277,6 +277,9 @@ func detailValue(l i18n.Lang, key, val string) string {
 	if key == "roles" || key == "was" {
 		return roleList(l, val)
 	}
+	if key == "changed" {
+		return setupChanges(l, val)
+	}
 	for _, p := range detailPrefixes {
 		if key == p.key && strings.HasPrefix(val, p.prefix) && len(val) > len(p.prefix) {
 			return i18n.T(l, p.text, detailValue(l, "", val[len(p.prefix):]))
@@ -328,6 +331,30 @@ func roleList(l i18n.Lang, val string) string {
 		names[i] = i18n.T(l, key)
 	}
 	return strings.Join(names, ", ")
+}
+
+// setupChanges reads the "; "-joined steps a setup run changed (its
+// "changed" detail, written with the English "setupstep.*" messages) in l,
+// each step by the message it was written with; a step no message matches
+// (an older wording) stays as recorded.
+func setupChanges(l i18n.Lang, val string) string {
+	steps := strings.Split(val, "; ")
+	for i, step := range steps {
+		steps[i] = setupStep(l, step)
+	}
+	return strings.Join(steps, "; ")
+}
+
+func setupStep(l i18n.Lang, step string) string {
+	if text, ok := i18n.ReadBack(l, "setupstep.", step, func(arg string) any {
+		if d, ok := durationText(l, arg); ok {
+			return d
+		}
+		return arg
+	}); ok {
+		return text
+	}
+	return step
 }
 
 // auditTime is an event's time as the audit page shows it (the datetime

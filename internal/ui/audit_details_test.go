@@ -205,6 +205,12 @@ func TestDetailValues(t *testing.T) {
 		{"was", "employee,helpdesk", "employee, helpdesk", "직원, 헬프데스크"},
 		{"roles", string(portal.RoleAuditor), "auditor", "감사자"},
 		{"roles", "employee,operator", "employee,operator", "employee,operator"},
+		// What a setup run changed, each step by its message; one no
+		// message wrote stays as recorded.
+		{"changed", "PKI mount pki; demo user audrey; user lockout on userpass: 10 failures lock for 5m0s, forgotten after 15m0s (the portal refuses after 5)",
+			"PKI mount pki; demo user audrey; user lockout on userpass: 10 failures lock for 5 minutes, forgotten after 15 minutes (the portal refuses after 5)",
+			"PKI 마운트 pki; 데모 사용자 audrey; userpass의 사용자 잠금: 10번 실패하면 5분 동안 잠기고 15분 뒤에 잊힘 (포털은 5번 뒤에 거부)"},
+		{"changed", "policy p; a step of an older setup", "policy p; a step of an older setup", "정책 p; a step of an older setup"},
 	} {
 		for _, l := range []struct {
 			lang i18n.Lang
