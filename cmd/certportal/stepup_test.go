@@ -36,8 +36,10 @@ func stepUpPage(t *testing.T, r *response, action string, code bool, what string
 	if r.Header.Get("Content-Type") == "application/x-pkcs12" {
 		t.Fatalf("%s: a .p12 came back", what)
 	}
+	// The form's own fields, in <main>: the header's language switch
+	// carries a copy of them.
 	kept := url.Values{}
-	for _, m := range hiddenRe.FindAllStringSubmatch(body, -1) {
+	for _, m := range hiddenRe.FindAllStringSubmatch(body[strings.Index(body, "<main"):], -1) {
 		kept.Add(html.UnescapeString(m[1]), html.UnescapeString(m[2]))
 	}
 	return kept
@@ -249,6 +251,75 @@ func TestStepUpPassword(t *testing.T) {
 	}
 	if fails != 3 {
 		t.Errorf("%d failed step-ups recorded, want 3", fails)
+	}
+}
+
+// TestStepUpLanguageSwitch: the step-up page's language switch shows the
+// same page in the other language with the form's choices (a helpdesk
+// revocation's reason and ticket) still in it — a link would have lost
+// them — and never runs the action or counts as an attempt, even with a
+// password in the request; the page it shows then completes the action.
+func TestStepUpLanguageSwitch(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MFA_STEP_UP": testStepUp})
+	db := openSQLite(t, p.DB)
+	alice := newBrowser(t, p.URL)
+	alice.mustLogin("alice", v.Password(t, "alice"))
+	serial := alice.issue("modern")
+	helenPass := v.Password(t, "helen")
+	helen := newBrowser(t, p.URL)
+	helen.mustLogin("helen", helenPass)
+	action := "/helpdesk/certificates/" + serial + "/revoke"
+	waitFor(t, helen, action, "step-up age passes", stepUpDue)
+
+	form := url.Values{"reason": {"left_company"}, "ticket": {"INC-4242"}}
+	r := helen.post(action, form)
+	kept := stepUpPage(t, r, action, false, "helpdesk revocation after the age")
+	if kept.Get("reason") != "left_company" || kept.Get("ticket") != "INC-4242" {
+		t.Fatalf("kept fields %v", kept)
+	}
+	switchTo := extract(r.Body, `<button type="submit" class="lang" formaction="`, `"`)
+	if want := action + "?stepup_relang=1&amp;lang=ko"; switchTo != want {
+		t.Fatalf("language switch posts to %q, want %q\n%s", switchTo, want, r.Body)
+	}
+	revoked := func() bool {
+		return countRows(t, db, `SELECT count(*) FROM certificates WHERE serial = '`+serial+`' AND revoked_at IS NOT NULL`) == 1
+	}
+	for _, tc := range []struct {
+		name string
+		form url.Values
+	}{
+		{"the switch", kept},
+		{"the switch with a password", withStepUp(kept, helenPass, "")},
+	} {
+		r := helen.post(html.UnescapeString(switchTo), tc.form)
+		body := string(r.Body)
+		if r.StatusCode != http.StatusOK || !strings.Contains(body, `<html lang="ko">`) || !strings.Contains(body, `id="stepup-submit"`) {
+			t.Fatalf("%s: %d, want the step-up page in Korean\n%s", tc.name, r.StatusCode, body)
+		}
+		again := url.Values{}
+		for _, m := range hiddenRe.FindAllStringSubmatch(body[strings.Index(body, "<main"):], -1) {
+			again.Add(html.UnescapeString(m[1]), html.UnescapeString(m[2]))
+		}
+		if again.Get("reason") != "left_company" || again.Get("ticket") != "INC-4242" || again.Has("stepup_password") {
+			t.Errorf("%s: the Korean page's form keeps %v", tc.name, again)
+		}
+		if strings.Contains(body, helenPass) {
+			t.Fatalf("%s: the password is in the page", tc.name)
+		}
+		if revoked() {
+			t.Fatalf("%s revoked the certificate", tc.name)
+		}
+	}
+	if ev := sessionEvents(t, db, "session.step_up", "helen"); len(ev) != 0 {
+		t.Errorf("the language switch counted as step-ups: %+v", ev)
+	}
+	if r := helen.post(action, withStepUp(kept, helenPass, "")); r.StatusCode != http.StatusSeeOther || !revoked() {
+		t.Fatalf("revocation from the switched page: %d, revoked %v\n%s", r.StatusCode, revoked(), r.Body)
+	}
+	var ticket string
+	if err := db.QueryRow(`SELECT ticket FROM certificates WHERE serial = ?`, serial).Scan(&ticket); err != nil || ticket != "INC-4242" {
+		t.Errorf("ticket %q (%v), want INC-4242", ticket, err)
 	}
 }
 

@@ -202,6 +202,10 @@ type page struct {
 	StepUpCode   bool
 	StepUpAction string
 	StepUpKeep   []keptField
+	// StepUpRelang: the header's language switch posts StepUpKeep to
+	// StepUpAction with stepup_relang, which shows this page again in the
+	// chosen language (a link would lose the kept choices).
+	StepUpRelang bool
 	StepUpRetype []retypeField
 	StepUpIssue  bool
 	StepUpAfter  string

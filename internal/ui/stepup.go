@@ -17,6 +17,9 @@ import (
 const (
 	fieldStepUpPassword = "stepup_password"
 	fieldStepUpCode     = "stepup_code"
+	// stepUpRelang, in the query, asks for the step-up page again in the
+	// language of the query's lang (the page's language switch).
+	stepUpRelang = "stepup_relang"
 )
 
 // stepUpForm says how the step-up page repeats a gated form.
@@ -58,6 +61,16 @@ func (s *Server) stepUp(f stepUpForm) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			id := identityFrom(r.Context())
+			if id != nil && !f.json && r.URL.Query().Has(stepUpRelang) {
+				// The step-up page's language switch: the same page in the
+				// chosen language, choices kept; never the action, and
+				// no attempt.
+				if !s.parseForm(w, r) {
+					return
+				}
+				s.renderStepUp(w, r, f, http.StatusOK, "", id.MFA || r.PostForm.Has(fieldStepUpCode))
+				return
+			}
 			if id == nil || !s.Service.StepUpDue(id) {
 				next.ServeHTTP(w, r)
 				return
@@ -140,6 +153,7 @@ func (s *Server) renderStepUp(w http.ResponseWriter, r *http.Request, f stepUpFo
 	p.StepUpAction = action
 	p.StepUpRetype = f.retype
 	p.StepUpIssue = f.issue
+	p.StepUpRelang = true
 	if f.issue {
 		p.StepUpAfter = "/"
 		if strings.HasPrefix(action, "/helpdesk/users/") {
