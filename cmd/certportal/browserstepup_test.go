@@ -37,7 +37,16 @@ func TestBrowserStepUp(t *testing.T) {
 		chromedp.Click(`#key-server`, chromedp.ByID),
 		chromedp.Click(`#issue-submit`, chromedp.ByID),
 		chromedp.WaitVisible(`#stepup_password`, chromedp.ByID),
+		// The page's language switch keeps the form's choices (label,
+		// encryption: checked in the inventory below) and asks again.
+		chromedp.Click(`header button.lang`, chromedp.ByQuery),
+		chromedp.WaitVisible(`html[lang="ko"] #stepup_password`, chromedp.ByQuery),
 		chromedp.Text(`#stepup-intro`, &intro, chromedp.ByID),
+	); err != nil {
+		t.Fatalf("browser step-up page in Korean: %v\nportal log:\n%s", err, p.Logs.String())
+	}
+	saveScreenshot(t, ctx, "stepup-ko")
+	if err := chromedp.Run(ctx,
 		chromedp.SendKeys(`#password`, p12Password, chromedp.ByID),
 		chromedp.SendKeys(`#password_confirm`, p12Password, chromedp.ByID),
 		chromedp.SendKeys(`#stepup_password`, v.Password(t, "alice"), chromedp.ByID),

@@ -59,6 +59,10 @@
     if (!fresh || !main) return null;
     main.innerHTML = fresh.innerHTML;
     if (doc.title) document.title = doc.title;
+    // The language switch belongs to the page shown: the step-up page's
+    // re-posts the form's choices, a link would lose them.
+    var langs = document.querySelector('header .langs'), freshLangs = doc.querySelector('header .langs');
+    if (langs && freshLangs) langs.outerHTML = freshLangs.outerHTML;
     localTimes(main);
     showKeyOrigin();
     return main;
