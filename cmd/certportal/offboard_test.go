@@ -8,12 +8,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/certportal/certportal/internal/app"
+	"github.com/certportal/certportal/internal/store"
 	"github.com/certportal/certportal/internal/store/postgres"
 	"github.com/certportal/certportal/internal/testenv"
 	"github.com/certportal/certportal/internal/testenv/pgtest"
@@ -415,15 +417,19 @@ func TestOffboardOneRunnerPostgres(t *testing.T) {
 	}
 	defer st.Close()
 	// The replicas sweep every 200ms: take the lock between two sweeps.
-	var unlock func()
+	// Released before st.Close on every way out: Close waits for the
+	// connection that holds it, and a failure below would hang the run.
+	var unlockOnce func()
 	waitUntil(t, "the sweep's lock free", 30*time.Second, func() bool {
 		u, ok, err := st.TryLock(context.Background(), "offboard")
 		if err != nil {
 			t.Fatal(err)
 		}
-		unlock = u
+		unlockOnce = u
 		return ok
 	})
+	unlock := sync.OnceFunc(unlockOnce)
+	defer unlock()
 	leave(t, v, "carol", "deleted")
 	leave(t, v, "dave", "policy")
 	leave(t, v, "erin", "disabled")
@@ -432,8 +438,8 @@ func TestOffboardOneRunnerPostgres(t *testing.T) {
 		t.Fatalf("run while the lock is held: %v\n%s", err, out)
 	}
 	for u, s := range serials {
-		if revocationTime(t, v, s) != 0 {
-			t.Fatalf("%s revoked while another runner held the lock", u)
+		if at := revocationTime(t, v, s); at != 0 {
+			t.Fatalf("%s revoked (at %d) while another runner held the lock; trail:\n%s", u, at, trailOf(t, st, s))
 		}
 	}
 	skippedA := metricValue(t, a, `certportal_offboard_sweeps_total{result="skipped"}`)
@@ -466,4 +472,19 @@ func TestOffboardOneRunnerPostgres(t *testing.T) {
 	if revocationTime(t, v, serials["alice"]) != 0 {
 		t.Error("alice revoked")
 	}
+}
+
+// trailOf is every event of serial in st, one per line, for a failure's
+// message.
+func trailOf(t *testing.T, st store.Store, serial string) string {
+	t.Helper()
+	evs, err := st.QueryAudit(context.Background(), store.AuditFilter{Serial: serial})
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "%s %s %s %s %s\n", e.Time.UTC().Format(time.RFC3339Nano), e.Actor, e.Action, e.Outcome, e.Details)
+	}
+	return b.String()
 }
