@@ -93,9 +93,10 @@ var ErrOffboardBusy = errors.New("offboard: another sweep is running")
 // is disabled, or whose userpass policies no longer include the employee
 // policy lose their active certificates, revoked through the portal's
 // revoke path (intent, Vault, record) with actor "certportal" and the
-// evidence in the events. The user list is read once; the inventory is
-// walked in SQL, user by user. confirmedBy names the operator for
-// OffboardConfirm.
+// evidence in the events. The user list is read once, as a check that the
+// mount answers and is not empty; the inventory is walked in SQL, and each
+// user with active certificates is read from Vault (judge). confirmedBy
+// names the operator for OffboardConfirm.
 func (s *Service) Offboard(ctx context.Context, mode OffboardMode, confirmedBy string) (*OffboardResult, error) {
 	if s.offboardVault == nil {
 		return nil, errors.New("offboard: the service identity cannot read users")
@@ -132,10 +133,8 @@ func (s *Service) Offboard(ctx context.Context, mode OffboardMode, confirmedBy s
 	if res.ActiveUsers == 0 {
 		return res, s.offboardDone(ctx, mode, res, confirmedBy)
 	}
-	// Sorted in place and searched, rather than copied into a map: at a
-	// few hundred thousand users the map alone would be tens of MiB.
-	slices.Sort(users)
-	listed := func(name string) bool { _, ok := slices.BinarySearch(users, name); return ok }
+	// The list says only that the mount answers and is not empty (a hold
+	// below); each user is judged by reading them (judge).
 	accessor, accErr := s.offboardVault.MountAccessor(ctx, mount)
 	if accErr != nil && len(users) > 0 {
 		s.log.WarnContext(ctx, "offboard: cannot read the userpass mount's accessor; disabled entities are not checked this sweep", "err", accErr)
@@ -146,7 +145,7 @@ func (s *Service) Offboard(ctx context.Context, mode OffboardMode, confirmedBy s
 			s.opts.Metrics.OffboardSweep("failed", now)
 			return nil, fmt.Errorf("offboard: %w", err)
 		}
-		verdicts := s.judgePage(ctx, mount, accessor, listed, page)
+		verdicts := s.judgePage(ctx, mount, accessor, page)
 		for i, v := range verdicts {
 			if v.err != nil {
 				res.CheckErrors++
@@ -189,21 +188,16 @@ type verdict struct {
 
 // judgePage judges page's users, offboardParallel at a time; verdicts are
 // in page order, so a sweep's list does not depend on timing.
-func (s *Service) judgePage(ctx context.Context, mount, accessor string, listed func(string) bool, page []string) []verdict {
+func (s *Service) judgePage(ctx context.Context, mount, accessor string, page []string) []verdict {
 	out := make([]verdict, len(page))
 	sem := make(chan struct{}, offboardParallel)
 	var wg sync.WaitGroup
 	for i, name := range page {
-		if !listed(name) {
-			// Gone from the list: no Vault read needed.
-			out[i].user, out[i].err = s.judge(ctx, mount, accessor, listed, name)
-			continue
-		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			out[i].user, out[i].err = s.judge(ctx, mount, accessor, listed, name)
+			out[i].user, out[i].err = s.judge(ctx, mount, accessor, name)
 		}()
 	}
 	wg.Wait()
@@ -211,16 +205,16 @@ func (s *Service) judgePage(ctx context.Context, mount, accessor string, listed 
 }
 
 // judge decides about one user with active certificates: nil when Vault
-// still admits them.
-func (s *Service) judge(ctx context.Context, mount, accessor string, listed func(string) bool, name string) (*OffboardUser, error) {
-	if !listed(name) {
-		return &OffboardUser{Username: name, Reason: ReasonAffiliationChanged, Evidence: "user not found in userpass mount " + mount}, nil
-	}
+// still admits them. Absence from the list is not enough: the list is
+// read before the inventory, so a user created after it who issued a
+// certificate before the inventory was read is not in it. Only Vault's
+// answer for the user now says they are gone.
+func (s *Service) judge(ctx context.Context, mount, accessor, name string) (*OffboardUser, error) {
 	u, err := s.offboardVault.ReadUser(ctx, mount, name)
 	if err != nil {
 		return nil, err
 	}
-	if u == nil { // deleted between the list and now
+	if u == nil { // not in the mount now (absent from the list too, or deleted since)
 		return &OffboardUser{Username: name, Reason: ReasonAffiliationChanged, Evidence: "user not found in userpass mount " + mount}, nil
 	}
 	if accessor != "" {
