@@ -314,6 +314,11 @@ func makeEnrolLink(t *testing.T, b *client, user string, reset bool) string {
 	if strings.Contains(string(r.Body), "hreflang=") {
 		t.Errorf("the one-time enrolment link page offers a language switch, which would lose the link:\n%s", r.Body)
 	}
+	// A helpdesk page: the header marks the helpdesk, not the agent's own
+	// certificates (found in a Korean walk).
+	if body := string(r.Body); !strings.Contains(body, `id="nav-helpdesk" aria-current="page"`) || strings.Contains(body, `id="nav-mine" aria-current`) {
+		t.Errorf("the enrolment link page's header marks the wrong section:\n%s", body[:strings.Index(body, "<main")])
+	}
 	u, err := url.Parse(html.UnescapeString(string(m[1])))
 	if err != nil {
 		t.Fatal(err)

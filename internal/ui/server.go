@@ -376,7 +376,7 @@ func (s *Server) newPage(r *http.Request, title string) *page {
 
 // selfPage is the GET page behind r: r itself for a GET (query kept, so a
 // search survives a language switch), the same path when it also has a GET
-// page, else the dashboard. Handlers whose POST belongs to another page set
+// page, else the nearest one above it, else the dashboard. Handlers whose POST belongs to another page set
 // Self themselves.
 func (s *Server) selfPage(r *http.Request) string {
 	// A path such as "//evil.example/" reaches the 404 page as it is; the
@@ -397,6 +397,16 @@ func (s *Server) selfPage(r *http.Request) string {
 	}
 	if s.hasGET(r.URL.Path) {
 		return (&url.URL{Path: r.URL.Path}).EscapedPath()
+	}
+	// A POST of its own (a helpdesk action on a user): the nearest page
+	// above it, so the header marks the right section. Cut on the escaped
+	// path: an escaped "/" inside a segment (a username) is not a parent.
+	esc := (&url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}).EscapedPath()
+	for i := strings.LastIndexByte(esc, '/'); i > 0; i = strings.LastIndexByte(esc, '/') {
+		esc = esc[:i]
+		if s.hasGET(esc) {
+			return esc
+		}
 	}
 	return "/"
 }
