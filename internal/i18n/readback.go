@@ -15,10 +15,7 @@ import (
 // English where they are recorded (setup's steps in the audit trail) and
 // shown in the reader's language.
 func ReadBack(lang Lang, prefix, text string, arg func(string) any) (string, bool) {
-	for _, m := range patterns() {
-		if !strings.HasPrefix(m.key, prefix) {
-			continue
-		}
+	for _, m := range patternsOf(prefix) {
 		sub := m.re.FindStringSubmatch(text)
 		if sub == nil {
 			continue
@@ -52,12 +49,27 @@ type pattern struct {
 	fixed int // length of the message's own text, which ranks the patterns
 }
 
-// patterns are those of the English messages with only %s and %d verbs,
-// the most specific (the longest fixed text) first: "role %s removed (…)"
-// is tried before "role %s".
-var patterns = sync.OnceValue(func() []pattern {
+// patterns holds, per prefix asked for, the patterns of the English
+// messages of its keys with only %s and %d verbs: compiled on first use,
+// for that prefix's messages only.
+var patterns struct {
+	sync.Mutex
+	of map[string][]pattern
+}
+
+// patternsOf are prefix's patterns, the most specific (the longest fixed
+// text) first: "role %s removed (…)" is tried before "role %s".
+func patternsOf(prefix string) []pattern {
+	patterns.Lock()
+	defer patterns.Unlock()
+	if ps, ok := patterns.of[prefix]; ok {
+		return ps
+	}
 	var ps []pattern
 	for key, en := range catalog[English] {
+		if !strings.HasPrefix(key, prefix) {
+			continue
+		}
 		if p, ok := compile(key, en); ok {
 			ps = append(ps, p)
 		}
@@ -68,8 +80,12 @@ var patterns = sync.OnceValue(func() []pattern {
 		}
 		return ps[i].key < ps[j].key
 	})
+	if patterns.of == nil {
+		patterns.of = map[string][]pattern{}
+	}
+	patterns.of[prefix] = ps
 	return ps
-})
+}
 
 func compile(key, en string) (pattern, bool) {
 	p := pattern{key: key}

@@ -251,19 +251,22 @@ func (s *Server) crossOrigin(next http.Handler) http.Handler {
 }
 
 func (s *Server) refuseCrossOrigin(w http.ResponseWriter, r *http.Request) {
-	s.Logger.WarnContext(r.Context(), "cross-origin request refused", "path", audit.Clean(r.URL.Path, audit.MaxField),
-		"origin", audit.Clean(r.Header.Get("Origin"), audit.MaxField), "sec_fetch_site", audit.Clean(r.Header.Get("Sec-Fetch-Site"), audit.MaxField),
-		"sec_fetch_mode", audit.Clean(r.Header.Get("Sec-Fetch-Mode"), audit.MaxField))
-	s.failStatus(w, r, http.StatusForbidden, "error.cross_origin")
+	s.refuseRequest(w, r, "cross-origin request refused", "error.cross_origin")
 }
 
 // refuseEmbedded answers a GET that does work when another page asked for
 // it (an image, a fetch) rather than the user opening it.
 func (s *Server) refuseEmbedded(w http.ResponseWriter, r *http.Request) {
-	s.Logger.WarnContext(r.Context(), "embedded request refused", "path", audit.Clean(r.URL.Path, audit.MaxField),
-		"sec_fetch_site", audit.Clean(r.Header.Get("Sec-Fetch-Site"), audit.MaxField),
+	s.refuseRequest(w, r, "embedded request refused", "error.embedded")
+}
+
+// refuseRequest logs a request refused by its Fetch metadata or origin as
+// what, with the headers that decided, and answers 403 with key.
+func (s *Server) refuseRequest(w http.ResponseWriter, r *http.Request, what, key string) {
+	s.Logger.WarnContext(r.Context(), what, "path", audit.Clean(r.URL.Path, audit.MaxField),
+		"origin", audit.Clean(r.Header.Get("Origin"), audit.MaxField), "sec_fetch_site", audit.Clean(r.Header.Get("Sec-Fetch-Site"), audit.MaxField),
 		"sec_fetch_mode", audit.Clean(r.Header.Get("Sec-Fetch-Mode"), audit.MaxField))
-	s.failStatus(w, r, http.StatusForbidden, "error.embedded")
+	s.failStatus(w, r, http.StatusForbidden, key)
 }
 
 // ownRequest says whether a GET that does work comes from the user: a
