@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"html"
 	"net/http"
 	"net/url"
 	"sort"
@@ -414,6 +415,15 @@ func TestHelpdeskRevokesVaultOnly(t *testing.T) {
 	}
 	if !revokedInVault(t, v, around) {
 		t.Fatal("Vault does not show the certificate revoked")
+	}
+	// The page it leads to says so, naming the certificate, in both
+	// languages (it once read "The certificate of %s was revoked").
+	for _, lang := range []string{"en", "ko"} {
+		done := helen.get(r.Header.Get("Location") + "&lang=" + lang)
+		notice := html.UnescapeString(extract(done.Body, `id="notice">`, "</p>"))
+		if done.StatusCode != http.StatusOK || strings.Contains(notice, "%") || !strings.Contains(notice, around) {
+			t.Errorf("%s: the page after the revoke: %d, notice %q, want one naming %s", lang, done.StatusCode, notice, around)
+		}
 	}
 	db := openSQLite(t, p.DB)
 	var actor, subject, details string

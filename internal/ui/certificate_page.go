@@ -47,7 +47,6 @@ func (s *Server) savePage(w http.ResponseWriter, r *http.Request, dl *portal.Dow
 		s.notDelivered(r, dl, "the page with the file could not be made")
 		return
 	}
-	p.OneTime = true
 	p.Recent = nil
 	for i := range p.Certs {
 		if p.Certs[i].Serial == dl.Serial {
@@ -58,13 +57,22 @@ func (s *Server) savePage(w http.ResponseWriter, r *http.Request, dl *portal.Dow
 		// Not in the list this replica read: the page still leads with it.
 		p.Recent = &portal.CertificateView{Certificate: &store.Certificate{Serial: dl.Serial, Label: dl.Label, IssuedAt: dl.IssuedAt, NotAfter: dl.NotAfter}}
 	}
+	s.offerFile(w, get, r, dl, "dashboard", p)
+}
+
+// offerFile answers r with page name, p, carrying dl's file as its save
+// link (p.Save), rendered for get (the page's own GET), and records the
+// page's delivery as the download's. The page cannot be shown again
+// (OneTime: no language switch) and is sent with no-store.
+func (s *Server) offerFile(w http.ResponseWriter, get, r *http.Request, dl *portal.Download, name string, p *page) {
+	p.OneTime = true
 	data := base64.StdEncoding.EncodeToString(dl.Data)
 	// The whole attribute, trusted: html/template would write each "+" of
 	// the base64 as "&#43;" in an href, a larger page whose file no longer
 	// sits in it as plain base64 (counted below). Nothing but our own
 	// base64 (A-Z a-z 0-9 + / =) and a fixed prefix goes in.
 	p.Save = &savedFile{Name: dl.Filename, Href: template.HTMLAttr(`href="` + p12Prefix + data + `"`)} //nolint:gosec // see above
-	out, ok := s.execute(w, get, "dashboard", p)
+	out, ok := s.execute(w, get, name, p)
 	if !ok {
 		s.notDelivered(r, dl, "the page with the file could not be made")
 		return
@@ -89,9 +97,12 @@ func (s *Server) savePage(w http.ResponseWriter, r *http.Request, dl *portal.Dow
 // dashboardRequest is r as the dashboard's own GET of "/" (the page the
 // page script shows after its download): nothing of the posted form (its
 // label, validity, errors) carried into the next form.
-func dashboardRequest(r *http.Request) *http.Request {
+func dashboardRequest(r *http.Request) *http.Request { return pageRequest(r, "/") }
+
+// pageRequest is r as a GET of path, nothing of r's form or query in it.
+func pageRequest(r *http.Request, path string) *http.Request {
 	get := r.Clone(r.Context())
-	get.Method, get.URL, get.Form, get.PostForm = http.MethodGet, &url.URL{Path: "/"}, url.Values{}, url.Values{}
+	get.Method, get.URL, get.Form, get.PostForm = http.MethodGet, &url.URL{Path: path}, url.Values{}, url.Values{}
 	return get
 }
 

@@ -70,11 +70,26 @@ func sentForm(r *http.Request, id string) (string, bool) {
 // missing, or a repeat of the form issue again (within the cap, and
 // recorded).
 func (s *Server) rememberIssued(r *http.Request, id, serial string) {
+	s.remember(r, id, serial, true)
+}
+
+// rememberSent records only that form id issued serial: a certificate
+// helpdesk staff issued for someone else, which is not "ready" on their
+// own dashboard.
+func (s *Server) rememberSent(r *http.Request, id, serial string) {
+	if id != "" {
+		s.remember(r, id, serial, false)
+	}
+}
+
+func (s *Server) remember(r *http.Request, id, serial string, own bool) {
 	sess := sessionFrom(r.Context())
 	if sess == nil {
 		return
 	}
-	sess.Values[valIssued] = serial
+	if own {
+		sess.Values[valIssued] = serial
+	}
 	if id != "" {
 		sent, _ := sess.Values[valSentForms].([]string)
 		sent = append(sent, id+" "+serial)

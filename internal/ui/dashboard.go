@@ -80,7 +80,7 @@ func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name stri
 	// A refused renewal comes back as it was sent: re-ticking "revoke the
 	// old one" would revoke a certificate the user chose to keep.
 	p.KeepOld = renew != nil && r.Method == http.MethodPost && r.PostFormValue("revoke_old") != "1"
-	p.Notice = notices[r.URL.Query().Get("notice")]
+	p.Notice = dashboardNotices[r.URL.Query().Get("notice")]
 	if err != nil {
 		p.Error, p.Field = err.Message, err.Field
 	}

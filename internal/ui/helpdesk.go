@@ -14,7 +14,6 @@ import (
 // helpdeskSearch finds users by name prefix.
 func (s *Server) helpdeskSearch(w http.ResponseWriter, r *http.Request) {
 	p := s.newPage(r, "helpdesk.title")
-	p.Notice = notices[r.URL.Query().Get("notice")]
 	q, searched := r.URL.Query()["q"]
 	if searched {
 		p.Query, p.Searched = q[0], true
@@ -40,14 +39,22 @@ func (s *Server) helpdeskUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, status int, username string, formErr *portal.Error) {
+	if p, ok := s.helpdeskUserPage(w, r, username, formErr); ok {
+		s.render(w, r, status, "helpdesk", p)
+	}
+}
+
+// helpdeskUserPage is the page of username's certificates for r; when it
+// cannot be made, it has answered r (ok false).
+func (s *Server) helpdeskUserPage(w http.ResponseWriter, r *http.Request, username string, formErr *portal.Error) (*page, bool) {
 	p := s.newPage(r, "helpdesk.title")
 	p.Self, p.Back = "/helpdesk/users/"+url.PathEscape(username), "/helpdesk"
-	p.Notice = notices[r.URL.Query().Get("notice")]
+	p.Notice = helpdeskNotices[r.URL.Query().Get("notice")]
 	p.NoticeArg = username
 	certs, known, err := s.Service.UserCertificates(r.Context(), p.User, username)
 	if err != nil {
 		s.fail(w, r, err)
-		return
+		return nil, false
 	}
 	p.Target, p.TargetUnknown, p.Certs, p.CertActions = username, !known, certs, true
 	// After a revocation the notice names the certificate, when the serial
@@ -62,7 +69,7 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 	s.sentReminders(r, p, username)
 	if p.Offboarded, err = s.Service.OffboardRevocations(r.Context(), p.User, username); err != nil {
 		s.fail(w, r, err)
-		return
+		return nil, false
 	}
 	if s.Service.OnBehalfEnabled() && known {
 		opts := s.Service.Options()
@@ -71,12 +78,13 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 			selected = d
 		}
 		p.OnBehalf, p.TTLs, p.Encryption = true, ttlOptions(p.Lang, opts.TTLs, selected), r.PostFormValue("encryption")
-		p.Subject, p.Ticket = username+"@"+opts.EmailDomain, r.PostFormValue("ticket")
+		p.Subject, p.Ticket, p.Label = username+"@"+opts.EmailDomain, r.PostFormValue("ticket"), r.PostFormValue("label")
+		p.FormID = newFormID()
 	}
 	if formErr != nil {
 		p.Error, p.Field = formErr.Message, formErr.Field
 	}
-	s.render(w, r, status, "helpdesk", p)
+	return p, true
 }
 
 // helpdeskNamed is the helpdesk notice that names the certificate, for
@@ -84,6 +92,7 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 var helpdeskNamed = map[string]string{
 	"notice.hd_revoked": "notice.hd_revoked_named",
 	"notice.reissued":   "notice.reissued_named",
+	"notice.onbehalf":   "notice.onbehalf_named",
 }
 
 // helpdeskRevokeForm is the confirmation step before a helpdesk revocation:
@@ -159,17 +168,31 @@ func (s *Server) helpdeskRevoke(reenrol bool) http.HandlerFunc {
 }
 
 // helpdeskIssue issues a certificate for another user, when the operator
-// switched issuing on behalf on, and streams the .p12 to the staff member.
+// switched issuing on behalf on, and streams the .p12 to the staff member
+// (the page script saves it and shows the user's page with notice
+// "onbehalf"), or, to a browser that posted the form itself, answers with
+// the user's page carrying the file (helpdeskSavePage). As on the
+// dashboard, a browser sending a form that already issued (a reload of
+// that page) issues nothing twice (certificate_sent.go).
 func (s *Server) helpdeskIssue(w http.ResponseWriter, r *http.Request) {
 	if !s.parseForm(w, r) {
 		return
 	}
 	username := chi.URLParam(r, "username")
+	form := ""
+	if navigated(r) {
+		form = formID(r)
+		if serial, sent := sentForm(r, form); sent {
+			s.helpdeskFormSent(w, r, username, serial)
+			return
+		}
+	}
 	req := portal.IssueRequest{
 		Password:        r.PostFormValue("password"),
 		PasswordConfirm: r.PostFormValue("password_confirm"),
 		TTL:             r.PostFormValue("ttl"),
 		Encryption:      r.PostFormValue("encryption"),
+		Label:           r.PostFormValue("label"),
 	}
 	dl, err := s.Service.IssueOnBehalf(r.Context(), identityFrom(r.Context()), username, r.PostFormValue("ticket"), req)
 	if err != nil {
@@ -181,5 +204,49 @@ func (s *Server) helpdeskIssue(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if navigated(r) {
+		s.rememberSent(r, form, dl.Serial)
+		s.helpdeskSavePage(w, r, username, dl)
+		return
+	}
 	s.sendP12(w, r, dl)
+}
+
+// helpdeskSavePage is the user's page, as the page script shows it after
+// its download, with the new certificate named in the notice and its file
+// as a save link: a browser answered with the file alone would save it
+// and stay on the filled-in form, the list without the new certificate.
+func (s *Server) helpdeskSavePage(w http.ResponseWriter, r *http.Request, username string, dl *portal.Download) {
+	if s.clientGone(r, dl) {
+		return
+	}
+	get := pageRequest(r, "/helpdesk/users/"+url.PathEscape(username))
+	p, ok := s.helpdeskUserPage(w, get, username, nil)
+	if !ok {
+		s.notDelivered(r, dl, "the page with the file could not be made")
+		return
+	}
+	// The serial in full, as this page shows serials.
+	p.Notice, p.NoticeCert = "notice.onbehalf_named", dl.Serial
+	if c, ok := listedCert(p.Certs, dl.Serial); ok {
+		p.NoticeCert = labelled(c, c.Serial)
+	}
+	s.offerFile(w, get, r, dl, "helpdesk", p)
+}
+
+// helpdeskFormSent answers an on-behalf form the browser sent again with
+// the user's page and a notice naming the certificate the form issued the
+// first time: 409, nothing issued.
+func (s *Server) helpdeskFormSent(w http.ResponseWriter, r *http.Request, username, serial string) {
+	s.Logger.InfoContext(r.Context(), "on-behalf form sent again: not issued twice", "serial", serial)
+	get := pageRequest(r, "/helpdesk/users/"+url.PathEscape(username))
+	p, ok := s.helpdeskUserPage(w, get, username, nil)
+	if !ok {
+		return
+	}
+	p.Notice, p.NoticeCert = "notice.onbehalf_sent", serial
+	if c, ok := listedCert(p.Certs, serial); ok {
+		p.NoticeCert = labelled(c, c.Serial)
+	}
+	s.render(w, r, http.StatusConflict, "helpdesk", p)
 }

@@ -18,7 +18,7 @@ func (s *Server) helpdeskVaultRevokeForm(w http.ResponseWriter, r *http.Request)
 
 func (s *Server) renderVaultRevoke(w http.ResponseWriter, r *http.Request, status int, formErr *portal.Error) {
 	p := s.newPage(r, "helpdesk.vault_revoke_title")
-	p.Notice = notices[r.URL.Query().Get("notice")]
+	p.Notice = vaultRevokeNotices[r.URL.Query().Get("notice")]
 	vc, err := s.Service.VaultOnlyCertificate(r.Context(), p.User, chi.URLParam(r, "serial"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -50,5 +50,5 @@ func (s *Server) helpdeskVaultRevoke(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/helpdesk/vault-certificates/"+vc.Serial+"/revoke?notice=hdrevoked", http.StatusSeeOther)
+	http.Redirect(w, r, "/helpdesk/vault-certificates/"+vc.Serial+"/revoke?notice=revoked", http.StatusSeeOther)
 }

@@ -357,13 +357,15 @@ func shortSerial(s string) string {
 	return s[:8] + "…" + s[len(s)-8:]
 }
 
-// notices are the only catalog keys a ?notice= parameter may show, so a link
-// cannot put arbitrary text on the page.
-var notices = map[string]string{
-	"revoked":   "notice.revoked",
-	"reissued":  "notice.reissued",
-	"hdrevoked": "notice.hd_revoked",
-}
+// Each page's notices: the only catalog keys a ?notice= parameter may
+// show on it, so a link can put no arbitrary text on a page, nor a notice
+// on a page that lacks what the notice names (a helpdesk notice on the
+// dashboard read "Tell %s to log in").
+var (
+	dashboardNotices   = map[string]string{"revoked": "notice.revoked"}
+	helpdeskNotices    = map[string]string{"reissued": "notice.reissued", "hdrevoked": "notice.hd_revoked", "onbehalf": "notice.onbehalf"}
+	vaultRevokeNotices = map[string]string{"revoked": "notice.vault_revoked"}
+)
 
 func (s *Server) newPage(r *http.Request, title string) *page {
 	id := identityFrom(r.Context())

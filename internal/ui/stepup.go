@@ -157,7 +157,7 @@ func (s *Server) renderStepUp(w http.ResponseWriter, r *http.Request, f stepUpFo
 	if f.issue {
 		p.StepUpAfter = "/"
 		if strings.HasPrefix(action, "/helpdesk/users/") {
-			p.StepUpAfter = strings.TrimSuffix(action, "/certificates")
+			p.StepUpAfter = strings.TrimSuffix(action, "/certificates") + "?notice=onbehalf"
 		}
 	}
 	secret := map[string]bool{fieldStepUpPassword: true, fieldStepUpCode: true}

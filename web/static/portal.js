@@ -85,11 +85,14 @@
 
   // showIssued shows the page after a download: the new certificate and
   // how to install the file saved as name.
-  function showIssued(after, name) {
+  // after: the form's data-after; a page with a notice (a helpdesk
+  // on-behalf form's) names the certificate by its serial.
+  function showIssued(after, name, serial) {
+    if (serial && after.indexOf('?notice=') > 0) after += '&serial=' + encodeURIComponent(serial);
     return fetch(after, { credentials: 'same-origin' }).then(function (r) { return r.text(); }).then(function (html) {
       var main = replaceMain(html);
       if (!main) return;
-      if (window.location.pathname !== after && window.history && history.replaceState) history.replaceState(null, '', after);
+      if (window.location.pathname + window.location.search !== after && window.history && history.replaceState) history.replaceState(null, '', after);
       var file = main.querySelector('#issued-file');
       if (file) file.textContent = (file.getAttribute('data-saved') || '%s').replace('%s', name);
       focusFirst(main, ['#issued', '#certificates']);
@@ -272,10 +275,11 @@
       var type = resp.headers.get('Content-Type') || '';
       if (resp.ok && type.indexOf('application/x-pkcs12') === 0) {
         var name = fileName(resp.headers.get('Content-Disposition'));
+        var serial = resp.headers.get('X-Certificate-Serial');
         return resp.blob().then(function (blob) {
           save(blob, name);
           clearPasswords(form);
-          return showIssued(after, name);
+          return showIssued(after, name, serial);
         });
       }
       // A refused form comes back as a page: show it, cursor on the field.
