@@ -201,8 +201,8 @@ func TestLogoutRevokesToken(t *testing.T) {
 	u, _ := url.Parse(p.URL)
 	oldCookies := b.c.Jar.Cookies(u)
 
-	if r := b.post("/logout", nil); r.StatusCode != http.StatusSeeOther {
-		t.Fatalf("logout: %d", r.StatusCode)
+	if r := b.post("/logout", nil); r.StatusCode != http.StatusSeeOther || r.Header.Get("Clear-Site-Data") != `"cache"` {
+		t.Fatalf("logout: %d, Clear-Site-Data %q (want \"cache\": the pages of the session go with it)", r.StatusCode, r.Header.Get("Clear-Site-Data"))
 	}
 	if _, err := v.Admin.Logical().Write("auth/token/lookup-accessor", map[string]any{"accessor": acc}); err == nil {
 		t.Fatal("token still valid after logout")

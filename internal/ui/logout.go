@@ -23,6 +23,10 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// Pages of the session the browser may still hold (the back-forward
+	// cache keeps even no-store pages in some browsers; a save page holds
+	// a .p12) go with it: Back after logout shows none of them.
+	w.Header().Set("Clear-Site-Data", `"cache"`)
 	s.Logger.InfoContext(r.Context(), "logout", "user", id.Username)
 	http.Redirect(w, r, "/login?logged_out=1", http.StatusSeeOther)
 }
