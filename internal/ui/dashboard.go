@@ -80,7 +80,6 @@ func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name stri
 	// A refused renewal comes back as it was sent: re-ticking "revoke the
 	// old one" would revoke a certificate the user chose to keep.
 	p.KeepOld = renew != nil && r.Method == http.MethodPost && r.PostFormValue("revoke_old") != "1"
-	p.Notice = dashboardNotices[r.URL.Query().Get("notice")]
 	if err != nil {
 		p.Error, p.Field = err.Message, err.Field
 	}
@@ -91,10 +90,8 @@ func (s *Server) issueFormPage(w http.ResponseWriter, r *http.Request, name stri
 			return nil, false
 		}
 		p.Certs, p.CertActions = certs, true
-		if p.Notice == "notice.revoked" {
-			if name, ok := certName(certs, r.URL.Query().Get("serial")); ok {
-				p.Notice, p.NoticeArg = "notice.revoked_named", name
-			}
+		if key, c := certNotice(r, dashboardNotices, certs, p.User.Username); key != "" {
+			p.Notice, p.NoticeArg = key, labelled(c, shortSerial(c.Serial))
 		}
 		active, issued := 0, justIssued(r)
 		for i, c := range certs {

@@ -49,7 +49,6 @@ func (s *Server) renderHelpdeskUser(w http.ResponseWriter, r *http.Request, stat
 func (s *Server) helpdeskUserPage(w http.ResponseWriter, r *http.Request, username string, formErr *portal.Error) (*page, bool) {
 	p := s.newPage(r, "helpdesk.title")
 	p.Self, p.Back = "/helpdesk/users/"+url.PathEscape(username), "/helpdesk"
-	p.Notice = helpdeskNotices[r.URL.Query().Get("notice")]
 	p.NoticeArg = username
 	certs, known, err := s.Service.UserCertificates(r.Context(), p.User, username)
 	if err != nil {
@@ -57,13 +56,9 @@ func (s *Server) helpdeskUserPage(w http.ResponseWriter, r *http.Request, userna
 		return nil, false
 	}
 	p.Target, p.TargetUnknown, p.Certs, p.CertActions = username, !known, certs, true
-	// After a revocation the notice names the certificate, when the serial
-	// is one of this user's listed ones (never text from the link). The
-	// serial in full, as this page shows serials.
-	if named, ok := helpdeskNamed[p.Notice]; ok {
-		if c, ok := listedCert(certs, r.URL.Query().Get("serial")); ok {
-			p.Notice, p.NoticeCert = named, labelled(c, c.Serial)
-		}
+	// The serial in full, as this page shows serials.
+	if key, c := certNotice(r, helpdeskNotices, certs, p.User.Username); key != "" {
+		p.Notice, p.NoticeCert = key, labelled(c, c.Serial)
 	}
 	p.MFAEnrol = s.Service.MFAEnrolmentOn(r.Context())
 	s.sentReminders(r, p, username)
@@ -85,14 +80,6 @@ func (s *Server) helpdeskUserPage(w http.ResponseWriter, r *http.Request, userna
 		p.Error, p.Field = formErr.Message, formErr.Field
 	}
 	return p, true
-}
-
-// helpdeskNamed is the helpdesk notice that names the certificate, for
-// each notice that only names its owner.
-var helpdeskNamed = map[string]string{
-	"notice.hd_revoked": "notice.hd_revoked_named",
-	"notice.reissued":   "notice.reissued_named",
-	"notice.onbehalf":   "notice.onbehalf_named",
 }
 
 // helpdeskRevokeForm is the confirmation step before a helpdesk revocation:

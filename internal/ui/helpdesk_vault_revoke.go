@@ -18,13 +18,17 @@ func (s *Server) helpdeskVaultRevokeForm(w http.ResponseWriter, r *http.Request)
 
 func (s *Server) renderVaultRevoke(w http.ResponseWriter, r *http.Request, status int, formErr *portal.Error) {
 	p := s.newPage(r, "helpdesk.vault_revoke_title")
-	p.Notice = vaultRevokeNotices[r.URL.Query().Get("notice")]
 	vc, err := s.Service.VaultOnlyCertificate(r.Context(), p.User, chi.URLParam(r, "serial"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	p.VaultCert, p.Reasons, p.Ticket = vc, portal.HelpdeskReasons, r.PostFormValue("ticket")
+	// Only of a certificate Vault reports revoked: a link cannot make the
+	// page say a live one was.
+	if r.URL.Query().Get("notice") == "revoked" && vc.Revoked {
+		p.Notice = "notice.vault_revoked"
+	}
 	if formErr != nil {
 		p.Error, p.Field = formErr.Message, formErr.Field
 	}

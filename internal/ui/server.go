@@ -357,15 +357,56 @@ func shortSerial(s string) string {
 	return s[:8] + "…" + s[len(s)-8:]
 }
 
-// Each page's notices: the only catalog keys a ?notice= parameter may
-// show on it, so a link can put no arbitrary text on a page, nor a notice
-// on a page that lacks what the notice names (a helpdesk notice on the
-// dashboard read "Tell %s to log in").
+// linkNotice is a notice a link may ask a page for (?notice=NAME&serial=S,
+// where the portal redirects after an action): its catalog key, which
+// names the certificate, and what must hold of certificate S, as the page
+// lists it, for the notice to be shown. A link from anywhere can so put
+// no text of its own on a page, no notice on a page that lacks what it
+// names (a helpdesk notice on the dashboard read "Tell %s to log in"), and
+// no false one: "was revoked" of a certificate that is not, "tell bob to
+// download a new certificate" when nobody revoked his, "issued for bob"
+// of bob's own certificate.
+type linkNotice struct {
+	key   string
+	holds func(c portal.CertificateView, viewer string) bool
+}
+
 var (
-	dashboardNotices   = map[string]string{"revoked": "notice.revoked"}
-	helpdeskNotices    = map[string]string{"reissued": "notice.reissued", "hdrevoked": "notice.hd_revoked", "onbehalf": "notice.onbehalf"}
-	vaultRevokeNotices = map[string]string{"revoked": "notice.vault_revoked"}
+	dashboardNotices = map[string]linkNotice{"revoked": {"notice.revoked_named", isRevoked}}
+	helpdeskNotices  = map[string]linkNotice{
+		"reissued":  {"notice.reissued_named", isSuperseded},
+		"hdrevoked": {"notice.hd_revoked_named", isRevoked},
+		"onbehalf":  {"notice.onbehalf_named", issuedByViewer},
+	}
 )
+
+func isRevoked(c portal.CertificateView, _ string) bool { return c.Revoked() }
+
+// isSuperseded: revoked so the user gets a new one (the helpdesk's
+// "revoke so they enrol again").
+func isSuperseded(c portal.CertificateView, _ string) bool {
+	return c.Revoked() && c.RevokeReason == "superseded"
+}
+
+// issuedByViewer: issued by the viewer for someone else (on their behalf).
+func issuedByViewer(c portal.CertificateView, viewer string) bool {
+	return c.IssuedBy == viewer && c.Username != viewer
+}
+
+// certNotice is the notice r's link asks of notices that holds of the
+// certificate it names among certs (listed for viewer to see), with that
+// certificate; key "" when there is none.
+func certNotice(r *http.Request, notices map[string]linkNotice, certs []portal.CertificateView, viewer string) (key string, c portal.CertificateView) {
+	n, ok := notices[r.URL.Query().Get("notice")]
+	if !ok {
+		return "", c
+	}
+	c, ok = listedCert(certs, r.URL.Query().Get("serial"))
+	if !ok || !n.holds(c, viewer) {
+		return "", portal.CertificateView{}
+	}
+	return n.key, c
+}
 
 func (s *Server) newPage(r *http.Request, title string) *page {
 	id := identityFrom(r.Context())
