@@ -349,8 +349,12 @@ func (s *Service) login(ctx context.Context, username, password, device string, 
 		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable_login", Err: err}
 	}
 	if l.MFARequestID != "" {
-		// The password was right; the limits are cleared once the code is
-		// (CompleteLogin), so a stolen password alone cannot reset them.
+		// The password was right: not a guess, so the address's count
+		// gives it back, as after a login without MFA (the code then
+		// counts on its own). The name's and the device's counts are
+		// cleared only once the code is right too (CompleteLogin), so a
+		// stolen password alone cannot reset them.
+		s.throttle.refund(ip, s.now())
 		pending, err = s.pendingLogin(bg, username, l, deviceKey)
 		if err == nil && tofu {
 			pending.NewKey, err = s.enrolOnFirstUse(bg, ctx, username)
