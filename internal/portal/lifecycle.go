@@ -493,14 +493,20 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 		return nil, err
 	}
 	label, _ := ValidLabel(req.Label) // checked by Validate
-	// A certificate for a name nobody logs in with would be one nobody
-	// can be held to: the user must exist in Vault.
-	users, err := s.service.ListUsers(ctx, s.opts.UserpassMount)
+	why, policy, err := s.OnBehalfRefusal(ctx, username)
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, err
 	}
-	if !slices.Contains(users, username) {
-		return nil, &Error{Code: ENotFound, Message: "error.user_not_found"}
+	if why != "" {
+		details := map[string]string{"ticket": ticket, "reason": why}
+		if policy != "" {
+			details["policy"] = policy
+		}
+		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, audit.ActionIssueOnBehalf, audit.OutcomeDenied, "", details)); err != nil {
+			return nil, err
+		}
+		s.log.WarnContext(ctx, "issue on behalf refused: not an employee", "user", username, "by", actor.Username, "reason", why)
+		return nil, &Error{Code: EForbidden, Message: "error.onbehalf_not_employee", Err: errors.New(why)}
 	}
 	ctx, cancel := s.detach(ctx)
 	defer cancel()
@@ -514,6 +520,48 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 		ttl: ttl, enc: enc, password: req.Password, reservation: reservation, label: label,
 	})
 }
+
+// OnBehalfRefusal says why the helpdesk may not issue on username's
+// behalf, or "" when it may, and the policy that decided it if one did. Issuing on behalf is for employees: a
+// userpass user whose own token_policies, read with the portal's identity,
+// hold the portal's user policy and nothing else but Vault's default. A
+// certificate in a Vault operator's, a staff member's (helpdesk, auditor)
+// or a service account's name would hand a helpdesk agent an identity that
+// is not theirs to give out — staff and operators get their own by signing
+// in — and one for a user without the user policy is revoked by the next
+// offboarding sweep (which checks the same list). A user Vault does not
+// know is ENotFound; not being able to ask is EUnavailable (fail closed).
+// A portal role granted only through an identity group is not in
+// token_policies, so such a user is refused too (docs/certificates.md).
+func (s *Service) OnBehalfRefusal(ctx context.Context, username string) (why, policy string, err error) {
+	if s.offboardVault == nil {
+		return "", "", &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: errors.New("the portal's identity cannot read userpass users")}
+	}
+	u, err := s.offboardVault.ReadUser(ctx, s.opts.UserpassMount, username)
+	if err != nil {
+		return "", "", &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+	}
+	if u == nil {
+		return "", "", &Error{Code: ENotFound, Message: "error.user_not_found"}
+	}
+	for _, p := range u.Policies {
+		switch p {
+		case "default", s.opts.UserPolicy:
+		case s.opts.HelpdeskPolicy, s.opts.AuditorPolicy:
+			return ReasonPortalStaff, p, nil
+		default:
+			return "holds Vault policies beyond the portal's", p, nil
+		}
+	}
+	if !slices.Contains(u.Policies, s.opts.UserPolicy) {
+		return "no portal policy", "", nil
+	}
+	return "", "", nil
+}
+
+// ReasonPortalStaff is the recorded reason for refusing to issue on behalf
+// of a helpdesk member or an auditor.
+const ReasonPortalStaff = "portal staff get their own certificates"
 
 // Now is the service's clock (tests may move it).
 func (s *Service) Now() time.Time { return s.now() }

@@ -210,6 +210,7 @@ var detailTexts = map[string]string{
 	"reason=the client closed the connection before the file was sent": "detailtext.client_closed",
 	"reason=the page with the file could not be made":                  "detailtext.page_failed",
 	"reason=" + portal.ReasonIssuedAroundPortal:                        "detailtext.issued_around_portal",
+	"reason=" + portal.ReasonPortalStaff:                               "detailtext.portal_staff",
 	"token=revoked":                                                    "detailtext.token_revoked",
 	"token=already invalid":                                            "detailtext.token_was_invalid",
 	"token=not revoked: vault unavailable":                             "detailtext.token_kept",

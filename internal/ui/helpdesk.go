@@ -67,6 +67,16 @@ func (s *Server) helpdeskUserPage(w http.ResponseWriter, r *http.Request, userna
 		return nil, false
 	}
 	if s.Service.OnBehalfEnabled() && known {
+		// The form only where it can work: an employee's page.
+		switch why, _, err := s.Service.OnBehalfRefusal(r.Context(), username); {
+		case err != nil:
+			s.Logger.WarnContext(r.Context(), "helpdesk page: cannot tell whether on-behalf issuance is open for the user", "user", username, "err", err)
+			p.OnBehalfNo = "helpdesk.onbehalf_unknown"
+		case why != "":
+			p.OnBehalfNo = "error.onbehalf_not_employee"
+		}
+	}
+	if s.Service.OnBehalfEnabled() && known && p.OnBehalfNo == "" {
 		opts := s.Service.Options()
 		selected := opts.DefaultTTL
 		if d, perr := time.ParseDuration(r.PostFormValue("ttl")); perr == nil {
@@ -184,7 +194,7 @@ func (s *Server) helpdeskIssue(w http.ResponseWriter, r *http.Request) {
 	dl, err := s.Service.IssueOnBehalf(r.Context(), identityFrom(r.Context()), username, r.PostFormValue("ticket"), req)
 	if err != nil {
 		var pe *portal.Error
-		if errors.As(err, &pe) && (pe.Code == portal.EInvalid || pe.Message == "error.onbehalf_cap") {
+		if errors.As(err, &pe) && (pe.Code == portal.EInvalid || pe.Message == "error.onbehalf_cap" || pe.Message == "error.onbehalf_not_employee") {
 			s.renderHelpdeskUser(w, r, statusFor(pe.Code), username, pe)
 			return
 		}

@@ -279,6 +279,7 @@ type page struct {
 	// next depends on whether the helpdesk may issue on the user's behalf.
 	ReenrolExplain string
 	OnBehalf       bool   // the issue form on a user's page issues for them
+	OnBehalfNo     string // why a user's page has no on-behalf form (a catalog key)
 	Ticket         string // kept when the on-behalf form comes back with an error
 	// audit
 	Chart       template.HTML

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/certportal/certportal/internal/setup"
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+// TestIssueOnBehalfOnlyEmployees: the helpdesk issues on behalf of
+// employees only — a user whose own token_policies hold the portal's user
+// policy and nothing beyond Vault's default. A certificate in a Vault
+// operator's, a staff member's or a service account's name would let a
+// helpdesk agent hold an identity that is not theirs to hand out (and for
+// an account without the user policy, the next offboarding sweep revokes
+// it anyway). Refused before Vault is asked, with 403, and recorded.
+func TestIssueOnBehalfOnlyEmployees(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	setupVault(t, v, "--helpdesk-issue-on-behalf")
+	user := setup.Defaults().UserPolicy
+	const pw = "some-password-12"
+	v.CreateUser(t, "vera", pw, nil, "vault-admin")                          // a Vault operator
+	v.CreateUser(t, "dave", pw, nil, user, "vault-admin")                    // an operator who also has a certificate
+	v.CreateUser(t, "svcacct", pw, nil, "default")                           // no portal access at all
+	v.CreateUser(t, "harry", pw, nil, user, setup.Defaults().HelpdeskPolicy) // a helpdesk colleague
+	v.CreateUser(t, "kiosk", pw, nil, user, "default")                       // an employee account
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF": "true"})
+	db := openSQLite(t, p.DB)
+	helen := newBrowser(t, p.URL)
+	helen.mustLogin("helen", v.Password(t, "helen"))
+	form := issueForm(p12Password, p12Password, "720h0m0s", "modern")
+	form.Set("ticket", "INC-9")
+
+	for _, u := range []string{"vera", "dave", "svcacct", "harry", "audrey"} {
+		t.Run(u, func(t *testing.T) {
+			before := certSet(t, v)
+			r := helen.post("/helpdesk/users/"+u+"/certificates", form)
+			if r.StatusCode != http.StatusForbidden || r.Header.Get("Content-Type") == "application/x-pkcs12" {
+				t.Fatalf("on-behalf issue for %s: status %d (%s), want 403\n%s", u, r.StatusCode, r.Header.Get("Content-Type"), r.Body)
+			}
+			if !strings.Contains(string(r.Body), "only for employees") {
+				t.Errorf("refusal for %s does not say why:\n%s", u, r.Body)
+			}
+			if len(certSet(t, v)) != len(before) {
+				t.Fatal("Vault issued a certificate for a refused request")
+			}
+			ev := sessionEvents(t, db, "certificate.issue_on_behalf", u)
+			if len(ev) != 1 || ev[0].Outcome != "denied" || ev[0].Actor != "helen" || ev[0].Details["ticket"] != "INC-9" || ev[0].Details["reason"] == "" {
+				t.Errorf("trail for %s: %+v, want one denied event by helen with the ticket and a reason", u, ev)
+			}
+			// Their own page offers no form that is bound to fail.
+			if page := helen.get("/helpdesk/users/" + u); strings.Contains(string(page.Body), `action="/helpdesk/users/`+u+`/certificates"`) {
+				t.Errorf("%s's helpdesk page offers the on-behalf form", u)
+			}
+		})
+	}
+	// An employee: as before.
+	r := helen.post("/helpdesk/users/kiosk/certificates", form)
+	if r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "application/x-pkcs12" {
+		t.Fatalf("on-behalf issue for an employee: %d\n%s", r.StatusCode, r.Body)
+	}
+	if page := helen.get("/helpdesk/users/bob"); !strings.Contains(string(page.Body), `action="/helpdesk/users/bob/certificates"`) {
+		t.Error("an employee's helpdesk page lacks the on-behalf form")
+	}
+}
