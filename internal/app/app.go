@@ -149,6 +149,9 @@ func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Optio
 		close(notifyDone)
 		log.Info("expiry reminders off: set CERTPORTAL_SMTP_URL or CERTPORTAL_NOTIFY_WEBHOOK to send them")
 	}
+	if cfg.PublicURL == "" {
+		log.Warn("no CERTPORTAL_PUBLIC_URL set: helpdesk enrolment links are built from the request's Host header, which the client chooses; set it to the portal's address as users reach it")
+	}
 	offboardDone := make(chan struct{})
 	go func() { svc.RunOffboard(sweepCtx, cfg.OffboardInterval); close(offboardDone) }()
 	// The AppRole secret id: its expiry as a metric, rotated at 2/3 of its

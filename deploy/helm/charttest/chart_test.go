@@ -339,6 +339,10 @@ func TestChartDefaults(t *testing.T) {
 	if o.Ingress != nil || o.ServiceMonitor != nil || o.PrometheusRule != nil {
 		t.Errorf("optional objects rendered by default: %v", o.kinds)
 	}
+	// No Ingress, no address to build links from: none is made up.
+	if u, ok := o.ConfigMap.Data["CERTPORTAL_PUBLIC_URL"]; ok {
+		t.Errorf("CERTPORTAL_PUBLIC_URL %q without an Ingress or config.publicURL", u)
+	}
 	if *o.Deployment.Spec.Replicas != 1 {
 		t.Errorf("default replicas %d", *o.Deployment.Spec.Replicas)
 	}
@@ -395,6 +399,11 @@ func TestChartFull(t *testing.T) {
 	}
 	if o.Ingress == nil || o.Ingress.Spec.Rules[0].Host != "certs.corp.example" || len(o.Ingress.Spec.TLS) != 1 {
 		t.Fatalf("Ingress %+v", o.Ingress)
+	}
+	// Links (enrolment, reminders) lead to the Ingress's address, not to
+	// whatever Host a request names.
+	if u := o.ConfigMap.Data["CERTPORTAL_PUBLIC_URL"]; u != "https://certs.corp.example" {
+		t.Errorf("CERTPORTAL_PUBLIC_URL %q, want the Ingress's https://certs.corp.example", u)
 	}
 	if b := o.Ingress.Spec.Rules[0].HTTP.Paths[0].Backend.Service; b == nil || b.Name != o.Service.Name || b.Port.Name != "http" {
 		t.Errorf("Ingress backend %+v, Service %s", b, o.Service.Name)
@@ -560,6 +569,32 @@ func TestChartChecksums(t *testing.T) {
 
 // TestChartRejects: values.schema.json and the templates refuse what would
 // deploy a broken or open portal, with a message naming the value.
+// TestChartPublicURL: config.publicURL wins over the Ingress's host, and an
+// Ingress without TLS gives an http:// address.
+func TestChartPublicURL(t *testing.T) {
+	c := loadChart(t)
+	for _, tc := range []struct {
+		name string
+		mut  func(map[string]any)
+		want string
+	}{
+		{"set", func(v map[string]any) { v["config"].(map[string]any)["publicURL"] = "https://portal.example.org/certs" }, "https://portal.example.org/certs"},
+		{"ingress without tls", func(v map[string]any) { v["ingress"].(map[string]any)["tls"] = map[string]any{"enabled": false} }, "http://certs.corp.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals := valuesFile(t, "testdata/full.yaml")
+			tc.mut(vals)
+			files, err := render(t, c, vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u := decode(t, files).ConfigMap.Data["CERTPORTAL_PUBLIC_URL"]; u != tc.want {
+				t.Errorf("CERTPORTAL_PUBLIC_URL %q, want %q", u, tc.want)
+			}
+		})
+	}
+}
+
 func TestChartRejects(t *testing.T) {
 	c := loadChart(t)
 	for _, tc := range []struct {
@@ -577,6 +612,8 @@ func TestChartRejects(t *testing.T) {
 			v["networkPolicy"].(map[string]any)["egress"].(map[string]any)["smtp"] = map[string]any{"enabled": true, "port": 25, "cidrs": []any{}}
 		}, "cidrs"},
 		{"no DSN scheme", func(v map[string]any) { v["config"].(map[string]any)["db"] = "/data/certportal.db" }, "db"},
+		{"public URL without scheme", func(v map[string]any) { v["config"].(map[string]any)["publicURL"] = "certs.example.com" }, "publicURL"},
+		{"public URL with a query", func(v map[string]any) { v["config"].(map[string]any)["publicURL"] = "https://certs.example.com/?x=1" }, "publicURL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vals := valuesFile(t, "testdata/full.yaml")
