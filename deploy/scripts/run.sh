@@ -7,6 +7,8 @@ cd "$(dirname "$0")/../.."
 
 VAULT_LISTEN="${DEVVAULT_LISTEN:-127.0.0.1:8200}"
 export CERTPORTAL_LISTEN="${CERTPORTAL_LISTEN:-127.0.0.1:8080}"
+# Links the helpdesk hands out (MFA enrolment) lead here.
+export CERTPORTAL_PUBLIC_URL="${CERTPORTAL_PUBLIC_URL:-http://$CERTPORTAL_LISTEN}"
 work="$(mktemp -d -t certportal-run.XXXXXX)"
 pids=()
 cleanup() {
