@@ -56,35 +56,62 @@ func ValidLabel(s string) (string, error) {
 	if utf8.RuneCountInString(s) > MaxLabelLen {
 		return "", Invalid("label", "error.label_invalid")
 	}
+	switch textFaultOf(s) {
+	case faultControl:
+		return "", Invalid("label", "error.label_invalid")
+	case faultInvisible:
+		return "", Invalid("label", "error.label_invisible")
+	case faultMarks:
+		return "", Invalid("label", "error.label_marks")
+	}
+	return s, nil
+}
+
+// A textFault is what makes a short text people read and compare (a
+// label, a ticket reference) unfit.
+type textFault int
+
+const (
+	faultNone      textFault = iota
+	faultControl             // a control character
+	faultInvisible           // a character that renders as nothing
+	faultMarks               // more than MaxLabelMarks combining marks on one character
+)
+
+// textFault checks s, already NFC, as ValidLabel describes: control
+// characters, invisible characters (audit.Hidden, Unicode's
+// Other_Default_Ignorable_Code_Point fillers, a variation selector anywhere
+// but after a symbol or a digit) and stacked combining marks.
+func textFaultOf(s string) textFault {
 	marks := 0
 	prev := rune(-1)
 	for _, r := range s {
 		// A variation selector picks the look of a symbol (an emoji, a
 		// keycap digit); on a letter, or first, it is invisible and makes
-		// two labels that look the same differ.
+		// two texts that look the same differ.
 		if unicode.Is(unicode.Variation_Selector, r) {
 			if prev < 0 || !(unicode.In(prev, unicode.So, unicode.Sm, unicode.Nd) || prev == '#' || prev == '*') {
-				return "", Invalid("label", "error.label_invisible")
+				return faultInvisible
 			}
 			prev = r
 			continue
 		}
 		prev = r
 		if unicode.Is(unicode.Cc, r) {
-			return "", Invalid("label", "error.label_invalid")
+			return faultControl
 		}
 		if audit.Hidden(r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) {
-			return "", Invalid("label", "error.label_invisible")
+			return faultInvisible
 		}
 		if unicode.In(r, unicode.Mn, unicode.Me) {
 			if marks++; marks > MaxLabelMarks {
-				return "", Invalid("label", "error.label_marks")
+				return faultMarks
 			}
 			continue
 		}
 		marks = 0
 	}
-	return s, nil
+	return faultNone
 }
 
 // slug turns a label into a file-name part: letters and digits of any
