@@ -314,7 +314,7 @@ func TestBidiEscaped(t *testing.T) {
 	serial := alice.issue("modern")
 	helen := newBrowser(t, p.URL)
 	helen.mustLogin("helen", v.Password(t, "helen"))
-	for _, ticket := range []string{"INC-\u202e7", "INC-\u200b7", "INC-\u20667", "INC-\ufeff7", "INC-\u20287"} {
+	for _, ticket := range []string{"INC-\u202e7", "INC-\u200b7", "INC-\u20667", "INC-\ufeff7", "INC-\u20287", "INC-7\u3164", "\u115fINC-7", "I\u0336\u0336\u0336NC-7"} {
 		r := helen.post("/helpdesk/certificates/"+serial+"/revoke", url.Values{"reason": {"lost"}, "ticket": {ticket}})
 		if r.StatusCode != http.StatusBadRequest || !bytes.Contains(r.Body, []byte("Ticket reference")) {
 			t.Fatalf("ticket %q: status %d, want 400 naming the ticket\n%s", ticket, r.StatusCode, r.Body)

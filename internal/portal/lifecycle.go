@@ -9,6 +9,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/certportal/certportal/internal/audit"
 	"github.com/certportal/certportal/internal/store"
@@ -441,17 +444,27 @@ func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, r
 }
 
 // validTicket checks a helpdesk ticket reference: required, so that every
-// helpdesk action can be traced to a request, and short plain text.
+// helpdesk action can be traced to a request, and short plain text that
+// reads as what it is (auditors look tickets up by what they see): NFC, at
+// most MaxTicketLen characters, and no control, invisible or stacked
+// characters (the label's rules, textFaultOf). Returned trimmed and
+// normalised, as recorded.
 func validTicket(ticket string) (string, error) {
-	if len(ticket) > MaxTicketLen {
-		return "", Invalid("ticket", "error.ticket_invalid")
+	invalid := Invalid("ticket", "error.ticket_invalid")
+	if len(ticket) > 4*MaxTicketLen || !utf8.ValidString(ticket) {
+		return "", invalid
 	}
-	if err := CheckText("ticket", ticket, MaxTicketLen); err != nil {
-		return "", err
+	ticket = norm.NFC.String(strings.TrimSpace(ticket))
+	if ticket == "" || utf8.RuneCountInString(ticket) > MaxTicketLen || strings.ContainsAny(ticket, "<>\"") {
+		return "", invalid
 	}
-	ticket = strings.TrimSpace(ticket)
-	if ticket == "" || strings.ContainsAny(ticket, "<>\"") {
-		return "", Invalid("ticket", "error.ticket_invalid")
+	switch textFaultOf(ticket) {
+	case faultControl:
+		return "", invalid
+	case faultInvisible:
+		return "", Invalid("ticket", "error.ticket_invisible")
+	case faultMarks:
+		return "", Invalid("ticket", "error.ticket_marks")
 	}
 	return ticket, nil
 }
