@@ -50,7 +50,7 @@ func (s *Service) AuditPage(ctx context.Context, id *Identity, f store.AuditFilt
 	f.Limit = PageSize + 1
 	events, err := s.store.QueryAudit(ctx, f)
 	if err != nil {
-		return nil, pg, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, pg, storeUnavailable(err)
 	}
 	more := len(events) > PageSize
 	if f.AfterID > 0 {
@@ -93,7 +93,7 @@ func (s *Service) AuditExport(ctx context.Context, id *Identity, f store.AuditFi
 	}
 	f.BeforeID, f.AfterID = 0, 0
 	if err := s.store.StreamAudit(ctx, f, fn); err != nil {
-		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return storeUnavailable(err)
 	}
 	return nil
 }
@@ -125,7 +125,7 @@ func (s *Service) AuditDaily(ctx context.Context, id *Identity, days int) ([]sto
 	start := end.Add(-time.Duration(days) * 24 * time.Hour)
 	counts, err := s.store.AuditDaily(ctx, start, end)
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	byDay := map[time.Time]store.DayCount{}
 	for _, c := range counts {
@@ -163,11 +163,11 @@ func (s *Service) Inventory(ctx context.Context, id *Identity, afterUser string)
 	rep := &InventoryReport{AsOf: s.now()}
 	var err error
 	if rep.InventoryCounts, err = s.store.InventoryCounts(ctx, rep.AsOf); err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	users, err := s.store.InventoryByUser(ctx, rep.AsOf, afterUser, ReportUsers+1)
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	if len(users) > ReportUsers {
 		users = users[:ReportUsers]
@@ -193,7 +193,7 @@ func (s *Service) InventoryCertificates(ctx context.Context, id *Identity, f sto
 	f.Limit = PageSize + 1
 	rows, err := s.store.ListInventory(ctx, f)
 	if err != nil {
-		return nil, "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, "", storeUnavailable(err)
 	}
 	next := ""
 	if len(rows) > PageSize {
@@ -232,7 +232,7 @@ func (s *Service) InventoryExport(ctx context.Context, id *Identity, f store.Inv
 		if errors.As(err, &pe) {
 			return err
 		}
-		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return storeUnavailable(err)
 	}
 	return nil
 }
@@ -288,7 +288,7 @@ func (s *Service) vaultRevoked(ctx context.Context, av AuditorVault) (map[string
 		return nil, nil
 	}
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, vaultUnavailable(err)
 	}
 	out := make(map[string]struct{}, len(raw))
 	for _, r := range raw {
@@ -332,14 +332,14 @@ func (s *Service) VaultOnlyCertificate(ctx context.Context, actor *Identity, ser
 	case err == nil:
 		return nil, &Error{Code: EInvalid, Field: "serial", Message: "error.vault_cert_in_inventory"}
 	case !errors.Is(err, store.ErrNotFound):
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	cert, err := av.ReadCertificate(ctx, s.opts.PKIMount, serial)
 	if errors.Is(err, vault.ErrNotFound) {
 		return nil, &Error{Code: ENotFound, Message: "error.certificate_not_found"}
 	}
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, vaultUnavailable(err)
 	}
 	if cert.IsCA {
 		// Never from this page: revoking the issuing CA would end every

@@ -54,7 +54,7 @@ func (s *Service) enforcement(ctx context.Context) (*vault.MFAEnforcement, error
 		// Denied: setup grants the portal this read only with --mfa totp.
 		return nil, &Error{Code: EInvalid, Message: "error.mfa_off", Err: err}
 	case err != nil:
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, vaultUnavailable(err)
 	}
 	return e, nil
 }
@@ -98,7 +98,7 @@ func (s *Service) StartEnrolment(ctx context.Context, actor *Identity, username,
 	case errors.As(err, &pe):
 		return nil, err
 	case err != nil:
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, vaultUnavailable(err)
 	case !managed:
 		action := audit.ActionMFAEnrolLink
 		if reset {
@@ -117,10 +117,10 @@ func (s *Service) StartEnrolment(ctx context.Context, actor *Identity, username,
 		case errors.Is(err, vault.ErrNotFound):
 			// Never logged in: no secret to destroy.
 		case err != nil:
-			return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+			return nil, vaultUnavailable(err)
 		default:
 			if err := s.mfaVault.DestroyTOTP(ctx, enf.MethodID, entity); err != nil {
-				return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+				return nil, vaultUnavailable(err)
 			}
 		}
 		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, audit.ActionMFAReset, audit.OutcomeSuccess, "",
@@ -141,7 +141,7 @@ func (s *Service) StartEnrolment(ctx context.Context, actor *Identity, username,
 	}
 	if err := s.store.CreateEnrolment(ctx, &store.Enrolment{TokenHash: hashEnrolToken(link.Token), Username: username,
 		CreatedBy: actor.Username, Ticket: ticket, CreatedAt: s.now(), ExpiresAt: link.ExpiresAt}); err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	return link, nil
 }
@@ -178,12 +178,12 @@ func (s *Service) BeginEnrolment(ctx context.Context, token, username, password 
 		return nil, nil, invalid
 	}
 	if err != nil {
-		return nil, nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, nil, storeUnavailable(err)
 	}
 	// The login just made the entity if it was missing.
 	entity, err := s.mfaVault.LookupEntity(ctx, enf.Accessor, pending.Username)
 	if err != nil {
-		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, nil, vaultUnavailable(err)
 	}
 	key, err := s.mfaVault.GenerateTOTP(ctx, enf.MethodID, entity)
 	if errors.Is(err, vault.ErrMFAAlreadyEnrolled) {
@@ -196,7 +196,7 @@ func (s *Service) BeginEnrolment(ctx context.Context, token, username, password 
 		return nil, nil, &Error{Code: EInvalid, Message: "error.mfa_already_enrolled", Err: err}
 	}
 	if err != nil {
-		return nil, nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, nil, vaultUnavailable(err)
 	}
 	if err := s.record(ctx, s.newEvent(ctx, pending.Username, pending.Username, audit.ActionMFAEnrol, audit.OutcomeSuccess, "",
 		map[string]string{"ticket": e.Ticket, "link_by": e.CreatedBy})); err != nil {
@@ -340,7 +340,7 @@ func (s *Service) mfaManaged(ctx context.Context, username string, portalLogin b
 	if portalLogin {
 		evs, err := s.store.QueryAudit(ctx, store.AuditFilter{Subject: username, Action: audit.ActionLogin, Outcome: audit.OutcomeSuccess, Limit: 1})
 		if err != nil {
-			return false, "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+			return false, "", storeUnavailable(err)
 		}
 		if len(evs) > 0 {
 			return true, "", nil

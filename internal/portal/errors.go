@@ -56,6 +56,18 @@ func Invalid(field, message string) *Error {
 	return &Error{Code: EInvalid, Field: field, Message: message}
 }
 
+// storeUnavailable is the answer when the portal's database failed: 503,
+// "try again", cause kept for the log.
+func storeUnavailable(err error) *Error {
+	return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+}
+
+// vaultUnavailable is the answer when Vault did not answer as it should:
+// 503, "try again", cause kept for the log.
+func vaultUnavailable(err error) *Error {
+	return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+}
+
 // ErrorCode returns err's Code, EInternal for anything that is not an *Error.
 func ErrorCode(err error) Code {
 	var e *Error

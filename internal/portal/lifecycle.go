@@ -120,7 +120,7 @@ func (s *Service) viewAt(c *store.Certificate, now time.Time) CertificateView {
 func (s *Service) Certificates(ctx context.Context, username string) ([]CertificateView, error) {
 	rows, err := s.store.ListCertificates(ctx, store.CertificateFilter{Username: username})
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	out := make([]CertificateView, len(rows))
 	for i, c := range rows {
@@ -149,7 +149,7 @@ func (s *Service) ownCertificate(ctx context.Context, id *Identity, serial strin
 		return nil, &Error{Code: ENotFound, Message: "error.certificate_not_found"}
 	}
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	if c.Username != id.Username {
 		s.RecordDenied(ctx, id, "certificate "+c.Serial+" of "+c.Username)
@@ -302,7 +302,7 @@ func (s *Service) SearchUsers(ctx context.Context, actor *Identity, q string) ([
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 			case err != nil:
-				return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+				return nil, storeUnavailable(err)
 			default:
 				out = append(out, UserResult{Username: c.Username, Serial: c.Serial})
 			}
@@ -329,7 +329,7 @@ func (s *Service) SearchUsers(ctx context.Context, actor *Identity, q string) ([
 func (s *Service) searchNames(ctx context.Context, prefix string) ([]UserResult, error) {
 	found, err := s.store.SearchUsers(ctx, prefix, s.now(), 100)
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	byName := map[string]UserResult{}
 	for _, u := range found {
@@ -404,7 +404,7 @@ func (s *Service) HelpdeskCertificate(ctx context.Context, actor *Identity, seri
 		return CertificateView{}, &Error{Code: ENotFound, Message: "error.certificate_not_found"}
 	}
 	if err != nil {
-		return CertificateView{}, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return CertificateView{}, storeUnavailable(err)
 	}
 	return s.view(c), nil
 }
@@ -431,7 +431,7 @@ func (s *Service) HelpdeskRevoke(ctx context.Context, actor *Identity, serial, r
 		return nil, &Error{Code: ENotFound, Message: "error.certificate_not_found"}
 	}
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	if c.Revoked() {
 		return nil, &Error{Code: EInvalid, Field: "serial", Message: "error.already_revoked"}
@@ -552,7 +552,7 @@ func (s *Service) OnBehalfRefusal(ctx context.Context, username string) (why, po
 	}
 	u, err := s.offboardVault.ReadUser(ctx, s.opts.UserpassMount, username)
 	if err != nil {
-		return "", "", &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return "", "", vaultUnavailable(err)
 	}
 	if u == nil {
 		return "", "", &Error{Code: ENotFound, Message: "error.user_not_found"}

@@ -133,7 +133,7 @@ func (s *Service) takeUserAttempt(ctx context.Context, username, device string) 
 		dk := s.deviceAttemptKey(nonce)
 		v, err := s.store.TakeLoginAttempt(ctx, dk, s.opts.LoginDeviceMaxFailures, s.opts.LoginUserWindow, now)
 		if err != nil {
-			return "", "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+			return "", "", storeUnavailable(err)
 		}
 		if v.Allowed {
 			deviceKey, limit = dk, limit+s.opts.LoginDeviceMaxFailures
@@ -145,7 +145,7 @@ func (s *Service) takeUserAttempt(ctx context.Context, username, device string) 
 	v, err := s.store.TakeLoginAttempt(ctx, key, limit, s.opts.LoginUserWindow, now)
 	if err != nil {
 		s.refundUserAttempt(ctx, deviceKey)
-		return "", "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return "", "", storeUnavailable(err)
 	}
 	if v.Allowed {
 		return key, deviceKey, nil

@@ -521,7 +521,7 @@ func (s *Service) OffboardRevocations(ctx context.Context, actor *Identity, user
 	}
 	evs, err := s.store.QueryAudit(ctx, store.AuditFilter{Actor: OffboardActor, Subject: username, Action: audit.ActionRevoke, Outcome: audit.OutcomeSuccess, Limit: 50})
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	out := make([]OffboardRevocation, 0, len(evs))
 	for _, e := range evs {

@@ -610,7 +610,7 @@ func (s *Service) reserve(ctx context.Context, username, replaces, capMessage st
 	case errors.Is(err, store.ErrCapReached):
 		return "", &Error{Code: EForbidden, Message: capMessage, Err: err}
 	case err != nil:
-		return "", &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return "", storeUnavailable(err)
 	}
 	return id, nil
 }
@@ -688,7 +688,7 @@ func (s *Service) issue(ctx context.Context, in issuance) (*Download, error) {
 	case errors.Is(err, vault.ErrRefused):
 		return nil, &Error{Code: EForbidden, Message: "error.vault_refused", Err: err}
 	case errors.Is(err, vault.ErrNotActed):
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, vaultUnavailable(err)
 	case err != nil:
 		return nil, &Error{Code: EUnavailable, Message: "error.vault_no_answer_issue", Err: err}
 	}
@@ -807,7 +807,7 @@ func keyType(is *vault.Issued) string {
 func (s *Service) CAChain(ctx context.Context) ([]byte, error) {
 	b, err := s.vault.CAChain(ctx, s.opts.PKIMount)
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, vaultUnavailable(err)
 	}
 	return b, nil
 }

@@ -95,7 +95,7 @@ func (s *Service) ReconcileStatus(ctx context.Context, id *Identity) (*Reconcile
 		return nil, err
 	}
 	unavailable := func(err error) error {
-		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return storeUnavailable(err)
 	}
 	latest, done, err := s.store.ReconcileRuns(ctx)
 	if err != nil {
@@ -140,7 +140,7 @@ func (s *Service) ReconcileEntries(ctx context.Context, id *Identity, runID int6
 	}
 	out, err := s.store.ReconcileResults(ctx, runID, group, after, limit)
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return nil, storeUnavailable(err)
 	}
 	return out, nil
 }
@@ -170,7 +170,7 @@ func (s *Service) RequestReconcile(ctx context.Context, id *Identity) error {
 	}
 	unlock, ok, err := s.store.TryLock(ctx, reconcileLock)
 	if err != nil {
-		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return storeUnavailable(err)
 	}
 	if !ok {
 		return &Error{Code: EConflict, Message: "error.reconcile_busy", Err: ErrReconcileBusy}
@@ -323,8 +323,8 @@ func (s *Service) reconcileConcurrency() int {
 // inventory that are still the same, so computing them again would give
 // prev's results; the run records prev's counts and points at its entries.
 func (s *Service) reconcile(ctx context.Context, av AuditorVault, run *store.ReconcileRun, prev *store.ReconcileRun) error {
-	vaultErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err} }
-	storeErr := func(err error) error { return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err} }
+	vaultErr := func(err error) error { return vaultUnavailable(err) }
+	storeErr := func(err error) error { return storeUnavailable(err) }
 	// Where the run's time goes (a wall clock for the log, not the
 	// injected Now: durations, as the metrics measure them).
 	var ph struct{ claim, list, revoked, merge, learn, read, fill, confirm time.Duration }
@@ -594,7 +594,7 @@ func (s *Service) confirmMismatches(ctx context.Context, av AuditorVault, run *s
 	for after := ""; ; {
 		page, err := s.store.MismatchCandidates(ctx, after, reconcileCachePage)
 		if err != nil {
-			return 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+			return 0, storeUnavailable(err)
 		}
 		var entries []ReconcileEntry
 		var learned []string
@@ -605,7 +605,7 @@ func (s *Service) confirmMismatches(ctx context.Context, av AuditorVault, run *s
 				continue // gone since the list; the next run shows it as inventory_only
 			}
 			if err != nil {
-				return 0, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+				return 0, vaultUnavailable(err)
 			}
 			inVault := !cert.RevokedAt.IsZero()
 			if inVault {
@@ -616,7 +616,7 @@ func (s *Service) confirmMismatches(ctx context.Context, av AuditorVault, run *s
 			}
 			now, err := s.store.GetCertificate(ctx, c.Serial)
 			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+				return 0, storeUnavailable(err)
 			}
 			if now != nil && now.Revoked() == inVault {
 				continue
@@ -624,10 +624,10 @@ func (s *Service) confirmMismatches(ctx context.Context, av AuditorVault, run *s
 			entries = append(entries, ReconcileEntry{Serial: c.Serial, Subject: c.Subject, NotAfter: c.NotAfter, Revoked: inVault})
 		}
 		if err := s.store.SetVaultCertsRevoked(ctx, learned, true); err != nil {
-			return 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+			return 0, storeUnavailable(err)
 		}
 		if err := s.store.AddReconcileResults(ctx, run.ID, store.ReconcileStateMismatch, entries); err != nil {
-			return 0, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+			return 0, storeUnavailable(err)
 		}
 		n += len(entries)
 		if len(page) < reconcileCachePage {

@@ -216,7 +216,7 @@ func (s *Service) reconcileJob(ctx context.Context) (*ReconcileJobResult, error)
 	for after := ""; ; {
 		page, err := s.store.ReconcileResults(ctx, run.ID, store.ReconcileVaultOnly, after, reconcileCachePage)
 		if err != nil {
-			return nil, &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+			return nil, storeUnavailable(err)
 		}
 		for _, e := range page {
 			if e.Revoked || !now.Before(e.NotAfter) {
@@ -731,7 +731,7 @@ func (s *Service) attributable(ctx context.Context, serial string, now time.Time
 		return nil, nil // tidied away since the list
 	}
 	if err != nil {
-		return nil, &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return nil, vaultUnavailable(err)
 	}
 	if cert.IsCA || !cert.RevokedAt.IsZero() || !now.Before(cert.NotAfter) || isServerCertificate(cert.Certificate) {
 		return nil, nil
@@ -773,7 +773,7 @@ func (s *Service) autoRevoke(ctx context.Context, c candidate, grace time.Durati
 	case err == nil:
 		return nil // recorded after all: not vault_only any more
 	case !errors.Is(err, store.ErrNotFound):
-		return &Error{Code: EUnavailable, Message: "error.store_unavailable", Err: err}
+		return storeUnavailable(err)
 	}
 	details := map[string]string{"reason": ReasonIssuedAroundPortal, "evidence": c.evidence, "subject": c.subject,
 		"inventory": "none", "auto_revoke": "reconcile", "auto_revoke_after": grace.String()}

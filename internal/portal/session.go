@@ -97,7 +97,7 @@ func (s *Service) EndSession(ctx context.Context, username, token, reason string
 				"user", username, "reason", reason, "err", err)
 			s.recordEnd(ctx, username, reason, tokenKept)
 		}
-		return &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: err}
+		return vaultUnavailable(err)
 	}
 	s.recordEnd(ctx, username, reason, tokenRevoked)
 	s.log.InfoContext(ctx, "session ended", "user", username, "reason", reason)
