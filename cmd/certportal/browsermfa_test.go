@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
 	"github.com/pquerna/otp"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/testenv"
 )
 
@@ -219,6 +222,22 @@ func TestBrowserMFAJourney(t *testing.T) {
 			}
 			checkAtWidths(t, ctx, "mfa-enrol-link", tc.lang, tc.user)
 			link = strings.TrimSpace(link)
+			// The copy button puts exactly the link on the clipboard.
+			var copied, said string
+			grant := browser.GrantPermissions([]browser.PermissionType{browser.PermissionTypeClipboardReadWrite, browser.PermissionTypeClipboardSanitizedWrite}).WithOrigin(p.URL)
+			if err := grant.Do(cdp.WithExecutor(ctx, chromedp.FromContext(ctx).Browser)); err != nil {
+				t.Fatalf("grant clipboard access: %v", err)
+			}
+			if err := chromedp.Run(ctx,
+				chromedp.Click(`#enrol-link-copy`, chromedp.ByID),
+				chromedp.Poll(`document.getElementById('enrol-link-status').textContent`, &said, chromedp.WithPollingTimeout(5*time.Second)),
+				chromedp.Evaluate(`navigator.clipboard.readText()`, &copied, func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }),
+			); err != nil {
+				t.Fatalf("copy the enrolment link: %v", err)
+			}
+			if copied != link || !strings.Contains(said, i18n.T(i18n.Lang(tc.lang), "enrol.link_copied")) {
+				t.Errorf("copy button: clipboard %q, status %q; want the link %q and %q", copied, said, link, i18n.T(i18n.Lang(tc.lang), "enrol.link_copied"))
+			}
 			if !strings.HasPrefix(link, p.URL+"/enrol#token=") {
 				t.Fatalf("enrolment link %q: want the token in the fragment", link)
 			}

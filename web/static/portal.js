@@ -331,6 +331,35 @@
     if (window.history && history.replaceState) history.replaceState(null, '', window.location.pathname);
   }
 
+  // A copy button (data-copy names the element whose text it copies; the
+  // enrolment link the helpdesk passes on). Without the clipboard (an
+  // http:// address other than localhost, a refused permission) it selects
+  // the text and says to press the copy key.
+  function copyButtons() {
+    document.querySelectorAll('button[data-copy]').forEach(function (b) {
+      var src = document.getElementById(b.getAttribute('data-copy'));
+      var status = document.getElementById(b.getAttribute('data-status'));
+      if (!src) return;
+      b.hidden = false;
+      b.addEventListener('click', function () {
+        var say = function (attr) { if (status) status.textContent = b.getAttribute(attr); };
+        var select = function () {
+          var r = document.createRange();
+          r.selectNodeContents(src);
+          var sel = window.getSelection();
+          sel.removeAllRanges();
+          sel.addRange(r);
+          say('data-selected');
+        };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(src.textContent.trim()).then(function () { say('data-copied'); }, select);
+        } else {
+          select();
+        }
+      });
+    });
+  }
+
   // Editing either password, or a field marked invalid, takes the error away.
   document.addEventListener('input', function (ev) {
     var el = ev.target;
@@ -339,7 +368,7 @@
     clearFieldError(el.form);
   });
 
-  function ready() { localTimes(document); showKeyOrigin(); enrolToken(); }
+  function ready() { localTimes(document); showKeyOrigin(); enrolToken(); copyButtons(); }
   if (document.readyState === 'loading') {
     document.addEventListener('DOMContentLoaded', ready);
   } else {
