@@ -113,6 +113,25 @@ func TestLoginNextToWorkGET(t *testing.T) {
 	if r := b.get(export); r.StatusCode != http.StatusOK || exports() != 1 {
 		t.Errorf("the click: %d, %d exports recorded; want 200 and 1", r.StatusCode, exports())
 	}
+	// The same export spelt so that the check and the browser's request
+	// differ (review 78 F5): no export however the answer is followed.
+	for _, next := range []string{"/audit/./export?format=csv", "/audit/x/../export?format=csv", "/audit/export/?format=csv",
+		"/audit//export?format=csv", "/audit/%65xport?format=csv", "/audit/%2e/export?format=csv"} {
+		b := newBrowser(t, p.URL)
+		before := exports()
+		r := b.post("/login", url.Values{"username": {"audrey"}, "password": {v.Password(t, "audrey")}, "next": {next}})
+		for i := 0; i < 5 && r.StatusCode >= 300 && r.StatusCode < 400; i++ {
+			base, _ := url.Parse(p.URL + "/login")
+			loc, err := base.Parse(r.Header.Get("Location"))
+			if err != nil {
+				t.Fatalf("next=%s: Location %q: %v", next, r.Header.Get("Location"), err)
+			}
+			r = b.get(loc.RequestURI())
+		}
+		if n := exports(); n != before {
+			t.Errorf("login with next=%s ran %d export(s) without a click", next, n-before)
+		}
+	}
 	b2 := newBrowser(t, p.URL)
 	r = b2.post("/login", url.Values{"username": {"audrey"}, "password": {v.Password(t, "audrey")}, "next": {"/audit/inventory"}})
 	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/audit/inventory" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -218,6 +219,15 @@ func safeNext(target string) string {
 		return ""
 	}
 	if u.Path == "/login" || strings.HasPrefix(u.Path, "/login/") || u.Path == "/logout" {
+		return ""
+	}
+	// Only a path in the one form the browser will ask for it: the
+	// redirect cleans dot segments and the slash middleware drops a
+	// trailing slash, while needsOwnNavigation and the router read the
+	// path as written. /audit/./export must not pass as something that is
+	// not the export.
+	raw, _, _ := strings.Cut(target, "?")
+	if u.Fragment != "" || strings.Contains(target, "#") || raw != (&url.URL{Path: u.Path}).EscapedPath() || path.Clean(u.Path) != u.Path {
 		return ""
 	}
 	return target

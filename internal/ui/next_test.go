@@ -25,6 +25,16 @@ func TestSafeNext(t *testing.T) {
 		{"login mfa", "/login/mfa?x=1", ""},
 		{"logout", "/logout", ""},
 		{"too long", "/" + string(make([]byte, 1100)), ""},
+		// A path the browser would ask for in another form than the one
+		// checked: the redirect cleans dot segments, the router reads
+		// escapes and slashes as they come.
+		{"dot segment", "/audit/./export?format=csv", ""},
+		{"dot-dot segment", "/audit/x/../export?format=csv", ""},
+		{"escaped dot", "/audit/%2e/export", ""},
+		{"double slash", "/audit//export", ""},
+		{"trailing slash", "/audit/export/?format=csv", ""},
+		{"escaped letter", "/audit/%65xport?format=csv", ""},
+		{"fragment", "/audit/export#x", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := safeNext(tc.in); got != tc.want {
