@@ -261,9 +261,12 @@ func TestMFAPendingExpires(t *testing.T) {
 	waitFor(t, b, "/login/mfa", "pending login expiry", isLoginRedirect)
 	r := b.codeStep(code(t, secret, time.Now()))
 	// The pre-login session ends with the window too: either way the
-	// login starts over.
-	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(string(r.Body), "expired") {
-		t.Fatalf("code after the window: status %d\n%s", r.StatusCode, r.Body)
+	// login starts over, and the page says so and is the login form (it
+	// said "Your session has expired" with a link to the start page).
+	body := string(r.Body)
+	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "The login took too long and has expired. Log in again with your password.") ||
+		!strings.Contains(body, `action="/login"`) || strings.Contains(body, "start page") || strings.Contains(body, "session has expired") {
+		t.Fatalf("code after the window: status %d, want 401 and the login form saying the login has to start over\n%s", r.StatusCode, r.Body)
 	}
 	if r := b.get("/"); !isLoginRedirect(r) {
 		t.Errorf("after an expired pending login: GET / status %d", r.StatusCode)

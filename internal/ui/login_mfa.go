@@ -94,9 +94,17 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 	sess := sessionFrom(r.Context())
 	p := pendingFromSession(sess)
 	if p == nil {
-		// No password step in this session (or it was completed): nothing
-		// a code could finish.
-		s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired")
+		if identityFrom(r.Context()) != nil {
+			// The login was completed: nothing a code could finish.
+			s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired")
+			return
+		}
+		// No password step in this session: most often the pre-login
+		// session ended with Vault's window (its cookie and row live no
+		// longer), so the code came too late. Only a new login helps:
+		// the login form, saying so, not the error page's "session
+		// expired" and a link to the start page.
+		s.renderLoginEnd(w, r, "error.mfa_expired", "")
 		return
 	}
 	id, err := s.Service.CompleteLogin(r.Context(), p, r.PostFormValue("code"))
@@ -138,18 +146,26 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch pe.Message {
-	case "error.mfa_expired":
-		pg := s.newPage(r, "login.title")
-		pg.Error = pe.Message
-		pg.Username = p.Username
-		pg.AccountName = s.accountName(pg)
-		pg.FocusPass = true
-		s.render(w, r, http.StatusUnauthorized, "login", pg)
-	case "error.mfa_not_enrolled":
-		pg := s.newPage(r, "login.mfa_enrol_title")
-		pg.Username = p.Username
-		s.render(w, r, http.StatusForbidden, "login_enrol_needed", pg)
+	case "error.mfa_expired", "error.mfa_not_enrolled":
+		s.renderLoginEnd(w, r, pe.Message, p.Username)
 	default:
 		s.fail(w, r, err)
 	}
+}
+
+// renderLoginEnd shows how a code step ended: expired, the login form
+// saying so (the name kept when known); not enrolled, "ask the helpdesk".
+func (s *Server) renderLoginEnd(w http.ResponseWriter, r *http.Request, key, username string) {
+	if key == "error.mfa_not_enrolled" {
+		pg := s.newPage(r, "login.mfa_enrol_title")
+		pg.Username = username
+		s.render(w, r, http.StatusForbidden, "login_enrol_needed", pg)
+		return
+	}
+	pg := s.newPage(r, "login.title")
+	pg.Error = key
+	pg.Username = username
+	pg.AccountName = s.accountName(pg)
+	pg.FocusPass = username != ""
+	s.render(w, r, http.StatusUnauthorized, "login", pg)
 }
