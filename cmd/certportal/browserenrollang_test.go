@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -42,14 +43,20 @@ func TestBrowserMFAEnrolLanguageSwitch(t *testing.T) {
 			ctx := newChromeWithin(t, 3*time.Minute)
 			var mu sync.Mutex
 			var requested []string
+			var refused []string // what the page's CSP blocked
 			chromedp.ListenTarget(ctx, func(ev any) {
-				if e, ok := ev.(*network.EventRequestWillBeSent); ok {
-					mu.Lock()
+				mu.Lock()
+				defer mu.Unlock()
+				switch e := ev.(type) {
+				case *network.EventRequestWillBeSent:
 					requested = append(requested, e.Request.URL)
-					mu.Unlock()
+				case *cdplog.EventEntryAdded:
+					if strings.Contains(e.Entry.Text, "Content Security Policy") {
+						refused = append(refused, e.Entry.URL+": "+e.Entry.Text)
+					}
 				}
 			})
-			setup := []chromedp.Action{network.Enable()}
+			setup := []chromedp.Action{network.Enable(), cdplog.Enable()}
 			if !tc.script {
 				setup = append(setup, emulation.SetScriptExecutionDisabled(true))
 			}
@@ -128,6 +135,10 @@ func TestBrowserMFAEnrolLanguageSwitch(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			// The scan page loads the page script as the others do.
+			for _, x := range refused {
+				t.Errorf("the browser refused by CSP: %s", x)
+			}
 			for _, u := range requested {
 				if strings.Contains(u, tok) {
 					t.Errorf("the browser requested a URL with the token in it: %s", u)

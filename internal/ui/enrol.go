@@ -125,10 +125,13 @@ func (s *Server) renderScan(w http.ResponseWriter, r *http.Request, username str
 		p.TOTPSecret = groupKey(u.Query().Get("secret"))
 	}
 	// The secret is on this page only: never cached, and the image comes
-	// inline (no second request that would need the secret kept).
+	// inline (no second request that would need the secret kept), so
+	// this page alone allows data: images. The page script as on every
+	// page (without script-src, default-src 'none' blocked it); no
+	// connect-src: nothing here fetches.
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", cspScan)
 	s.render(w, r, http.StatusOK, "enrol_scan", p)
 }
 
