@@ -15,6 +15,7 @@ import (
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
+	"github.com/certportal/certportal/internal/i18n"
 	"github.com/certportal/certportal/internal/setup"
 	"github.com/certportal/certportal/internal/testenv"
 )
@@ -244,8 +245,10 @@ func TestMFANotEnrolled(t *testing.T) {
 	if r.StatusCode != http.StatusForbidden || !strings.Contains(string(r.Body), "Ask the helpdesk to enrol you") {
 		t.Fatalf("not enrolled: status %d\n%s", r.StatusCode, r.Body)
 	}
-	if r := b.get("/login/mfa"); !isLoginRedirect(r) {
-		t.Errorf("code page after the enrol page: status %d, want 303 /login", r.StatusCode)
+	// No code page again: GET /login/mfa (the page's language switch)
+	// shows the same end.
+	if r := b.get("/login/mfa"); r.StatusCode != http.StatusForbidden || strings.Contains(string(r.Body), `name="code"`) {
+		t.Errorf("code page after the enrol page: status %d, want the enrol page again\n%s", r.StatusCode, r.Body)
 	}
 }
 
@@ -261,12 +264,81 @@ func TestMFAPendingExpires(t *testing.T) {
 	waitFor(t, b, "/login/mfa", "pending login expiry", isLoginRedirect)
 	r := b.codeStep(code(t, secret, time.Now()))
 	// The pre-login session ends with the window too: either way the
-	// login starts over.
-	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(string(r.Body), "expired") {
-		t.Fatalf("code after the window: status %d\n%s", r.StatusCode, r.Body)
+	// login starts over, and the page says so and is the login form (it
+	// said "Your session has expired" with a link to the start page).
+	body := string(r.Body)
+	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "The login took too long and has expired. Log in again with your password.") ||
+		!strings.Contains(body, `action="/login"`) || strings.Contains(body, "start page") || strings.Contains(body, "session has expired") {
+		t.Fatalf("code after the window: status %d, want 401 and the login form saying the login has to start over\n%s", r.StatusCode, r.Body)
 	}
 	if r := b.get("/"); !isLoginRedirect(r) {
 		t.Errorf("after an expired pending login: GET / status %d", r.StatusCode)
+	}
+}
+
+// TestMFALanguageSwitchAfterEnd: the pages a code step ends on for good
+// (not enrolled, expired) answer a POST, and their language switch links to
+// GET /login/mfa, where no pending login is left. That page shows the same
+// end again in the other language (and back), instead of the 303 to a blank
+// login page that lost the message. Only the browser the portal told shows
+// it: another browser gets the plain redirect.
+func TestMFALanguageSwitchAfterEnd(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	secret := adminEnrol(t, v, "alice", method)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_MFA_PENDING": "2s"})
+
+	expired := newBrowser(t, p.URL)
+	for _, tc := range []struct {
+		name   string
+		b      *client
+		start  func(*client) string // the password step; returns the code to send
+		status int
+		key    string
+	}{
+		{"not enrolled", newBrowser(t, p.URL), func(b *client) string {
+			b.passwordStep("bob", v.Password(t, "bob")) // bob has no secret
+			return "123456"
+		}, http.StatusForbidden, "login.mfa_enrol_needed"},
+		{"expired", expired, func(b *client) string {
+			b.passwordStep("alice", v.Password(t, "alice"))
+			waitFor(t, b, "/login/mfa", "pending login expiry", isLoginRedirect)
+			return code(t, secret, time.Now())
+		}, http.StatusUnauthorized, "error.mfa_expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			says := func(r *response, lang i18n.Lang) bool {
+				return r.StatusCode == tc.status && strings.Contains(string(r.Body), `<html lang="`+string(lang)+`"`) &&
+					strings.Contains(string(r.Body), html.EscapeString(i18n.T(lang, tc.key)))
+			}
+			r := tc.b.codeStep(tc.start(tc.b))
+			if !says(r, i18n.English) {
+				t.Fatalf("the code step's end: status %d, want %d and %q\n%s", r.StatusCode, tc.status, i18n.T(i18n.English, tc.key), r.Body)
+			}
+			ko := tc.b.get(langHref(t, r.Body, "ko"))
+			if !says(ko, i18n.Korean) {
+				t.Fatalf("after switching to Korean: status %d, want %d and %q\n%s", ko.StatusCode, tc.status, i18n.T(i18n.Korean, tc.key), ko.Body)
+			}
+			if strings.Contains(string(ko.Body), `name="code"`) {
+				t.Error("the Korean page asks for a code again: the login must start over")
+			}
+			if en := tc.b.get(langHref(t, ko.Body, "en")); !says(en, i18n.English) {
+				t.Errorf("back to English: status %d\n%s", en.StatusCode, en.Body)
+			}
+			if r := newBrowser(t, p.URL).get("/login/mfa?lang=ko"); !isLoginRedirect(r) {
+				t.Errorf("another browser's /login/mfa: status %d, want 303 /login", r.StatusCode)
+			}
+		})
+	}
+	// A new login forgets how the last one ended: after it and a logout
+	// the code page's address is the plain redirect again.
+	expired.passwordStep("alice", v.Password(t, "alice"))
+	mustLanded(t, expired.codeStep(code(t, secret, time.Now().Add(30*time.Second))), "alice's next login")
+	if r := expired.post("/logout", nil); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout: status %d", r.StatusCode)
+	}
+	if r := expired.get("/login/mfa"); !isLoginRedirect(r) {
+		t.Errorf("/login/mfa after a new login and logout: status %d, want 303 /login\n%s", r.StatusCode, r.Body)
 	}
 }
 
@@ -355,8 +427,10 @@ func enrolThroughLink(t *testing.T, p *runningPortal, link, user, password strin
 	if r.StatusCode != http.StatusOK || m == nil || !strings.Contains(string(r.Body), `src="data:image/png;base64,`) {
 		t.Fatalf("enrolment scan page: status %d\n%s", r.StatusCode, r.Body)
 	}
-	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'self' data:") || strings.Contains(csp, "script-src") {
-		t.Errorf("scan page CSP %q", csp)
+	// The page's own data: image, and the page script as everywhere else
+	// (without script-src, default-src 'none' blocked it); nothing more.
+	if csp, want := r.Header.Get("Content-Security-Policy"), "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"; csp != want {
+		t.Errorf("scan page CSP %q, want %q", csp, want)
 	}
 	// Shown once: a language switch would load the login page in its
 	// place and the secret, already made in Vault, would be lost.

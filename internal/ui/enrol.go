@@ -54,14 +54,32 @@ func (s *Server) helpdeskEnrol(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "enrol_link", p)
 }
 
+// enrolRelang, in the query, asks for the enrolment form again in the
+// language of the query's lang: the form's language switch.
+const enrolRelang = "enrol_relang"
+
 // enrolForm is the page a link opens. The token is in the link's
 // fragment, which the page script puts into the form; a link from before
 // that change still carries it in the query, which fills the field here.
 func (s *Server) enrolForm(w http.ResponseWriter, r *http.Request) {
+	s.renderEnrol(w, r, http.StatusOK, r.URL.Query().Get("token"), "", "")
+}
+
+// renderEnrol shows the enrolment form with token and username kept, and
+// errKey (a catalog key) when a try was refused. Its language switch
+// posts the form back with enrolRelang rather than linking to
+// /enrol?lang=…: the token reached the page in the link's fragment (or
+// was pasted into the field), so only the form holds it, and a link would
+// leave it behind, or, carrying it, put it into a URL that proxies and
+// access logs keep.
+func (s *Server) renderEnrol(w http.ResponseWriter, r *http.Request, status int, token, username, errKey string) {
 	p := s.newPage(r, "enrol.title")
-	p.EnrolToken = r.URL.Query().Get("token")
+	p.EnrolToken = token
+	p.Username = username
+	p.Error = errKey
+	p.EnrolRelang = true
 	w.Header().Set("Cache-Control", "no-store")
-	s.render(w, r, http.StatusOK, "enrol", p)
+	s.render(w, r, status, "enrol", p)
 }
 
 // enrol takes the password, spends the link and shows the QR code Vault
@@ -71,16 +89,19 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token, username := r.PostFormValue("token"), r.PostFormValue("username")
+	if r.URL.Query().Has(enrolRelang) {
+		// The language switch: the same form in the chosen language, the
+		// token and name kept. Never a try (nothing spent, nothing
+		// counted), and the password the form carried is not echoed.
+		s.renderEnrol(w, r, http.StatusOK, token, username, "")
+		return
+	}
 	pending, key, err := s.Service.BeginEnrolment(r.Context(), token, username, r.PostFormValue("password"))
 	if err != nil {
 		var pe *portal.Error
 		if errors.As(err, &pe) && (pe.Code == portal.EUnauthorized || pe.Code == portal.ETooMany || pe.Code == portal.EInvalid) {
 			setRetryAfter(w, pe)
-			p := s.newPage(r, "enrol.title")
-			p.Error = pe.Message
-			p.Username = username
-			p.EnrolToken = token
-			s.render(w, r, statusFor(pe.Code), "enrol", p)
+			s.renderEnrol(w, r, statusFor(pe.Code), token, username, pe.Message)
 			return
 		}
 		s.fail(w, r, err)
@@ -104,10 +125,13 @@ func (s *Server) renderScan(w http.ResponseWriter, r *http.Request, username str
 		p.TOTPSecret = groupKey(u.Query().Get("secret"))
 	}
 	// The secret is on this page only: never cached, and the image comes
-	// inline (no second request that would need the secret kept).
+	// inline (no second request that would need the secret kept), so
+	// this page alone allows data: images. The page script as on every
+	// page (without script-src, default-src 'none' blocked it); no
+	// connect-src: nothing here fetches.
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", cspScan)
 	s.render(w, r, http.StatusOK, "enrol_scan", p)
 }
 

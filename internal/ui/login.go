@@ -116,6 +116,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "renew session: %w", err))
 		return
 	}
+	s.forgetLoginEnd(w, r)
 	roles := make([]string, len(id.Roles))
 	for i, role := range id.Roles {
 		roles[i] = string(role)

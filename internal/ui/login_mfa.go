@@ -39,6 +39,7 @@ func (s *Server) keepPending(w http.ResponseWriter, r *http.Request, p *portal.P
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "renew session: %w", err))
 		return false
 	}
+	s.forgetLoginEnd(w, r) // a new login has begun
 	if next := safeNext(r.PostFormValue("next")); next != "" {
 		sess.Values[valNext] = next
 	}
@@ -79,6 +80,12 @@ func (s *Server) loginMFAForm(w http.ResponseWriter, r *http.Request) {
 	}
 	p := pendingFromSession(sessionFrom(r.Context()))
 	if p == nil || s.Service.PendingExpired(p) {
+		if end := s.loginEnd(r); end != "" {
+			// How this browser's code step ended, again: that page's
+			// language switch links here.
+			s.renderLoginEnd(w, r, end, "")
+			return
+		}
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
 	}
@@ -94,9 +101,17 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 	sess := sessionFrom(r.Context())
 	p := pendingFromSession(sess)
 	if p == nil {
-		// No password step in this session (or it was completed): nothing
-		// a code could finish.
-		s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired")
+		if identityFrom(r.Context()) != nil {
+			// The login was completed: nothing a code could finish.
+			s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired")
+			return
+		}
+		// No password step in this session: most often the pre-login
+		// session ended with Vault's window (its cookie and row live no
+		// longer), so the code came too late. Only a new login helps:
+		// the login form, saying so, not the error page's "session
+		// expired" and a link to the start page.
+		s.endLogin(w, r, "error.mfa_expired", "")
 		return
 	}
 	id, err := s.Service.CompleteLogin(r.Context(), p, r.PostFormValue("code"))
@@ -138,18 +153,83 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch pe.Message {
-	case "error.mfa_expired":
-		pg := s.newPage(r, "login.title")
-		pg.Error = pe.Message
-		pg.Username = p.Username
-		pg.AccountName = s.accountName(pg)
-		pg.FocusPass = true
-		s.render(w, r, http.StatusUnauthorized, "login", pg)
-	case "error.mfa_not_enrolled":
-		pg := s.newPage(r, "login.mfa_enrol_title")
-		pg.Username = p.Username
-		s.render(w, r, http.StatusForbidden, "login_enrol_needed", pg)
+	case "error.mfa_expired", "error.mfa_not_enrolled":
+		s.endLogin(w, r, pe.Message, p.Username)
 	default:
 		s.fail(w, r, err)
 	}
+}
+
+// loginEnds are the ways a code step can end for good (the login starts
+// over), each as the cookie value that remembers it.
+var loginEnds = map[string]string{
+	"error.mfa_expired":      "expired",
+	"error.mfa_not_enrolled": "not_enrolled",
+}
+
+// loginEndTTL is how long GET /login/mfa shows again how the code step
+// ended: time to read it and switch language, not to come back later.
+const loginEndTTL = 10 * time.Minute
+
+// loginEndCookie remembers how this browser's code step ended. The page
+// that says so is the answer to a POST, and its language switch links to
+// GET /login/mfa, which finds no pending login any more: without this it
+// answered with a blank login page, the message lost. The cookie holds
+// one of two fixed words and no name; only the portal's own answer sets
+// it (a link cannot), so the page never tells someone a thing nobody told
+// their browser. Host-only and Secure (__Host-) wherever the session
+// cookie is.
+func (s *Server) loginEndCookie() string {
+	if s.Secure {
+		return "__Host-certportal_login_end"
+	}
+	return "certportal_login_end"
+}
+
+// endLogin answers a code step that cannot go on with the page that says
+// why, and remembers it for the page's language switch.
+func (s *Server) endLogin(w http.ResponseWriter, r *http.Request, key, username string) {
+	http.SetCookie(w, &http.Cookie{Name: s.loginEndCookie(), Value: loginEnds[key], Path: "/",
+		MaxAge: int(loginEndTTL / time.Second), HttpOnly: true, Secure: s.Secure, SameSite: http.SameSiteLaxMode})
+	s.renderLoginEnd(w, r, key, username)
+}
+
+// forgetLoginEnd drops the remembered end: a new login has begun.
+func (s *Server) forgetLoginEnd(w http.ResponseWriter, r *http.Request) {
+	if _, err := r.Cookie(s.loginEndCookie()); err == nil {
+		http.SetCookie(w, &http.Cookie{Name: s.loginEndCookie(), Value: "", Path: "/", MaxAge: -1,
+			HttpOnly: true, Secure: s.Secure, SameSite: http.SameSiteLaxMode})
+	}
+}
+
+// loginEnd is the catalog key of the end the browser's cookie remembers,
+// "" for none.
+func (s *Server) loginEnd(r *http.Request) string {
+	c, err := r.Cookie(s.loginEndCookie())
+	if err != nil {
+		return ""
+	}
+	for key, v := range loginEnds {
+		if c.Value == v {
+			return key
+		}
+	}
+	return ""
+}
+
+// renderLoginEnd shows how a code step ended: expired, the login form
+// saying so (the name kept when known); not enrolled, "ask the helpdesk".
+func (s *Server) renderLoginEnd(w http.ResponseWriter, r *http.Request, key, username string) {
+	if key == "error.mfa_not_enrolled" {
+		pg := s.newPage(r, "login.mfa_enrol_title")
+		pg.Username = username
+		s.render(w, r, http.StatusForbidden, "login_enrol_needed", pg)
+		return
+	}
+	pg := s.newPage(r, "login.title")
+	pg.Error = key
+	pg.Username = username
+	pg.AccountName = s.accountName(pg)
+	pg.FocusPass = username != ""
+	s.render(w, r, http.StatusUnauthorized, "login", pg)
 }

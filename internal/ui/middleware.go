@@ -185,6 +185,8 @@ const (
 	cspRest       = "; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 	cspBase       = cspScript + cspRest
 	cspDeviceKeys = cspScript + " 'wasm-unsafe-eval'" + cspRest
+	// cspScan is the QR code page's (renderScan).
+	cspScan = cspScript + "; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 // secureHeaders sets the headers every response carries; render widens

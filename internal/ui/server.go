@@ -193,6 +193,10 @@ type page struct {
 	// key, the enrolment link): the header offers no language switch,
 	// whose link would load another page and lose it for good.
 	OneTime bool
+	// EnrolRelang: the header's language switch sends the enrolment form
+	// (enrol_relang), so the token goes along in the body: it came in the
+	// link's fragment, which a link to another language would lose.
+	EnrolRelang bool
 	// Step-up: StepUpDue puts password (and, with StepUpCode, code)
 	// fields into every gated form; the step-up page repeats a gated form
 	// (StepUpAction) with its non-secret fields kept (StepUpKeep) and its
