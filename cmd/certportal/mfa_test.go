@@ -506,8 +506,10 @@ func TestMFAEnrolment(t *testing.T) {
 	if n := len(sessionEvents(t, db, "mfa.enrolment_link", "alice")); n != 2 {
 		t.Errorf("%d mfa.enrolment_link events for alice, want 2", n)
 	}
-	if ev := sessionEvents(t, db, "mfa.reset", "alice"); len(ev) != 1 || ev[0].Actor != "helen" || ev[0].Details["ticket"] != "INC-42" {
-		t.Errorf("mfa.reset events: %+v", ev)
+	// The intent before the secret is destroyed, the success after.
+	if ev := sessionEvents(t, db, "mfa.reset", "alice"); len(ev) != 2 || ev[0].Outcome != "intent" || ev[1].Outcome != "success" ||
+		ev[0].Actor != "helen" || ev[1].Actor != "helen" || ev[0].Details["ticket"] != "INC-42" || ev[1].Details["ticket"] != "INC-42" {
+		t.Errorf("mfa.reset events: %+v, want an intent then a success by helen with ticket INC-42", ev)
 	}
 	if n := len(sessionEvents(t, db, "mfa.enrol", "alice")); n < 2 {
 		t.Errorf("%d mfa.enrol events for alice, want 2 successes (and the refused ones)", n)

@@ -69,6 +69,14 @@ func (s *Service) MFAEnrolmentOn(ctx context.Context) bool {
 	return !(errors.As(err, &pe) && pe.Code == EInvalid)
 }
 
+// ReasonOwnFactor and ReasonStaffFactor are the recorded reasons for
+// refusing a helpdesk enrolment link or reset of the agent's own second
+// factor and of another staff member's.
+const (
+	ReasonOwnFactor   = "the agent's own second factor"
+	ReasonStaffFactor = "a portal staff member's second factor"
+)
+
 // StartEnrolment lets helpdesk staff enrol username in TOTP: with reset,
 // the user's current secret is destroyed first (a lost phone). The result
 // is a one-time link valid for EnrolmentLinkTTL that replaces any earlier
@@ -93,25 +101,44 @@ func (s *Service) StartEnrolment(ctx context.Context, actor *Identity, username,
 	// operators too: the helpdesk manages the second factor of portal
 	// users only, or an agent could destroy an operator's and, with the
 	// password, enrol a phone of their own for Vault itself.
+	//
+	// Nor an agent's own, or another staff member's: with one stolen
+	// session and the password, an agent's own reset would give whoever
+	// holds them a phone of their own as the agent's second factor for
+	// good; staff factors are the operators' to reset (docs/mfa.md).
+	action := audit.ActionMFAEnrolLink
+	if reset {
+		action = audit.ActionMFAReset
+	}
+	refuse := func(why, message, logMsg string) (*EnrolmentLink, error) {
+		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, action, audit.OutcomeDenied, "",
+			map[string]string{"ticket": ticket, "reason": why})); err != nil {
+			return nil, err
+		}
+		s.log.WarnContext(ctx, logMsg, "user", username, "by", actor.Username, "reason", why)
+		return nil, &Error{Code: EForbidden, Message: message, Err: errors.New(why)}
+	}
+	if username == actor.Username {
+		return refuse(ReasonOwnFactor, "error.mfa_self", "mfa enrolment refused: the agent's own second factor")
+	}
 	var pe *Error
-	switch managed, why, err := s.mfaManaged(ctx, username, true); {
+	switch managed, staff, why, err := s.mfaManaged(ctx, username, true); {
 	case errors.As(err, &pe):
 		return nil, err
 	case err != nil:
 		return nil, vaultUnavailable(err)
 	case !managed:
-		action := audit.ActionMFAEnrolLink
-		if reset {
-			action = audit.ActionMFAReset
-		}
-		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, action, audit.OutcomeDenied, "",
-			map[string]string{"ticket": ticket, "reason": why})); err != nil {
-			return nil, err
-		}
-		s.log.WarnContext(ctx, "mfa enrolment refused: not a portal user's second factor", "user", username, "by", actor.Username, "reason", why)
-		return nil, &Error{Code: EForbidden, Message: "error.mfa_not_portal_user", Err: errors.New(why)}
+		return refuse(why, "error.mfa_not_portal_user", "mfa enrolment refused: not a portal user's second factor")
+	case staff:
+		return refuse(ReasonStaffFactor, "error.mfa_staff", "mfa enrolment refused: a staff member's second factor")
 	}
 	if reset {
+		// Recorded before the secret is destroyed: no reset without its
+		// record (the trail refusing means the factor stays).
+		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, audit.ActionMFAReset, audit.OutcomeIntent, "",
+			map[string]string{"ticket": ticket})); err != nil {
+			return nil, err
+		}
 		entity, err := s.mfaVault.LookupEntity(ctx, enf.Accessor, username)
 		switch {
 		case errors.Is(err, vault.ErrNotFound):
@@ -293,7 +320,7 @@ func (s *Service) mfaHandledBefore(ctx context.Context, username string) (bool, 
 // portalUserInVault reports whether the portal may enrol username's
 // second factor on first use (mfaManaged).
 func (s *Service) portalUserInVault(bg, ctx context.Context, username string) bool {
-	managed, why, err := s.mfaManaged(bg, username, false)
+	managed, _, why, err := s.mfaManaged(bg, username, false)
 	if err != nil {
 		s.log.WarnContext(ctx, "trust on first use: cannot read the userpass user", "user", username, "err", err)
 		return false
@@ -305,46 +332,56 @@ func (s *Service) portalUserInVault(bg, ctx context.Context, username string) bo
 }
 
 // mfaManaged reports whether username's second factor is the portal's to
-// manage (helpdesk resets and links, trust on first use): the userpass
-// user's own token_policies, read with the portal's identity, hold nothing
-// but portal policies and Vault's default, and at least one portal policy
-// — or, with portalLogin (the helpdesk), none at all but the trail shows
-// a completed portal login of theirs (a portal role granted through an
-// identity group, which token_policies do not show). A user with any
-// other policy there has a second factor that guards more than the portal
+// manage (helpdesk resets and links, trust on first use): everything Vault
+// grants the userpass user — its own token_policies and the policies of
+// its identity entity and groups, read with the portal's identity — is
+// portal policies and Vault's default only, and there is at least one
+// portal policy among them — or, with portalLogin (the helpdesk), none at
+// all but the trail shows a completed portal login of theirs. A user with
+// any other policy has a second factor that guards more than the portal
 // (a Vault operator, an admin who also holds a certificate): Vault's
-// operators enrol those. why says which when not; err is a failure to
-// answer (fail closed: the caller refuses).
-//
-// Vault power granted through identity entities and groups is not in
-// token_policies, so it is not seen (docs/mfa.md).
-func (s *Service) mfaManaged(ctx context.Context, username string, portalLogin bool) (managed bool, why string, err error) {
+// operators enrol those. staff says the user holds a portal staff policy
+// (helpdesk, auditor). why says why not; err is a failure to answer (fail
+// closed: the caller refuses).
+func (s *Service) mfaManaged(ctx context.Context, username string, portalLogin bool) (managed, staff bool, why string, err error) {
 	if s.offboardVault == nil {
-		return false, "the portal's identity cannot read userpass users", nil
+		return false, false, "the portal's identity cannot read userpass users", nil
 	}
 	u, err := s.offboardVault.ReadUser(ctx, s.opts.UserpassMount, username)
 	if err != nil {
-		return false, "", err
+		return false, false, "", err
 	}
 	if u == nil {
-		return false, "no such userpass user", nil
+		return false, false, "no such userpass user", nil
 	}
-	for _, p := range u.Policies {
-		if p != "default" && p != s.opts.UserPolicy && p != s.opts.HelpdeskPolicy && p != s.opts.AuditorPolicy {
-			return false, "holds Vault policies beyond the portal's", nil
+	g, err := s.userIdentity(ctx, username)
+	if err != nil {
+		return false, false, "", identityError(err)
+	}
+	all := u.Policies
+	if g != nil {
+		all = append(append([]string(nil), u.Policies...), g.Policies...)
+	}
+	for _, p := range all {
+		switch p {
+		case "default", s.opts.UserPolicy:
+		case s.opts.HelpdeskPolicy, s.opts.AuditorPolicy:
+			staff = true
+		default:
+			return false, staff, "holds Vault policies beyond the portal's", nil
 		}
 	}
-	if len(s.roles(u.Policies)) > 0 {
-		return true, "", nil
+	if len(s.roles(all)) > 0 {
+		return true, staff, "", nil
 	}
 	if portalLogin {
 		evs, err := s.store.QueryAudit(ctx, store.AuditFilter{Subject: username, Action: audit.ActionLogin, Outcome: audit.OutcomeSuccess, Limit: 1})
 		if err != nil {
-			return false, "", storeUnavailable(err)
+			return false, false, "", storeUnavailable(err)
 		}
 		if len(evs) > 0 {
-			return true, "", nil
+			return true, staff, "", nil
 		}
 	}
-	return false, "no portal policy", nil
+	return false, false, "no portal policy", nil
 }

@@ -535,20 +535,23 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 }
 
 // OnBehalfRefusal says why the helpdesk may not issue on username's
-// behalf, or "" when it may, and the policy that decided it if one did. Issuing on behalf is for employees: a
-// userpass user whose own token_policies, read with the portal's identity,
-// hold the portal's user policy and nothing else but Vault's default. A
-// certificate in a Vault operator's, a staff member's (helpdesk, auditor)
-// or a service account's name would hand a helpdesk agent an identity that
-// is not theirs to give out — staff and operators get their own by signing
-// in — and one for a user without the user policy is revoked by the next
-// offboarding sweep (which checks the same list). A user Vault does not
-// know is ENotFound; not being able to ask is EUnavailable (fail closed).
-// A portal role granted only through an identity group is not in
-// token_policies, so such a user is refused too (docs/certificates.md).
+// behalf, or "" when it may, and the policy that decided it if one did.
+// Issuing on behalf is for employees: a userpass user whose own
+// token_policies hold the portal's user policy and whose every grant —
+// token_policies, the identity entity's own policies and those of every
+// identity group it is in, read with the portal's identity — is only that
+// and Vault's default; and whose entity is not disabled (a suspended
+// person, whom the offboarding sweep treats as a leaver). A certificate in
+// a Vault operator's, a staff member's (helpdesk, auditor) or a service
+// account's name would hand a helpdesk agent an identity that is not
+// theirs to give out — staff and operators get their own by signing in —
+// and one for a user without the user policy in token_policies is revoked
+// by the next offboarding sweep (which checks the same list). A user Vault
+// does not know is ENotFound; not being able to ask is EUnavailable (fail
+// closed).
 func (s *Service) OnBehalfRefusal(ctx context.Context, username string) (why, policy string, err error) {
 	if s.offboardVault == nil {
-		return "", "", &Error{Code: EUnavailable, Message: "error.vault_unavailable", Err: errors.New("the portal's identity cannot read userpass users")}
+		return "", "", vaultUnavailable(errors.New("the portal's identity cannot read userpass users"))
 	}
 	u, err := s.offboardVault.ReadUser(ctx, s.opts.UserpassMount, username)
 	if err != nil {
@@ -557,20 +560,30 @@ func (s *Service) OnBehalfRefusal(ctx context.Context, username string) (why, po
 	if u == nil {
 		return "", "", &Error{Code: ENotFound, Message: "error.user_not_found"}
 	}
-	for _, p := range u.Policies {
-		switch p {
-		case "default", s.opts.UserPolicy:
-		case s.opts.HelpdeskPolicy, s.opts.AuditorPolicy:
-			return ReasonPortalStaff, p, nil
-		default:
-			return "holds Vault policies beyond the portal's", p, nil
-		}
+	if why, policy := s.policyRefusal(u.Policies); why != "" {
+		return why, policy, nil
 	}
 	if !slices.Contains(u.Policies, s.opts.UserPolicy) {
 		return "no portal policy", "", nil
 	}
+	g, err := s.userIdentity(ctx, username)
+	if err != nil {
+		return "", "", identityError(err)
+	}
+	if g != nil {
+		if g.Disabled {
+			return ReasonEntityDisabled, "", nil
+		}
+		if why, policy := s.policyRefusal(g.Policies); why != "" {
+			return why, policy, nil
+		}
+	}
 	return "", "", nil
 }
+
+// ReasonEntityDisabled is the recorded reason for refusing a helpdesk
+// action for a user whose identity entity an operator disabled.
+const ReasonEntityDisabled = "identity entity disabled"
 
 // ReasonPortalStaff is the recorded reason for refusing to issue on behalf
 // of a helpdesk member or an auditor.

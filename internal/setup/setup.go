@@ -962,9 +962,12 @@ func selfRotatePolicy(o Options) string {
 // identity: each userpass user (its token_policies; "+" is one path
 // segment, so not users/<name>/password), the auth mounts' accessors (the
 // sys/auth listing, which needs no sudo), and the identity entity behind a
-// user's alias (is it disabled?), looked up by alias only. With Login MFA
-// the enrolment block already grants that lookup, for the userpass mount's
-// accessor alone, which is the one the sweep asks with: one block per path.
+// user's alias (is it disabled?), looked up by alias only, and the identity
+// groups it is in (their policies: what the helpdesk may do for the user
+// depends on everything Vault grants them, not on token_policies alone).
+// With Login MFA the enrolment block already grants that lookup, for the
+// userpass mount's accessor alone, which is the one the sweep asks with:
+// one block per path.
 func offboardPolicy(o Options) string {
 	lookup := `path "identity/lookup/entity" {
   capabilities = ["update"]
@@ -981,6 +984,9 @@ func offboardPolicy(o Options) string {
   capabilities = ["read"]
 }
 path "sys/auth" {
+  capabilities = ["read"]
+}
+path "identity/group/id/+" {
   capabilities = ["read"]
 }
 `, "auth/"+o.UserpassMount+"/users/+") + lookup

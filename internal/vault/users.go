@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -24,7 +25,7 @@ func (s *Service) ReadUser(ctx context.Context, mount, name string) (*UserpassUs
 		if err != nil || sec == nil {
 			return err
 		}
-		u = &UserpassUser{Name: name, Policies: stringList(sec.Data["token_policies"])}
+		u = &UserpassUser{Name: name, Policies: policyList(sec.Data["token_policies"])}
 		return nil
 	})
 	if err != nil {
@@ -67,6 +68,12 @@ type Entity struct {
 	// (users cannot write their own entity): e.g. an "email" address for
 	// reminders (CERTPORTAL_NOTIFY_EMAIL_METADATA).
 	Metadata map[string]string
+	// Policies are the entity's own policies (not the login's
+	// token_policies); GroupIDs every identity group it belongs to,
+	// directly or through a parent group. Both grant power to every token
+	// of the entity.
+	Policies []string
+	GroupIDs []string
 }
 
 // LookupEntityByAlias finds the entity behind alias name on the auth mount
@@ -84,6 +91,16 @@ func (s *Service) LookupEntityByAlias(ctx context.Context, accessor, name string
 		e.ID, _ = sec.Data["id"].(string)
 		e.Name, _ = sec.Data["name"].(string)
 		e.Disabled, _ = sec.Data["disabled"].(bool)
+		e.Policies = policyList(sec.Data["policies"])
+		seen := map[string]bool{}
+		for _, k := range []string{"direct_group_ids", "group_ids", "inherited_group_ids"} {
+			for _, id := range stringList(sec.Data[k]) {
+				if !seen[id] {
+					seen[id] = true
+					e.GroupIDs = append(e.GroupIDs, id)
+				}
+			}
+		}
 		if md, ok := sec.Data["metadata"].(map[string]any); ok {
 			e.Metadata = make(map[string]string, len(md))
 			for k, v := range md {
@@ -98,6 +115,35 @@ func (s *Service) LookupEntityByAlias(ctx context.Context, accessor, name string
 		return nil, classify("look up entity", err, ErrRefused)
 	}
 	return e, nil
+}
+
+// ReadGroupPolicies returns the policies of the identity group id; none
+// for a group deleted since it was named.
+func (s *Service) ReadGroupPolicies(ctx context.Context, id string) ([]string, error) {
+	var pols []string
+	err := s.do(ctx, func(cl *vaultapi.Client) error {
+		sec, err := cl.Logical().ReadWithContext(ctx, "identity/group/id/"+url.PathEscape(id))
+		if err != nil || sec == nil {
+			return err
+		}
+		pols = policyList(sec.Data["policies"])
+		return nil
+	})
+	if err != nil {
+		return nil, classify("read group", err, ErrRefused)
+	}
+	return pols, nil
+}
+
+// policyList reads a list of policy names as Vault applies them: Vault
+// stores a name as typed ("Certportal-User") but lower-cases it when it
+// grants a token, so the portal compares lower-cased, trimmed names.
+func policyList(v any) []string {
+	out := stringList(v)
+	for i, p := range out {
+		out[i] = strings.ToLower(strings.TrimSpace(p))
+	}
+	return out
 }
 
 func stringList(v any) []string {

@@ -1,0 +1,99 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/certportal/certportal/internal/vault"
+)
+
+// GroupReader reads the policies of an identity group (vault.Service
+// does, with the read on identity/group/id/+ that setup grants the
+// portal's identity).
+type GroupReader interface {
+	ReadGroupPolicies(ctx context.Context, id string) ([]string, error)
+}
+
+// maxIdentityGroups bounds the groups read for one user: a user in more is
+// judged unreadable (fail closed) rather than costing a hundred reads.
+const maxIdentityGroups = 50
+
+// identityGrant is what Vault grants every token of a userpass user beyond
+// the user's own token_policies: the policies of its identity entity and
+// of every group the entity is in, directly or through a parent group.
+type identityGrant struct {
+	Disabled bool
+	Policies []string
+}
+
+// errIdentityUnreadable: Vault would not let the portal read the user's
+// identity groups (a service policy from before this check).
+var errIdentityUnreadable = errors.New("the portal's identity cannot read the user's identity groups (rerun certportal setup)")
+
+// userIdentity reads username's identity grant with the portal's identity;
+// nil for a user without an entity (never logged in: nothing granted).
+// Any failure is an error: callers deciding what a user may be given fail
+// closed.
+func (s *Service) userIdentity(ctx context.Context, username string) (*identityGrant, error) {
+	if s.offboardVault == nil {
+		return nil, errors.New("the portal's identity cannot read userpass users")
+	}
+	accessor, err := s.offboardVault.MountAccessor(ctx, s.opts.UserpassMount)
+	if err != nil {
+		return nil, err
+	}
+	if accessor == "" {
+		return nil, fmt.Errorf("userpass mount %s has no accessor", s.opts.UserpassMount)
+	}
+	e, err := s.offboardVault.LookupEntityByAlias(ctx, accessor, username)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	g := &identityGrant{Disabled: e.Disabled, Policies: append([]string(nil), e.Policies...)}
+	if len(e.GroupIDs) == 0 {
+		return g, nil
+	}
+	gr, ok := s.offboardVault.(GroupReader)
+	if !ok || len(e.GroupIDs) > maxIdentityGroups {
+		return nil, errIdentityUnreadable
+	}
+	for _, id := range e.GroupIDs {
+		pols, err := gr.ReadGroupPolicies(ctx, id)
+		if errors.Is(err, vault.ErrPermissionDenied) {
+			return nil, fmt.Errorf("%w: %w", errIdentityUnreadable, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		g.Policies = append(g.Policies, pols...)
+	}
+	return g, nil
+}
+
+// policyRefusal classifies policies for a helpdesk action meant for
+// employees: ReasonPortalStaff with the staff policy, "holds Vault
+// policies beyond the portal's" with the first other one, or "" when they
+// are only Vault's default and the portal's user policy.
+func (s *Service) policyRefusal(policies []string) (why, policy string) {
+	for _, p := range policies {
+		switch p {
+		case "default", s.opts.UserPolicy:
+		case s.opts.HelpdeskPolicy, s.opts.AuditorPolicy:
+			return ReasonPortalStaff, p
+		default:
+			return "holds Vault policies beyond the portal's", p
+		}
+	}
+	return "", ""
+}
+
+// identityError is the answer when the portal could not read what Vault
+// grants a user through identity: a clear "rerun setup" when Vault refused
+// the read, else Vault unavailable.
+func identityError(err error) *Error {
+	if errors.Is(err, errIdentityUnreadable) {
+		return &Error{Code: EUnavailable, Message: "error.identity_unreadable", Err: err}
+	}
+	return vaultUnavailable(err)
+}
