@@ -100,7 +100,9 @@ func textFaultOf(s string) textFault {
 		if unicode.Is(unicode.Cc, r) {
 			return faultControl
 		}
-		if audit.Hidden(r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) {
+		// U+2800, the blank braille pattern, is a symbol that renders as
+		// empty space: as invisible as a filler.
+		if audit.Hidden(r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || r == '\u2800' {
 			return faultInvisible
 		}
 		if unicode.In(r, unicode.Mn, unicode.Me) {

@@ -74,6 +74,7 @@ func TestValidLabelInvisibleAndStacked(t *testing.T) {
 		{"a\u20dd\u20dd\u20dd", "error.label_marks"}, // enclosing marks (Me)
 		{"\u3164", "error.label_invisible"},
 		{"work\u3164laptop", "error.label_invisible"},
+		{"work\u2800laptop", "error.label_invisible"}, // blank braille pattern
 		{"a\u115fb", "error.label_invisible"},
 		{"a\u1160b", "error.label_invisible"},
 		{"a\uffa0b", "error.label_invisible"},

@@ -26,6 +26,7 @@ func TestValidTicketVisible(t *testing.T) {
 		{"", "error.ticket_invalid"},
 		{"INC-7\u3164", "error.ticket_invisible"}, // Hangul filler
 		{"\u115fINC-7", "error.ticket_invisible"}, // Hangul choseong filler
+		{"INC-7\u2800", "error.ticket_invisible"}, // blank braille pattern
 		{"INC\u200b-7", "error.ticket_invisible"}, // zero width space
 		{"INC\ufe0f-7", "error.ticket_invisible"}, // a variation selector on a letter
 		{"INC-\u202e7", "error.ticket_invisible"}, // bidi override
