@@ -149,6 +149,10 @@ func TestMFAHelpdeskNotOwnOrStaff(t *testing.T) {
 	// The next step's code: vaultMFALogin below uses the current one.
 	mustLanded(t, helen.codeStep(code(t, secrets["helen"], time.Now().Add(30*time.Second))), "helen's login")
 	for u, want := range map[string]string{"helen": "your own second factor", "audrey": "second factor is not the helpdesk", "harry": "second factor is not the helpdesk"} {
+		// The page says so up front instead of a form bound to be refused.
+		if page := string(helen.get("/helpdesk/users/" + u).Body); strings.Contains(page, `id="mfa-enrol"`) || !strings.Contains(page, `id="mfa-no"`) {
+			t.Errorf("%s's helpdesk page: want no enrolment form and an explanation (id mfa-no)", u)
+		}
 		for _, reset := range []bool{true, false} {
 			form := url.Values{"ticket": {"INC-12"}}
 			if reset {
@@ -169,6 +173,9 @@ func TestMFAHelpdeskNotOwnOrStaff(t *testing.T) {
 		if ev := sessionEvents(t, db, "mfa.reset", u); len(ev) != 1 || ev[0].Outcome != "denied" || ev[0].Details["reason"] == "" {
 			t.Errorf("mfa.reset events for %s: %+v, want one denied with a reason", u, ev)
 		}
+	}
+	if page := string(helen.get("/helpdesk/users/alice").Body); !strings.Contains(page, `id="mfa-enrol"`) || strings.Contains(page, `id="mfa-no"`) {
+		t.Error("an employee's helpdesk page lacks the enrolment form")
 	}
 }
 

@@ -69,6 +69,26 @@ func (s *Service) MFAEnrolmentOn(ctx context.Context) bool {
 	return !(errors.As(err, &pe) && pe.Code == EInvalid)
 }
 
+// EnrolmentRefusal is the catalog key of why StartEnrolment would refuse
+// actor's link or reset for username, or "" when it would not (or cannot
+// tell yet: the post then reports what went wrong). The helpdesk page shows
+// it instead of a form bound to be refused.
+func (s *Service) EnrolmentRefusal(ctx context.Context, actor *Identity, username string) string {
+	if NormalizeUsername(username) == actor.Username {
+		return "error.mfa_self"
+	}
+	managed, staff, _, err := s.mfaManaged(ctx, NormalizeUsername(username), true)
+	switch {
+	case err != nil:
+		return ""
+	case !managed:
+		return "error.mfa_not_portal_user"
+	case staff:
+		return "error.mfa_staff"
+	}
+	return ""
+}
+
 // ReasonOwnFactor and ReasonStaffFactor are the recorded reasons for
 // refusing a helpdesk enrolment link or reset of the agent's own second
 // factor and of another staff member's.

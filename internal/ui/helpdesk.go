@@ -61,6 +61,9 @@ func (s *Server) helpdeskUserPage(w http.ResponseWriter, r *http.Request, userna
 		p.Notice, p.NoticeCert = key, labelled(c, c.Serial)
 	}
 	p.MFAEnrol = s.Service.MFAEnrolmentOn(r.Context())
+	if p.MFAEnrol && known {
+		p.MFANo = s.Service.EnrolmentRefusal(r.Context(), p.User, username)
+	}
 	s.sentReminders(r, p, username)
 	if p.Offboarded, err = s.Service.OffboardRevocations(r.Context(), p.User, username); err != nil {
 		s.fail(w, r, err)

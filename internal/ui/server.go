@@ -284,6 +284,7 @@ type page struct {
 	ReenrolExplain string
 	OnBehalf       bool   // the issue form on a user's page issues for them
 	OnBehalfNo     string // why a user's page has no on-behalf form (a catalog key)
+	MFANo          string // why a user's page has no MFA enrolment form (a catalog key)
 	Ticket         string // kept when the on-behalf form comes back with an error
 	// audit
 	Chart       template.HTML
