@@ -198,11 +198,17 @@ func (s *Service) StartEnrolment(ctx context.Context, actor *Identity, username,
 // spent and Vault generates their secret. The key goes to the page once;
 // the pending login is finished with a code from it (CompleteLogin).
 func (s *Service) BeginEnrolment(ctx context.Context, token, username, password string) (*PendingLogin, *vault.TOTPKey, error) {
-	enf, err := s.enforcement(ctx)
-	if err != nil {
-		return nil, nil, err
+	if s.mfaVault == nil {
+		return nil, nil, &Error{Code: EInvalid, Message: "error.mfa_off"}
 	}
-	// Without trust on first use: the link is the way this user enrols.
+	invalid := &Error{Code: EUnauthorized, Message: "error.enrol_link_invalid"}
+	if token == "" || len(token) > 100 {
+		return nil, nil, invalid
+	}
+	// The login first: it is what the login limits guard, so an
+	// anonymous stream of posts is refused before it costs Vault any
+	// read. Without trust on first use: the link is the way this user
+	// enrols.
 	id, pending, err := s.login(ctx, username, password, "", false)
 	if err != nil {
 		return nil, nil, err
@@ -212,9 +218,9 @@ func (s *Service) BeginEnrolment(ctx context.Context, token, username, password 
 		_ = s.vault.RevokeSelf(ctx, id.Token)
 		return nil, nil, &Error{Code: EInvalid, Message: "error.mfa_off"}
 	}
-	invalid := &Error{Code: EUnauthorized, Message: "error.enrol_link_invalid"}
-	if token == "" || len(token) > 100 {
-		return nil, nil, invalid
+	enf, err := s.enforcement(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
 	e, err := s.store.UseEnrolment(ctx, hashEnrolToken(token), pending.Username, s.now())
 	if errors.Is(err, store.ErrNotFound) {
