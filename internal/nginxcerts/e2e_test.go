@@ -86,6 +86,14 @@ func TestNginxEndToEnd(t *testing.T) {
 		check(t, "/secure", nil, http.StatusForbidden)
 		check(t, "/secure/whoami", nil, http.StatusForbidden)
 	})
+	t.Run("another spelling of the secure path reaches nothing", func(t *testing.T) {
+		// A case-insensitive backend would serve /SECURE as /secure: it must
+		// not get there through the open location.
+		for _, path := range []string{"/SECURE", "/Secure/app", "/sEcUrE/whoami", "/%53ecure"} {
+			check(t, path, nil, http.StatusNotFound)
+			check(t, path, &alice, http.StatusNotFound)
+		}
+	})
 	t.Run("secure path admits the portal's certificate", func(t *testing.T) {
 		check(t, "/secure", &alice, http.StatusOK)
 	})

@@ -69,6 +69,13 @@ func (p Params) WhoamiPath() string {
 	return p.withDefaults().SecurePath + "/whoami"
 }
 
+// SecurePathPattern is SecurePath as a PCRE literal, for the case-blind
+// check of the open location (Validate allows only letters, digits and
+// "._~-", of which "." is the one to escape).
+func (p Params) SecurePathPattern() string {
+	return regexp.QuoteMeta(p.withDefaults().SecurePath)
+}
+
 // VerifyOptional reports whether requests without a certificate reach the server.
 func (p Params) VerifyOptional() bool {
 	return p.withDefaults().Verify == VerifyOptional
