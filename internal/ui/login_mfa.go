@@ -101,9 +101,11 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 	sess := sessionFrom(r.Context())
 	p := pendingFromSession(sess)
 	if p == nil {
-		if identityFrom(r.Context()) != nil {
-			// The login was completed: nothing a code could finish.
-			s.failStatus(w, r, http.StatusUnauthorized, "error.session_expired")
+		if id := identityFrom(r.Context()); id != nil {
+			// The login was completed (a second click on the button, Back
+			// and send again): nothing a code could finish, and nothing
+			// wrong either. Where the login would have led.
+			http.Redirect(w, r, landing(id), http.StatusSeeOther)
 			return
 		}
 		// No password step in this session: most often the pre-login
