@@ -303,6 +303,11 @@ func TestTrailFlood(t *testing.T) {
 	}
 }
 
+var (
+	refilledTicket = regexp.MustCompile(`id="ticket"[^>]*value="([^"]*)"`)
+	refilledLabel  = regexp.MustCompile(`id="label"[^>]*value="([^"]*)"`)
+)
+
 // TestBidiEscaped: a right-to-left override in a ticket is refused before
 // Vault is asked; in a user agent (not typed into a form) it is stored
 // escaped and never reaches a page or the CSV export raw.
@@ -319,6 +324,17 @@ func TestBidiEscaped(t *testing.T) {
 		if r.StatusCode != http.StatusBadRequest || !bytes.Contains(r.Body, []byte("Ticket reference")) {
 			t.Fatalf("ticket %q: status %d, want 400 naming the ticket\n%s", ticket, r.StatusCode, r.Body)
 		}
+		// Not put back: the page would show it escaped ("INC\u200b-7"),
+		// which a second click would send as a valid ticket.
+		if m := refilledTicket.FindSubmatch(r.Body); m == nil || len(m[1]) != 0 {
+			t.Errorf("ticket %q refused, but the form comes back with ticket %q", ticket, m)
+		}
+	}
+	// A refused label on the dashboard likewise.
+	r0 := alice.post("/certificates", url.Values{"password": {p12Password}, "password_confirm": {p12Password}, "ttl": {"720h0m0s"},
+		"encryption": {"modern"}, "label": {"work\u200blaptop"}})
+	if m := refilledLabel.FindSubmatch(r0.Body); r0.StatusCode != http.StatusBadRequest || m == nil || len(m[1]) != 0 {
+		t.Errorf("refused label: status %d, label field %q; want 400 and an empty field", r0.StatusCode, m)
 	}
 	if n := storeInt(t, p.DB, `SELECT count(*) FROM certificates WHERE revoked_at IS NOT NULL`); n != 0 {
 		t.Fatalf("%d certificates revoked by refused requests", n)

@@ -548,6 +548,17 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, name string, p 
 	if name == "enrol_scan" || name == "enrol_link" {
 		p.OneTime = true
 	}
+	// A refused ticket or label is not put back into its field: what was
+	// refused is often what cannot be seen (a filler, a zero-width
+	// character), which the page shows either not at all or escaped as
+	// text ("INC\u200b-7") that a second click would then send as the
+	// value. The field comes back empty, to be typed again.
+	switch p.Field {
+	case "ticket":
+		p.Ticket = ""
+	case "label":
+		p.Label = ""
+	}
 	// Render to a buffer first, so a template failure becomes a clean 500
 	// rather than half a page with a 200.
 	var buf bytes.Buffer
