@@ -86,6 +86,9 @@ func TestIssueOnBehalfIdentityGrants(t *testing.T) {
 		if r.StatusCode != http.StatusForbidden || r.Header.Get("Content-Type") == "application/x-pkcs12" {
 			t.Errorf("on-behalf issue for %s: status %d (%s), want 403", u, r.StatusCode, r.Header.Get("Content-Type"))
 		}
+		if page := string(helen.get("/helpdesk/users/" + u).Body); u == "sam" && !strings.Contains(page, "suspended") {
+			t.Errorf("sam's helpdesk page does not say the account is suspended")
+		}
 		if ev := sessionEvents(t, db, "certificate.issue_on_behalf", u); len(ev) != 1 || ev[0].Outcome != "denied" || ev[0].Details["reason"] != why {
 			t.Errorf("trail for %s: %+v, want one denied event, reason %q", u, ev, why)
 		}

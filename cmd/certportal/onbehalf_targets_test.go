@@ -33,6 +33,10 @@ func TestIssueOnBehalfOnlyEmployees(t *testing.T) {
 	form := issueForm(p12Password, p12Password, "720h0m0s", "modern")
 	form.Set("ticket", "INC-9")
 
+	// Each refusal says what helps: staff sign in themselves, an account
+	// without portal access needs a Vault operator first.
+	says := map[string]string{"vera": "(a Vault operator)", "dave": "(a Vault operator)", "svcacct": "no portal access in Vault",
+		"harry": "is portal staff", "audrey": "is portal staff"}
 	for _, u := range []string{"vera", "dave", "svcacct", "harry", "audrey"} {
 		t.Run(u, func(t *testing.T) {
 			before := certSet(t, v)
@@ -40,8 +44,8 @@ func TestIssueOnBehalfOnlyEmployees(t *testing.T) {
 			if r.StatusCode != http.StatusForbidden || r.Header.Get("Content-Type") == "application/x-pkcs12" {
 				t.Fatalf("on-behalf issue for %s: status %d (%s), want 403\n%s", u, r.StatusCode, r.Header.Get("Content-Type"), r.Body)
 			}
-			if !strings.Contains(string(r.Body), "only for employees") {
-				t.Errorf("refusal for %s does not say why:\n%s", u, r.Body)
+			if !strings.Contains(string(r.Body), "only for employees") || !strings.Contains(string(r.Body), says[u]) {
+				t.Errorf("refusal for %s does not say why (%q):\n%s", u, says[u], r.Body)
 			}
 			if len(certSet(t, v)) != len(before) {
 				t.Fatal("Vault issued a certificate for a refused request")
@@ -50,11 +54,16 @@ func TestIssueOnBehalfOnlyEmployees(t *testing.T) {
 			if len(ev) != 1 || ev[0].Outcome != "denied" || ev[0].Actor != "helen" || ev[0].Details["ticket"] != "INC-9" || ev[0].Details["reason"] == "" {
 				t.Errorf("trail for %s: %+v, want one denied event by helen with the ticket and a reason", u, ev)
 			}
-			// Their own page offers no form that is bound to fail.
-			if page := helen.get("/helpdesk/users/" + u); strings.Contains(string(page.Body), `action="/helpdesk/users/`+u+`/certificates"`) {
-				t.Errorf("%s's helpdesk page offers the on-behalf form", u)
+			// Their own page offers no form that is bound to fail, and says why.
+			if page := string(helen.get("/helpdesk/users/" + u).Body); strings.Contains(page, `action="/helpdesk/users/`+u+`/certificates"`) ||
+				!strings.Contains(page, `id="onbehalf-no"`) || !strings.Contains(page, says[u]) {
+				t.Errorf("%s's helpdesk page: want no on-behalf form and %q", u, says[u])
 			}
 		})
+	}
+	// The agent's own page points to their dashboard.
+	if page := string(helen.get("/helpdesk/users/helen").Body); !strings.Contains(page, "Use your own dashboard") {
+		t.Error("helen's own helpdesk page does not send her to her dashboard")
 	}
 	// An employee: as before.
 	r := helen.post("/helpdesk/users/kiosk/certificates", form)

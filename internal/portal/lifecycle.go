@@ -519,7 +519,7 @@ func (s *Service) IssueOnBehalf(ctx context.Context, actor *Identity, username, 
 			return nil, err
 		}
 		s.log.WarnContext(ctx, "issue on behalf refused: not an employee", "user", username, "by", actor.Username, "reason", why)
-		return nil, &Error{Code: EForbidden, Message: "error.onbehalf_not_employee", Err: errors.New(why)}
+		return nil, &Error{Code: EForbidden, Message: OnBehalfRefusalMessage(why), Err: errors.New(why)}
 	}
 	ctx, cancel := s.detach(ctx)
 	defer cancel()
@@ -579,6 +579,31 @@ func (s *Service) OnBehalfRefusal(ctx context.Context, username string) (why, po
 		}
 	}
 	return "", "", nil
+}
+
+// OnBehalfRefusalMessage is the catalog key that tells the helpdesk why
+// OnBehalfRefusal said no, and what helps: staff sign in for their own, a
+// user without portal access (or with more than it) needs a Vault
+// operator, a suspended one nobody.
+func OnBehalfRefusalMessage(why string) string {
+	switch why {
+	case ReasonPortalStaff:
+		return "error.onbehalf_staff"
+	case ReasonEntityDisabled:
+		return "error.onbehalf_suspended"
+	case "no portal policy":
+		return "error.onbehalf_no_access"
+	}
+	return "error.onbehalf_operator"
+}
+
+// IsOnBehalfRefusal reports whether message is one of OnBehalfRefusalMessage's.
+func IsOnBehalfRefusal(message string) bool {
+	switch message {
+	case "error.onbehalf_staff", "error.onbehalf_suspended", "error.onbehalf_no_access", "error.onbehalf_operator":
+		return true
+	}
+	return false
 }
 
 // ReasonEntityDisabled is the recorded reason for refusing a helpdesk

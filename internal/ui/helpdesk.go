@@ -76,7 +76,10 @@ func (s *Server) helpdeskUserPage(w http.ResponseWriter, r *http.Request, userna
 			s.Logger.WarnContext(r.Context(), "helpdesk page: cannot tell whether on-behalf issuance is open for the user", "user", username, "err", err)
 			p.OnBehalfNo = "helpdesk.onbehalf_unknown"
 		case why != "":
-			p.OnBehalfNo = "error.onbehalf_not_employee"
+			p.OnBehalfNo = portal.OnBehalfRefusalMessage(why)
+		}
+		if username == p.User.Username {
+			p.OnBehalfNo = "error.onbehalf_self"
 		}
 	}
 	if s.Service.OnBehalfEnabled() && known && p.OnBehalfNo == "" {
@@ -197,7 +200,7 @@ func (s *Server) helpdeskIssue(w http.ResponseWriter, r *http.Request) {
 	dl, err := s.Service.IssueOnBehalf(r.Context(), identityFrom(r.Context()), username, r.PostFormValue("ticket"), req)
 	if err != nil {
 		var pe *portal.Error
-		if errors.As(err, &pe) && (pe.Code == portal.EInvalid || pe.Message == "error.onbehalf_cap" || pe.Message == "error.onbehalf_not_employee") {
+		if errors.As(err, &pe) && (pe.Code == portal.EInvalid || pe.Message == "error.onbehalf_cap" || portal.IsOnBehalfRefusal(pe.Message)) {
 			s.renderHelpdeskUser(w, r, statusFor(pe.Code), username, pe)
 			return
 		}
