@@ -107,7 +107,7 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if !s.keepPending(w, r, pending) {
+	if !s.keepPending(w, r, pending, key) {
 		return
 	}
 	s.renderScan(w, r, pending.Username, key, "enrol.scan_intro")
@@ -116,9 +116,24 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 // renderScan shows a secret Vault just generated, once: its QR code and
 // key, with the code form that finishes the pending login.
 func (s *Server) renderScan(w http.ResponseWriter, r *http.Request, username string, key *vault.TOTPKey, intro string) {
+	s.renderScanStatus(w, r, http.StatusOK, username, key, intro, nil)
+}
+
+// renderScanStatus is renderScan with a status and, after a refused code,
+// its error (a wait when throttled).
+func (s *Server) renderScanStatus(w http.ResponseWriter, r *http.Request, status int, username string, key *vault.TOTPKey, intro string, codeErr *portal.Error) {
 	p := s.newPage(r, "enrol.scan_title")
 	p.Username = username
 	p.ScanIntro = intro
+	p.ScanKey, p.ScanPNG = key.URL, base64.StdEncoding.EncodeToString(key.PNG)
+	if codeErr != nil {
+		p.Error = codeErr.Message
+		if p.ErrorWait = waitMinutes(codeErr); p.ErrorWait > 0 && codeErr.Code == portal.ETooMany {
+			p.Error += "_wait"
+		} else {
+			p.ErrorWait = 0
+		}
+	}
 	// A data: URL of Vault's own PNG, base64 of bytes only: safe to mark.
 	p.QRImage = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(key.PNG))
 	if u, perr := url.Parse(key.URL); perr == nil {
@@ -132,7 +147,7 @@ func (s *Server) renderScan(w http.ResponseWriter, r *http.Request, username str
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", cspScan)
-	s.render(w, r, http.StatusOK, "enrol_scan", p)
+	s.render(w, r, status, "enrol_scan", p)
 }
 
 // groupKey shows a base32 TOTP key in groups of four, as authenticator apps

@@ -40,7 +40,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if pending != nil && pending.NewKey != nil {
 		// Trust on first use: the secret Vault just generated, once,
 		// with the code form that finishes this login.
-		if !s.keepPending(w, r, pending) {
+		if !s.keepPending(w, r, pending, pending.NewKey) {
 			return
 		}
 		s.Logger.InfoContext(r.Context(), "login enrols a second factor (trust on first use)", "user", pending.Username,

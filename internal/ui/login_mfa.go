@@ -1,6 +1,10 @@
 package ui
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"time"
@@ -8,6 +12,7 @@ import (
 	"github.com/gorilla/sessions"
 
 	"github.com/certportal/certportal/internal/portal"
+	"github.com/certportal/certportal/internal/vault"
 )
 
 // The pre-login session's values: a password Vault accepted, waiting for a
@@ -19,7 +24,17 @@ const (
 	valPendingMethods = "mfa_methods"
 	valPendingStarted = "mfa_started"
 	valPendingDevice  = "mfa_device" // the device count's store key, never the token
+	// valScanHash: a hash of the secret a scan page showed (its otpauth URL
+	// and QR image), never the secret: a wrong code may show that page
+	// again from what the browser sends back, and only from that.
+	valScanHash = "mfa_scan"
 )
+
+// scanHash is what valScanHash holds for a scan page's key.
+func scanHash(keyURL, png string) string {
+	h := sha256.Sum256([]byte("certportal-scan:" + keyURL + "\x00" + png))
+	return hex.EncodeToString(h[:])
+}
 
 // beginMFA keeps the pending login in a fresh pre-login session and sends
 // the browser to the code page. The request id stays on the server.
@@ -33,11 +48,15 @@ func (s *Server) beginMFA(w http.ResponseWriter, r *http.Request, p *portal.Pend
 
 // keepPending makes the request's session a fresh pre-login session
 // holding p; false when it failed (the error page is written).
-func (s *Server) keepPending(w http.ResponseWriter, r *http.Request, p *portal.PendingLogin) bool {
+func (s *Server) keepPending(w http.ResponseWriter, r *http.Request, p *portal.PendingLogin, scan ...*vault.TOTPKey) bool {
 	sess := sessionFrom(r.Context())
 	if err := s.Sessions.Renew(r.Context(), sess); err != nil {
 		s.fail(w, r, portal.Errorf(portal.EUnavailable, "error.internal", "renew session: %w", err))
 		return false
+	}
+	delete(sess.Values, valScanHash)
+	if len(scan) > 0 && scan[0] != nil {
+		sess.Values[valScanHash] = scanHash(scan[0].URL, base64.StdEncoding.EncodeToString(scan[0].PNG))
 	}
 	s.forgetLoginEnd(w, r) // a new login has begun
 	if next := safeNext(r.PostFormValue("next")); next != "" {
@@ -138,6 +157,9 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 		} else {
 			setRetryAfter(w, pe)
 		}
+		if s.scanAgain(w, r, sess, p.Username, pe) {
+			return
+		}
 		pg := s.newPage(r, "login.mfa_title")
 		pg.Error = pe.Message
 		if pg.ErrorWait = waitMinutes(pe); pg.ErrorWait > 0 && pe.Code == portal.ETooMany {
@@ -160,6 +182,30 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.fail(w, r, err)
 	}
+}
+
+// scanAgain answers a refused code from a scan page with that page again,
+// its QR code and key as the browser sent them back, when they are the
+// ones this session's scan page showed (valScanHash): a user whose app did
+// not take the account, or who typed the key wrong, can try again instead
+// of being left with a code page no code of theirs can pass. false when
+// the code did not come from such a page.
+func (s *Server) scanAgain(w http.ResponseWriter, r *http.Request, sess *sessions.Session, username string, pe *portal.Error) bool {
+	want, _ := sess.Values[valScanHash].(string)
+	keyURL, png := r.PostFormValue("scan_key"), r.PostFormValue("scan_png")
+	if want == "" || keyURL == "" || png == "" || subtle.ConstantTimeCompare([]byte(scanHash(keyURL, png)), []byte(want)) != 1 {
+		return false
+	}
+	img, err := base64.StdEncoding.DecodeString(png)
+	if err != nil {
+		return false
+	}
+	intro := "enrol.scan_intro"
+	if r.PostFormValue("scan_intro") == "enrol.tofu_intro" {
+		intro = "enrol.tofu_intro"
+	}
+	s.renderScanStatus(w, r, statusFor(pe.Code), username, &vault.TOTPKey{URL: keyURL, PNG: img}, intro, pe)
+	return true
 }
 
 // loginEnds are the ways a code step can end for good (the login starts

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"html"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certportal/certportal/internal/testenv"
+)
+
+func hiddenField(name string) *regexp.Regexp {
+	return regexp.MustCompile(`name="` + name + `" value="([^"]*)"`)
+}
+
+// TestMFAScanAgainAfterWrongCode: a wrong code from the scan page shows the
+// scan page again, with the same QR code and key, so a user whose app did
+// not take the account can scan or type it again; the right code then
+// finishes the login. Only the page this session showed comes back: a key
+// the browser made up gets the plain code page.
+func TestMFAScanAgainAfterWrongCode(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_PUBLIC_URL": "https://certs.example.com"})
+	helenSecret := adminEnrol(t, v, "helen", method)
+	hb := newBrowser(t, p.URL)
+	hb.passwordStep("helen", v.Password(t, "helen"))
+	mustLanded(t, hb.codeStep(code(t, helenSecret, time.Now())), "helen's login")
+	link := makeEnrolLink(t, hb, "alice", false)
+
+	b := newBrowser(t, p.URL)
+	r := b.post("/enrol", url.Values{"token": {enrolToken(link)}, "username": {"alice"}, "password": {v.Password(t, "alice")}})
+	m := totpSecretRe.FindSubmatch(r.Body)
+	if r.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("scan page: status %d\n%s", r.StatusCode, r.Body)
+	}
+	shown := string(m[1])
+	secret := strings.ReplaceAll(shown, " ", "")
+	hidden := url.Values{}
+	for _, name := range []string{"scan_key", "scan_png", "scan_intro"} {
+		hm := hiddenField(name).FindSubmatch(r.Body)
+		if hm == nil {
+			t.Fatalf("scan page lacks the hidden %s", name)
+		}
+		hidden.Set(name, html.UnescapeString(string(hm[1])))
+	}
+	post := func(c string, h url.Values) *response {
+		f := url.Values{"code": {c}}
+		for k, vs := range h {
+			f[k] = vs
+		}
+		return b.post("/login/mfa", f)
+	}
+	// A wrong code: the same page, the same key, saying what to do.
+	again := post("000000", hidden)
+	if again.StatusCode != http.StatusUnauthorized || !strings.Contains(string(again.Body), `id="scan-again"`) || !strings.Contains(string(again.Body), "Code not accepted") {
+		t.Fatalf("wrong code from the scan page: status %d, want 401 with the scan page again\n%s", again.StatusCode, again.Body)
+	}
+	if m := totpSecretRe.FindSubmatch(again.Body); m == nil || string(m[1]) != shown || !strings.Contains(string(again.Body), `src="data:image/png;base64,`) {
+		t.Fatalf("the scan page after a wrong code does not show the same key and QR code")
+	}
+	if again.Header.Get("Cache-Control") != "no-store" {
+		t.Error("the scan page shown again may be cached")
+	}
+	// A key the browser made up is not shown as the user's.
+	forged := url.Values{"scan_key": {"otpauth://totp/certportal:alice?secret=AAAAAAAAAAAAAAAA&issuer=certportal"}, "scan_png": {hidden.Get("scan_png")}}
+	if r := post("000000", forged); strings.Contains(string(r.Body), `id="totp-secret"`) || r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a made-up key: status %d, want 401 with the plain code page, no key shown", r.StatusCode)
+	}
+	// The right code from the page shown again finishes the login.
+	mustLanded(t, post(code(t, secret, time.Now()), hidden), "the right code after the scan page came back")
+	db := openSQLite(t, p.DB)
+	assertTrailClean(t, db)
+	if strings.Contains(p.Logs.String(), secret) {
+		t.Error("the log holds the TOTP secret")
+	}
+}
