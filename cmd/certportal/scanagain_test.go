@@ -78,3 +78,28 @@ func TestMFAScanAgainAfterWrongCode(t *testing.T) {
 		t.Error("the log holds the TOTP secret")
 	}
 }
+
+// TestEnrolRelangAsksPasswordAgain: the enrolment form in the other
+// language keeps the name but never the password, so it puts the cursor in
+// the password field and says why it is empty.
+func TestEnrolRelangAsksPasswordAgain(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	enableMFA(t, v)
+	p := startPortal(t, v, nil)
+	b := newBrowser(t, p.URL)
+	b.get("/enrol")
+	r := b.post("/enrol?enrol_relang=1&lang=ko", url.Values{"token": {"some-token-from-the-link"}, "username": {"alice"}, "password": {"typed-before"}})
+	body := string(r.Body)
+	if r.StatusCode != http.StatusOK || strings.Contains(body, "typed-before") {
+		t.Fatalf("relang: status %d, or the password came back\n%s", r.StatusCode, body)
+	}
+	if !regexp.MustCompile(`id="password"[^>]*autofocus`).MatchString(body) || regexp.MustCompile(`id="username"[^>]*autofocus`).MatchString(body) ||
+		!strings.Contains(body, `id="password-again"`) {
+		t.Errorf("relang with the name filled: want the focus on the password and the hint\n%s", body)
+	}
+	// Without a name, the name field first, as before.
+	r = b.post("/enrol?enrol_relang=1&lang=ko", url.Values{"token": {"some-token-from-the-link"}})
+	if !regexp.MustCompile(`id="username"[^>]*autofocus`).MatchString(string(r.Body)) || strings.Contains(string(r.Body), `id="password-again"`) {
+		t.Errorf("relang without a name: want the focus on the name, no hint")
+	}
+}
