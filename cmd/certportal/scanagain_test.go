@@ -103,3 +103,31 @@ func TestEnrolRelangAsksPasswordAgain(t *testing.T) {
 		t.Errorf("relang without a name: want the focus on the name, no hint")
 	}
 }
+
+// TestMFAFormTicketErrorMarksItsField: the helpdesk user page has two
+// ticket fields (second factor, on behalf); a refused ticket from the
+// enrolment form names and marks that form's field, empty, not the other.
+func TestMFAFormTicketErrorMarksItsField(t *testing.T) {
+	v := testenv.StartConfiguredVault(t)
+	method := enableMFA(t, v)
+	setupVault(t, v, "--helpdesk-issue-on-behalf", "--mfa", "totp")
+	helenSecret := adminEnrol(t, v, "helen", method)
+	p := startPortal(t, v, map[string]string{"CERTPORTAL_HELPDESK_ISSUE_ON_BEHALF": "true"})
+	hb := newBrowser(t, p.URL)
+	hb.passwordStep("helen", v.Password(t, "helen"))
+	mustLanded(t, hb.codeStep(code(t, helenSecret, time.Now())), "helen's login")
+	r := hb.post("/helpdesk/users/alice/mfa", url.Values{"ticket": {"INC-7\u3164"}})
+	body := string(r.Body)
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Ticket reference (second factor)") {
+		t.Fatalf("refused MFA ticket: status %d, want 400 naming the second factor's ticket\n%s", r.StatusCode, body)
+	}
+	if !regexp.MustCompile(`id="mfa-ticket"[^>]*aria-invalid="true"`).MatchString(body) {
+		t.Error("the enrolment form's ticket field is not marked")
+	}
+	if regexp.MustCompile(`id="ticket"[^>]*aria-invalid`).MatchString(body) {
+		t.Error("the on-behalf form's ticket field is marked for the enrolment form's error")
+	}
+	if m := refilledTicket.FindStringSubmatch(body); m != nil && m[1] != "" {
+		t.Errorf("the on-behalf ticket field is filled with the refused ticket %q", m[1])
+	}
+}

@@ -25,6 +25,13 @@ func (s *Server) helpdeskEnrol(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var pe *portal.Error
 		if errors.As(err, &pe) && pe.Code == portal.EInvalid {
+			// The page has two ticket fields (this form's and the
+			// on-behalf form's): name and mark this one.
+			if pe.Field == "ticket" {
+				fe := *pe
+				fe.Field = "mfa_ticket"
+				pe = &fe
+			}
 			s.renderHelpdeskUser(w, r, http.StatusBadRequest, username, pe)
 			return
 		}

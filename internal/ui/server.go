@@ -556,7 +556,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, name string, p 
 	// text ("INC\u200b-7") that a second click would then send as the
 	// value. The field comes back empty, to be typed again.
 	switch p.Field {
-	case "ticket":
+	case "ticket", "mfa_ticket":
 		p.Ticket = ""
 	case "label":
 		p.Label = ""
