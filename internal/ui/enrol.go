@@ -1,14 +1,19 @@
 package ui
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"html/template"
+	"image"
+	"image/png"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/makiuchi-d/gozxing"
+	"github.com/makiuchi-d/gozxing/qrcode"
 
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/vault"
@@ -132,7 +137,7 @@ func (s *Server) renderScanStatus(w http.ResponseWriter, r *http.Request, status
 	p := s.newPage(r, "enrol.scan_title")
 	p.Username = username
 	p.ScanIntro = intro
-	p.ScanKey, p.ScanPNG = key.URL, base64.StdEncoding.EncodeToString(key.PNG)
+	p.ScanKey = key.URL
 	if codeErr != nil {
 		p.Error = codeErr.Message
 		if p.ErrorWait = waitMinutes(codeErr); p.ErrorWait > 0 && codeErr.Code == portal.ETooMany {
@@ -155,6 +160,28 @@ func (s *Server) renderScanStatus(w http.ResponseWriter, r *http.Request, status
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", cspScan)
 	s.render(w, r, status, "enrol_scan", p)
+}
+
+// qrPNG draws the QR code of an otpauth URL as a PNG, 200 px square as
+// Vault draws it, for a scan page shown again (scanAgain).
+func qrPNG(content string) ([]byte, error) {
+	m, err := qrcode.NewQRCodeWriter().Encode(content, gozxing.BarcodeFormat_QR_CODE, 200, 200, nil)
+	if err != nil {
+		return nil, err
+	}
+	img := image.NewGray(image.Rect(0, 0, m.GetWidth(), m.GetHeight()))
+	for y := 0; y < m.GetHeight(); y++ {
+		for x := 0; x < m.GetWidth(); x++ {
+			if !m.Get(x, y) {
+				img.Pix[y*img.Stride+x] = 0xff
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // groupKey shows a base32 TOTP key in groups of four, as authenticator apps

@@ -3,7 +3,6 @@ package ui
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"net/http"
@@ -24,15 +23,15 @@ const (
 	valPendingMethods = "mfa_methods"
 	valPendingStarted = "mfa_started"
 	valPendingDevice  = "mfa_device" // the device count's store key, never the token
-	// valScanHash: a hash of the secret a scan page showed (its otpauth URL
-	// and QR image), never the secret: a wrong code may show that page
-	// again from what the browser sends back, and only from that.
+	// valScanHash: a hash of the secret a scan page showed (its otpauth
+	// URL), never the secret: a wrong code may show that page again from
+	// what the browser sends back, and only from that.
 	valScanHash = "mfa_scan"
 )
 
 // scanHash is what valScanHash holds for a scan page's key.
-func scanHash(keyURL, png string) string {
-	h := sha256.Sum256([]byte("certportal-scan:" + keyURL + "\x00" + png))
+func scanHash(keyURL string) string {
+	h := sha256.Sum256([]byte("certportal-scan:" + keyURL))
 	return hex.EncodeToString(h[:])
 }
 
@@ -56,7 +55,7 @@ func (s *Server) keepPending(w http.ResponseWriter, r *http.Request, p *portal.P
 	}
 	delete(sess.Values, valScanHash)
 	if len(scan) > 0 && scan[0] != nil {
-		sess.Values[valScanHash] = scanHash(scan[0].URL, base64.StdEncoding.EncodeToString(scan[0].PNG))
+		sess.Values[valScanHash] = scanHash(scan[0].URL)
 	}
 	s.forgetLoginEnd(w, r) // a new login has begun
 	if next := safeNext(r.PostFormValue("next")); next != "" {
@@ -185,19 +184,22 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 }
 
 // scanAgain answers a refused code from a scan page with that page again,
-// its QR code and key as the browser sent them back, when they are the
-// ones this session's scan page showed (valScanHash): a user whose app did
+// its key as the browser sent it back (the QR code drawn anew from it),
+// when it is the one this session's scan page showed (valScanHash): only
+// the otpauth URL travels, so the post stays far below any body limit. A
+// user whose app did
 // not take the account, or who typed the key wrong, can try again instead
 // of being left with a code page no code of theirs can pass. false when
 // the code did not come from such a page.
 func (s *Server) scanAgain(w http.ResponseWriter, r *http.Request, sess *sessions.Session, username string, pe *portal.Error) bool {
 	want, _ := sess.Values[valScanHash].(string)
-	keyURL, png := r.PostFormValue("scan_key"), r.PostFormValue("scan_png")
-	if want == "" || keyURL == "" || png == "" || subtle.ConstantTimeCompare([]byte(scanHash(keyURL, png)), []byte(want)) != 1 {
+	keyURL := r.PostFormValue("scan_key")
+	if want == "" || keyURL == "" || subtle.ConstantTimeCompare([]byte(scanHash(keyURL)), []byte(want)) != 1 {
 		return false
 	}
-	img, err := base64.StdEncoding.DecodeString(png)
+	img, err := qrPNG(keyURL)
 	if err != nil {
+		s.Logger.WarnContext(r.Context(), "draw the QR code again", "err", err)
 		return false
 	}
 	intro := "enrol.scan_intro"

@@ -188,9 +188,8 @@ type page struct {
 	QRImage      template.URL
 	TOTPSecret   string
 	ScanIntro    string // catalog key: the scan page after a link, or at a first login (trust on first use)
-	ScanKey      string // the scan page's otpauth URL and PNG (base64), sent back with the code so a wrong code can show them again
-	ScanPNG      string
-	MFAEnrol     bool // the helpdesk user page offers enrolment
+	ScanKey      string // the scan page's otpauth URL, sent back with the code so a wrong code can show the page again
+	MFAEnrol     bool   // the helpdesk user page offers enrolment
 	// OneTime marks a page that cannot be shown again (the QR code and
 	// key, the enrolment link): the header offers no language switch,
 	// whose link would load another page and lose it for good.
