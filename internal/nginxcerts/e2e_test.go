@@ -89,7 +89,7 @@ func TestNginxEndToEnd(t *testing.T) {
 	t.Run("another spelling of the secure path reaches nothing", func(t *testing.T) {
 		// A case-insensitive backend would serve /SECURE as /secure: it must
 		// not get there through the open location.
-		for _, path := range []string{"/SECURE", "/Secure/app", "/sEcUrE/whoami", "/%53ecure"} {
+		for _, path := range []string{"/SECURE", "/Secure/app", "/sEcUrE/whoami", "/%53ecure", "/%C5%BFecure", "/%C5%BFECURE/app"} {
 			check(t, path, nil, http.StatusNotFound)
 			check(t, path, &alice, http.StatusNotFound)
 		}

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
 	"sync"
 	"text/template"
 )
@@ -69,11 +70,25 @@ func (p Params) WhoamiPath() string {
 	return p.withDefaults().SecurePath + "/whoami"
 }
 
-// SecurePathPattern is SecurePath as a PCRE literal, for the case-blind
+// SecurePathPattern is SecurePath as a PCRE pattern for the case-blind
 // check of the open location (Validate allows only letters, digits and
-// "._~-", of which "." is the one to escape).
+// "._~-", of which "." is the one to escape). nginx's ~* folds ASCII only,
+// while a case-insensitive backend may also fold the non-ASCII letters
+// whose upper or lower case is an ASCII one: ſ (U+017F) to s, K (U+212A,
+// Kelvin) to k, ı (U+0131) and İ (U+0130) to i. Each of those ASCII letters
+// also matches the UTF-8 bytes of its non-ASCII kin (nginx runs PCRE on
+// bytes: (*UTF) would make every URI that is not UTF-8 a 500).
 func (p Params) SecurePathPattern() string {
-	return regexp.QuoteMeta(p.withDefaults().SecurePath)
+	kin := map[rune]string{'s': `\xC5\xBF`, 'k': `\xE2\x84\xAA`, 'i': `\xC4\xB1|\xC4\xB0`}
+	var b strings.Builder
+	for _, r := range regexp.QuoteMeta(p.withDefaults().SecurePath) {
+		if k, ok := kin[unicode.ToLower(r)]; ok {
+			b.WriteString("(?:" + string(r) + "|" + k + ")")
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // VerifyOptional reports whether requests without a certificate reach the server.

@@ -270,3 +270,17 @@ func TestNginxAcceptsRenderedConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestSecurePathPatternFolds: the open location's check matches the
+// protected prefix in any case a backend may fold to it, ASCII or not.
+func TestSecurePathPatternFolds(t *testing.T) {
+	for path, want := range map[string]string{
+		"/secure":    `/(?:s|\xC5\xBF)ecure`,
+		"/Kiosk.app": `/(?:K|\xE2\x84\xAA)(?:i|\xC4\xB1|\xC4\xB0)o(?:s|\xC5\xBF)(?:k|\xE2\x84\xAA)\.app`,
+		"/a-b_c~9":   `/a-b_c~9`,
+	} {
+		if got := (nginxconf.Params{SecurePath: path}).SecurePathPattern(); got != want {
+			t.Errorf("SecurePathPattern(%q) = %s, want %s", path, got, want)
+		}
+	}
+}
