@@ -35,7 +35,9 @@ func TestIssueOnBehalfOnlyEmployees(t *testing.T) {
 
 	// Each refusal says what helps: staff sign in themselves, an account
 	// without portal access needs a Vault operator first.
-	says := map[string]string{"vera": "(a Vault operator)", "dave": "(a Vault operator)", "svcacct": "no portal access in Vault",
+	// Operators and accounts without portal access get one message: the
+	// page must not list who holds Vault power (review 80 F3).
+	says := map[string]string{"vera": "A Vault operator decides", "dave": "A Vault operator decides", "svcacct": "A Vault operator decides",
 		"harry": "is portal staff", "audrey": "is portal staff"}
 	for _, u := range []string{"vera", "dave", "svcacct", "harry", "audrey"} {
 		t.Run(u, func(t *testing.T) {

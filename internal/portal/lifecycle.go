@@ -583,24 +583,24 @@ func (s *Service) OnBehalfRefusal(ctx context.Context, username string) (why, po
 
 // OnBehalfRefusalMessage is the catalog key that tells the helpdesk why
 // OnBehalfRefusal said no, and what helps: staff sign in for their own, a
-// user without portal access (or with more than it) needs a Vault
-// operator, a suspended one nobody.
+// suspended account gets nothing, and an account that is not only an
+// employee's in Vault — no portal access, or more than it — needs a Vault
+// operator. Those two are one message: the helpdesk page must not become
+// a list of who holds Vault power (the reason itself goes to the trail).
 func OnBehalfRefusalMessage(why string) string {
 	switch why {
 	case ReasonPortalStaff:
 		return "error.onbehalf_staff"
 	case ReasonEntityDisabled:
 		return "error.onbehalf_suspended"
-	case "no portal policy":
-		return "error.onbehalf_no_access"
 	}
-	return "error.onbehalf_operator"
+	return "error.onbehalf_vault_account"
 }
 
 // IsOnBehalfRefusal reports whether message is one of OnBehalfRefusalMessage's.
 func IsOnBehalfRefusal(message string) bool {
 	switch message {
-	case "error.onbehalf_staff", "error.onbehalf_suspended", "error.onbehalf_no_access", "error.onbehalf_operator":
+	case "error.onbehalf_staff", "error.onbehalf_suspended", "error.onbehalf_vault_account":
 		return true
 	}
 	return false
