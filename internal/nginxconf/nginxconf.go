@@ -14,9 +14,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"unicode"
 	"sync"
 	"text/template"
+	"unicode"
 )
 
 // Defaults applied to empty Params fields.
