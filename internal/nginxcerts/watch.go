@@ -60,6 +60,9 @@ func Watch(ctx context.Context, c *vaultapi.Client, cfg Config, o WatchOptions) 
 		// Before the sync, so an expiring periodic token is renewed even
 		// while Vault refuses everything else.
 		if tok, err := RenewToken(ctx, c); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while renewing: no failure to report
+			}
 			log.Error("renew Vault token", "err", err)
 		} else if tok.Renewed {
 			log.Info("renewed Vault token", "expires", tok.Expires.UTC())
