@@ -500,3 +500,30 @@ func TestWatchRenewsToken(t *testing.T) {
 		t.Fatalf("log:\n%s", logs.String())
 	}
 }
+
+// TestWatchStoppedLogsNoError: a watch stopped while it renews its token
+// (here: before it starts) returns without an error line; the shutdown
+// race made TestWatchRenewsToken fail now and then.
+func TestWatchStoppedLogsNoError(t *testing.T) {
+	v := mustVault(t)
+	s, err := v.Admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{setup.NginxPolicyName}, Period: "3s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Admin.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(s.Auth.ClientToken)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var logs syncbuf.Buffer
+	if err := nginxcerts.Watch(ctx, c, testConfig(t.TempDir()), nginxcerts.WatchOptions{
+		CRLInterval: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a stopped watch logged an error:\n%s", logs.String())
+	}
+}
