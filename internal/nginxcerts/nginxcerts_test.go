@@ -468,7 +468,10 @@ func TestWatchRefusesBadConfig(t *testing.T) {
 
 // TestWatchRenewsToken runs Watch with a periodic token much shorter than
 // the test: without renewal it would expire and every sync would fail.
-func TestWatchRenewsToken(t *testing.T) {
+// periodicNginxClient is a client holding a fresh periodic token (3 s) of
+// the nginx policy, as a long-running --watch holds.
+func periodicNginxClient(t *testing.T) *vaultapi.Client {
+	t.Helper()
 	v := mustVault(t)
 	s, err := v.Admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{setup.NginxPolicyName}, Period: "3s"})
 	if err != nil {
@@ -479,6 +482,11 @@ func TestWatchRenewsToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.SetToken(s.Auth.ClientToken)
+	return c
+}
+
+func TestWatchRenewsToken(t *testing.T) {
+	c := periodicNginxClient(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -505,16 +513,7 @@ func TestWatchRenewsToken(t *testing.T) {
 // (here: before it starts) returns without an error line; the shutdown
 // race made TestWatchRenewsToken fail now and then.
 func TestWatchStoppedLogsNoError(t *testing.T) {
-	v := mustVault(t)
-	s, err := v.Admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{setup.NginxPolicyName}, Period: "3s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := v.Admin.Clone()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(s.Auth.ClientToken)
+	c := periodicNginxClient(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var logs syncbuf.Buffer
