@@ -74,19 +74,37 @@ func (s *Service) MFAEnrolmentOn(ctx context.Context) bool {
 // tell yet: the post then reports what went wrong). The helpdesk page shows
 // it instead of a form bound to be refused.
 func (s *Service) EnrolmentRefusal(ctx context.Context, actor *Identity, username string) string {
-	if NormalizeUsername(username) == actor.Username {
-		return "error.mfa_self"
+	_, message, err := s.enrolmentRefusal(ctx, actor, NormalizeUsername(username))
+	if err != nil {
+		return ""
 	}
-	managed, staff, _, err := s.mfaManaged(ctx, NormalizeUsername(username), true)
+	return message
+}
+
+// enrolmentRefusal decides whether the helpdesk may enrol or reset
+// username's second factor: why (the recorded reason) and message (the
+// catalog key) when not, both "" when it may. Vault's enforcement covers
+// every user of the mount, Vault's own operators too: the helpdesk manages
+// the second factor of portal users only, or an agent could destroy an
+// operator's and, with the password, enrol a phone of their own for Vault
+// itself. Nor an agent's own, or another staff member's: with one stolen
+// session and the password, an agent's own reset would give whoever holds
+// them a phone of their own as the agent's second factor for good; staff
+// factors are the operators' to reset (docs/mfa.md).
+func (s *Service) enrolmentRefusal(ctx context.Context, actor *Identity, username string) (why, message string, err error) {
+	if username == actor.Username {
+		return ReasonOwnFactor, "error.mfa_self", nil
+	}
+	managed, staff, why, err := s.mfaManaged(ctx, username, true)
 	switch {
 	case err != nil:
-		return ""
+		return "", "", err
 	case !managed:
-		return "error.mfa_not_portal_user"
+		return why, "error.mfa_not_portal_user", nil
 	case staff:
-		return "error.mfa_staff"
+		return ReasonStaffFactor, "error.mfa_staff", nil
 	}
-	return ""
+	return "", "", nil
 }
 
 // ReasonOwnFactor and ReasonStaffFactor are the recorded reasons for
@@ -117,40 +135,23 @@ func (s *Service) StartEnrolment(ctx context.Context, actor *Identity, username,
 	if err != nil {
 		return nil, err
 	}
-	// Vault's enforcement covers every user of the mount, Vault's own
-	// operators too: the helpdesk manages the second factor of portal
-	// users only, or an agent could destroy an operator's and, with the
-	// password, enrol a phone of their own for Vault itself.
-	//
-	// Nor an agent's own, or another staff member's: with one stolen
-	// session and the password, an agent's own reset would give whoever
-	// holds them a phone of their own as the agent's second factor for
-	// good; staff factors are the operators' to reset (docs/mfa.md).
-	action := audit.ActionMFAEnrolLink
-	if reset {
-		action = audit.ActionMFAReset
-	}
-	refuse := func(why, message, logMsg string) (*EnrolmentLink, error) {
-		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, action, audit.OutcomeDenied, "",
-			map[string]string{"ticket": ticket, "reason": why})); err != nil {
-			return nil, err
-		}
-		s.log.WarnContext(ctx, logMsg, "user", username, "by", actor.Username, "reason", why)
-		return nil, &Error{Code: EForbidden, Message: message, Err: errors.New(why)}
-	}
-	if username == actor.Username {
-		return refuse(ReasonOwnFactor, "error.mfa_self", "mfa enrolment refused: the agent's own second factor")
-	}
 	var pe *Error
-	switch managed, staff, why, err := s.mfaManaged(ctx, username, true); {
+	switch why, message, err := s.enrolmentRefusal(ctx, actor, username); {
 	case errors.As(err, &pe):
 		return nil, err
 	case err != nil:
 		return nil, vaultUnavailable(err)
-	case !managed:
-		return refuse(why, "error.mfa_not_portal_user", "mfa enrolment refused: not a portal user's second factor")
-	case staff:
-		return refuse(ReasonStaffFactor, "error.mfa_staff", "mfa enrolment refused: a staff member's second factor")
+	case why != "":
+		action := audit.ActionMFAEnrolLink
+		if reset {
+			action = audit.ActionMFAReset
+		}
+		if err := s.record(ctx, s.newEvent(ctx, actor.Username, username, action, audit.OutcomeDenied, "",
+			map[string]string{"ticket": ticket, "reason": why})); err != nil {
+			return nil, err
+		}
+		s.log.WarnContext(ctx, "mfa enrolment refused", "user", username, "by", actor.Username, "reason", why)
+		return nil, &Error{Code: EForbidden, Message: message, Err: errors.New(why)}
 	}
 	if reset {
 		// Recorded before the secret is destroyed: no reset without its
@@ -388,15 +389,11 @@ func (s *Service) mfaManaged(ctx context.Context, username string, portalLogin b
 	if g != nil {
 		all = append(append([]string(nil), u.Policies...), g.Policies...)
 	}
-	for _, p := range all {
-		switch p {
-		case "default", s.opts.UserPolicy:
-		case s.opts.HelpdeskPolicy, s.opts.AuditorPolicy:
-			staff = true
-		default:
-			return false, staff, "holds Vault policies beyond the portal's", nil
-		}
+	beyond, staffPolicy := s.classifyPolicies(all)
+	if beyond != "" {
+		return false, staffPolicy != "", ReasonExtraPolicies, nil
 	}
+	staff = staffPolicy != ""
 	if len(s.roles(all)) > 0 {
 		return true, staff, "", nil
 	}

@@ -71,19 +71,42 @@ func (s *Service) userIdentity(ctx context.Context, username string) (*identityG
 	return g, nil
 }
 
-// policyRefusal classifies policies for a helpdesk action meant for
-// employees: ReasonPortalStaff with the staff policy, "holds Vault
-// policies beyond the portal's" with the first other one, or "" when they
-// are only Vault's default and the portal's user policy.
-func (s *Service) policyRefusal(policies []string) (why, policy string) {
+// classifyPolicies sorts policies by what they grant beyond an employee's:
+// beyond is the first that is not the portal's nor Vault's default (Vault
+// power), staff the first portal staff policy (helpdesk, auditor); both ""
+// when they are only default and the portal's user policy.
+func (s *Service) classifyPolicies(policies []string) (beyond, staff string) {
 	for _, p := range policies {
 		switch p {
 		case "default", s.opts.UserPolicy:
 		case s.opts.HelpdeskPolicy, s.opts.AuditorPolicy:
-			return ReasonPortalStaff, p
+			if staff == "" {
+				staff = p
+			}
 		default:
-			return "holds Vault policies beyond the portal's", p
+			if beyond == "" {
+				beyond = p
+			}
 		}
+	}
+	return beyond, staff
+}
+
+// ReasonExtraPolicies is the recorded reason for refusing a helpdesk action
+// for a user holding Vault policies beyond the portal's.
+const ReasonExtraPolicies = "holds Vault policies beyond the portal's"
+
+// policyRefusal classifies policies for a helpdesk action meant for
+// employees: ReasonExtraPolicies with the first Vault policy beyond the
+// portal's, else ReasonPortalStaff with the staff policy, or "" when they
+// are only Vault's default and the portal's user policy.
+func (s *Service) policyRefusal(policies []string) (why, policy string) {
+	beyond, staff := s.classifyPolicies(policies)
+	switch {
+	case beyond != "":
+		return ReasonExtraPolicies, beyond
+	case staff != "":
+		return ReasonPortalStaff, staff
 	}
 	return "", ""
 }
