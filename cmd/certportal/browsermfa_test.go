@@ -292,6 +292,21 @@ func TestBrowserMFAJourney(t *testing.T) {
 			if strings.ReplaceAll(strings.TrimSpace(shown), " ", "") != secret || !strings.Contains(shown, " ") {
 				t.Fatalf("the key shown for typing in (%q) is not the QR code's, in groups of four", shown)
 			}
+			// A wrong code first: the QR page comes back, the same key, in
+			// the page's language, saying what to try.
+			var again string
+			if err := chromedp.Run(ctx,
+				chromedp.SendKeys(`#code`, wrongCode(t, secret), chromedp.ByID),
+				chromedp.Click(`#mfa-submit`, chromedp.ByID),
+				chromedp.WaitVisible(`#scan-again`, chromedp.ByID),
+				chromedp.Text(`#totp-secret`, &again, chromedp.ByID),
+			); err != nil {
+				t.Fatalf("wrong code from the QR page: %v", err)
+			}
+			if again != shown {
+				t.Errorf("the QR page after a wrong code shows key %q, want %q", again, shown)
+			}
+			checkAtWidths(t, ctx, "mfa-enrol-scan-again", tc.lang, tc.user)
 			if err := chromedp.Run(ctx,
 				chromedp.SendKeys(`#code`, clock.next(t, secret), chromedp.ByID),
 				chromedp.Click(`#mfa-submit`, chromedp.ByID),
