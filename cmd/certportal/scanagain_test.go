@@ -87,6 +87,20 @@ func TestMFAScanAgainAfterWrongCode(t *testing.T) {
 	}
 	// The right code from the page shown again finishes the login.
 	mustLanded(t, post(code(t, secret, time.Now()), hidden), "the right code after the scan page came back")
+	// The page the login leads to says the app is set up, once.
+	if home := b.get("/"); home.StatusCode != http.StatusOK || !strings.Contains(string(home.Body), `id="flash"`) || !strings.Contains(string(home.Body), "Your authenticator app is set up") {
+		t.Errorf("the first page after enrolling: status %d, want the \"app is set up\" notice\n%s", home.StatusCode, home.Body)
+	}
+	if home := b.get("/?lang=ko"); strings.Contains(string(home.Body), `id="flash"`) {
+		t.Error("the enrolment notice is shown a second time")
+	}
+	// A login with a code from an app set up before says nothing of it.
+	hb2 := newBrowser(t, p.URL)
+	hb2.passwordStep("helen", v.Password(t, "helen"))
+	mustLanded(t, hb2.codeStep(code(t, helenSecret, time.Now().Add(30*time.Second))), "helen's second login")
+	if home := hb2.get("/helpdesk"); strings.Contains(string(home.Body), `id="flash"`) {
+		t.Error("an ordinary code login shows the enrolment notice")
+	}
 	db := openSQLite(t, p.DB)
 	assertTrailClean(t, db)
 	if strings.Contains(p.Logs.String(), secret) {

@@ -52,7 +52,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.beginMFA(w, r, pending)
 		return
 	}
-	s.startSession(w, r, id)
+	s.startSession(w, r, id, "")
 }
 
 // loginAgain answers a failed password step with the login form again,
@@ -99,7 +99,9 @@ func (s *Server) loginAgain(w http.ResponseWriter, r *http.Request, username str
 
 // startSession makes the request's session the logged-in session of id
 // (its Vault login is complete) and sends the user to their landing page.
-func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal.Identity) {
+// flash, a catalog key or "", is a notice for the first page the new
+// session shows (takeFlash).
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal.Identity, flash string) {
 	sess := sessionFrom(r.Context())
 	// Where the user was going: the login form's next, or the one the
 	// pre-login session kept across the code step.
@@ -130,6 +132,9 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, id *portal
 	sess.Values[valAuthAt] = s.Now()
 	if id.MFA {
 		sess.Values[valMFA] = "totp" // the session keeps strings and times only
+	}
+	if flash != "" {
+		sess.Values[valFlash] = flash
 	}
 	s.capCookieLife(sess, id)
 	if err := sess.Save(r, w); err != nil {

@@ -136,7 +136,13 @@ func (s *Server) loginMFA(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := s.Service.CompleteLogin(r.Context(), p, r.PostFormValue("code"))
 	if err == nil {
-		s.startSession(w, r, id)
+		flash := ""
+		if sess.Values[valScanHash] != nil {
+			// The code came after a scan page: the app is set up now,
+			// which the page the login leads to says once.
+			flash = "notice.mfa_enrolled"
+		}
+		s.startSession(w, r, id, flash)
 		return
 	}
 	var pe *portal.Error

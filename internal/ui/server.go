@@ -25,6 +25,7 @@ import (
 	"github.com/certportal/certportal/internal/metrics"
 	"github.com/certportal/certportal/internal/portal"
 	"github.com/certportal/certportal/internal/session"
+	"github.com/certportal/certportal/internal/store"
 	"github.com/certportal/certportal/web"
 )
 
@@ -228,7 +229,10 @@ type page struct {
 	// label and serial): the notice's first argument, NoticeArg its second.
 	NoticeCert string
 
-	Notice    string // catalog keys
+	Notice string // catalog keys
+	// Flash is a notice the session kept for the first page it shows
+	// (takeFlash): said once, above the page's own content.
+	Flash     string
 	NoticeArg string // the notice's one argument, for notices that name someone
 	Error     string
 	ErrorWait int // minutes to wait, rounded up: the Error's "_wait" form says them
@@ -546,6 +550,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 func (s *Server) execute(w http.ResponseWriter, r *http.Request, name string, p *page) (out string, ok bool) {
 	t := s.pages[name]
 	p.Page = name
+	s.takeFlash(r, p)
 	if name == "enrol_scan" || name == "enrol_link" {
 		p.OneTime = true
 	}
@@ -580,6 +585,30 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, name string, p 
 		w.Header().Set("Content-Security-Policy", cspDeviceKeys)
 	}
 	return out, true
+}
+
+// valFlash is the session's one-time notice: a catalog key, set where the
+// portal itself did the thing it tells of (a link cannot set it).
+const valFlash = "flash"
+
+// takeFlash moves the session's one-time notice onto p when p is a page a
+// GET shows whole (not an error, not an answer to a form): the first such
+// page says it, and no later one.
+func (s *Server) takeFlash(r *http.Request, p *page) {
+	sess := sessionFrom(r.Context())
+	if sess == nil || (r.Method != http.MethodGet && r.Method != http.MethodHead) || p.Page == "error" {
+		return
+	}
+	key, _ := sess.Values[valFlash].(string)
+	if key == "" {
+		return
+	}
+	delete(sess.Values, valFlash)
+	if err := s.Sessions.Update(r.Context(), sess); err != nil && !errors.Is(err, store.ErrNotFound) {
+		// Said again on the next page rather than never.
+		s.Logger.WarnContext(r.Context(), "one-time notice not cleared in the session", "err", err)
+	}
+	p.Flash = key
 }
 
 // renderFailed answers for a page (name) whose template failed: the error
