@@ -51,6 +51,11 @@ func TestIssueOnBehalf(t *testing.T) {
 	helen.mustLogin("helen", helenPW)
 	if r := helen.get("/helpdesk/users/bob"); !strings.Contains(string(r.Body), `action="/helpdesk/users/bob/certificates"`) {
 		t.Fatalf("no on-behalf form on bob's page:\n%s", r.Body)
+	} else if body := string(r.Body); !strings.Contains(body, "The user needs this password once") || !strings.Contains(body, "Helps the user tell") ||
+		strings.Contains(body, "You need this password once") || strings.Contains(body, "Helps you tell") {
+		// The agent fills the form for someone else: the hints speak of
+		// the user, not of "you".
+		t.Errorf("the on-behalf form's hints speak to the agent as the certificate's owner:\n%s", r.Body)
 	}
 	alice := newBrowser(t, p.URL)
 	alice.mustLogin("alice", v.Password(t, "alice"))
