@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,9 +216,9 @@ func (s *Service) judge(ctx context.Context, mount, accessor, name string) (*Off
 	if u == nil { // not in the mount now (absent from the list too, or deleted since)
 		return &OffboardUser{Username: name, Reason: ReasonAffiliationChanged, Evidence: "user not found in userpass mount " + mount}, nil
 	}
+	var e *vault.Entity
 	if accessor != "" {
-		e, err := s.offboardVault.LookupEntityByAlias(ctx, accessor, name)
-		if err != nil {
+		if e, err = s.offboardVault.LookupEntityByAlias(ctx, accessor, name); err != nil {
 			return nil, err
 		}
 		if e != nil && e.Disabled {
@@ -227,11 +226,30 @@ func (s *Service) judge(ctx context.Context, mount, accessor, name string) (*Off
 				Evidence: fmt.Sprintf("identity entity %s (%s) disabled", e.Name, e.ID)}, nil
 		}
 	}
-	if !slices.Contains(u.Policies, s.opts.UserPolicy) {
-		return &OffboardUser{Username: name, Reason: ReasonAffiliationChanged,
-			Evidence: fmt.Sprintf("token_policies: [%s], without %s", strings.Join(u.Policies, " "), s.opts.UserPolicy)}, nil
+	// Still someone the portal would let in: a portal role from any grant,
+	// as at login (roles: the user, helpdesk or auditor policy, from the
+	// token's own policies or the identity's). Helpdesk and auditors hold
+	// their own certificates; an employee may get the user policy from an
+	// identity group.
+	if len(s.roles(u.Policies)) > 0 {
+		return nil, nil
 	}
-	return nil, nil
+	var identity []string
+	if e != nil {
+		groups, err := s.groupPolicies(ctx, e.GroupIDs)
+		if err != nil {
+			return nil, err // not judged: left alone, counted as not checked
+		}
+		identity = append(append(identity, e.Policies...), groups...)
+		if len(s.roles(identity)) > 0 {
+			return nil, nil
+		}
+	}
+	evidence := fmt.Sprintf("token_policies: [%s], without %s", strings.Join(u.Policies, " "), s.opts.UserPolicy)
+	if e != nil {
+		evidence += fmt.Sprintf("; identity policies: [%s], without a portal policy", strings.Join(identity, " "))
+	}
+	return &OffboardUser{Username: name, Reason: ReasonAffiliationChanged, Evidence: evidence}, nil
 }
 
 // tooMany says why n revocations out of active users would be a mass

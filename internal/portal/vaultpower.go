@@ -50,15 +50,26 @@ func (s *Service) userIdentity(ctx context.Context, username string) (*identityG
 	if err != nil || e == nil {
 		return nil, err
 	}
-	g := &identityGrant{Disabled: e.Disabled, Policies: append([]string(nil), e.Policies...)}
-	if len(e.GroupIDs) == 0 {
-		return g, nil
+	pols, err := s.groupPolicies(ctx, e.GroupIDs)
+	if err != nil {
+		return nil, err
+	}
+	return &identityGrant{Disabled: e.Disabled, Policies: append(append([]string(nil), e.Policies...), pols...)}, nil
+}
+
+// groupPolicies reads the policies of the identity groups ids, with the
+// portal's identity. Not being allowed to read them (a service policy from
+// before setup granted it) is errIdentityUnreadable.
+func (s *Service) groupPolicies(ctx context.Context, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
 	}
 	gr, ok := s.offboardVault.(GroupReader)
-	if !ok || len(e.GroupIDs) > maxIdentityGroups {
+	if !ok || len(ids) > maxIdentityGroups {
 		return nil, errIdentityUnreadable
 	}
-	for _, id := range e.GroupIDs {
+	var all []string
+	for _, id := range ids {
 		pols, err := gr.ReadGroupPolicies(ctx, id)
 		if errors.Is(err, vault.ErrPermissionDenied) {
 			return nil, fmt.Errorf("%w: %w", errIdentityUnreadable, err)
@@ -66,9 +77,9 @@ func (s *Service) userIdentity(ctx context.Context, username string) (*identityG
 		if err != nil {
 			return nil, err
 		}
-		g.Policies = append(g.Policies, pols...)
+		all = append(all, pols...)
 	}
-	return g, nil
+	return all, nil
 }
 
 // classifyPolicies sorts policies by what they grant beyond an employee's:
