@@ -44,7 +44,7 @@ variable "server_name" {
 variable "upstream" {
   type        = string
   default     = "http://127.0.0.1:9000"
-  description = "the application, reachable from the container and only through Nginx"
+  description = "the application, reachable from the container and only through Nginx: scheme, host and port, no path or trailing slash"
 }
 
 job "certportal-nginx" {
@@ -175,7 +175,13 @@ job "certportal-nginx" {
               ssl_session_cache off;
 
               location / {
-                  proxy_pass ${var.upstream};
+                  # Security-relevant (docs/nginx.md): any other spelling of the protected
+                  # prefix is 404 here, and the URI part ("/") sends the upstream the path
+                  # nginx judged, not the raw one (/secure/%2e%2e/x is judged /x).
+                  if ($uri ~* "^/(?:s|\xC5\xBF)ecure") {
+                      return 404;
+                  }
+                  proxy_pass ${var.upstream}/;
                   proxy_set_header X-SSL-Client-Verify      $ssl_client_verify;
                   proxy_set_header X-SSL-Client-S-DN        $ssl_client_s_dn;
                   proxy_set_header X-SSL-Client-Serial      $ssl_client_serial;
@@ -191,7 +197,7 @@ job "certportal-nginx" {
                   if ($ssl_client_verify != SUCCESS) {
                       return 403;
                   }
-                  proxy_pass ${var.upstream};
+                  proxy_pass ${var.upstream}/secure;
                   proxy_set_header X-SSL-Client-Verify      $ssl_client_verify;
                   proxy_set_header X-SSL-Client-S-DN        $ssl_client_s_dn;
                   proxy_set_header X-SSL-Client-Serial      $ssl_client_serial;

@@ -336,7 +336,9 @@ func newEchoUpstream(tb testing.TB) *echoUpstream {
 		for _, k := range names {
 			fmt.Fprintf(w, "%s: %s\n", k, strings.Join(r.Header.Values(k), ", "))
 		}
-		u.seen <- r.Header.Clone()
+		h := r.Header.Clone()
+		h.Set("X-Test-Request-Uri", r.RequestURI) // the path as the upstream got it, for the tests
+		u.seen <- h
 	}))
 	tb.Cleanup(u.Close)
 	return u

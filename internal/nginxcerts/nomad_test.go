@@ -98,6 +98,21 @@ func TestNomadJob(t *testing.T) {
 	if body := check(t, "/secure/whoami", &alice.tls, http.StatusOK); !strings.Contains(body, "serial: "+nginxSerial(alice.tls.Leaf)+"\n") {
 		t.Errorf("whoami: %q", body)
 	}
+	// The protected prefix in another case, or moved out of it by dot
+	// segments only nginx resolves, never reaches the upstream as /secure
+	// without a certificate (review 81 F2).
+	check(t, "/SECURE/app", nil, http.StatusNotFound)
+	for _, p := range []string{"/secure/%2e%2e/app", "/secure/../app", "/secure%2F..%2Fapp"} {
+		upstream.drain()
+		n.get(t, p, nil, nil)
+		select {
+		case h := <-upstream.seen:
+			if uri := h.Get("X-Test-Request-Uri"); strings.HasPrefix(strings.ToLower(uri), "/secure") && h.Get("X-Ssl-Client-Verify") != "SUCCESS" {
+				t.Errorf("GET %s without a certificate reached the upstream as %q", p, uri)
+			}
+		default:
+		}
+	}
 	upstream.drain()
 	n.get(t, "/secure/app", &alice.tls, http.Header{"X-Ssl-Client-S-Dn": {"CN=admin@example.com"}})
 	if got := upstream.next(t).Values("X-Ssl-Client-S-Dn"); len(got) != 1 || got[0] != "CN=alice@example.com,O=certportal" {
