@@ -613,6 +613,7 @@ func TestChartRejects(t *testing.T) {
 		}, "cidrs"},
 		{"no DSN scheme", func(v map[string]any) { v["config"].(map[string]any)["db"] = "/data/certportal.db" }, "db"},
 		{"public URL without scheme", func(v map[string]any) { v["config"].(map[string]any)["publicURL"] = "certs.example.com" }, "publicURL"},
+		{"ingress without trusted proxies", func(v map[string]any) { v["config"].(map[string]any)["trustedProxies"] = "" }, "trustedProxies"},
 		{"public URL with a query", func(v map[string]any) { v["config"].(map[string]any)["publicURL"] = "https://certs.example.com/?x=1" }, "publicURL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -51,6 +51,14 @@ app.kubernetes.io/part-of: certportal
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.config.db) -}}
 {{- fail "config.db: several replicas need PostgreSQL (postgres://…); SQLite lives in one pod" -}}
 {{- end -}}
+{{- /* Behind the Ingress every connection comes from the controller: without
+       its address in trustedProxies the portal sees one client, so the
+       per-address login limit shuts the login for everyone after a few
+       wrong passwords from anyone, and the trail records the controller's
+       address for every user. */ -}}
+{{- if and .Values.ingress.enabled (not .Values.config.trustedProxies) -}}
+{{- fail "config.trustedProxies: set the ingress controller's pod CIDR (or addresses); without it every user shares one login limit and the trail records the controller's address" -}}
+{{- end -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.secrets.existingSecret) (not .Values.secrets.sessionKey) -}}
 {{- fail "secrets.sessionKey (or secrets.existingSecret): every replica must share one session key" -}}
 {{- end -}}
