@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,9 +31,19 @@ func runServeWith(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	var mln net.Listener
+	if cfg.MetricsListen != "" {
+		if mln, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+	}
 	handler, cleanup, err := app.BuildWith(ctx, cfg, log, o)
 	if err != nil {
 		ln.Close()
+		if mln != nil {
+			mln.Close()
+		}
 		return err
 	}
 	defer cleanup()
@@ -41,7 +52,41 @@ func runServeWith(ctx context.Context, args []string, getenv func(string) string
 		scheme = "https"
 	}
 	fmt.Fprintf(stdout, "certportal listening on %s://%s\n", scheme, ln.Addr())
+	if mln != nil {
+		fmt.Fprintf(stdout, "certportal metrics on http://%s/metrics\n", mln.Addr())
+		stop := serveMetrics(mln, handler.Metrics, log)
+		defer stop()
+	}
 	return serve(ctx, ln, handler, cfg, log)
+}
+
+// serveMetrics serves /metrics alone on ln (CERTPORTAL_METRICS_LISTEN),
+// until stop. Only GET /metrics answers; anything else is 404.
+func serveMetrics(ln net.Listener, metrics http.Handler, log *slog.Logger) (stop func()) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener stopped", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

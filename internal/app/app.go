@@ -35,14 +35,22 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Handler is the portal's HTTP handler, and its metrics on their own for
+// a listener apart (CERTPORTAL_METRICS_LISTEN; the portal's handler then
+// answers /metrics with 404).
+type Handler struct {
+	http.Handler
+	Metrics http.Handler
+}
+
 // Build wires every dependency explicitly; it is the one place that
 // knows which adapters back the portal.
-func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (http.Handler, func(), error) {
+func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*Handler, func(), error) {
 	return BuildWith(ctx, cfg, log, Options{})
 }
 
 // BuildWith is Build with o.
-func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) (http.Handler, func(), error) {
+func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Options) (*Handler, func(), error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -117,7 +125,7 @@ func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Optio
 		st.Close()
 		return nil, nil, fmt.Errorf("audit trail: %w", err)
 	}
-	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m,
+	h, err := ui.New(ui.Deps{Service: svc, Sessions: sessions, Store: s, Logger: log, Metrics: m, MetricsApart: cfg.MetricsListen != "",
 		Secure: cfg.HTTPS(), TrustedProxies: cfg.TrustedProxies, MaxBodyBytes: cfg.MaxBodyBytes, SessionRecheck: cfg.SessionRecheck,
 		WhoamiURL: cfg.ServiceURL, AccountName: cfg.AccountName, PublicURL: cfg.PublicURL,
 		Reminders: s, Now: o.Now, VaultClock: vc})
@@ -163,7 +171,7 @@ func BuildWith(ctx context.Context, cfg config.Config, log *slog.Logger, o Optio
 	// Reconciliations an auditor asks for run here, in the background.
 	requestedDone := make(chan struct{})
 	go func() { svc.RunReconciler(sweepCtx); close(requestedDone) }()
-	return h, func() {
+	return &Handler{Handler: h, Metrics: m.Handler()}, func() {
 		stopSweep()
 		<-swept
 		if ephemeral {

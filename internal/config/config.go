@@ -24,10 +24,13 @@ import (
 // Config is everything `certportal serve` needs. Build it with Load; a
 // Config that passed Validate is safe to wire into the server.
 type Config struct {
-	Listen  string // CERTPORTAL_LISTEN
-	DB      string // CERTPORTAL_DB: SQLite path or postgres:// DSN
-	TLSCert string // CERTPORTAL_TLS_CERT: serve HTTPS when set with TLSKey
-	TLSKey  string // CERTPORTAL_TLS_KEY
+	Listen string // CERTPORTAL_LISTEN
+	// MetricsListen, when set, serves /metrics there (plain HTTP) and not
+	// on Listen, so that what users reach never shows it.
+	MetricsListen string // CERTPORTAL_METRICS_LISTEN
+	DB            string // CERTPORTAL_DB: SQLite path or postgres:// DSN
+	TLSCert       string // CERTPORTAL_TLS_CERT: serve HTTPS when set with TLSKey
+	TLSKey        string // CERTPORTAL_TLS_KEY
 	// Behind a reverse proxy or load balancer.
 	ProxyTLS       bool           // CERTPORTAL_PROXY_TLS: the proxy serves HTTPS; cookies are Secure, HSTS is sent
 	TrustedProxies []netip.Prefix // CERTPORTAL_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client
@@ -248,6 +251,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	var sessionKey, ttls string
 	fs.StringVar(&c.Listen, "listen", env("CERTPORTAL_LISTEN", c.Listen), "address to listen on (CERTPORTAL_LISTEN)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", env("CERTPORTAL_METRICS_LISTEN", ""), "serve /metrics on this address instead of the portal's (CERTPORTAL_METRICS_LISTEN; empty: beside the pages)")
 	fs.StringVar(&c.DB, "db", env("CERTPORTAL_DB", c.DB), "SQLite file or postgres:// DSN (CERTPORTAL_DB)")
 	fs.StringVar(&c.TLSCert, "tls-cert", env("CERTPORTAL_TLS_CERT", ""), "serve HTTPS with this certificate (CERTPORTAL_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", env("CERTPORTAL_TLS_KEY", ""), "key for -tls-cert (CERTPORTAL_TLS_KEY)")
@@ -513,6 +517,14 @@ func loadSessionKey(file, inline string) ([]byte, error) {
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen %q: want host:port", c.Listen)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics-listen %q: want host:port (CERTPORTAL_METRICS_LISTEN)", c.MetricsListen)
+		}
+		if c.MetricsListen == c.Listen {
+			return fmt.Errorf("metrics-listen %q: the same address as listen; give the metrics a port of their own or leave it empty (CERTPORTAL_METRICS_LISTEN)", c.MetricsListen)
+		}
 	}
 	if strings.TrimSpace(c.DB) == "" {
 		return errors.New("db: required")

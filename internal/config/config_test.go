@@ -157,3 +157,21 @@ func TestLoadReconcileSettings(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadMetricsListen(t *testing.T) {
+	load := func(v string) (Config, error) {
+		env := map[string]string{"CERTPORTAL_APPROLE_ROLE_ID": "r", "CERTPORTAL_APPROLE_SECRET_ID": "s", "CERTPORTAL_METRICS_LISTEN": v}
+		return Load(nil, func(k string) string { return env[k] }, io.Discard)
+	}
+	if c, err := load(""); err != nil || c.MetricsListen != "" {
+		t.Fatalf("default: %q %v, want none", c.MetricsListen, err)
+	}
+	if c, err := load("0.0.0.0:9090"); err != nil || c.MetricsListen != "0.0.0.0:9090" {
+		t.Fatalf("0.0.0.0:9090: %q %v", c.MetricsListen, err)
+	}
+	for _, bad := range []string{"9090", "127.0.0.1:8080"} { // no port; the portal's own address
+		if _, err := load(bad); err == nil || !strings.Contains(err.Error(), "CERTPORTAL_METRICS_LISTEN") {
+			t.Errorf("%s: %v, want refused naming CERTPORTAL_METRICS_LISTEN", bad, err)
+		}
+	}
+}

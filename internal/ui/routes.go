@@ -32,7 +32,7 @@ func (s *Server) routes() *chi.Mux {
 		r.Get(path, h)
 		r.Head(path, h)
 	}
-	if s.Metrics != nil {
+	if s.Metrics != nil && !s.MetricsApart {
 		// Counts and latencies only: no user, serial or secret is a label.
 		// Restrict who may scrape it at the proxy (docs/operations.md).
 		r.Method(http.MethodGet, "/metrics", s.Metrics.Handler())

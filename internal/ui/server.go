@@ -41,7 +41,10 @@ type Deps struct {
 	Store    Pinger
 	Logger   *slog.Logger
 	Metrics  *metrics.Metrics // served at /metrics; nil: no /metrics
-	Secure   bool             // browsers reach the portal over HTTPS: HSTS, Secure cookies
+	// MetricsApart: /metrics is served on a listener of its own
+	// (CERTPORTAL_METRICS_LISTEN), not beside the pages users reach.
+	MetricsApart bool
+	Secure       bool // browsers reach the portal over HTTPS: HSTS, Secure cookies
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// (see clientIP); none: the TCP peer is the client.
 	TrustedProxies []netip.Prefix

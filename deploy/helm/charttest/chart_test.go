@@ -418,9 +418,22 @@ func TestChartFull(t *testing.T) {
 	if peers := ports["TCP/5432"]; len(peers) != 1 || peers[0].IPBlock == nil || peers[0].IPBlock.CIDR != "10.20.0.5/32" {
 		t.Errorf("PostgreSQL egress %+v: want only the database's address", peers)
 	}
-	// Prometheus's namespace may scrape.
-	if len(o.NetworkPolicy.Spec.Ingress[0].From) != 2 {
-		t.Errorf("NetworkPolicy ingress from %+v: want the ingress controller and Prometheus", o.NetworkPolicy.Spec.Ingress[0].From)
+	// The ingress controller reaches the pages, Prometheus's namespace the
+	// metrics port, and neither the other's (review 81 F4: the Ingress
+	// published /metrics).
+	if in := o.NetworkPolicy.Spec.Ingress; len(in) != 2 || len(in[0].From) != 1 || len(in[1].From) != 1 ||
+		len(in[0].Ports) != 1 || in[0].Ports[0].Port.String() != "http" || len(in[1].Ports) != 1 || in[1].Ports[0].Port.String() != "metrics" {
+		t.Errorf("NetworkPolicy ingress %+v: want the ingress controller to http and Prometheus to metrics", in)
+	}
+	if l := o.ConfigMap.Data["CERTPORTAL_METRICS_LISTEN"]; l != "0.0.0.0:9090" {
+		t.Errorf("CERTPORTAL_METRICS_LISTEN %q, want 0.0.0.0:9090", l)
+	}
+	var svcMetrics bool
+	for _, sp := range o.Service.Spec.Ports {
+		svcMetrics = svcMetrics || (sp.Name == "metrics" && sp.Port == 9090 && sp.TargetPort.String() == "metrics")
+	}
+	if !svcMetrics {
+		t.Errorf("Service ports %+v: want metrics 9090", o.Service.Spec.Ports)
 	}
 
 	// ServiceMonitor and PrometheusRule against the operator's CRD fields.
@@ -437,7 +450,7 @@ func TestChartFull(t *testing.T) {
 	}
 	ep := eps[0].(map[string]any)
 	checkFields(t, "ServiceMonitor endpoint", ep, []string{"port", "path"}, "interval", "scrapeTimeout", "scheme")
-	if ep["port"] != "http" || ep["path"] != "/metrics" {
+	if ep["port"] != "metrics" || ep["path"] != "/metrics" {
 		t.Errorf("ServiceMonitor endpoint %v", ep)
 	}
 	if sm["metadata"].(map[string]any)["labels"].(map[string]any)["release"] != "prometheus" {
